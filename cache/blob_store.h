@@ -1,0 +1,36 @@
+/* cache/blob_store.h: immutable content blobs on local disk, named by their SHA-256.
+ * Layout: DIR/blobs/sha256/ab/abcdef… (the full hex), temporaries in DIR/tmp/.
+ * A blob under its final name is always whole and verified: it is written to a temporary file,
+ * hashed while written, fsynced, then renamed into place. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+struct blob_store;
+struct blob_txn;
+
+/* Opens (creating if needed, mode 0700) the store under @cache_dir. */
+int blob_store_open(const char *cache_dir, struct blob_store **ret);
+struct blob_store *blob_store_free(struct blob_store *bs);  /* NULL-safe */
+
+/* -ENOENT if the blob isn't stored, -EBADMSG if @digest is malformed. fd is O_RDONLY|O_CLOEXEC. */
+int blob_store_open_blob(struct blob_store *bs, const char *digest, int *ret_fd);
+/* 1 if present, 0 if not, -errno. */
+int blob_store_has(struct blob_store *bs, const char *digest);
+/* -ENOENT if absent. */
+int blob_store_remove(struct blob_store *bs, const char *digest);
+
+/* Starts writing a blob whose digest is computed as it is written. */
+int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret);
+int blob_txn_write(struct blob_txn *t, const void *buf, size_t n);
+/* Finishes the blob: if @expected is non-NULL and differs, -EBADMSG and nothing is kept.
+ * On success writes the digest into @ret_digest (may be NULL) and sets *ret_created (may be
+ * NULL) to true when this call stored the blob, false when it was already there.
+ * Always frees @t. */
+int blob_txn_commit(struct blob_txn *t, const char *expected, char ret_digest[DIGEST_STRING_MAX],
+		    bool *ret_created);
+void blob_txn_abort(struct blob_txn *t);  /* NULL-safe, frees t, removes the temporary */

@@ -1,0 +1,45 @@
+/* cache/entry.h: one entry of a layer, as a tar header or a TOC describes it.  This is the
+ * record that cache/ indexes and that fs/ merges into a tree; it carries only plain C types. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum entry_type {
+	ENTRY_REG,
+	ENTRY_DIR,
+	ENTRY_SYMLINK,
+	ENTRY_HARDLINK, /* link_target names an earlier regular file (same or lower layer) */
+	ENTRY_CHR,
+	ENTRY_BLK,
+	ENTRY_FIFO,
+};
+
+struct xattr {
+	const char *name;   /* e.g. "security.capability", NUL-terminated */
+	const void *value;
+	size_t size;
+};
+
+struct entry {
+	/* Normalised: no leading "/" or "./", no trailing "/", no "." or ".." components,
+	 * no empty components; the root directory is "".  Whiteouts (".wh.NAME",
+	 * ".wh..wh..opq") are entries like any other: fs/ interprets them. */
+	const char *path;
+	enum entry_type type;
+	uint32_t mode;          /* permission bits, 07777 (incl. setuid/setgid/sticky) */
+	uint32_t uid, gid;
+	uint64_t size;          /* ENTRY_REG: content length; otherwise 0 */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t dev_major, dev_minor;  /* ENTRY_CHR / ENTRY_BLK */
+	const char *link_target;        /* ENTRY_SYMLINK: target as stored; ENTRY_HARDLINK:
+					 * normalised path of the target; otherwise NULL */
+	const char *digest;             /* ENTRY_REG: "sha256:<hex>" of the content; else NULL */
+	const struct xattr *xattrs;
+	size_t n_xattrs;
+};
+
+/* Normalises a tar path in place per the rules above.  Returns -EINVAL for paths that escape
+ * the root ("..") — those entries must be rejected, not clamped. */
+int entry_path_normalize(char *path);

@@ -1,0 +1,46 @@
+/* cache/index_db.h: the SQLite index (DIR/index.db, WAL mode, busy timeout): tag resolutions,
+ * images (manifest + config bytes), layers and their entries.  Every function maps SQLITE_*
+ * codes to -errno in one place (sqlite_errno).  One struct index_db is one connection; use it
+ * from one thread at a time. */
+#pragma once
+
+#include <stddef.h>
+
+#include "entry.h"
+
+struct index_db;
+struct layer_writer;
+
+/* Opens or creates @path with the schema; the file is created 0600. */
+int index_db_open(const char *path, struct index_db **ret);
+struct index_db *index_db_free(struct index_db *db);  /* NULL-safe */
+
+/* Tag resolutions remembered from the registry: (canonical reference, platform) -> manifest
+ * digest.  -ENOENT if unknown. */
+int index_db_ref_get(struct index_db *db, const char *ref, const char *platform, char **ret_digest);
+int index_db_ref_put(struct index_db *db, const char *ref, const char *platform, const char *digest);
+
+/* Images by manifest digest: the exact manifest bytes and config bytes. */
+int index_db_image_put(struct index_db *db, const char *manifest_digest, const char *media_type,
+		       const void *manifest, size_t manifest_len, const void *config, size_t config_len);
+/* -ENOENT if unknown.  Returned buffers are NUL-terminated; ret_* may be NULL. */
+int index_db_image_get(struct index_db *db, const char *manifest_digest, char **ret_media_type,
+		       char **ret_manifest, size_t *ret_manifest_len, char **ret_config,
+		       size_t *ret_config_len);
+
+/* 1 if the layer (by compressed blob digest) is fully indexed, 0 if not, -errno. */
+int index_db_layer_is_indexed(struct index_db *db, const char *digest);
+
+/* Collects a layer's entries in memory; nothing is written to the database (and no SQLite lock
+ * is held) until layer_writer_commit(), which writes them all in one short transaction. */
+int index_db_layer_begin(struct index_db *db, const char *digest, const char *media_type,
+			 struct layer_writer **ret);
+int layer_writer_add(struct layer_writer *w, const struct entry *e);  /* copies everything */
+int layer_writer_commit(struct layer_writer *w);  /* always frees w */
+void layer_writer_abort(struct layer_writer *w);  /* NULL-safe, frees w */
+
+/* Calls @cb for each entry of an indexed layer, in the order they were added; the entry's
+ * pointers are valid only during the call.  A negative return from @cb stops and is returned.
+ * -ENOENT if the layer is not indexed. */
+int index_db_layer_foreach(struct index_db *db, const char *digest,
+			   int (*cb)(void *userdata, const struct entry *e), void *userdata);

@@ -1,0 +1,33 @@
+/* fs/fs.h: the FUSE low-level filesystem serving one immutable fs_tree, read-only and
+ * multi-threaded, contents read from the blob store. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "../cache/blob_store.h"
+#include "tree.h"
+
+struct fs;
+
+struct fs_config {
+	const char *mountpoint;
+	const char *fsname;     /* shown in /proc/mounts: "lazyroot" */
+	const char *subtype;    /* "lazyroot" -> type fuse.lazyroot */
+	bool allow_other;       /* with default_permissions: the container's users see real modes */
+	unsigned max_threads;   /* 0: libfuse default */
+	bool debug;
+};
+
+/* Takes ownership of @tree; borrows @bs, which must outlive the fs. */
+int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret);
+struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
+
+/* Creates the session and mounts it; on return the kernel has the mount and requests queue
+ * until fs_serve() runs.  -ENODEV without /dev/fuse, other -errno from mount. */
+int fs_mount(struct fs *fs, const struct fs_config *c);
+/* SIGTERM, SIGINT and SIGHUP make fs_serve() return. */
+int fs_install_signal_handlers(struct fs *fs);
+/* Serves requests until the filesystem is unmounted or a signal arrives. */
+int fs_serve(struct fs *fs);
+/* Detaches the mount (lazy unmount) if it is still there. */
+void fs_unmount(struct fs *fs);

@@ -1,0 +1,54 @@
+/* fs/tree.h: the merged, read-only tree of an image, built once in memory from its layers'
+ * entries (bottom layer first, each layer's entries in archive order) and immutable after
+ * fs_tree_finish().  Applies the OCI layer rules: later layers win, ".wh.NAME" hides NAME
+ * from lower layers, ".wh..wh..opq" hides every lower-layer child of its directory, a
+ * non-directory replaces a directory's whole subtree, missing parents are created 0755
+ * root:root, whiteout entries never appear.  Hardlinks share one inode. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../cache/entry.h"
+
+struct fs_tree;
+
+int fs_tree_new(struct fs_tree **ret);
+struct fs_tree *fs_tree_free(struct fs_tree *t);  /* NULL-safe */
+
+/* Starts the next layer: entries added after this belong to it. */
+int fs_tree_begin_layer(struct fs_tree *t);
+/* Copies what it needs from @e.  -EINVAL for an entry that cannot apply (a hardlink to a
+ * missing or non-regular target, a path under a non-directory is replaced silently like
+ * umoci does: the non-directory gives way to an implicit directory). */
+int fs_tree_add(struct fs_tree *t, const struct entry *e);
+/* Freezes the tree: assigns inode numbers, counts links and directory sizes. */
+int fs_tree_finish(struct fs_tree *t);
+
+/* Read side, valid after fs_tree_finish(); safe from many threads at once (no locks: the
+ * tree never changes).  Inode numbers are 1 (root) .. fs_tree_count(). */
+typedef uint64_t fs_ino_t;
+#define FS_ROOT_INO 1
+
+size_t fs_tree_count(const struct fs_tree *t);
+/* 0 or -ENOENT / -ENOTDIR. */
+int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, fs_ino_t *ret);
+/* Fills a struct stat (st_ino, st_mode incl. type, st_nlink, uid, gid, size, rdev, mtime —
+ * also used for atime and ctime —, st_blocks); -ENOENT for a bad number. */
+int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret);
+/* Directory iteration: the entry at position @pos (0-based, "." and ".." not included);
+ * -ENOENT past the end, -ENOTDIR if @dir is not a directory. */
+int fs_tree_readdir(const struct fs_tree *t, fs_ino_t dir, size_t pos, const char **ret_name,
+		    fs_ino_t *ret_ino);
+fs_ino_t fs_tree_parent(const struct fs_tree *t, fs_ino_t dir);
+/* Symlink target; -EINVAL if not a symlink. */
+int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret);
+/* Content digest of a regular file; -EISDIR / -EINVAL otherwise. */
+int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret);
+/* Extended attributes: -ENODATA if the name is not set. */
+int fs_tree_getxattr(const struct fs_tree *t, fs_ino_t ino, const char *name,
+		     const void **ret_value, size_t *ret_size);
+size_t fs_tree_xattr_count(const struct fs_tree *t, fs_ino_t ino);
+const char *fs_tree_xattr_name(const struct fs_tree *t, fs_ino_t ino, size_t i);
