@@ -16,6 +16,10 @@ struct blob_txn;
 /* Opens (creating if needed, mode 0700) the store under @cache_dir. */
 int blob_store_open(const char *cache_dir, struct blob_store **ret);
 struct blob_store *blob_store_free(struct blob_store *bs);  /* NULL-safe */
+static inline void blob_store_freep(struct blob_store **bs)
+{
+	*bs = blob_store_free(*bs);
+}
 
 /* -ENOENT if the blob isn't stored, -EBADMSG if @digest is malformed. fd is O_RDONLY|O_CLOEXEC. */
 int blob_store_open_blob(struct blob_store *bs, const char *digest, int *ret_fd);
@@ -34,3 +38,7 @@ int blob_txn_write(struct blob_txn *t, const void *buf, size_t n);
 int blob_txn_commit(struct blob_txn *t, const char *expected, char ret_digest[DIGEST_STRING_MAX],
 		    bool *ret_created);
 void blob_txn_abort(struct blob_txn *t);  /* NULL-safe, frees t, removes the temporary */
+static inline void blob_txn_abortp(struct blob_txn **t)
+{
+	blob_txn_abort(*t);
+}

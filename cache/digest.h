@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 #define DIGEST_HEX_LEN 64
 #define DIGEST_STRING_MAX (7 + DIGEST_HEX_LEN + 1)  /* "sha256:" + hex + NUL */
 
@@ -13,7 +15,8 @@ int digest_validate(const char *s);
 
 struct digest_ctx;
 int digest_ctx_new(struct digest_ctx **ret);
-struct digest_ctx *digest_ctx_free(struct digest_ctx *c);
+struct digest_ctx *digest_ctx_free(struct digest_ctx *c);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct digest_ctx *, digest_ctx_free);
 void digest_ctx_update(struct digest_ctx *c, const void *buf, size_t n);
 /* Writes "sha256:<hex>" into @ret; the context may not be updated afterwards. */
 void digest_ctx_final(struct digest_ctx *c, char ret[DIGEST_STRING_MAX]);

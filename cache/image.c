@@ -1,1 +1,434 @@
-/* placeholder */
+/*
+ * cache/image.c: the pull pipeline.  A reference resolves to a platform manifest digest (from
+ * the index when the cache already knows it and the policy allows, else from the registry);
+ * each layer not yet indexed is streamed once from the registry through a pipe into
+ * layer_tar_index(), hashed on the way, and its entries are committed only when the whole
+ * blob matched its digest.  Layers of one digest are imported by one process at a time (a
+ * lock file per layer); the others wait and then find the layer indexed.
+ */
+#include "image.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "layer_tar.h"
+#include "log.h"
+#include "registry.h"
+#include "util.h"
+
+#define MANIFEST_MAX_DEPTH 4
+#define CONFIG_MAX (4u << 20)
+
+struct image *image_free(struct image *img)
+{
+	if (!img)
+		return NULL;
+	free(img->ref);
+	free(img->manifest_digest);
+	manifest_free(img->manifest);
+	image_config_free(img->config);
+	free(img);
+	return NULL;
+}
+
+static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->kind = kind;
+	errno = -r;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* The image as the cache knows it, or -ENOENT. */
+static int image_load_local(struct cache *c, const char *digest, struct image **ret)
+{
+	_cleanup_(image_freep) struct image *img = NULL;
+	_cleanup_free_ char *media_type = NULL, *manifest = NULL, *config = NULL;
+	size_t manifest_len, config_len;
+	int r;
+
+	r = index_db_image_get(c->db, digest, &media_type, &manifest, &manifest_len, &config,
+			       &config_len);
+	if (r < 0)
+		return r;
+
+	img = calloc(1, sizeof(*img));
+	if (!img)
+		return -ENOMEM;
+	img->manifest_digest = strdup(digest);
+	if (!img->manifest_digest)
+		return -ENOMEM;
+	r = manifest_parse(manifest, manifest_len, media_type, &img->manifest);
+	if (r < 0)
+		return r;
+	r = image_config_parse(config, config_len, &img->config);
+	if (r < 0)
+		return r;
+
+	*ret = TAKE_PTR(img);
+	return 0;
+}
+
+/* Fetches the manifest for @tag_or_digest, following indexes to @want's entry. */
+static int fetch_platform_manifest(struct registry *reg, const char *tag_or_digest,
+				   const struct platform *want, char **ret_buf, size_t *ret_len,
+				   char **ret_media_type, char **ret_digest, struct pull_error *err)
+{
+	_cleanup_free_ char *next = strdup(tag_or_digest);
+
+	if (!next)
+		return -ENOMEM;
+
+	for (unsigned depth = 0; depth < MANIFEST_MAX_DEPTH; depth++) {
+		_cleanup_free_ char *buf = NULL, *content_type = NULL, *media_type = NULL;
+		_cleanup_free_ char *child = NULL, *child_type = NULL, *available = NULL;
+		char digest[DIGEST_STRING_MAX];
+		size_t len;
+		int r;
+
+		r = registry_get_manifest(reg, next, &buf, &len, &content_type, digest);
+		if (r < 0)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
+					 registry_last_error(reg));
+
+		r = manifest_detect_media_type(buf, len, content_type, &media_type);
+		if (r < 0)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					 "manifest '%s' has an unknown media type '%s'", digest,
+					 content_type ? content_type : "");
+
+		if (media_type_is_manifest(media_type)) {
+			*ret_buf = TAKE_PTR(buf);
+			*ret_len = len;
+			*ret_media_type = TAKE_PTR(media_type);
+			*ret_digest = strdup(digest);
+			return *ret_digest ? 0 : -ENOMEM;
+		}
+
+		r = index_select_platform(buf, len, want, &child, &child_type, &available);
+		if (r == -ENOENT) {
+			_cleanup_free_ char *p = platform_to_string(want);
+
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					 "image index '%s' has no manifest for platform '%s' (it has: %s)",
+					 digest, p ? p : "?", available ? available : "none");
+		}
+		if (r < 0)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					 "cannot parse image index '%s': %m", digest);
+		free(next);
+		next = TAKE_PTR(child);
+	}
+	return pull_fail(err, PULL_FAILURE_REGISTRY, -ELOOP,
+			 "image indexes nested deeper than %d levels", MANIFEST_MAX_DEPTH);
+}
+
+static int image_fetch_remote(struct cache *c, struct registry *reg, const struct reference *ref,
+			      const struct platform *want, struct image **ret,
+			      struct pull_error *err)
+{
+	_cleanup_(image_freep) struct image *img = NULL;
+	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
+	size_t len = 0, config_len = 0;
+	int r;
+
+	img = calloc(1, sizeof(*img));
+	if (!img)
+		return -ENOMEM;
+
+	r = fetch_platform_manifest(reg, ref->digest ? ref->digest : ref->tag, want, &buf, &len,
+				    &media_type, &img->manifest_digest, err);
+	if (r < 0)
+		return r;
+
+	r = manifest_parse(buf, len, media_type, &img->manifest);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot use manifest '%s': %m",
+				 img->manifest_digest);
+
+	r = registry_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", registry_last_error(reg));
+	r = image_config_parse(config, config_len, &img->config);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s': %m",
+				 img->manifest->config_digest);
+
+	r = index_db_image_put(c->db, img->manifest_digest, media_type, buf, len, config,
+			       config_len);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s': %m",
+				 c->dir);
+
+	*ret = TAKE_PTR(img);
+	return 0;
+}
+
+struct layer_stream {
+	struct registry *reg;
+	const struct layer_desc *layer;
+	const struct pull_options *opts;
+	unsigned index, n_layers;
+	int fd;                      /* write end of the pipe to the indexer */
+	struct digest_ctx *hash;
+	uint64_t received;
+	int r;
+};
+
+static int layer_stream_sink(void *userdata, const void *buf, size_t n)
+{
+	struct layer_stream *s = userdata;
+
+	if (s->received + n > s->layer->size)
+		return -EFBIG;  /* the manifest's size is a limit, not a hint */
+	digest_ctx_update(s->hash, buf, n);
+	s->received += n;
+	if (s->opts->progress)
+		s->opts->progress(s->opts->progress_userdata, s->index, s->n_layers, s->received,
+				  s->layer->size);
+	return write_all(s->fd, buf, n);
+}
+
+static void *layer_stream_thread(void *userdata)
+{
+	struct layer_stream *s = userdata;
+
+	s->r = registry_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
+	(void)close(TAKE_FD(s->fd));
+	return NULL;
+}
+
+static int layer_lock(struct cache *c, const char *digest, int *ret_fd)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	if (asprintf(&dir, "%s/locks", c->dir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/%s.lock", dir, digest + strlen("sha256:")) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static void remove_blobs(struct cache *c, char **digests)
+{
+	for (char **d = digests; d && *d; d++) {
+		int r = blob_store_remove(c->bs, *d);
+
+		if (r < 0 && r != -ENOENT)
+			log_debug_errno(r, "cannot remove blob '%s': %m", *d);
+	}
+}
+
+static int layer_import(struct cache *c, struct registry *reg, const struct pull_options *o,
+			const struct layer_desc *layer, unsigned index, unsigned n_layers,
+			struct pull_error *err)
+{
+	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
+	_cleanup_strv_free_ char **created = NULL;
+	struct layer_writer *w = NULL;
+	struct layer_stream s = {
+		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
+		.fd = -EBADF,
+	};
+	char got[DIGEST_STRING_MAX];
+	pthread_t thread;
+	int pipe_fds[2], r;
+
+	r = layer_lock(c, layer->digest, &lock_fd);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+				 layer->digest, c->dir);
+	/* Another process may have imported it while we waited for the lock. */
+	r = index_db_layer_is_indexed(c->db, layer->digest);
+	if (r != 0)
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+
+	r = digest_ctx_new(&s.hash);
+	if (r < 0)
+		return r;
+	r = index_db_layer_begin(c->db, layer->digest, layer->media_type, &w);
+	if (r < 0)
+		goto finish;
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
+		r = -errno;
+		goto finish;
+	}
+	read_fd = pipe_fds[0];
+	s.fd = pipe_fds[1];
+	r = -pthread_create(&thread, NULL, layer_stream_thread, &s);
+	if (r < 0) {
+		(void)close(TAKE_FD(s.fd));
+		goto finish;
+	}
+
+	r = layer_tar_index(read_fd, c->bs, w, &created);
+	/* If the indexer stopped early, the fetcher's next write fails with EPIPE and it ends. */
+	(void)close(TAKE_FD(read_fd));
+	(void)pthread_join(thread, NULL);
+
+	if (s.r < 0 && s.r != -EPIPE) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, s.r, "cannot fetch layer '%s': %s",
+			      layer->digest, s.r == -EFBIG ? "larger than the manifest says"
+							   : registry_last_error(reg));
+		goto finish;
+	}
+	if (r == -EBADMSG) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is not a valid tar archive",
+			      layer->digest);
+		goto finish;
+	}
+	if (r < 0) {
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s': %m",
+			      layer->digest, c->dir);
+		goto finish;
+	}
+	digest_ctx_final(s.hash, got);
+	if (!streq(got, layer->digest) || s.received != layer->size) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			      "layer '%s' failed verification (got %s, %llu bytes): nothing of it was kept",
+			      layer->digest, got, (unsigned long long)s.received);
+		goto finish;
+	}
+
+	r = layer_writer_commit(TAKE_PTR(w));
+	if (r < 0)
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+			      layer->digest, c->dir);
+finish:
+	if (r < 0) {
+		layer_writer_abort(w);
+		remove_blobs(c, created);
+	}
+	digest_ctx_free(s.hash);
+	return r;
+}
+
+int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
+	       struct image **ret, struct pull_error *err)
+{
+	_cleanup_(image_freep) struct image *img = NULL;
+	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
+	struct platform want = {};
+	struct registry *reg = NULL;
+	struct registry_options ro = { .insecure = o->insecure };
+	int r;
+
+	*err = (struct pull_error) {};
+
+	if (o->platform)
+		r = platform_parse(o->platform, &want);
+	else
+		r = platform_host(&want);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_USAGE, r, "invalid platform '%s'",
+				 o->platform ? o->platform : "(host)");
+
+	canonical = reference_to_string(ref);
+	platform_str = platform_to_string(&want);
+	if (!canonical || !platform_str) {
+		r = -ENOMEM;
+		goto finish;
+	}
+
+	if (o->policy != PULL_ALWAYS) {
+		r = index_db_ref_get(c->db, canonical, platform_str, &digest);
+		if (r == -ENOENT && ref->digest)
+			digest = strdup(ref->digest);
+		else if (r < 0 && r != -ENOENT) {
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
+				      c->dir);
+			goto finish;
+		}
+		if (digest) {
+			r = image_load_local(c, digest, &img);
+			if (r < 0 && r != -ENOENT)
+				log_debug_errno(r, "cached image '%s' unusable, refetching: %m", digest);
+		}
+	}
+
+	if (!img) {
+		if (o->policy == PULL_NEVER) {
+			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
+				      "image '%s' is not in the cache and pulling is disabled",
+				      canonical);
+			goto finish;
+		}
+		r = registry_new(ref, &ro, &reg);
+		if (r < 0) {
+			r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+			goto finish;
+		}
+		r = image_fetch_remote(c, reg, ref, &want, &img, err);
+		if (r < 0)
+			goto finish;
+		r = index_db_ref_put(c->db, canonical, platform_str, img->manifest_digest);
+		if (r < 0) {
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s': %m",
+				      canonical, c->dir);
+			goto finish;
+		}
+	}
+
+	for (size_t i = 0; i < img->manifest->n_layers; i++) {
+		const struct layer_desc *l = &img->manifest->layers[i];
+
+		r = index_db_layer_is_indexed(c->db, l->digest);
+		if (r < 0) {
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
+				      c->dir);
+			goto finish;
+		}
+		if (r > 0)
+			continue;
+		if (o->policy == PULL_NEVER) {
+			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
+				      "layer '%s' is not in the cache and pulling is disabled",
+				      l->digest);
+			goto finish;
+		}
+		if (!reg) {
+			r = registry_new(ref, &ro, &reg);
+			if (r < 0) {
+				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					      "cannot set up registry client: %m");
+				goto finish;
+			}
+		}
+		r = layer_import(c, reg, o, l, i + 1, img->manifest->n_layers, err);
+		if (r < 0)
+			goto finish;
+	}
+
+	img->ref = TAKE_PTR(canonical);
+	*ret = TAKE_PTR(img);
+	r = 0;
+finish:
+	if (r < 0 && err->kind == PULL_FAILURE_NONE)
+		pull_fail(err, PULL_FAILURE_CACHE, r, "cannot pull '%s': %m",
+			  canonical ? canonical : "image");
+	registry_free(reg);
+	platform_done(&want);
+	return r;
+}

@@ -11,16 +11,23 @@
 struct index_db;
 struct layer_writer;
 
-/* Opens or creates @path with the schema; the file is created 0600. */
+/* Opens or creates @path with the schema; the file is created 0600.  An older schema is
+ * migrated; -EPROTO if the file was written by a newer schema version, -EBADMSG if it is not
+ * an SQLite database, -EAGAIN if another process kept it locked past the busy timeout. */
 int index_db_open(const char *path, struct index_db **ret);
 struct index_db *index_db_free(struct index_db *db);  /* NULL-safe */
+static inline void index_db_freep(struct index_db **db)
+{
+	*db = index_db_free(*db);
+}
 
 /* Tag resolutions remembered from the registry: (canonical reference, platform) -> manifest
  * digest.  -ENOENT if unknown. */
 int index_db_ref_get(struct index_db *db, const char *ref, const char *platform, char **ret_digest);
 int index_db_ref_put(struct index_db *db, const char *ref, const char *platform, const char *digest);
 
-/* Images by manifest digest: the exact manifest bytes and config bytes. */
+/* Images by manifest digest: the exact manifest bytes and config bytes (@config may be NULL:
+ * get then returns "" with length 0).  put on a known digest replaces the row. */
 int index_db_image_put(struct index_db *db, const char *manifest_digest, const char *media_type,
 		       const void *manifest, size_t manifest_len, const void *config, size_t config_len);
 /* -ENOENT if unknown.  Returned buffers are NUL-terminated; ret_* may be NULL. */
@@ -31,13 +38,18 @@ int index_db_image_get(struct index_db *db, const char *manifest_digest, char **
 /* 1 if the layer (by compressed blob digest) is fully indexed, 0 if not, -errno. */
 int index_db_layer_is_indexed(struct index_db *db, const char *digest);
 
-/* Collects a layer's entries in memory; nothing is written to the database (and no SQLite lock
+/* Collects a layer's entries in memory (committing a layer that is already indexed replaces
+ * it); nothing is written to the database (and no SQLite lock
  * is held) until layer_writer_commit(), which writes them all in one short transaction. */
 int index_db_layer_begin(struct index_db *db, const char *digest, const char *media_type,
 			 struct layer_writer **ret);
 int layer_writer_add(struct layer_writer *w, const struct entry *e);  /* copies everything */
 int layer_writer_commit(struct layer_writer *w);  /* always frees w */
 void layer_writer_abort(struct layer_writer *w);  /* NULL-safe, frees w */
+static inline void layer_writer_abortp(struct layer_writer **w)
+{
+	layer_writer_abort(*w);
+}
 
 /* Calls @cb for each entry of an indexed layer, in the order they were added; the entry's
  * pointers are valid only during the call.  A negative return from @cb stops and is returned.

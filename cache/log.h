@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdlib.h>
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define MEDIA_TYPE_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MEDIA_TYPE_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define MEDIA_TYPE_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
@@ -71,12 +73,17 @@ int manifest_detect_media_type(const void *buf, size_t len, const char *content_
  * missing config.  -EFBIG for more than 1000 layers. */
 int manifest_parse(const void *buf, size_t len, const char *media_type, struct manifest **ret);
 struct manifest *manifest_free(struct manifest *m);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct manifest *, manifest_free);
 const char *layer_desc_annotation(const struct layer_desc *l, const char *key);
 
 /* Picks the manifest for @want from an index: os and architecture must match; a variant in
  * @want must match, and with none the index's entry for the host's default is preferred
- * (arm64 -> v8).  Returns its digest and media type; -ENOENT if no entry matches (the error
- * text lists what the index offers, through *ret_available when non-NULL). */
+ * (arm64 -> v8).  Entries for os or architecture "unknown" (BuildKit attestations) and of
+ * other media types are skipped; an entry without a platform is the last resort.  Returns its
+ * digest and media type (an index type when the entry is a nested index: the caller fetches
+ * it and selects again); -ENOENT if no entry matches (the text lists what the index offers,
+ * e.g. "linux/amd64, linux/arm64/v8", through *ret_available when non-NULL: set to NULL on
+ * success, caller frees). */
 int index_select_platform(const void *buf, size_t len, const struct platform *want,
 			  char **ret_digest, char **ret_media_type, char **ret_available);
 
@@ -89,3 +96,4 @@ void platform_done(struct platform *p);
 
 int image_config_parse(const void *buf, size_t len, struct image_config **ret);
 struct image_config *image_config_free(struct image_config *c);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct image_config *, image_config_free);

@@ -3,6 +3,8 @@
  * ("debian" -> docker.io/library/debian:latest). */
 #pragma once
 
+#include "util.h"
+
 struct reference {
 	char *domain;      /* "docker.io", "127.0.0.1:5000", "[::1]:5000", "localhost" */
 	char *repository;  /* "library/debian", "demo" */
@@ -14,6 +16,7 @@ struct reference {
  * grammar rejects: upper-case repository, bad digest, empty tag, over-long names… */
 int reference_parse(const char *s, struct reference **ret, const char **ret_error);
 struct reference *reference_free(struct reference *r);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct reference *, reference_free);
 
 /* "docker.io/library/debian:latest", "host/repo@sha256:…", "host/repo:tag@sha256:…". */
 char *reference_to_string(const struct reference *r);

@@ -1,1 +1,840 @@
-/* placeholder: being written */
+/*
+ * cache/registry.c: the OCI distribution API for one (host, repository): /v2/ ping, the
+ * Bearer token challenge, manifests, blobs whole, streamed or by Range.  Owns one struct http
+ * and the current Authorization header (a secret: it is never formatted into an error or a
+ * log line, and is wiped on free).  Requests that fail with -EAGAIN or a transport error are
+ * tried three times with a short backoff, inside the request deadline; a stream is retried only
+ * if none of its bytes reached the sink yet.  A 401 on any request renews the token once.
+ */
+#include "registry.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <time.h>
+
+#include "digest.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#define MANIFEST_MAX (4U * 1024 * 1024)
+#define TOKEN_RESPONSE_MAX (1U * 1024 * 1024)
+#define TOKEN_MAX (64U * 1024)
+#define CHALLENGE_PARAM_MAX 2048
+#define TIMEOUT_MS_DEFAULT 60000L
+#define ATTEMPTS 3
+#define BACKOFF_MS_FIRST 250L
+
+static const char accept_manifests[] =
+	"Accept: " "application/vnd.oci.image.manifest.v1+json, "
+	"application/vnd.oci.image.index.v1+json, "
+	"application/vnd.docker.distribution.manifest.v2+json, "
+	"application/vnd.docker.distribution.manifest.list.v2+json";
+
+struct registry {
+	struct http *http;
+	char *domain;            /* as the reference names it, for messages */
+	char *repository;
+	char *base_url;          /* "https://registry-1.docker.io" */
+	char *authorization;     /* "Authorization: …" for the registry, or NULL; secret */
+	char *basic;             /* "Authorization: Basic …" from the options, or NULL; secret */
+	bool pinged;
+	long connect_timeout_ms;
+	long timeout_ms;
+	char error[1024];
+};
+
+static void free_secret(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+struct registry *registry_free(struct registry *r)
+{
+	if (!r)
+		return NULL;
+	http_free(r->http);
+	free(r->domain);
+	free(r->repository);
+	free(r->base_url);
+	free_secret(r->authorization);
+	free_secret(r->basic);
+	free(r);
+	return NULL;
+}
+
+const char *registry_last_error(struct registry *r)
+{
+	return r->error[0] ? r->error : "no error";
+}
+
+static void set_error(struct registry *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_error(struct registry *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+}
+
+/* localhost, 127.0.0.0/8 and ::1, with or without a port, are served over plain HTTP. */
+static bool host_is_loopback(const char *host)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t n;
+
+	if (host[0] == '[') {
+		const char *close = strchr(host, ']');
+
+		n = close ? (size_t)(close - host - 1) : 0;
+		if (n == 0 || n >= sizeof(buf))
+			return false;
+		memcpy(buf, host + 1, n);
+		buf[n] = 0;
+		return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+
+	n = strcspn(host, ":");
+	if (n == 0 || n >= sizeof(buf))
+		return false;
+	memcpy(buf, host, n);
+	buf[n] = 0;
+	if (streq(buf, "localhost"))
+		return true;
+	return inet_pton(AF_INET, buf, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+static int basic_header(const char *user, const char *password, char **ret)
+{
+	_cleanup_free_ char *plain = NULL;
+	char *b64, *h;
+	size_t n;
+	int k;
+
+	k = asprintf(&plain, "%s:%s", user, password);
+	if (k < 0) {
+		plain = NULL;
+		return -ENOMEM;
+	}
+	n = (size_t)k;
+	b64 = malloc(4 * ((n + 2) / 3) + 1);
+	if (!b64) {
+		explicit_bzero(plain, n);
+		return -ENOMEM;
+	}
+	(void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)plain, (int)n);
+	explicit_bzero(plain, n);
+	k = asprintf(&h, "Authorization: Basic %s", b64);
+	free_secret(b64);
+	if (k < 0)
+		return -ENOMEM;
+	*ret = h;
+	return 0;
+}
+
+int registry_new(const struct reference *ref, const struct registry_options *o,
+		 struct registry **ret)
+{
+	_cleanup_(registry_freep) struct registry *r = NULL;
+	const char *host;
+	bool plain;
+	int k, e;
+
+	if (!ref || !ref->domain || !ref->repository)
+		return -EINVAL;
+	host = reference_api_host(ref);
+	if (o && (!o->username != !o->password))
+		return -EINVAL;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	e = http_new(&r->http);
+	if (e < 0)
+		return e;
+
+	r->domain = strdup(ref->domain);
+	r->repository = strdup(ref->repository);
+	if (!r->domain || !r->repository)
+		return -ENOMEM;
+
+	plain = (o && o->insecure) || host_is_loopback(host);
+	k = asprintf(&r->base_url, "%s://%s", plain ? "http" : "https", host);
+	if (k < 0) {
+		r->base_url = NULL;
+		return -ENOMEM;
+	}
+
+	if (o && o->username) {
+		e = basic_header(o->username, o->password, &r->basic);
+		if (e < 0)
+			return e;
+	}
+
+	r->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
+	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_MS_DEFAULT;
+
+	*ret = TAKE_PTR(r);
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Copies at most @max bytes of registry-supplied text, replacing anything unprintable. */
+static void copy_sanitized(char *dst, size_t size, const char *src, size_t max)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i < max && i + 1 < size; i++)
+		dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+	dst[i] = 0;
+}
+
+/* The first entry of a distribution error document: {"errors":[{"code":…,"message":…}]}. */
+static void error_document(const char *body, size_t len, char *code, size_t code_size,
+			   char *message, size_t message_size)
+{
+	json_t *root, *e;
+	const char *s;
+
+	code[0] = message[0] = 0;
+	root = json_loadb(body, len, 0, NULL);
+	if (!root)
+		return;
+	e = json_array_get(json_object_get(root, "errors"), 0);
+	s = json_string_value(json_object_get(e, "code"));
+	if (s)
+		copy_sanitized(code, code_size, s, 64);
+	s = json_string_value(json_object_get(e, "message"));
+	if (s)
+		copy_sanitized(message, message_size, s, 200);
+	json_decref(root);
+}
+
+static const char *status_text(long status)
+{
+	if (status == 404)
+		return "not found";
+	if (status == 401)
+		return "authentication required";
+	if (status == 403)
+		return "access denied";
+	if (status == 429)
+		return "too many requests";
+	if (status >= 500)
+		return "registry error";
+	return "unexpected response";
+}
+
+/* One line for a failed exchange.  @object names what was asked for ("host/repo:tag"); the
+ * URL is the one we built (never a redirect target, which may carry a signature). */
+static void describe_failure(struct registry *r, const struct http_request *req,
+			     const char *object, const struct http_response *resp, int err)
+{
+	const char *method = req->method ?: "GET";
+	char code[80], message[256];
+
+	if (resp->transport == HTTP_TRANSPORT_CONNECT) {
+		set_error(r, "cannot connect to %s: %s (%s %s)", r->domain,
+			  resp->os_errno ? strerror(resp->os_errno) : resp->error, method, req->url);
+		return;
+	}
+	if (resp->transport == HTTP_TRANSPORT_RESOLVE) {
+		set_error(r, "cannot resolve host of %s (%s %s)", r->domain, method, req->url);
+		return;
+	}
+	if (resp->transport == HTTP_TRANSPORT_TIMEOUT) {
+		set_error(r, "timed out talking to %s: %s (%s %s)", r->domain, resp->error, method,
+			  req->url);
+		return;
+	}
+	if (err == -EFBIG) {
+		set_error(r, "%s %s: response larger than the limit", method, req->url);
+		return;
+	}
+	if (resp->status == 0 || (resp->status < 300 && resp->transport == HTTP_TRANSPORT_OTHER)) {
+		set_error(r, "%s %s: %s", method, req->url,
+			  resp->error[0] ? resp->error : strerror(-err));
+		return;
+	}
+	if (resp->status >= 200 && resp->status < 300) {
+		set_error(r, "%s %s: %ld: %s", method, req->url, resp->status, strerror(-err));
+		return;
+	}
+
+	error_document(resp->body ?: "", resp->body_len, code, sizeof(code), message,
+		       sizeof(message));
+	if (resp->status == 401 && r->authorization && r->basic &&
+	    streq(r->authorization, r->basic))
+		(void)snprintf(message, sizeof(message), "login refused");
+	else if (resp->status == 401 && r->authorization && !message[0])
+		(void)snprintf(message, sizeof(message),
+			       "access denied (the repository does not exist or needs a login)");
+	set_error(r, "%s: %s (%s %s: %ld%s%s)", message[0] ? message : status_text(resp->status),
+		  object, method, req->url, resp->status, code[0] ? " " : "", code);
+}
+
+/* Splits an auth-param list (realm="…",service="…") and returns the value of @key. */
+static int challenge_param(const char *s, const char *key, char **ret)
+{
+	size_t klen = strlen(key);
+
+	while (*s) {
+		const char *name, *eq;
+		char value[CHALLENGE_PARAM_MAX];
+		size_t n = 0;
+
+		while (*s == ' ' || *s == '\t' || *s == ',')
+			s++;
+		name = s;
+		eq = strchr(s, '=');
+		if (!eq)
+			break;
+		s = eq + 1;
+		if (*s == '"') {
+			s++;
+			while (*s && *s != '"') {
+				if (*s == '\\' && s[1])
+					s++;
+				if (n + 1 >= sizeof(value))
+					return -EPROTO;
+				value[n++] = *s++;
+			}
+			if (*s != '"')
+				return -EPROTO;
+			s++;
+		} else {
+			while (*s && *s != ',' && *s != ' ') {
+				if (n + 1 >= sizeof(value))
+					return -EPROTO;
+				value[n++] = *s++;
+			}
+		}
+		value[n] = 0;
+
+		if ((size_t)(eq - name) == klen && strncasecmp(name, key, klen) == 0) {
+			char *v = strdup(value);
+
+			if (!v)
+				return -ENOMEM;
+			*ret = v;
+			return 0;
+		}
+	}
+	*ret = NULL;
+	return 0;
+}
+
+static bool token_valid(const char *t)
+{
+	size_t n = strlen(t);
+
+	if (n == 0 || n > TOKEN_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (t[i] <= 0x20 || t[i] >= 0x7f)
+			return false;  /* it goes into a header line */
+	return true;
+}
+
+/* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
+static int fetch_token(struct registry *r, const char *params)
+{
+	_cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL;
+	_cleanup_free_ char *service_esc = NULL, *scope_esc = NULL;
+	_cleanup_(http_response_done) struct http_response resp = {};
+	char *headers[2] = { r->basic, NULL };
+	struct http_request req = {};
+	json_t *root, *v;
+	const char *t;
+	char *auth;
+	int e, k;
+
+	e = challenge_param(params, "realm", &realm);
+	if (e < 0 || !realm) {
+		set_error(r, "registry %s sent a malformed Bearer challenge", r->domain);
+		return -EPROTO;
+	}
+	if (!startswith(realm, "https://") && !startswith(realm, "http://")) {
+		set_error(r, "registry %s names a token realm that is not http(s)", r->domain);
+		return -EPROTO;
+	}
+	e = challenge_param(params, "service", &service);
+	if (e < 0)
+		return e;
+	if (asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
+		scope = NULL;
+		return -ENOMEM;
+	}
+	scope_esc = http_escape(scope);
+	service_esc = service ? http_escape(service) : NULL;
+	if (!scope_esc || (service && !service_esc))
+		return -ENOMEM;
+	k = asprintf(&url, "%s%cscope=%s%s%s", realm, strchr(realm, '?') ? '&' : '?', scope_esc,
+		     service ? "&service=" : "", service_esc ?: "");
+	if (k < 0) {
+		url = NULL;
+		return -ENOMEM;
+	}
+
+	req = (struct http_request) {
+		.url = url,
+		.headers = r->basic ? headers : NULL,
+		.follow_redirects = true,
+		.max_body = TOKEN_RESPONSE_MAX,
+		.connect_timeout_ms = r->connect_timeout_ms,
+		.timeout_ms = r->timeout_ms,
+	};
+	e = http_perform(r->http, &req, &resp);
+	log_debug("GET %s: %ld", url, resp.status);
+	if (e < 0) {
+		_cleanup_free_ char *object = NULL;
+
+		if (asprintf(&object, "token for %s/%s", r->domain, r->repository) < 0)
+			object = NULL;
+		describe_failure(r, &req, object ?: "token", &resp, e);
+		return e;
+	}
+
+	root = json_loadb(resp.body, resp.body_len, 0, NULL);
+	v = json_object_get(root, "token");
+	if (!json_is_string(v) || json_string_length(v) == 0)
+		v = json_object_get(root, "access_token");
+	t = json_string_value(v);
+	if (!t || !token_valid(t)) {
+		json_decref(root);
+		set_error(r, "token service of %s answered without a usable token (GET %s)",
+			  r->domain, url);
+		return -EPROTO;
+	}
+	k = asprintf(&auth, "Authorization: Bearer %s", t);
+	/* jansson keeps its own copy; it is freed, not wiped, with the document. */
+	json_decref(root);
+	if (k < 0)
+		return -ENOMEM;
+
+	free_secret(r->authorization);
+	r->authorization = auth;
+	return 0;
+}
+
+/* Answers a WWW-Authenticate challenge: a Bearer token, or our Basic credentials. */
+static int authenticate(struct registry *r, const char *challenge)
+{
+	if (challenge && strncasecmp(challenge, "Bearer ", 7) == 0)
+		return fetch_token(r, challenge + 7);
+
+	if (challenge && strncasecmp(challenge, "Basic", 5) == 0) {
+		if (!r->basic) {
+			set_error(r, "registry %s requires a login (Basic authentication)",
+				  r->domain);
+			return -EACCES;
+		}
+		if (r->authorization && streq(r->authorization, r->basic)) {
+			set_error(r, "registry %s refused the credentials", r->domain);
+			return -EACCES;
+		}
+		free_secret(r->authorization);
+		r->authorization = strdup(r->basic);
+		return r->authorization ? 0 : -ENOMEM;
+	}
+
+	set_error(r, "registry %s requires authentication of an unsupported kind", r->domain);
+	return -EACCES;
+}
+
+struct exchange {
+	const char *object;         /* for messages: "127.0.0.1:5000/demo:edge" */
+	const char *accept;         /* an "Accept: …" header line, or NULL */
+	bool streaming;             /* no overall deadline; retried only before the first byte */
+	void (*restart)(void *userdata);  /* resets the sink's state before a retry */
+};
+
+/* Performs @req with our Authorization header, renewing the token on a 401 and retrying
+ * transient failures.  On failure r->error describes the last attempt. */
+static int registry_exchange(struct registry *r, struct http_request *req,
+			     const struct exchange *x, struct http_response *resp)
+{
+	int64_t deadline = now_ms() + r->timeout_ms;
+	bool reauthenticated = false;
+	long backoff = BACKOFF_MS_FIRST;
+	int e;
+
+	for (unsigned attempt = 1;;) {
+		char *headers[3] = {};
+		size_t n = 0;
+		int64_t left = deadline - now_ms();
+
+		if (x->accept)
+			headers[n++] = (char *)x->accept;
+		if (r->authorization)
+			headers[n++] = r->authorization;
+		req->headers = headers;
+		req->connect_timeout_ms = r->connect_timeout_ms;
+		if (!x->streaming)
+			req->timeout_ms = left > 1 ? left : 1;
+
+		if (x->restart)
+			x->restart(req->userdata);
+		http_response_done(resp);
+		e = http_perform(r->http, req, resp);
+		req->headers = NULL;
+		log_debug("%s %s: %ld%s%s", req->method ?: "GET", req->url, resp->status,
+			  resp->error[0] ? " " : "", resp->error);
+
+		if (e == -EACCES && resp->status == 401 && !reauthenticated &&
+		    resp->www_authenticate) {
+			_cleanup_free_ char *challenge = strdup(resp->www_authenticate);
+
+			if (!challenge)
+				return -ENOMEM;
+			reauthenticated = true;
+			e = authenticate(r, challenge);
+			if (e < 0)
+				return e;
+			continue;
+		}
+
+		if ((e == -EAGAIN || e == -EHOSTUNREACH) && attempt < ATTEMPTS &&
+		    (!req->sink || x->restart || resp->sink_bytes == 0) &&
+		    (x->streaming || now_ms() + backoff < deadline)) {
+			log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url,
+				  backoff);
+			sleep_ms(backoff);
+			backoff *= 4;
+			attempt++;
+			continue;
+		}
+		break;
+	}
+
+	if (e < 0)
+		describe_failure(r, req, x->object, resp, e);
+	return e;
+}
+
+int registry_ping(struct registry *r)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL;
+	struct exchange x = { .object = r->domain };
+	struct http_request req = {};
+	int e;
+
+	if (asprintf(&url, "%s/v2/", r->base_url) < 0)
+		return -ENOMEM;
+	req = (struct http_request) { .url = url, .max_body = 64 * 1024 };
+
+	e = registry_exchange(r, &req, &x, &resp);
+	if (resp.status != 401 && (e == -ENOENT || (e == -EPROTO && resp.status >= 300))) {
+		set_error(r, "%s does not serve the registry API (GET %s: %ld)", r->domain, url,
+			  resp.status);
+		return -EPROTO;
+	}
+	if (e < 0)
+		return e;
+
+	r->pinged = true;
+	return 0;
+}
+
+static int ensure_pinged(struct registry *r)
+{
+	return r->pinged ? 0 : registry_ping(r);
+}
+
+static bool tag_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+		if (!alnum && c != '_' && !(i > 0 && (c == '.' || c == '-')))
+			return false;
+	}
+	return true;
+}
+
+static int object_names(struct registry *r, const char *kind, const char *ref, char **ret_url,
+			char **ret_object)
+{
+	bool digest = strchr(ref, ':') != NULL;
+	char *url, *object;
+
+	if (asprintf(&url, "%s/v2/%s/%s/%s", r->base_url, r->repository, kind, ref) < 0)
+		return -ENOMEM;
+	if (asprintf(&object, "%s/%s%s%s", r->domain, r->repository, digest ? "@" : ":",
+		     ref) < 0) {
+		free(url);
+		return -ENOMEM;
+	}
+	*ret_url = url;
+	*ret_object = object;
+	return 0;
+}
+
+int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **ret_buf,
+			  size_t *ret_len, char **ret_content_type,
+			  char ret_digest[72])
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *content_type = NULL;
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	struct http_request req = {};
+	struct exchange x = { .accept = accept_manifests };
+	char got[DIGEST_STRING_MAX];
+	int e;
+
+	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
+		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "manifests", tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .url = url, .follow_redirects = true, .max_body = MANIFEST_MAX };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	e = digest_buffer(resp.body, resp.body_len, got);
+	if (e < 0)
+		return e;
+	if (by_digest && !streq(got, tag_or_digest)) {
+		set_error(r, "manifest %s has the wrong digest %s (GET %s)", object, got, url);
+		return -EBADMSG;
+	}
+	if (!by_digest && resp.docker_content_digest && !streq(resp.docker_content_digest, got))
+		log_debug("Docker-Content-Digest of '%s' does not match its bytes (%s), ignoring",
+			  object, got);
+
+	if (resp.content_type) {
+		content_type = strdup(resp.content_type);
+		if (!content_type)
+			return -ENOMEM;
+	}
+
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
+	*ret_content_type = TAKE_PTR(content_type);
+	memcpy(ret_digest, got, DIGEST_STRING_MAX);
+	return 0;
+}
+
+int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
+		      size_t *ret_len)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct http_request req = {};
+	struct exchange x = {};
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .url = url, .follow_redirects = true, .max_body = max };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	if (digest_verify_buffer(resp.body, resp.body_len, digest) < 0) {
+		set_error(r, "blob %s does not match its digest (GET %s)", object, url);
+		return -EBADMSG;
+	}
+
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
+	return 0;
+}
+
+int registry_stream_blob(struct registry *r, const char *digest,
+			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct http_request req = {};
+	struct exchange x = { .streaming = true };
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) {
+		.url = url,
+		.follow_redirects = true,
+		.sink = sink,
+		.userdata = userdata,
+	};
+	return registry_exchange(r, &req, &x, &resp);
+}
+
+struct range_sink {
+	struct registry *r;
+	uint8_t *buf;
+	uint64_t offset;
+	size_t len;
+	size_t filled;
+	uint64_t skipped;   /* of a 200's whole body, bytes before @offset */
+};
+
+static void range_restart(void *userdata)
+{
+	struct range_sink *s = userdata;
+
+	s->filled = 0;
+	s->skipped = 0;
+}
+
+/* Sentinel: a 200 delivered the range; the rest of the blob is not needed. */
+#define RANGE_DONE (-ECANCELED)
+
+static int range_write(void *userdata, const void *buf, size_t n)
+{
+	struct range_sink *s = userdata;
+	const uint8_t *p = buf;
+
+	if (http_current_status(s->r->http) == 200 && s->skipped < s->offset) {
+		uint64_t skip = s->offset - s->skipped;
+
+		if (skip >= n) {
+			s->skipped += n;
+			return 0;
+		}
+		s->skipped += skip;
+		p += skip;
+		n -= skip;
+	}
+
+	if (n > s->len - s->filled) {
+		if (http_current_status(s->r->http) != 200)
+			return -EPROTO;  /* a 206 longer than asked for */
+		n = s->len - s->filled;
+	}
+	memcpy(s->buf + s->filled, p, n);
+	s->filled += n;
+	if (s->filled == s->len && http_current_status(s->r->http) == 200)
+		return RANGE_DONE;
+	return 0;
+}
+
+/* "bytes START-END/TOTAL" (TOTAL may be "*") must be exactly what was asked for. */
+static bool content_range_matches(const char *cr, uint64_t offset, size_t len)
+{
+	unsigned long long start, end;
+	int consumed = 0;
+
+	if (!cr || sscanf(cr, "bytes %llu-%llu%n", &start, &end, &consumed) != 2 || consumed == 0)
+		return false;
+	if (cr[consumed] != '/')
+		return false;
+	return start == offset && end >= start && end - start + 1 == len;
+}
+
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			    size_t len, void *buf)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct range_sink s = { .r = r, .buf = buf, .offset = offset, .len = len };
+	struct http_request req = {};
+	struct exchange x = { .restart = range_restart };
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	if (len == 0)
+		return 0;
+	if (offset > UINT64_MAX - len)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) {
+		.url = url,
+		.follow_redirects = true,
+		.range = true,
+		.range_offset = offset,
+		.range_len = len,
+		.sink = range_write,
+		.userdata = &s,
+	};
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e == RANGE_DONE && s.filled == len)
+		return 0;
+	if (e == -EPROTO && resp.status == 416) {
+		set_error(r, "range %llu+%zu lies outside blob %s (GET %s: 416)",
+			  (unsigned long long)offset, len, object, url);
+		return -EPROTO;
+	}
+	if (e < 0)
+		return e;
+
+	if (s.filled != len ||
+	    (resp.status == 206 && !content_range_matches(resp.content_range, offset, len)) ||
+	    (resp.status != 200 && resp.status != 206)) {
+		set_error(r, "range %llu+%zu of blob %s: got %zu bytes (GET %s: %ld, Content-Range %s)",
+			  (unsigned long long)offset, len, object, s.filled, url, resp.status,
+			  resp.content_range ?: "none");
+		return -EPROTO;
+	}
+	return 0;
+}

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "reference.h"
+#include "util.h"
 
 struct registry;
 
@@ -22,16 +23,30 @@ struct registry_options {
 	bool insecure;            /* allow plain HTTP (always allowed for localhost/127.0.0.0/8/::1) */
 	long connect_timeout_ms;  /* 0: default 10 s */
 	long timeout_ms;          /* whole-request deadline for small requests; 0: default 60 s */
+	/* Optional credentials, sent only to the token realm (as Basic) or to a registry that
+	 * asks for Basic authentication; both or neither.  Copied by registry_new(). */
+	const char *username;
+	const char *password;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,
 		 struct registry **ret);
 struct registry *registry_free(struct registry *r);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
+/* The last failure as one line naming the URL and the status or transport error; never
+ * contains a token or a password.  Valid until the next call on @r. */
 const char *registry_last_error(struct registry *r);
+
+/* GET /v2/: checks that the host speaks the distribution API and, on a 401, fetches a token
+ * for pulling the repository (anonymously without credentials).  Every other call does this
+ * first when it has not been done; tokens that expire later are renewed on the next 401.
+ * -EACCES for a Basic challenge without credentials, -EPROTO if the answer is no registry. */
+int registry_ping(struct registry *r);
 
 /* GETs a manifest by tag or digest, accepting OCI + Docker manifest and index types.  When
  * @tag_or_digest is a digest the bytes must hash to it (-EBADMSG otherwise).  Returns the
- * bytes (NUL-terminated), the Content-Type and the bytes' digest.  Limit 4 MiB. */
+ * bytes (NUL-terminated), the Content-Type (NULL if the registry sent none) and the bytes'
+ * digest.  Limit 4 MiB.  -EINVAL if @tag_or_digest is neither a valid tag nor a digest. */
 int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **ret_buf,
 			  size_t *ret_len, char **ret_content_type,
 			  char ret_digest[72]);

@@ -1,1 +1,53 @@
-/* placeholder: being written */
+/* cli/main.c: `lazyroot VERB …`: dispatches to one verb per file. */
+#include <signal.h>
+#include <stdio.h>
+
+#include "../cache/log.h"
+#include "../cache/util.h"
+#include "cli.h"
+
+static void help(void)
+{
+	printf("Usage: lazyroot VERB [OPTIONS] ...\n\n"
+	       "Mount container images lazily from a registry and run them with systemd-nspawn.\n\n"
+	       "Verbs:\n"
+	       "  mount REF DIR     mount image REF read-only (optionally with an overlay) at DIR\n"
+	       "  umount DIR        unmount it and stop its daemon\n"
+	       "  run REF [-- CMD]  mount, run in systemd-nspawn, unmount\n\n"
+	       "'lazyroot VERB --help' describes each verb; see lazyroot(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int argc, char **argv);
+	} verbs[] = {
+		{ "mount", verb_mount },
+		{ "umount", verb_umount },
+		{ "unmount", verb_umount },
+		{ "run", verb_run },
+	};
+
+	/* A closed pipe is an error to report where it happens, not a reason to die. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if (argc < 2) {
+		help();
+		return EXIT_USAGE;
+	}
+	if (streq(argv[1], "-h") || streq(argv[1], "--help") || streq(argv[1], "help")) {
+		help();
+		return 0;
+	}
+	if (streq(argv[1], "--version") || streq(argv[1], "version")) {
+		printf("lazyroot %s\n", LAZYROOT_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+		if (streq(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+
+	log_error("unknown verb '%s' (see 'lazyroot --help')", argv[1]);
+	return EXIT_USAGE;
+}

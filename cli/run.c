@@ -1,1 +1,206 @@
-/* placeholder: being written */
+/*
+ * cli/run.c: `lazyroot run REF [NSPAWN-OPTIONS…] [-- COMMAND…]`: mount + overlay + nspawn +
+ * clean-up in one command, with the container's exit status as ours.  The image's config
+ * supplies the command, environment, working directory and user when the command line does
+ * not, as docker and podman do.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "../cache/log.h"
+#include "../cache/util.h"
+#include "cli.h"
+#include "mount_state.h"
+#include "nspawn.h"
+
+/* Written once before the handlers are installed and read only by them: the one process
+ * that SIGTERM/SIGHUP are passed on to. */
+static volatile sig_atomic_t run_child_pid;
+
+static void forward_signal(int sig)
+{
+	if (run_child_pid > 0)
+		(void)kill((pid_t)run_child_pid, sig);
+}
+
+/* Machine names are host names: keep [A-Za-z0-9-], at most 64 characters. */
+static char *machine_name_from(const char *name)
+{
+	char *m = strndup(name && *name ? name : "lazyroot", 64);
+
+	if (!m)
+		return NULL;
+	for (char *p = m; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-'))
+			*p = '-';
+	return m;
+}
+
+static int run_nspawn(char **argv)
+{
+	struct sigaction fwd = { .sa_handler = forward_signal }, ign = { .sa_handler = SIG_IGN };
+	struct sigaction old_int, old_term, old_hup;
+	int wstatus;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return log_error_errno(errno, "cannot fork: %m");
+	if (pid == 0) {
+		execvp(argv[0], argv);
+		log_error_errno(errno, "cannot run '%s': %m", argv[0]);
+		_exit(EXIT_RUN_FAILED);
+	}
+	run_child_pid = pid;
+	/* A terminal's ^C reaches nspawn directly (same process group); we stay to clean up. */
+	sigaction(SIGINT, &ign, &old_int);
+	sigaction(SIGTERM, &fwd, &old_term);
+	sigaction(SIGHUP, &fwd, &old_hup);
+	while (waitpid(pid, &wstatus, 0) < 0)
+		if (errno != EINTR)
+			return log_error_errno(errno, "cannot wait for systemd-nspawn: %m");
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	sigaction(SIGHUP, &old_hup, NULL);
+	run_child_pid = 0;
+
+	if (WIFEXITED(wstatus))
+		return WEXITSTATUS(wstatus);
+	if (WIFSIGNALED(wstatus))
+		return 128 + WTERMSIG(wstatus);
+	return EXIT_RUN_FAILED;
+}
+
+static void run_help(void)
+{
+	printf("Usage: lazyroot run [OPTIONS] REF [NSPAWN-OPTIONS...] [-- COMMAND [ARG...]]\n\n"
+	       "Mount REF with a writable overlay, run COMMAND (default: the image's\n"
+	       "Entrypoint and Cmd) in systemd-nspawn, unmount, and exit with its status.\n"
+	       "Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
+	       "      --overlay=DIR      keep the container's writes in DIR/upper\n"
+	       "                         (default: in memory, dropped at exit)\n"
+	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
+	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
+	       "      --pull=POLICY      missing (default), always or never\n"
+	       "  -v, --verbose          more messages, and nspawn's own\n"
+	       "  -h, --help             this help\n");
+}
+
+int verb_run(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "overlay", required_argument, NULL, 'o' },
+		{ "cache-dir", required_argument, NULL, 'C' },
+		{ "platform", required_argument, NULL, 'P' },
+		{ "pull", required_argument, NULL, 'p' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	_cleanup_(image_config_freep) struct image_config *config = NULL;
+	_cleanup_free_ char *rt = NULL, *mnt = NULL, *short_name = NULL, *machine = NULL;
+	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
+	struct mount_request req = { .volatile_upper = true };
+	bool verbose = false, after_dashes = false;
+	int c, r, status;
+
+	optind = 1;
+	/* '+': stop at REF; what follows belongs to nspawn and the command. */
+	while ((c = getopt_long(argc, argv, "+vh", options, NULL)) >= 0) {
+		switch (c) {
+		case 'o':
+			req.overlay_dir = optarg;
+			req.volatile_upper = false;
+			break;
+		case 'C':
+			req.cache_dir = optarg;
+			break;
+		case 'P':
+			req.platform = optarg;
+			break;
+		case 'p':
+			if (pull_policy_from_string(optarg, &req.policy) < 0) {
+				log_error("invalid --pull policy '%s': use missing, always or never",
+					  optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'v':
+			verbose = true;
+			log_set_level(LOG_LEVEL_DEBUG);
+			break;
+		case 'h':
+			run_help();
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		log_error("run needs an image reference (see 'lazyroot run --help')");
+		return EXIT_USAGE;
+	}
+	req.ref = argv[optind];
+	for (int i = optind + 1; i < argc; i++) {
+		if (!after_dashes && streq(argv[i], "--")) {
+			after_dashes = true;
+			continue;
+		}
+		if (strv_push(after_dashes ? &command : &nspawn_args, argv[i]) < 0)
+			return log_error("out of memory"), EXIT_RUN_FAILED;
+	}
+
+	r = runtime_dir(&rt);
+	if (r >= 0 && asprintf(&mnt, "%s/run", rt) < 0)
+		r = -ENOMEM;
+	if (r >= 0)
+		r = mkdir_p(mnt, 0700);
+	if (r >= 0) {
+		free(mnt);
+		if (asprintf(&mnt, "%s/run/root.XXXXXX", rt) < 0 || !mkdtemp(mnt))
+			r = -errno;
+	}
+	if (r < 0) {
+		log_error_errno(r, "cannot create a mountpoint under '%s': %m", rt ? rt : "/run");
+		return EXIT_RUN_FAILED;
+	}
+	req.mountpoint = mnt;
+
+	status = mount_image(&req, &config, &short_name);
+	if (status != 0) {
+		(void)rmdir(mnt);
+		return EXIT_RUN_FAILED;
+	}
+
+	machine = machine_name_from(short_name);
+	struct nspawn_request nr = {
+		.directory = mnt,
+		.machine = machine ? machine : "lazyroot",
+		.user_args = nspawn_args,
+		.command = command,
+		.config = config,
+		.quiet = !verbose,
+	};
+	r = nspawn_build_argv(&nr, &argv_nspawn);
+	if (r == -ENOEXEC) {
+		log_error("image '%s' has no Entrypoint or Cmd: give a command after '--'", req.ref);
+		status = EXIT_RUN_FAILED;
+	} else if (r < 0) {
+		log_error_errno(r, "cannot build the systemd-nspawn command line: %m");
+		status = EXIT_RUN_FAILED;
+	} else {
+		status = run_nspawn(argv_nspawn);
+		if (status < 0)
+			status = EXIT_RUN_FAILED;
+	}
+
+	/* Processes the container left behind may still hold the tree: detach then. */
+	if (umount_path(mnt, false) != 0 && umount_path(mnt, true) != 0)
+		log_warning("'%s' could not be unmounted", mnt);
+	(void)rmdir(mnt);
+	return status;
+}

@@ -1,1 +1,170 @@
-/* placeholder: being written */
+/*
+ * cli/umount.c: `lazyroot umount DIR`.  Undoes a mount from the top down: the overlay at DIR,
+ * then the FUSE tree under it, then waits for the daemon to exit and removes the runtime
+ * state.  Works from the state file, and from /proc/self/mountinfo when the state is gone, so
+ * that a mount whose daemon was SIGKILLed ("Transport endpoint is not connected") still
+ * comes off cleanly.
+ */
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+
+#include "../cache/log.h"
+#include "../cache/util.h"
+#include "cli.h"
+#include "mount_state.h"
+
+#define DAEMON_EXIT_TIMEOUT_MS 10000
+
+/* Unmounts @path if something is mounted there; 1 if it was, 0 if nothing was. */
+static int unmount_one(const char *path, bool lazy)
+{
+	int r;
+
+	r = mountinfo_find(path, NULL);
+	if (r <= 0)
+		return r;
+	if (umount2(path, lazy ? MNT_DETACH : 0) < 0) {
+		if (errno != EBUSY || lazy)
+			return -errno;
+		return -EBUSY;
+	}
+	return 1;
+}
+
+static int wait_for_exit(pid_t pid)
+{
+	_cleanup_close_ int fd = -EBADF;
+	struct pollfd p;
+	char comm[64] = "";
+	_cleanup_free_ char *path = NULL, *buf = NULL;
+
+	if (pid <= 0)
+		return 0;
+	/* The pid may have been reused after a crash: only wait for a lazyroot process. */
+	if (asprintf(&path, "/proc/%d/comm", (int)pid) < 0)
+		return -ENOMEM;
+	if (read_full_file(path, 256, &buf, NULL) < 0)
+		return 0;
+	snprintf(comm, sizeof(comm), "%s", buf);
+	comm[strcspn(comm, "\n")] = 0;
+	if (!streq(comm, "lazyroot"))
+		return 0;
+
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return errno == ESRCH ? 0 : -errno;
+	p = (struct pollfd) { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, DAEMON_EXIT_TIMEOUT_MS) > 0)
+		return 0;
+	log_warning("daemon %d did not exit after its filesystem was unmounted, terminating it",
+		    (int)pid);
+	(void)kill(pid, SIGTERM);
+	if (poll(&p, 1, 2000) > 0)
+		return 0;
+	(void)kill(pid, SIGKILL);
+	(void)poll(&p, 1, 2000);
+	return 0;
+}
+
+int umount_path(const char *path, bool lazy)
+{
+	_cleanup_free_ char *target = NULL, *fstype = NULL;
+	struct mount_state st = {};
+	bool have_state;
+	int r;
+
+	r = path_make_absolute(path, &target);
+	if (r < 0) {
+		log_error_errno(r, "cannot resolve '%s': %m", path);
+		return EXIT_USAGE;
+	}
+
+	r = mount_state_read(target, &st);
+	have_state = r >= 0;
+	if (!have_state) {
+		/* No state: only a FUSE mount of ours may be taken down from mountinfo alone. */
+		r = mountinfo_find(target, &fstype);
+		if (r <= 0 || !streq(fstype, "fuse.lazyroot")) {
+			log_error("'%s' is not a lazyroot mount", target);
+			return EXIT_MOUNT;
+		}
+	}
+
+	/* The overlay (or the FUSE tree itself when there is no overlay) at the target. */
+	r = unmount_one(target, lazy);
+	if (r == -EBUSY) {
+		log_error("cannot unmount '%s': target is busy (use --lazy to detach it anyway)",
+			  target);
+		mount_state_done(&st);
+		return EXIT_MOUNT;
+	}
+	if (r < 0) {
+		log_error_errno(r, "cannot unmount '%s': %m", target);
+		mount_state_done(&st);
+		return EXIT_MOUNT;
+	}
+
+	if (have_state) {
+		_cleanup_free_ char *volatile_dir = NULL;
+
+		if (!streq(st.fuse_mountpoint, target)) {
+			/* Nothing but our own overlay used it: detach even if the kernel is slow. */
+			r = unmount_one(st.fuse_mountpoint, true);
+			if (r < 0)
+				log_warning_errno(r, "cannot unmount '%s': %m", st.fuse_mountpoint);
+		}
+		(void)wait_for_exit(st.pid);
+		if (asprintf(&volatile_dir, "%s/volatile", st.dir) >= 0)
+			(void)unmount_one(volatile_dir, true);
+		r = mount_state_remove(st.dir);
+		if (r < 0)
+			log_warning_errno(r, "cannot remove '%s': %m", st.dir);
+	}
+	mount_state_done(&st);
+	return 0;
+}
+
+int verb_umount(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "lazy", no_argument, NULL, 'l' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	bool lazy = false;
+	int c, status = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "lvh", options, NULL)) >= 0) {
+		switch (c) {
+		case 'l':
+			lazy = true;
+			break;
+		case 'v':
+			log_set_level(LOG_LEVEL_DEBUG);
+			break;
+		case 'h':
+			printf("Usage: lazyroot umount [--lazy] DIR...\n\n"
+			       "Unmount lazyroot mounts (overlay and FUSE tree) and stop their daemons.\n\n"
+			       "  -l, --lazy     detach even if the mount is busy\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		log_error("umount needs a mountpoint (see 'lazyroot umount --help')");
+		return EXIT_USAGE;
+	}
+	for (int i = optind; i < argc; i++) {
+		int r = umount_path(argv[i], lazy);
+
+		if (r != 0 && status == 0)
+			status = r;
+	}
+	return status;
+}

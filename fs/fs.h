@@ -16,9 +16,14 @@ struct fs_config {
 	bool allow_other;       /* with default_permissions: the container's users see real modes */
 	unsigned max_threads;   /* 0: libfuse default */
 	bool debug;
+	/* Off by default, so an untrusted image cannot hand the host's users a setuid root
+	 * binary, file capabilities or a device node: the kernel mounts nosuid,nodev then. */
+	bool suid;              /* honour setuid/setgid bits and security.capability */
+	bool dev;               /* device nodes in the image open real devices */
 };
 
-/* Takes ownership of @tree; borrows @bs, which must outlive the fs. */
+/* Takes ownership of @tree (on success only; the tree must be frozen, else -EINVAL); borrows
+ * @bs, which must outlive the fs. */
 int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret);
 struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
 

@@ -1,1 +1,733 @@
-/* placeholder: being written */
+/*
+ * fs/ops.c: the FUSE low-level filesystem over one frozen fs_tree.  The tree's inode numbers
+ * are the FUSE node ids (root = 1 = FUSE_ROOT_ID) and nodes are never freed, so lookup counts
+ * need no bookkeeping: forget only replies.  Everything is read-only and immutable, so entries,
+ * attributes, misses, directory listings and page cache contents are cached for a year.
+ * File contents are the blobs of the store, named by the file's digest: open keeps the blob's
+ * fd in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.
+ * Handlers hold no locks and share nothing mutable; the loop runs them on many threads.
+ */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "../cache/log.h"
+#include "../cache/util.h"
+
+_Static_assert(sizeof(fuse_ino_t) >= sizeof(fs_ino_t), "tree inode numbers are FUSE node ids");
+_Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
+
+/* The image never changes while mounted. */
+#define FS_TIMEOUT (86400.0 * 365)
+/* fi->fh of an empty file: nothing to read, so no blob is opened. */
+#define FH_NONE UINT64_MAX
+
+struct fs {
+	struct fs_tree *tree;
+	struct blob_store *bs;      /* borrowed */
+	struct fuse_session *se;
+	unsigned max_threads;
+	uint64_t total_bytes;       /* of regular files, for statfs */
+	bool mounted;               /* atomic: fs_unmount() may race fs_serve()'s caller */
+	bool signals;
+};
+
+/* ---- lookup and attributes ---- */
+
+static int fill_entry(struct fs *fs, fs_ino_t ino, struct fuse_entry_param *ret)
+{
+	struct fuse_entry_param e = {
+		.ino = ino,
+		.attr_timeout = FS_TIMEOUT,
+		.entry_timeout = FS_TIMEOUT,
+	};
+	int r;
+
+	r = fs_tree_stat(fs->tree, ino, &e.attr);
+	if (r < 0)
+		return r;
+	*ret = e;
+	return 0;
+}
+
+static int do_lookup(struct fs *fs, fuse_ino_t parent, const char *name,
+		     struct fuse_entry_param *ret)
+{
+	fs_ino_t ino;
+	int r;
+
+	r = fs_tree_lookup(fs->tree, parent, name, &ino);
+	if (r < 0)
+		return r;
+	return fill_entry(fs, ino, ret);
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fuse_entry_param e;
+	int r;
+
+	r = do_lookup(fs, parent, name, &e);
+	if (r == -ENOENT) {
+		/* The image never changes: cache the miss as long as a hit. */
+		e = (struct fuse_entry_param) { .entry_timeout = FS_TIMEOUT };
+		fuse_reply_entry(req, &e);
+	} else if (r < 0) {
+		fuse_reply_err(req, -r);
+	} else {
+		fuse_reply_entry(req, &e);
+	}
+}
+
+/* Nodes live as long as the tree: lookup counts need no bookkeeping. */
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct stat st;
+	int r;
+
+	(void)fi;
+	r = fs_tree_stat(fs->tree, ino, &st);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, FS_TIMEOUT);
+}
+
+static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	const char *target;
+	int r;
+
+	r = fs_tree_readlink(fs->tree, ino, &target);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_readlink(req, target);
+}
+
+/* ---- directories ---- */
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct stat st;
+	int r;
+
+	r = fs_tree_stat(fs->tree, ino, &st);
+	if (r == 0 && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* Listings never change: let the kernel keep them across opens. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Offsets: 0 is ".", 1 is "..", 2 + k is the tree's position k; each entry carries the offset
+ * of the one after it.  Fills @buf with as many entries from @off as fit. */
+static int do_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t dir, char *buf, size_t size,
+		      off_t off, bool plus, size_t *ret_len)
+{
+	fs_ino_t parent;
+	size_t len = 0;
+	int r;
+
+	if (off < 0)
+		return -EINVAL;
+	parent = fs_tree_parent(fs->tree, dir);
+	if (parent == 0)
+		return -ENOTDIR;  /* a bad number or not a directory */
+
+	for (size_t pos = (size_t)off;; pos++) {
+		struct fuse_entry_param e = {
+			.attr_timeout = FS_TIMEOUT,
+			.entry_timeout = FS_TIMEOUT,
+		};
+		const char *name;
+		fs_ino_t ino;
+		size_t n;
+
+		if (pos == 0) {
+			name = ".";
+			ino = dir;
+		} else if (pos == 1) {
+			name = "..";
+			ino = parent;
+		} else {
+			r = fs_tree_readdir(fs->tree, dir, pos - 2, &name, &ino);
+			if (r == -ENOENT)
+				break;
+			if (r < 0)
+				return r;
+		}
+
+		r = fs_tree_stat(fs->tree, ino, &e.attr);
+		if (r < 0)
+			return r;
+
+		if (plus) {
+			/* "." and ".." carry no entry (ino 0): the kernel takes no reference on
+			 * them; every other name counts as a lookup, which needs no tracking here. */
+			e.ino = pos < 2 ? 0 : ino;
+			n = fuse_add_direntry_plus(req, buf + len, size - len, name, &e, (off_t)pos + 1);
+		} else {
+			n = fuse_add_direntry(req, buf + len, size - len, name, &e.attr, (off_t)pos + 1);
+		}
+		if (n > size - len)
+			break;
+		len += n;
+	}
+
+	*ret_len = len;
+	return 0;
+}
+
+static void readdir_reply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	buf = malloc(size ? size : 1);
+	if (!buf)
+		r = -ENOMEM;
+	else
+		r = do_readdir(req, fs, ino, buf, size, off, plus, &len);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, buf, len);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_reply(req, ino, size, off, false);
+}
+
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			      struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_reply(req, ino, size, off, true);
+}
+
+static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/* ---- files ---- */
+
+static int do_open(struct fs *fs, fuse_ino_t ino, int flags, uint64_t *ret_fh)
+{
+	const char *digest;
+	struct stat st;
+	int fd, r;
+
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EROFS;
+	r = fs_tree_stat(fs->tree, ino, &st);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (st.st_size == 0) {
+		*ret_fh = FH_NONE;
+		return 0;
+	}
+
+	r = fs_tree_digest(fs->tree, ino, &digest);
+	if (r < 0) {
+		log_debug_errno(r, "inode %" PRIu64 " has no content digest, EIO: %m", (uint64_t)ino);
+		return -EIO;
+	}
+	r = blob_store_open_blob(fs->bs, digest, &fd);
+	if (r == -ENOENT) {
+		log_debug("blob '%s' of inode %" PRIu64 " is not in the store, EIO", digest,
+			  (uint64_t)ino);
+		return -EIO;
+	}
+	if (r < 0) {
+		log_debug_errno(r, "failed to open blob '%s' of inode %" PRIu64 ", EIO: %m", digest,
+				(uint64_t)ino);
+		return -EIO;
+	}
+	*ret_fh = (uint64_t)fd;
+	return 0;
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	uint64_t fh;
+	int r;
+
+	r = do_open(fs, ino, fi->flags, &fh);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = fh;
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	/* An interrupted open gets no release: the fd is ours to close then. */
+	if (fuse_reply_open(req, fi) < 0 && fh != FH_NONE)
+		(void)close((int)fh);
+}
+
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	struct stat st;
+	int r;
+
+	r = fs_tree_stat(fs->tree, ino, &st);
+	if (r == 0 && off < 0)
+		r = -EINVAL;
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* Never ask the blob for more than the file holds: a short blob is then visible as a
+	 * short read instead of extra bytes. */
+	if (fi->fh == FH_NONE || off >= st.st_size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	bv.buf[0].size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = (int)fi->fh;
+	bv.buf[0].pos = off;
+	/* fuse_reply_data() replies with the error itself if reading the fd fails. */
+	(void)fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	if (fi->fh != FH_NONE)
+		(void)close((int)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- filesystem and xattrs ---- */
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct statvfs sv = {
+		.f_bsize = 4096,
+		.f_frsize = 4096,
+		.f_blocks = (fs->total_bytes + 4095) / 4096,
+		.f_files = fs_tree_count(fs->tree),
+		.f_namemax = 255,
+		.f_flag = ST_RDONLY,
+	};
+
+	(void)ino;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	const void *value;
+	size_t len;
+	int r;
+
+	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
+	if (r == 0 && size > 0 && size < len)
+		r = -ERANGE;
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
+/* The names, each NUL-terminated, into @buf (NULL: only measure). */
+static size_t xattr_list(struct fs *fs, fuse_ino_t ino, char *buf)
+{
+	size_t n = fs_tree_xattr_count(fs->tree, ino), len = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *name = fs_tree_xattr_name(fs->tree, ino, i);
+		size_t l = strlen(name) + 1;
+
+		if (buf)
+			memcpy(buf + len, name, l);
+		len += l;
+	}
+	return len;
+}
+
+static int do_listxattr(struct fs *fs, fuse_ino_t ino, size_t size, char **ret_buf,
+			size_t *ret_len)
+{
+	struct stat st;
+	size_t len;
+	char *buf = NULL;
+	int r;
+
+	r = fs_tree_stat(fs->tree, ino, &st);
+	if (r < 0)
+		return r;
+	len = xattr_list(fs, ino, NULL);
+	if (size > 0 && len > 0) {
+		if (size < len)
+			return -ERANGE;
+		buf = malloc(len);
+		if (!buf)
+			return -ENOMEM;
+		(void)xattr_list(fs, ino, buf);
+	}
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	r = do_listxattr(fs, ino, size, &buf, &len);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else
+		fuse_reply_buf(req, buf, len);
+}
+
+/* ---- everything that writes: the image is read-only ---- */
+
+static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			    struct fuse_file_info *fi)
+{
+	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+/* ---- session ---- */
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Splice file pages straight into the reply; readdirplus when the kernel finds it
+	 * useful (a first listing, ls -l), plain readdir otherwise; symlinks in the page cache. */
+	const unsigned wanted = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+				FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+				FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
+				FUSE_CAP_ASYNC_READ;
+	/* Nothing changes behind the kernel's back and nothing is written. */
+	const unsigned unwanted = FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
+				  FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC;
+
+	(void)userdata;
+	conn->want |= conn->capable & wanted;
+	conn->want &= ~unwanted;
+	/* conn->max_readahead stays at what the kernel offered: reads ahead of a lazy fetch
+	 * are what keeps sequential reads of a cold blob fast. */
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.readlink = fs_op_readlink,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.releasedir = fs_op_releasedir,
+	.open = fs_op_open,
+	.read = fs_op_read,
+	.release = fs_op_release,
+	.statfs = fs_op_statfs,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.setattr = fs_op_setattr,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_unlink,
+	.symlink = fs_op_symlink,
+	.rename = fs_op_rename,
+	.link = fs_op_link,
+	.write = fs_op_write,
+	.setxattr = fs_op_setxattr,
+	.removexattr = fs_op_removexattr,
+	.create = fs_op_create,
+	.fallocate = fs_op_fallocate,
+};
+
+int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret)
+{
+	struct fs *fs;
+	size_t n;
+
+	n = fs_tree_count(tree);
+	if (n == 0)
+		return -EINVAL;  /* not frozen */
+
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->tree = tree;
+	fs->bs = bs;
+	for (fs_ino_t ino = FS_ROOT_INO; ino <= n; ino++) {
+		struct stat st;
+
+		if (fs_tree_stat(tree, ino, &st) == 0 && S_ISREG(st.st_mode))
+			fs->total_bytes += (uint64_t)st.st_size;
+	}
+	*ret = fs;
+	return 0;
+}
+
+struct fs *fs_free(struct fs *fs)
+{
+	if (!fs)
+		return NULL;
+	if (fs->se) {
+		if (fs->signals)
+			fuse_remove_signal_handlers(fs->se);
+		fs_unmount(fs);
+		fuse_session_destroy(fs->se);
+	}
+	fs_tree_free(fs->tree);
+	free(fs);
+	return NULL;
+}
+
+/* Appends @s to the option string, with the separators fuse_opt treats specially escaped. */
+static int opt_append_escaped(char *buf, size_t size, const char *key, const char *s)
+{
+	size_t len = strlen(buf);
+	int n;
+
+	n = snprintf(buf + len, size - len, ",%s=", key);
+	if (n < 0 || (size_t)n >= size - len)
+		return -E2BIG;
+	len += (size_t)n;
+	for (; *s; s++) {
+		if (len + 3 > size)
+			return -E2BIG;
+		if (*s == ',' || *s == '\\')
+			buf[len++] = '\\';
+		buf[len++] = *s;
+	}
+	buf[len] = 0;
+	return 0;
+}
+
+int fs_mount(struct fs *fs, const struct fs_config *c)
+{
+	char opts[1024] = "ro,default_permissions";
+	const char *argv[6];
+	struct fuse_args args;
+	struct stat st;
+	int argc = 0, r;
+
+	if (fs->se)
+		return -EBUSY;
+	if (!c->mountpoint)
+		return -EINVAL;
+	if (access("/dev/fuse", R_OK | W_OK) < 0)
+		return -ENODEV;
+	if (stat(c->mountpoint, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+
+	if (c->allow_other)
+		strcat(opts, ",allow_other");
+	if (c->suid)
+		strcat(opts, ",suid");
+	if (c->dev)
+		strcat(opts, ",dev");
+	r = opt_append_escaped(opts, sizeof(opts), "fsname", c->fsname ? c->fsname : "lazyroot");
+	if (r < 0)
+		return r;
+	r = opt_append_escaped(opts, sizeof(opts), "subtype", c->subtype ? c->subtype : "lazyroot");
+	if (r < 0)
+		return r;
+
+	argv[argc++] = "lazyroot";
+	argv[argc++] = "-o";
+	argv[argc++] = opts;
+	if (c->debug)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	args = (struct fuse_args) FUSE_ARGS_INIT(argc, (char **)argv);
+
+	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!fs->se)
+		return log_debug_errno(-EINVAL, "failed to create the fuse session with '%s'", opts);
+
+	errno = 0;
+	if (fuse_session_mount(fs->se, c->mountpoint) != 0) {
+		r = errno > 0 ? -errno : -EIO;
+		fuse_session_destroy(fs->se);
+		fs->se = NULL;
+		return r;
+	}
+	fs->mounted = true;
+	fs->max_threads = c->max_threads;
+	return 0;
+}
+
+int fs_install_signal_handlers(struct fs *fs)
+{
+	if (!fs->se)
+		return -EINVAL;
+	if (fs->signals)
+		return 0;
+	if (fuse_set_signal_handlers(fs->se) != 0)
+		return -EIO;
+	fs->signals = true;
+	return 0;
+}
+
+int fs_serve(struct fs *fs)
+{
+	struct fuse_loop_config *cfg;
+	int r;
+
+	if (!fs->se || !__atomic_load_n(&fs->mounted, __ATOMIC_ACQUIRE))
+		return -EINVAL;
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	if (fs->max_threads > 0)
+		fuse_loop_cfg_set_max_threads(cfg, fs->max_threads);
+	/* A /dev/fuse fd per thread: no thundering herd on one queue. */
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+
+	r = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	/* A signal ends the loop with its (positive) number: an orderly stop. */
+	return r < 0 ? r : 0;
+}
+
+/* Callable from any thread while fs_serve() runs: the detached mount's connection ends once
+ * its last user is gone, and the loop returns then. */
+void fs_unmount(struct fs *fs)
+{
+	if (!fs || !fs->se)
+		return;
+	if (!__atomic_exchange_n(&fs->mounted, false, __ATOMIC_ACQ_REL))
+		return;
+	fuse_session_unmount(fs->se);
+}

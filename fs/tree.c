@@ -1,1 +1,1059 @@
-/* placeholder: being written */
+/*
+ * fs/tree.c: the merged tree of an image.  Two phases:
+ *
+ * Build (fs_tree_add): a dentry per name, linked into its directory's child list, plus one
+ * global open-addressing hash of (parent dentry, name) so that 100,000 adds stay O(1) each.
+ * Every dentry remembers the last layer that wrote it or created something under it; the
+ * whiteout rules are "remove what only lower layers put there".  Inodes are separate from
+ * dentries because hard links share one.  Replaced and whited-out nodes are left behind as
+ * unreachable garbage rather than freed one by one.
+ *
+ * Frozen (after fs_tree_finish): inodes numbered 1..N in breadth-first order (root = 1) in
+ * one array, every directory's children a run of { name, ino } sorted bytewise by name in one
+ * dirent array: lookup is a binary search, readdir an index.  Nothing is locked: the frozen
+ * tree never changes, so any number of threads may read it.
+ *
+ * All strings (names, symlink targets, digests, xattrs) live in an arena of 256 KiB chunks
+ * addressed by 32-bit references, so a file costs about 56 bytes of inode, 8 bytes of dirent
+ * and its name (plus 72 bytes of digest) once frozen.
+ *
+ * Implicit directories (a missing parent, or a non-directory in the way of a path) are 0755,
+ * root:root, with the mtime of the entry that needed them.
+ */
+#include "tree.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "../cache/util.h"
+
+#define NONE UINT32_MAX
+#define NAME_MAX_LEN 255
+#define DIR_SIZE 4096
+#define OPAQUE_MARKER ".wh..wh..opq"
+#define WHITEOUT_PREFIX ".wh."
+#define AUFS_META_PREFIX ".wh..wh."
+
+#define ARENA_CHUNK_SHIFT 18
+#define ARENA_CHUNK_SIZE (UINT32_C(1) << ARENA_CHUNK_SHIFT)
+#define ARENA_MAX_CHUNKS (UINT32_C(1) << (32 - ARENA_CHUNK_SHIFT))
+/* Objects bigger than this get a chunk of their own (at offset 0 of it). */
+#define ARENA_BIG (ARENA_CHUNK_SIZE / 8)
+
+struct arena {
+	char **chunks;
+	uint32_t n_chunks, cap_chunks;
+	uint32_t cur;   /* chunk small objects go to, NONE before the first */
+	uint32_t used;  /* bytes used in chunks[cur] */
+};
+
+struct inode {
+	uint32_t mode;          /* S_IFMT | 07777 */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t data;          /* REG: digest ref (NONE: empty file without one); LNK: target
+				 * ref; DIR (frozen): first dirent; CHR/BLK: major */
+	uint32_t data2;         /* DIR (frozen): number of dirents; CHR/BLK: minor */
+	uint32_t parent;        /* DIR (frozen): parent's number */
+	uint32_t xattrs;        /* ref of a struct xattr_table, NONE if none */
+	uint32_t ino;           /* build: number given by fs_tree_finish(), 0 if unreachable */
+};
+
+struct xattr_rec {
+	uint32_t name, value, size;
+};
+
+struct xattr_table {
+	uint32_t n;
+	struct xattr_rec recs[];
+};
+
+struct dentry {
+	uint32_t name;          /* arena ref */
+	uint32_t hash;          /* of (parent, name) */
+	uint32_t parent;
+	uint32_t inode;
+	uint32_t first_child, next, prev;  /* NONE-terminated sibling list */
+	uint32_t layer;         /* last layer that wrote this name or something below it */
+};
+
+struct dirent_rec {
+	uint32_t name;          /* arena ref */
+	uint32_t ino;           /* while freezing: dentry index */
+};
+
+struct fs_tree {
+	struct arena arena;
+
+	struct inode *inodes;   /* build: in creation order; frozen: by number - 1 */
+	uint32_t n_inodes, cap_inodes;
+
+	/* Build side, freed by fs_tree_finish(). */
+	struct dentry *dentries;  /* [0] is the root */
+	uint32_t n_dentries, cap_dentries;
+	uint32_t *slots;          /* dentry indexes or NONE, linear probing */
+	uint32_t slots_mask, n_slots_used;
+	uint32_t layer;
+
+	/* Frozen side. */
+	struct dirent_rec *dirents;
+	uint32_t n_dirents;
+	bool frozen;
+};
+
+/* ---- arena ---- */
+
+static void arena_done(struct arena *a)
+{
+	for (uint32_t i = 0; i < a->n_chunks; i++)
+		free(a->chunks[i]);
+	free(a->chunks);
+	*a = (struct arena) { .cur = NONE };
+}
+
+static int arena_new_chunk(struct arena *a, size_t size, uint32_t *ret_index)
+{
+	char *c;
+
+	if (a->n_chunks >= ARENA_MAX_CHUNKS)
+		return -ENOMEM;
+	if (a->n_chunks == a->cap_chunks) {
+		uint32_t cap = a->cap_chunks ? a->cap_chunks * 2 : 16;
+		char **n = realloc(a->chunks, cap * sizeof(char *));
+
+		if (!n)
+			return -ENOMEM;
+		a->chunks = n;
+		a->cap_chunks = cap;
+	}
+	c = malloc(size ? size : 1);
+	if (!c)
+		return -ENOMEM;
+	a->chunks[a->n_chunks] = c;
+	*ret_index = a->n_chunks++;
+	return 0;
+}
+
+/* Reserves @size bytes aligned to @align (a power of two, at most 8). */
+static int arena_alloc(struct arena *a, size_t size, size_t align, uint32_t *ret_ref)
+{
+	uint32_t idx, off;
+	int r;
+
+	if (size > ARENA_BIG) {
+		if (size > UINT32_MAX)
+			return -EFBIG;
+		r = arena_new_chunk(a, size, &idx);
+		if (r < 0)
+			return r;
+		*ret_ref = idx << ARENA_CHUNK_SHIFT;
+		return 0;
+	}
+
+	off = (a->used + (align - 1)) & ~(uint32_t)(align - 1);
+	if (a->cur == NONE || off + size > ARENA_CHUNK_SIZE) {
+		r = arena_new_chunk(a, ARENA_CHUNK_SIZE, &idx);
+		if (r < 0)
+			return r;
+		a->cur = idx;
+		off = 0;
+	}
+	a->used = off + size;
+	*ret_ref = (a->cur << ARENA_CHUNK_SHIFT) | off;
+	return 0;
+}
+
+static inline void *arena_ptr(const struct arena *a, uint32_t ref)
+{
+	return a->chunks[ref >> ARENA_CHUNK_SHIFT] + (ref & (ARENA_CHUNK_SIZE - 1));
+}
+
+static int arena_strndup(struct arena *a, const char *s, size_t n, uint32_t *ret_ref)
+{
+	uint32_t ref;
+	char *p;
+	int r;
+
+	r = arena_alloc(a, n + 1, 1, &ref);
+	if (r < 0)
+		return r;
+	p = arena_ptr(a, ref);
+	memcpy(p, s, n);
+	p[n] = 0;
+	*ret_ref = ref;
+	return 0;
+}
+
+static inline const char *tree_str(const struct fs_tree *t, uint32_t ref)
+{
+	return arena_ptr(&t->arena, ref);
+}
+
+/* ---- build side: nodes and the (parent, name) hash ---- */
+
+static uint32_t name_hash(uint32_t parent, const char *name, size_t len)
+{
+	uint32_t h = 2166136261u ^ (parent * 0x9e3779b1u);
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)name[i];
+		h *= 16777619u;
+	}
+	h ^= h >> 15;
+	h *= 0x2c1b3c6du;
+	h ^= h >> 12;
+	return h;
+}
+
+static bool dentry_is(const struct fs_tree *t, uint32_t d, uint32_t h, uint32_t parent,
+		      const char *name, size_t len)
+{
+	const struct dentry *de = &t->dentries[d];
+	const char *n;
+
+	if (de->hash != h || de->parent != parent)
+		return false;
+	n = tree_str(t, de->name);
+	return memcmp(n, name, len) == 0 && n[len] == 0;
+}
+
+static uint32_t hash_find(const struct fs_tree *t, uint32_t parent, const char *name, size_t len)
+{
+	uint32_t h = name_hash(parent, name, len);
+
+	for (uint32_t i = h & t->slots_mask;; i = (i + 1) & t->slots_mask) {
+		uint32_t d = t->slots[i];
+
+		if (d == NONE)
+			return NONE;
+		if (dentry_is(t, d, h, parent, name, len))
+			return d;
+	}
+}
+
+static void hash_put(struct fs_tree *t, uint32_t d)
+{
+	uint32_t i = t->dentries[d].hash & t->slots_mask;
+
+	while (t->slots[i] != NONE)
+		i = (i + 1) & t->slots_mask;
+	t->slots[i] = d;
+	t->n_slots_used++;
+}
+
+static int hash_grow(struct fs_tree *t)
+{
+	uint32_t cap = (t->slots_mask + 1) * 2;
+	uint32_t *old = t->slots, old_cap = t->slots_mask + 1;
+
+	if (cap == 0)
+		return -ENOMEM;
+	t->slots = malloc((size_t)cap * sizeof(uint32_t));
+	if (!t->slots) {
+		t->slots = old;
+		return -ENOMEM;
+	}
+	memset(t->slots, 0xff, (size_t)cap * sizeof(uint32_t));
+	t->slots_mask = cap - 1;
+	t->n_slots_used = 0;
+	for (uint32_t i = 0; i < old_cap; i++)
+		if (old[i] != NONE)
+			hash_put(t, old[i]);
+	free(old);
+	return 0;
+}
+
+/* Linear-probing delete: shift later members of the cluster back so no probe chain breaks. */
+static void hash_remove(struct fs_tree *t, uint32_t d)
+{
+	uint32_t mask = t->slots_mask;
+	uint32_t i = t->dentries[d].hash & mask, j;
+
+	while (t->slots[i] != d) {
+		assert(t->slots[i] != NONE);
+		i = (i + 1) & mask;
+	}
+	t->slots[i] = NONE;
+	t->n_slots_used--;
+
+	for (j = (i + 1) & mask; t->slots[j] != NONE; j = (j + 1) & mask) {
+		uint32_t home = t->dentries[t->slots[j]].hash & mask;
+		bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+
+		if (stays)
+			continue;
+		t->slots[i] = t->slots[j];
+		t->slots[j] = NONE;
+		i = j;
+	}
+}
+
+static inline bool inode_is_dir(const struct fs_tree *t, uint32_t inode)
+{
+	return S_ISDIR(t->inodes[inode].mode);
+}
+
+static inline bool dentry_is_dir(const struct fs_tree *t, uint32_t d)
+{
+	return inode_is_dir(t, t->dentries[d].inode);
+}
+
+static int inode_new(struct fs_tree *t, uint32_t *ret)
+{
+	if (t->n_inodes == NONE)
+		return -ENOMEM;
+	if (t->n_inodes == t->cap_inodes) {
+		uint32_t cap = t->cap_inodes ? t->cap_inodes * 2 : 1024;
+		struct inode *n = realloc(t->inodes, (size_t)cap * sizeof(struct inode));
+
+		if (!n)
+			return -ENOMEM;
+		t->inodes = n;
+		t->cap_inodes = cap;
+	}
+	t->inodes[t->n_inodes] = (struct inode) {
+		.data = NONE,
+		.parent = NONE,
+		.xattrs = NONE,
+	};
+	*ret = t->n_inodes++;
+	return 0;
+}
+
+static int inode_new_implicit_dir(struct fs_tree *t, int64_t mtime, uint32_t *ret)
+{
+	uint32_t i;
+	int r;
+
+	r = inode_new(t, &i);
+	if (r < 0)
+		return r;
+	t->inodes[i].mode = S_IFDIR | 0755;
+	t->inodes[i].mtime_sec = mtime;
+	*ret = i;
+	return 0;
+}
+
+static int dentry_new(struct fs_tree *t, uint32_t parent, const char *name, size_t len,
+		      uint32_t inode, uint32_t *ret)
+{
+	struct dentry *p;
+	uint32_t d, name_ref;
+	int r;
+
+	if ((t->n_slots_used + 1) * 2 > t->slots_mask + 1) {
+		r = hash_grow(t);
+		if (r < 0)
+			return r;
+	}
+	if (t->n_dentries == NONE)
+		return -ENOMEM;
+	if (t->n_dentries == t->cap_dentries) {
+		uint32_t cap = t->cap_dentries * 2;
+		struct dentry *n = realloc(t->dentries, (size_t)cap * sizeof(struct dentry));
+
+		if (!n)
+			return -ENOMEM;
+		t->dentries = n;
+		t->cap_dentries = cap;
+	}
+	r = arena_strndup(&t->arena, name, len, &name_ref);
+	if (r < 0)
+		return r;
+
+	d = t->n_dentries++;
+	p = &t->dentries[parent];
+	t->dentries[d] = (struct dentry) {
+		.name = name_ref,
+		.hash = name_hash(parent, name, len),
+		.parent = parent,
+		.inode = inode,
+		.first_child = NONE,
+		.next = p->first_child,
+		.prev = NONE,
+		.layer = t->layer,
+	};
+	if (p->first_child != NONE)
+		t->dentries[p->first_child].prev = d;
+	p->first_child = d;
+	hash_put(t, d);
+	*ret = d;
+	return 0;
+}
+
+/* Takes every descendant of @d out of the hash; they stay in the array, unreachable. */
+static void dentry_drop_children(struct fs_tree *t, uint32_t d)
+{
+	for (uint32_t c = t->dentries[d].first_child; c != NONE; c = t->dentries[c].next) {
+		dentry_drop_children(t, c);
+		hash_remove(t, c);
+	}
+	t->dentries[d].first_child = NONE;
+}
+
+static void dentry_remove(struct fs_tree *t, uint32_t d)
+{
+	struct dentry *de = &t->dentries[d];
+
+	dentry_drop_children(t, d);
+	if (de->prev != NONE)
+		t->dentries[de->prev].next = de->next;
+	else
+		t->dentries[de->parent].first_child = de->next;
+	if (de->next != NONE)
+		t->dentries[de->next].prev = de->prev;
+	hash_remove(t, d);
+}
+
+/* Removes everything below @dir that no entry of the current layer wrote. */
+static void dentry_prune_lower(struct fs_tree *t, uint32_t dir)
+{
+	uint32_t c, next;
+
+	for (c = t->dentries[dir].first_child; c != NONE; c = next) {
+		next = t->dentries[c].next;
+		if (t->dentries[c].layer < t->layer)
+			dentry_remove(t, c);
+		else if (dentry_is_dir(t, c))
+			dentry_prune_lower(t, c);
+	}
+}
+
+/* Walks the first @len bytes of @path (a normalised directory path, "" for the root).  With
+ * @create, makes missing or non-directory components implicit directories and marks each
+ * component as touched by the current layer; without, -ENOENT / -ENOTDIR. */
+static int tree_walk(struct fs_tree *t, const char *path, size_t len, bool create, int64_t mtime,
+		     uint32_t *ret)
+{
+	const char *p = path, *end = path + len;
+	uint32_t cur = 0;
+	int r;
+
+	while (p < end) {
+		const char *slash = memchr(p, '/', end - p);
+		size_t n = (slash ? slash : end) - p;
+		uint32_t child, inode;
+
+		child = hash_find(t, cur, p, n);
+		if (child == NONE) {
+			if (!create)
+				return -ENOENT;
+			r = inode_new_implicit_dir(t, mtime, &inode);
+			if (r < 0)
+				return r;
+			r = dentry_new(t, cur, p, n, inode, &child);
+			if (r < 0)
+				return r;
+		} else if (!dentry_is_dir(t, child)) {
+			if (!create)
+				return -ENOTDIR;
+			r = inode_new_implicit_dir(t, mtime, &inode);
+			if (r < 0)
+				return r;
+			t->dentries[child].inode = inode;
+		}
+		if (create)
+			t->dentries[child].layer = t->layer;
+		cur = child;
+		p += n + 1;
+	}
+	*ret = cur;
+	return 0;
+}
+
+/* 0 for a usable path, 1 for one to skip (a component below a whiteout name), -errno. */
+static int path_check(const char *path)
+{
+	const char *p = path;
+
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return -EINVAL;
+		if (n > NAME_MAX_LEN)
+			return -ENAMETOOLONG;
+		if (!slash)
+			return 0;
+		/* ".wh..wh.plnk/…" and the like: aufs bookkeeping, never part of the image. */
+		if (n >= strlen(WHITEOUT_PREFIX) && startswith(p, WHITEOUT_PREFIX))
+			return 1;
+		p = slash + 1;
+	}
+}
+
+static int xattrs_copy(struct fs_tree *t, const struct entry *e, uint32_t *ret_ref)
+{
+	struct xattr_table *tab;
+	uint32_t ref;
+	int r;
+
+	if (e->n_xattrs == 0) {
+		*ret_ref = NONE;
+		return 0;
+	}
+	if (e->n_xattrs > UINT16_MAX || !e->xattrs)
+		return -EINVAL;
+
+	r = arena_alloc(&t->arena, sizeof(struct xattr_table) + e->n_xattrs * sizeof(struct xattr_rec),
+			_Alignof(struct xattr_table), &ref);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < e->n_xattrs; i++) {
+		const struct xattr *x = &e->xattrs[i];
+		struct xattr_rec rec = { .size = x->size };
+
+		if (!x->name || x->name[0] == 0 || (x->size > 0 && !x->value) || x->size > UINT32_MAX)
+			return -EINVAL;
+		r = arena_strndup(&t->arena, x->name, strlen(x->name), &rec.name);
+		if (r < 0)
+			return r;
+		r = arena_alloc(&t->arena, x->size, 1, &rec.value);
+		if (r < 0)
+			return r;
+		if (x->size > 0)
+			memcpy(arena_ptr(&t->arena, rec.value), x->value, x->size);
+		/* Re-fetch: the allocations above never move existing objects. */
+		tab = arena_ptr(&t->arena, ref);
+		tab->recs[i] = rec;
+	}
+	tab = arena_ptr(&t->arena, ref);
+	tab->n = (uint32_t)e->n_xattrs;
+	*ret_ref = ref;
+	return 0;
+}
+
+static int entry_check(const struct entry *e)
+{
+	switch (e->type) {
+	case ENTRY_REG:
+		if (!e->digest && e->size > 0)
+			return -EINVAL;
+		return 0;
+	case ENTRY_SYMLINK:
+	case ENTRY_HARDLINK:
+		return e->link_target ? 0 : -EINVAL;
+	case ENTRY_DIR:
+	case ENTRY_CHR:
+	case ENTRY_BLK:
+	case ENTRY_FIFO:
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Sets @inode's attributes from @e (not for hard links). */
+static int inode_set(struct fs_tree *t, uint32_t inode, const struct entry *e)
+{
+	static const uint32_t type_bits[] = {
+		[ENTRY_REG] = S_IFREG, [ENTRY_DIR] = S_IFDIR, [ENTRY_SYMLINK] = S_IFLNK,
+		[ENTRY_CHR] = S_IFCHR, [ENTRY_BLK] = S_IFBLK, [ENTRY_FIFO] = S_IFIFO,
+	};
+	uint32_t data = NONE, data2 = 0, xattrs;
+	uint64_t size = 0;
+	struct inode *i;
+	int r;
+
+	switch (e->type) {
+	case ENTRY_REG:
+		size = e->size;
+		if (e->digest) {
+			r = arena_strndup(&t->arena, e->digest, strlen(e->digest), &data);
+			if (r < 0)
+				return r;
+		}
+		break;
+	case ENTRY_SYMLINK:
+		size = strlen(e->link_target);
+		r = arena_strndup(&t->arena, e->link_target, size, &data);
+		if (r < 0)
+			return r;
+		break;
+	case ENTRY_CHR:
+	case ENTRY_BLK:
+		data = e->dev_major;
+		data2 = e->dev_minor;
+		break;
+	default:
+		break;
+	}
+	r = xattrs_copy(t, e, &xattrs);
+	if (r < 0)
+		return r;
+
+	i = &t->inodes[inode];
+	/* Linux shows every symlink as 0777, whatever the archive says. */
+	i->mode = type_bits[e->type] | (e->type == ENTRY_SYMLINK ? 0777 : (e->mode & 07777));
+	i->uid = e->uid;
+	i->gid = e->gid;
+	i->size = size;
+	i->mtime_sec = e->mtime_sec;
+	i->mtime_nsec = e->mtime_nsec < 1000000000 ? e->mtime_nsec : 0;
+	i->data = data;
+	i->data2 = data2;
+	i->xattrs = xattrs;
+	return 0;
+}
+
+/* ".wh.NAME" in @dir_path: NAME leaves unless this layer wrote it (then only what lower layers
+ * put below it goes); ".wh..wh..opq": everything lower layers put in the directory goes. */
+static int tree_whiteout(struct fs_tree *t, const struct entry *e, size_t dir_len, const char *base)
+{
+	uint32_t dir, victim;
+	int r;
+
+	if (streq(base, OPAQUE_MARKER)) {
+		r = tree_walk(t, e->path, dir_len, true, e->mtime_sec, &dir);
+		if (r < 0)
+			return r;
+		dentry_prune_lower(t, dir);
+		return 0;
+	}
+	if (startswith(base, AUFS_META_PREFIX))
+		return 0;
+
+	base += strlen(WHITEOUT_PREFIX);
+	if (base[0] == 0)
+		return 0;
+	r = tree_walk(t, e->path, dir_len, false, 0, &dir);
+	if (r == -ENOENT || r == -ENOTDIR)
+		return 0;
+	if (r < 0)
+		return r;
+	victim = hash_find(t, dir, base, strlen(base));
+	if (victim == NONE)
+		return 0;
+	if (t->dentries[victim].layer < t->layer)
+		dentry_remove(t, victim);
+	else if (dentry_is_dir(t, victim))
+		dentry_prune_lower(t, victim);
+	return 0;
+}
+
+int fs_tree_new(struct fs_tree **ret)
+{
+	_cleanup_free_ struct fs_tree *t = NULL;
+	uint32_t root_name;
+	int r;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->arena.cur = NONE;
+
+	t->slots = malloc(1024 * sizeof(uint32_t));
+	t->dentries = malloc(1024 * sizeof(struct dentry));
+	if (!t->slots || !t->dentries)
+		goto fail;
+	memset(t->slots, 0xff, 1024 * sizeof(uint32_t));
+	t->slots_mask = 1023;
+	t->cap_dentries = 1024;
+
+	r = inode_new(t, &(uint32_t) { 0 });
+	if (r < 0)
+		goto fail;
+	t->inodes[0].mode = S_IFDIR | 0755;
+	r = arena_strndup(&t->arena, "", 0, &root_name);
+	if (r < 0)
+		goto fail;
+	t->dentries[0] = (struct dentry) {
+		.name = root_name,
+		.inode = 0,
+		.first_child = NONE,
+		.next = NONE,
+		.prev = NONE,
+	};
+	t->n_dentries = 1;
+
+	*ret = TAKE_PTR(t);
+	return 0;
+
+fail:
+	free(t->slots);
+	free(t->dentries);
+	free(t->inodes);
+	arena_done(&t->arena);
+	return -ENOMEM;
+}
+
+struct fs_tree *fs_tree_free(struct fs_tree *t)
+{
+	if (!t)
+		return NULL;
+	arena_done(&t->arena);
+	free(t->inodes);
+	free(t->dentries);
+	free(t->slots);
+	free(t->dirents);
+	free(t);
+	return NULL;
+}
+
+int fs_tree_begin_layer(struct fs_tree *t)
+{
+	if (t->frozen)
+		return -EBUSY;
+	if (t->layer == UINT32_MAX)
+		return -E2BIG;
+	t->layer++;
+	return 0;
+}
+
+int fs_tree_add(struct fs_tree *t, const struct entry *e)
+{
+	const char *slash, *base;
+	size_t dir_len;
+	uint32_t dir, child, inode, link_inode = NONE;
+	int r;
+
+	if (t->frozen)
+		return -EBUSY;
+	if (!e || !e->path)
+		return -EINVAL;
+	r = entry_check(e);
+	if (r < 0)
+		return r;
+
+	if (e->path[0] == 0) {
+		if (e->type != ENTRY_DIR)
+			return -EINVAL;
+		r = inode_set(t, t->dentries[0].inode, e);
+		if (r < 0)
+			return r;
+		t->dentries[0].layer = t->layer;
+		return 0;
+	}
+
+	r = path_check(e->path);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	slash = strrchr(e->path, '/');
+	base = slash ? slash + 1 : e->path;
+	dir_len = slash ? (size_t)(slash - e->path) : 0;
+
+	if (startswith(base, WHITEOUT_PREFIX))
+		return tree_whiteout(t, e, dir_len, base);
+
+	/* Resolve the link before this entry's parents can change what the target names. */
+	if (e->type == ENTRY_HARDLINK) {
+		const char *ls = strrchr(e->link_target, '/');
+		size_t llen = ls ? (size_t)(ls - e->link_target) : 0;
+		const char *lbase = ls ? ls + 1 : e->link_target;
+		uint32_t ldir, target;
+
+		if (e->link_target[0] == 0 || path_check(e->link_target) != 0)
+			return -EINVAL;
+		r = tree_walk(t, e->link_target, llen, false, 0, &ldir);
+		if (r < 0)
+			return -EINVAL;
+		target = hash_find(t, ldir, lbase, strlen(lbase));
+		if (target == NONE || dentry_is_dir(t, target))
+			return -EINVAL;
+		link_inode = t->dentries[target].inode;
+	}
+
+	r = tree_walk(t, e->path, dir_len, true, e->mtime_sec, &dir);
+	if (r < 0)
+		return r;
+	child = hash_find(t, dir, base, strlen(base));
+
+	if (e->type == ENTRY_DIR && child != NONE && dentry_is_dir(t, child)) {
+		/* A directory over a directory: new attributes, the children stay. */
+		r = inode_set(t, t->dentries[child].inode, e);
+		if (r < 0)
+			return r;
+		t->dentries[child].layer = t->layer;
+		return 0;
+	}
+
+	if (link_inode != NONE) {
+		inode = link_inode;
+	} else {
+		r = inode_new(t, &inode);
+		if (r < 0)
+			return r;
+		r = inode_set(t, inode, e);
+		if (r < 0)
+			return r;
+	}
+
+	if (child == NONE)
+		return dentry_new(t, dir, base, strlen(base), inode, &child);
+
+	/* Anything over a non-directory, or a non-directory over a directory: the old subtree
+	 * goes, the name stays in place with the new inode. */
+	dentry_drop_children(t, child);
+	t->dentries[child].inode = inode;
+	t->dentries[child].layer = t->layer;
+	return 0;
+}
+
+/* ---- freezing ---- */
+
+static int dirent_cmp(const void *a, const void *b, void *userdata)
+{
+	const struct fs_tree *t = userdata;
+	const struct dirent_rec *x = a, *y = b;
+
+	return strcmp(tree_str(t, x->name), tree_str(t, y->name));
+}
+
+int fs_tree_finish(struct fs_tree *t)
+{
+	_cleanup_free_ uint32_t *queue = NULL;
+	struct dirent_rec *dirents;
+	struct inode *final;
+	uint32_t head = 0, tail = 0, next_ino = 1, nd = 0;
+
+	if (t->frozen)
+		return -EBUSY;
+
+	queue = malloc((size_t)t->n_dentries * sizeof(uint32_t));
+	dirents = malloc(((size_t)t->n_dentries + 1) * sizeof(struct dirent_rec));
+	if (!queue || !dirents) {
+		free(dirents);
+		return -ENOMEM;
+	}
+
+	for (uint32_t i = 0; i < t->n_inodes; i++) {
+		t->inodes[i].ino = 0;
+		t->inodes[i].nlink = 0;
+	}
+
+	/* Breadth first: a directory's children get consecutive numbers, in name order. */
+	t->inodes[t->dentries[0].inode].ino = next_ino++;
+	t->inodes[t->dentries[0].inode].parent = FS_ROOT_INO;
+	queue[tail++] = 0;
+	while (head < tail) {
+		uint32_t d = queue[head++];
+		struct inode *dir = &t->inodes[t->dentries[d].inode];
+		uint32_t first = nd, subdirs = 0;
+
+		for (uint32_t c = t->dentries[d].first_child; c != NONE; c = t->dentries[c].next)
+			dirents[nd++] = (struct dirent_rec) { .name = t->dentries[c].name, .ino = c };
+		qsort_r(dirents + first, nd - first, sizeof(struct dirent_rec), dirent_cmp, t);
+
+		for (uint32_t k = first; k < nd; k++) {
+			uint32_t c = dirents[k].ino;
+			struct inode *in = &t->inodes[t->dentries[c].inode];
+
+			if (in->ino == 0)
+				in->ino = next_ino++;
+			if (S_ISDIR(in->mode)) {
+				in->parent = dir->ino;
+				subdirs++;
+				queue[tail++] = c;
+			} else {
+				in->nlink++;
+			}
+			dirents[k].ino = in->ino;
+		}
+		dir->data = first;
+		dir->data2 = nd - first;
+		dir->nlink = 2 + subdirs;
+	}
+
+	final = malloc((size_t)(next_ino - 1) * sizeof(struct inode));
+	if (!final) {
+		free(dirents);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < t->n_inodes; i++)
+		if (t->inodes[i].ino != 0)
+			final[t->inodes[i].ino - 1] = t->inodes[i];
+
+	free(t->inodes);
+	t->inodes = final;
+	t->n_inodes = t->cap_inodes = next_ino - 1;
+	t->dirents = realloc(dirents, ((size_t)nd + 1) * sizeof(struct dirent_rec)) ?: dirents;
+	t->n_dirents = nd;
+	free(t->dentries);
+	t->dentries = NULL;
+	t->n_dentries = t->cap_dentries = 0;
+	free(t->slots);
+	t->slots = NULL;
+	t->frozen = true;
+	return 0;
+}
+
+/* ---- read side ---- */
+
+static const struct inode *tree_inode(const struct fs_tree *t, fs_ino_t ino)
+{
+	if (!t->frozen || ino < 1 || ino > t->n_inodes)
+		return NULL;
+	return &t->inodes[ino - 1];
+}
+
+size_t fs_tree_count(const struct fs_tree *t)
+{
+	return t->frozen ? t->n_inodes : 0;
+}
+
+int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, fs_ino_t *ret)
+{
+	const struct inode *dir = tree_inode(t, parent);
+	size_t lo, hi;
+
+	if (!dir)
+		return -ENOENT;
+	if (!S_ISDIR(dir->mode))
+		return -ENOTDIR;
+	if (streq(name, ".")) {
+		*ret = parent;
+		return 0;
+	}
+	if (streq(name, "..")) {
+		*ret = dir->parent;
+		return 0;
+	}
+
+	lo = dir->data;
+	hi = (size_t)dir->data + dir->data2;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, tree_str(t, t->dirents[mid].name));
+
+		if (c == 0) {
+			*ret = t->dirents[mid].ino;
+			return 0;
+		}
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -ENOENT;
+}
+
+int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret)
+{
+	const struct inode *i = tree_inode(t, ino);
+	struct stat st = {};
+
+	if (!i)
+		return -ENOENT;
+
+	st.st_ino = ino;
+	st.st_mode = i->mode;
+	st.st_nlink = i->nlink;
+	st.st_uid = i->uid;
+	st.st_gid = i->gid;
+	st.st_size = S_ISDIR(i->mode) ? DIR_SIZE : (off_t)i->size;
+	if (S_ISCHR(i->mode) || S_ISBLK(i->mode))
+		st.st_rdev = makedev(i->data, i->data2);
+	st.st_blksize = 4096;
+	st.st_blocks = S_ISLNK(i->mode) ? 0 : (st.st_size + 511) / 512;
+	st.st_mtim.tv_sec = i->mtime_sec;
+	st.st_mtim.tv_nsec = i->mtime_nsec;
+	st.st_atim = st.st_mtim;
+	st.st_ctim = st.st_mtim;
+	*ret = st;
+	return 0;
+}
+
+int fs_tree_readdir(const struct fs_tree *t, fs_ino_t dir, size_t pos, const char **ret_name,
+		    fs_ino_t *ret_ino)
+{
+	const struct inode *d = tree_inode(t, dir);
+	const struct dirent_rec *de;
+
+	if (!d)
+		return -ENOENT;
+	if (!S_ISDIR(d->mode))
+		return -ENOTDIR;
+	if (pos >= d->data2)
+		return -ENOENT;
+	de = &t->dirents[d->data + pos];
+	if (ret_name)
+		*ret_name = tree_str(t, de->name);
+	if (ret_ino)
+		*ret_ino = de->ino;
+	return 0;
+}
+
+fs_ino_t fs_tree_parent(const struct fs_tree *t, fs_ino_t dir)
+{
+	const struct inode *d = tree_inode(t, dir);
+
+	if (!d || !S_ISDIR(d->mode))
+		return 0;
+	return d->parent;
+}
+
+int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret)
+{
+	const struct inode *i = tree_inode(t, ino);
+
+	if (!i)
+		return -ENOENT;
+	if (!S_ISLNK(i->mode))
+		return -EINVAL;
+	*ret = tree_str(t, i->data);
+	return 0;
+}
+
+int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret)
+{
+	const struct inode *i = tree_inode(t, ino);
+
+	if (!i)
+		return -ENOENT;
+	if (S_ISDIR(i->mode))
+		return -EISDIR;
+	if (!S_ISREG(i->mode) || i->data == NONE)
+		return -EINVAL;
+	*ret = tree_str(t, i->data);
+	return 0;
+}
+
+static const struct xattr_table *inode_xattrs(const struct fs_tree *t, const struct inode *i)
+{
+	if (!i || i->xattrs == NONE)
+		return NULL;
+	return arena_ptr(&t->arena, i->xattrs);
+}
+
+int fs_tree_getxattr(const struct fs_tree *t, fs_ino_t ino, const char *name,
+		     const void **ret_value, size_t *ret_size)
+{
+	const struct inode *i = tree_inode(t, ino);
+	const struct xattr_table *tab;
+
+	if (!i)
+		return -ENOENT;
+	tab = inode_xattrs(t, i);
+	for (uint32_t k = 0; tab && k < tab->n; k++) {
+		if (!streq(tree_str(t, tab->recs[k].name), name))
+			continue;
+		*ret_value = arena_ptr(&t->arena, tab->recs[k].value);
+		*ret_size = tab->recs[k].size;
+		return 0;
+	}
+	return -ENODATA;
+}
+
+size_t fs_tree_xattr_count(const struct fs_tree *t, fs_ino_t ino)
+{
+	const struct xattr_table *tab = inode_xattrs(t, tree_inode(t, ino));
+
+	return tab ? tab->n : 0;
+}
+
+const char *fs_tree_xattr_name(const struct fs_tree *t, fs_ino_t ino, size_t i)
+{
+	const struct xattr_table *tab = inode_xattrs(t, tree_inode(t, ino));
+
+	if (!tab || i >= tab->n)
+		return NULL;
+	return tree_str(t, tab->recs[i].name);
+}

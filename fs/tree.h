@@ -6,6 +6,8 @@
  * root:root, whiteout entries never appear.  Hardlinks share one inode. */
 #pragma once
 
+#include "../cache/util.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include "../cache/entry.h"
 
 struct fs_tree;
+struct stat;
 
 int fs_tree_new(struct fs_tree **ret);
 struct fs_tree *fs_tree_free(struct fs_tree *t);  /* NULL-safe */
@@ -22,7 +25,10 @@ struct fs_tree *fs_tree_free(struct fs_tree *t);  /* NULL-safe */
 int fs_tree_begin_layer(struct fs_tree *t);
 /* Copies what it needs from @e.  -EINVAL for an entry that cannot apply (a hardlink to a
  * missing or non-regular target, a path under a non-directory is replaced silently like
- * umoci does: the non-directory gives way to an implicit directory). */
+ * umoci does: the non-directory gives way to an implicit directory).  Like umoci, a hard link
+ * to any non-directory (symlink, device, fifo) is accepted; only a missing or directory
+ * target is -EINVAL.  -ENAMETOOLONG for a component over 255 bytes, -EBUSY once frozen.
+ * Entries below a ".wh.*" directory (aufs's ".wh..wh.plnk/…") are skipped, returning 0. */
 int fs_tree_add(struct fs_tree *t, const struct entry *e);
 /* Freezes the tree: assigns inode numbers, counts links and directory sizes. */
 int fs_tree_finish(struct fs_tree *t);
@@ -33,7 +39,7 @@ typedef uint64_t fs_ino_t;
 #define FS_ROOT_INO 1
 
 size_t fs_tree_count(const struct fs_tree *t);
-/* 0 or -ENOENT / -ENOTDIR. */
+/* 0 or -ENOENT / -ENOTDIR.  "." and ".." resolve too (the root's ".." is the root). */
 int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, fs_ino_t *ret);
 /* Fills a struct stat (st_ino, st_mode incl. type, st_nlink, uid, gid, size, rdev, mtime —
  * also used for atime and ctime —, st_blocks); -ENOENT for a bad number. */
@@ -42,6 +48,7 @@ int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret);
  * -ENOENT past the end, -ENOTDIR if @dir is not a directory. */
 int fs_tree_readdir(const struct fs_tree *t, fs_ino_t dir, size_t pos, const char **ret_name,
 		    fs_ino_t *ret_ino);
+/* The parent directory's number (the root's is the root); 0 if @dir is not a directory. */
 fs_ino_t fs_tree_parent(const struct fs_tree *t, fs_ino_t dir);
 /* Symlink target; -EINVAL if not a symlink. */
 int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret);
@@ -52,3 +59,4 @@ int fs_tree_getxattr(const struct fs_tree *t, fs_ino_t ino, const char *name,
 		     const void **ret_value, size_t *ret_size);
 size_t fs_tree_xattr_count(const struct fs_tree *t, fs_ino_t ino);
 const char *fs_tree_xattr_name(const struct fs_tree *t, fs_ino_t ino, size_t i);
+DEFINE_CLEANUP_FUNC(struct fs_tree *, fs_tree_free);

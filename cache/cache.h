@@ -1,0 +1,23 @@
+/* cache/cache.h: one cache directory: DIR/index.db (the SQLite index) and DIR/blobs (content).
+ * Created 0700; everything in it is private to the owner. */
+#pragma once
+
+#include "blob_store.h"
+#include "index_db.h"
+#include "util.h"
+
+struct cache {
+	char *dir;
+	struct index_db *db;     /* NULL after cache_close_db() */
+	struct blob_store *bs;
+};
+
+/* The directory to use when --cache-dir is not given: $LAZYROOT_CACHE_DIR, else
+ * /var/cache/lazyroot for root, else $XDG_CACHE_HOME/lazyroot (~/.cache/lazyroot). */
+int cache_dir_default(char **ret);
+
+int cache_open(const char *dir, struct cache **ret);
+/* Closes the SQLite connection only: a process about to fork() must not carry it over. */
+void cache_close_db(struct cache *c);
+struct cache *cache_free(struct cache *c);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct cache *, cache_free);

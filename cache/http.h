@@ -1,0 +1,80 @@
+/* cache/http.h: one HTTP exchange over a reused libcurl easy handle, internal to cache/.
+ * Knows nothing of registries: a method, a URL, extra headers and an optional Range go out;
+ * the status, the few response headers the registry client needs and the body (into a
+ * bounded buffer, or to a sink) come back.  libcurl types stay inside http.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct http;
+
+struct http_request {
+	const char *method;            /* "GET" (default when NULL) or "HEAD" */
+	const char *url;
+	char *const *headers;          /* strv of "Name: value", or NULL */
+	bool range;                    /* send "Range: bytes=range_offset-(range_offset+range_len-1)" */
+	uint64_t range_offset;
+	uint64_t range_len;            /* > 0 when range is set */
+	bool follow_redirects;         /* at most 5, http(s) only; see http.c on Authorization */
+	size_t max_body;               /* ceiling for a buffered body: -EFBIG beyond */
+	/* With a sink, a 2xx body goes to @sink as it arrives instead of the buffer; a negative
+	 * return aborts the transfer and becomes http_perform()'s result.  Other statuses'
+	 * bodies (error documents) always go to the buffer, cut at 64 KiB. */
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+	long connect_timeout_ms;       /* 0: 10 s */
+	long timeout_ms;               /* whole exchange; 0: none (streams rely on the stall limit) */
+	long stall_timeout_s;          /* abort below 1 KiB/s for this long; 0: 30 s */
+};
+
+enum http_transport {
+	HTTP_TRANSPORT_OK,             /* the exchange completed (whatever the status) */
+	HTTP_TRANSPORT_ABORTED,        /* stopped by us: sink error, size limit */
+	HTTP_TRANSPORT_RESOLVE,        /* host name did not resolve */
+	HTTP_TRANSPORT_CONNECT,        /* connection refused / unreachable */
+	HTTP_TRANSPORT_TIMEOUT,        /* a deadline or the stall limit passed */
+	HTTP_TRANSPORT_OTHER,          /* TLS, resets, protocol errors… (see error) */
+};
+
+struct http_response {
+	long status;                   /* 0 if no response arrived */
+	enum http_transport transport;
+	int os_errno;                  /* errno behind a connect failure, or 0 */
+	char error[256];               /* libcurl's text when transport is not OK, else "" */
+	/* Headers of the final response (after redirects), NULL when absent. */
+	char *content_type;
+	char *www_authenticate;        /* the first Bearer challenge if any, else the first one */
+	char *docker_content_digest;
+	char *content_range;
+	char *location;
+	int64_t content_length;        /* -1 when absent */
+	char *body;                    /* NUL-terminated; non-NULL after http_perform() */
+	size_t body_len;
+	uint64_t sink_bytes;           /* bytes handed to the sink */
+};
+
+int http_new(struct http **ret);
+struct http *http_free(struct http *h);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct http *, http_free);
+
+/* Performs @req.  Returns http_errno() of the outcome (0 for a 2xx), or the sink's error,
+ * -EFBIG over @max_body, -ENOMEM.  @ret is filled in every case (also on failure, so the
+ * caller can describe it) and must be released with http_response_done(). */
+int http_perform(struct http *h, const struct http_request *req, struct http_response *ret);
+void http_response_done(struct http_response *resp);
+
+/* The status of the response being received, for a sink that needs it (0 before headers). */
+long http_current_status(struct http *h);
+
+/* The one place where libcurl results and HTTP statuses become errno:
+ * CURLE_OK with 2xx -> 0; 404 -> -ENOENT; 401, 403 -> -EACCES; 408, 429, 5xx -> -EAGAIN;
+ * other 3xx/4xx -> -EPROTO; connect, DNS, TLS, send/receive failures -> -EHOSTUNREACH;
+ * timeouts -> -ETIMEDOUT; body over the limit -> -EFBIG; out of memory -> -ENOMEM. */
+int http_errno(int curl_code, long status);
+
+/* Escapes @s for a URL query component ("%XX"); caller frees, NULL on OOM. */
+char *http_escape(const char *s);

@@ -1,0 +1,52 @@
+/* cache/image.h: turns a reference into an image whose every layer is indexed in the cache:
+ * resolve (tag -> manifest digest, through an index to the platform's manifest), fetch the
+ * config, import the layers that are not indexed yet.  A mount is pinned to the manifest
+ * digest this returns. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "manifest.h"
+#include "reference.h"
+
+enum pull_policy {
+	PULL_MISSING,  /* use the cached resolution and layers when present: no network at all */
+	PULL_ALWAYS,   /* re-resolve the tag at the registry */
+	PULL_NEVER,    /* never contact the registry */
+};
+
+enum pull_failure {
+	PULL_FAILURE_NONE,
+	PULL_FAILURE_USAGE,     /* bad platform string */
+	PULL_FAILURE_REGISTRY,  /* unknown image, unreachable or refusing registry, bad data */
+	PULL_FAILURE_CACHE,     /* local disk or index failure */
+};
+
+struct pull_error {
+	enum pull_failure kind;
+	char message[512];      /* one line, no secrets */
+};
+
+struct pull_options {
+	const char *platform;      /* "os/arch[/variant]", NULL for the host's */
+	enum pull_policy policy;
+	bool insecure;
+	/* Called as layer bytes arrive (from a fetching thread); may be NULL. */
+	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
+			 uint64_t total);
+	void *progress_userdata;
+};
+
+struct image {
+	char *ref;               /* canonical reference, e.g. "127.0.0.1:5000/demo:latest" */
+	char *manifest_digest;   /* the platform's image manifest */
+	struct manifest *manifest;
+	struct image_config *config;
+};
+
+int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
+	       struct image **ret, struct pull_error *err);
+struct image *image_free(struct image *img);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct image *, image_free);

@@ -1,0 +1,44 @@
+/* cli/cli.h: what the verbs share: exit statuses, and mounting/unmounting as functions so that
+ * `run` can do what `mount` and `umount` do. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "../cache/image.h"
+
+/* Exit statuses a script can rely on (documented in lazyroot(1)). */
+enum {
+	EXIT_FAILURE_OTHER = 1,   /* anything not below */
+	EXIT_USAGE = 2,           /* bad arguments or reference */
+	EXIT_REGISTRY = 3,        /* image unknown, registry unreachable or refusing, bad data */
+	EXIT_CACHE = 4,           /* the local cache could not be read or written */
+	EXIT_MOUNT = 5,           /* mountpoint, /dev/fuse, FUSE or overlay mount failed */
+	EXIT_RUN_FAILED = 125,    /* `run`: lazyroot itself failed before or after the container */
+};
+
+struct mount_request {
+	const char *ref;
+	const char *mountpoint;
+	const char *overlay_dir;   /* upper and work under it; NULL for none */
+	bool volatile_upper;       /* tmpfs upper */
+	const char *cache_dir;     /* NULL: default */
+	const char *platform;      /* NULL: host */
+	enum pull_policy policy;
+	bool insecure;
+	bool foreground;
+	bool debug_fuse;
+};
+
+/* Mounts as `lazyroot mount` does and returns 0 or an exit status; errors are logged.  With
+ * @ret_config, the image's config is returned too (for `run`). */
+int mount_image(const struct mount_request *req, struct image_config **ret_config,
+		char **ret_short_name);
+/* Unmounts as `lazyroot umount` does; returns 0 or an exit status. */
+int umount_path(const char *path, bool lazy);
+
+int verb_mount(int argc, char **argv);
+int verb_umount(int argc, char **argv);
+int verb_run(int argc, char **argv);
+
+/* Parses "missing|always|never"; -EINVAL otherwise. */
+int pull_policy_from_string(const char *s, enum pull_policy *ret);
