@@ -332,7 +332,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
 	struct platform want = {};
 	struct registry *reg = NULL;
-	struct registry_options ro = { .insecure = o->insecure };
+	struct registry_options ro = { .insecure = o->insecure, .cert_dir = o->cert_dir };
 	int r;
 
 	*err = (struct pull_error) {};

@@ -33,6 +33,7 @@ struct pull_options {
 	const char *platform;      /* "os/arch[/variant]", NULL for the host's */
 	enum pull_policy policy;
 	bool insecure;
+	const char *cert_dir;      /* see registry_options.cert_dir */
 	/* Called as layer bytes arrive (from a fetching thread); may be NULL. */
 	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 			 uint64_t total);

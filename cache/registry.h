@@ -27,6 +27,10 @@ struct registry_options {
 	 * asks for Basic authentication; both or neither.  Copied by registry_new(). */
 	const char *username;
 	const char *password;
+	/* Directory with this registry's CA certificates (*.crt) and client certificate
+	 * (*.cert + *.key), as in /etc/containers/certs.d/HOST[:PORT]/ (skopeo's --cert-dir).
+	 * NULL: /etc/containers/certs.d/HOST[:PORT], then /etc/docker/certs.d/HOST[:PORT]. */
+	const char *cert_dir;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,

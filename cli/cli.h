@@ -23,6 +23,7 @@ struct mount_request {
 	bool volatile_upper;       /* tmpfs upper */
 	const char *cache_dir;     /* NULL: default */
 	const char *platform;      /* NULL: host */
+	const char *cert_dir;      /* NULL: /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST */
 	enum pull_policy policy;
 	bool insecure;
 	bool foreground;

@@ -381,6 +381,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	struct daemon d = { .req = req, .report_fd = -1 };
 	struct pull_options po = {
 		.platform = req->platform, .policy = req->policy, .insecure = req->insecure,
+		.cert_dir = req->cert_dir,
 	};
 	struct pull_error err;
 	const char *why = NULL;
@@ -566,6 +567,7 @@ static void mount_help(void)
 	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --pull=POLICY      missing (default), always or never\n"
+	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
 	       "  -f, --foreground       serve in the foreground (for systemd units)\n"
 	       "  -d, --debug            log every FUSE request (implies --foreground)\n"
 	       "  -v, --verbose          more messages\n"
@@ -580,6 +582,7 @@ int verb_mount(int argc, char **argv)
 		{ "cache-dir", required_argument, NULL, 'C' },
 		{ "platform", required_argument, NULL, 'P' },
 		{ "pull", required_argument, NULL, 'p' },
+		{ "cert-dir", required_argument, NULL, 'c' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -610,6 +613,9 @@ int verb_mount(int argc, char **argv)
 					  optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case 'c':
+			req.cert_dir = optarg;
 			break;
 		case 'f':
 			req.foreground = true;

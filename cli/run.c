@@ -86,6 +86,7 @@ static void run_help(void)
 	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --pull=POLICY      missing (default), always or never\n"
+	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
 	       "  -v, --verbose          more messages, and nspawn's own\n"
 	       "  -h, --help             this help\n");
 }
@@ -97,6 +98,7 @@ int verb_run(int argc, char **argv)
 		{ "cache-dir", required_argument, NULL, 'C' },
 		{ "platform", required_argument, NULL, 'P' },
 		{ "pull", required_argument, NULL, 'p' },
+		{ "cert-dir", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
@@ -128,6 +130,9 @@ int verb_run(int argc, char **argv)
 					  optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case 'c':
+			req.cert_dir = optarg;
 			break;
 		case 'v':
 			verbose = true;

@@ -50,8 +50,8 @@ echo "== systemd-nspawn on top: the date every 5 seconds, three times"
 nspawn_flags=()
 [ -d /run/systemd/system ] || nspawn_flags=(--register=no --keep-unit)
 systemd-nspawn --quiet "${nspawn_flags[@]}" --directory "$machine" \
-	/bin/sh -c 'for i in 1 2 3; do date; sleep 5; done; echo written-in-the-container > /tmp/x'
-echo "   the container's write landed in the overlay's upper dir: $(cat "$work/upper/upper/tmp/x")"
+	/bin/sh -c 'for i in 1 2 3; do date; sleep 5; done; echo written-in-the-container > /root/x'
+echo "   the container's write landed in the overlay's upper dir: $(cat "$work/upper/upper/root/x")"
 
 echo "== lazyroot umount $machine"
 "$lazyroot" umount "$machine"

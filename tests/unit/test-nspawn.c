@@ -1,0 +1,101 @@
+/* tests/unit/test-nspawn.c: the systemd-nspawn command line that `lazyroot run` builds. */
+#include "../../cli/nspawn.h"
+#include "../../cache/util.h"
+#include "tap.h"
+
+static bool has(char **argv, const char *s)
+{
+	return strv_contains(argv, s);
+}
+
+static int index_of(char **argv, const char *s)
+{
+	for (int i = 0; argv && argv[i]; i++)
+		if (streq(argv[i], s))
+			return i;
+	return -1;
+}
+
+int main(void)
+{
+	char *env[] = { "PATH=/bin", "FOO=bar baz", NULL };
+	char *entrypoint[] = { "/bin/sh", "-c", NULL };
+	char *cmd[] = { "echo hi", NULL };
+	struct image_config cfg = {
+		.entrypoint = entrypoint, .cmd = cmd, .env = env,
+		.working_dir = "/srv/work", .user = "1000:1000",
+	};
+	char *user_args[] = { "--setenv=X=1", "--bind", "/a:/b", NULL };
+	char *command[] = { "/bin/true", "arg", NULL };
+	char **argv = NULL;
+	int r;
+
+	/* The image's config supplies everything. */
+	r = nspawn_build_argv(&(struct nspawn_request) {
+		.directory = "/mnt/x", .machine = "demo", .config = &cfg, .quiet = true }, &argv);
+	check(r == 0, "argv from the image config builds");
+	check(streq(argv[0], "systemd-nspawn"), "argv[0] is systemd-nspawn");
+	check(has(argv, "--directory=/mnt/x"), "the directory is passed");
+	check(has(argv, "--machine=demo"), "the machine is named");
+	check(has(argv, "--quiet"), "quiet unless verbose");
+	check(has(argv, "--setenv=PATH=/bin") && has(argv, "--setenv=FOO=bar baz"),
+	      "Env becomes --setenv, values kept whole");
+	check(has(argv, "--chdir=/srv/work"), "WorkingDir becomes --chdir");
+	check(has(argv, "--user=1000"), "User 'uid:gid' keeps the user part");
+	check(has(argv, "--register=no") == !host_runs_systemd() &&
+	      has(argv, "--keep-unit") == !host_runs_systemd(),
+	      "--register=no --keep-unit exactly when systemd is not PID 1");
+	{
+		int dd = index_of(argv, "--");
+
+		check(dd > 0 && streq(argv[dd + 1], "/bin/sh") && streq(argv[dd + 2], "-c") &&
+		      streq(argv[dd + 3], "echo hi") && argv[dd + 4] == NULL,
+		      "Entrypoint then Cmd follow '--'");
+	}
+	argv = strv_free(argv);
+
+	/* The command line wins over the config; the user's options come after ours. */
+	r = nspawn_build_argv(&(struct nspawn_request) {
+		.directory = "/mnt/x", .machine = "demo", .config = &cfg, .user_args = user_args,
+		.command = command }, &argv);
+	check(r == 0, "argv with a command builds");
+	check(!has(argv, "--quiet"), "not quiet when verbose");
+	{
+		int dd = index_of(argv, "--");
+
+		check(dd > 0 && streq(argv[dd + 1], "/bin/true") && streq(argv[dd + 2], "arg") &&
+		      argv[dd + 3] == NULL, "the given command replaces Entrypoint and Cmd");
+		check(index_of(argv, "--bind") > index_of(argv, "--setenv=FOO=bar baz") &&
+		      index_of(argv, "--bind") < dd && streq(argv[index_of(argv, "--bind") + 1], "/a:/b"),
+		      "nspawn options pass through in order, after ours, before '--'");
+	}
+	argv = strv_free(argv);
+
+	/* --machine given by the user: ours is not added. */
+	{
+		char *named[] = { "-M", "foo", NULL };
+
+		r = nspawn_build_argv(&(struct nspawn_request) {
+			.directory = "/d", .machine = "demo", .config = &cfg, .user_args = named },
+			&argv);
+		check(r == 0 && !has(argv, "--machine=demo") && has(argv, "foo"),
+		      "a machine name given with -M is kept and ours dropped");
+		argv = strv_free(argv);
+	}
+	check(nspawn_args_have((char *[]) { "--machine=x", NULL }, "--machine", 'M'),
+	      "--machine=x is recognised");
+	check(!nspawn_args_have((char *[]) { "--machinex", NULL }, "--machine", 'M'),
+	      "a longer option name is not --machine");
+	check(nspawn_args_have((char *[]) { "-qM", "x", NULL }, "--machine", 'M'),
+	      "a short option inside a group is recognised");
+
+	/* Nothing to run. */
+	{
+		struct image_config empty = {};
+
+		r = nspawn_build_argv(&(struct nspawn_request) {
+			.directory = "/d", .machine = "m", .config = &empty }, &argv);
+		check(r == -ENOEXEC && argv == NULL, "no command and no Entrypoint/Cmd is -ENOEXEC");
+	}
+	return tap_done();
+}
