@@ -208,6 +208,18 @@ static void *layer_stream_thread(void *userdata)
 	return NULL;
 }
 
+static void drain_fd(int fd)
+{
+	char buf[64 * 1024];
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n == 0 || (n < 0 && errno != EINTR))
+			return;
+	}
+}
+
 static int layer_lock(struct cache *c, const char *digest, int *ret_fd)
 {
 	_cleanup_free_ char *dir = NULL, *path = NULL;
@@ -284,7 +296,11 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 	}
 
 	r = layer_tar_index(read_fd, c->bs, w, &created);
-	/* If the indexer stopped early, the fetcher's next write fails with EPIPE and it ends. */
+	/* A layer that does not parse is usually one whose bytes are not what the digest says:
+	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
+	 * next write fails with EPIPE). */
+	if (r == -EBADMSG)
+		drain_fd(read_fd);
 	(void)close(TAKE_FD(read_fd));
 	(void)pthread_join(thread, NULL);
 
@@ -292,6 +308,13 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 		r = pull_fail(err, PULL_FAILURE_REGISTRY, s.r, "cannot fetch layer '%s': %s",
 			      layer->digest, s.r == -EFBIG ? "larger than the manifest says"
 							   : registry_last_error(reg));
+		goto finish;
+	}
+	digest_ctx_final(s.hash, got);
+	if ((r >= 0 || r == -EBADMSG) && (!streq(got, layer->digest) || s.received != layer->size)) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			      "layer '%s' failed verification (got %s, %llu bytes): nothing of it was kept",
+			      layer->digest, got, (unsigned long long)s.received);
 		goto finish;
 	}
 	if (r == -EBADMSG) {
@@ -302,13 +325,6 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 	if (r < 0) {
 		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s': %m",
 			      layer->digest, c->dir);
-		goto finish;
-	}
-	digest_ctx_final(s.hash, got);
-	if (!streq(got, layer->digest) || s.received != layer->size) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
-			      "layer '%s' failed verification (got %s, %llu bytes): nothing of it was kept",
-			      layer->digest, got, (unsigned long long)s.received);
 		goto finish;
 	}
 
