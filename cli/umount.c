@@ -116,7 +116,10 @@ int umount_path(const char *path, bool lazy)
 			if (r < 0)
 				log_warning_errno(r, "cannot unmount '%s': %m", st.fuse_mountpoint);
 		}
-		(void)wait_for_exit(st.pid);
+		/* A detached mount may still have users: its daemon serves them and exits by
+		 * itself when the last one lets go. */
+		if (!lazy)
+			(void)wait_for_exit(st.pid);
 		if (asprintf(&volatile_dir, "%s/volatile", st.dir) >= 0)
 			(void)unmount_one(volatile_dir, true);
 		r = mount_state_remove(st.dir);
