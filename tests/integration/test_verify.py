@@ -163,3 +163,63 @@ def test_corrupt_layer_is_rejected(lazyroot, own_registry, test_dir, mountpoint,
     assert u.ok, str(u)
     assert not mounts_under(test_dir)
     assert_no_daemon(mountpoint)
+
+
+def _layout_with_layer(outdir, layer_bytes):
+    """An OCI layout whose one gzip layer is @layer_bytes, digested correctly: the registry
+    serves exactly what the manifest promises, so only the content can be wrong."""
+    import mkdemo  # tests/tools, on sys.path through conftest
+    blobdir = Path(outdir) / "blobs" / "sha256"
+    blobdir.mkdir(parents=True)
+
+    def put(data):
+        d = mkdemo.sha256(data)
+        (blobdir / d.split(":", 1)[1]).write_bytes(data)
+        return d
+
+    cfg = mkdemo.canon({"architecture": mkdemo.goarch(), "os": "linux", "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": []}})
+    manifest = mkdemo.canon({"schemaVersion": 2, "mediaType": mkdemo.MT_MANIFEST,
+                             "config": {"mediaType": mkdemo.MT_CONFIG, "digest": put(cfg),
+                                        "size": len(cfg)},
+                             "layers": [{"mediaType": mkdemo.MT_LAYER_GZIP,
+                                         "digest": put(layer_bytes), "size": len(layer_bytes)}]})
+    digest = put(manifest)
+    index = {"schemaVersion": 2, "mediaType": mkdemo.MT_INDEX,
+             "manifests": [{"mediaType": mkdemo.MT_MANIFEST, "digest": digest,
+                            "size": len(manifest),
+                            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
+    (Path(outdir) / "index.json").write_bytes(mkdemo.canon(index))
+    (Path(outdir) / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+
+
+def _hostile_tar():
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in (("etc/ok", b"fine\n"), ("../../escape", b"outside the root\n")):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["not-tar", "path-escape"])
+def test_bad_layer_with_right_digest(lazyroot, registry, test_dir, cache_dir, mountpoint, kind):
+    """A layer that matches its digest but is not a usable tar (random bytes in gzip, or an
+    entry climbing out of the root with '..') is refused as such, nothing is kept of it, and
+    nothing is written outside the cache."""
+    import mkdemo
+    payload = os.urandom(200000) if kind == "not-tar" else _hostile_tar()
+    _layout_with_layer(test_dir / "layout", mkdemo.gzip_bytes(payload))
+    ref = push.push_layout(registry.addr, str(test_dir / "layout"), "lrtest/bad-" + kind,
+                           "latest")["ref"]
+    before = lazyroot_mounts()
+    r = lazyroot.mount(ref, mountpoint)
+    line = assert_clean_failure(r, 3, ["not a valid tar archive"], test_dir, before,
+                                related=(registry.addr, ref), mnt=mountpoint)
+    assert "verification" not in line, line
+    assert sqlite(cache_dir / "index.db", "SELECT COUNT(*) FROM layers")[0][0] == 0
+    assert not blob_files(cache_dir), "blobs kept from a refused layer"
+    assert not (test_dir / "escape").exists() and not (test_dir.parent / "escape").exists()
