@@ -161,3 +161,83 @@ def test_writes_fail_with_erofs(mounted_gzip, op):
     # and nothing changed
     assert (m / "sizes" / "one").stat().st_size == 1
     assert not (m / "new-file").exists() and not (m / "new-dir").exists()
+
+
+def test_docker_manifest_list(lazyroot, registry, test_dir, mountpoint):
+    """A Docker manifest list (not an OCI index) resolves to the host's entry.  The list is
+    made here: linux/amd64 -> the docker-v2s2-gzip manifest, and as a decoy that must not be
+    chosen, linux/s390x -> the multiarch image's arm64 manifest (a different tree)."""
+    import http.client
+    import json
+
+    import push
+    if not _host_is_amd64():
+        pytest.skip("the fixture is linux/amd64")
+    src = registry.layout("docker-v2s2-gzip")
+    desc = json.loads((src / "index.json").read_text())["manifests"][0]
+    multi = registry.layout("multiarch")
+    top = json.loads((multi / "index.json").read_text())["manifests"][0]
+    inner = json.loads((multi / "blobs" / "sha256" / top["digest"].split(":")[1]).read_text())
+    decoy = [m for m in inner["manifests"] if m["platform"]["architecture"] == "arm64"][0]
+    # The registry accepts a list only when the manifests it names are in the repository.
+    push.push_layout(registry.addr, str(src), "lrtest/mlist", "amd64")
+    push.push_layout(registry.addr, str(multi), "lrtest/mlist", "multi")
+    mlist = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {"mediaType": decoy["mediaType"], "digest": decoy["digest"], "size": decoy["size"],
+             "platform": {"architecture": "s390x", "os": "linux"}},
+            {"mediaType": desc["mediaType"], "digest": desc["digest"], "size": desc["size"],
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ]}).encode()
+    conn = http.client.HTTPConnection(registry.addr)
+    conn.request("PUT", "/v2/lrtest/mlist/manifests/edge", body=mlist,
+                 headers={"Content-Type": "application/vnd.docker.distribution.manifest.list.v2+json"})
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status in (201, 202), (resp.status, body)
+    _mount_compare_umount(lazyroot, registry, test_dir, mountpoint,
+                          "%s/lrtest/mlist:edge" % registry.addr, src, None, "")
+
+
+def test_gnu_tar_long_names(lazyroot, registry, test_dir, mountpoint):
+    """GNU tar's long-name and long-link records (././@LongLink), as older image builders
+    write them: a 300-byte path, a 200-byte symlink target and a hard link to the long path."""
+    import io
+    import tarfile
+
+    import mkdemo
+    long_dir = "deep/" + "d" * 120 + "/" + "e" * 120
+    long_file = long_dir + "/" + "f" * 50
+    target = "/" + "t" * 199
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for d in ("deep", "deep/" + "d" * 120, long_dir):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(ti)
+        ti = tarfile.TarInfo(long_file)
+        ti.size, ti.mode = 6, 0o644
+        tf.addfile(ti, io.BytesIO(b"hello\n"))
+        ti = tarfile.TarInfo("deep/link")
+        ti.type, ti.linkname = tarfile.SYMTYPE, target
+        tf.addfile(ti)
+        ti = tarfile.TarInfo("deep/hard")
+        ti.type, ti.linkname = tarfile.LNKTYPE, long_file
+        tf.addfile(ti)
+    assert b"././@LongLink" in buf.getvalue()
+    from test_verify import _layout_with_layer
+    _layout_with_layer(test_dir / "gnu-layout", mkdemo.gzip_bytes(buf.getvalue()))
+    ref = __import__("push").push_layout(registry.addr, str(test_dir / "gnu-layout"),
+                                         "lrtest/gnu", "latest")["ref"]
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        f = mountpoint / long_file
+        assert f.read_bytes() == b"hello\n"
+        assert os.readlink(mountpoint / "deep" / "link") == target
+        st_a, st_b = os.stat(f), os.stat(mountpoint / "deep" / "hard")
+        assert st_a.st_ino == st_b.st_ino and st_a.st_nlink == 2
+    finally:
+        assert lazyroot.umount(mountpoint).ok
