@@ -9,7 +9,13 @@
  * 7.58.0, and since 7.83.0 also for a different port or scheme) does not repeat headers set
  * with CURLOPT_HTTPHEADER that carry "Authorization:" or "Cookie:" on a redirect to another
  * host unless CURLOPT_UNRESTRICTED_AUTH is set; we set it to 0 explicitly, so a registry
- * token never reaches the redirect target.  Redirects are limited to http and https.
+ * token never reaches the redirect target.  Redirects are limited to http and https, and from
+ * an https URL to https only unless the request allows a downgrade (insecure registries).
+ *
+ * TLS: a request may carry its own CA bundle, client certificate and key as in-memory PEM
+ * (CURLOPT_*_BLOB, not copied: the caller keeps them alive), or turn verification off.  TLS
+ * failures are reported as their own transport kinds so that the registry client can tell "the
+ * peer does not speak TLS" and "the certificate is not trusted" from other failures.
  */
 #include "http.h"
 
@@ -152,6 +158,22 @@ static enum http_transport transport_kind(CURLcode rc)
 		return HTTP_TRANSPORT_CONNECT;
 	case CURLE_OPERATION_TIMEDOUT:
 		return HTTP_TRANSPORT_TIMEOUT;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		return HTTP_TRANSPORT_TLS_UNTRUSTED;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_ENGINE_INITFAILED:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_CLIENTCERT:
+		return HTTP_TRANSPORT_TLS;
 	default:
 		return HTTP_TRANSPORT_OTHER;
 	}
@@ -368,16 +390,44 @@ static int build_header_list(char *const *headers, struct curl_slist **ret)
 	return 0;
 }
 
+static CURLcode setup_tls(CURL *c, const struct http_tls *tls)
+{
+	struct curl_blob ca = { .data = (void *)tls->ca_pem, .len = tls->ca_pem_len,
+				.flags = CURL_BLOB_NOCOPY };
+	struct curl_blob cert = { .data = (void *)tls->cert_pem, .len = tls->cert_pem_len,
+				  .flags = CURL_BLOB_NOCOPY };
+	struct curl_blob key = { .data = (void *)tls->key_pem, .len = tls->key_pem_len,
+				 .flags = CURL_BLOB_NOCOPY };
+	CURLcode rc = CURLE_OK;
+
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val); } while (0)
+	if (tls->ca_pem)
+		SET(CURLOPT_CAINFO_BLOB, &ca);  /* the blob struct is read here, the data later */
+	if (tls->cert_pem && tls->key_pem) {
+		SET(CURLOPT_SSLCERT_BLOB, &cert);
+		SET(CURLOPT_SSLCERTTYPE, "PEM");
+		SET(CURLOPT_SSLKEY_BLOB, &key);
+		SET(CURLOPT_SSLKEYTYPE, "PEM");
+	}
+	if (tls->no_verify) {
+		SET(CURLOPT_SSL_VERIFYPEER, 0L);
+		SET(CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+#undef SET
+	return rc;
+}
+
 static int setup(struct http *h, const struct http_request *req, struct curl_slist *headers)
 {
 	CURL *c = h->curl;
 	char range[64];
+	bool https = strncasecmp(req->url, "https://", 8) == 0;
 	CURLcode rc = CURLE_OK;
 
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val); } while (0)
 	SET(CURLOPT_URL, req->url);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
-	SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_REDIR_PROTOCOLS_STR, https && !req->allow_http_redirect ? "https" : "http,https");
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_ERRORBUFFER, h->errbuf);
 	SET(CURLOPT_USERAGENT, "lazyroot/" LAZYROOT_VERSION);
@@ -408,6 +458,8 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 		SET(CURLOPT_RANGE, range);  /* libcurl copies the string */
 	}
 #undef SET
+	if (rc == CURLE_OK && req->tls)
+		rc = setup_tls(c, req->tls);
 
 	if (rc == CURLE_OUT_OF_MEMORY)
 		return -ENOMEM;

@@ -12,6 +12,18 @@
 
 struct http;
 
+/* TLS settings of an https exchange.  The buffers are not copied and must outlive the
+ * http_perform() call. */
+struct http_tls {
+	const char *ca_pem;            /* PEM bundle replacing libcurl's default CA file, or NULL */
+	size_t ca_pem_len;
+	const char *cert_pem;          /* client certificate (PEM), or NULL */
+	size_t cert_pem_len;
+	const char *key_pem;           /* its private key (PEM, a secret); set with cert_pem */
+	size_t key_pem_len;
+	bool no_verify;                /* accept any certificate and name (insecure registries) */
+};
+
 struct http_request {
 	const char *method;            /* "GET" (default when NULL) or "HEAD" */
 	const char *url;
@@ -20,6 +32,10 @@ struct http_request {
 	uint64_t range_offset;
 	uint64_t range_len;            /* > 0 when range is set */
 	bool follow_redirects;         /* at most 5, http(s) only; see http.c on Authorization */
+	/* An https request is redirected only to https unless this is set (insecure registries):
+	 * a redirect never silently drops TLS. */
+	bool allow_http_redirect;
+	const struct http_tls *tls;    /* NULL: libcurl's defaults (system CAs, verification on) */
 	size_t max_body;               /* ceiling for a buffered body: -EFBIG beyond */
 	/* With a sink, a 2xx body goes to @sink as it arrives instead of the buffer; a negative
 	 * return aborts the transfer and becomes http_perform()'s result.  Other statuses'
@@ -37,7 +53,9 @@ enum http_transport {
 	HTTP_TRANSPORT_RESOLVE,        /* host name did not resolve */
 	HTTP_TRANSPORT_CONNECT,        /* connection refused / unreachable */
 	HTTP_TRANSPORT_TIMEOUT,        /* a deadline or the stall limit passed */
-	HTTP_TRANSPORT_OTHER,          /* TLS, resets, protocol errors… (see error) */
+	HTTP_TRANSPORT_TLS,            /* TLS handshake failed (e.g. the peer does not speak TLS) */
+	HTTP_TRANSPORT_TLS_UNTRUSTED,  /* the peer's certificate failed verification */
+	HTTP_TRANSPORT_OTHER,          /* resets, protocol errors… (see error) */
 };
 
 struct http_response {

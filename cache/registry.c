@@ -5,14 +5,34 @@
  * log line, and is wiped on free).  Requests that fail with -EAGAIN or a transport error are
  * tried three times with a short backoff, inside the request deadline; a stream is retried only
  * if none of its bytes reached the sink yet.  A 401 on any request renews the token once.
+ *
+ * TLS, as docker and podman do it.  The scheme is decided once per object, at the first ping:
+ * - Every registry is tried over HTTPS first, trusting the system CAs plus the *.crt files of
+ *   its certificate directory (registry_options.cert_dir, else the first of
+ *   /etc/containers/certs.d/HOST[:PORT] and /etc/docker/certs.d/HOST[:PORT] that exists); a
+ *   *.cert with the *.key of the same name is the client certificate.
+ * - A secure registry (the default) must complete the handshake with a trusted certificate: a
+ *   TLS failure is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"), never a reason
+ *   to use plain HTTP, and its redirects never go from https to http.
+ * - An insecure registry (registry_options.insecure, and every loopback host, as docker's
+ *   default insecure 127.0.0.0/8) is tried over HTTPS without verification (docker's
+ *   InsecureSkipVerify), unless its certificate directory names CAs: then they are checked.
+ *   If the HTTPS attempt fails in TLS (a plain-HTTP server answers the TLS hello with HTTP, or
+ *   the configured CAs do not match), the registry is used over plain HTTP from then on; when
+ *   that fails too, the error reports the TLS failure.
+ * Files read from the certificate directory have ceilings (1 MiB each, 4 MiB for the CA
+ * bundle, under libcurl's 8 MB blob limit); the client key is wiped on free.
  */
 #include "registry.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "digest.h"
@@ -27,6 +47,12 @@
 #define TIMEOUT_MS_DEFAULT 60000L
 #define ATTEMPTS 3
 #define BACKOFF_MS_FIRST 250L
+#define CERT_FILE_MAX (1U * 1024 * 1024)
+#define CA_BUNDLE_MAX (4U * 1024 * 1024)
+#define CERT_DIR_ENTRIES_MAX 256
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+static const char *const cert_dir_roots[] = { "/etc/containers/certs.d", "/etc/docker/certs.d" };
 
 static const char accept_manifests[] =
 	"Accept: " "application/vnd.oci.image.manifest.v1+json, "
@@ -38,10 +64,24 @@ struct registry {
 	struct http *http;
 	char *domain;            /* as the reference names it, for messages */
 	char *repository;
-	char *base_url;          /* "https://registry-1.docker.io" */
+	char *host;              /* API host[:port], "registry-1.docker.io" */
+	char *base_url;          /* "https://registry-1.docker.io"; NULL until the first ping */
 	char *authorization;     /* "Authorization: …" for the registry, or NULL; secret */
 	char *basic;             /* "Authorization: Basic …" from the options, or NULL; secret */
 	bool pinged;
+	bool insecure_option;    /* registry_options.insecure */
+	bool insecure;           /* insecure_option or a loopback host */
+
+	/* TLS material, read at the first ping; tls points into the buffers below. */
+	char *cert_dir;          /* registry_options.cert_dir, or NULL */
+	bool tls_loaded;
+	bool ca_configured;      /* the certificate directory had *.crt files */
+	struct http_tls tls;
+	char *ca_pem;            /* system bundle + the directory's *.crt, or NULL */
+	char *cert_pem;
+	char *key_pem;           /* secret */
+	size_t key_pem_len;
+
 	long connect_timeout_ms;
 	long timeout_ms;
 	char error[1024];
@@ -62,7 +102,15 @@ struct registry *registry_free(struct registry *r)
 	http_free(r->http);
 	free(r->domain);
 	free(r->repository);
+	free(r->host);
 	free(r->base_url);
+	free(r->cert_dir);
+	free(r->ca_pem);
+	free(r->cert_pem);
+	if (r->key_pem) {
+		explicit_bzero(r->key_pem, r->key_pem_len);
+		free(r->key_pem);
+	}
 	free_secret(r->authorization);
 	free_secret(r->basic);
 	free(r);
@@ -85,7 +133,7 @@ static void set_error(struct registry *r, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* localhost, 127.0.0.0/8 and ::1, with or without a port, are served over plain HTTP. */
+/* localhost, 127.0.0.0/8 and ::1, with or without a port: insecure registries, as in docker. */
 static bool host_is_loopback(const char *host)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
@@ -147,8 +195,7 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 {
 	_cleanup_(registry_freep) struct registry *r = NULL;
 	const char *host;
-	bool plain;
-	int k, e;
+	int e;
 
 	if (!ref || !ref->domain || !ref->repository)
 		return -EINVAL;
@@ -165,15 +212,16 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 
 	r->domain = strdup(ref->domain);
 	r->repository = strdup(ref->repository);
-	if (!r->domain || !r->repository)
+	r->host = strdup(host);
+	if (!r->domain || !r->repository || !r->host)
 		return -ENOMEM;
-
-	plain = (o && o->insecure) || host_is_loopback(host);
-	k = asprintf(&r->base_url, "%s://%s", plain ? "http" : "https", host);
-	if (k < 0) {
-		r->base_url = NULL;
-		return -ENOMEM;
+	if (o && o->cert_dir) {
+		r->cert_dir = strdup(o->cert_dir);
+		if (!r->cert_dir)
+			return -ENOMEM;
 	}
+	r->insecure_option = o && o->insecure;
+	r->insecure = r->insecure_option || host_is_loopback(host);
 
 	if (o && o->username) {
 		e = basic_header(o->username, o->password, &r->basic);
@@ -185,6 +233,274 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_MS_DEFAULT;
 
 	*ret = TAKE_PTR(r);
+	return 0;
+}
+
+/* Reads the regular file @path (symlinks followed: certs.d entries often are links), at most
+ * @max bytes; -EFBIG beyond, -EBADF if it is no regular file.  NUL-terminated. */
+static int read_cert_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	struct stat st;
+	size_t len = 0;
+
+	/* O_NONBLOCK: a FIFO planted in the directory must not hang the mount. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EBADF;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > (size_t)st.st_size)
+			return -EFBIG;  /* it grew while we read */
+	}
+	buf[len] = 0;
+	*ret = TAKE_PTR(buf);
+	*ret_len = len;
+	return 0;
+}
+
+static char *path_join(const char *dir, const char *name, size_t name_len)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%.*s", dir, (int)name_len, name) < 0)
+		return NULL;
+	return p;
+}
+
+static bool has_suffix(const char *s, const char *suffix, size_t *ret_stem)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	if (n <= k || !streq(s + n - k, suffix))
+		return false;
+	*ret_stem = n - k;
+	return true;
+}
+
+/* Appends @n bytes and a newline (PEM files need not end with one) to the CA bundle. */
+static int bundle_append(char **bundle, size_t *len, const char *data, size_t n)
+{
+	char *nb;
+
+	if (*len + n + 2 > CA_BUNDLE_MAX)
+		return -EFBIG;
+	nb = realloc(*bundle, *len + n + 2);
+	if (!nb)
+		return -ENOMEM;
+	memcpy(nb + *len, data, n);
+	nb[*len + n] = '\n';
+	nb[*len + n + 1] = 0;
+	*bundle = nb;
+	*len += n + 1;
+	return 0;
+}
+
+/* Reads @path and appends it to the bundle; the system bundle goes first. */
+static int bundle_add_file(struct registry *r, const char *path, char **bundle, size_t *len)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t n;
+	int e;
+
+	if (!*bundle) {
+		_cleanup_free_ char *sys = NULL;
+
+		/* CURLOPT_CAINFO_BLOB replaces the default CA file: add it back. */
+		e = read_cert_file(SYSTEM_CA_BUNDLE, CA_BUNDLE_MAX, &sys, &n);
+		if (e < 0 && e != -ENOENT) {
+			set_error(r, "cannot read '%s': %s", SYSTEM_CA_BUNDLE, strerror(-e));
+			return e;
+		}
+		e = bundle_append(bundle, len, e < 0 ? "" : sys, e < 0 ? 0 : n);
+		if (e < 0)
+			goto fail;
+	}
+
+	e = read_cert_file(path, CERT_FILE_MAX, &data, &n);
+	if (e < 0) {
+		set_error(r, "cannot read CA certificate '%s': %s", path, strerror(-e));
+		return e;
+	}
+	e = bundle_append(bundle, len, data, n);
+	if (e >= 0)
+		return 0;
+fail:
+	if (e == -EFBIG)
+		set_error(r, "CA certificates for %s exceed %u MiB", r->domain,
+			  CA_BUNDLE_MAX / (1024 * 1024));
+	return e;
+}
+
+static void free_namelist(struct dirent **names, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The registry's certificate directory: the option (which must exist), else the first
+ * existing per-host one; *ret is NULL when there is none. */
+static int cert_dir_find(struct registry *r, char **ret)
+{
+	struct stat st;
+
+	if (r->cert_dir) {
+		int e = stat(r->cert_dir, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+
+		if (e < 0) {
+			set_error(r, "cannot use certificate directory '%s' for %s: %s", r->cert_dir,
+				  r->domain, strerror(-e));
+			return e;
+		}
+		*ret = strdup(r->cert_dir);
+		return *ret ? 0 : -ENOMEM;
+	}
+
+	for (size_t i = 0; i < ELEMENTSOF(cert_dir_roots); i++) {
+		_cleanup_free_ char *path = path_join(cert_dir_roots[i], r->host, strlen(r->host));
+
+		if (!path)
+			return -ENOMEM;
+		if (stat(path, &st) < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				continue;
+			set_error(r, "cannot use certificate directory '%s' for %s: %m", path,
+				  r->domain);
+			return -errno;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			*ret = TAKE_PTR(path);
+			return 0;
+		}
+	}
+	*ret = NULL;
+	return 0;
+}
+
+/* One *.cert + *.key pair (same stem); both must exist, as containers/image requires. */
+static int client_cert_load(struct registry *r, const char *dir, const char *name, size_t stem,
+			    bool is_cert)
+{
+	_cleanup_free_ char *path = path_join(dir, name, strlen(name));
+	_cleanup_free_ char *partner_name = NULL, *partner = NULL, *cert = NULL;
+	char *key = NULL;
+	size_t cert_len, key_len;
+	int e;
+
+	if (!path || asprintf(&partner_name, "%.*s%s", (int)stem, name,
+			      is_cert ? ".key" : ".cert") < 0)
+		return -ENOMEM;
+	partner = path_join(dir, partner_name, strlen(partner_name));
+	if (!partner)
+		return -ENOMEM;
+	if (access(partner, F_OK) < 0) {
+		e = -errno;
+		set_error(r, "%s '%s' has no matching '%s' (CA certificates must be named *.crt): %s",
+			  is_cert ? "client certificate" : "client key", path, partner_name,
+			  strerror(-e));
+		return e;
+	}
+	if (!is_cert)
+		return 0;  /* read with its certificate */
+	if (r->cert_pem) {
+		log_debug("using the first client certificate only, ignoring '%s'", path);
+		return 0;
+	}
+
+	e = read_cert_file(path, CERT_FILE_MAX, &cert, &cert_len);
+	if (e >= 0)
+		e = read_cert_file(partner, CERT_FILE_MAX, &key, &key_len);
+	if (e < 0) {
+		set_error(r, "cannot read client certificate '%s' or its key: %s", path,
+			  strerror(-e));
+		return e;
+	}
+	r->tls.cert_pem_len = cert_len;
+	r->tls.cert_pem = r->cert_pem = TAKE_PTR(cert);
+	r->tls.key_pem = r->key_pem = key;
+	r->tls.key_pem_len = r->key_pem_len = key_len;
+	return 0;
+}
+
+/* Reads the certificate directory once: *.crt become extra trusted CAs (the system bundle is
+ * kept), the first *.cert + *.key pair becomes the client certificate. */
+static int tls_load(struct registry *r)
+{
+	_cleanup_free_ char *dir = NULL, *bundle = NULL;
+	struct dirent **names = NULL;
+	size_t bundle_len = 0;
+	int n, e = 0;
+
+	if (r->tls_loaded)
+		return 0;
+
+	e = cert_dir_find(r, &dir);
+	if (e < 0)
+		return e;
+	if (!dir) {
+		r->tls_loaded = true;
+		return 0;
+	}
+
+	n = scandir(dir, &names, NULL, alphasort);
+	if (n < 0) {
+		e = -errno;
+		set_error(r, "cannot read certificate directory '%s': %s", dir, strerror(-e));
+		return e;
+	}
+	if (n > CERT_DIR_ENTRIES_MAX) {
+		set_error(r, "certificate directory '%s' has more than %d entries", dir,
+			  CERT_DIR_ENTRIES_MAX);
+		e = -EFBIG;
+	}
+
+	for (int i = 0; i < n && e >= 0; i++) {
+		const char *name = names[i]->d_name;
+		size_t stem;
+
+		if (has_suffix(name, ".crt", &stem)) {
+			_cleanup_free_ char *path = path_join(dir, name, strlen(name));
+
+			e = path ? bundle_add_file(r, path, &bundle, &bundle_len) : -ENOMEM;
+		} else if (has_suffix(name, ".cert", &stem)) {
+			e = client_cert_load(r, dir, name, stem, true);
+		} else if (has_suffix(name, ".key", &stem)) {
+			e = client_cert_load(r, dir, name, stem, false);
+		}
+	}
+	free_namelist(names, n);
+	if (e < 0)
+		return e;
+
+	log_debug("certificate directory '%s': %s CA certificates, %s client certificate", dir,
+		  bundle ? "extra" : "no", r->cert_pem ? "a" : "no");
+	if (bundle) {
+		r->ca_configured = true;
+		r->tls.ca_pem_len = bundle_len;
+		r->tls.ca_pem = r->ca_pem = TAKE_PTR(bundle);
+	}
+	r->tls_loaded = true;
 	return 0;
 }
 
@@ -286,6 +602,12 @@ static void describe_failure(struct registry *r, const struct http_request *req,
 		return;
 	}
 
+	if (resp->status >= 300 && resp->status < 400 && resp->location &&
+	    strncasecmp(resp->location, "http:", 5) == 0 && startswith(req->url, "https:")) {
+		set_error(r, "%s redirected %s from https to plain HTTP, refusing (%s %s: %ld)",
+			  r->domain, object, method, req->url, resp->status);
+		return;
+	}
 	error_document(resp->body ?: "", resp->body_len, code, sizeof(code), message,
 		       sizeof(message));
 	if (resp->status == 401 && r->authorization && r->basic &&
@@ -361,6 +683,27 @@ static bool token_valid(const char *t)
 	return true;
 }
 
+static bool realm_is_loopback(const char *url)
+{
+	const char *auth = strstr(url, "://"), *end, *at;
+	char host[256];
+	size_t n;
+
+	if (!auth)
+		return false;
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	at = memchr(auth, '@', end - auth);
+	if (at)
+		auth = at + 1;
+	n = end - auth;
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, auth, n);
+	host[n] = 0;
+	return host_is_loopback(host);
+}
+
 /* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
 static int fetch_token(struct registry *r, const char *params)
 {
@@ -369,6 +712,7 @@ static int fetch_token(struct registry *r, const char *params)
 	_cleanup_(http_response_done) struct http_response resp = {};
 	char *headers[2] = { r->basic, NULL };
 	struct http_request req = {};
+	struct http_tls tls = r->tls;
 	json_t *root, *v;
 	const char *t;
 	char *auth;
@@ -381,6 +725,11 @@ static int fetch_token(struct registry *r, const char *params)
 	}
 	if (!startswith(realm, "https://") && !startswith(realm, "http://")) {
 		set_error(r, "registry %s names a token realm that is not http(s)", r->domain);
+		return -EPROTO;
+	}
+	if (r->basic && !r->insecure && !startswith(realm, "https://")) {
+		set_error(r, "registry %s names a plain-HTTP token realm; not sending credentials "
+			  "there", r->domain);
 		return -EPROTO;
 	}
 	e = challenge_param(params, "service", &service);
@@ -401,10 +750,14 @@ static int fetch_token(struct registry *r, const char *params)
 		return -ENOMEM;
 	}
 
+	/* The token service is another host: it is verified unless it is insecure as well. */
+	tls.no_verify = r->tls.no_verify && (r->insecure_option || realm_is_loopback(realm));
 	req = (struct http_request) {
 		.url = url,
 		.headers = r->basic ? headers : NULL,
 		.follow_redirects = true,
+		.allow_http_redirect = r->insecure,
+		.tls = &tls,
 		.max_body = TOKEN_RESPONSE_MAX,
 		.connect_timeout_ms = r->connect_timeout_ms,
 		.timeout_ms = r->timeout_ms,
@@ -467,6 +820,12 @@ static int authenticate(struct registry *r, const char *challenge)
 	return -EACCES;
 }
 
+static bool tls_failed(const struct http_response *resp)
+{
+	return resp->transport == HTTP_TRANSPORT_TLS ||
+	       resp->transport == HTTP_TRANSPORT_TLS_UNTRUSTED;
+}
+
 struct exchange {
 	const char *object;         /* for messages: "127.0.0.1:5000/demo:edge" */
 	const char *accept;         /* an "Accept: …" header line, or NULL */
@@ -494,6 +853,8 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		if (r->authorization)
 			headers[n++] = r->authorization;
 		req->headers = headers;
+		req->tls = &r->tls;
+		req->allow_http_redirect = r->insecure;
 		req->connect_timeout_ms = r->connect_timeout_ms;
 		if (!x->streaming)
 			req->timeout_ms = left > 1 ? left : 1;
@@ -519,7 +880,8 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 			continue;
 		}
 
-		if ((e == -EAGAIN || e == -EHOSTUNREACH) && attempt < ATTEMPTS &&
+		/* A TLS failure is no accident of the moment: it would fail again. */
+		if ((e == -EAGAIN || e == -EHOSTUNREACH) && attempt < ATTEMPTS && !tls_failed(resp) &&
 		    (!req->sink || x->restart || resp->sink_bytes == 0) &&
 		    (x->streaming || now_ms() + backoff < deadline)) {
 			log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url,
@@ -537,29 +899,97 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 	return e;
 }
 
-int registry_ping(struct registry *r)
+/* GET /v2/ over @scheme; on success the scheme is kept for the object's life. */
+static int ping_scheme(struct registry *r, const char *scheme, struct http_response *resp)
 {
-	_cleanup_(http_response_done) struct http_response resp = {};
 	_cleanup_free_ char *url = NULL;
 	struct exchange x = { .object = r->domain };
 	struct http_request req = {};
 	int e;
 
-	if (asprintf(&url, "%s/v2/", r->base_url) < 0)
+	if (asprintf(&url, "%s://%s/v2/", scheme, r->host) < 0) {
+		url = NULL;
 		return -ENOMEM;
+	}
 	req = (struct http_request) { .url = url, .max_body = 64 * 1024 };
 
-	e = registry_exchange(r, &req, &x, &resp);
-	if (resp.status != 401 && (e == -ENOENT || (e == -EPROTO && resp.status >= 300))) {
+	e = registry_exchange(r, &req, &x, resp);
+	if (resp->status != 401 && (e == -ENOENT || (e == -EPROTO && resp->status >= 300))) {
 		set_error(r, "%s does not serve the registry API (GET %s: %ld)", r->domain, url,
-			  resp.status);
+			  resp->status);
 		return -EPROTO;
 	}
 	if (e < 0)
 		return e;
 
+	if (!r->base_url) {
+		url[strlen(url) - strlen("/v2/")] = 0;
+		r->base_url = TAKE_PTR(url);
+	}
 	r->pinged = true;
 	return 0;
+}
+
+/* "TLS certificate of HOST not trusted: …", "TLS handshake with HOST failed: …" or, for a
+ * connection that broke before any response (a server refusing our client certificate may
+ * close it after the handshake), "TLS connection to HOST failed: …". */
+static void describe_tls_failure(struct registry *r, const struct http_response *resp,
+				 char *buf, size_t size)
+{
+	const char *error = resp->error[0] ? resp->error : "no response";
+
+	if (resp->transport == HTTP_TRANSPORT_TLS_UNTRUSTED)
+		(void)snprintf(buf, size, "TLS certificate of %s not trusted: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+	else if (resp->transport == HTTP_TRANSPORT_TLS)
+		(void)snprintf(buf, size, "TLS handshake with %s failed: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+	else
+		(void)snprintf(buf, size, "TLS connection to %s failed: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+}
+
+int registry_ping(struct registry *r)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	char tls_error[sizeof(r->error)], http_error[sizeof(r->error)];
+	int e;
+
+	e = tls_load(r);
+	if (e < 0)
+		return e;
+
+	if (r->base_url)
+		return ping_scheme(r, startswith(r->base_url, "https:") ? "https" : "http", &resp);
+
+	/* docker's InsecureSkipVerify for insecure registries, unless CAs were named for it. */
+	r->tls.no_verify = r->insecure && !r->ca_configured;
+	e = ping_scheme(r, "https", &resp);
+	if (e >= 0)
+		return 0;
+	if (!tls_failed(&resp) &&
+	    !(r->insecure && resp.transport == HTTP_TRANSPORT_OTHER && resp.status == 0))
+		return e;
+	if (!r->insecure) {
+		describe_tls_failure(r, &resp, r->error, sizeof(r->error));
+		return -EHOSTUNREACH;
+	}
+
+	/* An insecure registry that fails TLS: plain HTTP, as docker does. */
+	describe_tls_failure(r, &resp, tls_error, sizeof(tls_error));
+	log_debug("%s, trying plain HTTP", tls_error);
+	http_response_done(&resp);
+	e = ping_scheme(r, "http", &resp);
+	if (e >= 0)
+		return 0;
+	if (resp.status == 0 || resp.status == 400) {
+		/* No registry on plain HTTP either (a TLS-only server answers 400): the TLS
+		 * failure is the one to report. */
+		(void)snprintf(http_error, sizeof(http_error), "%s", r->error);
+		set_error(r, "%s; plain HTTP failed too: %s", tls_error, http_error);
+		return -EHOSTUNREACH;
+	}
+	return e;
 }
 
 static int ensure_pinged(struct registry *r)

@@ -20,7 +20,9 @@
 struct registry;
 
 struct registry_options {
-	bool insecure;            /* allow plain HTTP (always allowed for localhost/127.0.0.0/8/::1) */
+	/* HTTPS without certificate verification (unless cert_dir names CAs), then plain HTTP
+	 * if TLS fails; always so for localhost, 127.0.0.0/8 and ::1.  See registry.c. */
+	bool insecure;
 	long connect_timeout_ms;  /* 0: default 10 s */
 	long timeout_ms;          /* whole-request deadline for small requests; 0: default 60 s */
 	/* Optional credentials, sent only to the token realm (as Basic) or to a registry that
@@ -44,7 +46,10 @@ const char *registry_last_error(struct registry *r);
 /* GET /v2/: checks that the host speaks the distribution API and, on a 401, fetches a token
  * for pulling the repository (anonymously without credentials).  Every other call does this
  * first when it has not been done; tokens that expire later are renewed on the next 401.
- * -EACCES for a Basic challenge without credentials, -EPROTO if the answer is no registry. */
+ * -EACCES for a Basic challenge without credentials, -EPROTO if the answer is no registry.
+ * The first ping decides the scheme (HTTPS, or plain HTTP for an insecure registry whose TLS
+ * fails) for the object's life and reads the certificate directory; a TLS failure of a secure
+ * registry is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"). */
 int registry_ping(struct registry *r);
 
 /* GETs a manifest by tag or digest, accepting OCI + Docker manifest and index types.  When

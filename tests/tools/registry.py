@@ -9,9 +9,21 @@ Module use:
         print(reg.addr)              # "127.0.0.1:41234"
         ...                          # registry stopped and its dir removed on exit
 
+    Optional, all off by default:
+      Registry(tls=(cert, key))                      HTTPS only (http.tls.certificate / key);
+               tls=(cert, key, clientcas)            ... and require a client certificate
+                                                     signed by one of the CA files clientcas
+      Registry(token_auth={"realm": …, "service": …, "issuer": …, "rootcertbundle": …})
+                                                     auth.token (see tokenserver.py)
+      Registry(storage=DIR)                          serve (and keep) an existing storage dir,
+                                                     e.g. one pushed to by a plain registry
+
 CLI use (leaves the registry running in the background):
 
     registry.py start --dir D [--port N]   # prints host:port; pid in D/pid, log in D/registry.log
+                      [--tls-cert F --tls-key F [--tls-clientca F]]
+                      [--token-realm URL --token-service S --token-issuer I --token-rootcertbundle F]
+                      [--storage DIR]
     registry.py stop --dir D               # terminate, wait, remove what start created in D
 
 Only 127.0.0.1 is ever used.
@@ -22,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -52,6 +65,21 @@ http:
     X-Content-Type-Options: [nosniff]
 """
 
+TLS_TEMPLATE = """\
+  tls:
+    certificate: {cert}
+    key: {key}
+"""
+
+TOKEN_TEMPLATE = """\
+auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {rootcertbundle}
+"""
+
 # files/dirs that `start` creates inside --dir (and `stop` removes)
 _CREATED = ("storage", "config.yml", "registry.log", "pid", "addr")
 
@@ -67,31 +95,66 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _ping(addr, timeout=1.0):
-    """True when GET /v2/ answers (200 or 401) on addr."""
+def _ping(addr, timeout=1.0, https=False):
+    """True when GET /v2/ answers (200 or 401) on addr (over HTTPS, unverified, if https)."""
+    ctx = None
+    if https:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen("http://%s/v2/" % addr, timeout=timeout) as r:
+        with urllib.request.urlopen("%s://%s/v2/" % ("https" if https else "http", addr),
+                                    timeout=timeout, context=ctx) as r:
             return r.status == 200
     except urllib.error.HTTPError as e:
         return e.code == 401
+    except (urllib.error.URLError, ssl.SSLError) as e:
+        # a server that requires client certificates refuses the handshake: it is up
+        err = e.reason if isinstance(e, urllib.error.URLError) else e
+        return https and isinstance(err, ssl.SSLError) and "certificate" in str(err).lower()
     except (OSError, ValueError):
         return False
 
 
-def _write_config(d, port):
-    storage = os.path.join(d, "storage")
+def _yaml_str(s):
+    """A double-quoted YAML scalar (paths and URLs may contain ':' or '#')."""
+    return '"%s"' % str(s).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _write_config(d, port, opts=None):
+    """opts: dict with optional tls=(cert, key[, clientcas]), token_auth={realm, service,
+    issuer, rootcertbundle}, storage=DIR."""
+    opts = opts or {}
+    storage = opts.get("storage") or os.path.join(d, "storage")
     os.makedirs(storage, exist_ok=True)
+    text = CONFIG_TEMPLATE.format(storage=_yaml_str(storage), host=HOST, port=port)
+    tls = opts.get("tls")
+    if tls:
+        text += TLS_TEMPLATE.format(cert=_yaml_str(os.path.abspath(tls[0])),
+                                    key=_yaml_str(os.path.abspath(tls[1])))
+        if len(tls) > 2 and tls[2]:
+            cas = [tls[2]] if isinstance(tls[2], str) else list(tls[2])
+            text += "    clientcas:\n" + "".join(
+                "      - %s\n" % _yaml_str(os.path.abspath(c)) for c in cas)
+    tok = opts.get("token_auth")
+    if tok:
+        missing = {"realm", "service", "issuer", "rootcertbundle"} - set(tok)
+        if missing:
+            raise RegistryError("token_auth lacks %s" % ", ".join(sorted(missing)))
+        text += TOKEN_TEMPLATE.format(realm=_yaml_str(tok["realm"]), service=_yaml_str(tok["service"]),
+                                      issuer=_yaml_str(tok["issuer"]),
+                                      rootcertbundle=_yaml_str(os.path.abspath(tok["rootcertbundle"])))
     cfg = os.path.join(d, "config.yml")
     with open(cfg, "w") as f:
-        f.write(CONFIG_TEMPLATE.format(storage=storage, host=HOST, port=port))
+        f.write(text)
     return cfg
 
 
-def _spawn(d, port, detach):
+def _spawn(d, port, detach, opts=None):
     """Start docker-registry for dir d on port; return the Popen."""
     if not os.path.exists(REGISTRY_BIN):
         raise RegistryError("%s not found (apt-get install docker-registry)" % REGISTRY_BIN)
-    cfg = _write_config(d, port)
+    cfg = _write_config(d, port, opts)
     log = open(os.path.join(d, "registry.log"), "ab")
     try:
         proc = subprocess.Popen(
@@ -105,12 +168,12 @@ def _spawn(d, port, detach):
     return proc
 
 
-def _wait_ready(proc, addr, d, timeout):
+def _wait_ready(proc, addr, d, timeout, https=False):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if _ping(addr, timeout=0.5):
+        if _ping(addr, timeout=0.5, https=https):
             return True
         time.sleep(0.05)
     return False
@@ -125,15 +188,15 @@ def _log_tail(d, n=20):
         return ""
 
 
-def _start_in(d, port=None, detach=False, timeout=30.0):
+def _start_in(d, port=None, detach=False, timeout=30.0, opts=None):
     """Start a registry in dir d; returns (proc, addr). Retries on a port race if no port given."""
     attempts = 1 if port else 5
     last = ""
     for _ in range(attempts):
         p = port or free_port()
         addr = "%s:%d" % (HOST, p)
-        proc = _spawn(d, p, detach)
-        if _wait_ready(proc, addr, d, timeout):
+        proc = _spawn(d, p, detach, opts)
+        if _wait_ready(proc, addr, d, timeout, https=bool((opts or {}).get("tls"))):
             return proc, addr
         last = _log_tail(d)
         _terminate(proc)
@@ -153,20 +216,34 @@ def _terminate(proc, timeout=10.0):
 class Registry:
     """A docker-registry on 127.0.0.1 with its own temporary storage dir.
 
-    Attributes: addr ("127.0.0.1:PORT"), port, dir, url ("http://127.0.0.1:PORT"), proc.
+    Attributes: addr ("127.0.0.1:PORT"), port, dir, url ("http://…" or "https://…"), proc,
+    tls, token_auth, storage (the storage dir in use; an external one is never removed).
     """
 
-    def __init__(self, port=None, dir=None, timeout=30.0):
+    def __init__(self, port=None, dir=None, timeout=30.0, tls=None, token_auth=None,
+                 storage=None):
         self.port = port
         self._given_dir = dir
         self.dir = None
         self.addr = None
         self.proc = None
         self.timeout = timeout
+        self.tls = tuple(tls) if tls else None
+        self.token_auth = dict(token_auth) if token_auth else None
+        self._storage = os.path.abspath(storage) if storage else None
 
     @property
     def url(self):
-        return "http://%s" % self.addr
+        return "%s://%s" % ("https" if self.tls else "http", self.addr)
+
+    @property
+    def storage(self):
+        if self._storage:
+            return self._storage
+        return os.path.join(self.dir, "storage") if self.dir else None
+
+    def _opts(self):
+        return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage}
 
     def start(self):
         if self.proc is not None:
@@ -177,7 +254,8 @@ class Registry:
         else:
             self.dir = tempfile.mkdtemp(prefix="lazyroot-registry-")
         try:
-            self.proc, self.addr = _start_in(self.dir, self.port, detach=False, timeout=self.timeout)
+            self.proc, self.addr = _start_in(self.dir, self.port, detach=False, timeout=self.timeout,
+                                             opts=self._opts())
         except BaseException:
             self._remove_dir()
             raise
@@ -264,7 +342,18 @@ def cli_start(args):
         if pid and _pid_is_registry(pid) and _pid_alive(pid):
             print("registry already running in %s (pid %d)" % (d, pid), file=sys.stderr)
             return 1
-    proc, addr = _start_in(d, args.port, detach=True, timeout=args.timeout)
+    opts = {"storage": args.storage}
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise RegistryError("--tls-cert and --tls-key go together")
+        opts["tls"] = (args.tls_cert, args.tls_key, args.tls_clientca)
+    token = {k: getattr(args, "token_" + k) for k in ("realm", "service", "issuer", "rootcertbundle")}
+    if any(token.values()):
+        if not all(token.values()):
+            raise RegistryError("--token-realm, --token-service, --token-issuer and "
+                                "--token-rootcertbundle go together")
+        opts["token_auth"] = token
+    proc, addr = _start_in(d, args.port, detach=True, timeout=args.timeout, opts=opts)
     with open(pidfile, "w") as f:
         f.write("%d\n" % proc.pid)
     with open(os.path.join(d, "addr"), "w") as f:
@@ -307,6 +396,14 @@ def main(argv=None):
     s.add_argument("--dir", required=True, help="state dir (storage, config, log, pid)")
     s.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    s.add_argument("--tls-key", help="... and this key")
+    s.add_argument("--tls-clientca", help="require client certificates signed by this CA")
+    s.add_argument("--token-realm", help="token auth: realm URL (see tokenserver.py)")
+    s.add_argument("--token-service")
+    s.add_argument("--token-issuer")
+    s.add_argument("--token-rootcertbundle", help="PEM certificates that sign the tokens")
+    s.add_argument("--storage", help="use this existing storage dir (kept by stop)")
     t = sub.add_parser("stop", help="stop the registry started with --dir D and clean D")
     t.add_argument("--dir", required=True)
     t.add_argument("--timeout", type=float, default=10.0)
