@@ -41,5 +41,18 @@ int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);
 int verb_run(int argc, char **argv);
 
-/* Parses "missing|always|never"; -EINVAL otherwise. */
-int pull_policy_from_string(const char *s, enum pull_policy *ret);
+/* The options `mount` and `run` share, for their getopt_long() tables and --help. */
+#define IMAGE_OPTIONS                                              \
+	{ "cache-dir", required_argument, NULL, 'C' },             \
+	{ "platform", required_argument, NULL, 'P' },              \
+	{ "pull", required_argument, NULL, 'p' },                  \
+	{ "cert-dir", required_argument, NULL, 'c' }
+#define IMAGE_OPTIONS_HELP                                                               \
+	"      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"          \
+	"      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"     \
+	"      --pull=POLICY      missing (default), always or never\n"                    \
+	"      --cert-dir=DIR     CA and client certificates for the registry\n"
+
+/* Applies option @c of IMAGE_OPTIONS to @req: 1 if it was one of them, 0 if not, or
+ * EXIT_USAGE (logged) for a bad value. */
+int image_option_apply(int c, const char *arg, struct mount_request *req);

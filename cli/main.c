@@ -45,8 +45,14 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-		if (streq(argv[1], verbs[i].name))
+		if (streq(argv[1], verbs[i].name)) {
+			char prog[64];
+
+			/* getopt names argv[0] in its messages: "lazyroot run: unrecognized …". */
+			snprintf(prog, sizeof(prog), "lazyroot %s", verbs[i].name);
+			argv[1] = prog;
 			return verbs[i].fn(argc - 1, argv + 1);
+		}
 
 	log_error("unknown verb '%s' (see 'lazyroot --help')", argv[1]);
 	return EXIT_USAGE;

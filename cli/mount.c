@@ -38,17 +38,33 @@ struct daemon {
 	int status;                /* what the setup thread concluded */
 };
 
-int pull_policy_from_string(const char *s, enum pull_policy *ret)
+int image_option_apply(int c, const char *arg, struct mount_request *req)
 {
-	if (streq(s, "missing"))
-		*ret = PULL_MISSING;
-	else if (streq(s, "always"))
-		*ret = PULL_ALWAYS;
-	else if (streq(s, "never"))
-		*ret = PULL_NEVER;
-	else
-		return -EINVAL;
-	return 0;
+	switch (c) {
+	case 'C':
+		req->cache_dir = arg;
+		return 1;
+	case 'P':
+		req->platform = arg;
+		return 1;
+	case 'c':
+		req->cert_dir = arg;
+		return 1;
+	case 'p':
+		if (streq(arg, "missing"))
+			req->policy = PULL_MISSING;
+		else if (streq(arg, "always"))
+			req->policy = PULL_ALWAYS;
+		else if (streq(arg, "never"))
+			req->policy = PULL_NEVER;
+		else {
+			log_error("invalid --pull policy '%s': use missing, always or never", arg);
+			return EXIT_USAGE;
+		}
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 static int exit_status_for(enum pull_failure kind)
@@ -564,10 +580,7 @@ static void mount_help(void)
 	       "Mount image REF read-only at DIR; file contents come from the cache.\n\n"
 	       "  -o, --overlay=DIR      mount overlayfs at DIR, writes go to DIR/upper\n"
 	       "      --volatile         like --overlay, with writes in memory (tmpfs)\n"
-	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
-	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
-	       "      --pull=POLICY      missing (default), always or never\n"
-	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
+	       IMAGE_OPTIONS_HELP
 	       "  -f, --foreground       serve in the foreground (for systemd units)\n"
 	       "  -d, --debug            log every FUSE request (implies --foreground)\n"
 	       "  -v, --verbose          more messages\n"
@@ -579,10 +592,7 @@ int verb_mount(int argc, char **argv)
 	static const struct option options[] = {
 		{ "overlay", required_argument, NULL, 'o' },
 		{ "volatile", no_argument, NULL, 'V' },
-		{ "cache-dir", required_argument, NULL, 'C' },
-		{ "platform", required_argument, NULL, 'P' },
-		{ "pull", required_argument, NULL, 'p' },
-		{ "cert-dir", required_argument, NULL, 'c' },
+		IMAGE_OPTIONS,
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -594,28 +604,18 @@ int verb_mount(int argc, char **argv)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:fdvh", options, NULL)) >= 0) {
+		int k = image_option_apply(c, optarg, &req);
+
+		if (k == EXIT_USAGE)
+			return k;
+		if (k > 0)
+			continue;
 		switch (c) {
 		case 'o':
 			req.overlay_dir = optarg;
 			break;
 		case 'V':
 			req.volatile_upper = true;
-			break;
-		case 'C':
-			req.cache_dir = optarg;
-			break;
-		case 'P':
-			req.platform = optarg;
-			break;
-		case 'p':
-			if (pull_policy_from_string(optarg, &req.policy) < 0) {
-				log_error("invalid --pull policy '%s': use missing, always or never",
-					  optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		case 'c':
-			req.cert_dir = optarg;
 			break;
 		case 'f':
 			req.foreground = true;

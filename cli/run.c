@@ -83,10 +83,7 @@ static void run_help(void)
 	       "Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
 	       "      --overlay=DIR      keep the container's writes in DIR/upper\n"
 	       "                         (default: in memory, dropped at exit)\n"
-	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
-	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
-	       "      --pull=POLICY      missing (default), always or never\n"
-	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
+	       IMAGE_OPTIONS_HELP
 	       "  -v, --verbose          more messages, and nspawn's own\n"
 	       "  -h, --help             this help\n");
 }
@@ -95,10 +92,7 @@ int verb_run(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "overlay", required_argument, NULL, 'o' },
-		{ "cache-dir", required_argument, NULL, 'C' },
-		{ "platform", required_argument, NULL, 'P' },
-		{ "pull", required_argument, NULL, 'p' },
-		{ "cert-dir", required_argument, NULL, 'c' },
+		IMAGE_OPTIONS,
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
@@ -113,26 +107,16 @@ int verb_run(int argc, char **argv)
 	optind = 1;
 	/* '+': stop at REF; what follows belongs to nspawn and the command. */
 	while ((c = getopt_long(argc, argv, "+vh", options, NULL)) >= 0) {
+		int k = image_option_apply(c, optarg, &req);
+
+		if (k == EXIT_USAGE)
+			return EXIT_RUN_FAILED;
+		if (k > 0)
+			continue;
 		switch (c) {
 		case 'o':
 			req.overlay_dir = optarg;
 			req.volatile_upper = false;
-			break;
-		case 'C':
-			req.cache_dir = optarg;
-			break;
-		case 'P':
-			req.platform = optarg;
-			break;
-		case 'p':
-			if (pull_policy_from_string(optarg, &req.policy) < 0) {
-				log_error("invalid --pull policy '%s': use missing, always or never",
-					  optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		case 'c':
-			req.cert_dir = optarg;
 			break;
 		case 'v':
 			verbose = true;
@@ -142,12 +126,12 @@ int verb_run(int argc, char **argv)
 			run_help();
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return EXIT_RUN_FAILED;
 		}
 	}
 	if (optind >= argc) {
 		log_error("run needs an image reference (see 'lazyroot run --help')");
-		return EXIT_USAGE;
+		return EXIT_RUN_FAILED;
 	}
 	req.ref = argv[optind];
 	for (int i = optind + 1; i < argc; i++) {

@@ -191,3 +191,22 @@ def test_cache_usable_after_failures(lazyroot, registry, test_dir, mountpoint, c
     # the cache has no stray temporary files
     tmp = cache_dir / "tmp"
     assert not tmp.exists() or os.listdir(tmp) == [], os.listdir(tmp)
+
+
+@pytest.mark.parametrize("args,rc,words", [
+    (("mount", "--bogus", "x", "y"), 2, ["lazyroot mount", "unrecognized option"]),
+    (("mount", "--pull=sometimes", "x", "y"), 2, ["--pull", "sometimes"]),
+    (("mount", "only-a-ref"), 2, ["mountpoint"]),
+    (("umount",), 2, ["mountpoint"]),
+    (("frobnicate",), 2, ["unknown verb", "frobnicate"]),
+    # run's own failures are 125, as podman's, so they never pass for a container's status
+    (("run", "--bogus", "x"), 125, ["lazyroot run", "unrecognized option"]),
+    (("run",), 125, ["image reference"]),
+])
+def test_usage_errors(lazyroot, test_dir, args, rc, words):
+    r = lazyroot.run(*args)
+    assert r.returncode == rc, str(r)
+    line = assert_one_line(r)
+    for w in words:
+        assert w in line, (w, line)
+    assert not mounts_under(test_dir)
