@@ -2,6 +2,7 @@
  * record that cache/ indexes and that fs/ merges into a tree; it carries only plain C types. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,19 @@ struct xattr {
 	size_t size;
 };
 
+/* A piece of a regular file's content.  Lazy layers (eStargz, zstd:chunked) describe files as
+ * chunks that can be fetched and verified one by one; files of other layers have none and are
+ * one local blob named by entry.digest. */
+struct chunk {
+	uint64_t file_offset;   /* where the chunk's bytes start in the file */
+	uint64_t size;          /* uncompressed length */
+	uint64_t blob_offset;   /* compressed bytes in the layer blob: [blob_offset, +blob_length) */
+	uint64_t blob_length;   /* decompressing them yields at least @size bytes; the first @size
+				 * are the chunk (eStargz frames carry tar padding after it) */
+	const char *digest;     /* "sha256:…" of the @size uncompressed bytes; NULL for a run of
+				 * zeros (zstd:chunked "zeros" chunks), which is never fetched */
+};
+
 struct entry {
 	/* Normalised: no leading "/" or "./", no trailing "/", no "." or ".." components,
 	 * no empty components; the root directory is "".  Whiteouts (".wh.NAME",
@@ -38,6 +52,13 @@ struct entry {
 	const char *digest;             /* ENTRY_REG: "sha256:<hex>" of the content; else NULL */
 	const struct xattr *xattrs;
 	size_t n_xattrs;
+	/* ENTRY_REG in lazy layers: the chunks covering [0, size) in order, no gaps; n_chunks 0
+	 * for files of whole-blob layers and for empty files. */
+	const struct chunk *chunks;
+	size_t n_chunks;
+	/* Lazy layers: the entry comes before the eStargz .prefetch.landmark, so the image's
+	 * author expects it to be read at start-up. */
+	bool prefetch;
 };
 
 /* Normalises a tar path in place per the rules above.  Returns -EINVAL for paths that escape

@@ -14,6 +14,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "layer_lazy.h"
 #include "layer_tar.h"
 #include "log.h"
 #include "registry.h"
@@ -220,6 +221,12 @@ static void drain_fd(int fd)
 	}
 }
 
+struct lazy_source {
+	struct registry *reg;
+	const struct layer_desc *layer;
+	bool failed_at_registry;
+};
+
 static int layer_lock(struct cache *c, const char *digest, int *ret_fd)
 {
 	_cleanup_free_ char *dir = NULL, *path = NULL;
@@ -253,12 +260,58 @@ static void remove_blobs(struct cache *c, char **digests)
 	}
 }
 
+static int registry_range_read(void *userdata, uint64_t offset, size_t len, void *buf)
+{
+	struct lazy_source *src = userdata;
+	int r;
+
+	r = registry_get_blob_range(src->reg, src->layer->digest, offset, len, buf);
+	if (r < 0)
+		src->failed_at_registry = true;
+	return r;
+}
+
+/* A lazy layer: only its footer and TOC are fetched; contents come later, chunk by chunk. */
+static int layer_import_lazy(struct cache *c, struct registry *reg, const struct layer_desc *layer,
+			     enum layer_format format, struct pull_error *err)
+{
+	struct lazy_source src = { .reg = reg, .layer = layer };
+	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &src };
+	struct layer_writer *w = NULL;
+	int r;
+
+	r = index_db_layer_begin_format(c->db, layer->digest, layer->media_type,
+					layer_format_to_string(format), &w);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+				 layer->digest, c->dir);
+	r = layer_lazy_index(layer, format, &rd, w);
+	if (r < 0) {
+		layer_writer_abort(w);
+		if (src.failed_at_registry)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot fetch the TOC of layer '%s': %s",
+					 layer->digest, registry_last_error(reg));
+		if (r == -EBADMSG)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					 "the %s TOC of layer '%s' failed verification or is malformed",
+					 layer_format_to_string(format), layer->digest);
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s': %m",
+				 layer_format_to_string(format), layer->digest);
+	}
+	r = layer_writer_commit(w);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+				 layer->digest, c->dir);
+	return 0;
+}
+
 static int layer_import(struct cache *c, struct registry *reg, const struct pull_options *o,
 			const struct layer_desc *layer, unsigned index, unsigned n_layers,
 			struct pull_error *err)
 {
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
+	enum layer_format format = layer_format_detect(layer);
 	struct layer_writer *w = NULL;
 	struct layer_stream s = {
 		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
@@ -276,6 +329,8 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 	r = index_db_layer_is_indexed(c->db, layer->digest);
 	if (r != 0)
 		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+	if (format != LAYER_FORMAT_TAR)
+		return layer_import_lazy(c, reg, layer, format, err);
 
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)

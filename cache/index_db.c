@@ -10,12 +10,17 @@
  * applied in order from the stored version, so a later version adds an element, never edits one.
  *
  * Strings are stored as TEXT without any charset check: paths are raw bytes from the layer.
- * xattrs are packed into one BLOB per entry (see xattrs_pack()).
+ * xattrs are packed into one BLOB per entry (see xattrs_pack()).  The chunks of lazy layers'
+ * files (eStargz, zstd:chunked: a few per file, up to millions per layer) are rows of their
+ * own, keyed (layer_id, seq, idx) like the entries they belong to, so that
+ * index_db_layer_foreach() reads entries and chunks as two scans in the same order and merges
+ * them without a join or a sort.
  */
 #include "index_db.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +76,20 @@ static const char *const migrations[] = {
 	"  xattrs BLOB,"
 	"  PRIMARY KEY (layer_id, seq)"
 	") WITHOUT ROWID;",
+	/* 1 -> 2: lazy layers.  Every layer indexed before was read whole, as a tar. */
+	"ALTER TABLE layers ADD COLUMN format TEXT NOT NULL DEFAULT 'tar';"
+	"ALTER TABLE entries ADD COLUMN prefetch INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE chunks ("
+	"  layer_id INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,"
+	"  seq INTEGER NOT NULL,"            /* the entry's */
+	"  idx INTEGER NOT NULL,"            /* position in the entry's chunk list */
+	"  file_offset INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  blob_offset INTEGER NOT NULL,"
+	"  blob_length INTEGER NOT NULL,"
+	"  digest TEXT,"                     /* NULL: a run of zeros */
+	"  PRIMARY KEY (layer_id, seq, idx)"
+	") WITHOUT ROWID;",
 };
 
 enum stmt_id {
@@ -81,7 +100,9 @@ enum stmt_id {
 	STMT_LAYER_ID,
 	STMT_LAYER_DELETE,
 	STMT_LAYER_INSERT,
+	STMT_LAYER_FORMAT,
 	STMT_ENTRY_INSERT,
+	STMT_CHUNK_INSERT,
 	_STMT_MAX,
 };
 
@@ -98,12 +119,17 @@ static const char *const stmt_sql[_STMT_MAX] = {
 	[STMT_IMAGE_GET] = "SELECT media_type, manifest, config FROM images WHERE digest = ?1",
 	[STMT_LAYER_ID] = "SELECT id FROM layers WHERE digest = ?1",
 	[STMT_LAYER_DELETE] = "DELETE FROM layers WHERE digest = ?1",
-	[STMT_LAYER_INSERT] = "INSERT INTO layers (digest, media_type, indexed_at, n_entries)"
-			      " VALUES (?1, ?2, ?3, ?4)",
+	[STMT_LAYER_INSERT] = "INSERT INTO layers (digest, media_type, indexed_at, n_entries,"
+			      " format) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[STMT_LAYER_FORMAT] = "SELECT format FROM layers WHERE digest = ?1",
 	[STMT_ENTRY_INSERT] = "INSERT INTO entries (layer_id, seq, path, type, mode, uid, gid,"
 			      " size, mtime_sec, mtime_nsec, dev_major, dev_minor, link_target,"
-			      " digest, xattrs)"
-			      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+			      " digest, xattrs, prefetch)"
+			      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+			      " ?16)",
+	[STMT_CHUNK_INSERT] = "INSERT INTO chunks (layer_id, seq, idx, file_offset, size,"
+			      " blob_offset, blob_length, digest)"
+			      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 };
 
 struct index_db {
@@ -111,18 +137,22 @@ struct index_db {
 	sqlite3_stmt *stmts[_STMT_MAX];  /* prepared on first use, kept until close */
 };
 
-/* One buffered entry: the struct and every byte it points to, in one allocation. */
+/* One buffered entry: the struct and every byte it points to, in one allocation: the chunk
+ * array first (it needs alignment), then the packed xattrs, then the strings. */
 struct pending_entry {
 	struct entry e;         /* e.xattrs is unused: the packed form below is what's stored */
 	const void *xattrs;
 	size_t xattrs_size;
 	char data[];
 };
+_Static_assert(offsetof(struct pending_entry, data) % _Alignof(struct chunk) == 0,
+	       "the chunk array starts at data");
 
 struct layer_writer {
 	struct index_db *db;
 	char *digest;
 	char *media_type;
+	char *format;
 	struct pending_entry **entries;
 	size_t n_entries, n_allocated;
 };
@@ -643,8 +673,8 @@ static int xattrs_unpack(const uint8_t *blob, size_t size, struct xattr **buf, s
 	return 0;
 }
 
-int index_db_layer_begin(struct index_db *db, const char *digest, const char *media_type,
-			 struct layer_writer **ret)
+int index_db_layer_begin_format(struct index_db *db, const char *digest, const char *media_type,
+				const char *format, struct layer_writer **ret)
 {
 	struct layer_writer *w;
 
@@ -654,12 +684,38 @@ int index_db_layer_begin(struct index_db *db, const char *digest, const char *me
 	w->db = db;
 	w->digest = strdup(digest);
 	w->media_type = media_type ? strdup(media_type) : NULL;
-	if (!w->digest || (media_type && !w->media_type)) {
+	w->format = strdup(format ?: "tar");
+	if (!w->digest || (media_type && !w->media_type) || !w->format) {
 		layer_writer_abort(w);
 		return -ENOMEM;
 	}
 	*ret = w;
 	return 0;
+}
+
+int index_db_layer_begin(struct index_db *db, const char *digest, const char *media_type,
+			 struct layer_writer **ret)
+{
+	return index_db_layer_begin_format(db, digest, media_type, NULL, ret);
+}
+
+int index_db_layer_get_format(struct index_db *db, const char *digest, char **ret_format)
+{
+	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_stmt(db, STMT_LAYER_FORMAT, &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, digest, &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return sqlite_errno(rc);
+	return column_dup(s, 0, ret_format, NULL);
 }
 
 void layer_writer_abort(struct layer_writer *w)
@@ -671,6 +727,7 @@ void layer_writer_abort(struct layer_writer *w)
 	free(w->entries);
 	free(w->digest);
 	free(w->media_type);
+	free(w->format);
 	free(w);
 }
 
@@ -690,22 +747,28 @@ static char *copy_string(char **p, const char *s)
 int layer_writer_add(struct layer_writer *w, const struct entry *e)
 {
 	struct pending_entry *pe;
+	struct chunk *chunks = NULL;
 	size_t xsize = 0, size;
 	char *p;
 	int r;
 
-	if (!e->path)
+	if (!e->path || (e->n_chunks > 0 && !e->chunks))
 		return -EINVAL;
 	if (e->n_xattrs > 0) {
 		r = xattrs_packed_size(e->xattrs, e->n_xattrs, &xsize);
 		if (r < 0)
 			return r;
 	}
-	size = sizeof(*pe) + strlen(e->path) + 1 + xsize;
+	if (e->n_chunks > (SIZE_MAX / 2) / sizeof(struct chunk))
+		return -EFBIG;
+	size = sizeof(*pe) + e->n_chunks * sizeof(struct chunk) + strlen(e->path) + 1 + xsize;
 	if (e->link_target)
 		size += strlen(e->link_target) + 1;
 	if (e->digest)
 		size += strlen(e->digest) + 1;
+	for (size_t i = 0; i < e->n_chunks; i++)
+		if (e->chunks[i].digest)
+			size += strlen(e->chunks[i].digest) + 1;
 
 	if (w->n_entries == w->n_allocated) {
 		size_t n = w->n_allocated ? w->n_allocated * 2 : 256;
@@ -724,6 +787,12 @@ int layer_writer_add(struct layer_writer *w, const struct entry *e)
 	pe->e.xattrs = NULL;
 	pe->e.n_xattrs = 0;
 	p = pe->data;
+	if (e->n_chunks > 0) {
+		chunks = (struct chunk *)p;
+		memcpy(chunks, e->chunks, e->n_chunks * sizeof(struct chunk));
+		p += e->n_chunks * sizeof(struct chunk);
+	}
+	pe->e.chunks = chunks;
 	/* The packed xattrs go first: they are bytes, the strings after them need no alignment. */
 	if (xsize > 0) {
 		xattrs_pack(e->xattrs, e->n_xattrs, (uint8_t *)p);
@@ -736,6 +805,8 @@ int layer_writer_add(struct layer_writer *w, const struct entry *e)
 	pe->e.path = copy_string(&p, e->path);
 	pe->e.link_target = copy_string(&p, e->link_target);
 	pe->e.digest = copy_string(&p, e->digest);
+	for (size_t i = 0; i < e->n_chunks; i++)
+		chunks[i].digest = copy_string(&p, e->chunks[i].digest);
 
 	w->entries[w->n_entries++] = pe;
 	return 0;
@@ -762,11 +833,38 @@ static int insert_entry(sqlite3_stmt *s, int64_t layer_id, int64_t seq,
 	bind_text(s, 13, e->link_target, &r);
 	bind_text(s, 14, e->digest, &r);
 	bind_blob(s, 15, pe->xattrs, pe->xattrs_size, &r);
+	bind_int(s, 16, e->prefetch, &r);
 	if (r < 0)
 		return r;
 	r = db_step_done(s);
 	(void)sqlite3_reset(s);
 	return r;
+}
+
+static int insert_chunks(sqlite3_stmt *s, int64_t layer_id, int64_t seq, const struct entry *e)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < e->n_chunks; i++) {
+		const struct chunk *c = &e->chunks[i];
+
+		/* Unsigned values above INT64_MAX come back bit for bit through int64. */
+		bind_int(s, 1, layer_id, &r);
+		bind_int(s, 2, seq, &r);
+		bind_int(s, 3, (int64_t)i, &r);
+		bind_int(s, 4, (int64_t)c->file_offset, &r);
+		bind_int(s, 5, (int64_t)c->size, &r);
+		bind_int(s, 6, (int64_t)c->blob_offset, &r);
+		bind_int(s, 7, (int64_t)c->blob_length, &r);
+		bind_text(s, 8, c->digest, &r);
+		if (r < 0)
+			return r;
+		r = db_step_done(s);
+		(void)sqlite3_reset(s);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static int layer_writer_write(struct layer_writer *w)
@@ -794,6 +892,7 @@ static int layer_writer_write(struct layer_writer *w)
 	bind_text(s, 2, w->media_type, &r);
 	bind_int(s, 3, now_sec(), &r);
 	bind_int(s, 4, w->n_entries, &r);
+	bind_text(s, 5, w->format, &r);
 	if (r >= 0)
 		r = db_step_done(s);
 	stmt_donep(&s);
@@ -806,6 +905,20 @@ static int layer_writer_write(struct layer_writer *w)
 		return r;
 	for (size_t i = 0; i < w->n_entries; i++) {
 		r = insert_entry(s, layer_id, i, w->entries[i]);
+		if (r < 0)
+			break;
+	}
+	stmt_donep(&s);
+	if (r < 0)
+		return r;
+
+	/* All chunks after all entries: each statement runs in one tight loop, and chunk rows
+	 * land in key order, appending to the table's B-tree. */
+	r = db_stmt(db, STMT_CHUNK_INSERT, &s);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < w->n_entries; i++) {
+		r = insert_chunks(s, layer_id, i, &w->entries[i]->e);
 		if (r < 0)
 			break;
 	}
@@ -831,15 +944,87 @@ finish:
 	return r;
 }
 
+/* The chunks of the entry being returned by index_db_layer_foreach(), copied out of the chunk
+ * cursor (whose column pointers die at the next step).  Reused from entry to entry. */
+struct chunk_buf {
+	struct chunk *chunks;
+	size_t n, n_allocated;
+	size_t *digest_off;     /* into @strs; SIZE_MAX for a zeros chunk */
+	char *strs;
+	size_t strs_len, strs_allocated;
+};
+
+static void chunk_buf_done(struct chunk_buf *b)
+{
+	free(b->chunks);
+	free(b->digest_off);
+	free(b->strs);
+}
+
+static int chunk_buf_push(struct chunk_buf *b, sqlite3_stmt *s)
+{
+	const char *digest = (const char *)sqlite3_column_text(s, 5);
+	size_t len = digest ? (size_t)sqlite3_column_bytes(s, 5) + 1 : 0;
+
+	if (b->n == b->n_allocated) {
+		size_t n = b->n_allocated ? b->n_allocated * 2 : 64;
+		struct chunk *nc;
+		size_t *no;
+
+		nc = reallocarray(b->chunks, n, sizeof(*nc));
+		if (!nc)
+			return -ENOMEM;
+		b->chunks = nc;
+		no = reallocarray(b->digest_off, n, sizeof(*no));
+		if (!no)
+			return -ENOMEM;
+		b->digest_off = no;
+		b->n_allocated = n;
+	}
+	if (b->strs_len + len > b->strs_allocated) {
+		size_t n = b->strs_allocated * 2 > b->strs_len + len + 4096 ?
+			   b->strs_allocated * 2 : b->strs_len + len + 4096;
+		char *ns = realloc(b->strs, n);
+
+		if (!ns)
+			return -ENOMEM;
+		b->strs = ns;
+		b->strs_allocated = n;
+	}
+	b->chunks[b->n] = (struct chunk) {
+		.file_offset = (uint64_t)sqlite3_column_int64(s, 1),
+		.size = (uint64_t)sqlite3_column_int64(s, 2),
+		.blob_offset = (uint64_t)sqlite3_column_int64(s, 3),
+		.blob_length = (uint64_t)sqlite3_column_int64(s, 4),
+	};
+	if (digest) {
+		memcpy(b->strs + b->strs_len, digest, len);
+		b->digest_off[b->n] = b->strs_len;
+		b->strs_len += len;
+	} else {
+		b->digest_off[b->n] = SIZE_MAX;
+	}
+	b->n++;
+	return 0;
+}
+
+/* Pointers into @strs only once it stops moving. */
+static void chunk_buf_fix(struct chunk_buf *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		b->chunks[i].digest = b->digest_off[i] == SIZE_MAX ? NULL : b->strs + b->digest_off[i];
+}
+
 int index_db_layer_foreach(struct index_db *db, const char *digest,
 			   int (*cb)(void *userdata, const struct entry *e), void *userdata)
 {
-	/* A statement of its own, not a cached one: @cb may use @db, even recursively. */
-	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	/* Statements of its own, not cached ones: @cb may use @db, even recursively. */
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL, *cs = NULL;
+	_cleanup_(chunk_buf_done) struct chunk_buf cb_chunks = {};
 	_cleanup_free_ struct xattr *xattrs = NULL;
 	size_t n_xattrs_allocated = 0;
 	int64_t layer_id;
-	int rc, r;
+	int rc, crc, r;
 
 	r = db_layer_id(db, digest, &layer_id);
 	if (r < 0)
@@ -847,17 +1032,28 @@ int index_db_layer_foreach(struct index_db *db, const char *digest,
 
 	r = sqlite_errno(sqlite3_prepare_v2(db->conn,
 		"SELECT path, type, mode, uid, gid, size, mtime_sec, mtime_nsec, dev_major,"
-		" dev_minor, link_target, digest, xattrs FROM entries WHERE layer_id = ?1"
-		" ORDER BY seq", -1, &s, NULL));
+		" dev_minor, link_target, digest, xattrs, seq, prefetch FROM entries"
+		" WHERE layer_id = ?1 ORDER BY seq", -1, &s, NULL));
 	if (r < 0)
 		return r;
 	bind_int(s, 1, layer_id, &r);
 	if (r < 0)
 		return r;
+	/* The primary key's order: a scan, no sort. */
+	r = sqlite_errno(sqlite3_prepare_v2(db->conn,
+		"SELECT seq, file_offset, size, blob_offset, blob_length, digest FROM chunks"
+		" WHERE layer_id = ?1 ORDER BY seq, idx", -1, &cs, NULL));
+	if (r < 0)
+		return r;
+	bind_int(cs, 1, layer_id, &r);
+	if (r < 0)
+		return r;
+	crc = sqlite3_step(cs);
 
 	for (;;) {
 		struct entry e = {};
 		const void *blob;
+		int64_t seq;
 
 		rc = sqlite3_step(s);
 		if (rc != SQLITE_ROW)
@@ -884,6 +1080,29 @@ int index_db_layer_foreach(struct index_db *db, const char *digest,
 			if (r < 0)
 				return r;
 			e.xattrs = xattrs;
+		}
+		seq = sqlite3_column_int64(s, 13);
+		e.prefetch = sqlite3_column_int(s, 14) != 0;
+
+		/* Both cursors run in seq order: take this entry's chunks off the other one. */
+		cb_chunks.n = cb_chunks.strs_len = 0;
+		for (; crc == SQLITE_ROW; crc = sqlite3_step(cs)) {
+			int64_t cseq = sqlite3_column_int64(cs, 0);
+
+			if (cseq > seq)
+				break;
+			if (cseq < seq)
+				continue;  /* no such entry: cannot happen with our writes */
+			r = chunk_buf_push(&cb_chunks, cs);
+			if (r < 0)
+				return r;
+		}
+		if (crc != SQLITE_ROW && crc != SQLITE_DONE)
+			return sqlite_errno(crc);
+		if (cb_chunks.n > 0) {
+			chunk_buf_fix(&cb_chunks);
+			e.chunks = cb_chunks.chunks;
+			e.n_chunks = cb_chunks.n;
 		}
 
 		r = cb(userdata, &e);

@@ -1,7 +1,7 @@
 /* cache/index_db.h: the SQLite index (DIR/index.db, WAL mode, busy timeout): tag resolutions,
- * images (manifest + config bytes), layers and their entries.  Every function maps SQLITE_*
- * codes to -errno in one place (sqlite_errno).  One struct index_db is one connection; use it
- * from one thread at a time. */
+ * images (manifest + config bytes), layers and their entries (with the chunks of lazy
+ * layers' files).  Every function maps SQLITE_* codes to -errno in one place (sqlite_errno).
+ * One struct index_db is one connection; use it from one thread at a time. */
 #pragma once
 
 #include <stddef.h>
@@ -40,10 +40,17 @@ int index_db_layer_is_indexed(struct index_db *db, const char *digest);
 
 /* Collects a layer's entries in memory (committing a layer that is already indexed replaces
  * it); nothing is written to the database (and no SQLite lock
- * is held) until layer_writer_commit(), which writes them all in one short transaction. */
+ * is held) until layer_writer_commit(), which writes them all in one short transaction.
+ * The layer is recorded with format "tar". */
 int index_db_layer_begin(struct index_db *db, const char *digest, const char *media_type,
 			 struct layer_writer **ret);
-int layer_writer_add(struct layer_writer *w, const struct entry *e);  /* copies everything */
+/* The same, recording how the layer was indexed: @format is layer_format_to_string()'s name
+ * ("tar", "estargz", "zstd:chunked"); NULL is "tar". */
+int index_db_layer_begin_format(struct index_db *db, const char *digest, const char *media_type,
+				const char *format, struct layer_writer **ret);
+/* Copies everything, the chunks and their digests included.  -EINVAL without a path or with
+ * n_chunks > 0 and no chunks. */
+int layer_writer_add(struct layer_writer *w, const struct entry *e);
 int layer_writer_commit(struct layer_writer *w);  /* always frees w */
 void layer_writer_abort(struct layer_writer *w);  /* NULL-safe, frees w */
 static inline void layer_writer_abortp(struct layer_writer **w)
@@ -51,8 +58,13 @@ static inline void layer_writer_abortp(struct layer_writer **w)
 	layer_writer_abort(*w);
 }
 
-/* Calls @cb for each entry of an indexed layer, in the order they were added; the entry's
- * pointers are valid only during the call.  A negative return from @cb stops and is returned.
+/* The format an indexed layer was recorded with (layers indexed before lazy layers existed are
+ * "tar"); the string is the caller's to free.  -ENOENT if the layer is not indexed. */
+int index_db_layer_get_format(struct index_db *db, const char *digest, char **ret_format);
+
+/* Calls @cb for each entry of an indexed layer, in the order they were added, with its chunks
+ * and prefetch flag as added; the entry's pointers (chunks included) are valid only during
+ * the call.  A negative return from @cb stops and is returned.
  * -ENOENT if the layer is not indexed. */
 int index_db_layer_foreach(struct index_db *db, const char *digest,
 			   int (*cb)(void *userdata, const struct entry *e), void *userdata);

@@ -16,6 +16,12 @@ enum {
 	EXIT_RUN_FAILED = 125,    /* `run`: lazyroot itself failed before or after the container */
 };
 
+enum prefetch_mode {
+	PREFETCH_LANDMARK,  /* eStargz entries before .prefetch.landmark (the default) */
+	PREFETCH_ALL,       /* every chunk of every lazy layer */
+	PREFETCH_NONE,
+};
+
 struct mount_request {
 	const char *ref;
 	const char *mountpoint;
@@ -25,6 +31,7 @@ struct mount_request {
 	const char *platform;      /* NULL: host */
 	const char *cert_dir;      /* NULL: /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST */
 	enum pull_policy policy;
+	enum prefetch_mode prefetch;
 	bool insecure;
 	bool foreground;
 	bool debug_fuse;
@@ -40,18 +47,22 @@ int umount_path(const char *path, bool lazy);
 int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);
 int verb_run(int argc, char **argv);
+int verb_stats(int argc, char **argv);
 
 /* The options `mount` and `run` share, for their getopt_long() tables and --help. */
 #define IMAGE_OPTIONS                                              \
 	{ "cache-dir", required_argument, NULL, 'C' },             \
 	{ "platform", required_argument, NULL, 'P' },              \
 	{ "pull", required_argument, NULL, 'p' },                  \
-	{ "cert-dir", required_argument, NULL, 'c' }
+	{ "cert-dir", required_argument, NULL, 'c' },              \
+	{ "prefetch", required_argument, NULL, 'F' }
 #define IMAGE_OPTIONS_HELP                                                               \
 	"      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"          \
 	"      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"     \
 	"      --pull=POLICY      missing (default), always or never\n"                    \
-	"      --cert-dir=DIR     CA and client certificates for the registry\n"
+	"      --cert-dir=DIR     CA and client certificates for the registry\n"          \
+	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
+	"                         (default: what the image marks), all or none\n"
 
 /* Applies option @c of IMAGE_OPTIONS to @req: 1 if it was one of them, 0 if not, or
  * EXIT_USAGE (logged) for a bad value. */

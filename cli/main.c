@@ -13,7 +13,8 @@ static void help(void)
 	       "Verbs:\n"
 	       "  mount REF DIR     mount image REF read-only (optionally with an overlay) at DIR\n"
 	       "  umount DIR        unmount it and stop its daemon\n"
-	       "  run REF [-- CMD]  mount, run in systemd-nspawn, unmount\n\n"
+	       "  run REF [-- CMD]  mount, run in systemd-nspawn, unmount\n"
+	       "  stats DIR         what a mount fetched, served from the cache, prefetched\n\n"
 	       "'lazyroot VERB --help' describes each verb; see lazyroot(1).\n");
 }
 
@@ -27,6 +28,7 @@ int main(int argc, char **argv)
 		{ "umount", verb_umount },
 		{ "unmount", verb_umount },
 		{ "run", verb_run },
+		{ "stats", verb_stats },
 	};
 
 	/* A closed pipe is an error to report where it happens, not a reason to die. */

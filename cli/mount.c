@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <limits.h>
 
+#include "../cache/layer_lazy.h"
 #include "../cache/log.h"
 #include "../cache/util.h"
 #include "../fs/fs.h"
@@ -26,6 +27,7 @@
 #include "mount_state.h"
 #include "overlay.h"
 #include "progress.h"
+#include "stats.h"
 
 struct daemon {
 	const struct mount_request *req;
@@ -36,6 +38,11 @@ struct daemon {
 	bool overlay_mounted;
 	bool tmpfs_mounted;
 	int status;                /* what the setup thread concluded */
+	struct fetcher *fetcher;   /* NULL without lazy layers */
+	struct fetch_chunk *prefetch;
+	size_t n_prefetch;
+	struct stats_server *stats;
+	struct registry_options ro;  /* the fetcher's registry clients use it */
 };
 
 int image_option_apply(int c, const char *arg, struct mount_request *req)
@@ -59,6 +66,18 @@ int image_option_apply(int c, const char *arg, struct mount_request *req)
 			req->policy = PULL_NEVER;
 		else {
 			log_error("invalid --pull policy '%s': use missing, always or never", arg);
+			return EXIT_USAGE;
+		}
+		return 1;
+	case 'F':
+		if (streq(arg, "landmark"))
+			req->prefetch = PREFETCH_LANDMARK;
+		else if (streq(arg, "all"))
+			req->prefetch = PREFETCH_ALL;
+		else if (streq(arg, "none"))
+			req->prefetch = PREFETCH_NONE;
+		else {
+			log_error("invalid --prefetch '%s': use landmark, all or none", arg);
 			return EXIT_USAGE;
 		}
 		return 1;
@@ -128,6 +147,18 @@ static void daemon_report(struct daemon *d, int status, const char *fmt, ...)
 	}
 }
 
+static int daemon_start_stats(struct daemon *d)
+{
+	_cleanup_free_ char *path = NULL;
+	struct stats_identity id = {
+		.target = d->state.target, .image = d->state.image, .digest = d->state.digest,
+	};
+
+	if (asprintf(&path, "%s/control", d->state.dir) < 0)
+		return -ENOMEM;
+	return stats_server_start(path, &id, d->fetcher, &d->stats);
+}
+
 static void *daemon_setup_thread(void *userdata)
 {
 	struct daemon *d = userdata;
@@ -162,6 +193,20 @@ static void *daemon_setup_thread(void *userdata)
 		goto fail;
 	}
 
+	r = daemon_start_stats(d);
+	if (r < 0) {
+		errno = -r;
+		daemon_report(d, EXIT_MOUNT, "cannot start the statistics socket in '%s': %m",
+			      d->state.dir);
+		goto fail;
+	}
+	/* Prefetch starts only now: reads of the container's start always go first. */
+	if (d->fetcher && d->n_prefetch > 0) {
+		r = fetcher_prefetch(d->fetcher, d->prefetch, d->n_prefetch);
+		if (r < 0)
+			log_warning_errno(r, "cannot start prefetching, ignoring: %m");
+	}
+
 	daemon_report(d, 0, "ready");
 	return NULL;
 
@@ -185,6 +230,9 @@ static void daemon_teardown(struct daemon *d)
 	    streq(fstype, "overlay"))
 		(void)umount2(d->state.target, MNT_DETACH);
 	fs_unmount(d->fs);
+	d->stats = stats_server_stop(d->stats);
+	/* Stops prefetch; no FUSE thread uses the fetcher any more. */
+	d->fetcher = fetcher_free(d->fetcher);
 	if (d->tmpfs_mounted)
 		(void)umount2(d->overlay_dir, MNT_DETACH);
 
@@ -386,6 +434,70 @@ static int build_tree(struct cache *c, const struct image *img, struct fs_tree *
 	return 0;
 }
 
+static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct daemon *d = userdata;
+	struct fetch_chunk *fc;
+
+	if (d->n_prefetch % 1024 == 0) {
+		struct fetch_chunk *n = reallocarray(d->prefetch, d->n_prefetch + 1024, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		d->prefetch = n;
+	}
+	fc = &d->prefetch[d->n_prefetch++];
+	*fc = (struct fetch_chunk) {
+		.layer = c->layer, .blob_offset = c->blob_offset, .blob_length = c->blob_length,
+		.size = c->size,
+	};
+	memcpy(fc->digest, "sha256:", 7);
+	for (size_t i = 0; i < 32; i++) {
+		fc->digest[7 + 2 * i] = hex[c->digest[i] >> 4];
+		fc->digest[8 + 2 * i] = hex[c->digest[i] & 15];
+	}
+	fc->digest[7 + 64] = 0;
+	return 0;
+}
+
+/* Images with eStargz or zstd:chunked layers get a fetcher for the chunks not yet stored, and
+ * the list of chunks to prefetch. */
+static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob_store *bs,
+		      const struct image *img, const struct fs_tree *tree)
+{
+	_cleanup_free_ struct fetch_layer *layers = NULL;
+	const struct manifest *m = img->manifest;
+	bool lazy = false;
+	int r;
+
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (layer_format_detect(&m->layers[i]) != LAYER_FORMAT_TAR)
+			lazy = true;
+	if (!lazy)
+		return 0;
+
+	layers = calloc(m->n_layers, sizeof(*layers));
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		layers[i] = (struct fetch_layer) {
+			.digest = m->layers[i].digest,
+			.compression = m->layers[i].compression,
+			.size = m->layers[i].size,
+		};
+	d->ro = (struct registry_options) {
+		.insecure = d->req->insecure, .cert_dir = d->req->cert_dir,
+	};
+	r = fetcher_new(&(struct fetcher_source) { .ref = ref, .ro = &d->ro }, bs, layers,
+			m->n_layers, &d->fetcher);
+	if (r < 0)
+		return r;
+	if (d->req->prefetch == PREFETCH_NONE)
+		return 0;
+	return fs_tree_foreach_prefetch(tree, d->req->prefetch == PREFETCH_ALL, prefetch_add, d);
+}
+
 int mount_image(const struct mount_request *req, struct image_config **ret_config,
 		char **ret_short_name)
 {
@@ -471,6 +583,12 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = EXIT_REGISTRY;
 		goto finish;
 	}
+	r = setup_lazy(&d, ref, cache->bs, img, tree);
+	if (r < 0) {
+		log_error_errno(r, "cannot set up fetching of lazy layers: %m");
+		status = EXIT_FAILURE_OTHER;
+		goto finish;
+	}
 	/* SQLite connections must not cross fork(); the daemon needs only the blob store. */
 	cache_close_db(cache);
 
@@ -506,7 +624,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		goto finish;
 	}
 
-	r = fs_new(tree, cache->bs, &d.fs);
+	r = fs_new(tree, cache->bs, d.fetcher, &d.fs);
 	if (r >= 0)
 		tree = NULL;  /* the fs owns it now */
 	if (r < 0) {
@@ -569,6 +687,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 
 finish:
 	fs_free(d.fs);
+	fetcher_free(d.fetcher);
+	free(d.prefetch);
 	mount_state_done(&d.state);
 	free(d.overlay_dir);
 	return status;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "../cache/blob_store.h"
+#include "../cache/fetch.h"
 #include "tree.h"
 
 struct fs;
@@ -14,7 +15,7 @@ struct fs_config {
 	const char *fsname;     /* shown in /proc/mounts: "lazyroot" */
 	const char *subtype;    /* "lazyroot" -> type fuse.lazyroot */
 	bool allow_other;       /* with default_permissions: the container's users see real modes */
-	unsigned max_threads;   /* 0: libfuse default */
+	unsigned max_threads;   /* 0: 64, so that reads waiting on fetches leave threads free */
 	bool debug;
 	/* Off by default, so an untrusted image cannot hand the host's users a setuid root
 	 * binary, file capabilities or a device node: the kernel mounts nosuid,nodev then. */
@@ -23,8 +24,10 @@ struct fs_config {
 };
 
 /* Takes ownership of @tree (on success only; the tree must be frozen, else -EINVAL); borrows
- * @bs, which must outlive the fs. */
-int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret);
+ * @bs and @fetcher (NULL when the image has no lazy layer), which must outlive the fs.  Chunks
+ * missing from @bs are fetched through @fetcher; a read that cannot get its bytes fails with
+ * EIO. */
+int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher, struct fs **ret);
 struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
 
 /* Creates the session and mounts it; on return the kernel has the mount and requests queue

@@ -3,8 +3,14 @@
  * are the FUSE node ids (root = 1 = FUSE_ROOT_ID) and nodes are never freed, so lookup counts
  * need no bookkeeping: forget only replies.  Everything is read-only and immutable, so entries,
  * attributes, misses, directory listings and page cache contents are cached for a year.
- * File contents are the blobs of the store, named by the file's digest: open keeps the blob's
- * fd in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.
+ * File contents are chunks (fs_tree_file_chunks), each a blob of the store named by its
+ * digest.  A file of a tar layer is one chunk that is always local: open keeps the blob's fd
+ * in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.  A file
+ * of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
+ * it overlaps and has the fetcher fetch them all in one call (adjacent ones in one request),
+ * then serves the bytes from the store, or EIO if they cannot be had.  Such a read blocks its
+ * thread for the fetch, so the loop runs up to 64 threads by default: reads of stored files
+ * keep being served while others wait for the network.
  * Handlers hold no locks and share nothing mutable; the loop runs them on many threads.
  */
 #include "fs.h"
@@ -24,12 +30,15 @@ _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
 
 /* The image never changes while mounted. */
 #define FS_TIMEOUT (86400.0 * 365)
-/* fi->fh of an empty file: nothing to read, so no blob is opened. */
+/* fi->fh of a file that is not one local blob (empty, lazy, zeros): read goes by chunks. */
 #define FH_NONE UINT64_MAX
+/* fs_config.max_threads 0: enough threads that reads blocked on fetches leave others free. */
+#define FS_DEFAULT_MAX_THREADS 64
 
 struct fs {
 	struct fs_tree *tree;
 	struct blob_store *bs;      /* borrowed */
+	struct fetcher *fetcher;    /* borrowed; NULL when the image has no lazy layer */
 	struct fuse_session *se;
 	unsigned max_threads;
 	uint64_t total_bytes;       /* of regular files, for statfs */
@@ -248,10 +257,30 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 
 /* ---- files ---- */
 
+/* "sha256:<hex>" of a chunk (not of a zeros one). */
+static void chunk_digest(const struct fs_chunk_ref *c, char ret[DIGEST_STRING_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	memcpy(ret, "sha256:", 7);
+	for (size_t i = 0; i < 32; i++) {
+		ret[7 + 2 * i] = hex[c->digest[i] >> 4];
+		ret[8 + 2 * i] = hex[c->digest[i] & 15];
+	}
+	ret[7 + DIGEST_HEX_LEN] = 0;
+}
+
+static inline bool chunk_is_local(const struct fs_chunk_ref *c)
+{
+	return !c->zeros && c->blob_length == 0;
+}
+
 static int do_open(struct fs *fs, fuse_ino_t ino, int flags, uint64_t *ret_fh)
 {
-	const char *digest;
+	const struct fs_chunk_ref *c;
+	char digest[DIGEST_STRING_MAX];
 	struct stat st;
+	size_t n;
 	int fd, r;
 
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
@@ -263,16 +292,19 @@ static int do_open(struct fs *fs, fuse_ino_t ino, int flags, uint64_t *ret_fh)
 		return -EISDIR;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	if (st.st_size == 0) {
+	r = fs_tree_file_chunks(fs->tree, ino, &c, &n);
+	if (r < 0) {
+		log_debug_errno(r, "inode %" PRIu64 " has no content chunks, EIO: %m", (uint64_t)ino);
+		return -EIO;
+	}
+	/* Only a file that is one local blob is opened now; a lazy file's chunks may not be
+	 * stored yet, and read fetches them then. */
+	if (n != 1 || !chunk_is_local(&c[0])) {
 		*ret_fh = FH_NONE;
 		return 0;
 	}
 
-	r = fs_tree_digest(fs->tree, ino, &digest);
-	if (r < 0) {
-		log_debug_errno(r, "inode %" PRIu64 " has no content digest, EIO: %m", (uint64_t)ino);
-		return -EIO;
-	}
+	chunk_digest(&c[0], digest);
 	r = blob_store_open_blob(fs->bs, digest, &fd);
 	if (r == -ENOENT) {
 		log_debug("blob '%s' of inode %" PRIu64 " is not in the store, EIO", digest,
@@ -307,11 +339,215 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		(void)close((int)fh);
 }
 
+/* What a read by chunks replies with: bytes assembled in @buf, or, when the read lies in one
+ * chunk, @len bytes of that chunk's blob at @pos (spliced, like a tar file's). */
+struct read_reply {
+	char *buf;
+	int fd;
+	off_t pos;
+	size_t len;
+};
+
+/* The chunk holding byte @off, or @n if none does. */
+static size_t chunk_find(const struct fs_chunk_ref *c, size_t n, uint64_t off)
+{
+	size_t lo = 0, hi = n;
+
+	/* The chunks tile the file in order (fs_tree_add checked): the last one starting at
+	 * or before @off holds it. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c[mid].file_offset <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0 || off - c[lo - 1].file_offset >= c[lo - 1].size)
+		return n;
+	return lo - 1;
+}
+
+/* Opens a chunk's blob: 0, -ENOENT if it is not stored, -EIO for anything else. */
+static int chunk_open(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref *c, int *ret_fd)
+{
+	char digest[DIGEST_STRING_MAX];
+	int r;
+
+	chunk_digest(c, digest);
+	r = blob_store_open_blob(fs->bs, digest, ret_fd);
+	if (r < 0 && r != -ENOENT) {
+		log_debug_errno(r, "failed to open chunk '%s' of inode %" PRIu64 ", EIO: %m", digest,
+				(uint64_t)ino);
+		return -EIO;
+	}
+	return r;
+}
+
+/* Copies bytes [from, from + n) of the file, all inside chunk @c, into @dst. */
+static int chunk_read(fuse_ino_t ino, const struct fs_chunk_ref *c, int fd, uint64_t from,
+		      size_t n, char *dst)
+{
+	char digest[DIGEST_STRING_MAX];
+	off_t pos = (off_t)(from - c->file_offset);
+
+	while (n > 0) {
+		ssize_t k = pread(fd, dst, n, pos);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			chunk_digest(c, digest);
+			if (k < 0)
+				log_debug_errno(errno, "failed to read chunk '%s' of inode %" PRIu64
+						", EIO: %m", digest, (uint64_t)ino);
+			else
+				log_debug("chunk '%s' of inode %" PRIu64 " is shorter than its %" PRIu64
+					  " bytes, EIO", digest, (uint64_t)ino, c->size);
+			return -EIO;
+		}
+		dst += k;
+		n -= (size_t)k;
+		pos += k;
+	}
+	return 0;
+}
+
+/* Serves chunk @c's part of the read [off, end): copies it to its place in @buf or, with
+ * @buf NULL, hands out the chunk's open blob in *ret_fd.  -ENOENT if the blob is not stored,
+ * -EIO for any other failure. */
+static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref *c, uint64_t off,
+		       uint64_t end, char *buf, int *ret_fd)
+{
+	uint64_t from = off > c->file_offset ? off : c->file_offset;
+	uint64_t to = c->file_offset + c->size < end ? c->file_offset + c->size : end;
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	if (c->zeros) {
+		memset(buf + (from - off), 0, to - from);
+		return 0;
+	}
+	r = chunk_open(fs, ino, c, &fd);
+	if (r < 0)
+		return r;
+	if (!buf) {
+		*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
+	return chunk_read(ino, c, fd, from, to - from, buf + (from - off));
+}
+
+/* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk.  Chunks not in the
+ * store are collected and fetched with one fetcher_ensure() call, then served. */
+static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t len,
+			  struct read_reply *ret)
+{
+	_cleanup_free_ struct fetch_chunk *missing = NULL;
+	_cleanup_free_ size_t *missing_idx = NULL;
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	char digest[DIGEST_STRING_MAX];
+	const struct fs_chunk_ref *c;
+	uint64_t end = off + len;
+	size_t n, first, last, n_missing = 0;
+	int r;
+
+	r = fs_tree_file_chunks(fs->tree, ino, &c, &n);
+	if (r < 0) {
+		log_debug_errno(r, "inode %" PRIu64 " has no content chunks, EIO: %m", (uint64_t)ino);
+		return -EIO;
+	}
+	first = chunk_find(c, n, off);
+	if (first == n) {
+		log_debug("inode %" PRIu64 " has no chunk at offset %" PRIu64 ", EIO", (uint64_t)ino,
+			  off);
+		return -EIO;
+	}
+	for (last = first; last < n && c[last].file_offset < end; last++)
+		;
+	if (c[last - 1].file_offset + c[last - 1].size < end) {
+		log_debug("the chunks of inode %" PRIu64 " end before offset %" PRIu64 ", EIO",
+			  (uint64_t)ino, end);
+		return -EIO;
+	}
+
+	/* A read inside one chunk is spliced from its blob, like a tar file's; any other is
+	 * assembled in memory. */
+	if (last - first > 1 || c[first].zeros) {
+		buf = malloc(len);
+		if (!buf)
+			return -ENOMEM;
+	}
+
+	for (size_t i = first; i < last; i++) {
+		r = chunk_serve(fs, ino, &c[i], off, end, buf, &fd);
+		if (r == 0) {
+			if (fs->fetcher && !c[i].zeros && c[i].blob_length > 0)
+				fetcher_note_hit(fs->fetcher);
+			continue;
+		}
+		if (r != -ENOENT)
+			return r;
+		chunk_digest(&c[i], digest);
+		if (c[i].blob_length == 0 || !fs->fetcher) {
+			log_debug("chunk '%s' of inode %" PRIu64 " is not in the store and %s, EIO",
+				  digest, (uint64_t)ino,
+				  c[i].blob_length == 0 ? "is never fetched" : "there is no fetcher");
+			return -EIO;
+		}
+		if (!missing) {
+			missing = calloc(last - i, sizeof(*missing));
+			missing_idx = calloc(last - i, sizeof(*missing_idx));
+			if (!missing || !missing_idx)
+				return -ENOMEM;
+		}
+		missing[n_missing] = (struct fetch_chunk) {
+			.layer = c[i].layer,
+			.blob_offset = c[i].blob_offset,
+			.blob_length = c[i].blob_length,
+			.size = c[i].size,
+		};
+		memcpy(missing[n_missing].digest, digest, sizeof(digest));
+		missing_idx[n_missing++] = i;
+	}
+
+	if (n_missing > 0) {
+		/* All at once: the fetcher merges adjacent chunks into one Range request. */
+		r = fetcher_ensure(fs->fetcher, missing, n_missing);
+		if (r < 0) {
+			log_debug_errno(r, "failed to fetch %zu chunks of inode %" PRIu64
+					" (first '%s'), EIO: %m", n_missing, (uint64_t)ino,
+					missing[0].digest);
+			return -EIO;
+		}
+		for (size_t k = 0; k < n_missing; k++) {
+			r = chunk_serve(fs, ino, &c[missing_idx[k]], off, end, buf, &fd);
+			if (r == -ENOENT) {
+				log_debug("chunk '%s' of inode %" PRIu64 " is missing after its fetch, "
+					  "EIO", missing[k].digest, (uint64_t)ino);
+				return -EIO;
+			}
+			if (r < 0)
+				return r;
+		}
+	}
+
+	if (buf)
+		*ret = (struct read_reply) { .buf = TAKE_PTR(buf), .fd = -EBADF, .len = len };
+	else
+		*ret = (struct read_reply) {
+			.fd = TAKE_FD(fd), .pos = (off_t)(off - c[first].file_offset), .len = len,
+		};
+	return 0;
+}
+
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	struct read_reply rr;
 	struct stat st;
 	int r;
 
@@ -322,18 +558,36 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, -r);
 		return;
 	}
-	/* Never ask the blob for more than the file holds: a short blob is then visible as a
-	 * short read instead of extra bytes. */
-	if (fi->fh == FH_NONE || off >= st.st_size) {
+	if (off >= st.st_size || size == 0) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	bv.buf[0].size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
+	/* Never ask a blob for more than the file holds: a short blob is then visible as a
+	 * short read instead of extra bytes. */
+	size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
+	if (fi->fh != FH_NONE) {
+		rr = (struct read_reply) { .fd = (int)fi->fh, .pos = off, .len = size };
+	} else {
+		r = do_read_chunks(fs, ino, (uint64_t)off, size, &rr);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
+
+	if (rr.buf) {
+		fuse_reply_buf(req, rr.buf, rr.len);
+		free(rr.buf);
+		return;
+	}
+	bv.buf[0].size = rr.len;
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = (int)fi->fh;
-	bv.buf[0].pos = off;
+	bv.buf[0].fd = rr.fd;
+	bv.buf[0].pos = rr.pos;
 	/* fuse_reply_data() replies with the error itself if reading the fd fails. */
 	(void)fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	if (fi->fh == FH_NONE)
+		(void)close(rr.fd);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -571,7 +825,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.fallocate = fs_op_fallocate,
 };
 
-int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret)
+int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher, struct fs **ret)
 {
 	struct fs *fs;
 	size_t n;
@@ -585,6 +839,7 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fs **ret)
 		return -ENOMEM;
 	fs->tree = tree;
 	fs->bs = bs;
+	fs->fetcher = fetcher;
 	for (fs_ino_t ino = FS_ROOT_INO; ino <= n; ino++) {
 		struct stat st;
 
@@ -684,7 +939,7 @@ int fs_mount(struct fs *fs, const struct fs_config *c)
 		return r;
 	}
 	fs->mounted = true;
-	fs->max_threads = c->max_threads;
+	fs->max_threads = c->max_threads > 0 ? c->max_threads : FS_DEFAULT_MAX_THREADS;
 	return 0;
 }
 
@@ -710,8 +965,7 @@ int fs_serve(struct fs *fs)
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;
-	if (fs->max_threads > 0)
-		fuse_loop_cfg_set_max_threads(cfg, fs->max_threads);
+	fuse_loop_cfg_set_max_threads(cfg, fs->max_threads);
 	/* A /dev/fuse fd per thread: no thundering herd on one queue. */
 	fuse_loop_cfg_set_clone_fd(cfg, 1);
 

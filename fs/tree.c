@@ -17,6 +17,13 @@
  * addressed by 32-bit references, so a file costs about 56 bytes of inode, 8 bytes of dirent
  * and its name (plus 72 bytes of digest) once frozen.
  *
+ * A regular file's content is a run of struct fs_chunk_ref (72 bytes each, digests as raw
+ * bytes) in one global array, which the inode addresses by first index and count: one chunk
+ * naming the whole local blob for a file of a tar layer, the TOC's chunks for a file of a lazy
+ * layer.  Hard links share the inode, so they share the run.  fs_tree_finish() copies the runs
+ * of reachable files, in inode order, into an exact-size array: replaced files leave nothing
+ * behind.  Lazy files are also listed in the order they were added, for prefetching.
+ *
  * Implicit directories (a missing parent, or a non-directory in the way of a path) are 0755,
  * root:root, with the mtime of the entry that needed them.
  */
@@ -61,8 +68,12 @@ struct inode {
 	uint32_t mtime_nsec;
 	uint32_t data;          /* REG: digest ref (NONE: empty file without one); LNK: target
 				 * ref; DIR (frozen): first dirent; CHR/BLK: major */
-	uint32_t data2;         /* DIR (frozen): number of dirents; CHR/BLK: minor */
-	uint32_t parent;        /* DIR (frozen): parent's number */
+	uint32_t data2;         /* DIR (frozen): number of dirents; CHR/BLK: minor; REG: first
+				 * chunk */
+	union {
+		uint32_t parent;        /* DIR (frozen): parent's number */
+		uint32_t n_chunks;      /* REG: 0 for an empty file */
+	};
 	uint32_t xattrs;        /* ref of a struct xattr_table, NONE if none */
 	uint32_t ino;           /* build: number given by fs_tree_finish(), 0 if unreachable */
 };
@@ -90,6 +101,12 @@ struct dirent_rec {
 	uint32_t ino;           /* while freezing: dentry index */
 };
 
+/* A file of a lazy layer, in the order files were added. */
+struct prefetch_rec {
+	uint32_t ino;           /* build: inode index; frozen: number */
+	bool prefetch;          /* its entry asked for it */
+};
+
 struct fs_tree {
 	struct arena arena;
 
@@ -102,6 +119,12 @@ struct fs_tree {
 	uint32_t *slots;          /* dentry indexes or NONE, linear probing */
 	uint32_t slots_mask, n_slots_used;
 	uint32_t layer;
+
+	/* Both sides: build appends (garbage included), fs_tree_finish() compacts. */
+	struct fs_chunk_ref *chunks;
+	uint32_t n_chunks, cap_chunks;
+	struct prefetch_rec *prefetch;
+	uint32_t n_prefetch, cap_prefetch;
 
 	/* Frozen side. */
 	struct dirent_rec *dirents;
@@ -536,7 +559,9 @@ static int entry_check(const struct entry *e)
 {
 	switch (e->type) {
 	case ENTRY_REG:
-		if (!e->digest && e->size > 0)
+		if (e->n_chunks > 0 && !e->chunks)
+			return -EINVAL;
+		if (!e->digest && e->size > 0 && e->n_chunks == 0)
 			return -EINVAL;
 		return 0;
 	case ENTRY_SYMLINK:
@@ -551,6 +576,134 @@ static int entry_check(const struct entry *e)
 	return -EINVAL;
 }
 
+/* ---- file contents ---- */
+
+static int unhex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* "sha256:" + 64 lower-case hex digits -> 32 bytes; -EINVAL for anything else. */
+static int digest_to_raw(const char *s, uint8_t ret[32])
+{
+	if (!startswith(s, "sha256:") || strlen(s) != 7 + 64)
+		return -EINVAL;
+	s += 7;
+	for (size_t i = 0; i < 32; i++) {
+		int hi = unhex(s[2 * i]), lo = unhex(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		ret[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static int chunk_push(struct fs_tree *t, const struct fs_chunk_ref *c)
+{
+	if (t->n_chunks == UINT32_MAX)
+		return -ENOMEM;
+	if (t->n_chunks == t->cap_chunks) {
+		uint32_t cap = t->cap_chunks ? (t->cap_chunks > UINT32_MAX / 2 ? UINT32_MAX :
+						t->cap_chunks * 2) : 1024;
+		struct fs_chunk_ref *n = reallocarray(t->chunks, cap, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		t->chunks = n;
+		t->cap_chunks = cap;
+	}
+	t->chunks[t->n_chunks++] = *c;
+	return 0;
+}
+
+/* Appends @e's content as chunks, returning the run.  The TOC's chunks must tile [0, size)
+ * in order: a gap, an overlap or a wrong total is -EINVAL, so that readers can binary-search
+ * the run and trust it to cover the file.  Empty chunks are dropped. */
+static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_first,
+		      uint32_t *ret_n)
+{
+	/* Layers are numbered from 1 by fs_tree_begin_layer(), chunk refs from 0. */
+	unsigned layer = t->layer > 0 ? t->layer - 1 : 0;
+	uint32_t first = t->n_chunks;
+	uint64_t end = 0;
+	int r;
+
+	if (e->size == 0 && e->n_chunks == 0) {
+		*ret_first = first;
+		*ret_n = 0;
+		return 0;
+	}
+
+	if (e->n_chunks == 0) {
+		/* A file of a tar layer: one blob in the store, never fetched. */
+		struct fs_chunk_ref c = { .size = e->size, .layer = layer };
+
+		r = digest_to_raw(e->digest, c.digest);
+		if (r < 0)
+			return r;
+		r = chunk_push(t, &c);
+		if (r < 0)
+			return r;
+		*ret_first = first;
+		*ret_n = 1;
+		return 0;
+	}
+
+	for (size_t i = 0; i < e->n_chunks; i++) {
+		const struct chunk *ec = &e->chunks[i];
+		struct fs_chunk_ref c = {
+			.file_offset = ec->file_offset,
+			.size = ec->size,
+			.blob_offset = ec->blob_offset,
+			.blob_length = ec->blob_length,
+			.layer = layer,
+			.zeros = !ec->digest,
+		};
+
+		if (ec->file_offset != end || ec->size > e->size - end)
+			return -EINVAL;
+		end += ec->size;
+		if (ec->size == 0)
+			continue;
+		if (ec->digest) {
+			r = digest_to_raw(ec->digest, c.digest);
+			if (r < 0)
+				return r;
+		}
+		r = chunk_push(t, &c);
+		if (r < 0)
+			return r;
+	}
+	if (end != e->size)
+		return -EINVAL;
+	*ret_first = first;
+	*ret_n = t->n_chunks - first;
+	return 0;
+}
+
+static int prefetch_push(struct fs_tree *t, uint32_t inode, bool prefetch)
+{
+	if (t->n_prefetch == t->cap_prefetch) {
+		uint32_t cap = t->cap_prefetch ? t->cap_prefetch * 2 : 256;
+		struct prefetch_rec *n;
+
+		if (cap < t->cap_prefetch)
+			return -ENOMEM;
+		n = reallocarray(t->prefetch, cap, sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		t->prefetch = n;
+		t->cap_prefetch = cap;
+	}
+	t->prefetch[t->n_prefetch++] = (struct prefetch_rec) { .ino = inode, .prefetch = prefetch };
+	return 0;
+}
+
 /* Sets @inode's attributes from @e (not for hard links). */
 static int inode_set(struct fs_tree *t, uint32_t inode, const struct entry *e)
 {
@@ -558,7 +711,7 @@ static int inode_set(struct fs_tree *t, uint32_t inode, const struct entry *e)
 		[ENTRY_REG] = S_IFREG, [ENTRY_DIR] = S_IFDIR, [ENTRY_SYMLINK] = S_IFLNK,
 		[ENTRY_CHR] = S_IFCHR, [ENTRY_BLK] = S_IFBLK, [ENTRY_FIFO] = S_IFIFO,
 	};
-	uint32_t data = NONE, data2 = 0, xattrs;
+	uint32_t data = NONE, data2 = 0, n_chunks = 0, xattrs;
 	uint64_t size = 0;
 	struct inode *i;
 	int r;
@@ -566,6 +719,9 @@ static int inode_set(struct fs_tree *t, uint32_t inode, const struct entry *e)
 	switch (e->type) {
 	case ENTRY_REG:
 		size = e->size;
+		r = chunks_add(t, e, &data2, &n_chunks);
+		if (r < 0)
+			return r;
 		if (e->digest) {
 			r = arena_strndup(&t->arena, e->digest, strlen(e->digest), &data);
 			if (r < 0)
@@ -600,6 +756,8 @@ static int inode_set(struct fs_tree *t, uint32_t inode, const struct entry *e)
 	i->mtime_nsec = e->mtime_nsec < 1000000000 ? e->mtime_nsec : 0;
 	i->data = data;
 	i->data2 = data2;
+	if (e->type == ENTRY_REG)
+		i->n_chunks = n_chunks;
 	i->xattrs = xattrs;
 	return 0;
 }
@@ -694,6 +852,8 @@ struct fs_tree *fs_tree_free(struct fs_tree *t)
 	free(t->dentries);
 	free(t->slots);
 	free(t->dirents);
+	free(t->chunks);
+	free(t->prefetch);
 	free(t);
 	return NULL;
 }
@@ -784,6 +944,11 @@ int fs_tree_add(struct fs_tree *t, const struct entry *e)
 		r = inode_set(t, inode, e);
 		if (r < 0)
 			return r;
+		if (e->type == ENTRY_REG && e->n_chunks > 0) {
+			r = prefetch_push(t, inode, e->prefetch);
+			if (r < 0)
+				return r;
+		}
 	}
 
 	if (child == NONE)
@@ -799,6 +964,47 @@ int fs_tree_add(struct fs_tree *t, const struct entry *e)
 
 /* ---- freezing ---- */
 
+/* Keeps the chunk runs of the files in @final (numbered, @n of them) only, in inode order, and
+ * turns the prefetch list's inode indexes into numbers, dropping unreachable files.  Needs
+ * t->inodes still indexed as during the build. */
+static int chunks_compact(struct fs_tree *t, struct inode *final, uint32_t n)
+{
+	struct fs_chunk_ref *chunks = NULL;
+	uint32_t total = 0, k = 0, np = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (S_ISREG(final[i].mode))
+			total += final[i].n_chunks;  /* a subset of t->n_chunks: no overflow */
+	if (total > 0) {
+		chunks = malloc((size_t)total * sizeof(*chunks));
+		if (!chunks)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct inode *in = &final[i];
+
+		if (!S_ISREG(in->mode) || in->n_chunks == 0)
+			continue;
+		memcpy(chunks + k, t->chunks + in->data2, (size_t)in->n_chunks * sizeof(*chunks));
+		in->data2 = k;
+		k += in->n_chunks;
+	}
+	free(t->chunks);
+	t->chunks = chunks;
+	t->n_chunks = t->cap_chunks = total;
+
+	for (uint32_t i = 0; i < t->n_prefetch; i++) {
+		uint32_t ino = t->inodes[t->prefetch[i].ino].ino;
+
+		if (ino != 0)
+			t->prefetch[np++] = (struct prefetch_rec) {
+				.ino = ino, .prefetch = t->prefetch[i].prefetch,
+			};
+	}
+	t->n_prefetch = np;
+	return 0;
+}
+
 static int dirent_cmp(const void *a, const void *b, void *userdata)
 {
 	const struct fs_tree *t = userdata;
@@ -813,6 +1019,7 @@ int fs_tree_finish(struct fs_tree *t)
 	struct dirent_rec *dirents;
 	struct inode *final;
 	uint32_t head = 0, tail = 0, next_ino = 1, nd = 0;
+	int r;
 
 	if (t->frozen)
 		return -EBUSY;
@@ -870,6 +1077,13 @@ int fs_tree_finish(struct fs_tree *t)
 	for (uint32_t i = 0; i < t->n_inodes; i++)
 		if (t->inodes[i].ino != 0)
 			final[t->inodes[i].ino - 1] = t->inodes[i];
+
+	r = chunks_compact(t, final, next_ino - 1);
+	if (r < 0) {
+		free(final);
+		free(dirents);
+		return r;
+	}
 
 	free(t->inodes);
 	t->inodes = final;
@@ -1013,6 +1227,43 @@ int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret)
 	if (!S_ISREG(i->mode) || i->data == NONE)
 		return -EINVAL;
 	*ret = tree_str(t, i->data);
+	return 0;
+}
+
+int fs_tree_file_chunks(const struct fs_tree *t, fs_ino_t ino, const struct fs_chunk_ref **ret,
+			size_t *ret_n)
+{
+	const struct inode *i = tree_inode(t, ino);
+
+	if (!i)
+		return -ENOENT;
+	if (!S_ISREG(i->mode))
+		return -EINVAL;
+	*ret = i->n_chunks > 0 ? &t->chunks[i->data2] : NULL;
+	*ret_n = i->n_chunks;
+	return 0;
+}
+
+int fs_tree_foreach_prefetch(const struct fs_tree *t, bool all,
+			     int (*cb)(void *userdata, const struct fs_chunk_ref *c), void *userdata)
+{
+	int r;
+
+	if (!t->frozen)
+		return -EINVAL;
+	for (uint32_t k = 0; k < t->n_prefetch; k++) {
+		const struct inode *i = &t->inodes[t->prefetch[k].ino - 1];
+
+		if (!all && !t->prefetch[k].prefetch)
+			continue;
+		for (uint32_t c = i->data2; c < i->data2 + i->n_chunks; c++) {
+			if (t->chunks[c].zeros || t->chunks[c].blob_length == 0)
+				continue;
+			r = cb(userdata, &t->chunks[c]);
+			if (r < 0)
+				return r;
+		}
+	}
 	return 0;
 }
 

@@ -27,7 +27,9 @@ int fs_tree_begin_layer(struct fs_tree *t);
  * missing or non-regular target, a path under a non-directory is replaced silently like
  * umoci does: the non-directory gives way to an implicit directory).  Like umoci, a hard link
  * to any non-directory (symlink, device, fifo) is accepted; only a missing or directory
- * target is -EINVAL.  -ENAMETOOLONG for a component over 255 bytes, -EBUSY once frozen.
+ * target is -EINVAL, and so is a regular file whose chunks do not tile [0, size) in order or
+ * whose content digest (a tar file's, or a chunk's) is not "sha256:" + 64 lower-case hex
+ * digits.  -ENAMETOOLONG for a component over 255 bytes, -EBUSY once frozen.
  * Entries below a ".wh.*" directory (aufs's ".wh..wh.plnk/…") are skipped, returning 0. */
 int fs_tree_add(struct fs_tree *t, const struct entry *e);
 /* Freezes the tree: assigns inode numbers, counts links and directory sizes. */
@@ -54,6 +56,28 @@ fs_ino_t fs_tree_parent(const struct fs_tree *t, fs_ino_t dir);
 int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret);
 /* Content digest of a regular file; -EISDIR / -EINVAL otherwise. */
 int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret);
+/* The content of a regular file as chunks covering [0, size) in order.  A file of a
+ * whole-blob (tar) layer has one chunk with blob_length 0: it is always local, named by the
+ * file's digest.  A file of a lazy layer has the chunks its TOC gives; a chunk whose blob is
+ * not in the store is fetched by the fs's fetcher.  Empty files have no chunks. */
+struct fs_chunk_ref {
+	uint64_t file_offset;
+	uint64_t size;
+	uint64_t blob_offset;
+	uint64_t blob_length;    /* 0: local only */
+	unsigned layer;          /* 0-based, in fs_tree_begin_layer() order */
+	bool zeros;              /* a run of zeros: nothing to fetch or read */
+	uint8_t digest[32];      /* raw sha256 of the chunk's bytes (unset when zeros) */
+};
+/* -EINVAL if @ino is not a regular file. */
+int fs_tree_file_chunks(const struct fs_tree *t, fs_ino_t ino, const struct fs_chunk_ref **ret,
+			size_t *ret_n);
+/* Calls @cb for every fetchable chunk (blob_length > 0) of the files to prefetch: those whose
+ * entry had prefetch=true, or, with @all, every file of a lazy layer; in the order the files
+ * were added.  A negative return from @cb stops and is returned. */
+int fs_tree_foreach_prefetch(const struct fs_tree *t, bool all,
+			     int (*cb)(void *userdata, const struct fs_chunk_ref *c), void *userdata);
+
 /* Extended attributes: -ENODATA if the name is not set. */
 int fs_tree_getxattr(const struct fs_tree *t, fs_ino_t ino, const char *name,
 		     const void **ret_value, size_t *ret_size);

@@ -1,6 +1,7 @@
 /* tests/unit/test-index_db.c: the SQLite index round-trips refs, images and layer entries
- * exactly (binary xattrs included), handles 100,000+ entries in one quick transaction, and
- * shares the file between connections. */
+ * exactly (binary xattrs, chunks and prefetch flags included), handles 100,000+ entries with
+ * chunks in one quick transaction, shares the file between connections, and upgrades a
+ * schema 1 database in place. */
 #include "../../cache/index_db.h"
 
 #include <errno.h>
@@ -23,9 +24,12 @@
 #define L1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 #define L2 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 #define L3 "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+#define L4 "sha256:4444444444444444444444444444444444444444444444444444444444444444"
+#define C1 "sha256:c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+#define C2 "sha256:c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
 #define BIG_N 150000
 
-static char dbpath[256];
+static char dbpath[320];
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -65,6 +69,16 @@ static const struct xattr xa_two[] = {
 	{ .name = "user.nul", .value = "\0x\0\0", .size = 4 },
 	{ .name = "user.empty", .value = "", .size = 0 },
 };
+/* A lazy file: two fetchable chunks around a run of zeros; offsets past 2^63 round-trip too. */
+static const struct chunk chunks_lazy[] = {
+	{ .file_offset = 0, .size = 4096, .blob_offset = 1234, .blob_length = 999, .digest = C1 },
+	{ .file_offset = 4096, .size = 1 << 20, .blob_offset = 2233, .blob_length = 0 },
+	{ .file_offset = 4096 + (1 << 20), .size = 10, .blob_offset = UINT64_MAX - 5,
+	  .blob_length = 5, .digest = C2 },
+};
+static const struct chunk chunks_one[] = {
+	{ .file_offset = 0, .size = 7, .blob_offset = 0, .blob_length = 40, .digest = C2 },
+};
 static const struct entry sample[] = {
 	{ .path = "", .type = ENTRY_DIR, .mode = 0755, .mtime_sec = 1700000000 },
 	{ .path = "bin/busybox", .type = ENTRY_REG, .mode = 04755, .uid = 0, .gid = 0,
@@ -83,6 +97,13 @@ static const struct entry sample[] = {
 	{ .path = "names/ünïcødé-日本語.txt", .type = ENTRY_REG, .size = 0, .mode = 0644,
 	  .mtime_sec = 10413792000, .digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
 	{ .path = "raw/\xff\xfe", .type = ENTRY_SYMLINK, .mode = 0777, .link_target = "../\x80 x" },
+	{ .path = "lazy/big", .type = ENTRY_REG, .mode = 0644, .size = 4096 + (1 << 20) + 10,
+	  .digest = "sha256:5555555555555555555555555555555555555555555555555555555555555555",
+	  .chunks = chunks_lazy, .n_chunks = ELEMENTSOF(chunks_lazy), .prefetch = true,
+	  .xattrs = xa_cap, .n_xattrs = 1 },
+	{ .path = "lazy/one", .type = ENTRY_REG, .mode = 0600, .size = 7,
+	  .chunks = chunks_one, .n_chunks = 1 },
+	{ .path = "lazy/dir", .type = ENTRY_DIR, .mode = 0755, .prefetch = true },
 };
 
 static bool str_eq(const char *a, const char *b)
@@ -97,8 +118,17 @@ static bool entry_eq(const struct entry *a, const struct entry *b)
 	    a->mtime_sec != b->mtime_sec || a->mtime_nsec != b->mtime_nsec ||
 	    a->dev_major != b->dev_major || a->dev_minor != b->dev_minor ||
 	    !str_eq(a->link_target, b->link_target) || !str_eq(a->digest, b->digest) ||
-	    a->n_xattrs != b->n_xattrs)
+	    a->n_xattrs != b->n_xattrs || a->n_chunks != b->n_chunks || a->prefetch != b->prefetch)
 		return false;
+	if ((a->n_chunks > 0 && !a->chunks) || (b->n_chunks > 0 && !b->chunks))
+		return false;
+	for (size_t i = 0; i < a->n_chunks; i++)
+		if (a->chunks[i].file_offset != b->chunks[i].file_offset ||
+		    a->chunks[i].size != b->chunks[i].size ||
+		    a->chunks[i].blob_offset != b->chunks[i].blob_offset ||
+		    a->chunks[i].blob_length != b->chunks[i].blob_length ||
+		    !str_eq(a->chunks[i].digest, b->chunks[i].digest))
+			return false;
 	for (size_t i = 0; i < a->n_xattrs; i++)
 		if (!streq(a->xattrs[i].name, b->xattrs[i].name) ||
 		    a->xattrs[i].size != b->xattrs[i].size ||
@@ -123,14 +153,31 @@ static int cb_sample(void *userdata, const struct entry *e)
 	return 0;
 }
 
-static void make_big_entry(size_t i, char *path, size_t size, struct entry *e, struct xattr *x)
+#define BIG_CHUNKS 3
+
+/* Like a zstd:chunked layer: most files have 1..3 chunks (every 16th chunk a zeros one). */
+static void make_big_entry(size_t i, char *path, size_t size, struct entry *e, struct xattr *x,
+			   struct chunk c[BIG_CHUNKS])
 {
+	static const char *const digests[] = { C1, C2 };
+	size_t n = i % (BIG_CHUNKS + 1);
+
 	snprintf(path, size, "data/tree/d%03zu/s%zu/f%06zu.txt", i / 1000, i % 7, i);
 	*e = (struct entry) {
 		.path = path, .type = ENTRY_REG, .mode = 0644, .uid = i % 3, .gid = i % 5,
 		.size = i, .mtime_sec = 1700172800 + i, .mtime_nsec = i % 1000000000,
 		.digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		.prefetch = i % 5 == 0,
 	};
+	for (size_t k = 0; k < n; k++)
+		c[k] = (struct chunk) {
+			.file_offset = k * 100, .size = 100, .blob_offset = i * 1000 + k * 300,
+			.blob_length = 300, .digest = (i + k) % 16 == 0 ? NULL : digests[(i + k) % 2],
+		};
+	if (n > 0) {
+		e->chunks = c;
+		e->n_chunks = n;
+	}
 	if (i % 100 == 0) {
 		x->name = "user.i";
 		x->value = path;
@@ -146,8 +193,9 @@ static int cb_big(void *userdata, const struct entry *e)
 	char path[128];
 	struct entry want;
 	struct xattr x;
+	struct chunk ch[BIG_CHUNKS];
 
-	make_big_entry(c->n, path, sizeof(path), &want, &x);
+	make_big_entry(c->n, path, sizeof(path), &want, &x, ch);
 	if (!entry_eq(e, &want))
 		c->mismatches++;
 	c->n++;
@@ -172,8 +220,9 @@ static void *write_layer_thread(void *p)
 		for (size_t i = 0; t->r >= 0 && i < 2000; i++) {
 			struct entry e;
 			struct xattr x;
+			struct chunk ch[BIG_CHUNKS];
 
-			make_big_entry(i, path, sizeof(path), &e, &x);
+			make_big_entry(i, path, sizeof(path), &e, &x, ch);
 			t->r = layer_writer_add(w, &e);
 		}
 		if (t->r >= 0)
@@ -183,6 +232,102 @@ static void *write_layer_thread(void *p)
 	}
 	index_db_free(db);
 	return NULL;
+}
+
+/* Schema 1 as lazyroot 0.x wrote it: migrations never edit it, so neither does this copy. */
+static const char schema_v1[] =
+	"CREATE TABLE refs (ref TEXT NOT NULL, platform TEXT NOT NULL, digest TEXT NOT NULL,"
+	"  updated INTEGER NOT NULL, PRIMARY KEY (ref, platform)) WITHOUT ROWID;"
+	"CREATE TABLE images (digest TEXT PRIMARY KEY NOT NULL, media_type TEXT NOT NULL,"
+	"  manifest BLOB NOT NULL, config BLOB, created INTEGER NOT NULL,"
+	"  last_used INTEGER NOT NULL);"
+	"CREATE TABLE layers (id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE,"
+	"  media_type TEXT, indexed_at INTEGER NOT NULL, n_entries INTEGER NOT NULL);"
+	"CREATE TABLE entries ("
+	"  layer_id INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,"
+	"  seq INTEGER NOT NULL, path TEXT NOT NULL, type INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, size INTEGER NOT NULL,"
+	"  mtime_sec INTEGER NOT NULL, mtime_nsec INTEGER NOT NULL, dev_major INTEGER NOT NULL,"
+	"  dev_minor INTEGER NOT NULL, link_target TEXT, digest TEXT, xattrs BLOB,"
+	"  PRIMARY KEY (layer_id, seq)) WITHOUT ROWID;"
+	"INSERT INTO layers VALUES (7, '" L1 "', 'application/vnd.oci.image.layer.v1.tar', 1, 2);"
+	"INSERT INTO entries VALUES (7, 0, 'bin', 1, 493, 0, 0, 0, 5, 0, 0, 0, NULL, NULL, NULL);"
+	"INSERT INTO entries VALUES (7, 1, 'bin/busybox', 0, 2541, 0, 0, 1982256, 1700000000,"
+	"  123456789, 0, 0, NULL,"
+	"  'sha256:3d9f2889d6782537624a4e1a10e68a2ddd53e0ee8bac02676f27308f42ec6bf6', NULL);"
+	"INSERT INTO refs VALUES ('old', 'linux/amd64', '" L2 "', 1);"
+	"PRAGMA user_version = 1;";
+
+static int cb_v1(void *userdata, const struct entry *e)
+{
+	struct collect *c = userdata;
+	bool ok;
+
+	if (c->n == 0)
+		ok = streq(e->path, "bin") && e->type == ENTRY_DIR && e->mode == 0755;
+	else
+		ok = c->n == 1 && streq(e->path, "bin/busybox") && e->type == ENTRY_REG &&
+		     e->mode == 04755 && e->size == 1982256 && e->mtime_nsec == 123456789 &&
+		     e->digest && streq(e->digest, sample[1].digest);
+	if (!ok || e->n_chunks != 0 || e->chunks || e->prefetch)
+		c->mismatches++;
+	c->n++;
+	return 0;
+}
+
+static void test_migration(const char *dir)
+{
+	_cleanup_(index_db_freep) struct index_db *db = NULL;
+	struct layer_writer *w = NULL;
+	struct collect c = {};
+	char path[300], *s = NULL;
+	sqlite3 *conn = NULL;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/v1.db", dir);
+	r = sqlite3_open(path, &conn);
+	if (r == SQLITE_OK)
+		r = sqlite3_exec(conn, schema_v1, NULL, NULL, NULL);
+	sqlite3_close(conn);
+	check(r == SQLITE_OK, "v1: a schema 1 database is made (%d)", r);
+
+	r = index_db_open(path, &db);
+	check(r == 0, "v1: a schema 1 database opens (r=%d)", r);
+	if (r < 0)
+		return;
+	snprintf(dbpath, sizeof(dbpath), "%s", path);
+	check(sql_int("PRAGMA user_version") == 2, "v1: it is upgraded to schema 2 in place");
+	check(index_db_layer_is_indexed(db, L1) == 1 &&
+	      index_db_layer_foreach(db, L1, cb_v1, &c) == 0 && c.n == 2 && c.mismatches == 0,
+	      "v1: its entries read back unchanged, without chunks or prefetch flags (%zu, %zu)",
+	      c.n, c.mismatches);
+	check(index_db_layer_get_format(db, L1, &s) == 0 && streq(s, "tar"),
+	      "v1: its layers are 'tar' layers");
+	free(s);
+	s = NULL;
+	check(index_db_ref_get(db, "old", "linux/amd64", &s) == 0 && streq(s, L2),
+	      "v1: its refs are kept");
+	free(s);
+
+	r = index_db_layer_begin_format(db, L3, NULL, "estargz", &w);
+	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(sample); i++)
+		r = layer_writer_add(w, &sample[i]);
+	if (r >= 0)
+		r = layer_writer_commit(w);
+	else
+		layer_writer_abort(w);
+	c = (struct collect) {};
+	check(r == 0 && index_db_layer_foreach(db, L3, cb_sample, &c) == 0 &&
+	      c.n == ELEMENTSOF(sample) && c.mismatches == 0,
+	      "v1: an upgraded database stores lazy layers with their chunks (%zu, %zu)", c.n,
+	      c.mismatches);
+	check(index_db_layer_begin(db, L1, NULL, &w) == 0 && layer_writer_commit(w) == 0 &&
+	      sql_int("SELECT count(*) FROM entries WHERE layer_id = 7") == 0,
+	      "v1: an upgraded layer can be replaced");
+
+	db = index_db_free(db);
+	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 2,
+	      "v1: an upgraded database reopens as is");
 }
 
 int main(void)
@@ -207,9 +352,9 @@ int main(void)
 	if (r < 0)
 		return tap_done();
 	check(stat(dbpath, &st) == 0 && (st.st_mode & 0777) == 0600, "the file is created 0600");
-	check(sql_int("PRAGMA user_version") == 1, "the schema version is recorded");
+	check(sql_int("PRAGMA user_version") == 2, "the schema version is recorded");
 	{
-		char wal[300];
+		char wal[sizeof(dbpath) + 8];
 
 		snprintf(wal, sizeof(wal), "%s-wal", dbpath);
 		check(stat(wal, &st) == 0 && (st.st_mode & 0777) == 0600, "the WAL exists and is 0600");
@@ -274,6 +419,8 @@ int main(void)
 			char path[256], target[256], digest[80];
 			struct xattr x[3];
 			uint8_t val[3][32];
+			struct chunk ch[4];
+			char cdigest[4][80];
 
 			snprintf(path, sizeof(path), "%s", e.path);
 			e.path = path;
@@ -292,10 +439,21 @@ int main(void)
 			}
 			if (e.n_xattrs)
 				e.xattrs = x;
+			for (size_t j = 0; j < e.n_chunks; j++) {
+				ch[j] = e.chunks[j];
+				if (ch[j].digest) {
+					snprintf(cdigest[j], sizeof(cdigest[j]), "%s", ch[j].digest);
+					ch[j].digest = cdigest[j];
+				}
+			}
+			if (e.n_chunks)
+				e.chunks = ch;
 			r = layer_writer_add(w, &e);
 			memset(path, 'X', sizeof(path) - 1);
 			memset(target, 'X', sizeof(target) - 1);
 			memset(val, 0xAA, sizeof(val));
+			memset(ch, 0xAA, sizeof(ch));
+			memset(cdigest, 'X', sizeof(cdigest) - 1);
 		}
 		check(r == 0, "entries are added");
 	}
@@ -314,11 +472,38 @@ int main(void)
 	c = (struct collect) {};
 	check(index_db_layer_foreach(db, L1, cb_sample, &c) == 0, "foreach succeeds");
 	check(c.n == ELEMENTSOF(sample) && c.mismatches == 0,
-	      "every field of every entry round-trips, in order (%zu entries, %zu mismatches)",
-	      c.n, c.mismatches);
+	      "every field of every entry round-trips, in order, chunks (zeros ones too) and "
+	      "prefetch flags included (%zu entries, %zu mismatches)", c.n, c.mismatches);
+	check(sql_int("SELECT count(*) FROM chunks WHERE digest IS NULL") == 1,
+	      "a zeros chunk is stored with a NULL digest");
+	{
+		char *f = NULL;
+
+		check(index_db_layer_get_format(db, L1, &f) == 0 && streq(f, "tar"),
+		      "index_db_layer_begin() records format 'tar'");
+		free(f);
+		f = NULL;
+		check(index_db_layer_get_format(db, L4, &f) == -ENOENT,
+		      "the format of an unknown layer is -ENOENT");
+	}
 	c = (struct collect) { .stop_at = 3 };
 	check(index_db_layer_foreach(db, L1, cb_sample, &c) == -ECANCELED && c.n == 3,
 	      "a negative callback return stops foreach and is returned");
+
+	/* a lazy layer records its format; chunk-less entries of it are fine */
+	{
+		struct entry e = { .path = "x", .type = ENTRY_REG, .n_chunks = 2 };
+		char *f = NULL;
+
+		check(index_db_layer_begin_format(db, L4, NULL, "zstd:chunked", &w) == 0,
+		      "a layer writer begins with a format");
+		check(layer_writer_add(w, &e) == -EINVAL, "n_chunks without chunks is -EINVAL");
+		check(layer_writer_add(w, &sample[ELEMENTSOF(sample) - 2]) == 0 &&
+		      layer_writer_commit(w) == 0, "a lazy layer commits");
+		check(index_db_layer_get_format(db, L4, &f) == 0 && streq(f, "zstd:chunked"),
+		      "the format round-trips");
+		free(f);
+	}
 
 	/* abort writes nothing */
 	check(index_db_layer_begin(db, L2, NULL, &w) == 0 && layer_writer_add(w, &sample[0]) == 0,
@@ -343,8 +528,9 @@ int main(void)
 		for (size_t i = 0; r >= 0 && i < BIG_N; i++) {
 			struct entry e;
 			struct xattr x;
+			struct chunk ch[BIG_CHUNKS];
 
-			make_big_entry(i, path, sizeof(path), &e, &x);
+			make_big_entry(i, path, sizeof(path), &e, &x, ch);
 			r = layer_writer_add(w, &e);
 		}
 		check(r == 0, "%d entries are added", BIG_N);
@@ -360,8 +546,11 @@ int main(void)
 		t1 = now();
 		printf("# %d entries: foreach %.3f s\n", BIG_N, t1 - t0);
 		check(r == 0 && c.n == BIG_N && c.mismatches == 0,
-		      "foreach streams all %d entries back in order (%zu, %zu mismatches)", BIG_N,
-		      c.n, c.mismatches);
+		      "foreach streams all %d entries back in order with their chunks (%zu, %zu "
+		      "mismatches)", BIG_N, c.n, c.mismatches);
+		check(sql_int("SELECT count(*) FROM chunks WHERE layer_id = (SELECT id FROM layers"
+			      " WHERE digest = '" L3 "')") == (long long)(BIG_N / 4 * 6),
+		      "every chunk of the big layer is stored once");
 	}
 
 	/* re-indexing replaces */
@@ -371,8 +560,10 @@ int main(void)
 	c = (struct collect) {};
 	check(index_db_layer_foreach(db, L1, cb_sample, &c) == 0 && c.n == 2 && c.mismatches == 0,
 	      "the new entries replace the old");
-	check(sql_int("SELECT count(*) FROM entries") == BIG_N + 2,
+	check(sql_int("SELECT count(*) FROM entries") == BIG_N + 2 + 1,
 	      "the old entries are gone from the table (foreign key cascade)");
+	check(sql_int("SELECT count(*) FROM chunks WHERE layer_id = (SELECT id FROM layers"
+		      " WHERE digest = '" L1 "')") == 0, "and so are their chunks");
 	check(sql_int("SELECT n_entries FROM layers WHERE digest = '" L3 "'") == BIG_N,
 	      "layers.n_entries is recorded");
 
@@ -388,7 +579,7 @@ int main(void)
 		check(t[0].r == 0 && t[1].r == 0 && t[2].r == 0,
 		      "3 connections x 20 commits of 2000 entries all succeed (%d %d %d)", t[0].r,
 		      t[1].r, t[2].r);
-		check(sql_int("SELECT count(*) FROM entries") == BIG_N + 4000,
+		check(sql_int("SELECT count(*) FROM entries") == BIG_N + 4000 + 1,
 		      "and leave exactly one copy of each layer");
 	}
 
@@ -423,6 +614,8 @@ int main(void)
 		snprintf(junk, sizeof(junk), "%s/no/such/dir/index.db", dir);
 		check(index_db_open(junk, &db) == -ENOENT, "a missing directory is -ENOENT");
 	}
+
+	test_migration(dir);
 
 	(void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	return tap_done();

@@ -1,7 +1,8 @@
 /* tests/unit/test-tree.c: the merged tree of fs/tree.c: OCI layer rules (whiteouts, opaque
  * directories, replacements, implicit parents), hard links and their link counts, directory
- * order and positions, xattrs and lookups, on hand-built layers and on the layers of the
- * fixture image described in tests/fixtures/README.md. */
+ * order and positions, xattrs and lookups, file contents as chunks (tar files, lazy files,
+ * zeros chunks, prefetch order), on hand-built layers and on the layers of the fixture image
+ * described in tests/fixtures/README.md. */
 #include "../../fs/tree.h"
 
 #include <errno.h>
@@ -600,6 +601,175 @@ static void test_skipped(void)
 	check(fs_tree_free(NULL) == NULL, "fs_tree_free(NULL) is fine");
 }
 
+#define C1 "sha256:c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+#define C2 "sha256:c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
+
+static int add_lazy(struct fs_tree *t, const char *path, const char *digest, uint64_t size,
+		    const struct chunk *c, size_t n, bool prefetch)
+{
+	struct entry e = {
+		.path = path, .type = ENTRY_REG, .mode = 0644, .size = size, .mtime_sec = cur_mtime,
+		.digest = digest, .chunks = c, .n_chunks = n, .prefetch = prefetch,
+	};
+
+	return fs_tree_add(t, &e);
+}
+
+static bool raw_is(const uint8_t d[32], uint8_t byte)
+{
+	for (size_t i = 0; i < 32; i++)
+		if (d[i] != byte)
+			return false;
+	return true;
+}
+
+static const struct fs_chunk_ref *chunks_of(const struct fs_tree *t, const char *path, size_t *ret_n)
+{
+	const struct fs_chunk_ref *c = NULL;
+
+	*ret_n = SIZE_MAX;
+	if (fs_tree_file_chunks(t, resolve(t, path), &c, ret_n) < 0)
+		*ret_n = SIZE_MAX;
+	return c;
+}
+
+struct seen {
+	const struct fs_chunk_ref *c[16];
+	size_t n, stop_at;
+};
+
+static int collect_chunk(void *userdata, const struct fs_chunk_ref *c)
+{
+	struct seen *s = userdata;
+
+	if (s->n < ELEMENTSOF(s->c))
+		s->c[s->n] = c;
+	s->n++;
+	return s->stop_at && s->n == s->stop_at ? -ECANCELED : 0;
+}
+
+static void test_chunks(void)
+{
+	static const struct chunk x[] = {
+		{ .file_offset = 0, .size = 100, .blob_offset = 1000, .blob_length = 50, .digest = C1 },
+		{ .file_offset = 100, .size = 200, .blob_offset = 1050, .blob_length = 0 },
+		{ .file_offset = 300, .size = 0, .blob_offset = 1050, .blob_length = 0, .digest = C2 },
+		{ .file_offset = 300, .size = 10, .blob_offset = 2000, .blob_length = 7, .digest = C2 },
+	};
+	static const struct chunk y[] = {
+		{ .file_offset = 0, .size = 5, .blob_offset = 3000, .blob_length = 9, .digest = C2 },
+	};
+	static const struct chunk gap[] = {
+		{ .file_offset = 0, .size = 5, .blob_length = 9, .digest = C1 },
+		{ .file_offset = 6, .size = 4, .blob_length = 9, .digest = C1 },
+	};
+	static const struct chunk late[] = {
+		{ .file_offset = 1, .size = 9, .blob_length = 9, .digest = C1 },
+	};
+	static const struct chunk bad_digest[] = {
+		{ .file_offset = 0, .size = 10, .blob_length = 9, .digest = "sha256:C1" },
+	};
+	struct fs_tree *t = NULL;
+	const struct fs_chunk_ref *c, *c2;
+	struct seen seen = {};
+	const char *s;
+	size_t n, n2;
+
+	check(fs_tree_new(&t) == 0 && fs_tree_begin_layer(t) == 0, "chunks: tree created");
+	check(add_file(t, "tar/a", D1, 10) == 0 && add_file(t, "tar/empty", D3, 0) == 0 &&
+	      add_hardlink(t, "tar/a-link", "tar/a") == 0 && add_file(t, "tar/replaced", D2, 3) == 0,
+	      "chunks: a tar layer");
+	check(fs_tree_foreach_prefetch(t, true, collect_chunk, &seen) == -EINVAL,
+	      "prefetch before the tree is frozen is -EINVAL");
+
+	check(fs_tree_begin_layer(t) == 0, "chunks: second layer");
+	check(add_lazy(t, "lazy/x", D2, 310, x, ELEMENTSOF(x), true) == 0,
+	      "a lazy file with a zeros chunk and an empty chunk is accepted");
+	check(add_lazy(t, "lazy/y", NULL, 5, y, 1, false) == 0,
+	      "a lazy file without a file digest is accepted");
+	check(add_lazy(t, "lazy/gone", NULL, 5, y, 1, true) == 0 &&
+	      add_lazy(t, "lazy/over", NULL, 5, y, 1, true) == 0, "chunks: two lazy files to replace");
+	check(add_lazy(t, "lazy/gap", NULL, 10, gap, 2, false) == -EINVAL,
+	      "chunks with a gap are -EINVAL");
+	check(add_lazy(t, "lazy/late", NULL, 10, late, 1, false) == -EINVAL,
+	      "chunks not starting at 0 are -EINVAL");
+	check(add_lazy(t, "lazy/short", NULL, 11, x, ELEMENTSOF(x), false) == -EINVAL &&
+	      add_lazy(t, "lazy/long", NULL, 309, x, ELEMENTSOF(x), false) == -EINVAL,
+	      "chunks not adding up to the size are -EINVAL");
+	check(add_lazy(t, "lazy/bad", NULL, 10, bad_digest, 1, false) == -EINVAL,
+	      "a chunk digest that is not sha256 hex is -EINVAL");
+	check(add_lazy(t, "lazy/null", NULL, 10, NULL, 1, false) == -EINVAL,
+	      "n_chunks without chunks is -EINVAL");
+	check(add_lazy(t, "lazy/empty", NULL, 0, NULL, 0, true) == 0,
+	      "an empty lazy file is accepted");
+
+	check(fs_tree_begin_layer(t) == 0, "chunks: third layer");
+	check(add_whiteout(t, "lazy/.wh.gone") == 0 && add_file(t, "lazy/over", D3, 4) == 0 &&
+	      add_lazy(t, "tar/replaced", NULL, 5, y, 1, true) == 0 &&
+	      add_hardlink(t, "x-link", "lazy/x") == 0, "chunks: whiteouts, replacements, a link");
+	check(fs_tree_finish(t) == 0, "chunks: frozen");
+
+	c = chunks_of(t, "tar/a", &n);
+	check(n == 1 && c[0].file_offset == 0 && c[0].size == 10 && c[0].blob_length == 0 &&
+	      !c[0].zeros && c[0].layer == 0 && raw_is(c[0].digest, 0x11),
+	      "a tar file is one local chunk named by its digest, in layer 0");
+	c2 = chunks_of(t, "tar/a-link", &n2);
+	check(n2 == 1 && c2 == c, "a hard link shares the content");
+	check(fs_tree_digest(t, resolve(t, "tar/a"), &s) == 0 && streq(s, D1),
+	      "fs_tree_digest still gives the file's digest");
+	c = chunks_of(t, "tar/empty", &n);
+	check(n == 0 && c == NULL, "an empty file has no chunks");
+
+	c = chunks_of(t, "lazy/x", &n);
+	check(n == 3, "a lazy file has its chunks, the empty one dropped (%zu)", n);
+	if (n == 3) {
+		check(c[0].file_offset == 0 && c[0].size == 100 && c[0].blob_offset == 1000 &&
+		      c[0].blob_length == 50 && !c[0].zeros && raw_is(c[0].digest, 0xc1) &&
+		      c[0].layer == 1, "a fetchable chunk round-trips, in layer 1");
+		check(c[1].file_offset == 100 && c[1].size == 200 && c[1].zeros && c[1].layer == 1,
+		      "a chunk without a digest is zeros");
+		check(c[2].file_offset == 300 && c[2].size == 10 && c[2].blob_offset == 2000 &&
+		      c[2].blob_length == 7 && raw_is(c[2].digest, 0xc2), "the last chunk");
+	}
+	check(fs_tree_digest(t, resolve(t, "lazy/x"), &s) == 0 && streq(s, D2),
+	      "a lazy file keeps its file digest");
+	check(fs_tree_digest(t, resolve(t, "lazy/y"), &s) == -EINVAL &&
+	      (c = chunks_of(t, "lazy/y", &n)) && n == 1 && raw_is(c[0].digest, 0xc2),
+	      "a lazy file without a file digest has none, but its chunks");
+	c2 = chunks_of(t, "x-link", &n2);
+	check(n2 == 3 && c2 == chunks_of(t, "lazy/x", &n) && c2[0].layer == 1,
+	      "a later layer's hard link shares the content of the lazy file");
+	c = chunks_of(t, "lazy/over", &n);
+	check(n == 1 && c[0].blob_length == 0 && c[0].layer == 2 && raw_is(c[0].digest, 0x33),
+	      "a tar file over a lazy file has its own single chunk, in layer 2");
+	c = chunks_of(t, "tar/replaced", &n);
+	check(n == 1 && c[0].blob_length == 9 && c[0].layer == 2,
+	      "a lazy file over a tar file has its chunks");
+	c = chunks_of(t, "lazy/empty", &n);
+	check(n == 0, "an empty lazy file has no chunks");
+	check(fs_tree_file_chunks(t, resolve(t, "lazy"), &c, &n) == -EINVAL &&
+	      fs_tree_file_chunks(t, fs_tree_count(t) + 1, &c, &n) == -ENOENT,
+	      "chunks of a directory are -EINVAL, of a bad number -ENOENT");
+
+	/* prefetch: lazy/x (prefetch), lazy/y, tar/replaced (prefetch); not gone or over. */
+	seen = (struct seen) {};
+	check(fs_tree_foreach_prefetch(t, false, collect_chunk, &seen) == 0 && seen.n == 3,
+	      "prefetch visits the fetchable chunks of files marked for it (%zu)", seen.n);
+	check(seen.n == 3 && seen.c[0]->blob_offset == 1000 && seen.c[1]->blob_offset == 2000 &&
+	      seen.c[2]->blob_offset == 3000 && seen.c[2]->layer == 2,
+	      "in the order the files were added, zeros chunks and replaced files left out");
+	seen = (struct seen) {};
+	check(fs_tree_foreach_prefetch(t, true, collect_chunk, &seen) == 0 && seen.n == 4 &&
+	      seen.c[0]->blob_offset == 1000 && seen.c[1]->blob_offset == 2000 &&
+	      seen.c[2]->blob_offset == 3000 && seen.c[2]->layer == 1 &&
+	      seen.c[3]->blob_offset == 3000 && seen.c[3]->layer == 2,
+	      "prefetch of all visits every lazy file's fetchable chunks, in order (%zu)", seen.n);
+	seen = (struct seen) { .stop_at = 2 };
+	check(fs_tree_foreach_prefetch(t, true, collect_chunk, &seen) == -ECANCELED && seen.n == 2,
+	      "a negative callback return stops prefetch iteration and is returned");
+	fs_tree_free(t);
+}
+
 int main(void)
 {
 	test_basics();
@@ -610,5 +780,6 @@ int main(void)
 	test_hardlinks();
 	test_many();
 	test_skipped();
+	test_chunks();
 	return tap_done();
 }

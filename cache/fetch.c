@@ -1,0 +1,990 @@
+/*
+ * cache/fetch.c: turns missing chunks of lazy layers into verified blobs in the blob store.
+ *
+ * Single flight: every chunk being fetched has a struct flight in f->flights, keyed by its
+ * digest and owned by the call (fetcher_ensure or the prefetch thread) that fetches it.  Other
+ * callers wanting the same digest take a reference and wait on f->flight_done until the owner
+ * completes it; the result (0 or -EIO) is theirs too.  A completed flight leaves the table at
+ * once, so a failure is never sticky: the next call starts a new flight.  An owner completes
+ * all of its own flights before it waits on anyone else's, so waits cannot form a cycle.
+ *
+ * A call groups the chunks it owns by layer and offset and fetches runs of them that are
+ * adjacent, overlap, or lie at most FETCH_GAP_MAX apart with one Range request of at most
+ * FETCH_REQUEST_MAX bytes (PREFETCH_REQUEST_MAX for prefetch).  Memory per fetch: the run's
+ * compressed bytes plus one chunk's decompressed bytes.  At most FETCH_SLOTS_MAX requests run
+ * at once; with a registry each slot is one struct registry (created on first need, reused).
+ *
+ * Time: a fetcher_ensure() call gives up after FETCH_DEADLINE_MS with -EIO, whether it fetches
+ * or waits.  registry.c already retries 429/5xx and connection failures three times within its
+ * request timeout (capped here at FETCH_REQUEST_TIMEOUT_MS), so a registry request is repeated
+ * here only after a truncated answer (-EPROTO), and only if a whole new request still fits in
+ * the deadline.  Test readers are retried on any transient error.
+ *
+ * Prefetch: fetcher_prefetch() appends to a queue (each digest at most once per fetcher); one
+ * thread takes runs from its head in order.  Before each request the thread waits until no
+ * fetcher_ensure() is in progress (f->ensures_active), so reads always go first; between
+ * requests it checks f->stop, so fetcher_free() waits for at most one request.
+ *
+ * Expected load: many FUSE threads calling fetcher_ensure() for one or a few chunks of a
+ * file at a time, mostly cold misses right after mount; chunks of tens of KiB to a few MiB.
+ */
+#include "fetch.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+#define FETCH_SLOTS_MAX 8U
+#define FETCH_GAP_MAX (64U * 1024)
+#define FETCH_REQUEST_MAX (16U * 1024 * 1024)
+#define PREFETCH_REQUEST_MAX (4U * 1024 * 1024)
+#define PREFETCH_BATCH_MAX 1024U
+#define FETCH_CHUNK_MAX (64U * 1024 * 1024)       /* compressed or decompressed, one chunk */
+#define FETCH_DEADLINE_MS 60000L
+#define FETCH_REQUEST_TIMEOUT_MS 30000L
+#define FETCH_ATTEMPTS_READER 3U
+#define FETCH_ATTEMPTS_REGISTRY 2U
+#define FETCH_BACKOFF_MS_FIRST 100L
+#define PREFETCH_FAILURE_PAUSE_MS 1000L
+#define FLIGHT_BUCKETS 256U
+
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+struct flight {
+	struct flight *next;           /* bucket chain; guarded by f->lock, as all fields */
+	const void *owner;             /* identifies the fetching call */
+	unsigned refs;                 /* the owner's, until completion, plus each waiter's */
+	bool done;
+	int result;
+	char digest[DIGEST_STRING_MAX];
+};
+
+/* A set of digest strings, for the prefetch queue's deduplication. */
+struct digest_node {
+	struct digest_node *next;
+	char digest[DIGEST_STRING_MAX];
+};
+
+struct digest_set {
+	struct digest_node **buckets;
+	size_t n_buckets, n;
+};
+
+struct fetcher {
+	struct blob_store *bs;
+	struct fetch_layer *layers;
+	size_t n_layers;
+	struct blob_range_reader *readers;        /* NULL: use the registry */
+	struct reference *ref;
+	struct registry_options ro;               /* strings owned by the fields below */
+	char *username, *password, *cert_dir;
+
+	pthread_mutex_t lock;
+	pthread_cond_t flight_done;               /* broadcast when any flight completes */
+	pthread_cond_t slot_free;                 /* signalled when a fetch slot is released */
+	pthread_cond_t prefetch_wake;             /* queue grew, ensures_active hit 0, or stop */
+
+	/* All below guarded by lock. */
+	struct flight *flights[FLIGHT_BUCKETS];
+	struct registry **idle;                   /* FETCH_SLOTS_MAX entries */
+	size_t n_idle;
+	unsigned n_slots;                         /* slots in use or idle */
+	unsigned ensures_active;
+	struct fetch_chunk *queue;
+	size_t queue_head, queue_len, queue_alloc;
+	struct digest_set queued;
+	bool thread_started, stop;
+	pthread_t thread;
+	struct fetch_stats stats;
+};
+
+/* One chunk the current call owns the flight of. */
+struct job {
+	struct fetch_chunk c;
+	struct flight *fl;
+	int result;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Waits on @cond (a CLOCK_MONOTONIC one) until @deadline_ms; -ETIMEDOUT once it passed. */
+static int cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t deadline_ms)
+{
+	struct timespec ts = { .tv_sec = deadline_ms / 1000,
+			       .tv_nsec = (deadline_ms % 1000) * 1000000L };
+	int r;
+
+	r = pthread_cond_timedwait(cond, lock, &ts);
+	return r == ETIMEDOUT ? -ETIMEDOUT : 0;
+}
+
+static size_t digest_hash(const char *s)
+{
+	size_t h = 14695981039346656037ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static void digest_set_done(struct digest_set *s)
+{
+	for (size_t i = 0; i < s->n_buckets; i++) {
+		struct digest_node *n = s->buckets[i];
+
+		while (n) {
+			struct digest_node *next = n->next;
+
+			free(n);
+			n = next;
+		}
+	}
+	free(s->buckets);
+	*s = (struct digest_set) {};
+}
+
+static bool digest_set_contains(const struct digest_set *s, const char *digest)
+{
+	if (s->n_buckets == 0)
+		return false;
+	for (struct digest_node *n = s->buckets[digest_hash(digest) % s->n_buckets]; n; n = n->next)
+		if (streq(n->digest, digest))
+			return true;
+	return false;
+}
+
+/* Adds @digest, which must not be in the set yet. */
+static int digest_set_add(struct digest_set *s, const char *digest)
+{
+	struct digest_node *node;
+
+	if (s->n >= s->n_buckets) {
+		size_t nb = s->n_buckets ? s->n_buckets * 4 : 64;
+		struct digest_node **b = calloc(nb, sizeof(*b));
+
+		if (!b)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->n_buckets; i++) {
+			struct digest_node *n = s->buckets[i];
+
+			while (n) {
+				struct digest_node *next = n->next;
+				size_t h = digest_hash(n->digest) % nb;
+
+				n->next = b[h];
+				b[h] = n;
+				n = next;
+			}
+		}
+		free(s->buckets);
+		s->buckets = b;
+		s->n_buckets = nb;
+	}
+
+	node = calloc(1, sizeof(*node));
+	if (!node)
+		return -ENOMEM;
+	memcpy(node->digest, digest, sizeof(node->digest));
+	node->next = s->buckets[digest_hash(digest) % s->n_buckets];
+	s->buckets[digest_hash(digest) % s->n_buckets] = node;
+	s->n++;
+	return 0;
+}
+
+enum claim {
+	CLAIM_MINE,     /* the caller owns a new flight and must complete it */
+	CLAIM_WAIT,     /* another call fetches it: the caller holds a reference to wait on */
+	CLAIM_DUP,      /* the caller itself fetches it already */
+};
+
+/* Called with f->lock held. */
+static int flight_claim(struct fetcher *f, const char *digest, const void *owner,
+			struct flight **ret)
+{
+	struct flight **bucket = &f->flights[digest_hash(digest) % FLIGHT_BUCKETS], *fl;
+
+	for (fl = *bucket; fl; fl = fl->next)
+		if (streq(fl->digest, digest))
+			break;
+	if (fl && fl->owner == owner)
+		return CLAIM_DUP;
+	if (fl) {
+		fl->refs++;
+		*ret = fl;
+		return CLAIM_WAIT;
+	}
+
+	fl = calloc(1, sizeof(*fl));
+	if (!fl)
+		return -ENOMEM;
+	memcpy(fl->digest, digest, sizeof(fl->digest));
+	fl->owner = owner;
+	fl->refs = 1;
+	fl->next = *bucket;
+	*bucket = fl;
+	*ret = fl;
+	return CLAIM_MINE;
+}
+
+/* Called with f->lock held. */
+static void flight_unref(struct flight *fl)
+{
+	assert(fl->refs > 0);
+	if (--fl->refs == 0)
+		free(fl);
+}
+
+/* Publishes the owner's result: the flight leaves the table, so the next call for this
+ * digest starts afresh.  Called with f->lock held. */
+static void flight_complete(struct fetcher *f, struct flight *fl, int result)
+{
+	struct flight **p = &f->flights[digest_hash(fl->digest) % FLIGHT_BUCKETS];
+
+	while (*p != fl)
+		p = &(*p)->next;
+	*p = fl->next;
+	fl->next = NULL;
+	fl->done = true;
+	fl->result = result;
+	(void)pthread_cond_broadcast(&f->flight_done);
+	flight_unref(fl);
+}
+
+/* Waits for each of @fls (dropping the references); returns how many failed or were not done
+ * by @deadline.  With @cancellable, f->stop ends the wait too. */
+static unsigned flights_wait(struct fetcher *f, struct flight **fls, size_t n, int64_t deadline,
+			     bool cancellable)
+{
+	unsigned failed = 0;
+
+	pthread_mutex_lock(&f->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct flight *fl = fls[i];
+		bool timed_out = false;
+
+		while (!fl->done && !timed_out && !(cancellable && f->stop))
+			timed_out = cond_wait_until(&f->flight_done, &f->lock, deadline) < 0;
+		if (!fl->done || fl->result < 0) {
+			if (!fl->done)
+				log_debug("waiting for chunk '%s' timed out", fl->digest);
+			failed++;
+		}
+		flight_unref(fl);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return failed;
+}
+
+static bool chunk_valid(const struct fetcher *f, const struct fetch_chunk *c)
+{
+	if (c->layer >= f->n_layers) {
+		log_debug("chunk '%s' names layer %u of %zu", c->digest, c->layer, f->n_layers);
+		return false;
+	}
+	if (c->blob_length == 0 || c->blob_length > FETCH_CHUNK_MAX || c->size > FETCH_CHUNK_MAX ||
+	    c->blob_offset > f->layers[c->layer].size ||
+	    c->blob_length > f->layers[c->layer].size - c->blob_offset) {
+		log_debug("chunk '%s' at %llu+%llu (%llu bytes) does not fit layer '%s' of %llu bytes",
+			  c->digest, (unsigned long long)c->blob_offset,
+			  (unsigned long long)c->blob_length, (unsigned long long)c->size,
+			  f->layers[c->layer].digest, (unsigned long long)f->layers[c->layer].size);
+		return false;
+	}
+	if (digest_validate(c->digest) < 0) {
+		log_debug("chunk digest '%.80s' is invalid", c->digest);
+		return false;
+	}
+	return true;
+}
+
+/* Takes a fetch slot: a registry client (NULL with test readers).  Waits while all
+ * FETCH_SLOTS_MAX are in use, until @deadline. */
+static int slot_acquire(struct fetcher *f, int64_t deadline, struct registry **ret)
+{
+	struct registry *reg = NULL;
+	int r;
+
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		if (f->n_idle > 0) {
+			*ret = f->idle[--f->n_idle];
+			pthread_mutex_unlock(&f->lock);
+			return 0;
+		}
+		if (f->n_slots < FETCH_SLOTS_MAX) {
+			f->n_slots++;
+			break;
+		}
+		if (cond_wait_until(&f->slot_free, &f->lock, deadline) < 0) {
+			pthread_mutex_unlock(&f->lock);
+			return -ETIMEDOUT;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+
+	if (!f->readers) {
+		r = registry_new(f->ref, &f->ro, &reg);
+		if (r < 0) {
+			pthread_mutex_lock(&f->lock);
+			f->n_slots--;
+			(void)pthread_cond_signal(&f->slot_free);
+			pthread_mutex_unlock(&f->lock);
+			return r;
+		}
+	}
+	*ret = reg;
+	return 0;
+}
+
+static void slot_release(struct fetcher *f, struct registry *reg)
+{
+	pthread_mutex_lock(&f->lock);
+	f->idle[f->n_idle++] = reg;
+	(void)pthread_cond_signal(&f->slot_free);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static bool error_transient(int r, bool registry)
+{
+	if (registry)
+		/* registry.c retried -EAGAIN and -EHOSTUNREACH already; a body cut short is not. */
+		return r == -EPROTO;
+	return r == -EAGAIN || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -EPROTO || r == -EIO ||
+	       r == -EINTR || r == -ECONNRESET;
+}
+
+/* Reads [offset, offset+len) of layer @layer into @buf, retrying transient failures while a
+ * whole new attempt fits before @deadline.  Logs the final failure once. */
+static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_t len, void *buf,
+		       int64_t deadline)
+{
+	const struct fetch_layer *l = &f->layers[layer];
+	bool registry = !f->readers;
+	unsigned attempts = registry ? FETCH_ATTEMPTS_REGISTRY : FETCH_ATTEMPTS_READER;
+	long attempt_ms = registry ? f->ro.timeout_ms : 0;
+	long backoff = FETCH_BACKOFF_MS_FIRST;
+	char error[256] = "";
+	int r;
+
+	for (unsigned attempt = 1;; attempt++) {
+		struct registry *reg;
+
+		r = slot_acquire(f, deadline, &reg);
+		if (r < 0) {
+			(void)snprintf(error, sizeof(error), "no registry connection: %s",
+				       strerror(-r));
+			break;
+		}
+		if (registry) {
+			r = registry_get_blob_range(reg, l->digest, offset, len, buf);
+			if (r < 0)
+				(void)snprintf(error, sizeof(error), "%s", registry_last_error(reg));
+		} else {
+			r = f->readers[layer].read(f->readers[layer].userdata, offset, len, buf);
+			if (r < 0)
+				(void)snprintf(error, sizeof(error), "%s", strerror(-r));
+		}
+		slot_release(f, reg);
+
+		pthread_mutex_lock(&f->lock);
+		f->stats.requests++;
+		if (r >= 0)
+			f->stats.bytes_fetched += len;
+		pthread_mutex_unlock(&f->lock);
+		if (r >= 0)
+			return 0;
+
+		if (attempt >= attempts || !error_transient(r, registry) ||
+		    now_ms() + backoff + attempt_ms > deadline)
+			break;
+		sleep_ms(backoff);
+		backoff *= 4;
+	}
+
+	log_debug_errno(r, "fetching %zu bytes at %llu of layer '%s' failed: %s", len,
+			(unsigned long long)offset, l->digest, error);
+	return r;
+}
+
+/* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
+ * c->size bytes (one or more). */
+static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
+		       void *out)
+{
+	const struct fetch_layer *l = &f->layers[c->layer];
+	struct blob_txn *t = NULL;
+	int r;
+
+	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
+	if (r < 0)
+		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
+				       c->digest, (unsigned long long)c->blob_offset, l->digest);
+	r = digest_verify_buffer(out, c->size, c->digest);
+	if (r < 0)
+		return log_debug_errno(r, "chunk at %llu of layer '%s' does not hash to '%s'",
+				       (unsigned long long)c->blob_offset, l->digest, c->digest);
+
+	r = blob_txn_begin(f->bs, &t);
+	if (r < 0)
+		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
+	r = blob_txn_write(t, out, c->size);
+	if (r < 0) {
+		blob_txn_abort(t);
+		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
+	}
+	r = blob_txn_commit(t, c->digest, NULL, NULL);
+	if (r < 0)
+		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
+	return 0;
+}
+
+/* Fetches one run: @jobs of one layer, sorted, all inside [start, start+len).  Completes every
+ * job's flight; returns how many failed. */
+static unsigned fetch_run(struct fetcher *f, struct job *jobs, size_t n, uint64_t start,
+			  size_t len, int64_t deadline)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ void *out = NULL;
+	uint64_t out_max = 1;
+	unsigned failed = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		out_max = MAX(out_max, jobs[i].c.size);
+
+	buf = malloc(len);
+	out = malloc(out_max);
+	if (!buf || !out) {
+		log_debug("fetching %zu bytes of layer '%s' failed: out of memory", len,
+			  f->layers[jobs[0].c.layer].digest);
+		r = -ENOMEM;
+	} else {
+		r = fetch_range(f, jobs[0].c.layer, start, len, buf, deadline);
+	}
+	/* The compressed bytes stay; only the output buffer is needed per chunk from here. */
+
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = &jobs[i];
+
+		if (r >= 0)
+			j->result = store_chunk(f, &j->c, buf + (j->c.blob_offset - start), out) < 0 ?
+				    -EIO : 0;
+		else
+			j->result = -EIO;
+
+		pthread_mutex_lock(&f->lock);
+		if (j->result < 0) {
+			f->stats.chunks_failed++;
+			failed++;
+		} else {
+			f->stats.chunks_fetched++;
+		}
+		flight_complete(f, j->fl, j->result);
+		j->fl = NULL;
+		pthread_mutex_unlock(&f->lock);
+	}
+	return failed;
+}
+
+static int job_compare(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+
+	if (x->c.layer != y->c.layer)
+		return x->c.layer < y->c.layer ? -1 : 1;
+	if (x->c.blob_offset != y->c.blob_offset)
+		return x->c.blob_offset < y->c.blob_offset ? -1 : 1;
+	return 0;
+}
+
+/* Fetches the chunks of @jobs (whose flights the caller owns), merging neighbours into
+ * requests of at most @request_max bytes.  Returns how many failed. */
+static unsigned fetch_jobs(struct fetcher *f, struct job *jobs, size_t n, uint64_t request_max,
+			   int64_t deadline)
+{
+	unsigned failed = 0;
+
+	qsort(jobs, n, sizeof(*jobs), job_compare);
+	for (size_t i = 0; i < n;) {
+		uint64_t start = jobs[i].c.blob_offset, end = start + jobs[i].c.blob_length;
+		size_t k = i + 1;
+
+		for (; k < n; k++) {
+			const struct fetch_chunk *c = &jobs[k].c;
+			uint64_t e = MAX(end, c->blob_offset + c->blob_length);
+
+			if (c->layer != jobs[i].c.layer || c->blob_offset > end + FETCH_GAP_MAX ||
+			    e - start > request_max)
+				break;
+			end = e;
+		}
+		failed += fetch_run(f, jobs + i, k - i, start, end - start, deadline);
+		i = k;
+	}
+	return failed;
+}
+
+/* Claims the flights of @chunks (with @owner), sorting them into @jobs (fetch) and @waits
+ * (wait).  Called with f->lock held; returns how many could not be claimed. */
+static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *chunks, size_t n,
+			  const void *owner, struct job *jobs, size_t *n_jobs,
+			  struct flight **waits, size_t *n_waits)
+{
+	unsigned failed = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct flight *fl = NULL;
+		int r;
+
+		r = flight_claim(f, chunks[i]->digest, owner, &fl);
+		if (r == CLAIM_MINE)
+			jobs[(*n_jobs)++] = (struct job) { .c = *chunks[i], .fl = fl };
+		else if (r == CLAIM_WAIT)
+			waits[(*n_waits)++] = fl;
+		else if (r < 0) {
+			f->stats.chunks_failed++;
+			failed++;
+		}
+	}
+	return failed;
+}
+
+/* Completes at once the flights of jobs whose chunk got stored between the caller's first look
+ * and its claim (another call's flight completed in between), and drops them from @jobs. */
+static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < *n_jobs; i++) {
+		if (blob_store_has(f->bs, jobs[i].c.digest) > 0) {
+			pthread_mutex_lock(&f->lock);
+			flight_complete(f, jobs[i].fl, 0);
+			pthread_mutex_unlock(&f->lock);
+		} else {
+			jobs[k++] = jobs[i];
+		}
+	}
+	*n_jobs = k;
+}
+
+int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n)
+{
+	_cleanup_free_ const struct fetch_chunk **missing = NULL;
+	_cleanup_free_ struct job *jobs = NULL;
+	_cleanup_free_ struct flight **waits = NULL;
+	int64_t deadline = now_ms() + FETCH_DEADLINE_MS;
+	size_t n_missing = 0, n_jobs = 0, n_waits = 0;
+	unsigned failed = 0, invalid = 0;
+	char owner;   /* its address identifies this call */
+
+	if (n == 0)
+		return 0;
+	missing = calloc(n, sizeof(*missing));
+	jobs = calloc(n, sizeof(*jobs));
+	waits = calloc(n, sizeof(*waits));
+	if (!missing || !jobs || !waits)
+		return -EIO;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!chunk_valid(f, &chunks[i])) {
+			invalid++;
+			continue;
+		}
+		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
+		if (blob_store_has(f->bs, chunks[i].digest) != 1)
+			missing[n_missing++] = &chunks[i];
+	}
+
+	pthread_mutex_lock(&f->lock);
+	f->stats.chunks_failed += invalid;
+	if (n_missing == 0) {
+		pthread_mutex_unlock(&f->lock);
+		return invalid > 0 ? -EIO : 0;
+	}
+	f->ensures_active++;
+	failed += claim_all(f, missing, n_missing, &owner, jobs, &n_jobs, waits, &n_waits);
+	pthread_mutex_unlock(&f->lock);
+
+	jobs_drop_stored(f, jobs, &n_jobs);
+	failed += fetch_jobs(f, jobs, n_jobs, FETCH_REQUEST_MAX, deadline);
+	failed += flights_wait(f, waits, n_waits, deadline, false);
+
+	pthread_mutex_lock(&f->lock);
+	if (--f->ensures_active == 0)
+		(void)pthread_cond_broadcast(&f->prefetch_wake);
+	pthread_mutex_unlock(&f->lock);
+
+	return failed + invalid > 0 ? -EIO : 0;
+}
+
+void fetcher_note_hit(struct fetcher *f)
+{
+	pthread_mutex_lock(&f->lock);
+	f->stats.chunks_cached++;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret)
+{
+	pthread_mutex_lock(&f->lock);
+	*ret = f->stats;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Takes the next run from the head of the queue into @batch: queued chunks of one layer that
+ * follow each other closely, within PREFETCH_REQUEST_MAX.  Called with f->lock held and the
+ * queue not empty. */
+static size_t prefetch_take(struct fetcher *f, struct fetch_chunk *batch)
+{
+	const struct fetch_chunk *first = &f->queue[f->queue_head];
+	uint64_t start = first->blob_offset, end = start + first->blob_length;
+	size_t n = 0;
+
+	batch[n++] = *first;
+	f->queue_head++;
+	while (f->queue_head < f->queue_len && n < PREFETCH_BATCH_MAX) {
+		const struct fetch_chunk *c = &f->queue[f->queue_head];
+		uint64_t e = MAX(end, c->blob_offset + c->blob_length);
+
+		if (c->layer != first->layer || c->blob_offset < start ||
+		    c->blob_offset > end + FETCH_GAP_MAX || e - start > PREFETCH_REQUEST_MAX)
+			break;
+		end = e;
+		batch[n++] = *c;
+		f->queue_head++;
+	}
+
+	if (f->queue_head == f->queue_len) {
+		f->queue_head = f->queue_len = 0;
+	} else if (f->queue_head > f->queue_alloc / 2) {
+		memmove(f->queue, f->queue + f->queue_head,
+			(f->queue_len - f->queue_head) * sizeof(*f->queue));
+		f->queue_len -= f->queue_head;
+		f->queue_head = 0;
+	}
+	return n;
+}
+
+/* Fetches one batch taken from the queue; returns how many of it failed. */
+static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, size_t n,
+			       const struct fetch_chunk **missing, struct job *jobs,
+			       struct flight **waits)
+{
+	int64_t deadline = now_ms() + FETCH_DEADLINE_MS;
+	size_t n_missing = 0, n_jobs = 0, n_waits = 0;
+	unsigned found = 0, failed = 0, failed_waits;
+
+	for (size_t i = 0; i < n; i++) {
+		if (blob_store_has(f->bs, batch[i].digest) == 1)
+			found++;
+		else
+			missing[n_missing++] = &batch[i];
+	}
+
+	pthread_mutex_lock(&f->lock);
+	f->stats.prefetch_done += found;
+	failed += claim_all(f, missing, n_missing, f, jobs, &n_jobs, waits, &n_waits);
+	pthread_mutex_unlock(&f->lock);
+
+	jobs_drop_stored(f, jobs, &n_jobs);
+	failed += fetch_jobs(f, jobs, n_jobs, PREFETCH_REQUEST_MAX, deadline);
+	/* A chunk an ensure is fetching right now: its result counts for prefetch too. */
+	failed_waits = flights_wait(f, waits, n_waits, deadline, true);
+	failed += failed_waits;
+
+	pthread_mutex_lock(&f->lock);
+	f->stats.prefetch_done += n - found - failed;
+	pthread_mutex_unlock(&f->lock);
+	return failed;
+}
+
+static void *prefetch_thread(void *userdata)
+{
+	struct fetcher *f = userdata;
+	_cleanup_free_ struct fetch_chunk *batch = NULL;
+	_cleanup_free_ const struct fetch_chunk **missing = NULL;
+	_cleanup_free_ struct job *jobs = NULL;
+	_cleanup_free_ struct flight **waits = NULL;
+
+	batch = calloc(PREFETCH_BATCH_MAX, sizeof(*batch));
+	missing = calloc(PREFETCH_BATCH_MAX, sizeof(*missing));
+	jobs = calloc(PREFETCH_BATCH_MAX, sizeof(*jobs));
+	waits = calloc(PREFETCH_BATCH_MAX, sizeof(*waits));
+
+	pthread_mutex_lock(&f->lock);
+	if (!batch || !missing || !jobs || !waits) {
+		log_debug("prefetch thread: out of memory, not prefetching");
+		f->stats.prefetch_running = false;
+		pthread_mutex_unlock(&f->lock);
+		return NULL;
+	}
+	while (!f->stop) {
+		size_t n;
+
+		if (f->queue_head == f->queue_len) {
+			f->stats.prefetch_running = false;
+			(void)pthread_cond_wait(&f->prefetch_wake, &f->lock);
+			continue;
+		}
+		f->stats.prefetch_running = true;
+		/* A read always goes ahead of prefetch work. */
+		if (f->ensures_active > 0) {
+			(void)pthread_cond_wait(&f->prefetch_wake, &f->lock);
+			continue;
+		}
+
+		n = prefetch_take(f, batch);
+		pthread_mutex_unlock(&f->lock);
+
+		if (prefetch_batch(f, batch, n, missing, jobs, waits) > 0) {
+			/* Do not hammer a registry that fails; reads will still try at once. */
+			int64_t until = now_ms() + PREFETCH_FAILURE_PAUSE_MS;
+
+			pthread_mutex_lock(&f->lock);
+			while (!f->stop && cond_wait_until(&f->prefetch_wake, &f->lock, until) == 0)
+				;
+			continue;
+		}
+		pthread_mutex_lock(&f->lock);
+	}
+	f->stats.prefetch_running = false;
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* Called with f->lock held. */
+static int prefetch_start(struct fetcher *f)
+{
+	sigset_t all, old;
+	int r;
+
+	if (f->thread_started)
+		return 0;
+	/* Signals are the main thread's business. */
+	(void)sigfillset(&all);
+	(void)pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&f->thread, NULL, prefetch_thread, f);
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0)
+		return log_debug_errno(r, "starting the prefetch thread failed: %m");
+	f->thread_started = true;
+	return 0;
+}
+
+int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n)
+{
+	_cleanup_free_ bool *skip = NULL;
+	size_t added = 0;
+	int r = 0;
+
+	if (n == 0)
+		return 0;
+	skip = calloc(n, sizeof(*skip));
+	if (!skip)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		skip[i] = !chunk_valid(f, &chunks[i]) || blob_store_has(f->bs, chunks[i].digest) == 1;
+
+	pthread_mutex_lock(&f->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (skip[i] || digest_set_contains(&f->queued, chunks[i].digest))
+			continue;
+		if (f->queue_len == f->queue_alloc) {
+			size_t na = f->queue_alloc ? f->queue_alloc * 2 : 256;
+			struct fetch_chunk *q = realloc(f->queue, na * sizeof(*q));
+
+			if (!q) {
+				r = -ENOMEM;
+				break;
+			}
+			f->queue = q;
+			f->queue_alloc = na;
+		}
+		r = digest_set_add(&f->queued, chunks[i].digest);
+		if (r < 0)
+			break;
+		f->queue[f->queue_len++] = chunks[i];
+		added++;
+	}
+	f->stats.prefetch_total += added;
+	if (added > 0) {
+		int k = prefetch_start(f);
+
+		if (k < 0 && r >= 0)
+			r = k;
+		if (k >= 0)
+			f->stats.prefetch_running = true;
+		(void)pthread_cond_broadcast(&f->prefetch_wake);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return r;
+}
+
+static int strdup_opt(const char *s, char **ret)
+{
+	*ret = NULL;
+	if (!s)
+		return 0;
+	*ret = strdup(s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int reference_copy(const struct reference *from, struct reference **ret)
+{
+	_cleanup_(reference_freep) struct reference *ref = NULL;
+
+	ref = calloc(1, sizeof(*ref));
+	if (!ref)
+		return -ENOMEM;
+	if (strdup_opt(from->domain, &ref->domain) < 0 ||
+	    strdup_opt(from->repository, &ref->repository) < 0 ||
+	    strdup_opt(from->tag, &ref->tag) < 0 || strdup_opt(from->digest, &ref->digest) < 0)
+		return -ENOMEM;
+	*ret = TAKE_PTR(ref);
+	return 0;
+}
+
+static int fetcher_init_sync(struct fetcher *f)
+{
+	pthread_condattr_t attr;
+	int r;
+
+	r = -pthread_condattr_init(&attr);
+	if (r < 0)
+		return r;
+	r = -pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (r >= 0)
+		r = -pthread_cond_init(&f->flight_done, &attr);
+	if (r >= 0)
+		r = -pthread_cond_init(&f->slot_free, &attr);
+	if (r >= 0)
+		r = -pthread_cond_init(&f->prefetch_wake, &attr);
+	(void)pthread_condattr_destroy(&attr);
+	return r;
+}
+
+int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
+		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret)
+{
+	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
+	int r;
+
+	if (!src || !bs || (!src->reader && !src->ref))
+		return -EINVAL;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	/* fetcher_free() destroys these: initialise them first. */
+	(void)pthread_mutex_init(&f->lock, NULL);
+	r = fetcher_init_sync(f);
+	if (r < 0) {
+		free(TAKE_PTR(f));
+		return r;
+	}
+	f->bs = bs;
+
+	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
+	f->idle = calloc(FETCH_SLOTS_MAX, sizeof(*f->idle));
+	if (!f->layers || !f->idle)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_layers; i++) {
+		f->layers[i] = layers[i];
+		f->layers[i].digest = NULL;
+		f->n_layers++;
+		if (!layers[i].digest)
+			return -EINVAL;
+		f->layers[i].digest = strdup(layers[i].digest);
+		if (!f->layers[i].digest)
+			return -ENOMEM;
+	}
+
+	if (src->reader) {
+		f->readers = calloc(n_layers ?: 1, sizeof(*f->readers));
+		if (!f->readers)
+			return -ENOMEM;
+		memcpy(f->readers, src->reader, n_layers * sizeof(*f->readers));
+	} else {
+		r = reference_copy(src->ref, &f->ref);
+		if (r < 0)
+			return r;
+		if (src->ro)
+			f->ro = *src->ro;
+		if (strdup_opt(f->ro.username, &f->username) < 0 ||
+		    strdup_opt(f->ro.password, &f->password) < 0 ||
+		    strdup_opt(f->ro.cert_dir, &f->cert_dir) < 0)
+			return -ENOMEM;
+		f->ro.username = f->username;
+		f->ro.password = f->password;
+		f->ro.cert_dir = f->cert_dir;
+		/* Bounds one registry_get_blob_range(), its own retries included. */
+		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > FETCH_REQUEST_TIMEOUT_MS)
+			f->ro.timeout_ms = FETCH_REQUEST_TIMEOUT_MS;
+	}
+
+	*ret = TAKE_PTR(f);
+	return 0;
+}
+
+struct fetcher *fetcher_free(struct fetcher *f)
+{
+	if (!f)
+		return NULL;
+
+	pthread_mutex_lock(&f->lock);
+	f->stop = true;
+	(void)pthread_cond_broadcast(&f->prefetch_wake);
+	(void)pthread_cond_broadcast(&f->flight_done);
+	pthread_mutex_unlock(&f->lock);
+	if (f->thread_started)
+		(void)pthread_join(f->thread, NULL);
+
+	/* No call is in progress any more, so no flight is left and every slot is idle. */
+	assert(f->n_idle == f->n_slots);
+	for (size_t i = 0; i < f->n_idle; i++)
+		registry_free(f->idle[i]);
+	free(f->idle);
+	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
+		assert(!f->flights[i]);
+
+	for (size_t i = 0; i < f->n_layers; i++)
+		free((char *)f->layers[i].digest);
+	free(f->layers);
+	free(f->readers);
+	reference_free(f->ref);
+	free(f->username);
+	if (f->password)
+		explicit_bzero(f->password, strlen(f->password));
+	free(f->password);
+	free(f->cert_dir);
+	free(f->queue);
+	digest_set_done(&f->queued);
+
+	(void)pthread_cond_destroy(&f->flight_done);
+	(void)pthread_cond_destroy(&f->slot_free);
+	(void)pthread_cond_destroy(&f->prefetch_wake);
+	(void)pthread_mutex_destroy(&f->lock);
+	free(f);
+	return NULL;
+}

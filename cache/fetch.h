@@ -1,0 +1,81 @@
+/*
+ * cache/fetch.h: turns missing chunks of lazy layers into verified local blobs, on demand.
+ * Used by the mount daemon from many FUSE threads at once:
+ * - a chunk already in the blob store costs nothing here (callers check the store first);
+ * - concurrent requests for the same missing chunk cause one fetch: later callers wait for the
+ *   first (single flight, keyed by the chunk's digest);
+ * - adjacent missing chunks of one layer are fetched with one Range request;
+ * - fetched bytes are decompressed, verified against the chunk's digest, and only then stored
+ *   (blob_txn_commit with the expected digest): bytes that fail are never stored or returned;
+ * - a slow fetch blocks only the readers that need it.
+ * Prefetch work runs on a background thread and always yields to reads.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blob_store.h"
+#include "digest.h"
+#include "layer_lazy.h"
+#include "manifest.h"
+#include "registry.h"
+
+struct fetcher;
+
+/* One lazy layer of the mounted image, as fetch_chunk.layer indexes them. */
+struct fetch_layer {
+	const char *digest;                 /* the layer blob, for Range requests */
+	enum layer_compression compression; /* gzip (eStargz) or zstd (zstd:chunked) */
+	uint64_t size;                      /* blob size: no range may pass it */
+};
+
+struct fetch_chunk {
+	unsigned layer;          /* index into the fetcher's layers */
+	uint64_t blob_offset;
+	uint64_t blob_length;
+	uint64_t size;           /* uncompressed */
+	char digest[DIGEST_STRING_MAX];
+};
+
+struct fetch_stats {
+	uint64_t bytes_fetched;        /* compressed bytes received from the registry */
+	uint64_t requests;             /* Range requests sent */
+	uint64_t chunks_fetched;       /* chunks fetched, verified and stored */
+	uint64_t chunks_cached;        /* chunk reads served from the blob store (fetch_note_hit) */
+	uint64_t chunks_failed;        /* chunks that could not be fetched or failed verification */
+	uint64_t prefetch_total;       /* chunks queued for prefetch */
+	uint64_t prefetch_done;        /* of those, now in the store (fetched or found) */
+	bool prefetch_running;
+};
+
+/* Where chunk bytes come from: normally the registry; tests may pass a reader over a local
+ * file.  @reader, when non-NULL, is used instead of the registry (ref/ro then unused); its
+ * read() may be called from several threads at once (at most 8).  fetcher_new() copies
+ * @ref, @ro (with its strings) and the reader array, not what the readers' userdata point to. */
+struct fetcher_source {
+	const struct reference *ref;
+	const struct registry_options *ro;
+	const struct blob_range_reader *reader;   /* layer index -> reader: reader[layer] */
+};
+
+/* Copies @layers.  Makes no network request yet. */
+int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
+		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret);
+struct fetcher *fetcher_free(struct fetcher *f);  /* NULL-safe; stops prefetch first */
+DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
+
+/* Makes sure each of @chunks (any order, any layers) is in the blob store, fetching what is
+ * missing.  Returns 0 when all are stored, -EIO if any could not be fetched or verified (the
+ * others may still have been stored), -EINTR never (waits are not interruptible yet). */
+int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
+
+/* Counts a chunk served from the store, for the stats. */
+void fetcher_note_hit(struct fetcher *f);
+
+/* Queues @chunks for background fetching (taking a copy) and starts the prefetch thread if it
+ * is not running.  Prefetch pauses while any fetcher_ensure() is in progress. */
+int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
+
+void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret);

@@ -1,0 +1,275 @@
+/*
+ * cli/stats.c: the statistics of a mount.  The daemon runs one thread that accepts
+ * connections on a unix socket (mode 0600, in the mount's 0700 state directory) and writes the
+ * current counters as one JSON object; `lazyroot stats` reads it and prints it as JSON or as
+ * lines for people.
+ */
+#include "stats.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "../cache/log.h"
+#include "../cache/util.h"
+#include "cli.h"
+#include "mount_state.h"
+
+#define STATS_REPLY_MAX (64 * 1024)
+
+struct stats_server {
+	int fd;
+	int stop_pipe[2];        /* a write wakes the thread to exit */
+	pthread_t thread;
+	char *target, *image, *digest;
+	struct fetcher *fetcher; /* borrowed; outlives the server */
+};
+
+static char *stats_json(const struct stats_server *s)
+{
+	struct fetch_stats st = {};
+	json_t *o;
+	char *text;
+
+	if (s->fetcher)
+		fetcher_get_stats(s->fetcher, &st);
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
+		      "mountpoint", s->target, "image", s->image, "digest", s->digest,
+		      "bytes_fetched", (json_int_t)st.bytes_fetched,
+		      "requests", (json_int_t)st.requests,
+		      "chunks_fetched", (json_int_t)st.chunks_fetched,
+		      "chunks_cached", (json_int_t)st.chunks_cached,
+		      "chunks_failed", (json_int_t)st.chunks_failed,
+		      "prefetch", "total", (json_int_t)st.prefetch_total,
+		      "done", (json_int_t)st.prefetch_done, "running", st.prefetch_running);
+	if (!o)
+		return NULL;
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return text;
+}
+
+static void *stats_thread(void *userdata)
+{
+	struct stats_server *s = userdata;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = s->fd, .events = POLLIN },
+			{ .fd = s->stop_pipe[0], .events = POLLIN },
+		};
+		_cleanup_close_ int conn = -EBADF;
+		_cleanup_free_ char *text = NULL;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		conn = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0)
+			continue;
+		text = stats_json(s);
+		if (text)
+			(void)send(conn, text, strlen(text), MSG_NOSIGNAL);
+	}
+}
+
+struct stats_server *stats_server_stop(struct stats_server *s)
+{
+	if (!s)
+		return NULL;
+	if (s->stop_pipe[1] >= 0) {
+		(void)write(s->stop_pipe[1], "x", 1);
+		(void)pthread_join(s->thread, NULL);
+	}
+	closep(&s->fd);
+	closep(&s->stop_pipe[0]);
+	closep(&s->stop_pipe[1]);
+	free(s->target);
+	free(s->image);
+	free(s->digest);
+	free(s);
+	return NULL;
+}
+DEFINE_CLEANUP_FUNC(struct stats_server *, stats_server_stop);
+
+static int socket_address(const char *path, struct sockaddr_un *ret, socklen_t *ret_len)
+{
+	*ret = (struct sockaddr_un) { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(ret->sun_path))
+		return -ENAMETOOLONG;
+	strcpy(ret->sun_path, path);
+	*ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+	return 0;
+}
+
+int stats_server_start(const char *socket_path, const struct stats_identity *id,
+		       struct fetcher *fetcher, struct stats_server **ret)
+{
+	_cleanup_(stats_server_stopp) struct stats_server *s = NULL;
+	struct sockaddr_un sa;
+	socklen_t sa_len;
+	int r;
+
+	r = socket_address(socket_path, &sa, &sa_len);
+	if (r < 0)
+		return r;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = s->stop_pipe[0] = s->stop_pipe[1] = -EBADF;
+	s->fetcher = fetcher;
+	s->target = strdup(id->target);
+	s->image = strdup(id->image ? id->image : "");
+	s->digest = strdup(id->digest ? id->digest : "");
+	if (!s->target || !s->image || !s->digest)
+		return -ENOMEM;
+
+	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->fd < 0)
+		return -errno;
+	(void)unlink(socket_path);
+	if (bind(s->fd, (struct sockaddr *)&sa, sa_len) < 0)
+		return -errno;
+	if (chmod(socket_path, 0600) < 0 || listen(s->fd, 8) < 0)
+		return -errno;
+	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	r = -pthread_create(&s->thread, NULL, stats_thread, s);
+	if (r < 0) {
+		closep(&s->stop_pipe[1]);  /* no thread to join */
+		s->stop_pipe[1] = -EBADF;
+		return r;
+	}
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+static int stats_fetch(const char *socket_path, char **ret)
+{
+	_cleanup_close_ int fd = -EBADF;
+	_cleanup_free_ char *buf = NULL;
+	struct sockaddr_un sa;
+	socklen_t sa_len;
+	size_t len = 0;
+	int r;
+
+	r = socket_address(socket_path, &sa, &sa_len);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sa_len) < 0)
+		return -errno;
+	buf = malloc(STATS_REPLY_MAX + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, STATS_REPLY_MAX - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len == STATS_REPLY_MAX)
+			return -EFBIG;
+	}
+	buf[len] = 0;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+static void print_human(json_t *o)
+{
+	json_t *p = json_object_get(o, "prefetch");
+
+	printf("mountpoint:      %s\n", json_string_value(json_object_get(o, "mountpoint")));
+	printf("image:           %s\n", json_string_value(json_object_get(o, "image")));
+	printf("digest:          %s\n", json_string_value(json_object_get(o, "digest")));
+	printf("bytes fetched:   %" JSON_INTEGER_FORMAT "\n",
+	       json_integer_value(json_object_get(o, "bytes_fetched")));
+	printf("requests:        %" JSON_INTEGER_FORMAT "\n",
+	       json_integer_value(json_object_get(o, "requests")));
+	printf("chunks fetched:  %" JSON_INTEGER_FORMAT "\n",
+	       json_integer_value(json_object_get(o, "chunks_fetched")));
+	printf("chunks cached:   %" JSON_INTEGER_FORMAT "\n",
+	       json_integer_value(json_object_get(o, "chunks_cached")));
+	printf("chunks failed:   %" JSON_INTEGER_FORMAT "\n",
+	       json_integer_value(json_object_get(o, "chunks_failed")));
+	printf("prefetch:        %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
+	       json_integer_value(json_object_get(p, "done")),
+	       json_integer_value(json_object_get(p, "total")),
+	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");
+}
+
+int verb_stats(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	_cleanup_free_ char *target = NULL, *dir = NULL, *sock = NULL, *text = NULL;
+	bool json = false;
+	json_t *o;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "jh", options, NULL)) >= 0) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			printf("Usage: lazyroot stats [--json] MOUNTPOINT\n\n"
+			       "Show what a mount fetched: bytes, requests, chunks fetched, served from\n"
+			       "the cache and failed, and the progress of its prefetch.\n");
+			return 0;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		log_error("stats needs a mountpoint (see 'lazyroot stats --help')");
+		return EXIT_USAGE;
+	}
+	r = path_make_absolute(argv[optind], &target);
+	if (r >= 0)
+		r = mount_state_dir_for(target, &dir);
+	if (r < 0 || asprintf(&sock, "%s/control", dir) < 0) {
+		log_error_errno(r < 0 ? r : -ENOMEM, "cannot resolve '%s': %m", argv[optind]);
+		return EXIT_USAGE;
+	}
+	r = stats_fetch(sock, &text);
+	if (r < 0) {
+		if (r == -ENOENT || r == -ECONNREFUSED)
+			log_error("'%s' is not a lazyroot mount with a running daemon", target);
+		else
+			log_error_errno(r, "cannot read the statistics of '%s': %m", target);
+		return EXIT_MOUNT;
+	}
+	if (json) {
+		printf("%s\n", text);
+		return 0;
+	}
+	o = json_loads(text, 0, NULL);
+	if (!o) {
+		log_error("the daemon of '%s' sent malformed statistics", target);
+		return EXIT_FAILURE_OTHER;
+	}
+	print_human(o);
+	json_decref(o);
+	return 0;
+}

@@ -1,0 +1,21 @@
+/* cli/stats.h: `lazyroot stats MOUNTPOINT`: the mount daemon answers on a unix socket in its
+ * runtime state directory (RUNTIME/mounts/<id>/control) with one JSON object. */
+#pragma once
+
+#include "../cache/fetch.h"
+
+struct stats_server;
+
+struct stats_identity {
+	const char *target;      /* the mountpoint */
+	const char *image;       /* canonical reference */
+	const char *digest;      /* manifest digest */
+};
+
+/* Listens at @socket_path and answers every connection with the current statistics of
+ * @fetcher (NULL: an image without lazy layers, all counters zero). */
+int stats_server_start(const char *socket_path, const struct stats_identity *id,
+		       struct fetcher *fetcher, struct stats_server **ret);
+struct stats_server *stats_server_stop(struct stats_server *s);  /* NULL-safe */
+
+int verb_stats(int argc, char **argv);
