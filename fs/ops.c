@@ -791,6 +791,10 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~unwanted;
 	/* conn->max_readahead stays at what the kernel offered: reads ahead of a lazy fetch
 	 * are what keeps sequential reads of a cold blob fast. */
+	/* Readahead and async reads are background requests; with the kernel's default of 12,
+	 * a few readers stuck on slow fetches would hold up readahead of cached files too. */
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {
