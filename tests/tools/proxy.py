@@ -1,0 +1,447 @@
+#!/usr/bin/python3
+"""A logging reverse proxy for a test registry, on 127.0.0.1 (threaded, HTTP/1.1 keep-alive).
+
+Every request is forwarded as it came (method, path + query, headers including Host, Range and
+Authorization, body) to the upstream registry over a keep-alive connection of its own, and the
+response comes back as it was (status, headers, body streamed). Each request is recorded:
+
+    {"method", "path", "range", "status", "bytes" (response body bytes sent to the client),
+     "time", "duration", "conn" (client connection number), "fault" (what a hook did or None)}
+
+A TLS ClientHello arriving on a connection (lazyroot tries HTTPS first on loopback) is
+answered like Go's net/http answers it -- "HTTP/1.0 400 Bad Request" + close, which is what
+makes a TLS client report "wrong version number" and fall back to HTTP -- or, with
+tls_hello="close", the connection is just closed. Either way it is counted in .tls_hellos.
+
+    from proxy import Proxy
+    with Proxy(registry.addr) as p:          # p.addr = "127.0.0.1:PORT"
+        ... lazyroot mount p.addr + "/repo:tag" ...
+        p.requests                           # list of dicts (a copy)
+        p.bytes_for("/v2/repo/blobs/")       # response body bytes of requests under a prefix
+        p.blob_requests(digest=None)         # GETs of blobs (optionally of one digest)
+        p.reset()                            # forget what was recorded
+        p.set_fault(hook) / p.offline = True # fault injection / refuse everything
+    # stop(): closes the listener AND every client connection (a daemon's keep-alive
+    # connection included), so nothing more can come through
+
+Fault hooks: hook(req) with req = {"method", "path", "range", "headers"} returns None (pass) or
+a Fault:
+    Fault.drop()                 close the client connection without answering
+    Fault.status(code)           answer code with an empty body instead of forwarding
+    Fault.corrupt(fn)            forward, buffer the body, send fn(body) (keep its length to
+                                 stay HTTP-correct; Content-Length is set to the new length)
+    Fault.truncate(n)            send the headers and only the first n body bytes, then close
+    Fault.delay(seconds)         sleep, then forward normally
+Parsing helpers: parse_range("bytes=a-b") -> (a, b) or None.
+
+CLI: proxy.py UPSTREAM_ADDR [--port N]   (runs until interrupted, logs one line per request)
+"""
+
+import argparse
+import http.client
+import re
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+              "trailer", "upgrade"}
+GO_TLS_REPLY = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$")
+
+
+def parse_range(value):
+    """(first, last) of a single "bytes=a-b" range (last None when open-ended), or None."""
+    if not value:
+        return None
+    m = _RANGE.match(value)
+    if not m:
+        return None
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+
+
+class Fault:
+    def __init__(self, kind, arg=None):
+        self.kind, self.arg = kind, arg
+
+    @classmethod
+    def drop(cls):
+        return cls("drop")
+
+    @classmethod
+    def status(cls, code):
+        return cls("status", code)
+
+    @classmethod
+    def corrupt(cls, fn):
+        return cls("corrupt", fn)
+
+    @classmethod
+    def truncate(cls, n):
+        return cls("truncate", n)
+
+    @classmethod
+    def delay(cls, seconds):
+        return cls("delay", seconds)
+
+    def __repr__(self):
+        return "Fault.%s(%r)" % (self.kind, self.arg if not callable(self.arg) else "fn")
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # a client or the proxy's stop() closed the connection
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lazyroot-test-proxy"
+
+    def log_message(self, fmt, *args):  # quiet; the proxy keeps its own records
+        if self.server.proxy.verbose:
+            sys.stderr.write("proxy: " + (fmt % args) + "\n")
+
+    # -- connection level ---------------------------------------------------------------------
+    def setup(self):
+        super().setup()
+        self.proxy = self.server.proxy
+        self.conn_no = self.proxy._register(self.connection)
+        self.upstream = None
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            if self.upstream is not None:
+                self.upstream.close()
+            self.proxy._unregister(self.connection)
+
+    def handle(self):
+        try:
+            first = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        if not first:
+            return
+        if first[0] == 0x16:  # TLS handshake record: a ClientHello
+            with self.proxy._lock:
+                self.proxy.tls_hellos += 1
+            if self.proxy.tls_hello != "close":
+                try:
+                    self.connection.settimeout(1.0)
+                    self.connection.recv(65536)   # read the hello, as Go does, then answer
+                    self.connection.sendall(GO_TLS_REPLY)
+                except OSError:
+                    pass
+            self.close_connection = True
+            return
+        super().handle()
+
+    # -- requests -------------------------------------------------------------------------------
+    def _upstream(self):
+        if self.upstream is None:
+            host, _, port = self.proxy.upstream.rpartition(":")
+            self.upstream = http.client.HTTPConnection(host, int(port), timeout=self.proxy.timeout)
+        return self.upstream
+
+    def _read_body(self):
+        te = self.headers.get("Transfer-Encoding", "")
+        if "chunked" in te.lower():
+            out = bytearray()
+            while True:
+                line = self.rfile.readline()
+                n = int(line.split(b";")[0].strip() or b"0", 16)
+                if n == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out.extend(self.rfile.read(n))
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else None
+
+    def _forward(self):
+        p = self.proxy
+        t0 = time.monotonic()
+        rec = {"method": self.command, "path": self.path, "range": self.headers.get("Range"),
+               "status": None, "bytes": 0, "time": time.time(), "duration": None,
+               "conn": self.conn_no, "fault": None}
+        body = self._read_body()
+        p._record(rec)  # listed at once; status/bytes are filled in as they happen
+        if p.offline:
+            rec["fault"] = "offline"
+            self.close_connection = True
+            return
+        fault = None
+        hook = p.fault
+        if hook is not None:
+            fault = hook({"method": self.command, "path": self.path,
+                          "range": self.headers.get("Range"), "headers": dict(self.headers)})
+        if fault is not None:
+            rec["fault"] = repr(fault)
+            if fault.kind == "delay":
+                time.sleep(fault.arg)
+            elif fault.kind == "drop":
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            elif fault.kind == "status":
+                self.send_response(fault.arg)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                rec["status"] = fault.arg
+                return
+        headers = {}
+        for k, v in self.headers.items():
+            if k.lower() in HOP_BY_HOP or k.lower() == "content-length":
+                continue
+            headers[k] = v
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        try:
+            resp = self._request(self.command, self.path, body, headers)
+        except OSError as e:
+            rec["status"] = 502
+            rec["fault"] = (rec["fault"] or "") + " upstream error: %s" % e
+            self.send_error(502, "upstream: %s" % e)
+            return
+        rec["status"] = resp.status
+        self.send_response_only(resp.status, resp.reason)
+        length = resp.getheader("Content-Length")
+        chunked = length is None and self.command != "HEAD" and resp.status not in (204, 304)
+        corrupt = fault is not None and fault.kind == "corrupt"
+        truncate = fault is not None and fault.kind == "truncate"
+        data = None
+        if corrupt:
+            data = fault.arg(resp.read())
+            length, chunked = str(len(data)), False
+        for k, v in resp.getheaders():
+            kl = k.lower()
+            if kl in HOP_BY_HOP or kl == "content-length":
+                continue
+            if kl == "location":
+                v = v.replace("//" + p.upstream + "/", "//" + p.addr + "/")
+            self.send_header(k, v)
+        if length is not None:
+            self.send_header("Content-Length", length)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent = 0
+        try:
+            if self.command == "HEAD":
+                resp.read()
+            elif data is not None:
+                sent = len(data)
+                with p._lock:
+                    rec["bytes"] = sent
+                self.wfile.write(data)
+            else:
+                limit = fault.arg if truncate else None
+                while True:
+                    buf = resp.read(65536)
+                    if not buf:
+                        break
+                    if limit is not None:
+                        buf = buf[:max(0, limit - sent)]
+                    sent += len(buf)
+                    with p._lock:  # counted before the client can see the bytes
+                        rec["bytes"] = sent
+                    if chunked:
+                        self.wfile.write(b"%x\r\n" % len(buf) + buf + b"\r\n")
+                    else:
+                        self.wfile.write(buf)
+                    if limit is not None and sent >= limit:
+                        break
+                if truncate:
+                    resp.close()
+                    self.upstream.close()
+                    self.upstream = None
+                    self.close_connection = True
+                elif chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError as e:  # the client went away
+            rec["fault"] = (rec["fault"] or "") + " client error: %s" % e
+            self.close_connection = True
+        finally:
+            with p._lock:
+                rec["bytes"] = sent
+                rec["duration"] = time.monotonic() - t0
+            p._log(rec)
+        if resp.getheader("Connection", "").lower() == "close" or resp.will_close:
+            if self.upstream is not None:
+                self.upstream.close()
+                self.upstream = None
+
+    def _request(self, method, path, body, headers):
+        for attempt in (0, 1):
+            c = self._upstream()
+            try:
+                c.request(method, path, body=body, headers=headers)
+                return c.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+                c.close()
+                self.upstream = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _forward
+
+
+class Proxy:
+    def __init__(self, upstream_addr, port=0, tls_hello="answer", fault=None, timeout=60,
+                 verbose=False):
+        self.upstream = upstream_addr
+        self.port = port
+        self.tls_hello = tls_hello
+        self.fault = fault
+        self.timeout = timeout
+        self.verbose = verbose
+        self.offline = False
+        self.tls_hellos = 0
+        self._lock = threading.Lock()
+        self._records = []
+        self._conns = {}
+        self._conn_counter = 0
+        self._server = None
+        self._thread = None
+        self.addr = None
+
+    # -- life -----------------------------------------------------------------------------------
+    def start(self):
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.proxy = self
+        self.port = self._server.server_address[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop listening and close every client connection."""
+        if self._server is None:
+            return
+        self.offline = True
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            conns = list(self._conns.values())
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._thread.join(10)
+        self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- records --------------------------------------------------------------------------------
+    def _register(self, sock):
+        with self._lock:
+            self._conn_counter += 1
+            self._conns[self._conn_counter] = sock
+            return self._conn_counter
+
+    def _unregister(self, sock):
+        with self._lock:
+            for k, v in list(self._conns.items()):
+                if v is sock:
+                    del self._conns[k]
+
+    def _record(self, rec):
+        with self._lock:
+            self._records.append(rec)
+
+    def _log(self, rec):
+        if self.verbose:
+            sys.stderr.write("proxy: %s %s range=%s -> %s, %d bytes%s\n" % (
+                rec["method"], rec["path"], rec["range"], rec["status"], rec["bytes"],
+                " [%s]" % rec["fault"] if rec["fault"] else ""))
+
+    @property
+    def requests(self):
+        """Copies of the records, in arrival order. A request is listed as soon as it arrives;
+        its "bytes" count is updated before each piece of the body goes out, so once a client
+        has read a response, its bytes are all counted."""
+        with self._lock:
+            return [dict(r) for r in self._records]
+
+    def reset(self):
+        with self._lock:
+            self._records = []
+            self.tls_hellos = 0
+
+    def set_fault(self, hook):
+        self.fault = hook
+
+    def bytes_for(self, path_prefix="", method=None, ranged=None):
+        """Response body bytes of the recorded requests whose path starts with path_prefix
+        (optionally only one method; ranged=True/False: only requests with/without Range)."""
+        return sum(r["bytes"] for r in self.requests if self._match(r, path_prefix, method, ranged))
+
+    def count(self, path_prefix="", method=None, ranged=None):
+        return len([r for r in self.requests if self._match(r, path_prefix, method, ranged)])
+
+    @staticmethod
+    def _match(r, prefix, method, ranged):
+        return (r["path"].startswith(prefix) and (method is None or r["method"] == method)
+                and (ranged is None or bool(r["range"]) == ranged))
+
+    def blob_requests(self, digest=None):
+        """Recorded GETs of /v2/…/blobs/… (of one digest if given)."""
+        out = []
+        for r in self.requests:
+            if r["method"] != "GET" or "/blobs/" not in r["path"] or "/uploads" in r["path"]:
+                continue
+            if digest and not r["path"].split("?")[0].endswith("/blobs/" + digest):
+                continue
+            out.append(r)
+        return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Logging reverse proxy for a test registry.")
+    ap.add_argument("upstream", help="host:port of the registry")
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args(argv)
+    p = Proxy(args.upstream, port=args.port, verbose=True).start()
+    print(p.addr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        p.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
