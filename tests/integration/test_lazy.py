@@ -558,3 +558,46 @@ def test_nspawn_on_lazy_estargz(lazyroot, lazy_images, mountpoint):
         fetched = p.bytes_for("/v2/lazy/big/blobs/", ranged=True)
     assert fetched < 0.2 * sum(l["size"] for l in im.big["layers"]), fetched
     assert lazyroot.umount().ok
+
+
+def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoint):
+    """While one reader waits on a slow fetch, reads of files already in the cache go on at
+    full speed: the fetch blocks only the readers that need its bytes."""
+    im = lazy_images
+    layer = im.big["layers"][1]
+    es = layer["estargz"]
+    names = sorted(es.files, key=lambda n: len(es.files[n]))
+    cached, slow_one = names[len(names) // 2], names[-1]
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
+        assert (mountpoint / cached).read_bytes() == es.files[cached]
+        p.set_fault(lambda req: Fault.delay(6) if req["range"] and layer["digest"] in req["path"]
+                    else None)
+        t0 = time.monotonic()
+        slow = subprocess.Popen(["cat", str(mountpoint / slow_one)], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            assert slow.poll() is None, "the slow fetch was not slow"
+            for _ in range(5):
+                fd = os.open(str(mountpoint / cached), os.O_RDONLY)
+                try:
+                    # drop the page cache of this file only, so the read reaches lazyroot
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    t1 = time.monotonic()
+                    data = b""
+                    while True:
+                        buf = os.read(fd, 1 << 20)
+                        if not buf:
+                            break
+                        data += buf
+                    took = time.monotonic() - t1
+                finally:
+                    os.close(fd)
+                assert data == es.files[cached]
+                assert took < 1.0, "a cached read took %.2fs behind a slow fetch" % took
+            assert slow.poll() is None, "the slow reader finished before the cached reads"
+        finally:
+            assert slow.wait(timeout=120) == 0
+        assert time.monotonic() - t0 >= 5.5
+        st = stats(lazyroot, mountpoint)
+        assert st["chunks_cached"] >= 5, st
