@@ -438,6 +438,20 @@ static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref 
 	return chunk_read(ino, c, fd, from, to - from, buf + (from - off));
 }
 
+#define FETCH_AHEAD (2u << 20)
+
+static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, const char *digest,
+				 struct fetch_chunk *ret)
+{
+	*ret = (struct fetch_chunk) {
+		.layer = c->layer,
+		.blob_offset = c->blob_offset,
+		.blob_length = c->blob_length,
+		.size = c->size,
+	};
+	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+}
+
 /* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk.  Chunks not in the
  * store are collected and fetched with one fetcher_ensure() call, then served. */
 static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t len,
@@ -450,7 +464,7 @@ static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t le
 	char digest[DIGEST_STRING_MAX];
 	const struct fs_chunk_ref *c;
 	uint64_t end = off + len;
-	size_t n, first, last, n_missing = 0;
+	size_t n, first, last, n_missing = 0, n_serve;
 	int r;
 
 	r = fs_tree_file_chunks(fs->tree, ino, &c, &n);
@@ -497,35 +511,50 @@ static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t le
 			return -EIO;
 		}
 		if (!missing) {
-			missing = calloc(last - i, sizeof(*missing));
-			missing_idx = calloc(last - i, sizeof(*missing_idx));
+			/* Room for the rest of the file: fetch-ahead below may add to it. */
+			missing = calloc(n - i, sizeof(*missing));
+			missing_idx = calloc(n - i, sizeof(*missing_idx));
 			if (!missing || !missing_idx)
 				return -ENOMEM;
 		}
-		missing[n_missing] = (struct fetch_chunk) {
-			.layer = c[i].layer,
-			.blob_offset = c[i].blob_offset,
-			.blob_length = c[i].blob_length,
-			.size = c[i].size,
-		};
-		memcpy(missing[n_missing].digest, digest, sizeof(digest));
+		fetch_chunk_from_ref(&c[i], digest, &missing[n_missing]);
 		missing_idx[n_missing++] = i;
 	}
+	n_serve = n_missing;
 
 	if (n_missing > 0) {
+		/* On a miss, fetch the chunks that follow in the file too, up to FETCH_AHEAD bytes:
+		 * containers read binaries and libraries front to back, and a request for several
+		 * small chunks costs about what a request for one does (on a 10 ms link, a 2 MiB
+		 * binary in 40 KiB chunks is 50 round trips one read at a time, 2 with this). */
+		uint64_t ahead = 0;
+
+		for (size_t i = last; i < n; i++) {
+			if (c[i].zeros || c[i].blob_length == 0)
+				continue;
+			if (ahead + c[i].size > FETCH_AHEAD)
+				break;
+			ahead += c[i].size;
+			chunk_digest(&c[i], digest);
+			if (blob_store_has(fs->bs, digest) > 0)
+				continue;
+			fetch_chunk_from_ref(&c[i], digest, &missing[n_missing]);
+			missing_idx[n_missing++] = i;
+		}
+
 		/* All at once: the fetcher merges adjacent chunks into one Range request. */
 		r = fetcher_ensure(fs->fetcher, missing, n_missing);
-		if (r < 0) {
-			log_debug_errno(r, "failed to fetch %zu chunks of inode %" PRIu64
-					" (first '%s'), EIO: %m", n_missing, (uint64_t)ino,
+		if (r < 0)
+			/* Maybe only a chunk fetched ahead failed: the read fails only if one of
+			 * its own chunks is missing below. */
+			log_debug_errno(r, "failed to fetch some of %zu chunks of inode %" PRIu64
+					" (first '%s'): %m", n_missing, (uint64_t)ino,
 					missing[0].digest);
-			return -EIO;
-		}
-		for (size_t k = 0; k < n_missing; k++) {
+		for (size_t k = 0; k < n_serve; k++) {
 			r = chunk_serve(fs, ino, &c[missing_idx[k]], off, end, buf, &fd);
 			if (r == -ENOENT) {
-				log_debug("chunk '%s' of inode %" PRIu64 " is missing after its fetch, "
-					  "EIO", missing[k].digest, (uint64_t)ino);
+				log_debug("chunk '%s' of inode %" PRIu64 " could not be fetched or "
+					  "verified, EIO", missing[k].digest, (uint64_t)ino);
 				return -EIO;
 			}
 			if (r < 0)

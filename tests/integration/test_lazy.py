@@ -439,6 +439,28 @@ def test_mixed_gzip_and_estargz_layers(lazyroot, lazy_images, mountpoint):
         assert not os.path.lexists(mountpoint / b)
 
 
+def test_small_chunks_are_fetched_ahead(lazyroot, lazy_images, mountpoint):
+    """A miss fetches the chunks that follow in the same file too (up to 2 MiB), so reading
+    a file of many small chunks front to back costs one Range request, not one per read."""
+    im = lazy_images
+    layer = [l for l in im.mixed["layers"] if l["kind"] == "estargz"][0]  # 64 KiB chunks
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/mixed:latest", "--prefetch=none")
+        p.reset()
+        with open(mountpoint / "srv/multi.bin", "rb") as f:
+            data = b""
+            while True:
+                buf = f.read(16 * 1024)   # small reads: many FUSE reads, one per chunk or less
+                if not buf:
+                    break
+                data += buf
+        assert data == im.mixed["files"]["/srv/multi.bin"]
+        reqs = [r for r in p.blob_requests(layer["digest"]) if r["range"]]
+        assert len(reqs) == 1, [r["range"] for r in reqs]
+        # a different file is not fetched ahead into
+        assert (mountpoint / "srv/a/one.txt").read_bytes() == b"one\n" * 100
+
+
 # ---------------------------------------------------------------------------------------------
 # (e) single flight
 
