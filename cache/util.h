@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,3 +65,8 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int write_all(int fd, const void *buf, size_t len);
 /* mkdir -p with @mode for each created component. */
 int mkdir_p(const char *path, mode_t mode);
+
+/* CLOCK_MONOTONIC in milliseconds, for deadlines and backoff. */
+int64_t now_ms(void);
+/* Sleeps @ms milliseconds, resuming after signals. */
+void sleep_ms(long ms);

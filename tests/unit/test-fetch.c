@@ -102,14 +102,6 @@ static int test_read(void *userdata, uint64_t offset, size_t len, void *buf)
 	return (size_t)n == len ? 0 : -EPROTO;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void reader_reset(void)
 {
 	for (unsigned l = 0; l < 2; l++) {
