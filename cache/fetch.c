@@ -84,7 +84,7 @@ struct fetcher {
 	struct blob_range_reader *readers;        /* NULL: use the registry */
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
-	char *username, *password, *cert_dir;
+	char *username, *password, *cert_dir, *scheme;
 
 	pthread_mutex_t lock;
 	pthread_cond_t flight_done;               /* broadcast when any flight completes */
@@ -917,11 +917,13 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 			f->ro = *src->ro;
 		if (strdup_opt(f->ro.username, &f->username) < 0 ||
 		    strdup_opt(f->ro.password, &f->password) < 0 ||
-		    strdup_opt(f->ro.cert_dir, &f->cert_dir) < 0)
+		    strdup_opt(f->ro.cert_dir, &f->cert_dir) < 0 ||
+		    strdup_opt(f->ro.scheme, &f->scheme) < 0)
 			return -ENOMEM;
 		f->ro.username = f->username;
 		f->ro.password = f->password;
 		f->ro.cert_dir = f->cert_dir;
+		f->ro.scheme = f->scheme;
 		/* Bounds one registry_get_blob_range(), its own retries included. */
 		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > FETCH_REQUEST_TIMEOUT_MS)
 			f->ro.timeout_ms = FETCH_REQUEST_TIMEOUT_MS;
@@ -962,6 +964,7 @@ struct fetcher *fetcher_free(struct fetcher *f)
 		explicit_bzero(f->password, strlen(f->password));
 	free(f->password);
 	free(f->cert_dir);
+	free(f->scheme);
 	free(f->queue);
 	digest_set_done(&f->queued);
 

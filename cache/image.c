@@ -31,6 +31,7 @@ struct image *image_free(struct image *img)
 	free(img->manifest_digest);
 	manifest_free(img->manifest);
 	image_config_free(img->config);
+	free(img->registry_scheme);
 	free(img);
 	return NULL;
 }
@@ -492,6 +493,13 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 	}
 
+	if (reg && registry_scheme(reg)) {
+		img->registry_scheme = strdup(registry_scheme(reg));
+		if (!img->registry_scheme) {
+			r = -ENOMEM;
+			goto finish;
+		}
+	}
 	img->ref = TAKE_PTR(canonical);
 	*ret = TAKE_PTR(img);
 	r = 0;

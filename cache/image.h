@@ -45,6 +45,7 @@ struct image {
 	char *manifest_digest;   /* the platform's image manifest */
 	struct manifest *manifest;
 	struct image_config *config;
+	char *registry_scheme;   /* what the registry spoke, when it was contacted; else NULL */
 };
 
 int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,

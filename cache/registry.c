@@ -222,6 +222,13 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	}
 	r->insecure_option = o && o->insecure;
 	r->insecure = r->insecure_option || host_is_loopback(host);
+	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
+	 * the hint only where it could have been found, on an insecure registry. */
+	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
+		if (asprintf(&r->base_url, "%s://%s", o->scheme, host) < 0) {
+			r->base_url = NULL;
+			return -ENOMEM;
+		}
 
 	if (o && o->username) {
 		e = basic_header(o->username, o->password, &r->basic);
@@ -943,8 +950,10 @@ int registry_ping(struct registry *r)
 	if (e < 0)
 		return e;
 
-	if (r->base_url)
+	if (r->base_url) {
+		r->tls.no_verify = r->insecure && !r->ca_configured;
 		return ping_scheme(r, startswith(r->base_url, "https:") ? "https" : "http", &resp);
+	}
 
 	/* docker's InsecureSkipVerify for insecure registries, unless CAs were named for it. */
 	r->tls.no_verify = r->insecure && !r->ca_configured;
@@ -974,6 +983,13 @@ int registry_ping(struct registry *r)
 		return -EHOSTUNREACH;
 	}
 	return e;
+}
+
+const char *registry_scheme(struct registry *r)
+{
+	if (!r->pinged || !r->base_url)
+		return NULL;
+	return startswith(r->base_url, "https:") ? "https" : "http";
 }
 
 static int ensure_pinged(struct registry *r)

@@ -33,6 +33,9 @@ struct registry_options {
 	 * (*.cert + *.key), as in /etc/containers/certs.d/HOST[:PORT]/ (skopeo's --cert-dir).
 	 * NULL: /etc/containers/certs.d/HOST[:PORT], then /etc/docker/certs.d/HOST[:PORT]. */
 	const char *cert_dir;
+	/* "http" or "https" when an earlier client of this registry found it (registry_scheme()):
+	 * skips the HTTPS probe of insecure registries.  "http" is ignored for secure ones. */
+	const char *scheme;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,
@@ -42,6 +45,8 @@ DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
 /* The last failure as one line naming the URL and the status or transport error; never
  * contains a token or a password.  Valid until the next call on @r. */
 const char *registry_last_error(struct registry *r);
+/* The scheme the ping settled on, or NULL before a successful ping. */
+const char *registry_scheme(struct registry *r);
 
 /* GET /v2/: checks that the host speaks the distribution API and, on a 401, fetches a token
  * for pulling the repository (anonymously without credentials).  Every other call does this

@@ -488,6 +488,7 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 		};
 	d->ro = (struct registry_options) {
 		.insecure = d->req->insecure, .cert_dir = d->req->cert_dir,
+		.scheme = img->registry_scheme,
 	};
 	r = fetcher_new(&(struct fetcher_source) { .ref = ref, .ro = &d->ro }, bs, layers,
 			m->n_layers, &d->fetcher);

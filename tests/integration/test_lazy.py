@@ -461,6 +461,21 @@ def test_small_chunks_are_fetched_ahead(lazyroot, lazy_images, mountpoint):
         assert (mountpoint / "srv/a/one.txt").read_bytes() == b"one\n" * 100
 
 
+def test_daemon_reuses_the_scheme_the_mount_found(lazyroot, lazy_images, mountpoint):
+    """The mount found that the (loopback) registry speaks plain HTTP; the daemon's clients
+    start from that instead of probing HTTPS again, which would cost the first read a round
+    trip."""
+    im = lazy_images
+    layer = im.big["layers"][1]
+    name = sorted(layer["estargz"].files)[0]
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
+        probes = p.tls_hellos
+        assert probes >= 1, "the mount did not probe HTTPS first"
+        assert (mountpoint / name).read_bytes() == layer["estargz"].files[name]
+        assert p.tls_hellos == probes, "the daemon probed HTTPS again"
+
+
 # ---------------------------------------------------------------------------------------------
 # (e) single flight
 
