@@ -272,38 +272,158 @@ static int registry_range_read(void *userdata, uint64_t offset, size_t len, void
 	return r;
 }
 
-/* A lazy layer: only its footer and TOC are fetched; contents come later, chunk by chunk. */
-static int layer_import_lazy(struct cache *c, struct registry *reg, const struct layer_desc *layer,
-			     enum layer_format format, struct pull_error *err)
-{
-	struct lazy_source src = { .reg = reg, .layer = layer };
-	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &src };
-	struct layer_writer *w = NULL;
+/* One lazy layer whose TOC is being fetched: only its footer and TOC are read at mount;
+ * contents come later, chunk by chunk. */
+struct toc_job {
+	const struct layer_desc *layer;
+	enum layer_format format;
+	struct registry *reg;        /* a client of its own: clients are single-threaded */
+	struct layer_writer *w;
+	int lock_fd;
+	bool started;
+	pthread_t thread;
+	struct lazy_source src;
 	int r;
+};
 
-	r = index_db_layer_begin_format(c->db, layer->digest, layer->media_type,
-					layer_format_to_string(format), &w);
-	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
-				 layer->digest, c->dir);
-	r = layer_lazy_index(layer, format, &rd, w);
+static void *toc_job_thread(void *userdata)
+{
+	struct toc_job *j = userdata;
+	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
+
+	j->r = layer_lazy_index(j->layer, j->format, &rd, j->w);
+	return NULL;
+}
+
+/* Commits a finished job's entries, or turns its failure into the pull's error. */
+static int toc_job_finish(struct cache *c, struct toc_job *j, struct pull_error *err)
+{
+	const char *fmt = layer_format_to_string(j->format);
+	int r = j->r;
+
 	if (r < 0) {
-		layer_writer_abort(w);
-		if (src.failed_at_registry)
-			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot fetch the TOC of layer '%s': %s",
-					 layer->digest, registry_last_error(reg));
+		if (j->src.failed_at_registry)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					 "cannot fetch the TOC of layer '%s': %s", j->layer->digest,
+					 registry_last_error(j->reg));
 		if (r == -EBADMSG)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					 "the %s TOC of layer '%s' failed verification or is malformed",
-					 layer_format_to_string(format), layer->digest);
+					 fmt, j->layer->digest);
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s': %m",
-				 layer_format_to_string(format), layer->digest);
+				 fmt, j->layer->digest);
 	}
-	r = layer_writer_commit(w);
+	r = layer_writer_commit(TAKE_PTR(j->w));
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
-				 layer->digest, c->dir);
+				 j->layer->digest, c->dir);
 	return 0;
+}
+
+static int toc_job_prepare(struct cache *c, const struct reference *ref,
+			   const struct registry_options *ro, struct toc_job *j,
+			   struct pull_error *err)
+{
+	int r;
+
+	r = layer_lock(c, j->layer->digest, &j->lock_fd);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+				 j->layer->digest, c->dir);
+	/* Another process may have indexed it while we waited for the lock. */
+	r = index_db_layer_is_indexed(c->db, j->layer->digest);
+	if (r != 0)
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+	r = index_db_layer_begin_format(c->db, j->layer->digest, j->layer->media_type,
+					layer_format_to_string(j->format), &j->w);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+				 j->layer->digest, c->dir);
+	r = registry_new(ref, ro, &j->reg);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+	j->src = (struct lazy_source) { .reg = j->reg, .layer = j->layer };
+	return 0;
+}
+
+/* Indexes every lazy layer of @img that is not indexed yet, their TOCs fetched in parallel,
+ * a registry client each: on a registry that takes ~10 ms per request, an image of many
+ * layers would otherwise wait for two round trips per layer one after the other.  @reg has
+ * pinged, so the others start from its scheme. */
+static int import_lazy_layers(struct cache *c, const struct reference *ref,
+			      const struct pull_options *o, const struct registry_options *base,
+			      struct registry **reg, const struct image *img, struct pull_error *err)
+{
+	const struct manifest *m = img->manifest;
+	struct registry_options ro = *base;
+	struct toc_job *jobs;
+	int r = 0;
+
+	jobs = calloc(m->n_layers, sizeof(*jobs));
+	if (!jobs)
+		return -ENOMEM;
+
+	for (size_t i = 0; i < m->n_layers && r >= 0; i++) {
+		struct toc_job *j = &jobs[i];
+
+		j->lock_fd = -EBADF;
+		j->layer = &m->layers[i];
+		j->format = layer_format_detect(j->layer);
+		if (j->format == LAYER_FORMAT_TAR)
+			continue;
+		r = index_db_layer_is_indexed(c->db, j->layer->digest);
+		if (r < 0) {
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+			break;
+		}
+		if (r > 0) {
+			r = 0;
+			continue;
+		}
+		if (o->policy == PULL_NEVER) {
+			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
+				      "layer '%s' is not in the cache and pulling is disabled",
+				      j->layer->digest);
+			break;
+		}
+		if (!*reg) {
+			r = registry_new(ref, base, reg);
+			if (r < 0) {
+				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
+					      "cannot set up registry client: %m");
+				break;
+			}
+		}
+		if (!ro.scheme) {
+			r = registry_scheme(*reg) ? 0 : registry_ping(*reg);
+			if (r < 0) {
+				r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
+					      registry_last_error(*reg));
+				break;
+			}
+			ro.scheme = registry_scheme(*reg);
+		}
+		r = toc_job_prepare(c, ref, &ro, j, err);
+		if (r >= 0 && j->w) {
+			r = -pthread_create(&j->thread, NULL, toc_job_thread, j);
+			j->started = r >= 0;
+		}
+	}
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (jobs[i].started)
+			(void)pthread_join(jobs[i].thread, NULL);
+	/* In layer order, so the first failing layer is the one reported. */
+	for (size_t i = 0; i < m->n_layers; i++) {
+		struct toc_job *j = &jobs[i];
+
+		if (r >= 0 && j->started)
+			r = toc_job_finish(c, j, err);
+		layer_writer_abort(j->w);
+		registry_free(j->reg);
+		closep(&j->lock_fd);
+	}
+	free(jobs);
+	return r;
 }
 
 static int layer_import(struct cache *c, struct registry *reg, const struct pull_options *o,
@@ -312,7 +432,6 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 {
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
-	enum layer_format format = layer_format_detect(layer);
 	struct layer_writer *w = NULL;
 	struct layer_stream s = {
 		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
@@ -330,9 +449,6 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 	r = index_db_layer_is_indexed(c->db, layer->digest);
 	if (r != 0)
 		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
-	if (format != LAYER_FORMAT_TAR)
-		return layer_import_lazy(c, reg, layer, format, err);
-
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
@@ -462,6 +578,10 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 		}
 	}
+
+	r = import_lazy_layers(c, ref, o, &ro, &reg, img, err);
+	if (r < 0)
+		goto finish;
 
 	for (size_t i = 0; i < img->manifest->n_layers; i++) {
 		const struct layer_desc *l = &img->manifest->layers[i];

@@ -638,3 +638,36 @@ def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoin
         assert time.monotonic() - t0 >= 5.5
         st = stats(lazyroot, mountpoint)
         assert st["chunks_cached"] >= 5, st
+
+
+def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mountpoint,
+                                                 cache_dir):
+    """An eStargz layer whose TOC does not hash to the manifest's toc.digest annotation: the
+    mount fails with exit 3 and one line, nothing is mounted and the layer is not indexed."""
+    import shutil
+    src = test_dir / "good"
+    info = M.build_layout(str(src), [("gzip", M.base_entries()),
+                                     ("estargz", M.large_entries(10**5, 5, seed=5, top="v"))])
+    bad = test_dir / "bad"
+    shutil.copytree(src, bad)
+    blobs = bad / "blobs" / "sha256"
+    index = json.loads((bad / "index.json").read_text())
+    mdesc = index["manifests"][0]
+    manifest = json.loads((blobs / mdesc["digest"].split(":")[1]).read_bytes())
+    lazy = [l for l in manifest["layers"] if "annotations" in l][0]
+    lazy["annotations"]["containerd.io/snapshot/stargz/toc.digest"] = "sha256:" + "ab" * 32
+    data = json.dumps(manifest).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (blobs / digest.split(":")[1]).write_bytes(data)
+    mdesc.update(digest=digest, size=len(data))
+    (bad / "index.json").write_text(json.dumps(index))
+    ref = push.push_layout(registry.addr, str(bad), "lazy/bad-toc", "latest")["ref"]
+
+    before = helpers.lazyroot_mounts()
+    r = lazyroot.mount(ref, mountpoint)
+    line = helpers.assert_clean_failure(r, 3, ["toc", lazy["digest"][:19]], test_dir, before,
+                                        related=(registry.addr, ref), mnt=mountpoint)
+    assert "verification" in line, line
+    assert not helpers.sqlite(cache_dir / "index.db", "SELECT 1 FROM layers WHERE digest = ?",
+                              (lazy["digest"],))
+    assert info["layers"][1]["kind"] == "estargz"
