@@ -247,10 +247,8 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
  * @max bytes; -EFBIG beyond, -EBADF if it is no regular file.  NUL-terminated. */
 static int read_cert_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_free_ char *buf = NULL;
 	_cleanup_close_ int fd = -EBADF;
 	struct stat st;
-	size_t len = 0;
 
 	/* O_NONBLOCK: a FIFO planted in the directory must not hang the mount. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -262,28 +260,7 @@ static int read_cert_file(const char *path, size_t max, char **ret, size_t *ret_
 		return -EBADF;
 	if ((uint64_t)st.st_size > max)
 		return -EFBIG;
-
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > (size_t)st.st_size)
-			return -EFBIG;  /* it grew while we read */
-	}
-	buf[len] = 0;
-	*ret = TAKE_PTR(buf);
-	*ret_len = len;
-	return 0;
+	return read_full_fd(fd, max, ret, ret_len);
 }
 
 static char *path_join(const char *dir, const char *name, size_t name_len)

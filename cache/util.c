@@ -64,15 +64,10 @@ bool strv_contains(char *const *l, const char *s)
 	return false;
 }
 
-int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len)
+int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, cap = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 
 	for (;;) {
 		ssize_t n;
@@ -108,6 +103,16 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+}
+
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = -EBADF;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return read_full_fd(fd, max, ret, ret_len);
 }
 
 int write_all(int fd, const void *buf, size_t len)

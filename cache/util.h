@@ -61,6 +61,8 @@ bool strv_contains(char *const *l, const char *s);
 
 /* Reads a whole file, at most @max bytes (-EFBIG beyond). Result is NUL-terminated. */
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len);
+/* The same from an open fd, read to its end. */
+int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len);
 /* Writes @len bytes fully, retrying on EINTR and short writes. */
 int write_all(int fd, const void *buf, size_t len);
 /* mkdir -p with @mode for each created component. */
