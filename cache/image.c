@@ -350,9 +350,20 @@ static int toc_job_prepare(struct cache *c, const struct reference *ref,
  * a registry client each: on a registry that takes ~10 ms per request, an image of many
  * layers would otherwise wait for two round trips per layer one after the other.  @reg has
  * pinged, so the others start from its scheme. */
+static void count_registry(struct image *img, struct registry *reg)
+{
+	uint64_t requests, bytes;
+
+	if (!reg)
+		return;
+	registry_get_counters(reg, &requests, &bytes);
+	img->pull_requests += requests;
+	img->pull_bytes += bytes;
+}
+
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			      const struct pull_options *o, const struct registry_options *base,
-			      struct registry **reg, const struct image *img, struct pull_error *err)
+			      struct registry **reg, struct image *img, struct pull_error *err)
 {
 	const struct manifest *m = img->manifest;
 	struct registry_options ro = *base;
@@ -419,6 +430,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 		if (r >= 0 && j->started)
 			r = toc_job_finish(c, j, err);
 		layer_writer_abort(j->w);
+		count_registry(img, j->reg);
 		registry_free(j->reg);
 		closep(&j->lock_fd);
 	}
@@ -613,6 +625,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 	}
 
+	count_registry(img, reg);
 	if (reg && registry_scheme(reg)) {
 		img->registry_scheme = strdup(registry_scheme(reg));
 		if (!img->registry_scheme) {

@@ -46,6 +46,8 @@ struct image {
 	struct manifest *manifest;
 	struct image_config *config;
 	char *registry_scheme;   /* what the registry spoke, when it was contacted; else NULL */
+	uint64_t pull_requests;  /* requests this pull sent to the registry */
+	uint64_t pull_bytes;     /* body bytes they brought back */
 };
 
 int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,

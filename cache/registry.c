@@ -69,6 +69,8 @@ struct registry {
 	char *authorization;     /* "Authorization: …" for the registry, or NULL; secret */
 	char *basic;             /* "Authorization: Basic …" from the options, or NULL; secret */
 	bool pinged;
+	uint64_t requests;        /* HTTP requests sent, token requests excluded */
+	uint64_t bytes_received;  /* body bytes of their answers */
 	bool insecure_option;    /* registry_options.insecure */
 	bool insecure;           /* insecure_option or a loopback host */
 
@@ -832,6 +834,8 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		http_response_done(resp);
 		e = http_perform(r->http, req, resp);
 		req->headers = NULL;
+		r->requests++;
+		r->bytes_received += resp->body_len + resp->sink_bytes;
 		log_debug("%s %s: %ld%s%s", req->method ?: "GET", req->url, resp->status,
 			  resp->error[0] ? " " : "", resp->error);
 
@@ -960,6 +964,12 @@ int registry_ping(struct registry *r)
 		return -EHOSTUNREACH;
 	}
 	return e;
+}
+
+void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes)
+{
+	*ret_requests = r->requests;
+	*ret_bytes = r->bytes_received;
 }
 
 const char *registry_scheme(struct registry *r)

@@ -45,6 +45,8 @@ DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
 /* The last failure as one line naming the URL and the status or transport error; never
  * contains a token or a password.  Valid until the next call on @r. */
 const char *registry_last_error(struct registry *r);
+/* Requests sent to the registry by this client and the body bytes they brought back. */
+void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes);
 /* The scheme the ping settled on, or NULL before a successful ping. */
 const char *registry_scheme(struct registry *r);
 

@@ -43,6 +43,7 @@ struct daemon {
 	size_t n_prefetch;
 	struct stats_server *stats;
 	struct registry_options ro;  /* the fetcher's registry clients use it */
+	uint64_t pull_requests, pull_bytes;
 };
 
 int image_option_apply(int c, const char *arg, struct mount_request *req)
@@ -152,6 +153,7 @@ static int daemon_start_stats(struct daemon *d)
 	_cleanup_free_ char *path = NULL;
 	struct stats_identity id = {
 		.target = d->state.target, .image = d->state.image, .digest = d->state.digest,
+		.pull_requests = d->pull_requests, .pull_bytes = d->pull_bytes,
 	};
 
 	if (asprintf(&path, "%s/control", d->state.dir) < 0)
@@ -584,6 +586,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = EXIT_REGISTRY;
 		goto finish;
 	}
+	d.pull_requests = img->pull_requests;
+	d.pull_bytes = img->pull_bytes;
 	r = setup_lazy(&d, ref, cache->bs, img, tree);
 	if (r < 0) {
 		log_error_errno(r, "cannot set up fetching of lazy layers: %m");

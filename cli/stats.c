@@ -27,6 +27,7 @@ struct stats_server {
 	int stop_pipe[2];        /* a write wakes the thread to exit */
 	pthread_t thread;
 	char *target, *image, *digest;
+	uint64_t pull_requests, pull_bytes;
 	struct fetcher *fetcher; /* borrowed; outlives the server */
 };
 
@@ -38,8 +39,10 @@ static char *stats_json(const struct stats_server *s)
 
 	if (s->fetcher)
 		fetcher_get_stats(s->fetcher, &st);
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
 		      "mountpoint", s->target, "image", s->image, "digest", s->digest,
+		      "pull_bytes", (json_int_t)s->pull_bytes,
+		      "pull_requests", (json_int_t)s->pull_requests,
 		      "bytes_fetched", (json_int_t)st.bytes_fetched,
 		      "requests", (json_int_t)st.requests,
 		      "chunks_fetched", (json_int_t)st.chunks_fetched,
@@ -127,6 +130,8 @@ int stats_server_start(const char *socket_path, const struct stats_identity *id,
 		return -ENOMEM;
 	s->fd = s->stop_pipe[0] = s->stop_pipe[1] = -EBADF;
 	s->fetcher = fetcher;
+	s->pull_requests = id->pull_requests;
+	s->pull_bytes = id->pull_bytes;
 	s->target = strdup(id->target);
 	s->image = strdup(id->image ? id->image : "");
 	s->digest = strdup(id->digest ? id->digest : "");
@@ -191,26 +196,28 @@ static int stats_fetch(const char *socket_path, char **ret)
 	return 0;
 }
 
+static json_int_t get_int(json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
 static void print_human(json_t *o)
 {
 	json_t *p = json_object_get(o, "prefetch");
 
-	printf("mountpoint:      %s\n", json_string_value(json_object_get(o, "mountpoint")));
-	printf("image:           %s\n", json_string_value(json_object_get(o, "image")));
-	printf("digest:          %s\n", json_string_value(json_object_get(o, "digest")));
-	printf("bytes fetched:   %" JSON_INTEGER_FORMAT "\n",
-	       json_integer_value(json_object_get(o, "bytes_fetched")));
-	printf("requests:        %" JSON_INTEGER_FORMAT "\n",
-	       json_integer_value(json_object_get(o, "requests")));
-	printf("chunks fetched:  %" JSON_INTEGER_FORMAT "\n",
-	       json_integer_value(json_object_get(o, "chunks_fetched")));
-	printf("chunks cached:   %" JSON_INTEGER_FORMAT "\n",
-	       json_integer_value(json_object_get(o, "chunks_cached")));
-	printf("chunks failed:   %" JSON_INTEGER_FORMAT "\n",
-	       json_integer_value(json_object_get(o, "chunks_failed")));
-	printf("prefetch:        %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
-	       json_integer_value(json_object_get(p, "done")),
-	       json_integer_value(json_object_get(p, "total")),
+	printf("mountpoint:         %s\n", json_string_value(json_object_get(o, "mountpoint")));
+	printf("image:              %s\n", json_string_value(json_object_get(o, "image")));
+	printf("digest:             %s\n", json_string_value(json_object_get(o, "digest")));
+	printf("fetched at mount:   %" JSON_INTEGER_FORMAT " bytes in %" JSON_INTEGER_FORMAT
+	       " requests (manifest, config, TOCs, whole layers)\n",
+	       get_int(o, "pull_bytes"), get_int(o, "pull_requests"));
+	printf("fetched on demand:  %" JSON_INTEGER_FORMAT " bytes in %" JSON_INTEGER_FORMAT
+	       " requests\n", get_int(o, "bytes_fetched"), get_int(o, "requests"));
+	printf("chunks:             %" JSON_INTEGER_FORMAT " fetched, %" JSON_INTEGER_FORMAT
+	       " served from the cache, %" JSON_INTEGER_FORMAT " failed\n",
+	       get_int(o, "chunks_fetched"), get_int(o, "chunks_cached"), get_int(o, "chunks_failed"));
+	printf("prefetch:           %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
+	       get_int(p, "done"), get_int(p, "total"),
 	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");
 }
 

@@ -10,6 +10,8 @@ struct stats_identity {
 	const char *target;      /* the mountpoint */
 	const char *image;       /* canonical reference */
 	const char *digest;      /* manifest digest */
+	uint64_t pull_requests;  /* what `lazyroot mount` itself fetched before the daemon ran: */
+	uint64_t pull_bytes;     /* manifests, config, TOCs, whole layers */
 };
 
 /* Listens at @socket_path and answers every connection with the current statistics of

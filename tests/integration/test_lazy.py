@@ -42,7 +42,7 @@ LAZY_FIXTURES = ["estargz", "zstdchunked", "zstdchunked-skopeo"]
 ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "chunks_fetched",
-              "chunks_cached", "chunks_failed", "prefetch"}
+              "chunks_cached", "chunks_failed", "prefetch", "pull_bytes", "pull_requests"}
 MiB = 1 << 20
 
 
@@ -346,6 +346,11 @@ def test_mount_fetches_only_tocs_and_one_file_little(lazyroot, lazy_images, moun
                     r["range"], l["digest"], toc_off)
         mount_bytes = sum(r["bytes"] for r in p.blob_requests())
         assert mount_bytes < 0.02 * total, "mount fetched %d of %d layer bytes" % (mount_bytes, total)
+        # what the mount command fetched, as stats reports it: everything the proxy answered
+        # (pings, manifest, config, footers, TOCs)
+        all_at_mount = sum(r["bytes"] for r in at_mount)
+        # (the HTTPS probe of this loopback registry counts too: it was sent, and refused)
+        all_requests = len([r for r in at_mount if r["status"]]) + p.tls_hellos
 
         s0 = stats(lazyroot, mountpoint)
         p.reset()
@@ -368,6 +373,8 @@ def test_mount_fetches_only_tocs_and_one_file_little(lazyroot, lazy_images, moun
         "stats bytes_fetched %d (delta %d), proxy saw %d for the read + %d at mount\n%s"
         % (s["bytes_fetched"], fetched, read_bytes, mount_bytes, s))
     assert s["requests"] - s0["requests"] == len(after), (s0, s, after)
+    assert abs(s["pull_bytes"] - all_at_mount) <= 1024, (s, all_at_mount)
+    assert s["pull_requests"] == all_requests, (s, [(r["path"], r["status"]) for r in at_mount])
     assert s["chunks_fetched"] >= 1 and s["chunks_failed"] == 0, s
     assert s["prefetch"]["total"] == 0, s
 
