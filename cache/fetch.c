@@ -102,7 +102,9 @@ struct fetcher {
 	struct digest_set queued;
 	bool thread_started, stop;
 	pthread_t thread;
-	struct fetch_stats stats;
+	struct fetch_stats stats;             /* guarded by lock, but for chunks_cached: */
+	uint64_t hits;                        /* atomic: counted on every cached read, so it
+					       * never waits behind fetch bookkeeping */
 };
 
 /* One chunk the current call owns the flight of. */
@@ -624,9 +626,7 @@ int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n
 
 void fetcher_note_hit(struct fetcher *f)
 {
-	pthread_mutex_lock(&f->lock);
-	f->stats.chunks_cached++;
-	pthread_mutex_unlock(&f->lock);
+	__atomic_add_fetch(&f->hits, 1, __ATOMIC_RELAXED);
 }
 
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret)
@@ -634,6 +634,7 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret)
 	pthread_mutex_lock(&f->lock);
 	*ret = f->stats;
 	pthread_mutex_unlock(&f->lock);
+	ret->chunks_cached += __atomic_load_n(&f->hits, __ATOMIC_RELAXED);
 }
 
 /* Takes the next run from the head of the queue into @batch: queued chunks of one layer that
