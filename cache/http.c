@@ -443,6 +443,8 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	SET(CURLOPT_LOW_SPEED_LIMIT, STALL_SPEED_MIN);
 	SET(CURLOPT_LOW_SPEED_TIME,
 	    req->stall_timeout_s > 0 ? req->stall_timeout_s : STALL_TIMEOUT_S_DEFAULT);
+	if (req->max_recv_bytes_per_sec > 0)
+		SET(CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)req->max_recv_bytes_per_sec);
 	SET(CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
 	SET(CURLOPT_MAXREDIRS, REDIRECTS_MAX);
 	/* Never hand the registry's Authorization header to a redirect target on another host. */

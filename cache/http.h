@@ -45,6 +45,7 @@ struct http_request {
 	long connect_timeout_ms;       /* 0: 10 s */
 	long timeout_ms;               /* whole exchange; 0: none (streams rely on the stall limit) */
 	long stall_timeout_s;          /* abort below 1 KiB/s for this long; 0: 30 s */
+	uint64_t max_recv_bytes_per_sec;  /* CURLOPT_MAX_RECV_SPEED_LARGE; 0: unlimited */
 };
 
 enum http_transport {

@@ -14,6 +14,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "gc.h"
 #include "layer_lazy.h"
 #include "layer_tar.h"
 #include "log.h"
@@ -532,7 +533,9 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
 	struct platform want = {};
 	struct registry *reg = NULL;
-	struct registry_options ro = { .insecure = o->insecure, .cert_dir = o->cert_dir };
+	_cleanup_close_ int gc_lock_fd = -EBADF;
+	struct registry_options ro = { .insecure = o->insecure, .cert_dir = o->cert_dir,
+				       .max_recv_bytes_per_sec = o->max_recv_bytes_per_sec };
 	int r;
 
 	*err = (struct pull_error) {};
@@ -591,6 +594,12 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		}
 	}
 
+	/* gc, rm and fsck take this lock exclusively: what the import writes is never deleted. */
+	r = cache_lock(c, LOCK_SH, &gc_lock_fd);
+	if (r < 0) {
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s': %m", c->dir);
+		goto finish;
+	}
 	r = import_lazy_layers(c, ref, o, &ro, &reg, img, err);
 	if (r < 0)
 		goto finish;
@@ -625,6 +634,10 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 	}
 
+	r = index_db_image_touch(c->db, img->manifest_digest);
+	if (r < 0)
+		log_debug_errno(r, "cannot record the use of image '%s', ignoring: %m",
+				img->manifest_digest);
 	count_registry(img, reg);
 	if (reg && registry_scheme(reg)) {
 		img->registry_scheme = strdup(registry_scheme(reg));

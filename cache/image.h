@@ -34,6 +34,7 @@ struct pull_options {
 	enum pull_policy policy;
 	bool insecure;
 	const char *cert_dir;      /* see registry_options.cert_dir */
+	uint64_t max_recv_bytes_per_sec;  /* see registry_options; 0: unlimited */
 	/* Called as layer bytes arrive (from a fetching thread); may be NULL. */
 	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 			 uint64_t total);

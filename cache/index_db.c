@@ -90,6 +90,9 @@ static const char *const migrations[] = {
 	"  digest TEXT,"                     /* NULL: a run of zeros */
 	"  PRIMARY KEY (layer_id, seq, idx)"
 	") WITHOUT ROWID;",
+	/* 2 -> 3: gc, rm and fsck ask "does any layer still name this blob?". */
+	"CREATE INDEX entries_digest ON entries (digest) WHERE digest IS NOT NULL;"
+	"CREATE INDEX chunks_digest ON chunks (digest) WHERE digest IS NOT NULL;",
 };
 
 enum stmt_id {
@@ -1110,4 +1113,256 @@ int index_db_layer_foreach(struct index_db *db, const char *digest,
 			return r;
 	}
 	return sqlite_errno(rc);
+}
+
+/* ---- Cache administration (images, inspect, rm, gc, fsck) ----------------------------------
+ * Walks use statements of their own, finalized on return; writes are single statements that
+ * the caller may group with index_db_transaction_begin(). */
+
+static int db_prepare(struct index_db *db, const char *sql, sqlite3_stmt **ret)
+{
+	return sqlite_errno(sqlite3_prepare_v2(db->conn, sql, -1, ret, NULL));
+}
+
+/* The code that ended a walk, mapped to errno. */
+static int db_step_end(int rc)
+{
+	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+int index_db_ref_foreach(struct index_db *db,
+			 int (*cb)(void *userdata, const struct index_db_ref_row *row), void *userdata)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT ref, platform, digest, updated FROM refs ORDER BY ref, platform",
+		       &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct index_db_ref_row row = {
+			.ref = (const char *)sqlite3_column_text(s, 0),
+			.platform = (const char *)sqlite3_column_text(s, 1),
+			.digest = (const char *)sqlite3_column_text(s, 2),
+			.updated = sqlite3_column_int64(s, 3),
+		};
+
+		if (!row.ref || !row.platform || !row.digest)
+			return -ENOMEM;
+		r = cb(userdata, &row);
+		if (r < 0)
+			return r;
+	}
+	return db_step_end(rc);
+}
+
+int index_db_image_foreach(struct index_db *db,
+			   int (*cb)(void *userdata, const struct index_db_image_row *row),
+			   void *userdata)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT digest, media_type, manifest, created, last_used FROM images"
+		       " ORDER BY digest", &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct index_db_image_row row = {
+			.digest = (const char *)sqlite3_column_text(s, 0),
+			.media_type = (const char *)sqlite3_column_text(s, 1),
+			.manifest = sqlite3_column_blob(s, 2),
+			.manifest_len = (size_t)sqlite3_column_bytes(s, 2),
+			.created = sqlite3_column_int64(s, 3),
+			.last_used = sqlite3_column_int64(s, 4),
+		};
+
+		if (!row.digest || !row.media_type)
+			return -ENOMEM;
+		if (!row.manifest)
+			row.manifest = "";
+		r = cb(userdata, &row);
+		if (r < 0)
+			return r;
+	}
+	return db_step_end(rc);
+}
+
+int index_db_layer_foreach_row(struct index_db *db,
+			       int (*cb)(void *userdata, const struct index_db_layer_row *row),
+			       void *userdata)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT digest, media_type, format, n_entries FROM layers ORDER BY digest",
+		       &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct index_db_layer_row row = {
+			.digest = (const char *)sqlite3_column_text(s, 0),
+			.media_type = (const char *)sqlite3_column_text(s, 1),
+			.format = (const char *)sqlite3_column_text(s, 2),
+			.n_entries = sqlite3_column_int64(s, 3),
+		};
+
+		if (!row.digest || !row.format)
+			return -ENOMEM;
+		r = cb(userdata, &row);
+		if (r < 0)
+			return r;
+	}
+	return db_step_end(rc);
+}
+
+int index_db_layer_foreach_blob(struct index_db *db, const char *layer_digest,
+				int (*cb)(void *userdata, const char *digest, bool chunk),
+				void *userdata)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int64_t layer_id;
+	int rc, r;
+
+	r = db_layer_id(db, layer_digest, &layer_id);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "SELECT DISTINCT digest, 0 FROM entries"
+		       " WHERE layer_id = ?1 AND digest IS NOT NULL"
+		       " UNION SELECT DISTINCT digest, 1 FROM chunks"
+		       " WHERE layer_id = ?1 AND digest IS NOT NULL", &s);
+	if (r < 0)
+		return r;
+	bind_int(s, 1, layer_id, &r);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *d = (const char *)sqlite3_column_text(s, 0);
+
+		if (!d)
+			return -ENOMEM;
+		r = cb(userdata, d, sqlite3_column_int(s, 1) != 0);
+		if (r < 0)
+			return r;
+	}
+	return db_step_end(rc);
+}
+
+int index_db_blob_is_referenced(struct index_db *db, const char *digest)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	/* Both lookups are one probe of the v3 indexes. */
+	r = db_prepare(db, "SELECT EXISTS (SELECT 1 FROM entries WHERE digest = ?1)"
+		       " OR EXISTS (SELECT 1 FROM chunks WHERE digest = ?1)", &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, digest, &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -EPROTO : sqlite_errno(rc);
+	return sqlite3_column_int(s, 0) != 0;
+}
+
+/* Runs a one-statement write binding @a (and @b, if non-NULL) and returns the rows changed. */
+static int db_write(struct index_db *db, const char *sql, const char *a, const char *b,
+		    int64_t i)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_prepare(db, sql, &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, a, &r);
+	if (b)
+		bind_text(s, 2, b, &r);
+	if (i >= 0)
+		bind_int(s, 3, i, &r);
+	if (r < 0)
+		return r;
+	r = db_step_done(s);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(db->conn);
+}
+
+int index_db_image_touch(struct index_db *db, const char *manifest_digest)
+{
+	int r;
+
+	r = db_write(db, "UPDATE images SET last_used = ?3 WHERE digest = ?1", manifest_digest, NULL,
+		     now_sec());
+	if (r < 0)
+		return r;
+	return r == 0 ? -ENOENT : 0;
+}
+
+int index_db_ref_delete(struct index_db *db, const char *ref, const char *platform)
+{
+	if (platform)
+		return db_write(db, "DELETE FROM refs WHERE ref = ?1 AND platform = ?2", ref,
+				platform, -1);
+	return db_write(db, "DELETE FROM refs WHERE ref = ?1", ref, NULL, -1);
+}
+
+int index_db_ref_delete_digest(struct index_db *db, const char *manifest_digest)
+{
+	return db_write(db, "DELETE FROM refs WHERE digest = ?1", manifest_digest, NULL, -1);
+}
+
+int index_db_image_delete(struct index_db *db, const char *manifest_digest)
+{
+	return db_write(db, "DELETE FROM images WHERE digest = ?1", manifest_digest, NULL, -1);
+}
+
+int index_db_layer_delete(struct index_db *db, const char *digest)
+{
+	/* Entries and chunks go by ON DELETE CASCADE, a range scan of their primary keys. */
+	return db_write(db, "DELETE FROM layers WHERE digest = ?1", digest, NULL, -1);
+}
+
+int index_db_transaction_begin(struct index_db *db)
+{
+	return db_begin(db);
+}
+
+int index_db_transaction_commit(struct index_db *db)
+{
+	return db_commit(db);
+}
+
+void index_db_transaction_rollback(struct index_db *db)
+{
+	db_rollback(db);
+}
+
+int index_db_integrity_check(struct index_db *db, char ***ret_problems)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	_cleanup_strv_free_ char **l = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "PRAGMA integrity_check", &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *m = (const char *)sqlite3_column_text(s, 0);
+
+		if (!m)
+			return -ENOMEM;
+		if (streq(m, "ok"))
+			continue;
+		r = strv_push(&l, m);
+		if (r < 0)
+			return r;
+	}
+	if (rc != SQLITE_DONE)
+		return sqlite_errno(rc);
+	*ret_problems = TAKE_PTR(l);
+	return 0;
 }

@@ -4,7 +4,9 @@
  * One struct index_db is one connection; use it from one thread at a time. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "entry.h"
 
@@ -68,3 +70,59 @@ int index_db_layer_get_format(struct index_db *db, const char *digest, char **re
  * -ENOENT if the layer is not indexed. */
 int index_db_layer_foreach(struct index_db *db, const char *digest,
 			   int (*cb)(void *userdata, const struct entry *e), void *userdata);
+
+/* ---- Cache administration (images, inspect, rm, gc, fsck) ---------------------------------
+ * Rows are handed to callbacks; their pointers are valid only during the call, and a negative
+ * return from a callback stops the walk and is returned.  Callbacks must not use @db. */
+
+struct index_db_ref_row {
+	const char *ref, *platform, *digest;
+	int64_t updated;
+};
+struct index_db_image_row {
+	const char *digest, *media_type;
+	const void *manifest;
+	size_t manifest_len;
+	int64_t created, last_used;   /* seconds since the epoch */
+};
+struct index_db_layer_row {
+	const char *digest, *media_type, *format;
+	int64_t n_entries;
+};
+
+int index_db_ref_foreach(struct index_db *db,
+			 int (*cb)(void *userdata, const struct index_db_ref_row *row), void *userdata);
+int index_db_image_foreach(struct index_db *db,
+			   int (*cb)(void *userdata, const struct index_db_image_row *row),
+			   void *userdata);
+int index_db_layer_foreach_row(struct index_db *db,
+			       int (*cb)(void *userdata, const struct index_db_layer_row *row),
+			       void *userdata);
+/* Each distinct blob digest a layer names: whole-file contents (entries.digest; @chunk false)
+ * and chunks of lazy layers (@chunk true).  A digest may come once from each source.
+ * -ENOENT if the layer is not indexed. */
+int index_db_layer_foreach_blob(struct index_db *db, const char *layer_digest,
+				int (*cb)(void *userdata, const char *digest, bool chunk),
+				void *userdata);
+/* 1 if any indexed layer names @digest as a file's content or a chunk, 0 if none. */
+int index_db_blob_is_referenced(struct index_db *db, const char *digest);
+
+/* Sets images.last_used to now; -ENOENT if the image is unknown. */
+int index_db_image_touch(struct index_db *db, const char *manifest_digest);
+/* Deletes the refs rows of @ref (every platform when @platform is NULL); returns how many. */
+int index_db_ref_delete(struct index_db *db, const char *ref, const char *platform);
+/* Deletes every refs row that resolves to @manifest_digest; returns how many. */
+int index_db_ref_delete_digest(struct index_db *db, const char *manifest_digest);
+/* Deletes the image row (0 if there was none). */
+int index_db_image_delete(struct index_db *db, const char *manifest_digest);
+/* Deletes a layer with its entries and chunks (0 if it was not indexed). */
+int index_db_layer_delete(struct index_db *db, const char *digest);
+
+/* Groups the writes above: BEGIN IMMEDIATE with retries on contention, COMMIT, ROLLBACK. */
+int index_db_transaction_begin(struct index_db *db);
+int index_db_transaction_commit(struct index_db *db);  /* rolls back on failure */
+void index_db_transaction_rollback(struct index_db *db);
+
+/* PRAGMA integrity_check: 0 and *ret_problems NULL when it says "ok", else a strv of its
+ * messages (caller frees). */
+int index_db_integrity_check(struct index_db *db, char ***ret_problems);

@@ -86,6 +86,7 @@ struct registry {
 
 	long connect_timeout_ms;
 	long timeout_ms;
+	uint64_t max_recv_bytes_per_sec;
 	char error[1024];
 };
 
@@ -240,6 +241,7 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 
 	r->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
 	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_MS_DEFAULT;
+	r->max_recv_bytes_per_sec = o ? o->max_recv_bytes_per_sec : 0;
 
 	*ret = TAKE_PTR(r);
 	return 0;
@@ -826,6 +828,7 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		req->tls = &r->tls;
 		req->allow_http_redirect = r->insecure;
 		req->connect_timeout_ms = r->connect_timeout_ms;
+		req->max_recv_bytes_per_sec = r->max_recv_bytes_per_sec;
 		if (!x->streaming)
 			req->timeout_ms = left > 1 ? left : 1;
 

@@ -36,6 +36,8 @@ struct registry_options {
 	/* "http" or "https" when an earlier client of this registry found it (registry_scheme()):
 	 * skips the HTTPS probe of insecure registries.  "http" is ignored for secure ones. */
 	const char *scheme;
+	/* Receive at most this many body bytes per second in each request; 0: unlimited. */
+	uint64_t max_recv_bytes_per_sec;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,

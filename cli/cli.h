@@ -48,6 +48,15 @@ int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);
 int verb_run(int argc, char **argv);
 int verb_stats(int argc, char **argv);
+int verb_images(int argc, char **argv);
+int verb_inspect(int argc, char **argv);
+int verb_rm(int argc, char **argv);
+int verb_gc(int argc, char **argv);
+int verb_fsck(int argc, char **argv);
+/* Opens @dir (NULL: the default cache) for the cache verbs; 0 or EXIT_CACHE (logged). */
+struct cache;
+int cli_cache_open(const char *dir, struct cache **ret);
+int verb_prewarm(int argc, char **argv);
 
 /* The options `mount` and `run` share, for their getopt_long() tables and --help. */
 #define IMAGE_OPTIONS                                              \

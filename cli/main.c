@@ -14,7 +14,13 @@ static void help(void)
 	       "  mount REF DIR     mount image REF read-only (optionally with an overlay) at DIR\n"
 	       "  umount DIR        unmount it and stop its daemon\n"
 	       "  run REF [-- CMD]  mount, run in systemd-nspawn, unmount\n"
-	       "  stats DIR         what a mount fetched, served from the cache, prefetched\n\n"
+	       "  images            list the images in the cache\n"
+	       "  inspect REF       show an image's manifest, config and layers from the cache\n"
+	       "  rm REF...         forget images and free what nothing else uses\n"
+	       "  gc                remove unused blobs; evict images down to --max-size\n"
+	       "  fsck              check (and --repair) the cache\n"
+	       "  stats DIR         what a mount fetched, served from the cache, prefetched\n"
+	       "  prewarm REF...    fetch whole images into the cache ahead of mounting\n\n"
 	       "'lazyroot VERB --help' describes each verb; see lazyroot(1).\n");
 }
 
@@ -29,6 +35,12 @@ int main(int argc, char **argv)
 		{ "unmount", verb_umount },
 		{ "run", verb_run },
 		{ "stats", verb_stats },
+		{ "images", verb_images },
+		{ "inspect", verb_inspect },
+		{ "rm", verb_rm },
+		{ "gc", verb_gc },
+		{ "fsck", verb_fsck },
+		{ "prewarm", verb_prewarm },
 	};
 
 	/* A closed pipe is an error to report where it happens, not a reason to die. */

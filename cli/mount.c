@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <limits.h>
 
+#include "../cache/gc.h"
 #include "../cache/layer_lazy.h"
 #include "../cache/log.h"
 #include "../cache/util.h"
@@ -594,6 +595,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = EXIT_FAILURE_OTHER;
 		goto finish;
 	}
+	if (cache_gc_auto(cache) < 0)
+		log_warning("automatic gc of cache '%s' failed, ignoring", cache_dir);
 	/* SQLite connections must not cross fork(); the daemon needs only the blob store. */
 	cache_close_db(cache);
 

@@ -13,3 +13,6 @@ struct progress *progress_free(struct progress *p);  /* clears the line; NULL-sa
 /* A pull_options.progress callback; thread-safe. */
 void progress_update(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 		     uint64_t total);
+/* Draws one bar over a whole job instead: "what [#####     ] 1.2/3.4 MiB  5.1 MiB/s  ETA 0:12",
+ * with @done and @total the job's bytes so far (@total may grow); thread-safe. */
+void progress_bytes(struct progress *p, uint64_t done, uint64_t total);

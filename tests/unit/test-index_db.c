@@ -296,7 +296,7 @@ static void test_migration(const char *dir)
 	if (r < 0)
 		return;
 	snprintf(dbpath, sizeof(dbpath), "%s", path);
-	check(sql_int("PRAGMA user_version") == 2, "v1: it is upgraded to schema 2 in place");
+	check(sql_int("PRAGMA user_version") == 3, "v1: it is upgraded to the current schema (3) in place");
 	check(index_db_layer_is_indexed(db, L1) == 1 &&
 	      index_db_layer_foreach(db, L1, cb_v1, &c) == 0 && c.n == 2 && c.mismatches == 0,
 	      "v1: its entries read back unchanged, without chunks or prefetch flags (%zu, %zu)",
@@ -326,7 +326,7 @@ static void test_migration(const char *dir)
 	      "v1: an upgraded layer can be replaced");
 
 	db = index_db_free(db);
-	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 2,
+	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 3,
 	      "v1: an upgraded database reopens as is");
 }
 
@@ -352,7 +352,7 @@ int main(void)
 	if (r < 0)
 		return tap_done();
 	check(stat(dbpath, &st) == 0 && (st.st_mode & 0777) == 0600, "the file is created 0600");
-	check(sql_int("PRAGMA user_version") == 2, "the schema version is recorded");
+	check(sql_int("PRAGMA user_version") == 3, "the schema version is recorded");
 	{
 		char wal[sizeof(dbpath) + 8];
 

@@ -1,0 +1,127 @@
+/* cache/config.c: reads the configuration file (see config.h).  It is tiny and read once per
+ * command, so it is parsed line by line without keeping anything. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/lazyroot/lazyroot.conf"
+#define CONFIG_MAX (64 * 1024)
+
+const char *config_path(void)
+{
+	const char *e = getenv("LAZYROOT_CONFIG");
+
+	return e && *e ? e : CONFIG_DEFAULT_PATH;
+}
+
+int parse_size(const char *s, uint64_t *ret)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	switch (toupper((unsigned char)*end)) {
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case 'T':
+		shift = 40;
+		break;
+	}
+	if (shift) {
+		end++;
+		if (*end == 'i')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	} else if (*end == 'B' || *end == 'b') {
+		end++;
+	}
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*ret = (uint64_t)v << shift;
+	return 0;
+}
+
+static char *strip(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int config_max_size(uint64_t *ret_max_size, unsigned *ret_line)
+{
+	_cleanup_free_ char *buf = NULL;
+	char *line, *save = NULL;
+	uint64_t max_size = 0;
+	unsigned n = 0;
+	int r;
+
+	r = read_full_file(config_path(), CONFIG_MAX, &buf, NULL);
+	if (r == -ENOENT) {
+		*ret_max_size = 0;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+
+	/* strtok_r would skip empty lines and so miscount; split by hand. */
+	for (line = buf; line; line = save) {
+		char *key, *value, *eq;
+
+		save = strchr(line, '\n');
+		if (save)
+			*save++ = '\0';
+		n++;
+		key = strip(line);
+		if (!*key || *key == '#')
+			continue;
+		eq = strchr(key, '=');
+		if (!eq)
+			goto bad;
+		*eq = '\0';
+		value = strip(eq + 1);
+		key = strip(key);
+		if (streq(key, "max-size")) {
+			r = parse_size(value, &max_size);
+			if (r < 0)
+				goto bad;
+		}
+	}
+	*ret_max_size = max_size;
+	return 0;
+bad:
+	if (ret_line)
+		*ret_line = n;
+	return -EINVAL;
+}

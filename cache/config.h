@@ -1,0 +1,18 @@
+/* cache/config.h: the configuration file, /etc/lazyroot/lazyroot.conf or $LAZYROOT_CONFIG:
+ * `key = value` lines, `#` starts a comment line, blank lines are ignored.  Known keys:
+ * max-size (the cache size `lazyroot gc` and the automatic gc keep to, see parse_size()).
+ * Unknown keys are ignored, so that newer files work with older lazyroot. */
+#pragma once
+
+#include <stdint.h>
+
+/* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */
+const char *config_path(void);
+
+/* Sets *ret_max_size to the file's max-size, 0 when the file or the key is absent.
+ * -EINVAL (with the line number in *ret_line when non-NULL) for a malformed line or value. */
+int config_max_size(uint64_t *ret_max_size, unsigned *ret_line);
+
+/* "10G", "500M", "1024K", "123" (bytes); K, M, G, T are powers of 1024, optionally followed by
+ * "B" or "iB".  -EINVAL if malformed, -ERANGE if it overflows. */
+int parse_size(const char *s, uint64_t *ret);

@@ -1,0 +1,362 @@
+/*
+ * cache/fsck.c: the consistency check of a cache directory (see fsck.h).  Hashing every blob is
+ * the cost (a cache can hold GBs): the files are listed first and hashed by a few threads that
+ * take the next file from a shared counter; everything that touches SQLite stays on the calling
+ * thread.  The order of the checks makes one --repair run sufficient: bad blobs are deleted
+ * before tar layers are checked for missing contents, and layers are dropped before orphans are
+ * looked for, so that the blobs of a dropped layer are not left behind as orphans.
+ */
+#include "fsck.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <sys/file.h>
+#include <time.h>
+
+#include "digest.h"
+#include "gc.h"
+#include "util.h"
+
+#define FSCK_MAX_THREADS 8
+#define READ_BUF (1u << 20)
+
+struct fsck_blob {
+	char *rel;        /* "xx/NAME" under blobs/sha256 */
+	char *digest;     /* NULL: not a well-formed blob name */
+	uint64_t size;
+	int status;       /* 0 good, -EBADMSG mismatch, other -errno: unreadable */
+	bool removed;
+};
+
+struct fsck {
+	struct cache *c;
+	const struct fsck_options *o;
+	void (*problem)(void *userdata, const char *line, bool repaired);
+	void *userdata;
+	struct fsck_result *res;
+	int dir_fd;       /* blobs/sha256 */
+	struct fsck_blob *blobs;
+	size_t n_blobs, n_allocated;
+	atomic_size_t next;
+};
+
+static void report(struct fsck *f, bool repaired, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void report(struct fsck *f, bool repaired, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	f->res->problems++;
+	if (repaired)
+		f->res->repaired++;
+	f->problem(f->userdata, line, repaired);
+}
+
+static int list_blob(void *userdata, int dir_fd, const char *rel, const char *digest,
+		     const struct stat *st)
+{
+	struct fsck *f = userdata;
+	struct fsck_blob *b;
+
+	(void)dir_fd;
+	if (f->n_blobs == f->n_allocated) {
+		size_t n = f->n_allocated ? f->n_allocated * 2 : 1024;
+		struct fsck_blob *nb = reallocarray(f->blobs, n, sizeof(*nb));
+
+		if (!nb)
+			return -ENOMEM;
+		f->blobs = nb;
+		f->n_allocated = n;
+	}
+	b = &f->blobs[f->n_blobs];
+	*b = (struct fsck_blob) { .size = (uint64_t)st->st_size };
+	b->rel = strdup(rel);
+	b->digest = digest ? strdup(digest) : NULL;
+	if (!b->rel || (digest && !b->digest)) {
+		free(b->rel);
+		free(b->digest);
+		return -ENOMEM;
+	}
+	f->n_blobs++;
+	return 0;
+}
+
+static int hash_one(struct fsck *f, struct fsck_blob *b, uint8_t *buf)
+{
+	_cleanup_(digest_ctx_freep) struct digest_ctx *ctx = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	char got[DIGEST_STRING_MAX];
+	int r;
+
+	fd = openat(f->dir_fd, b->rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	r = digest_ctx_new(&ctx);
+	if (r < 0)
+		return r;
+	for (;;) {
+		ssize_t n = read(fd, buf, READ_BUF);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		digest_ctx_update(ctx, buf, (size_t)n);
+	}
+	digest_ctx_final(ctx, got);
+	return streq(got, b->digest) ? 0 : -EBADMSG;
+}
+
+static void *hash_thread(void *userdata)
+{
+	struct fsck *f = userdata;
+	uint8_t *buf = malloc(READ_BUF);
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&f->next, 1);
+
+		if (i >= f->n_blobs)
+			break;
+		if (!f->blobs[i].digest)
+			continue;
+		f->blobs[i].status = buf ? hash_one(f, &f->blobs[i], buf) : -ENOMEM;
+	}
+	free(buf);
+	return NULL;
+}
+
+static unsigned thread_count(const struct fsck_options *o)
+{
+	long n = o->threads ? (long)o->threads : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	return n > FSCK_MAX_THREADS ? FSCK_MAX_THREADS : (unsigned)n;
+}
+
+static int hash_all(struct fsck *f)
+{
+	pthread_t threads[FSCK_MAX_THREADS];
+	unsigned n = thread_count(f->o), started = 0;
+
+	atomic_store(&f->next, 0);
+	for (; started < n; started++)
+		if (pthread_create(&threads[started], NULL, hash_thread, f) != 0)
+			break;
+	if (started == 0)
+		(void)hash_thread(f);
+	for (unsigned i = 0; i < started; i++)
+		(void)pthread_join(threads[i], NULL);
+	return 0;
+}
+
+static void remove_blob(struct fsck *f, struct fsck_blob *b, bool *repaired)
+{
+	*repaired = false;
+	if (!f->o->repair)
+		return;
+	if (unlinkat(f->dir_fd, b->rel, 0) == 0 || errno == ENOENT) {
+		b->removed = true;
+		*repaired = true;
+	}
+}
+
+static void check_blobs(struct fsck *f)
+{
+	for (size_t i = 0; i < f->n_blobs; i++) {
+		struct fsck_blob *b = &f->blobs[i];
+		bool repaired;
+
+		if (!b->digest) {
+			remove_blob(f, b, &repaired);
+			report(f, repaired, "unexpected file blobs/sha256/%s%s", b->rel,
+			       repaired ? ": removed" : "");
+		} else if (b->status == -EBADMSG) {
+			remove_blob(f, b, &repaired);
+			report(f, repaired, "blob %s does not hash to its name%s", b->digest,
+			       repaired ? ": removed" : "");
+		} else if (b->status < 0) {
+			errno = -b->status;
+			report(f, false, "blob %s cannot be read: %m", b->digest);
+		}
+	}
+}
+
+static int collect_layer(void *userdata, const struct index_db_layer_row *row)
+{
+	if (!streq(row->format, "tar"))
+		return 0;  /* lazy layers' chunks may be missing: not fetched yet */
+	return strv_push(userdata, row->digest);
+}
+
+struct layer_check {
+	struct fsck *f;
+	uint64_t named, missing;
+	char first_missing[DIGEST_STRING_MAX];
+};
+
+static int check_content(void *userdata, const char *digest, bool chunk)
+{
+	struct layer_check *lc = userdata;
+	char rel[3 + DIGEST_HEX_LEN + 1];
+	struct stat st;
+
+	if (chunk || digest_validate(digest) < 0)
+		return 0;
+	lc->named++;
+	snprintf(rel, sizeof(rel), "%.2s/%s", digest + 7, digest + 7);
+	if (fstatat(lc->f->dir_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (S_ISREG(st.st_mode))
+			return 0;
+	} else if (errno != ENOENT && errno != ENOTDIR) {
+		return -errno;
+	}
+	if (lc->missing++ == 0)
+		snprintf(lc->first_missing, sizeof(lc->first_missing), "%s", digest);
+	return 0;
+}
+
+static int check_tar_layers(struct fsck *f)
+{
+	_cleanup_strv_free_ char **layers = NULL;
+	int r;
+
+	r = index_db_layer_foreach_row(f->c->db, collect_layer, &layers);
+	if (r < 0)
+		return r;
+	for (char **l = layers; l && *l; l++) {
+		struct layer_check lc = { .f = f };
+		bool repaired = false;
+
+		r = index_db_layer_foreach_blob(f->c->db, *l, check_content, &lc);
+		if (r < 0)
+			return r;
+		if (lc.missing == 0)
+			continue;
+		if (f->o->repair) {
+			r = index_db_layer_delete(f->c->db, *l);
+			if (r < 0)
+				return r;
+			repaired = true;
+		}
+		report(f, repaired, "layer %s: %llu of %llu file contents missing (first %s)%s", *l,
+		       (unsigned long long)lc.missing, (unsigned long long)lc.named,
+		       lc.first_missing,
+		       repaired ? ": dropped from the index, the next pull imports it again" : "");
+	}
+	return 0;
+}
+
+static int check_orphans(struct fsck *f)
+{
+	for (size_t i = 0; i < f->n_blobs; i++) {
+		struct fsck_blob *b = &f->blobs[i];
+		bool repaired;
+		int r;
+
+		if (!b->digest || b->removed)
+			continue;
+		r = index_db_blob_is_referenced(f->c->db, b->digest);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			continue;
+		remove_blob(f, b, &repaired);
+		report(f, repaired, "orphan blob %s (%llu bytes), no layer names it%s", b->digest,
+		       (unsigned long long)b->size, repaired ? ": removed" : "");
+	}
+	return 0;
+}
+
+static int check_tmp(struct fsck *f)
+{
+	_cleanup_free_ char *path = NULL;
+	struct dirent *de;
+	time_t now = time(NULL);
+	DIR *d;
+
+	if (asprintf(&path, "%s/tmp", f->c->dir) < 0)
+		return -ENOMEM;
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		struct stat st;
+		bool repaired = false;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if ((int64_t)(now - st.st_mtime) < GC_TMP_MIN_AGE_SEC)
+			continue;  /* may belong to a writer that is still running */
+		if (f->o->repair)
+			repaired = unlinkat(dirfd(d), de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0;
+		report(f, repaired, "leftover temporary file tmp/%s%s", de->d_name,
+		       repaired ? ": removed" : "");
+	}
+	closedir(d);
+	return 0;
+}
+
+int cache_fsck(struct cache *c, const struct fsck_options *o,
+	       void (*problem)(void *userdata, const char *line, bool repaired), void *userdata,
+	       struct fsck_result *ret)
+{
+	_cleanup_close_ int lock_fd = -EBADF, dir_fd = -EBADF;
+	_cleanup_strv_free_ char **integrity = NULL;
+	_cleanup_free_ char *dir = NULL;
+	struct fsck f = {
+		.c = c, .o = o, .problem = problem, .userdata = userdata, .res = ret,
+	};
+	int r;
+
+	*ret = (struct fsck_result) {};
+	r = cache_lock(c, LOCK_EX, &lock_fd);
+	if (r < 0)
+		return r;
+	if (asprintf(&dir, "%s/blobs/sha256", c->dir) < 0)
+		return -ENOMEM;
+	dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	f.dir_fd = dir_fd;
+
+	r = index_db_integrity_check(c->db, &integrity);
+	if (r < 0)
+		goto finish;
+	for (char **p = integrity; p && *p; p++)
+		report(&f, false, "index.db: %s", *p);
+
+	r = cache_blob_foreach(c, list_blob, &f);
+	if (r < 0)
+		goto finish;
+	for (size_t i = 0; i < f.n_blobs; i++) {
+		ret->n_blobs++;
+		ret->blob_bytes += f.blobs[i].size;
+	}
+	hash_all(&f);
+	check_blobs(&f);
+	r = check_tar_layers(&f);
+	if (r >= 0)
+		r = check_orphans(&f);
+	if (r >= 0)
+		r = check_tmp(&f);
+finish:
+	for (size_t i = 0; i < f.n_blobs; i++) {
+		free(f.blobs[i].rel);
+		free(f.blobs[i].digest);
+	}
+	free(f.blobs);
+	return r;
+}

@@ -1,0 +1,305 @@
+/*
+ * cache/prewarm.c: every chunk of an image's lazy layers into the blob store.
+ *
+ * A plan is the list of chunks still missing, deduplicated by digest and sorted by (layer,
+ * blob offset), cut into batches: runs of chunks of one layer that lie at most PREWARM_GAP_MAX
+ * apart and span at most batch_max compressed bytes.  The fetcher turns each batch into one
+ * Range request (it merges neighbours within the same gap) and stores each chunk as soon as it
+ * is verified.  Workers take the next batch under p->lock, so requests go out in blob order
+ * and a registry that serves ranges sequentially sees a mostly sequential read.
+ *
+ * Expected load: a few thousand chunks per image of tens of KiB to a few MiB; the plan is a
+ * few hundred bytes per chunk in memory.
+ */
+#include "prewarm.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layer_lazy.h"
+#include "log.h"
+#include "util.h"
+
+#define PREWARM_GAP_MAX (64U * 1024)          /* as the fetcher's FETCH_GAP_MAX */
+#define PREWARM_BATCH_DEFAULT (8U * 1024 * 1024)
+#define PREWARM_JOBS_DEFAULT 4U
+#define PREWARM_PROBE_BYTES (128U * 1024)     /* above blob_store's in-memory limit */
+
+struct prewarm_plan {
+	struct fetch_chunk *chunks;
+	size_t n_chunks, n_alloc;
+	uint64_t bytes;
+};
+
+struct plan_builder {
+	struct prewarm_plan *p;
+	unsigned layer;
+};
+
+struct prewarm_plan *prewarm_plan_free(struct prewarm_plan *p)
+{
+	if (!p)
+		return NULL;
+	free(p->chunks);
+	free(p);
+	return NULL;
+}
+
+static int plan_add_entry(void *userdata, const struct entry *e)
+{
+	struct plan_builder *b = userdata;
+	struct prewarm_plan *p = b->p;
+
+	for (size_t i = 0; i < e->n_chunks; i++) {
+		const struct chunk *c = &e->chunks[i];
+		struct fetch_chunk *fc;
+
+		/* Runs of zeros are never fetched: the fs serves them from memory. */
+		if (!c->digest || c->blob_length == 0)
+			continue;
+		if (strlen(c->digest) >= DIGEST_STRING_MAX)
+			return -EBADMSG;
+		if (p->n_chunks == p->n_alloc) {
+			size_t na = p->n_alloc ? p->n_alloc * 2 : 1024;
+			struct fetch_chunk *n = reallocarray(p->chunks, na, sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			p->chunks = n;
+			p->n_alloc = na;
+		}
+		fc = &p->chunks[p->n_chunks++];
+		*fc = (struct fetch_chunk) {
+			.layer = b->layer, .blob_offset = c->blob_offset,
+			.blob_length = c->blob_length, .size = c->size,
+		};
+		memcpy(fc->digest, c->digest, strlen(c->digest) + 1);
+	}
+	return 0;
+}
+
+static int compare_digest(const void *a, const void *b)
+{
+	const struct fetch_chunk *x = a, *y = b;
+	int d = strcmp(x->digest, y->digest);
+
+	if (d != 0)
+		return d;
+	/* The first occurrence in (layer, offset) order wins: deterministic plans. */
+	if (x->layer != y->layer)
+		return x->layer < y->layer ? -1 : 1;
+	if (x->blob_offset != y->blob_offset)
+		return x->blob_offset < y->blob_offset ? -1 : 1;
+	return 0;
+}
+
+static int compare_position(const void *a, const void *b)
+{
+	const struct fetch_chunk *x = a, *y = b;
+
+	if (x->layer != y->layer)
+		return x->layer < y->layer ? -1 : 1;
+	if (x->blob_offset != y->blob_offset)
+		return x->blob_offset < y->blob_offset ? -1 : 1;
+	return 0;
+}
+
+int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct manifest *m,
+		     struct prewarm_plan **ret)
+{
+	_cleanup_(prewarm_plan_freep) struct prewarm_plan *p = NULL;
+	size_t k = 0;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+
+	for (size_t i = 0; i < m->n_layers; i++) {
+		struct plan_builder b = { .p = p, .layer = (unsigned)i };
+
+		if (layer_format_detect(&m->layers[i]) == LAYER_FORMAT_TAR)
+			continue;
+		r = index_db_layer_foreach(db, m->layers[i].digest, plan_add_entry, &b);
+		if (r < 0)
+			return log_debug_errno(r, "cannot list the chunks of layer '%s': %m",
+					       m->layers[i].digest);
+	}
+
+	if (p->n_chunks > 0)
+		qsort(p->chunks, p->n_chunks, sizeof(*p->chunks), compare_digest);
+	for (size_t i = 0; i < p->n_chunks; i++) {
+		if (k > 0 && streq(p->chunks[k - 1].digest, p->chunks[i].digest))
+			continue;
+		/* On an error (not 0 or 1) keep it: fetching will tell. */
+		r = blob_store_has(bs, p->chunks[i].digest);
+		if (r == 1)
+			continue;
+		p->chunks[k++] = p->chunks[i];
+	}
+	p->n_chunks = k;
+	if (p->n_chunks > 0)
+		qsort(p->chunks, p->n_chunks, sizeof(*p->chunks), compare_position);
+	for (size_t i = 0; i < p->n_chunks; i++)
+		p->bytes += p->chunks[i].blob_length;
+
+	*ret = TAKE_PTR(p);
+	return 0;
+}
+
+void prewarm_plan_size(const struct prewarm_plan *p, size_t *ret_chunks, uint64_t *ret_bytes)
+{
+	if (ret_chunks)
+		*ret_chunks = p ? p->n_chunks : 0;
+	if (ret_bytes)
+		*ret_bytes = p ? p->bytes : 0;
+}
+
+struct prewarm_run {
+	const struct prewarm_plan *p;
+	struct fetcher *f;
+	const struct prewarm_options *o;
+	uint64_t batch_max;
+
+	pthread_mutex_t lock;
+	size_t next;        /* guarded by lock: the first chunk no worker has taken */
+	size_t failed;      /* guarded by lock: chunks of failed batches */
+	bool stop;          /* guarded by lock: a batch failed, start no new one */
+	pthread_mutex_t progress_lock;  /* serialises o->progress */
+};
+
+/* Takes the next batch: [*ret_first, *ret_first + n), n = 0 when there is none left. */
+static size_t run_take(struct prewarm_run *w, size_t *ret_first, uint64_t *ret_bytes)
+{
+	const struct fetch_chunk *c = w->p->chunks;
+	size_t first, n = 0;
+	uint64_t start, end, bytes = 0;
+
+	pthread_mutex_lock(&w->lock);
+	first = w->next;
+	if (w->stop || first >= w->p->n_chunks) {
+		pthread_mutex_unlock(&w->lock);
+		return 0;
+	}
+	start = c[first].blob_offset;
+	end = start + c[first].blob_length;
+	for (size_t i = first; i < w->p->n_chunks; i++) {
+		uint64_t e = c[i].blob_offset + c[i].blob_length;
+
+		if (n > 0) {
+			if (c[i].layer != c[first].layer || c[i].blob_offset > end + PREWARM_GAP_MAX ||
+			    (e > end ? e : end) - start > w->batch_max)
+				break;
+			if (e > end)
+				end = e;
+		}
+		bytes += c[i].blob_length;
+		n++;
+	}
+	w->next = first + n;
+	pthread_mutex_unlock(&w->lock);
+
+	*ret_first = first;
+	*ret_bytes = bytes;
+	return n;
+}
+
+static void *run_worker(void *userdata)
+{
+	struct prewarm_run *w = userdata;
+	size_t first, n;
+	uint64_t bytes;
+
+	while ((n = run_take(w, &first, &bytes)) > 0) {
+		int r = fetcher_ensure(w->f, w->p->chunks + first, n);
+
+		if (r < 0) {
+			pthread_mutex_lock(&w->lock);
+			w->failed += n;
+			w->stop = true;
+			pthread_mutex_unlock(&w->lock);
+			log_debug_errno(r, "prewarming %zu chunks from '%s' failed: %m", n,
+					w->p->chunks[first].digest);
+			continue;
+		}
+		if (w->o->progress) {
+			pthread_mutex_lock(&w->progress_lock);
+			w->o->progress(w->o->userdata, bytes);
+			pthread_mutex_unlock(&w->progress_lock);
+		}
+	}
+	return NULL;
+}
+
+/* After a failure: is it the store?  A blob larger than the store keeps in memory forces a
+ * temporary file and real writes into DIR/tmp. */
+static int store_probe(struct blob_store *bs)
+{
+	_cleanup_free_ void *buf = calloc(1, PREWARM_PROBE_BYTES);
+	struct blob_txn *t = NULL;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = blob_txn_begin(bs, &t);
+	if (r < 0)
+		return r;
+	r = blob_txn_write(t, buf, PREWARM_PROBE_BYTES);
+	blob_txn_abort(t);
+	return r;
+}
+
+int prewarm_run(const struct prewarm_plan *p, struct fetcher *f, struct blob_store *bs,
+		const struct prewarm_options *o, size_t *ret_failed)
+{
+	static const struct prewarm_options defaults = {};
+	struct prewarm_run w = {
+		.p = p, .f = f, .o = o ? o : &defaults,
+		.lock = PTHREAD_MUTEX_INITIALIZER, .progress_lock = PTHREAD_MUTEX_INITIALIZER,
+	};
+	_cleanup_free_ pthread_t *threads = NULL;
+	unsigned jobs, started = 0;
+	sigset_t all, old;
+	int r = 0;
+
+	if (ret_failed)
+		*ret_failed = p->n_chunks;
+	if (p->n_chunks == 0) {
+		if (ret_failed)
+			*ret_failed = 0;
+		return 0;
+	}
+	w.batch_max = w.o->batch_max ? w.o->batch_max : PREWARM_BATCH_DEFAULT;
+	jobs = w.o->jobs ? w.o->jobs : PREWARM_JOBS_DEFAULT;
+
+	threads = calloc(jobs, sizeof(*threads));
+	if (!threads)
+		return -ENOMEM;
+	/* Signals are the main thread's business. */
+	(void)sigfillset(&all);
+	(void)pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (unsigned i = 0; i < jobs; i++) {
+		r = -pthread_create(&threads[i], NULL, run_worker, &w);
+		if (r < 0)
+			break;
+		started++;
+	}
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started == 0)
+		return log_debug_errno(r, "cannot start prewarm threads: %m");
+	for (unsigned i = 0; i < started; i++)
+		(void)pthread_join(threads[i], NULL);
+
+	/* A stop leaves the rest of the plan untaken: not stored either. */
+	w.failed += p->n_chunks - w.next;
+	if (ret_failed)
+		*ret_failed = w.failed;
+	if (w.failed == 0)
+		return 0;
+	r = store_probe(bs);
+	if (r < 0)
+		return log_debug_errno(r, "the blob store cannot be written: %m");
+	return -EIO;
+}

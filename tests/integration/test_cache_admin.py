@@ -1,0 +1,206 @@
+"""Cache lifecycle: `images`, `inspect`, `rm`, `gc` and `fsck` (lazyroot(1)). Everything runs
+against the session registry with a cache of the test's own."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from conftest import FIXTURES
+from helpers import blob_files, compare_with_oracle, sqlite, tmp_files
+
+KEYS = {"reference", "digest", "platform", "layers", "size", "cached_bytes", "last_used", "mounted"}
+
+
+def _images(lazyroot):
+    r = lazyroot.run("images", "--json")
+    assert r.ok, str(r)
+    return json.loads(r.stdout)
+
+
+def _pull(lazyroot, ref, mnt):
+    r = lazyroot.mount(ref, mnt)
+    assert r.ok, str(r)
+    u = lazyroot.umount(mnt)
+    assert u.ok, str(u)
+
+
+def _blob_sizes(cache):
+    root = Path(cache) / "blobs" / "sha256"
+    return {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _db(cache):
+    return Path(cache) / "index.db"
+
+
+def test_images_sizes_and_mounted(lazyroot, registry, mountpoint, cache_dir):
+    ref = registry.ref("oci-gzip")
+    r = lazyroot.mount(ref)
+    assert r.ok, str(r)
+    rows = _images(lazyroot)
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == KEYS
+    assert row["reference"] == ref and row["digest"] == registry.digest("oci-gzip")
+    assert row["layers"] > 0 and row["size"] > 0
+    # a tar image is wholly cached: every blob file of this lone image is its own
+    assert row["cached_bytes"] == sum(_blob_sizes(cache_dir).values())
+    assert row["mounted"] is True
+    assert row["last_used"].endswith("Z")
+    assert lazyroot.umount().ok
+    assert _images(lazyroot)[0]["mounted"] is False
+    human = lazyroot.run("images")
+    assert human.ok and ref in human.stdout and "REFERENCE" in human.stdout
+
+
+def test_inspect_formats(lazyroot, registry, mountpoint):
+    for name, fmt in (("oci-gzip", "tar"), ("estargz", "estargz")):
+        _pull(lazyroot, registry.ref(name), mountpoint)
+        r = lazyroot.run("inspect", "--json", registry.ref(name))
+        assert r.ok, str(r)
+        doc = json.loads(r.stdout)
+        assert doc["digest"] == registry.digest(name)
+        assert doc["layers"] and all(l["format"] == fmt and l["indexed"] for l in doc["layers"])
+        h = lazyroot.run("inspect", registry.ref(name))
+        assert h.ok and fmt in h.stdout
+    r = lazyroot.run("inspect", registry.ref("oci-zstd"))
+    assert r.returncode == 3 and "is not in the cache" in r.stderr
+
+
+def test_rm_keeps_shared_blobs(lazyroot, registry, mountpoint, cache_dir):
+    _pull(lazyroot, registry.ref("oci-gzip"), mountpoint)
+    only_a = blob_files(cache_dir)
+    _pull(lazyroot, registry.ref("docker-v2s2-gzip"), mountpoint)
+    both = blob_files(cache_dir)
+    r = lazyroot.run("rm", registry.ref("docker-v2s2-gzip"))
+    assert r.ok, str(r)
+    # exactly the blobs the other image does not use are gone
+    assert blob_files(cache_dir) == only_a
+    assert only_a <= both
+    assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("oci-gzip")]
+    assert sqlite(_db(cache_dir), "SELECT count(*) FROM images")[0][0] == 1
+    # the survivor still mounts from the cache alone
+    r = lazyroot.mount(registry.ref("oci-gzip"), mountpoint, "--pull=never")
+    assert r.ok, str(r)
+    assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
+    # a mounted image is refused
+    r = lazyroot.run("rm", registry.ref("oci-gzip"))
+    assert r.returncode == 1 and "mounted" in r.stderr
+    assert lazyroot.umount().ok
+    r = lazyroot.run("rm", registry.ref("oci-gzip"))
+    assert r.ok, str(r)
+    assert blob_files(cache_dir) == set()
+    assert sqlite(_db(cache_dir), "SELECT count(*) FROM layers")[0][0] == 0
+    assert lazyroot.run("rm", registry.ref("oci-gzip")).returncode == 3
+
+
+def test_gc_evicts_lru_never_mounted(lazyroot, registry, test_dir, cache_dir):
+    a, b, c = registry.ref("oci-zstd"), registry.ref("oci-uncompressed"), registry.ref("estargz")
+    mnt_a = test_dir / "a"
+    mnt_a.mkdir()
+    other = test_dir / "o"
+    other.mkdir()
+    assert lazyroot.mount(a, mnt_a).ok
+    _pull(lazyroot, c, other)
+    time.sleep(1.1)
+    _pull(lazyroot, b, other)   # C is now the least recently used
+    r = lazyroot.run("gc", "--max-size", "1")
+    # everything not mounted goes, C first; A stays: the cache cannot fit
+    assert r.returncode == 1, str(r)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("evicted")]
+    assert lines == ["evicted " + registry.digest("estargz"),
+                     "evicted " + registry.digest("oci-uncompressed")]
+    assert [row["reference"] for row in _images(lazyroot)] == [a]
+    diffs = compare_with_oracle(mnt_a, FIXTURES / "oci-zstd")
+    assert not diffs, "\n".join(diffs)
+    assert lazyroot.umount(mnt_a).ok
+
+
+def test_gc_removes_orphans_and_config_max_size(lazyroot, registry, test_dir, mountpoint, cache_dir):
+    _pull(lazyroot, registry.ref("oci-gzip"), mountpoint)
+    orphan = cache_dir / "blobs" / "sha256" / "00" / ("00" * 32)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"x")   # a name no layer uses (its content does not matter to gc)
+    r = lazyroot.run("gc")
+    assert r.ok and not orphan.exists(), str(r)
+
+    conf = test_dir / "lazyroot.conf"
+    conf.write_text("# test\nmax-size = 1K\n")
+    time.sleep(1.1)
+    r = lazyroot.mount(registry.ref("oci-uncompressed"), env={"LAZYROOT_CONFIG": str(conf)})
+    assert r.ok, str(r)
+    refs = [row["reference"] for row in _images(lazyroot)]
+    assert refs == [registry.ref("oci-uncompressed")]   # the older image was evicted
+    assert not compare_with_oracle(mountpoint, FIXTURES / "oci-uncompressed")
+    assert lazyroot.umount().ok
+
+
+def test_fsck(lazyroot, registry, mountpoint, cache_dir):
+    ref = registry.ref("oci-gzip")
+    _pull(lazyroot, ref, mountpoint)
+    r = lazyroot.run("fsck")
+    assert r.ok and r.stdout.strip().endswith("clean"), str(r)
+
+    # a flipped byte
+    sizes = _blob_sizes(cache_dir)
+    name = max(sizes, key=sizes.get)
+    path = cache_dir / "blobs" / "sha256" / name[:2] / name
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1
+    os.chmod(path, 0o600)
+    path.write_bytes(bytes(data))
+    r = lazyroot.run("fsck")
+    assert r.returncode == 1 and "does not hash" in r.stdout, str(r)
+    r = lazyroot.run("fsck", "--repair")
+    assert r.ok and not path.exists(), str(r)
+    assert lazyroot.run("fsck").ok
+    r = lazyroot.mount(ref)
+    assert r.ok, str(r)
+    assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
+    assert lazyroot.umount().ok
+
+    # a missing tar content
+    sizes = _blob_sizes(cache_dir)
+    name = sorted(sizes)[0]
+    (cache_dir / "blobs" / "sha256" / name[:2] / name).unlink()
+    r = lazyroot.run("fsck")
+    assert r.returncode == 1 and "missing" in r.stdout, str(r)
+    assert lazyroot.run("fsck", "--repair").ok
+    assert lazyroot.run("fsck").ok
+    r = lazyroot.mount(ref)
+    assert r.ok, str(r)
+    assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
+    assert lazyroot.umount().ok
+
+    # orphans and old temporaries
+    orphan = cache_dir / "blobs" / "sha256" / "ab" / ("ab" * 32)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"")
+    old = cache_dir / "tmp" / "blob-leftover"
+    old.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    young = cache_dir / "tmp" / "blob-young"
+    young.write_bytes(b"z")
+    r = lazyroot.run("fsck")
+    assert r.returncode == 1 and "orphan" in r.stdout and "blob-leftover" in r.stdout, str(r)
+    assert "blob-young" not in r.stdout
+    r = lazyroot.run("fsck", "--repair")
+    assert r.ok, str(r)
+    assert not orphan.exists() and tmp_files(cache_dir) == {"blob-young"}
+    assert lazyroot.run("fsck").ok
+
+
+def test_config_max_size_applies_after_prewarm(lazyroot, registry, test_dir, cache_dir):
+    """The config file's max-size is applied after every prewarm too: prewarming a second
+    image into a cache over its budget evicts the least recently used one."""
+    conf = test_dir / "lazyroot.conf"
+    conf.write_text("max-size = 1K\n")
+    env = {"LAZYROOT_CONFIG": str(conf)}
+    r = lazyroot.run("prewarm", "--cache-dir", str(cache_dir), registry.ref("oci-gzip"), env=env)
+    assert r.ok and r.stdout == "" and r.stderr == "", str(r)
+    assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("oci-gzip")]
+    time.sleep(1.1)
+    r = lazyroot.run("prewarm", "--cache-dir", str(cache_dir), registry.ref("estargz"), env=env)
+    assert r.ok, str(r)
+    assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("estargz")]

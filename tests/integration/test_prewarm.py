@@ -1,0 +1,308 @@
+"""`lazyroot prewarm` (issue "cache lifecycle", the prewarm part).
+
+  (1) prewarm the estargz, zstdchunked-skopeo and oci-gzip fixtures from a registry of the
+      test's own, stop the registry, mount each with --pull=never: every file matches the
+      oracle (contents included), so every byte came from the cache
+  (2) prewarm SIGKILLed at >= 10 random points (a proxy delays each Range request and
+      --limit-rate slows the transfer, so most kills land mid-fetch): the cache stays
+      consistent (`lazyroot fsck`, or every blob hashes to its name and CACHE/tmp is empty),
+      and a new prewarm fetches only what is missing and completes
+  (3) two prewarms at once: with --wait the second waits and each chunk range is fetched
+      once; without --wait it exits 0 at once with one "another prewarm is running" line
+  (4) not on a terminal: success prints nothing; unknown tag -> one line, 3; bad option -> 2;
+      a cache that cannot be written -> 4
+  (5) prewarm while the image is mounted (--prefetch=none): afterwards reading every file of
+      the mount sends nothing to the registry and chunks_cached grows
+  (6) --limit-rate 1M: the prewarm takes at least 0.8 s per MiB it transferred
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import helpers
+import push
+import registry as registry_mod
+import treewalk
+from proxy import Fault, Proxy, parse_range
+
+PREWARM_FIXTURES = ["estargz", "zstdchunked-skopeo", "oci-gzip"]
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def ref_at(addr, name):
+    return "%s/fixtures/%s:edge" % (addr, name)
+
+
+def prewarm(lazyroot, *args, timeout=300):
+    return lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), *args, timeout=timeout)
+
+
+def layers_size(layout):
+    return sum(l["size"] for l in helpers.layout_layers(layout))
+
+
+def check_blobs(cache):
+    """Every file under cache/blobs/sha256/xx/HEX hashes to HEX; returns the problems."""
+    bad = []
+    root = Path(cache) / "blobs" / "sha256"
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        h = hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.name != h or p.parent.name != h[:2]:
+            bad.append("%s hashes to %s" % (p.relative_to(cache), h))
+    return bad
+
+
+def fsck_available(lazyroot):
+    return lazyroot.run("fsck", "--help", timeout=30).ok
+
+
+def lock_held(cache):
+    """True if some process holds CACHE/locks/prewarm.lock."""
+    path = Path(cache) / "locks" / "prewarm.lock"
+    if not path.exists():
+        return False
+    fd = os.open(str(path), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def delay_ranges(seconds):
+    return lambda req: Fault.delay(seconds) if req["range"] else None
+
+
+def fixture_layout(name):
+    return Path(__file__).resolve().parents[1] / "fixtures" / name
+
+
+def mount_and_compare(lazyroot, ref, name, mnt, *extra):
+    r = lazyroot.mount(ref, mnt, *extra, timeout=300)
+    assert r.ok, "mount of %s failed:\n%s" % (name, r)
+    try:
+        return helpers.compare_with_oracle(mnt, fixture_layout(name))
+    finally:
+        lazyroot.umount(mnt).check()
+
+
+def stats(lazyroot, mnt):
+    r = lazyroot.run("stats", "--json", str(mnt), timeout=30)
+    assert r.ok, "lazyroot stats failed:\n%s" % r
+    return json.loads(r.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) everything from the cache
+
+
+def test_prewarm_then_registry_gone(lazyroot, test_dir):
+    reg = registry_mod.Registry()
+    reg.start()
+    try:
+        for name in PREWARM_FIXTURES:
+            push.push_layout(reg.addr, str(fixture_layout(name)), "fixtures/" + name, "edge")
+        refs = [ref_at(reg.addr, n) for n in PREWARM_FIXTURES]
+        r = prewarm(lazyroot, *refs)
+        assert r.ok and r.stdout == "" and r.stderr == "", str(r)
+    finally:
+        reg.stop()
+
+    assert helpers.tmp_files(lazyroot.cache_dir) == set()
+    for name, ref in zip(PREWARM_FIXTURES, refs):
+        mnt = test_dir / ("mnt-" + name)
+        mnt.mkdir()
+        diffs = mount_and_compare(lazyroot, ref, name, mnt, "--pull=never", "--prefetch=none")
+        assert diffs == [], "%s differs from its oracle:\n%s" % (name, "\n".join(diffs))
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) killed at random points
+
+
+def test_prewarm_killed_resumes(lazyroot, registry, test_dir):
+    names = ["estargz", "zstdchunked-skopeo"]
+    full = sum(layers_size(fixture_layout(n)) for n in names)
+    rng = random.Random(int(os.environ.get("PREWARM_KILL_SEED", time.time_ns())))
+    with Proxy(registry.addr, fault=delay_ranges(0.05)) as p:
+        refs = [ref_at(p.addr, n) for n in names]
+        args = ["prewarm", "--cache-dir", str(lazyroot.cache_dir), "--limit-rate", "2M", *refs]
+
+        # How long an uninterrupted run takes, on a scratch cache.  Each kill lands in the
+        # first quarter of that: killed runs keep what they stored, so later runs are shorter.
+        scratch = test_dir / "scratch-cache"
+        t0 = time.monotonic()
+        r = lazyroot.run("prewarm", "--cache-dir", str(scratch), "--limit-rate", "2M", *refs,
+                         timeout=300)
+        duration = time.monotonic() - t0
+        assert r.ok, str(r)
+
+        kills = []
+        for i in range(12):
+            proc = lazyroot.spawn(*args)
+            delay = rng.uniform(0.05, duration / 4)
+            time.sleep(delay)
+            finished = proc.poll() is not None
+            if not finished:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills.append((round(delay, 3), "finished" if finished else "killed"))
+            assert not lock_held(lazyroot.cache_dir), "the lock outlived its process"
+            assert helpers.tmp_files(lazyroot.cache_dir) == set(), \
+                "temporaries left after kill %d: %s" % (i, helpers.tmp_files(lazyroot.cache_dir))
+        assert sum(1 for _, k in kills if k == "killed") >= 10, kills
+
+        assert check_blobs(lazyroot.cache_dir) == []
+        if fsck_available(lazyroot):
+            f = lazyroot.run("fsck", "--cache-dir", str(lazyroot.cache_dir), timeout=300)
+            assert f.ok, "fsck after the kills (%s):\n%s" % (kills, f)
+
+        p.reset()
+        r = lazyroot.run(*args, timeout=300)
+        assert r.ok and r.stderr == "", str(r)
+        fetched = p.bytes_for("/v2/", ranged=True) + p.bytes_for("/v2/", ranged=False)
+        assert fetched < full, "the rerun fetched %d bytes of %d (kills %s)" % (fetched, full, kills)
+
+    # Everything is now in the cache: the proxy is gone.
+    for name, ref in zip(names, refs):
+        mnt = test_dir / ("mnt-" + name)
+        mnt.mkdir()
+        diffs = mount_and_compare(lazyroot, ref, name, mnt, "--pull=never", "--prefetch=none")
+        assert diffs == [], "%s differs after the kills %s:\n%s" % (name, kills, "\n".join(diffs))
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) two at once
+
+
+def test_two_prewarms_fetch_once(lazyroot, registry, test_dir):
+    names = ["estargz", "zstdchunked-skopeo"]
+    with Proxy(registry.addr, fault=delay_ranges(0.05)) as p:
+        refs = [ref_at(p.addr, n) for n in names]
+        first = lazyroot.spawn("prewarm", "--cache-dir", str(lazyroot.cache_dir), *refs)
+        deadline = time.monotonic() + 30
+        while not lock_held(lazyroot.cache_dir) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # The second one starts while the first holds the lock (so the order is known).
+        second = lazyroot.spawn("prewarm", "--wait", "--cache-dir", str(lazyroot.cache_dir), *refs)
+        if first.poll() is None:
+            third = prewarm(lazyroot, *refs, timeout=60)
+            assert third.ok and third.stdout == "", str(third)
+            lines = helpers.stderr_lines(third)
+            assert len(lines) == 1 and "another prewarm is running on" in lines[0], str(third)
+            assert third.duration < 10, str(third)
+
+        assert first.wait(300) == 0, (test_dir / "spawn-0.err").read_text()
+        assert second.wait(300) == 0, (test_dir / "spawn-1.err").read_text()
+        for n in range(2):
+            assert (test_dir / ("spawn-%d.err" % n)).read_text() == ""
+
+        ranges = {}
+        for rec in p.blob_requests():
+            if not rec["range"]:
+                continue
+            first_b, last_b = parse_range(rec["range"])
+            ranges.setdefault(rec["path"], []).append((first_b, last_b))
+        assert ranges, p.requests
+        for path, rs in ranges.items():
+            rs.sort()
+            for a, b in zip(rs, rs[1:]):
+                assert a[1] is not None and a[1] < b[0], "%s: ranges %s and %s overlap" % (path, a, b)
+
+    for name, ref in zip(names, refs):
+        mnt = test_dir / ("mnt-" + name)
+        mnt.mkdir()
+        diffs = mount_and_compare(lazyroot, ref, name, mnt, "--pull=never", "--prefetch=none")
+        assert diffs == [], "%s:\n%s" % (name, "\n".join(diffs))
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) output and exit statuses, not on a terminal
+
+
+def test_prewarm_output_and_statuses(lazyroot, registry, test_dir):
+    ok = prewarm(lazyroot, registry.ref("estargz"), registry.ref("oci-gzip"))
+    assert ok.ok and ok.stdout == "" and ok.stderr == "", str(ok)
+
+    unknown = prewarm(lazyroot, "%s/fixtures/estargz:no-such-tag" % registry.addr)
+    assert unknown.returncode == 3 and unknown.stdout == "", str(unknown)
+    helpers.assert_one_line(unknown)
+    assert "no-such-tag" in unknown.stderr, str(unknown)
+
+    # One line per failing REF; the good one is still done.
+    mixed = prewarm(lazyroot, "%s/fixtures/estargz:nope" % registry.addr, registry.ref("zstdchunked-skopeo"))
+    assert mixed.returncode == 3 and len(helpers.stderr_lines(mixed)) == 1, str(mixed)
+
+    for bad in (["--no-such-option", registry.ref("estargz")], ["--jobs", "0", registry.ref("estargz")],
+                ["--limit-rate", "fast", registry.ref("estargz")], ["--pull=always", registry.ref("estargz")],
+                [], ["not a reference!"]):
+        r = prewarm(lazyroot, *bad)
+        assert r.returncode == 2 and r.stdout == "", str(r)
+
+    a_file = test_dir / "a-file"
+    a_file.write_text("not a directory\n")
+    r = lazyroot.run("prewarm", "--cache-dir", str(a_file), registry.ref("estargz"))
+    assert r.returncode == 4 and r.stdout == "", str(r)
+    helpers.assert_one_line(r)
+
+    h = lazyroot.run("prewarm", "--help")
+    assert h.ok and "--limit-rate" in h.stdout and "--wait" in h.stdout, str(h)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) while mounted
+
+
+def test_prewarm_while_mounted(lazyroot, registry, mountpoint):
+    with Proxy(registry.addr) as p:
+        ref = ref_at(p.addr, "estargz")
+        r = lazyroot.mount(ref, mountpoint, "--prefetch=none", timeout=300)
+        assert r.ok, str(r)
+        try:
+            before = stats(lazyroot, mountpoint)
+            w = prewarm(lazyroot, ref)
+            assert w.ok and w.stderr == "", str(w)
+
+            p.reset()
+            errors = []
+            treewalk.walk(str(mountpoint), with_content=True, errors=errors)
+            assert errors == []
+            assert p.requests == [], "reads after the prewarm went to the registry: %s" % p.requests
+            after = stats(lazyroot, mountpoint)
+            assert after["chunks_cached"] > before["chunks_cached"], (before, after)
+            assert after["chunks_fetched"] == before["chunks_fetched"], (before, after)
+            diffs = helpers.compare_with_oracle(mountpoint, fixture_layout("estargz"))
+            assert diffs == [], "\n".join(diffs)
+        finally:
+            lazyroot.umount(mountpoint).check()
+
+
+# ---------------------------------------------------------------------------------------------
+# (6) --limit-rate
+
+
+def test_prewarm_limit_rate(lazyroot, registry):
+    with Proxy(registry.addr) as p:
+        r = prewarm(lazyroot, "--limit-rate", "1M", ref_at(p.addr, "estargz"))
+        assert r.ok and r.stderr == "", str(r)
+        transferred = p.bytes_for("/v2/")
+    size = layers_size(fixture_layout("estargz"))
+    assert transferred > size // 2, (transferred, size)
+    assert r.duration >= transferred / MiB * 0.8, \
+        "%d bytes in %.2f s with --limit-rate 1M" % (transferred, r.duration)
