@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,6 +44,7 @@ struct daemon {
 	struct fetch_chunk *prefetch;
 	size_t n_prefetch;
 	struct stats_server *stats;
+	bool state_created;        /* by this process: remove it if the mount fails */
 	struct registry_options ro;  /* the fetcher's registry clients use it */
 	uint64_t pull_requests, pull_bytes;
 };
@@ -502,6 +504,51 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 	return fs_tree_foreach_prefetch(tree, d->req->prefetch == PREFETCH_ALL, prefetch_add, d);
 }
 
+/* Creates the mount's runtime state and writes it with our pid: from here on, gc and rm
+ * treat the image as mounted.  The daemon writes it again with its own pid once it serves. */
+static int prepare_state(struct daemon *d, const struct mount_request *req, struct image *img)
+{
+	int r;
+
+	r = mount_state_dir_for(d->state.target, &d->state.dir);
+	if (r >= 0)
+		r = mkdir_p(d->state.dir, 0700);
+	if (r < 0) {
+		log_error_errno(r, "cannot create runtime state for '%s': %m", d->state.target);
+		return EXIT_MOUNT;
+	}
+	d->state_created = true;
+	d->state.image = TAKE_PTR(img->ref);
+	d->state.digest = strdup(img->manifest_digest);
+	if (req->volatile_upper) {
+		free(d->overlay_dir);
+		if (asprintf(&d->overlay_dir, "%s/volatile", d->state.dir) < 0)
+			d->overlay_dir = NULL;
+		else
+			(void)mkdir(d->overlay_dir, 0700);
+	}
+	if (d->overlay_dir) {
+		d->state.upper = strdup(req->volatile_upper ? "volatile" : "overlay");
+		if (asprintf(&d->state.fuse_mountpoint, "%s/lower", d->state.dir) >= 0)
+			(void)mkdir(d->state.fuse_mountpoint, 0755);
+	} else {
+		d->state.upper = strdup("none");
+		d->state.fuse_mountpoint = strdup(d->state.target);
+	}
+	if (!d->state.image || !d->state.digest || !d->state.upper || !d->state.fuse_mountpoint ||
+	    (req->volatile_upper && !d->overlay_dir)) {
+		log_error("out of memory");
+		return EXIT_FAILURE_OTHER;
+	}
+	d->state.pid = getpid();
+	r = mount_state_write(&d->state);
+	if (r < 0) {
+		log_error_errno(r, "cannot write mount state in '%s': %m", d->state.dir);
+		return EXIT_MOUNT;
+	}
+	return 0;
+}
+
 int mount_image(const struct mount_request *req, struct image_config **ret_config,
 		char **ret_short_name)
 {
@@ -517,6 +564,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	};
 	struct pull_error err;
 	const char *why = NULL;
+	_cleanup_close_ int pin_fd = -EBADF;
 	int pipe_fds[2], status, r;
 	pid_t pid;
 
@@ -572,6 +620,15 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		goto finish;
 	}
 
+	/* Held shared from the pull until the mount state names the image: an explicit gc or
+	 * rm (which lock it exclusively) either runs before the pull or sees the image as
+	 * mounted, never in between. */
+	r = cache_lock(cache, LOCK_SH, &pin_fd);
+	if (r < 0) {
+		log_error_errno(r, "cannot lock cache '%s': %m", cache_dir);
+		status = EXIT_CACHE;
+		goto finish;
+	}
 	what = reference_to_string(ref);
 	po.progress_userdata = progress_new(what ? what : req->ref);
 	po.progress = progress_update;
@@ -582,6 +639,11 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = exit_status_for(err.kind);
 		goto finish;
 	}
+	status = prepare_state(&d, req, img);
+	if (status != 0)
+		goto finish;
+	closep(&pin_fd);
+	pin_fd = -EBADF;
 
 	if (build_tree(cache, img, &tree) < 0) {
 		status = EXIT_REGISTRY;
@@ -599,38 +661,6 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		log_warning("automatic gc of cache '%s' failed, ignoring", cache_dir);
 	/* SQLite connections must not cross fork(); the daemon needs only the blob store. */
 	cache_close_db(cache);
-
-	r = mount_state_dir_for(d.state.target, &d.state.dir);
-	if (r >= 0)
-		r = mkdir_p(d.state.dir, 0700);
-	if (r < 0) {
-		log_error_errno(r, "cannot create runtime state for '%s': %m", d.state.target);
-		status = EXIT_MOUNT;
-		goto finish;
-	}
-	d.state.image = TAKE_PTR(img->ref);
-	d.state.digest = strdup(img->manifest_digest);
-	if (req->volatile_upper) {
-		free(d.overlay_dir);
-		if (asprintf(&d.overlay_dir, "%s/volatile", d.state.dir) < 0)
-			d.overlay_dir = NULL;
-		else
-			(void)mkdir(d.overlay_dir, 0700);
-	}
-	if (d.overlay_dir) {
-		d.state.upper = strdup(req->volatile_upper ? "volatile" : "overlay");
-		if (asprintf(&d.state.fuse_mountpoint, "%s/lower", d.state.dir) >= 0)
-			(void)mkdir(d.state.fuse_mountpoint, 0755);
-	} else {
-		d.state.upper = strdup("none");
-		d.state.fuse_mountpoint = strdup(d.state.target);
-	}
-	if (!d.state.image || !d.state.digest || !d.state.upper || !d.state.fuse_mountpoint ||
-	    (req->volatile_upper && !d.overlay_dir)) {
-		log_error("out of memory");
-		status = EXIT_FAILURE_OTHER;
-		goto finish;
-	}
 
 	r = fs_new(tree, cache->bs, d.fetcher, &d.fs);
 	if (r >= 0)
@@ -694,6 +724,9 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	 * only releases the tree's memory here. */
 
 finish:
+	/* A failed mount leaves no state behind (a daemon that started removed its own). */
+	if (status != 0 && d.state_created)
+		(void)mount_state_remove(d.state.dir);
 	fs_free(d.fs);
 	fetcher_free(d.fetcher);
 	free(d.prefetch);

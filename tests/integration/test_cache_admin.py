@@ -204,3 +204,36 @@ def test_config_max_size_applies_after_prewarm(lazyroot, registry, test_dir, cac
     r = lazyroot.run("prewarm", "--cache-dir", str(cache_dir), registry.ref("estargz"), env=env)
     assert r.ok, str(r)
     assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("estargz")]
+
+
+def test_gc_during_a_mounts_pull_keeps_the_image(lazyroot, registry, mountpoint, cache_dir):
+    """Explicit gcs that run, back to back, all the while a mount pulls and starts: none may
+    evict the image the mount is about to serve (a gc either runs before the pull or finds
+    the image mounted, never in between)."""
+    import subprocess
+    import threading
+    from proxy import Fault, Proxy
+    results, done = [], threading.Event()
+
+    def gc_loop():
+        while not done.is_set():
+            results.append(lazyroot.run("gc", "--max-size", "1", timeout=120))
+
+    with Proxy(registry.addr) as p:
+        p.set_fault(lambda req: Fault.delay(0.1))
+        ref = registry.ref("oci-gzip").replace(registry.addr, p.addr)
+        t = threading.Thread(target=gc_loop)
+        t.start()
+        try:
+            mount = subprocess.run([str(lazyroot.binary), "mount", "--cache-dir", str(cache_dir),
+                                    ref, str(mountpoint)], env=lazyroot._env(None),
+                                   capture_output=True, text=True, timeout=120)
+        finally:
+            done.set()
+            t.join()
+    assert mount.returncode == 0, (mount.stdout, mount.stderr)
+    assert results, "no gc raced the mount"
+    assert all(g.returncode in (0, 1) for g in results), [str(g) for g in results]
+    assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
+    assert [row["mounted"] for row in _images(lazyroot)] == [True]
+    assert lazyroot.umount().ok
