@@ -41,8 +41,10 @@ struct blob_txn {
 	struct digest_ctx *digest;
 	uint8_t *buf;           /* the content while it fits in BLOB_BUFFER_MAX and fd < 0 */
 	size_t buf_len;
+	uint64_t size;          /* bytes written */
 	int fd;                 /* the temporary, once the content spilled or at commit */
 	char *tmp_name;         /* NULL for an O_TMPFILE, else the name in DIR/tmp */
+	bool no_sync;           /* BLOB_TXN_NO_SYNC: the caller calls blob_store_sync() */
 };
 
 struct blob_store *blob_store_free(struct blob_store *bs)
@@ -176,6 +178,11 @@ DEFINE_CLEANUP_FUNC(struct blob_txn *, blob_txn_free);
 
 int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret)
 {
+	return blob_txn_begin_flags(bs, 0, ret);
+}
+
+int blob_txn_begin_flags(struct blob_store *bs, unsigned flags, struct blob_txn **ret)
+{
 	_cleanup_(blob_txn_freep) struct blob_txn *t = NULL;
 	int r;
 
@@ -184,6 +191,7 @@ int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret)
 		return -ENOMEM;
 	t->bs = bs;
 	t->fd = -EBADF;
+	t->no_sync = flags & BLOB_TXN_NO_SYNC;
 
 	r = digest_ctx_new(&t->digest);
 	if (r < 0)
@@ -234,6 +242,7 @@ int blob_txn_write(struct blob_txn *t, const void *buf, size_t n)
 	int r;
 
 	digest_ctx_update(t->digest, buf, n);
+	t->size += n;
 
 	if (t->fd < 0 && n <= BLOB_BUFFER_MAX - t->buf_len) {
 		memcpy(t->buf + t->buf_len, buf, n);
@@ -270,6 +279,40 @@ static int blob_txn_link(struct blob_txn *t, const char *rel)
 	return 0;
 }
 
+/* Whether the blob already stored under @rel has the size of ours: 1 if so, 0 if not.
+ * Blobs written with BLOB_TXN_NO_SYNC become durable only at blob_store_sync(); after a power
+ * loss before that, a file under its final name may be short (ext4 commits the size with the
+ * data).  Its name then still promises content it lacks, so the next writer replaces it. */
+static int blob_existing_is_whole(struct blob_txn *t, const char *rel)
+{
+	struct stat st;
+
+	if (fstatat(t->bs->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISREG(st.st_mode) && (uint64_t)st.st_size == t->size;
+}
+
+/* Puts our (verified) temporary in place of a damaged blob: linked under a unique name next to
+ * it, then renamed over it, so the final name never shows anything but a whole blob. */
+static int blob_txn_replace(struct blob_txn *t, const char *rel, bool *ret_created)
+{
+	char tmp[3 + DIGEST_HEX_LEN + 32];
+	int r;
+
+	snprintf(tmp, sizeof(tmp), "%s.%d.replace", rel, (int)getpid());
+	(void)unlinkat(t->bs->blobs_fd, tmp, 0);
+	r = blob_txn_link(t, tmp);
+	if (r < 0)
+		return r;
+	if (renameat(t->bs->blobs_fd, tmp, t->bs->blobs_fd, rel) < 0) {
+		r = -errno;
+		(void)unlinkat(t->bs->blobs_fd, tmp, 0);
+		return r;
+	}
+	*ret_created = true;
+	return 0;
+}
+
 /* Makes the temporary durable and gives it the name @rel; *ret_created is false if another
  * writer got there first. */
 static int blob_txn_store(struct blob_txn *t, char rel[3 + DIGEST_HEX_LEN + 1], bool *ret_created)
@@ -281,7 +324,7 @@ static int blob_txn_store(struct blob_txn *t, char rel[3 + DIGEST_HEX_LEN + 1], 
 		if (r < 0)
 			return r;
 	}
-	if (fsync(t->fd) < 0)
+	if (!t->no_sync && fsync(t->fd) < 0)
 		return -errno;
 
 	rel[2] = '\0';
@@ -293,6 +336,11 @@ static int blob_txn_store(struct blob_txn *t, char rel[3 + DIGEST_HEX_LEN + 1], 
 	 * blob, and syncing it per blob would double the cost of unpacking a layer. */
 	r = blob_txn_link(t, rel);
 	if (r == -EEXIST) {
+		r = blob_existing_is_whole(t, rel);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return blob_txn_replace(t, rel, ret_created);
 		*ret_created = false;
 		return 0;
 	}
@@ -319,8 +367,8 @@ int blob_txn_commit(struct blob_txn *t, const char *expected, char ret_digest[DI
 	if (r < 0)
 		return r;
 
-	/* Still in memory: no file at all if the blob is already stored. */
-	r = txn->fd < 0 ? blob_store_has(txn->bs, actual) : 0;
+	/* Still in memory: no file at all if the blob is already stored (and whole). */
+	r = txn->fd < 0 ? blob_existing_is_whole(txn, rel) : 0;
 	if (r == 0)
 		r = blob_txn_store(txn, rel, &created);
 	if (r < 0)
@@ -336,4 +384,11 @@ int blob_txn_commit(struct blob_txn *t, const char *expected, char ret_digest[DI
 void blob_txn_abort(struct blob_txn *t)
 {
 	blob_txn_free(t);
+}
+
+int blob_store_sync(struct blob_store *bs)
+{
+	if (syncfs(bs->blobs_fd) < 0)
+		return -errno;
+	return 0;
 }

@@ -30,6 +30,14 @@ int blob_store_remove(struct blob_store *bs, const char *digest);
 
 /* Starts writing a blob whose digest is computed as it is written. */
 int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret);
+/* BLOB_TXN_NO_SYNC: commit does not fsync the blob; the caller calls blob_store_sync() before
+ * anything durable (the index) names it.  For importers that store thousands of blobs: one
+ * syncfs instead of one fsync each.  A blob left short by a power loss before the sync is
+ * replaced by the next writer of the same digest (its size gives it away). */
+#define BLOB_TXN_NO_SYNC 1u
+int blob_txn_begin_flags(struct blob_store *bs, unsigned flags, struct blob_txn **ret);
+/* Makes every blob written so far durable (syncfs of the store's file system). */
+int blob_store_sync(struct blob_store *bs);
 int blob_txn_write(struct blob_txn *t, const void *buf, size_t n);
 /* Finishes the blob: if @expected is non-NULL and differs, -EBADMSG and nothing is kept.
  * On success writes the digest into @ret_digest (may be NULL) and sets *ret_created (may be

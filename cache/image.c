@@ -513,6 +513,13 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 		goto finish;
 	}
 
+	/* The indexer stored the files unsynced: one syncfs makes them all durable before the
+	 * index names them. */
+	r = blob_store_sync(c->bs);
+	if (r < 0) {
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s': %m", c->dir);
+		goto finish;
+	}
 	r = layer_writer_commit(TAKE_PTR(w));
 	if (r < 0)
 		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",

@@ -75,7 +75,7 @@ static int store_content(struct archive *a, struct blob_store *bs, uint64_t size
 	bool new_blob;
 	int r;
 
-	r = blob_txn_begin(bs, &t);
+	r = blob_txn_begin_flags(bs, BLOB_TXN_NO_SYNC, &t);
 	if (r < 0)
 		return r;
 

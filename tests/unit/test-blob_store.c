@@ -203,6 +203,36 @@ int main(void)
 
 	check(blob_store_remove(bs, ABC) == 0 && blob_store_has(bs, ABC) == 0, "a blob can be removed");
 
+	/* A blob left short under its final name (a power loss before blob_store_sync()) is
+	 * replaced by the next writer of that digest, small (in memory) or large (spilled). */
+	for (int big = 0; big <= 1; big++) {
+		size_t n = big ? 200000 : 5000;
+		char *data = malloc(n), digest[DIGEST_STRING_MAX], rel[512];
+		struct blob_txn *nt = NULL;
+		int sfd;
+
+		memset(data, 'a' + big, n);
+		(void)digest_buffer(data, n, digest);
+		snprintf(rel, sizeof(rel), "%s/cache/blobs/sha256/%.2s", dir, digest + 7);
+		(void)mkdir(rel, 0700);
+		snprintf(rel, sizeof(rel), "%s/cache/blobs/sha256/%.2s/%s", dir, digest + 7, digest + 7);
+		sfd = open(rel, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		(void)write(sfd, data, 10);   /* only the first bytes made it to disk */
+		(void)close(sfd);
+		check(blob_store_has(bs, digest) == 1, "the short blob is there under its name");
+		created = false;
+		r = blob_txn_begin_flags(bs, BLOB_TXN_NO_SYNC, &nt);
+		if (r >= 0)
+			r = blob_txn_write(nt, data, n);
+		if (r >= 0)
+			r = blob_txn_commit(nt, digest, NULL, &created);
+		check(r == 0 && created, "a short blob under its name is replaced (%s)", big ? "spilled" : "in memory");
+		r = stat(rel, &st);
+		check(r == 0 && (size_t)st.st_size == n, "the replaced blob is whole (%lld bytes)", (long long)st.st_size);
+		check(blob_store_sync(bs) == 0, "the store syncs");
+		free(data);
+	}
+
 	check(blob_store_free(bs) == NULL, "store frees");
 	check(blob_store_free(NULL) == NULL, "free is NULL-safe");
 	(void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
