@@ -2,6 +2,8 @@
  * blob store inside it. */
 #include "cache.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "util.h"
@@ -77,5 +79,28 @@ int cache_open(const char *dir, struct cache **ret)
 		return r;
 
 	*ret = TAKE_PTR(c);
+	return 0;
+}
+
+int cache_lock_file(const char *cache_dir, const char *name, int operation, int *ret_fd)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	if (asprintf(&dir, "%s/locks", cache_dir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/%s", dir, name) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, operation) < 0)
+		if (errno != EINTR)
+			return -errno;
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

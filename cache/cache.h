@@ -20,4 +20,7 @@ int cache_open(const char *dir, struct cache **ret);
 /* Closes the SQLite connection only: a process about to fork() must not carry it over. */
 void cache_close_db(struct cache *c);
 struct cache *cache_free(struct cache *c);  /* NULL-safe */
+/* flock(@operation) on CACHE/locks/@name (created 0600), retrying on EINTR; closing *ret_fd
+ * releases it.  With LOCK_NB, -EWOULDBLOCK when another process holds it. */
+int cache_lock_file(const char *cache_dir, const char *name, int operation, int *ret_fd);
 DEFINE_CLEANUP_FUNC(struct cache *, cache_free);

@@ -105,25 +105,7 @@ static bool layer_in_use(const struct gc_images *s, const char *layer, size_t ex
 
 int cache_lock(struct cache *c, int operation, int *ret_fd)
 {
-	_cleanup_free_ char *dir = NULL, *path = NULL;
-	_cleanup_close_ int fd = -EBADF;
-	int r;
-
-	if (asprintf(&dir, "%s/locks", c->dir) < 0)
-		return -ENOMEM;
-	r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return r;
-	if (asprintf(&path, "%s/gc.lock", dir) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	while (flock(fd, operation) < 0)
-		if (errno != EINTR)
-			return -errno;
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	return cache_lock_file(c->dir, "gc.lock", operation, ret_fd);
 }
 
 /* cli/mount_state.c writes these files; the cache reads just the two lines it needs, so that the

@@ -231,25 +231,11 @@ struct lazy_source {
 
 static int layer_lock(struct cache *c, const char *digest, int *ret_fd)
 {
-	_cleanup_free_ char *dir = NULL, *path = NULL;
-	_cleanup_close_ int fd = -EBADF;
-	int r;
+	_cleanup_free_ char *name = NULL;
 
-	if (asprintf(&dir, "%s/locks", c->dir) < 0)
+	if (asprintf(&name, "%s.lock", digest + strlen("sha256:")) < 0)
 		return -ENOMEM;
-	r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return r;
-	if (asprintf(&path, "%s/%s.lock", dir, digest + strlen("sha256:")) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	while (flock(fd, LOCK_EX) < 0)
-		if (errno != EINTR)
-			return -errno;
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	return cache_lock_file(c->dir, name, LOCK_EX, ret_fd);
 }
 
 static void remove_blobs(struct cache *c, char **digests)

@@ -144,30 +144,15 @@ static int parse_rate(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* 1 with the lock taken, 0 if another prewarm holds it (and !@wait), or -errno. */
 static int take_lock(const char *cache_dir, bool wait, int *ret_fd)
 {
-	_cleanup_free_ char *dir = NULL, *path = NULL;
-	_cleanup_close_ int fd = -EBADF;
 	int r;
 
-	if (asprintf(&dir, "%s/locks", cache_dir) < 0)
-		return -ENOMEM;
-	r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return r;
-	if (asprintf(&path, "%s/prewarm.lock", dir) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
-		if (errno == EWOULDBLOCK)
-			return 0;
-		if (errno != EINTR)
-			return -errno;
-	}
-	*ret_fd = TAKE_FD(fd);
-	return 1;
+	r = cache_lock_file(cache_dir, "prewarm.lock", LOCK_EX | (wait ? 0 : LOCK_NB), ret_fd);
+	if (r == -EWOULDBLOCK)
+		return 0;
+	return r < 0 ? r : 1;
 }
 
 /* The fetcher for @img's lazy layers, as the mount daemon builds it, with this run's share of
