@@ -556,7 +556,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	_cleanup_(cache_freep) struct cache *cache = NULL;
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_(fs_tree_freep) struct fs_tree *tree = NULL;
-	_cleanup_free_ char *cache_dir = NULL, *what = NULL;
+	_cleanup_free_ char *what = NULL;
 	struct daemon d = { .req = req, .report_fd = -1 };
 	struct pull_options po = {
 		.platform = req->platform, .policy = req->policy, .insecure = req->insecure,
@@ -604,28 +604,16 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		d.overlay_dir = strdup(resolved);
 	}
 
-	if (req->cache_dir)
-		cache_dir = strdup(req->cache_dir);
-	else if (cache_dir_default(&cache_dir) < 0)
-		cache_dir = NULL;
-	if (!cache_dir) {
-		log_error("cannot determine the cache directory; use --cache-dir");
-		status = EXIT_CACHE;
+	status = cli_cache_open(req->cache_dir, &cache);
+	if (status != 0)
 		goto finish;
-	}
-	r = cache_open(cache_dir, &cache);
-	if (r < 0) {
-		log_error_errno(r, "cannot open cache '%s': %m", cache_dir);
-		status = EXIT_CACHE;
-		goto finish;
-	}
 
 	/* Held shared from the pull until the mount state names the image: an explicit gc or
 	 * rm (which lock it exclusively) either runs before the pull or sees the image as
 	 * mounted, never in between. */
 	r = cache_lock(cache, LOCK_SH, &pin_fd);
 	if (r < 0) {
-		log_error_errno(r, "cannot lock cache '%s': %m", cache_dir);
+		log_error_errno(r, "cannot lock cache '%s': %m", cache->dir);
 		status = EXIT_CACHE;
 		goto finish;
 	}
@@ -658,7 +646,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		goto finish;
 	}
 	if (cache_gc_auto(cache) < 0)
-		log_warning("automatic gc of cache '%s' failed, ignoring", cache_dir);
+		log_warning("automatic gc of cache '%s' failed, ignoring", cache->dir);
 	/* SQLite connections must not cross fork(); the daemon needs only the blob store. */
 	cache_close_db(cache);
 

@@ -280,7 +280,6 @@ int verb_prewarm(int argc, char **argv)
 		{}
 	};
 	_cleanup_(cache_freep) struct cache *cache = NULL;
-	_cleanup_free_ char *cache_dir = NULL;
 	_cleanup_free_ struct prewarm_item *items = NULL;
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct prewarm_progress pp = {};
@@ -368,29 +367,17 @@ int verb_prewarm(int argc, char **argv)
 		goto finish;
 	}
 
-	if (req.cache_dir)
-		cache_dir = strdup(req.cache_dir);
-	else if (cache_dir_default(&cache_dir) < 0)
-		cache_dir = NULL;
-	if (!cache_dir) {
-		log_error("cannot determine the cache directory; use --cache-dir");
-		r = EXIT_CACHE;
+	r = cli_cache_open(req.cache_dir, &cache);
+	if (r != 0)
 		goto finish;
-	}
-	r = cache_open(cache_dir, &cache);
+	r = take_lock(cache->dir, wait, &lock_fd);
 	if (r < 0) {
-		log_error_errno(r, "cannot open cache '%s': %m", cache_dir);
-		r = EXIT_CACHE;
-		goto finish;
-	}
-	r = take_lock(cache_dir, wait, &lock_fd);
-	if (r < 0) {
-		log_error_errno(r, "cannot lock cache '%s': %m", cache_dir);
+		log_error_errno(r, "cannot lock cache '%s': %m", cache->dir);
 		r = EXIT_CACHE;
 		goto finish;
 	}
 	if (r == 0) {
-		log_info("another prewarm is running on '%s'", cache_dir);
+		log_info("another prewarm is running on '%s'", cache->dir);
 		r = 0;
 		goto finish;
 	}
@@ -411,7 +398,7 @@ int verb_prewarm(int argc, char **argv)
 	progress_free(pp.bar);
 	/* The config file's max-size applies after every prewarm, as after every mount. */
 	if (cache_gc_auto(cache) < 0)
-		log_warning("automatic gc of cache '%s' failed, ignoring", cache_dir);
+		log_warning("automatic gc of cache '%s' failed, ignoring", cache->dir);
 
 	for (size_t i = 0; i < n_items; i++) {
 		if (items[i].status == 0)
