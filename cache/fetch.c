@@ -12,7 +12,7 @@
  * adjacent, overlap, or lie at most FETCH_GAP_MAX apart with one Range request of at most
  * FETCH_REQUEST_MAX bytes (PREFETCH_REQUEST_MAX for prefetch).  Memory per fetch: the run's
  * compressed bytes plus one chunk's decompressed bytes.  At most FETCH_SLOTS_MAX requests run
- * at once; with a registry each slot is one struct registry (created on first need, reused).
+ * at once; with a registry each slot is one struct source (created on first need, reused).
  *
  * Time: a fetcher_ensure() call gives up after FETCH_DEADLINE_MS with -EIO, whether it fetches
  * or waits.  registry.c already retries 429/5xx and connection failures three times within its
@@ -93,7 +93,7 @@ struct fetcher {
 
 	/* All below guarded by lock. */
 	struct flight *flights[FLIGHT_BUCKETS];
-	struct registry **idle;                   /* FETCH_SLOTS_MAX entries */
+	struct source **idle;                   /* FETCH_SLOTS_MAX entries */
 	size_t n_idle;
 	unsigned n_slots;                         /* slots in use or idle */
 	unsigned ensures_active;
@@ -306,9 +306,9 @@ static bool chunk_valid(const struct fetcher *f, const struct fetch_chunk *c)
 
 /* Takes a fetch slot: a registry client (NULL with test readers).  Waits while all
  * FETCH_SLOTS_MAX are in use, until @deadline. */
-static int slot_acquire(struct fetcher *f, int64_t deadline, struct registry **ret)
+static int slot_acquire(struct fetcher *f, int64_t deadline, struct source **ret)
 {
-	struct registry *reg = NULL;
+	struct source *reg = NULL;
 	int r;
 
 	pthread_mutex_lock(&f->lock);
@@ -330,7 +330,7 @@ static int slot_acquire(struct fetcher *f, int64_t deadline, struct registry **r
 	pthread_mutex_unlock(&f->lock);
 
 	if (!f->readers) {
-		r = registry_new(f->ref, &f->ro, &reg);
+		r = source_new(f->ref, &f->ro, &reg);
 		if (r < 0) {
 			pthread_mutex_lock(&f->lock);
 			f->n_slots--;
@@ -343,7 +343,7 @@ static int slot_acquire(struct fetcher *f, int64_t deadline, struct registry **r
 	return 0;
 }
 
-static void slot_release(struct fetcher *f, struct registry *reg)
+static void slot_release(struct fetcher *f, struct source *reg)
 {
 	pthread_mutex_lock(&f->lock);
 	f->idle[f->n_idle++] = reg;
@@ -374,7 +374,7 @@ static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_
 	int r;
 
 	for (unsigned attempt = 1;; attempt++) {
-		struct registry *reg;
+		struct source *reg;
 
 		r = slot_acquire(f, deadline, &reg);
 		if (r < 0) {
@@ -383,9 +383,9 @@ static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_
 			break;
 		}
 		if (registry) {
-			r = registry_get_blob_range(reg, l->digest, offset, len, buf);
+			r = source_get_blob_range(reg, l->digest, offset, len, buf);
 			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", registry_last_error(reg));
+				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));
 		} else {
 			r = f->readers[layer].read(f->readers[layer].userdata, offset, len, buf);
 			if (r < 0)
@@ -925,7 +925,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		f->ro.password = f->password;
 		f->ro.cert_dir = f->cert_dir;
 		f->ro.scheme = f->scheme;
-		/* Bounds one registry_get_blob_range(), its own retries included. */
+		/* Bounds one source_get_blob_range(), its own retries included. */
 		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > FETCH_REQUEST_TIMEOUT_MS)
 			f->ro.timeout_ms = FETCH_REQUEST_TIMEOUT_MS;
 	}
@@ -950,7 +950,7 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	/* No call is in progress any more, so no flight is left and every slot is idle. */
 	assert(f->n_idle == f->n_slots);
 	for (size_t i = 0; i < f->n_idle; i++)
-		registry_free(f->idle[i]);
+		source_free(f->idle[i]);
 	free(f->idle);
 	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
 		assert(!f->flights[i]);

@@ -20,7 +20,7 @@
 #include "digest.h"
 #include "layer_lazy.h"
 #include "manifest.h"
-#include "registry.h"
+#include "source.h"
 
 struct fetcher;
 

@@ -18,7 +18,7 @@
 #include "layer_lazy.h"
 #include "layer_tar.h"
 #include "log.h"
-#include "registry.h"
+#include "source.h"
 #include "util.h"
 
 #define MANIFEST_MAX_DEPTH 4
@@ -83,7 +83,7 @@ static int image_load_local(struct cache *c, const char *digest, struct image **
 }
 
 /* Fetches the manifest for @tag_or_digest, following indexes to @want's entry. */
-static int fetch_platform_manifest(struct registry *reg, const char *tag_or_digest,
+static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest,
 				   const struct platform *want, char **ret_buf, size_t *ret_len,
 				   char **ret_media_type, char **ret_digest, struct pull_error *err)
 {
@@ -99,10 +99,10 @@ static int fetch_platform_manifest(struct registry *reg, const char *tag_or_dige
 		size_t len;
 		int r;
 
-		r = registry_get_manifest(reg, next, &buf, &len, &content_type, digest);
+		r = source_get_manifest(reg, next, &buf, &len, &content_type, digest);
 		if (r < 0)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					 registry_last_error(reg));
+					 source_last_error(reg));
 
 		r = manifest_detect_media_type(buf, len, content_type, &media_type);
 		if (r < 0)
@@ -136,7 +136,7 @@ static int fetch_platform_manifest(struct registry *reg, const char *tag_or_dige
 			 "image indexes nested deeper than %d levels", MANIFEST_MAX_DEPTH);
 }
 
-static int image_fetch_remote(struct cache *c, struct registry *reg, const struct reference *ref,
+static int image_fetch_remote(struct cache *c, struct source *reg, const struct reference *ref,
 			      const struct platform *want, struct image **ret,
 			      struct pull_error *err)
 {
@@ -159,9 +159,9 @@ static int image_fetch_remote(struct cache *c, struct registry *reg, const struc
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot use manifest '%s': %m",
 				 img->manifest_digest);
 
-	r = registry_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
+	r = source_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", registry_last_error(reg));
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
 	r = image_config_parse(config, config_len, &img->config);
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s': %m",
@@ -178,7 +178,7 @@ static int image_fetch_remote(struct cache *c, struct registry *reg, const struc
 }
 
 struct layer_stream {
-	struct registry *reg;
+	struct source *reg;
 	const struct layer_desc *layer;
 	const struct pull_options *opts;
 	unsigned index, n_layers;
@@ -206,7 +206,7 @@ static void *layer_stream_thread(void *userdata)
 {
 	struct layer_stream *s = userdata;
 
-	s->r = registry_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
+	s->r = source_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
 	(void)close(TAKE_FD(s->fd));
 	return NULL;
 }
@@ -224,7 +224,7 @@ static void drain_fd(int fd)
 }
 
 struct lazy_source {
-	struct registry *reg;
+	struct source *reg;
 	const struct layer_desc *layer;
 	bool failed_at_registry;
 };
@@ -253,7 +253,7 @@ static int registry_range_read(void *userdata, uint64_t offset, size_t len, void
 	struct lazy_source *src = userdata;
 	int r;
 
-	r = registry_get_blob_range(src->reg, src->layer->digest, offset, len, buf);
+	r = source_get_blob_range(src->reg, src->layer->digest, offset, len, buf);
 	if (r < 0)
 		src->failed_at_registry = true;
 	return r;
@@ -264,7 +264,7 @@ static int registry_range_read(void *userdata, uint64_t offset, size_t len, void
 struct toc_job {
 	const struct layer_desc *layer;
 	enum layer_format format;
-	struct registry *reg;        /* a client of its own: clients are single-threaded */
+	struct source *reg;        /* a client of its own: clients are single-threaded */
 	struct layer_writer *w;
 	int lock_fd;
 	bool started;
@@ -292,7 +292,7 @@ static int toc_job_finish(struct cache *c, struct toc_job *j, struct pull_error 
 		if (j->src.failed_at_registry)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					 "cannot fetch the TOC of layer '%s': %s", j->layer->digest,
-					 registry_last_error(j->reg));
+					 source_last_error(j->reg));
 		if (r == -EBADMSG)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					 "the %s TOC of layer '%s' failed verification or is malformed",
@@ -326,7 +326,7 @@ static int toc_job_prepare(struct cache *c, const struct reference *ref,
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
 				 j->layer->digest, c->dir);
-	r = registry_new(ref, ro, &j->reg);
+	r = source_new(ref, ro, &j->reg);
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
 	j->src = (struct lazy_source) { .reg = j->reg, .layer = j->layer };
@@ -337,20 +337,20 @@ static int toc_job_prepare(struct cache *c, const struct reference *ref,
  * a registry client each: on a registry that takes ~10 ms per request, an image of many
  * layers would otherwise wait for two round trips per layer one after the other.  @reg has
  * pinged, so the others start from its scheme. */
-static void count_registry(struct image *img, struct registry *reg)
+static void count_registry(struct image *img, struct source *reg)
 {
 	uint64_t requests, bytes;
 
 	if (!reg)
 		return;
-	registry_get_counters(reg, &requests, &bytes);
+	source_get_counters(reg, &requests, &bytes);
 	img->pull_requests += requests;
 	img->pull_bytes += bytes;
 }
 
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			      const struct pull_options *o, const struct registry_options *base,
-			      struct registry **reg, struct image *img, struct pull_error *err)
+			      struct source **reg, struct image *img, struct pull_error *err)
 {
 	const struct manifest *m = img->manifest;
 	struct registry_options ro = *base;
@@ -385,7 +385,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			break;
 		}
 		if (!*reg) {
-			r = registry_new(ref, base, reg);
+			r = source_new(ref, base, reg);
 			if (r < 0) {
 				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					      "cannot set up registry client: %m");
@@ -393,13 +393,13 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			}
 		}
 		if (!ro.scheme) {
-			r = registry_scheme(*reg) ? 0 : registry_ping(*reg);
+			r = source_scheme(*reg) ? 0 : source_ping(*reg);
 			if (r < 0) {
 				r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					      registry_last_error(*reg));
+					      source_last_error(*reg));
 				break;
 			}
-			ro.scheme = registry_scheme(*reg);
+			ro.scheme = source_scheme(*reg);
 		}
 		r = toc_job_prepare(c, ref, &ro, j, err);
 		if (r >= 0 && j->w) {
@@ -418,14 +418,14 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			r = toc_job_finish(c, j, err);
 		layer_writer_abort(j->w);
 		count_registry(img, j->reg);
-		registry_free(j->reg);
+		source_free(j->reg);
 		closep(&j->lock_fd);
 	}
 	free(jobs);
 	return r;
 }
 
-static int layer_import(struct cache *c, struct registry *reg, const struct pull_options *o,
+static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_desc *layer, unsigned index, unsigned n_layers,
 			struct pull_error *err)
 {
@@ -478,7 +478,7 @@ static int layer_import(struct cache *c, struct registry *reg, const struct pull
 	if (s.r < 0 && s.r != -EPIPE) {
 		r = pull_fail(err, PULL_FAILURE_REGISTRY, s.r, "cannot fetch layer '%s': %s",
 			      layer->digest, s.r == -EFBIG ? "larger than the manifest says"
-							   : registry_last_error(reg));
+							   : source_last_error(reg));
 		goto finish;
 	}
 	digest_ctx_final(s.hash, got);
@@ -525,10 +525,9 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
 	struct platform want = {};
-	struct registry *reg = NULL;
+	struct source *reg = NULL;
 	_cleanup_close_ int gc_lock_fd = -EBADF;
-	struct registry_options ro = { .insecure = o->insecure, .cert_dir = o->cert_dir,
-				       .max_recv_bytes_per_sec = o->max_recv_bytes_per_sec };
+	struct registry_options ro = o->registry;
 	int r;
 
 	*err = (struct pull_error) {};
@@ -571,7 +570,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 				      canonical);
 			goto finish;
 		}
-		r = registry_new(ref, &ro, &reg);
+		r = source_new(ref, &ro, &reg);
 		if (r < 0) {
 			r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
 			goto finish;
@@ -615,7 +614,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 		}
 		if (!reg) {
-			r = registry_new(ref, &ro, &reg);
+			r = source_new(ref, &ro, &reg);
 			if (r < 0) {
 				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					      "cannot set up registry client: %m");
@@ -632,8 +631,8 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		log_debug_errno(r, "cannot record the use of image '%s', ignoring: %m",
 				img->manifest_digest);
 	count_registry(img, reg);
-	if (reg && registry_scheme(reg)) {
-		img->registry_scheme = strdup(registry_scheme(reg));
+	if (reg && source_scheme(reg)) {
+		img->registry_scheme = strdup(source_scheme(reg));
 		if (!img->registry_scheme) {
 			r = -ENOMEM;
 			goto finish;
@@ -646,7 +645,7 @@ finish:
 	if (r < 0 && err->kind == PULL_FAILURE_NONE)
 		pull_fail(err, PULL_FAILURE_CACHE, r, "cannot pull '%s': %m",
 			  canonical ? canonical : "image");
-	registry_free(reg);
+	source_free(reg);
 	platform_done(&want);
 	return r;
 }

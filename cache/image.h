@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "manifest.h"
 #include "reference.h"
+#include "registry.h"
 
 enum pull_policy {
 	PULL_MISSING,  /* use the cached resolution and layers when present: no network at all */
@@ -32,9 +33,8 @@ struct pull_error {
 struct pull_options {
 	const char *platform;      /* "os/arch[/variant]", NULL for the host's */
 	enum pull_policy policy;
-	bool insecure;
-	const char *cert_dir;      /* see registry_options.cert_dir */
-	uint64_t max_recv_bytes_per_sec;  /* see registry_options; 0: unlimited */
+	/* How to reach the image's source: TLS, credentials, rate (see registry.h). */
+	struct registry_options registry;
 	/* Called as layer bytes arrive (from a fetching thread); may be NULL. */
 	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 			 uint64_t total);

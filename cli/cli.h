@@ -73,6 +73,10 @@ int verb_prewarm(int argc, char **argv);
 	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
 	"                         (default: what the image marks), all or none\n"
 
+/* The registry client options @req asks for (TLS, insecure, credentials); the strings stay
+ * @req's.  Every path that talks to a registry for a request builds them here. */
+struct registry_options mount_request_registry_options(const struct mount_request *req);
+
 /* Applies option @c of IMAGE_OPTIONS to @req: 1 if it was one of them, 0 if not, or
  * EXIT_USAGE (logged) for a bad value. */
 int image_option_apply(int c, const char *arg, struct mount_request *req);

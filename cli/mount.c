@@ -49,6 +49,14 @@ struct daemon {
 	uint64_t pull_requests, pull_bytes;
 };
 
+struct registry_options mount_request_registry_options(const struct mount_request *req)
+{
+	return (struct registry_options) {
+		.insecure = req->insecure,
+		.cert_dir = req->cert_dir,
+	};
+}
+
 int image_option_apply(int c, const char *arg, struct mount_request *req)
 {
 	switch (c) {
@@ -491,10 +499,8 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 			.compression = m->layers[i].compression,
 			.size = m->layers[i].size,
 		};
-	d->ro = (struct registry_options) {
-		.insecure = d->req->insecure, .cert_dir = d->req->cert_dir,
-		.scheme = img->registry_scheme,
-	};
+	d->ro = mount_request_registry_options(d->req);
+	d->ro.scheme = img->registry_scheme;
 	r = fetcher_new(&(struct fetcher_source) { .ref = ref, .ro = &d->ro }, bs, layers,
 			m->n_layers, &d->fetcher);
 	if (r < 0)
@@ -559,8 +565,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	_cleanup_free_ char *what = NULL;
 	struct daemon d = { .req = req, .report_fd = -1 };
 	struct pull_options po = {
-		.platform = req->platform, .policy = req->policy, .insecure = req->insecure,
-		.cert_dir = req->cert_dir,
+		.platform = req->platform, .policy = req->policy,
+		.registry = mount_request_registry_options(req),
 	};
 	struct pull_error err;
 	const char *why = NULL;

@@ -162,11 +162,10 @@ static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 {
 	_cleanup_free_ struct fetch_layer *layers = NULL;
 	const struct manifest *m = it->img->manifest;
-	struct registry_options ro = {
-		.insecure = req->insecure, .cert_dir = req->cert_dir,
-		.scheme = it->img->registry_scheme, .max_recv_bytes_per_sec = rate_per_job,
-	};
+	struct registry_options ro = mount_request_registry_options(req);
 
+	ro.scheme = it->img->registry_scheme;
+	ro.max_recv_bytes_per_sec = rate_per_job;
 	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
 	if (!layers)
 		return -ENOMEM;
@@ -184,13 +183,14 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		      uint64_t rate, struct prewarm_progress *pp)
 {
 	struct pull_options po = {
-		.platform = req->platform, .policy = PULL_ALWAYS, .insecure = req->insecure,
-		.cert_dir = req->cert_dir, .max_recv_bytes_per_sec = rate,
+		.platform = req->platform, .policy = PULL_ALWAYS,
+		.registry = mount_request_registry_options(req),
 		.progress = pull_progress, .progress_userdata = pp,
 	};
 	struct pull_error err;
 	int r;
 
+	po.registry.max_recv_bytes_per_sec = rate;
 	pp->layer = 0;
 	r = image_pull(c, it->ref, &po, &it->img, &err);
 	if (r < 0) {
