@@ -148,6 +148,20 @@ int blob_store_has(struct blob_store *bs, const char *digest)
 	return S_ISREG(st.st_mode) ? 1 : 0;
 }
 
+int blob_store_has_size(struct blob_store *bs, const char *digest, uint64_t size)
+{
+	char rel[3 + DIGEST_HEX_LEN + 1];
+	struct stat st;
+	int r;
+
+	r = blob_relpath(digest, rel);
+	if (r < 0)
+		return r;
+	if (fstatat(bs->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISREG(st.st_mode) && (uint64_t)st.st_size == size ? 1 : 0;
+}
+
 int blob_store_remove(struct blob_store *bs, const char *digest)
 {
 	char rel[3 + DIGEST_HEX_LEN + 1];

@@ -25,6 +25,10 @@ static inline void blob_store_freep(struct blob_store **bs)
 int blob_store_open_blob(struct blob_store *bs, const char *digest, int *ret_fd);
 /* 1 if present, 0 if not, -errno. */
 int blob_store_has(struct blob_store *bs, const char *digest);
+/* As blob_store_has(), but a blob of another size than @size counts as absent: after a power
+ * loss, a blob committed with BLOB_TXN_NO_SYNC may be short (see blob_store.c), and what is
+ * short must be fetched again, not served.  The next commit of that digest replaces it. */
+int blob_store_has_size(struct blob_store *bs, const char *digest, uint64_t size);
 /* -ENOENT if absent. */
 int blob_store_remove(struct blob_store *bs, const char *digest);
 

@@ -82,6 +82,7 @@ struct fetcher {
 	struct fetch_layer *layers;
 	size_t n_layers;
 	struct blob_range_reader *readers;        /* NULL: use the registry */
+	bool defer_sync;                          /* fetcher_source.defer_sync */
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
 	char *username, *password, *cert_dir, *scheme;
@@ -426,12 +427,9 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
-	r = digest_verify_buffer(out, c->size, c->digest);
-	if (r < 0)
-		return log_debug_errno(r, "chunk at %llu of layer '%s' does not hash to '%s'",
-				       (unsigned long long)c->blob_offset, l->digest, c->digest);
-
-	r = blob_txn_begin(f->bs, &t);
+	/* Verified by the commit, which hashes as it writes and links the blob under its name
+	 * only when it matches @c->digest: one pass over the bytes, not two. */
+	r = blob_txn_begin_flags(f->bs, f->defer_sync ? BLOB_TXN_NO_SYNC : 0, &t);
 	if (r < 0)
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
 	r = blob_txn_write(t, out, c->size);
@@ -440,6 +438,9 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
 	}
 	r = blob_txn_commit(t, c->digest, NULL, NULL);
+	if (r == -EBADMSG)
+		return log_debug_errno(r, "chunk at %llu of layer '%s' does not hash to '%s'",
+				       (unsigned long long)c->blob_offset, l->digest, c->digest);
 	if (r < 0)
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
 	return 0;
@@ -563,7 +564,7 @@ static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs
 	size_t k = 0;
 
 	for (size_t i = 0; i < *n_jobs; i++) {
-		if (blob_store_has(f->bs, jobs[i].c.digest) > 0) {
+		if (blob_store_has_size(f->bs, jobs[i].c.digest, jobs[i].c.size) > 0) {
 			pthread_mutex_lock(&f->lock);
 			flight_complete(f, jobs[i].fl, 0);
 			pthread_mutex_unlock(&f->lock);
@@ -598,7 +599,7 @@ int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n
 			continue;
 		}
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
-		if (blob_store_has(f->bs, chunks[i].digest) != 1)
+		if (blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
 			missing[n_missing++] = &chunks[i];
 	}
 
@@ -681,7 +682,7 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 	unsigned found = 0, failed = 0, failed_waits;
 
 	for (size_t i = 0; i < n; i++) {
-		if (blob_store_has(f->bs, batch[i].digest) == 1)
+		if (blob_store_has_size(f->bs, batch[i].digest, batch[i].size) == 1)
 			found++;
 		else
 			missing[n_missing++] = &batch[i];
@@ -789,7 +790,7 @@ int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t
 	if (!skip)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		skip[i] = !chunk_valid(f, &chunks[i]) || blob_store_has(f->bs, chunks[i].digest) == 1;
+		skip[i] = !chunk_valid(f, &chunks[i]) || blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) == 1;
 
 	pthread_mutex_lock(&f->lock);
 	for (size_t i = 0; i < n; i++) {
@@ -889,6 +890,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		return r;
 	}
 	f->bs = bs;
+	f->defer_sync = src->defer_sync;
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
 	f->idle = calloc(FETCH_SLOTS_MAX, sizeof(*f->idle));

@@ -58,6 +58,10 @@ struct fetcher_source {
 	const struct reference *ref;
 	const struct registry_options *ro;
 	const struct blob_range_reader *reader;   /* layer index -> reader: reader[layer] */
+	/* Store chunks without an fsync each; the caller calls blob_store_sync() when it is
+	 * done (prewarm: hundreds of chunks a second, where one fsync each would stall the
+	 * receiving connection).  A mount's reads keep one fsync per chunk. */
+	bool defer_sync;
 };
 
 /* Copies @layers.  Makes no network request yet. */

@@ -134,7 +134,7 @@ int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct ma
 		if (k > 0 && streq(p->chunks[k - 1].digest, p->chunks[i].digest))
 			continue;
 		/* On an error (not 0 or 1) keep it: fetching will tell. */
-		r = blob_store_has(bs, p->chunks[i].digest);
+		r = blob_store_has_size(bs, p->chunks[i].digest, p->chunks[i].size);
 		if (r == 1)
 			continue;
 		p->chunks[k++] = p->chunks[i];
@@ -291,6 +291,13 @@ int prewarm_run(const struct prewarm_plan *p, struct fetcher *f, struct blob_sto
 		return log_debug_errno(r, "cannot start prewarm threads: %m");
 	for (unsigned i = 0; i < started; i++)
 		(void)pthread_join(threads[i], NULL);
+
+	/* The fetcher stored without fsync (fetcher_source.defer_sync): what we report as
+	 * prewarmed must be on disk.  Until here a power loss leaves at most short blobs, which
+	 * every reader treats as missing (blob_store_has_size). */
+	r = blob_store_sync(bs);
+	if (r < 0)
+		return log_debug_errno(r, "cannot sync the blob store: %m");
 
 	/* A stop leaves the rest of the plan untaken: not stored either. */
 	w.failed += p->n_chunks - w.next;

@@ -42,6 +42,7 @@ struct prewarm_options {
  * failed batch no new batch starts.  Returns 0 when every chunk is stored; -EIO if chunks
  * could not be fetched or verified (what was verified stays stored); the blob store's error
  * (-ENOSPC, -EROFS, -EACCES…) when a failure left the store unwritable; -ENOMEM.
- * @ret_failed (may be NULL) is set to the number of chunks not stored in every case. */
+ * @ret_failed (may be NULL) is set to the number of chunks not stored in every case.
+ * The blob store is synced before it returns, so @f may store with defer_sync. */
 int prewarm_run(const struct prewarm_plan *p, struct fetcher *f, struct blob_store *bs,
 		const struct prewarm_options *o, size_t *ret_failed);

@@ -175,8 +175,8 @@ static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			.compression = m->layers[i].compression,
 			.size = m->layers[i].size,
 		};
-	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro }, bs, layers,
-			   m->n_layers, ret);
+	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro, .defer_sync = true },
+			   bs, layers, m->n_layers, ret);
 }
 
 static void item_pull(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
