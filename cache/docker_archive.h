@@ -32,9 +32,9 @@ struct docker_archive {
 };
 
 /* Reads manifest.json of the tar @fd (indexed as @t) and hashes each config and layer once,
- * each read sequentially, in the order manifest.json names them.  -EPROTO if manifest.json is missing or malformed, -ENOENT if
- * it names a member that is not there, -ENODATA if the archive is truncated; @err (if not
- * NULL) gets a one-line reason. */
+ * each read sequentially, in the order manifest.json names them.  -EPROTO if manifest.json is
+ * missing or malformed, -ENOENT if it names a member that is not there, -ENODATA if the
+ * archive is truncated; @err (if not NULL) gets a one-line reason. */
 int docker_archive_load(int fd, const struct tar_index *t, struct docker_archive **ret,
 			char *err, size_t err_size);
 struct docker_archive *docker_archive_free(struct docker_archive *a);  /* NULL-safe */
