@@ -12,13 +12,11 @@
 #include "tap.h"
 
 #define D64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-#define A256 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
-	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
-	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define A64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define A256 A64 A64 A64 A64 /* past every name limit */
 /* In an expected path or canonical string, "@" stands for the working directory. */
 #define CWD "@"
 
-enum reference_transport;
 #define DOCKER REFERENCE_DOCKER
 #define OCI REFERENCE_OCI
 #define OCI_ARCHIVE REFERENCE_OCI_ARCHIVE
@@ -296,7 +294,8 @@ int main(void)
 		check(reference_parse(ref, &r, NULL) == -EINVAL, "a 129-character tag is rejected");
 	}
 
-	check(reference_parse("docker.io/library/debian", &r, NULL) == 0, "parse without a reason pointer");
+	check(reference_parse("docker.io/library/debian", &r, NULL) == 0,
+	      "parse without a reason pointer");
 	check(eq(reference_api_host(r), "registry-1.docker.io"),
 	      "docker.io is served by registry-1.docker.io");
 	r = reference_free(r);

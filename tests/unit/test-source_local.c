@@ -14,6 +14,7 @@
 #include "../../cache/tar_index.h"
 #include "tap.h"
 
+#define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"
 #define LONG_DIR "a-directory-name-that-is-long-enough/to-need-more-than-one-hundred-bytes/" \
 	"in-a-tar-header-name-field/"
 
@@ -149,8 +150,7 @@ static void test_oci_layout(void)
 	      "a blob range is read");
 	check(source_local_get_blob_range(s, head_digest, head_size, 1, range) == -EPROTO,
 	      "a range past the end is -EPROTO");
-	check(source_local_get_blob(s, "sha256:0000000000000000000000000000000000000000000000000000000000000000",
-				    1024, &buf, &len) == -ENOENT &&
+	check(source_local_get_blob(s, "sha256:" ZERO64, 1024, &buf, &len) == -ENOENT &&
 	      strstr(source_local_last_error(s), "not found"), "a missing blob is -ENOENT, said so");
 	source_local_get_counters(s, &requests, &bytes);
 	check(requests == 0 && bytes > head_size, "no requests, bytes read counted");
