@@ -836,21 +836,6 @@ static int strdup_opt(const char *s, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
-static int reference_copy(const struct reference *from, struct reference **ret)
-{
-	_cleanup_(reference_freep) struct reference *ref = NULL;
-
-	ref = calloc(1, sizeof(*ref));
-	if (!ref)
-		return -ENOMEM;
-	if (strdup_opt(from->domain, &ref->domain) < 0 ||
-	    strdup_opt(from->repository, &ref->repository) < 0 ||
-	    strdup_opt(from->tag, &ref->tag) < 0 || strdup_opt(from->digest, &ref->digest) < 0)
-		return -ENOMEM;
-	*ret = TAKE_PTR(ref);
-	return 0;
-}
-
 static int fetcher_init_sync(struct fetcher *f)
 {
 	pthread_condattr_t attr;
@@ -913,7 +898,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 			return -ENOMEM;
 		memcpy(f->readers, src->reader, n_layers * sizeof(*f->readers));
 	} else {
-		r = reference_copy(src->ref, &f->ref);
+		r = reference_dup(src->ref, &f->ref);
 		if (r < 0)
 			return r;
 		if (src->ro)

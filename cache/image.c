@@ -149,7 +149,7 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const struct 
 	if (!img)
 		return -ENOMEM;
 
-	r = fetch_platform_manifest(reg, ref->digest ? ref->digest : ref->tag, want, &buf, &len,
+	r = fetch_platform_manifest(reg, ref->digest ?: ref->tag ?: "", want, &buf, &len,
 				    &media_type, &img->manifest_digest, err);
 	if (r < 0)
 		return r;

@@ -1,12 +1,16 @@
 /*
  * cache/reference.c: the distribution reference grammar, [domain/]path[:tag][@digest], with
- * docker.io normalisation ("debian" -> docker.io/library/debian:latest).  Input comes from the
- * command line, so every rejection carries a short static reason.  Pure string work: no I/O,
- * no allocation beyond the result.
+ * docker.io normalisation ("debian" -> docker.io/library/debian:latest), and skopeo's local
+ * transports oci:, oci-archive: and docker-archive:.  As skopeo does, a transport name followed
+ * by ':' always selects that transport ("oci:5000/x" is a directory; a registry host named
+ * "oci" is written "docker://oci:5000/x"), and the path ends at its first ':'.  Input comes
+ * from the command line, so every rejection carries a short static reason.  String work only,
+ * except realpath() of a local path.
  */
 #include "reference.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 
 #include "util.h"
 
@@ -16,6 +20,20 @@
 
 static const char *const transport_prefix = "docker://";
 
+static const struct {
+	const char *prefix;
+	enum reference_transport transport;
+} local_transports[] = {
+	{ "oci:", REFERENCE_OCI },
+	{ "oci-archive:", REFERENCE_OCI_ARCHIVE },
+	{ "docker-archive:", REFERENCE_DOCKER_ARCHIVE },
+};
+
+/* skopeo's other transports: named so that "dir:/x" is not reported as a bad tag. */
+static const char *const unsupported_transports[] = {
+	"dir:", "containers-storage:", "docker-daemon:", "ostree:", "sif:", "tarball:",
+};
+
 struct reference *reference_free(struct reference *r)
 {
 	if (!r)
@@ -24,8 +42,36 @@ struct reference *reference_free(struct reference *r)
 	free(r->repository);
 	free(r->tag);
 	free(r->digest);
+	free(r->path);
 	free(r);
 	return NULL;
+}
+
+static int strdup_opt(const char *s, char **ret)
+{
+	*ret = NULL;
+	if (!s)
+		return 0;
+	*ret = strdup(s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int reference_dup(const struct reference *from, struct reference **ret)
+{
+	_cleanup_(reference_freep) struct reference *ref = NULL;
+
+	ref = calloc(1, sizeof(*ref));
+	if (!ref)
+		return -ENOMEM;
+	ref->transport = from->transport;
+	ref->index = from->index;
+	if (strdup_opt(from->domain, &ref->domain) < 0 ||
+	    strdup_opt(from->repository, &ref->repository) < 0 ||
+	    strdup_opt(from->tag, &ref->tag) < 0 || strdup_opt(from->digest, &ref->digest) < 0 ||
+	    strdup_opt(from->path, &ref->path) < 0)
+		return -ENOMEM;
+	*ret = TAKE_PTR(ref);
+	return 0;
 }
 
 static bool is_lower_alnum(char c)
@@ -249,21 +295,15 @@ static int fail(const char **ret_error, const char *reason)
 	return -EINVAL;
 }
 
-int reference_parse(const char *s, struct reference **ret, const char **ret_error)
+static int docker_parse(const char *s, struct reference **ret, const char **ret_error)
 {
 	_cleanup_(reference_freep) struct reference *ref = NULL;
 	_cleanup_free_ char *copy = NULL;
 	char *name, *at, *slash, *colon, *path;
 	int r;
 
-	if (!s)
-		return fail(ret_error, "empty reference");
-	if (startswith(s, transport_prefix))
-		s += strlen(transport_prefix);
 	if (*s == 0)
 		return fail(ret_error, "empty reference");
-	if (strlen(s) > REFERENCE_INPUT_MAX)
-		return fail(ret_error, "reference too long");
 
 	copy = strdup(s);
 	if (!copy)
@@ -272,6 +312,8 @@ int reference_parse(const char *s, struct reference **ret, const char **ret_erro
 	ref = calloc(1, sizeof(*ref));
 	if (!ref)
 		return -ENOMEM;
+	ref->transport = REFERENCE_DOCKER;
+	ref->index = -1;
 
 	name = copy;
 	at = strchr(name, '@');
@@ -349,11 +391,207 @@ int reference_parse(const char *s, struct reference **ret, const char **ret_erro
 	return 0;
 }
 
+/* The name an OCI layout gives a manifest (org.opencontainers.image.ref.name): runs of
+ * [A-Za-z0-9._-] separated by single '/', ':' or '@', as skopeo accepts after "oci:DIR:". */
+static int oci_tag_validate(const char *s, const char **ret_error)
+{
+	size_t n = strlen(s);
+	bool run = false;
+
+	if (n == 0)
+		return fail(ret_error, "empty tag");
+	if (n > NAME_TOTAL_MAX)
+		return fail(ret_error, "tag longer than 255 characters");
+	for (size_t i = 0; i < n; i++) {
+		if (is_alnum(s[i]) || strchr("._-", s[i]))
+			run = true;
+		else if (strchr("/:@", s[i]) && run)
+			run = false;
+		else
+			return fail(ret_error, "invalid tag format");
+	}
+	return run ? 0 : fail(ret_error, "invalid tag format");
+}
+
+/* ":@N" of docker-archive: a decimal manifest index. */
+static int archive_index_parse(const char *s, long *ret, const char **ret_error)
+{
+	long v = 0;
+
+	if (*s == 0)
+		return fail(ret_error, "invalid archive index");
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (LONG_MAX - 9) / 10)
+			return fail(ret_error, "invalid archive index");
+		v = v * 10 + (*p - '0');
+	}
+	*ret = v;
+	return 0;
+}
+
+/* docker-archive's ":REF": a tagged docker reference (skopeo adds ":latest"), kept canonical so
+ * that it compares with RepoTags however those spell it. */
+static int archive_ref_parse(const char *s, char **ret, const char **ret_error)
+{
+	_cleanup_(reference_freep) struct reference *ref = NULL;
+	int r;
+
+	r = docker_parse(s, &ref, ret_error);
+	if (r < 0)
+		return r;
+	if (ref->digest)
+		return fail(ret_error, "docker-archive reference must be a tag, not a digest");
+	*ret = reference_to_string(ref);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* An absolute path naming the same file from any working directory. */
+static int path_absolute(const char *path, char **ret)
+{
+	_cleanup_free_ char *cwd = NULL;
+	char *abs;
+
+	abs = realpath(path, NULL);
+	if (abs) {
+		*ret = abs;
+		return 0;
+	}
+	if (errno == ENOMEM)
+		return -ENOMEM;
+	/* Missing: reading the image says so, with the path the user gave made absolute. */
+	if (path[0] == '/') {
+		abs = strdup(path);
+	} else {
+		cwd = getcwd(NULL, 0);
+		if (!cwd)
+			return -errno;
+		if (asprintf(&abs, "%s/%s", cwd, path) < 0)
+			abs = NULL;
+	}
+	if (!abs)
+		return -ENOMEM;
+	*ret = abs;
+	return 0;
+}
+
+static int local_parse(enum reference_transport t, const char *s, struct reference **ret,
+		       const char **ret_error)
+{
+	_cleanup_(reference_freep) struct reference *ref = NULL;
+	_cleanup_free_ char *path = NULL;
+	const char *colon = strchr(s, ':');
+	int r;
+
+	path = colon ? strndup(s, colon - s) : strdup(s);
+	if (!path)
+		return -ENOMEM;
+	if (*path == 0)
+		return fail(ret_error, "empty path");
+	if (strlen(path) >= PATH_MAX)
+		return fail(ret_error, "path too long");
+
+	ref = calloc(1, sizeof(*ref));
+	if (!ref)
+		return -ENOMEM;
+	ref->transport = t;
+	ref->index = -1;
+
+	if (colon && t == REFERENCE_DOCKER_ARCHIVE) {
+		if (colon[1] == '@')
+			r = archive_index_parse(colon + 2, &ref->index, ret_error);
+		else if (colon[1] == 0)
+			r = fail(ret_error, "empty tag");
+		else
+			r = archive_ref_parse(colon + 1, &ref->tag, ret_error);
+		if (r < 0)
+			return r;
+	} else if (colon) {
+		r = oci_tag_validate(colon + 1, ret_error);
+		if (r < 0)
+			return r;
+		ref->tag = strdup(colon + 1);
+		if (!ref->tag)
+			return -ENOMEM;
+	}
+
+	r = path_absolute(path, &ref->path);
+	if (r < 0)
+		return r;
+	/* The canonical string ends the path at its first ':', so it must have none. */
+	if (strchr(ref->path, ':'))
+		return fail(ret_error, "local path may not contain ':'");
+	if (strlen(ref->path) >= PATH_MAX)
+		return fail(ret_error, "path too long");
+
+	*ret = TAKE_PTR(ref);
+	return 0;
+}
+
+int reference_parse(const char *s, struct reference **ret, const char **ret_error)
+{
+	if (!s || *s == 0)
+		return fail(ret_error, "empty reference");
+	if (strlen(s) > REFERENCE_INPUT_MAX)
+		return fail(ret_error, "reference too long");
+	if (startswith(s, transport_prefix))
+		return docker_parse(s + strlen(transport_prefix), ret, ret_error);
+
+	for (size_t i = 0; i < ELEMENTSOF(local_transports); i++)
+		if (startswith(s, local_transports[i].prefix))
+			return local_parse(local_transports[i].transport,
+					   s + strlen(local_transports[i].prefix), ret, ret_error);
+
+	for (size_t i = 0; i < ELEMENTSOF(unsupported_transports); i++) {
+		const char *rest = s + strlen(unsupported_transports[i]);
+
+		/* "dir:x" is still the docker image "dir" with tag "x". */
+		if (startswith(s, unsupported_transports[i]) && tag_validate(rest, NULL) < 0)
+			return fail(ret_error, "unsupported transport (lazyroot reads docker://, oci:, "
+					       "oci-archive: and docker-archive:)");
+	}
+	return docker_parse(s, ret, ret_error);
+}
+
+static char *local_to_string(const struct reference *r)
+{
+	const char *prefix = NULL;
+	char *s;
+	int k;
+
+	for (size_t i = 0; i < ELEMENTSOF(local_transports); i++)
+		if (local_transports[i].transport == r->transport)
+			prefix = local_transports[i].prefix;
+	if (!prefix)
+		return NULL;
+	if (r->index >= 0)
+		k = asprintf(&s, "%s%s:@%ld", prefix, r->path, r->index);
+	else
+		k = asprintf(&s, "%s%s%s%s", prefix, r->path, r->tag ? ":" : "", r->tag ?: "");
+	return k < 0 ? NULL : s;
+}
+
+/* Would a docker reference's string read as another transport ("oci:5000/x")? */
+static bool domain_looks_like_transport(const char *domain)
+{
+	for (size_t i = 0; i < ELEMENTSOF(local_transports); i++)
+		if (startswith(domain, local_transports[i].prefix))
+			return true;
+	for (size_t i = 0; i < ELEMENTSOF(unsupported_transports); i++)
+		if (startswith(domain, unsupported_transports[i]))
+			return true;
+	return false;
+}
+
 char *reference_to_string(const struct reference *r)
 {
 	char *s;
 
-	if (asprintf(&s, "%s/%s%s%s%s%s", r->domain, r->repository,
+	if (reference_is_local(r))
+		return local_to_string(r);
+	/* Keep "docker://" where it is needed to parse the string back to this reference. */
+	if (asprintf(&s, "%s%s/%s%s%s%s%s",
+		     domain_looks_like_transport(r->domain) ? transport_prefix : "",
+		     r->domain, r->repository,
 		     r->tag ? ":" : "", r->tag ?: "",
 		     r->digest ? "@" : "", r->digest ?: "") < 0)
 		return NULL;
@@ -362,14 +600,57 @@ char *reference_to_string(const struct reference *r)
 
 const char *reference_api_host(const struct reference *r)
 {
+	if (reference_is_local(r))
+		return NULL;
 	if (streq(r->domain, "docker.io"))
 		return "registry-1.docker.io";
 	return r->domain;
 }
 
+/* Machine names are host names: lower-case letters, digits and '-', at most 64. */
+static char *machine_name(const char *s, size_t n)
+{
+	char *m;
+
+	if (n > 64)
+		n = 64;
+	m = n > 0 ? strndup(s, n) : strdup("image");
+	if (!m)
+		return NULL;
+	for (char *p = m; *p; p++) {
+		if (*p >= 'A' && *p <= 'Z')
+			*p += 'a' - 'A';
+		else if (!is_lower_alnum(*p))
+			*p = '-';
+	}
+	return m;
+}
+
+static char *local_short_name(const struct reference *r)
+{
+	const char *base, *end;
+
+	/* A tag that is itself a reference ("fixtures/x:edge") names the repository. */
+	if (r->tag && (strchr(r->tag, '/') || r->transport == REFERENCE_DOCKER_ARCHIVE)) {
+		_cleanup_(reference_freep) struct reference *named = NULL;
+
+		if (docker_parse(r->tag, &named, NULL) >= 0)
+			return reference_short_name(named);
+	}
+	base = strrchr(r->path, '/');
+	base = base && base[1] ? base + 1 : r->path;
+	end = base + strlen(base);
+	if (end - base > 4 && streq(end - 4, ".tar"))
+		end -= 4;
+	return machine_name(base, end - base);
+}
+
 char *reference_short_name(const struct reference *r)
 {
-	const char *slash = strrchr(r->repository, '/');
+	const char *slash;
 
+	if (reference_is_local(r))
+		return local_short_name(r);
+	slash = strrchr(r->repository, '/');
 	return strdup(slash ? slash + 1 : r->repository);
 }

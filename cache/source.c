@@ -1,8 +1,12 @@
-/* cache/source.c: see source.h.  A thin dispatch over one registry client for now. */
+/* cache/source.c: see source.h.  A thin dispatch over one registry client for now, or over a
+ * local image (oci:, oci-archive:, docker-archive:) when the reference names one. */
 #include "source.h"
+
+#include "source_local.h"
 
 struct source {
 	struct registry *registry;
+	struct source_local *local;  /* instead of the registry, for a local transport */
 };
 
 int source_new(const struct reference *ref, const struct registry_options *o,
@@ -14,6 +18,13 @@ int source_new(const struct reference *ref, const struct registry_options *o,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	if (reference_is_local(ref)) {
+		r = source_local_new(ref, &s->local);
+		if (r < 0)
+			return r;
+		*ret = TAKE_PTR(s);
+		return 0;
+	}
 	r = registry_new(ref, o, &s->registry);
 	if (r < 0)
 		return r;
@@ -26,33 +37,45 @@ struct source *source_free(struct source *s)
 	if (!s)
 		return NULL;
 	registry_free(s->registry);
+	source_local_free(s->local);
 	free(s);
 	return NULL;
 }
 
 const char *source_last_error(struct source *s)
 {
+	if (s->local)
+		return source_local_last_error(s->local);
 	return registry_last_error(s->registry);
 }
 
 void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes)
 {
+	if (s->local)
+		return source_local_get_counters(s->local, ret_requests, ret_bytes);
 	registry_get_counters(s->registry, ret_requests, ret_bytes);
 }
 
 const char *source_scheme(struct source *s)
 {
+	if (s->local)
+		return NULL;
 	return registry_scheme(s->registry);
 }
 
 int source_ping(struct source *s)
 {
+	if (s->local)
+		return source_local_ping(s->local);
 	return registry_ping(s->registry);
 }
 
 int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_buf,
 			size_t *ret_len, char **ret_content_type, char ret_digest[72])
 {
+	if (s->local)
+		return source_local_get_manifest(s->local, tag_or_digest, ret_buf, ret_len,
+						 ret_content_type, ret_digest);
 	return registry_get_manifest(s->registry, tag_or_digest, ret_buf, ret_len,
 				     ret_content_type, ret_digest);
 }
@@ -60,17 +83,23 @@ int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_
 int source_get_blob(struct source *s, const char *digest, size_t max, char **ret_buf,
 		    size_t *ret_len)
 {
+	if (s->local)
+		return source_local_get_blob(s->local, digest, max, ret_buf, ret_len);
 	return registry_get_blob(s->registry, digest, max, ret_buf, ret_len);
 }
 
 int source_stream_blob(struct source *s, const char *digest,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
 {
+	if (s->local)
+		return source_local_stream_blob(s->local, digest, sink, userdata);
 	return registry_stream_blob(s->registry, digest, sink, userdata);
 }
 
 int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
 			  void *buf)
 {
+	if (s->local)
+		return source_local_get_blob_range(s->local, digest, offset, len, buf);
 	return registry_get_blob_range(s->registry, digest, offset, len, buf);
 }

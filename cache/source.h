@@ -1,6 +1,6 @@
-/* cache/source.h: where an image's manifests and blobs come from.  Today one registry (the
- * docker:// transport); the same calls will serve registry mirrors and local sources (oci:,
- * oci-archive:, docker-archive:), so image.c and fetch.c never need to know which.
+/* cache/source.h: where an image's manifests and blobs come from: a registry (the docker://
+ * transport) or a local image (oci:, oci-archive:, docker-archive:, see source_local.h), so
+ * image.c and fetch.c never need to know which.
  *
  * The calls, their errors and their threading rules are those of registry.h: one thread at a
  * time per object; create one object per thread that needs one. */
@@ -18,7 +18,8 @@ DEFINE_CLEANUP_FUNC(struct source *, source_free);
 const char *source_last_error(struct source *s);
 void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes);
 /* An opaque hint for registry_options.scheme of later objects of the same source (what an
- * earlier object learnt: which scheme, which endpoint), or NULL when there is none yet. */
+ * earlier object learnt: which scheme, which endpoint), or NULL when there is none yet (always
+ * for a local source). */
 const char *source_scheme(struct source *s);
 
 int source_ping(struct source *s);
