@@ -548,13 +548,22 @@ static const char *status_text(long status)
 	return "unexpected response";
 }
 
+/* " (credentials from …)" for messages about refused credentials. */
+static const char *credentials_origin(struct registry *r, char *buf, size_t size)
+{
+	if (!r->credentials_source)
+		return "";
+	(void)snprintf(buf, size, " (credentials from %s)", r->credentials_source);
+	return buf;
+}
+
 /* One line for a failed exchange.  @object names what was asked for ("host/repo:tag"); the
  * URL is the one we built (never a redirect target, which may carry a signature). */
 static void describe_failure(struct registry *r, const struct http_request *req,
 			     const char *object, const struct http_response *resp, int err)
 {
 	const char *method = req->method ?: "GET";
-	char code[80], message[256];
+	char code[80], message[256], origin[200];
 
 	if (resp->transport == HTTP_TRANSPORT_CONNECT) {
 		set_error(r, "cannot connect to %s: %s (%s %s)", r->domain,
@@ -594,7 +603,8 @@ static void describe_failure(struct registry *r, const struct http_request *req,
 		       sizeof(message));
 	if (resp->status == 401 && r->authorization && r->basic &&
 	    streq(r->authorization, r->basic))
-		(void)snprintf(message, sizeof(message), "login refused");
+		(void)snprintf(message, sizeof(message), "invalid username or password%s",
+			       credentials_origin(r, origin, sizeof(origin)));
 	else if (resp->status == 401 && r->authorization && !message[0])
 		(void)snprintf(message, sizeof(message),
 			       "access denied (the repository does not exist or needs a login)");
@@ -706,15 +716,6 @@ static int lookup_credentials(struct registry *r)
 	if (!r->credentials_source)
 		return -ENOMEM;
 	return basic_header(c->username, c->password, &r->basic);
-}
-
-/* " (credentials from …)" for messages about refused credentials. */
-static const char *credentials_origin(struct registry *r, char *buf, size_t size)
-{
-	if (!r->credentials_source)
-		return "";
-	(void)snprintf(buf, size, " (credentials from %s)", r->credentials_source);
-	return buf;
 }
 
 /* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
