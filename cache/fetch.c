@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "credentials.h"
 #include "log.h"
 #include "util.h"
 
@@ -86,6 +87,7 @@ struct fetcher {
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
 	char *username, *password, *cert_dir, *scheme;
+	struct credentials_options *credentials;
 
 	pthread_mutex_t lock;
 	pthread_cond_t flight_done;               /* broadcast when any flight completes */
@@ -906,8 +908,10 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		if (strdup_opt(f->ro.username, &f->username) < 0 ||
 		    strdup_opt(f->ro.password, &f->password) < 0 ||
 		    strdup_opt(f->ro.cert_dir, &f->cert_dir) < 0 ||
-		    strdup_opt(f->ro.scheme, &f->scheme) < 0)
+		    strdup_opt(f->ro.scheme, &f->scheme) < 0 ||
+		    credentials_options_dup(f->ro.credentials, &f->credentials) < 0)
 			return -ENOMEM;
+		f->ro.credentials = f->credentials;
 		f->ro.username = f->username;
 		f->ro.password = f->password;
 		f->ro.cert_dir = f->cert_dir;
@@ -953,6 +957,7 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	free(f->password);
 	free(f->cert_dir);
 	free(f->scheme);
+	credentials_options_free(f->credentials);
 	free(f->queue);
 	digest_set_done(&f->queued);
 

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "credentials.h"
 #include "digest.h"
 #include "http.h"
 #include "log.h"
@@ -68,6 +69,9 @@ struct registry {
 	char *base_url;          /* "https://registry-1.docker.io"; NULL until the first ping */
 	char *authorization;     /* "Authorization: …" for the registry, or NULL; secret */
 	char *basic;             /* "Authorization: Basic …" from the options, or NULL; secret */
+	struct credentials_options *credentials;  /* where to look up r->basic, or NULL */
+	bool credentials_looked_up;
+	char *credentials_source;  /* where r->basic came from, for messages; NULL: the options */
 	bool pinged;
 	uint64_t requests;        /* HTTP requests sent, token requests excluded */
 	uint64_t bytes_received;  /* body bytes of their answers */
@@ -116,6 +120,8 @@ struct registry *registry_free(struct registry *r)
 	}
 	free_secret(r->authorization);
 	free_secret(r->basic);
+	credentials_options_free(r->credentials);
+	free(r->credentials_source);
 	free(r);
 	return NULL;
 }
@@ -235,6 +241,10 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 
 	if (o && o->username) {
 		e = basic_header(o->username, o->password, &r->basic);
+		if (e < 0)
+			return e;
+	} else if (o && o->credentials) {
+		e = credentials_options_dup(o->credentials, &r->credentials);
 		if (e < 0)
 			return e;
 	}
@@ -538,13 +548,22 @@ static const char *status_text(long status)
 	return "unexpected response";
 }
 
+/* " (credentials from …)" for messages about refused credentials. */
+static const char *credentials_origin(struct registry *r, char *buf, size_t size)
+{
+	if (!r->credentials_source)
+		return "";
+	(void)snprintf(buf, size, " (credentials from %s)", r->credentials_source);
+	return buf;
+}
+
 /* One line for a failed exchange.  @object names what was asked for ("host/repo:tag"); the
  * URL is the one we built (never a redirect target, which may carry a signature). */
 static void describe_failure(struct registry *r, const struct http_request *req,
 			     const char *object, const struct http_response *resp, int err)
 {
 	const char *method = req->method ?: "GET";
-	char code[80], message[256];
+	char code[80], message[256], origin[200];
 
 	if (resp->transport == HTTP_TRANSPORT_CONNECT) {
 		set_error(r, "cannot connect to %s: %s (%s %s)", r->domain,
@@ -584,7 +603,8 @@ static void describe_failure(struct registry *r, const struct http_request *req,
 		       sizeof(message));
 	if (resp->status == 401 && r->authorization && r->basic &&
 	    streq(r->authorization, r->basic))
-		(void)snprintf(message, sizeof(message), "login refused");
+		(void)snprintf(message, sizeof(message), "invalid username or password%s",
+			       credentials_origin(r, origin, sizeof(origin)));
 	else if (resp->status == 401 && r->authorization && !message[0])
 		(void)snprintf(message, sizeof(message),
 			       "access denied (the repository does not exist or needs a login)");
@@ -676,6 +696,28 @@ static bool realm_is_loopback(const char *url)
 	return host_is_loopback(host);
 }
 
+/* The first challenge looks for stored credentials: registries that never ask never make us
+ * read a file or run a helper. */
+static int lookup_credentials(struct registry *r)
+{
+	_cleanup_(credentials_freep) struct credentials *c = NULL;
+	char error[sizeof(r->error)];
+	int e;
+
+	r->credentials_looked_up = true;
+	e = credentials_lookup(r->credentials, r->domain, r->repository, &c, error, sizeof(error));
+	if (e < 0) {
+		set_error(r, "%s", error);
+		return e;
+	}
+	if (!c)
+		return 0;
+	r->credentials_source = strdup(c->source);
+	if (!r->credentials_source)
+		return -ENOMEM;
+	return basic_header(c->username, c->password, &r->basic);
+}
+
 /* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
 static int fetch_token(struct registry *r, const char *params)
 {
@@ -707,16 +749,18 @@ static int fetch_token(struct registry *r, const char *params)
 	e = challenge_param(params, "service", &service);
 	if (e < 0)
 		return e;
-	if (asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
+	/* No repository: a login check, which needs no access to any. */
+	if (r->repository[0] && asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
 		scope = NULL;
 		return -ENOMEM;
 	}
-	scope_esc = http_escape(scope);
+	scope_esc = scope ? http_escape(scope) : NULL;
 	service_esc = service ? http_escape(service) : NULL;
-	if (!scope_esc || (service && !service_esc))
+	if ((scope && !scope_esc) || (service && !service_esc))
 		return -ENOMEM;
-	k = asprintf(&url, "%s%cscope=%s%s%s", realm, strchr(realm, '?') ? '&' : '?', scope_esc,
-		     service ? "&service=" : "", service_esc ?: "");
+	k = asprintf(&url, "%s%c%s%s%s%s%s", realm, strchr(realm, '?') ? '&' : '?',
+		     scope ? "scope=" : "", scope_esc ?: "", scope && service ? "&" : "",
+		     service ? "service=" : "", service_esc ?: "");
 	if (k < 0) {
 		url = NULL;
 		return -ENOMEM;
@@ -736,6 +780,13 @@ static int fetch_token(struct registry *r, const char *params)
 	};
 	e = http_perform(r->http, &req, &resp);
 	log_debug("GET %s: %ld", url, resp.status);
+	if (e < 0 && r->basic && resp.status == 401) {
+		char origin[512];
+
+		set_error(r, "invalid username or password for %s%s (token service refused them)",
+			  r->domain, credentials_origin(r, origin, sizeof(origin)));
+		return -EACCES;
+	}
 	if (e < 0) {
 		_cleanup_free_ char *object = NULL;
 
@@ -770,6 +821,15 @@ static int fetch_token(struct registry *r, const char *params)
 /* Answers a WWW-Authenticate challenge: a Bearer token, or our Basic credentials. */
 static int authenticate(struct registry *r, const char *challenge)
 {
+	char origin[512];
+	int e;
+
+	if (!r->basic && r->credentials && !r->credentials_looked_up) {
+		e = lookup_credentials(r);
+		if (e < 0)
+			return e;
+	}
+
 	if (challenge && strncasecmp(challenge, "Bearer ", 7) == 0)
 		return fetch_token(r, challenge + 7);
 
@@ -780,7 +840,8 @@ static int authenticate(struct registry *r, const char *challenge)
 			return -EACCES;
 		}
 		if (r->authorization && streq(r->authorization, r->basic)) {
-			set_error(r, "registry %s refused the credentials", r->domain);
+			set_error(r, "invalid username or password for %s%s", r->domain,
+				  credentials_origin(r, origin, sizeof(origin)));
 			return -EACCES;
 		}
 		free_secret(r->authorization);

@@ -18,6 +18,7 @@
 #include "util.h"
 
 struct registry;
+struct credentials_options;
 
 struct registry_options {
 	/* HTTPS without certificate verification (unless cert_dir names CAs), then plain HTTP
@@ -29,6 +30,10 @@ struct registry_options {
 	 * asks for Basic authentication; both or neither.  Copied by registry_new(). */
 	const char *username;
 	const char *password;
+	/* Without username and password: where to look for credentials when the registry asks
+	 * for authentication (cache/credentials.h), once per object; NULL: stay anonymous.
+	 * Copied by registry_new(). */
+	const struct credentials_options *credentials;
 	/* Directory with this registry's CA certificates (*.crt) and client certificate
 	 * (*.cert + *.key), as in /etc/containers/certs.d/HOST[:PORT]/ (skopeo's --cert-dir).
 	 * NULL: /etc/containers/certs.d/HOST[:PORT], then /etc/docker/certs.d/HOST[:PORT]. */
@@ -55,7 +60,9 @@ const char *registry_scheme(struct registry *r);
 /* GET /v2/: checks that the host speaks the distribution API and, on a 401, fetches a token
  * for pulling the repository (anonymously without credentials).  Every other call does this
  * first when it has not been done; tokens that expire later are renewed on the next 401.
- * -EACCES for a Basic challenge without credentials, -EPROTO if the answer is no registry.
+ * -EACCES for a Basic challenge without credentials, or for credentials the registry or its
+ * token service refuses; -EPROTO if the answer is no registry.  A client for @ref with an
+ * empty repository asks the token service for no scope (to check a login).
  * The first ping decides the scheme (HTTPS, or plain HTTP for an insecure registry whose TLS
  * fails) for the object's life and reads the certificate directory; a TLS failure of a secure
  * registry is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"). */

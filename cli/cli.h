@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "../cache/credentials.h"
 #include "../cache/image.h"
 
 /* Exit statuses a script can rely on (documented in lazyroot(1)). */
@@ -35,7 +36,15 @@ struct mount_request {
 	bool insecure;
 	bool foreground;
 	bool debug_fuse;
+	/* --creds or --creds-file: used when the registry asks, before any auth file.  Copies
+	 * (argv's --creds is overwritten); the password is wiped by mount_request_done(). */
+	char *username;
+	char *password;
+	struct credentials_options credentials;  /* authfile: --authfile made absolute, owned */
 };
+
+/* Frees what image_option_apply() allocated in @req, wiping the password. */
+void mount_request_done(struct mount_request *req);
 
 /* Mounts as `lazyroot mount` does and returns 0 or an exit status; errors are logged.  With
  * @ret_config, the image's config is returned too (for `run`). */
@@ -57,6 +66,23 @@ int verb_fsck(int argc, char **argv);
 struct cache;
 int cli_cache_open(const char *dir, struct cache **ret);
 int verb_prewarm(int argc, char **argv);
+int verb_login(int argc, char **argv);
+int verb_logout(int argc, char **argv);
+
+/* Overwrites @s in place (it is in argv, which `ps` shows). */
+void cli_hide_argument(char *s);
+
+/* Registry credentials, in IMAGE_OPTIONS and prewarm's table (values above any verb's own). */
+enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
+#define CREDENTIAL_OPTIONS                                               \
+	{ "creds", required_argument, NULL, OPT_CREDS },                 \
+	{ "creds-file", required_argument, NULL, OPT_CREDS_FILE },       \
+	{ "authfile", required_argument, NULL, OPT_AUTHFILE }
+#define CREDENTIAL_OPTIONS_HELP                                                          \
+	"      --creds=USER:PASS  log in to the registry with these (visible to ps until\n" \
+	"                         parsed: prefer --creds-file or an auth file)\n"         \
+	"      --creds-file=FILE  USER:PASS from the first line of FILE\n"                 \
+	"      --authfile=FILE    auth.json to read before the default ones\n"
 
 /* The options `mount` and `run` share, for their getopt_long() tables and --help. */
 #define IMAGE_OPTIONS                                              \
@@ -64,19 +90,21 @@ int verb_prewarm(int argc, char **argv);
 	{ "platform", required_argument, NULL, 'P' },              \
 	{ "pull", required_argument, NULL, 'p' },                  \
 	{ "cert-dir", required_argument, NULL, 'c' },              \
-	{ "prefetch", required_argument, NULL, 'F' }
+	{ "prefetch", required_argument, NULL, 'F' },              \
+	CREDENTIAL_OPTIONS
 #define IMAGE_OPTIONS_HELP                                                               \
 	"      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"          \
 	"      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"     \
 	"      --pull=POLICY      missing (default), always or never\n"                    \
 	"      --cert-dir=DIR     CA and client certificates for the registry\n"          \
 	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
-	"                         (default: what the image marks), all or none\n"
+	"                         (default: what the image marks), all or none\n"          \
+	CREDENTIAL_OPTIONS_HELP
 
 /* The registry client options @req asks for (TLS, insecure, credentials); the strings stay
  * @req's.  Every path that talks to a registry for a request builds them here. */
 struct registry_options mount_request_registry_options(const struct mount_request *req);
 
-/* Applies option @c of IMAGE_OPTIONS to @req: 1 if it was one of them, 0 if not, or
+/* Applies option @c of IMAGE_OPTIONS (or CREDENTIAL_OPTIONS) to @req: 1 if it was one of them, 0 if not, or
  * EXIT_USAGE (logged) for a bad value. */
-int image_option_apply(int c, const char *arg, struct mount_request *req);
+int image_option_apply(int c, char *arg, struct mount_request *req);

@@ -20,7 +20,9 @@ static void help(void)
 	       "  gc                remove unused blobs; evict images down to --max-size\n"
 	       "  fsck              check (and --repair) the cache\n"
 	       "  stats DIR         what a mount fetched, served from the cache, prefetched\n"
-	       "  prewarm REF...    fetch whole images into the cache ahead of mounting\n\n"
+	       "  prewarm REF...    fetch whole images into the cache ahead of mounting\n"
+	       "  login REGISTRY    check and store credentials for a registry\n"
+	       "  logout REGISTRY   remove them again\n\n"
 	       "'lazyroot VERB --help' describes each verb; see lazyroot(1).\n");
 }
 
@@ -41,6 +43,8 @@ int main(int argc, char **argv)
 		{ "gc", verb_gc },
 		{ "fsck", verb_fsck },
 		{ "prewarm", verb_prewarm },
+		{ "login", verb_login },
+		{ "logout", verb_logout },
 	};
 
 	/* A closed pipe is an error to report where it happens, not a reason to die. */

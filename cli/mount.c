@@ -54,12 +54,89 @@ struct registry_options mount_request_registry_options(const struct mount_reques
 	return (struct registry_options) {
 		.insecure = req->insecure,
 		.cert_dir = req->cert_dir,
+		.username = req->username,
+		.password = req->password,
+		.credentials = &req->credentials,
 	};
 }
 
-int image_option_apply(int c, const char *arg, struct mount_request *req)
+void mount_request_done(struct mount_request *req)
+{
+	free(req->username);
+	if (req->password)
+		explicit_bzero(req->password, strlen(req->password));
+	free(req->password);
+	free((char *)req->credentials.authfile);
+	req->username = req->password = NULL;
+	req->credentials.authfile = NULL;
+}
+
+void cli_hide_argument(char *s)
+{
+	/* /proc/PID/cmdline reads argv's memory: overwriting it is what `ps` shows from now. */
+	memset(s, '*', strlen(s));
+}
+
+static int credential_option_apply(int c, char *arg, struct mount_request *req)
+{
+	_cleanup_(credentials_freep) struct credentials *creds = NULL;
+	char resolved[PATH_MAX];
+	int r;
+
+	if (c == OPT_AUTHFILE) {
+		if (!realpath(arg, resolved)) {
+			log_error_errno(errno, "cannot use --authfile '%s': %m", arg);
+			return EXIT_USAGE;
+		}
+		free((char *)req->credentials.authfile);
+		req->credentials.authfile = strdup(resolved);
+		if (!req->credentials.authfile) {
+			log_error("out of memory");
+			return EXIT_USAGE;  /* 1 would read as "applied" */
+		}
+		return 1;
+	}
+
+	if (req->username) {
+		log_error("--creds and --creds-file may be given once, and not both");
+		if (c == OPT_CREDS)
+			cli_hide_argument(arg);
+		return EXIT_USAGE;
+	}
+	if (c == OPT_CREDS) {
+		r = credentials_parse_pair(arg, "--creds", &creds);
+		cli_hide_argument(arg);
+		if (r == -EINVAL) {
+			log_error("invalid --creds: use USER:PASSWORD");
+			return EXIT_USAGE;
+		}
+	} else {
+		r = credentials_read_pair_file(arg, &creds);
+		if (r == -EINVAL) {
+			log_error("--creds-file '%s' does not start with a USER:PASSWORD line", arg);
+			return EXIT_USAGE;
+		}
+		if (r < 0 && r != -ENOMEM) {
+			log_error_errno(r, "cannot read --creds-file '%s': %m", arg);
+			return EXIT_USAGE;
+		}
+	}
+	if (r < 0) {
+		log_error("out of memory");
+		return EXIT_USAGE;
+	}
+	req->username = TAKE_PTR(creds->username);
+	req->password = TAKE_PTR(creds->password);
+	return 1;
+}
+
+int image_option_apply(int c, char *arg, struct mount_request *req)
 {
 	switch (c) {
+	case OPT_CREDS:
+	case OPT_CREDS_FILE:
+	case OPT_AUTHFILE:
+		return credential_option_apply(c, arg, req);
 	case 'C':
 		req->cache_dir = arg;
 		return 1;
@@ -754,7 +831,7 @@ int verb_mount(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
-	struct mount_request req = {};
+	_cleanup_(mount_request_done) struct mount_request req = {};
 	int c;
 
 	optind = 1;

@@ -261,6 +261,7 @@ static void prewarm_help(void)
 	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
+	       CREDENTIAL_OPTIONS_HELP
 	       "  -v, --verbose          more messages\n"
 	       "  -h, --help             this help\n");
 }
@@ -272,6 +273,7 @@ int verb_prewarm(int argc, char **argv)
 		{ "cache-dir", required_argument, NULL, 'C' },
 		{ "platform", required_argument, NULL, 'P' },
 		{ "cert-dir", required_argument, NULL, 'c' },
+		CREDENTIAL_OPTIONS,
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "limit-rate", required_argument, NULL, OPT_LIMIT_RATE },
 		{ "wait", no_argument, NULL, OPT_WAIT },
@@ -283,7 +285,7 @@ int verb_prewarm(int argc, char **argv)
 	_cleanup_free_ struct prewarm_item *items = NULL;
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct prewarm_progress pp = {};
-	struct mount_request req = {};
+	_cleanup_(mount_request_done) struct mount_request req = {};
 	struct platform want = {};
 	unsigned jobs = JOBS_DEFAULT;
 	uint64_t rate = 0;

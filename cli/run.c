@@ -100,7 +100,7 @@ int verb_run(int argc, char **argv)
 	_cleanup_(image_config_freep) struct image_config *config = NULL;
 	_cleanup_free_ char *rt = NULL, *mnt = NULL, *short_name = NULL, *machine = NULL;
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
-	struct mount_request req = { .volatile_upper = true };
+	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
 	bool verbose = false, after_dashes = false;
 	int c, r, status;
 

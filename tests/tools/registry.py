@@ -17,13 +17,15 @@ Module use:
                                                      auth.token (see tokenserver.py)
       Registry(storage=DIR)                          serve (and keep) an existing storage dir,
                                                      e.g. one pushed to by a plain registry
+      Registry(htpasswd={"user": "password"})        auth.htpasswd: HTTP Basic authentication
+                                                     (bcrypt entries from `htpasswd -B`)
 
 CLI use (leaves the registry running in the background):
 
     registry.py start --dir D [--port N]   # prints host:port; pid in D/pid, log in D/registry.log
                       [--tls-cert F --tls-key F [--tls-clientca F]]
                       [--token-realm URL --token-service S --token-issuer I --token-rootcertbundle F]
-                      [--storage DIR]
+                      [--storage DIR] [--htpasswd FILE]
     registry.py stop --dir D               # terminate, wait, remove what start created in D
 
 Only 127.0.0.1 is ever used.
@@ -80,8 +82,17 @@ auth:
     rootcertbundle: {rootcertbundle}
 """
 
+HTPASSWD_TEMPLATE = """\
+auth:
+  htpasswd:
+    realm: lazyroot-test
+    path: {path}
+"""
+
+HTPASSWD_BIN = "/usr/bin/htpasswd"
+
 # files/dirs that `start` creates inside --dir (and `stop` removes)
-_CREATED = ("storage", "config.yml", "registry.log", "pid", "addr")
+_CREATED = ("storage", "config.yml", "registry.log", "pid", "addr", "htpasswd")
 
 
 class RegistryError(RuntimeError):
@@ -121,9 +132,26 @@ def _yaml_str(s):
     return '"%s"' % str(s).replace("\\", "\\\\").replace('"', '\\"')
 
 
+def write_htpasswd(path, users):
+    """An htpasswd file with bcrypt entries (the only kind distribution accepts) for
+    {user: password}; passwords go to htpasswd on stdin, never on its command line."""
+    if not os.path.exists(HTPASSWD_BIN):
+        raise RegistryError("%s not found (apt-get install apache2-utils)" % HTPASSWD_BIN)
+    lines = []
+    for user, password in users.items():
+        p = subprocess.run([HTPASSWD_BIN, "-Bin", user], input=password.encode() + b"\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        if p.returncode != 0:
+            raise RegistryError("htpasswd failed: %s" % p.stderr.decode(errors="replace"))
+        lines.append(p.stdout.decode().strip())
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def _write_config(d, port, opts=None):
     """opts: dict with optional tls=(cert, key[, clientcas]), token_auth={realm, service,
-    issuer, rootcertbundle}, storage=DIR."""
+    issuer, rootcertbundle}, storage=DIR, htpasswd={user: password} or a file name."""
     opts = opts or {}
     storage = opts.get("storage") or os.path.join(d, "storage")
     os.makedirs(storage, exist_ok=True)
@@ -144,6 +172,13 @@ def _write_config(d, port, opts=None):
         text += TOKEN_TEMPLATE.format(realm=_yaml_str(tok["realm"]), service=_yaml_str(tok["service"]),
                                       issuer=_yaml_str(tok["issuer"]),
                                       rootcertbundle=_yaml_str(os.path.abspath(tok["rootcertbundle"])))
+    htpasswd = opts.get("htpasswd")
+    if htpasswd and tok:
+        raise RegistryError("token_auth and htpasswd exclude each other")
+    if htpasswd:
+        path = htpasswd if isinstance(htpasswd, str) else \
+            write_htpasswd(os.path.join(d, "htpasswd"), htpasswd)
+        text += HTPASSWD_TEMPLATE.format(path=_yaml_str(os.path.abspath(path)))
     cfg = os.path.join(d, "config.yml")
     with open(cfg, "w") as f:
         f.write(text)
@@ -221,7 +256,7 @@ class Registry:
     """
 
     def __init__(self, port=None, dir=None, timeout=30.0, tls=None, token_auth=None,
-                 storage=None):
+                 storage=None, htpasswd=None):
         self.port = port
         self._given_dir = dir
         self.dir = None
@@ -231,6 +266,7 @@ class Registry:
         self.tls = tuple(tls) if tls else None
         self.token_auth = dict(token_auth) if token_auth else None
         self._storage = os.path.abspath(storage) if storage else None
+        self.htpasswd = dict(htpasswd) if isinstance(htpasswd, dict) else htpasswd
 
     @property
     def url(self):
@@ -243,7 +279,8 @@ class Registry:
         return os.path.join(self.dir, "storage") if self.dir else None
 
     def _opts(self):
-        return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage}
+        return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage,
+                "htpasswd": self.htpasswd}
 
     def start(self):
         if self.proc is not None:
@@ -342,7 +379,7 @@ def cli_start(args):
         if pid and _pid_is_registry(pid) and _pid_alive(pid):
             print("registry already running in %s (pid %d)" % (d, pid), file=sys.stderr)
             return 1
-    opts = {"storage": args.storage}
+    opts = {"storage": args.storage, "htpasswd": args.htpasswd}
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise RegistryError("--tls-cert and --tls-key go together")
@@ -404,6 +441,8 @@ def main(argv=None):
     s.add_argument("--token-issuer")
     s.add_argument("--token-rootcertbundle", help="PEM certificates that sign the tokens")
     s.add_argument("--storage", help="use this existing storage dir (kept by stop)")
+    s.add_argument("--htpasswd", help="Basic authentication against this htpasswd file "
+                   "(bcrypt entries: htpasswd -B)")
     t = sub.add_parser("stop", help="stop the registry started with --dir D and clean D")
     t.add_argument("--dir", required=True)
     t.add_argument("--timeout", type=float, default=10.0)
