@@ -261,6 +261,7 @@ static void prewarm_help(void)
 	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
+	       TLS_OPTIONS_HELP
 	       "  -v, --verbose          more messages\n"
 	       "  -h, --help             this help\n");
 }
@@ -272,6 +273,7 @@ int verb_prewarm(int argc, char **argv)
 		{ "cache-dir", required_argument, NULL, 'C' },
 		{ "platform", required_argument, NULL, 'P' },
 		{ "cert-dir", required_argument, NULL, 'c' },
+		TLS_OPTIONS,
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "limit-rate", required_argument, NULL, OPT_LIMIT_RATE },
 		{ "wait", no_argument, NULL, OPT_WAIT },
