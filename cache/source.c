@@ -3,8 +3,8 @@
  * endpoints, one registry client each: the mirrors registries.conf allows for the request,
  * then the origin (the reference's registry, or the location its prefix is rewritten to).
  * Every call goes through source_try(), which asks the endpoints in order and moves on when
- * one fails.  Calls by digest start with the endpoint that served last, so a mirror that
- * lacks an image costs one miss per object, not one per blob.
+ * one fails.  Calls by digest (and pings) start with the endpoint that last served one, so a
+ * mirror that lacks an image costs one miss per object, not one per blob.
  *
  * What moves on to the next endpoint: every failure except -ENOMEM and -EINVAL (ours, the same
  * everywhere), and a stream that already handed bytes to its sink (they cannot be taken back).
@@ -26,7 +26,7 @@ struct endpoint {
 struct source {
 	struct endpoint *endpoints;  /* mirrors in order, the origin last */
 	size_t n;
-	size_t preferred;            /* served last: calls by digest try it first */
+	size_t preferred;            /* served a call by digest last: those try it first */
 	size_t last;                 /* whose registry_last_error() applies, unless failed */
 	bool failed;                 /* every endpoint failed: error[] says how */
 	char error[1024];
@@ -237,7 +237,10 @@ static int source_try(struct source *s, enum request kind,
 		r = call(ep->registry, args);
 		s->last = order[k];
 		if (r >= 0) {
-			s->preferred = order[k];
+			/* Only calls by digest teach the order for calls by digest: a tag that
+			 * must be resolved at the origin says nothing about where blobs are. */
+			if (kind != REQUEST_BY_TAG && ep->by_digest)
+				s->preferred = order[k];
 			s->failed = false;
 			return r;
 		}

@@ -17,6 +17,9 @@ Module use:
                                                      auth.token (see tokenserver.py)
       Registry(storage=DIR)                          serve (and keep) an existing storage dir,
                                                      e.g. one pushed to by a plain registry
+      Registry(host=ADDR)                            listen on another local address than
+                                                     127.0.0.1 (one a test added, to be
+                                                     "not loopback" for lazyroot)
 
 CLI use (leaves the registry running in the background):
 
@@ -26,7 +29,7 @@ CLI use (leaves the registry running in the background):
                       [--storage DIR]
     registry.py stop --dir D               # terminate, wait, remove what start created in D
 
-Only 127.0.0.1 is ever used.
+Only 127.0.0.1 is used, unless a test passes host= with an address it made itself.
 """
 
 import argparse
@@ -88,10 +91,10 @@ class RegistryError(RuntimeError):
     pass
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(host=HOST):
+    """A TCP port on host (127.0.0.1) that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -127,7 +130,8 @@ def _write_config(d, port, opts=None):
     opts = opts or {}
     storage = opts.get("storage") or os.path.join(d, "storage")
     os.makedirs(storage, exist_ok=True)
-    text = CONFIG_TEMPLATE.format(storage=_yaml_str(storage), host=HOST, port=port)
+    text = CONFIG_TEMPLATE.format(storage=_yaml_str(storage), host=opts.get("host") or HOST,
+                                  port=port)
     tls = opts.get("tls")
     if tls:
         text += TLS_TEMPLATE.format(cert=_yaml_str(os.path.abspath(tls[0])),
@@ -193,8 +197,9 @@ def _start_in(d, port=None, detach=False, timeout=30.0, opts=None):
     attempts = 1 if port else 5
     last = ""
     for _ in range(attempts):
-        p = port or free_port()
-        addr = "%s:%d" % (HOST, p)
+        host = (opts or {}).get("host") or HOST
+        p = port or free_port(host)
+        addr = "%s:%d" % (host, p)
         proc = _spawn(d, p, detach, opts)
         if _wait_ready(proc, addr, d, timeout, https=bool((opts or {}).get("tls"))):
             return proc, addr
@@ -221,7 +226,7 @@ class Registry:
     """
 
     def __init__(self, port=None, dir=None, timeout=30.0, tls=None, token_auth=None,
-                 storage=None):
+                 storage=None, host=None):
         self.port = port
         self._given_dir = dir
         self.dir = None
@@ -231,6 +236,7 @@ class Registry:
         self.tls = tuple(tls) if tls else None
         self.token_auth = dict(token_auth) if token_auth else None
         self._storage = os.path.abspath(storage) if storage else None
+        self.host = host
 
     @property
     def url(self):
@@ -243,7 +249,8 @@ class Registry:
         return os.path.join(self.dir, "storage") if self.dir else None
 
     def _opts(self):
-        return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage}
+        return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage,
+                "host": self.host}
 
     def start(self):
         if self.proc is not None:
