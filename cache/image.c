@@ -52,6 +52,23 @@ static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, cons
 	return r;
 }
 
+/* The source of the pull's registry requests.  A blocked registry is the registry's refusal
+ * (-EPERM); a registries.conf that does not parse is the user's to fix (-EINVAL). */
+static int pull_source_new(const struct reference *ref, const struct registry_options *ro,
+			   struct source **ret, struct pull_error *err)
+{
+	_cleanup_free_ char *why = NULL;
+	int r;
+
+	r = source_new_with_error(ref, ro, ret, &why);
+	if (r < 0 && why)
+		return pull_fail(err, r == -EPERM ? PULL_FAILURE_REGISTRY : PULL_FAILURE_USAGE, r,
+				 "%s", why);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+	return 0;
+}
+
 /* The image as the cache knows it, or -ENOENT. */
 static int image_load_local(struct cache *c, const char *digest, struct image **ret)
 {
@@ -385,12 +402,9 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			break;
 		}
 		if (!*reg) {
-			r = source_new(ref, base, reg);
-			if (r < 0) {
-				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					      "cannot set up registry client: %m");
+			r = pull_source_new(ref, base, reg, err);
+			if (r < 0)
 				break;
-			}
 		}
 		if (!ro.scheme) {
 			r = source_scheme(*reg) ? 0 : source_ping(*reg);
@@ -570,11 +584,9 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 				      canonical);
 			goto finish;
 		}
-		r = source_new(ref, &ro, &reg);
-		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+		r = pull_source_new(ref, &ro, &reg, err);
+		if (r < 0)
 			goto finish;
-		}
 		r = image_fetch_remote(c, reg, ref, &want, &img, err);
 		if (r < 0)
 			goto finish;
@@ -614,12 +626,9 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			goto finish;
 		}
 		if (!reg) {
-			r = source_new(ref, &ro, &reg);
-			if (r < 0) {
-				r = pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					      "cannot set up registry client: %m");
+			r = pull_source_new(ref, &ro, &reg, err);
+			if (r < 0)
 				goto finish;
-			}
 		}
 		r = layer_import(c, reg, o, l, i + 1, img->manifest->n_layers, err);
 		if (r < 0)

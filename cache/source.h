@@ -1,6 +1,8 @@
-/* cache/source.h: where an image's manifests and blobs come from: a registry (the docker://
- * transport) or a local image (oci:, oci-archive:, docker-archive:, see source_local.h), so
- * image.c and fetch.c never need to know which.
+/* cache/source.h: where an image's manifests and blobs come from: a local image (oci:,
+ * oci-archive:, docker-archive:, see source_local.h), or for the docker:// transport the
+ * registry and the mirrors registries.conf names for it (registries_conf.h): each call tries
+ * them in order and reports the origin's error when all fail.  image.c and fetch.c never need
+ * to know which.
  *
  * The calls, their errors and their threading rules are those of registry.h: one thread at a
  * time per object; create one object per thread that needs one. */
@@ -10,16 +12,27 @@
 
 struct source;
 
+/* Reads registries.conf (every time: objects are made a few per pull or mount).  -EPERM when
+ * the registry is blocked there, -EINVAL when the file does not parse or a rewrite leaves no
+ * repository.  @o->insecure applies to every endpoint; credentials go only to endpoints on
+ * the reference's own registry; @o->scheme may be an earlier source_scheme(). */
 int source_new(const struct reference *ref, const struct registry_options *o,
 	       struct source **ret);
+/* The same, with *ret_error set (caller frees) to one line saying why when there is more to
+ * say than the errno: "registry 'X' is blocked in FILE", "FILE:LINE: reason". */
+int source_new_with_error(const struct reference *ref, const struct registry_options *o,
+			  struct source **ret, char **ret_error);
 struct source *source_free(struct source *s);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct source *, source_free);
 
+/* The last call's failure as one line; when every endpoint failed, the origin's error and the
+ * mirrors that were tried first. */
 const char *source_last_error(struct source *s);
 void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes);
 /* An opaque hint for registry_options.scheme of later objects of the same source (what an
- * earlier object learnt: which scheme, which endpoint), or NULL when there is none yet (always
- * for a local source). */
+ * earlier object learnt: which endpoint served last and its scheme; the later object starts
+ * its calls by digest there, without a TLS probe), or NULL when there is none yet (always
+ * for a local source).  Valid until the next call on @s. */
 const char *source_scheme(struct source *s);
 
 int source_ping(struct source *s);

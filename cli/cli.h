@@ -91,7 +91,16 @@ enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
 	{ "pull", required_argument, NULL, 'p' },                  \
 	{ "cert-dir", required_argument, NULL, 'c' },              \
 	{ "prefetch", required_argument, NULL, 'F' },              \
-	CREDENTIAL_OPTIONS
+	CREDENTIAL_OPTIONS,                                        \
+	TLS_OPTIONS
+/* Also in prewarm's table. */
+#define TLS_OPTIONS                                                \
+	{ "tls-verify", optional_argument, NULL, 'T' },            \
+	{ "insecure-registry", no_argument, NULL, 'I' }
+#define TLS_OPTIONS_HELP                                                                 \
+	"      --tls-verify=BOOL  false: the registry is insecure (unverified TLS, then\n"    \
+	"                         plain HTTP); default true\n"                                \
+	"      --insecure-registry  the same as --tls-verify=false\n"
 #define IMAGE_OPTIONS_HELP                                                               \
 	"      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"          \
 	"      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"     \
@@ -99,7 +108,8 @@ enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
 	"      --cert-dir=DIR     CA and client certificates for the registry\n"          \
 	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
 	"                         (default: what the image marks), all or none\n"          \
-	CREDENTIAL_OPTIONS_HELP
+	CREDENTIAL_OPTIONS_HELP \
+	TLS_OPTIONS_HELP
 
 /* The registry client options @req asks for (TLS, insecure, credentials); the strings stay
  * @req's.  Every path that talks to a registry for a request builds them here. */

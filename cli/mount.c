@@ -146,6 +146,20 @@ int image_option_apply(int c, char *arg, struct mount_request *req)
 	case 'c':
 		req->cert_dir = arg;
 		return 1;
+	case 'T':
+		/* skopeo's and podman's spelling: a bare --tls-verify means true. */
+		if (!arg || streq(arg, "true"))
+			req->insecure = false;
+		else if (streq(arg, "false"))
+			req->insecure = true;
+		else {
+			log_error("invalid --tls-verify '%s': use true or false", arg);
+			return EXIT_USAGE;
+		}
+		return 1;
+	case 'I':
+		req->insecure = true;
+		return 1;
 	case 'p':
 		if (streq(arg, "missing"))
 			req->policy = PULL_MISSING;

@@ -262,6 +262,7 @@ static void prewarm_help(void)
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
 	       CREDENTIAL_OPTIONS_HELP
+	       TLS_OPTIONS_HELP
 	       "  -v, --verbose          more messages\n"
 	       "  -h, --help             this help\n");
 }
@@ -274,6 +275,7 @@ int verb_prewarm(int argc, char **argv)
 		{ "platform", required_argument, NULL, 'P' },
 		{ "cert-dir", required_argument, NULL, 'c' },
 		CREDENTIAL_OPTIONS,
+		TLS_OPTIONS,
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "limit-rate", required_argument, NULL, OPT_LIMIT_RATE },
 		{ "wait", no_argument, NULL, OPT_WAIT },

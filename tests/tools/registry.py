@@ -19,6 +19,9 @@ Module use:
                                                      e.g. one pushed to by a plain registry
       Registry(htpasswd={"user": "password"})        auth.htpasswd: HTTP Basic authentication
                                                      (bcrypt entries from `htpasswd -B`)
+      Registry(host=ADDR)                            listen on another local address than
+                                                     127.0.0.1 (one a test added, to be
+                                                     "not loopback" for lazyroot)
 
 CLI use (leaves the registry running in the background):
 
@@ -28,7 +31,7 @@ CLI use (leaves the registry running in the background):
                       [--storage DIR] [--htpasswd FILE]
     registry.py stop --dir D               # terminate, wait, remove what start created in D
 
-Only 127.0.0.1 is ever used.
+Only 127.0.0.1 is used, unless a test passes host= with an address it made itself.
 """
 
 import argparse
@@ -99,10 +102,10 @@ class RegistryError(RuntimeError):
     pass
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(host=HOST):
+    """A TCP port on host (127.0.0.1) that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -155,7 +158,8 @@ def _write_config(d, port, opts=None):
     opts = opts or {}
     storage = opts.get("storage") or os.path.join(d, "storage")
     os.makedirs(storage, exist_ok=True)
-    text = CONFIG_TEMPLATE.format(storage=_yaml_str(storage), host=HOST, port=port)
+    text = CONFIG_TEMPLATE.format(storage=_yaml_str(storage), host=opts.get("host") or HOST,
+                                  port=port)
     tls = opts.get("tls")
     if tls:
         text += TLS_TEMPLATE.format(cert=_yaml_str(os.path.abspath(tls[0])),
@@ -228,8 +232,9 @@ def _start_in(d, port=None, detach=False, timeout=30.0, opts=None):
     attempts = 1 if port else 5
     last = ""
     for _ in range(attempts):
-        p = port or free_port()
-        addr = "%s:%d" % (HOST, p)
+        host = (opts or {}).get("host") or HOST
+        p = port or free_port(host)
+        addr = "%s:%d" % (host, p)
         proc = _spawn(d, p, detach, opts)
         if _wait_ready(proc, addr, d, timeout, https=bool((opts or {}).get("tls"))):
             return proc, addr
@@ -256,7 +261,7 @@ class Registry:
     """
 
     def __init__(self, port=None, dir=None, timeout=30.0, tls=None, token_auth=None,
-                 storage=None, htpasswd=None):
+                 storage=None, htpasswd=None, host=None):
         self.port = port
         self._given_dir = dir
         self.dir = None
@@ -267,6 +272,7 @@ class Registry:
         self.token_auth = dict(token_auth) if token_auth else None
         self._storage = os.path.abspath(storage) if storage else None
         self.htpasswd = dict(htpasswd) if isinstance(htpasswd, dict) else htpasswd
+        self.host = host
 
     @property
     def url(self):
@@ -280,7 +286,7 @@ class Registry:
 
     def _opts(self):
         return {"tls": self.tls, "token_auth": self.token_auth, "storage": self._storage,
-                "htpasswd": self.htpasswd}
+                "htpasswd": self.htpasswd, "host": self.host}
 
     def start(self):
         if self.proc is not None:

@@ -1,0 +1,305 @@
+"""registries.conf (CONTAINERS_REGISTRIES_CONF): mirrors, prefix/location rewriting, blocked and
+insecure registries, against real docker-registry instances.
+
+  origin   the session registry (every fixture), behind a logging proxy (tests/tools/proxy.py)
+  mirror   a second registry with fixtures/oci-gzip and fixtures/estargz pushed, behind a proxy
+  empty    a third registry with nothing in it (a mirror that lacks the image)
+
+The proxies count who got which request.  For the insecure tests, a TLS registry with a
+self-signed certificate and a plain-HTTP one listen on an address this module adds to the
+machine (a dummy interface, or an extra address on lo where dummy links are unavailable):
+a non-loopback address, so lazyroot treats the registries as secure unless told otherwise.
+"""
+
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import conftest
+import helpers
+import push
+import registry as registry_mod
+import tls
+from proxy import Proxy
+
+EXIT_REGISTRY = 3
+REPO = "fixtures/oci-gzip"
+LAZY_REPO = "fixtures/estargz"
+TAG = "edge"
+
+
+def _have_registry():
+    if not os.path.exists(registry_mod.REGISTRY_BIN):
+        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+
+
+@pytest.fixture(scope="module")
+def mirror_registry():
+    _have_registry()
+    with registry_mod.Registry() as reg:
+        for name in ("oci-gzip", "estargz"):
+            push.push_layout(reg.addr, str(conftest.FIXTURES / name), "fixtures/" + name, TAG)
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def empty_registry():
+    _have_registry()
+    with registry_mod.Registry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def origin(registry):
+    with Proxy(registry.addr) as p:
+        yield p
+
+
+@pytest.fixture
+def mirror(mirror_registry):
+    with Proxy(mirror_registry.addr) as p:
+        yield p
+
+
+def write_conf(test_dir, text):
+    path = Path(test_dir) / "registries.conf"
+    path.write_text(text)
+    return {"CONTAINERS_REGISTRIES_CONF": str(path)}
+
+
+def api_requests(proxy):
+    """What the proxy forwarded, as "METHOD PATH" (pings of /v2/ left out)."""
+    return ["%s %s" % (r["method"], r["path"]) for r in proxy.requests if r["path"] != "/v2/"]
+
+
+def assert_tree(mnt, fixture):
+    diffs = helpers.compare_with_oracle(mnt, conftest.FIXTURES / fixture)
+    assert not diffs, "\n".join(diffs)
+
+
+def mirror_conf(origin_addr, *mirrors, extra=""):
+    text = '[[registry]]\nprefix = "%s"\n%s' % (origin_addr, extra)
+    for m in mirrors:
+        text += '[[registry.mirror]]\nlocation = "%s"\n' % m
+    return text
+
+
+def test_mirror_serves_everything_when_it_has_the_image(lazyroot, test_dir, origin, mirror):
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    assert origin.requests == [], "the origin was asked: %s" % api_requests(origin)
+    got = api_requests(mirror)
+    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in got, got
+    assert any("/blobs/" in r for r in got), got
+
+
+@pytest.mark.parametrize("how", ["down", "missing"])
+def test_origin_serves_when_the_mirror_cannot(lazyroot, test_dir, origin, empty_registry, how):
+    if how == "down":
+        mirrors = ["127.0.0.1:%d" % registry_mod.free_port()]
+    else:
+        mirrors = [empty_registry.addr]
+    env = write_conf(test_dir, mirror_conf(origin.addr, *mirrors))
+    r = lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), None, "--verbose", env=env)
+    r.check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+    assert "mirror '%s/%s' failed" % (mirrors[0], REPO) in r.stderr, str(r)
+
+
+def test_second_mirror_serves_when_the_first_lacks_the_image(lazyroot, test_dir, origin, mirror,
+                                                             empty_registry):
+    env = write_conf(test_dir, mirror_conf(origin.addr, empty_registry.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    assert origin.requests == [], api_requests(origin)
+    assert any("/blobs/" in r for r in api_requests(mirror))
+
+
+def test_mirror_by_digest_only_resolves_tags_at_the_origin(lazyroot, test_dir, origin, mirror):
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr,
+                                           extra="mirror-by-digest-only = true\n"))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    at_origin, at_mirror = api_requests(origin), api_requests(mirror)
+    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in at_origin, at_origin
+    assert not any("/blobs/" in r for r in at_origin), at_origin
+    assert not any(r.endswith("/manifests/" + TAG) for r in at_mirror), at_mirror
+    assert any("/blobs/" in r for r in at_mirror), at_mirror
+
+
+def test_pull_from_mirror_digest_only_per_mirror(lazyroot, test_dir, origin, mirror):
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr).replace(
+        'location = "%s"\n' % mirror.addr,
+        'location = "%s"\npull-from-mirror = "digest-only"\n' % mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    lazyroot.umount(env=env)
+    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+    assert not any("/blobs/" in r for r in api_requests(origin))
+    assert any("/blobs/" in r for r in api_requests(mirror))
+
+
+def test_prefix_rewritten_to_location(lazyroot, test_dir, origin):
+    env = write_conf(test_dir, '[[registry]]\nprefix = "registry.example:5000/fixtures"\n'
+                               'location = "%s/fixtures"\n' % origin.addr)
+    lazyroot.mount("registry.example:5000/fixtures/oci-gzip:edge", env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+
+
+def test_blocked_registry_is_refused(lazyroot, test_dir, origin):
+    env = write_conf(test_dir, '[[registry]]\nlocation = "%s"\nblocked = true\n' % origin.addr)
+    before = helpers.lazyroot_mounts()
+    r = lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env)
+    helpers.assert_clean_failure(r, EXIT_REGISTRY, ["blocked", origin.addr, "registries.conf"],
+                                 test_dir, before)
+    assert origin.requests == []
+
+
+def test_syntax_error_names_file_and_line(lazyroot, test_dir, origin):
+    env = write_conf(test_dir, '# mirrors\n[[registry]]\nprefix = "%s"\ninsecure = yes\n'
+                     % origin.addr)
+    before = helpers.lazyroot_mounts()
+    r = lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env)
+    assert r.returncode != 0, str(r)
+    line = helpers.assert_clean_failure(r, r.returncode, ["registries.conf:4:"], test_dir, before)
+    assert "invalid value" in line, line
+    assert origin.requests == []
+
+
+def test_lazy_reads_after_mount_go_to_the_mirror(lazyroot, test_dir, origin, mirror):
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, LAZY_REPO, TAG), None, "--prefetch=none",
+                   env=env).check()
+    try:
+        ranged_at_mount = mirror.count("/v2/%s/blobs/" % LAZY_REPO, ranged=True)
+        assert_tree(lazyroot.mountpoint, "estargz")
+        ranged_after = mirror.count("/v2/%s/blobs/" % LAZY_REPO, ranged=True)
+    finally:
+        lazyroot.umount(env=env)
+    assert ranged_after > ranged_at_mount, "reads fetched nothing from the mirror"
+    assert origin.requests == [], api_requests(origin)
+
+
+# ---------------------------------------------------------------------------------------------
+# insecure registries on a non-loopback address
+
+def _addresses():
+    out = subprocess.run(["ip", "-4", "-o", "addr"], stdout=subprocess.PIPE, text=True,
+                         check=True).stdout
+    return {ln.split()[3].split("/")[0] for ln in out.splitlines()}
+
+
+@pytest.fixture(scope="module")
+def outside_addr():
+    """An address on this machine that is not loopback for lazyroot (not 127/8 nor ::1)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to add an address")
+    taken = _addresses()
+    addr = next(str(a) for a in ipaddress.ip_network("10.213.0.0/16").hosts()
+                if str(a).endswith(".1") and str(a) not in taken)
+    link = "lr-mirrors0"
+    made_link = subprocess.run(["ip", "link", "add", link, "type", "dummy"],
+                               stderr=subprocess.DEVNULL).returncode == 0
+    dev = link if made_link else "lo"
+    try:
+        subprocess.run(["ip", "addr", "add", addr + "/32", "dev", dev], check=True)
+        if made_link:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        yield addr
+    finally:
+        if made_link:
+            subprocess.run(["ip", "link", "del", link], stderr=subprocess.DEVNULL)
+        else:
+            subprocess.run(["ip", "addr", "del", addr + "/32", "dev", "lo"],
+                           stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def seeded_storage(tmp_path_factory):
+    _have_registry()
+    storage = tmp_path_factory.mktemp("mirrors-storage") / "storage"
+    with registry_mod.Registry(storage=str(storage)) as reg:
+        push.push_layout(reg.addr, str(conftest.FIXTURES / "oci-gzip"), REPO, TAG)
+    return storage
+
+
+@pytest.fixture(scope="module")
+def outside_tls_registry(request, outside_addr, seeded_storage, tmp_path_factory):
+    cert = tls.make_self_signed(str(tmp_path_factory.mktemp("selfsigned")), "server",
+                                outside_addr, ca=False)
+    reg = registry_mod.Registry(storage=str(seeded_storage), tls=(cert.cert, cert.key),
+                                host=outside_addr)
+    request.addfinalizer(reg.stop)
+    return reg.start()
+
+
+@pytest.fixture(scope="module")
+def outside_http_registry(request, outside_addr, seeded_storage):
+    reg = registry_mod.Registry(storage=str(seeded_storage), host=outside_addr)
+    request.addfinalizer(reg.stop)
+    return reg.start()
+
+
+@pytest.mark.parametrize("kind", ["tls", "http"])
+def test_outside_registry_refused_unless_insecure(lazyroot, test_dir, kind, request):
+    reg = request.getfixturevalue("outside_%s_registry" % kind)
+    ref = "%s/%s:%s" % (reg.addr, REPO, TAG)
+    before = helpers.lazyroot_mounts()
+    r = lazyroot.mount(ref, env=write_conf(test_dir, ""))
+    helpers.assert_clean_failure(r, EXIT_REGISTRY, [reg.addr], test_dir, before)
+
+
+@pytest.mark.parametrize("kind", ["tls", "http"])
+@pytest.mark.parametrize("flag", ["--tls-verify=false", "--insecure-registry", "conf"])
+def test_outside_registry_insecure(lazyroot, test_dir, kind, flag, request):
+    reg = request.getfixturevalue("outside_%s_registry" % kind)
+    ref = "%s/%s:%s" % (reg.addr, REPO, TAG)
+    if flag == "conf":
+        env, extra = write_conf(test_dir, '[[registry]]\nlocation = "%s"\ninsecure = true\n'
+                                % reg.addr), []
+    else:
+        env, extra = write_conf(test_dir, ""), [flag]
+    lazyroot.mount(ref, None, *extra, env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+
+
+def test_tls_verify_true_is_the_default(lazyroot, test_dir, outside_tls_registry):
+    ref = "%s/%s:%s" % (outside_tls_registry.addr, REPO, TAG)
+    env = write_conf(test_dir, "")
+    r = lazyroot.mount(ref, None, "--insecure-registry", "--tls-verify=true", env=env)
+    assert r.returncode == EXIT_REGISTRY, str(r)
+    r = lazyroot.mount(ref, None, "--tls-verify=maybe", env=env)
+    assert r.returncode == 2 and "--tls-verify" in r.stderr, str(r)
+
+
+def test_insecure_mirror_of_a_secure_registry(lazyroot, test_dir, origin, outside_http_registry):
+    """A mirror marked insecure is reached over plain HTTP; the origin is never asked."""
+    env = write_conf(test_dir, mirror_conf(origin.addr, outside_http_registry.addr).replace(
+        'location = "%s"\n' % outside_http_registry.addr,
+        'location = "%s"\ninsecure = true\n' % outside_http_registry.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    lazyroot.umount(env=env)
+    assert origin.requests == [], api_requests(origin)
