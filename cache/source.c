@@ -74,3 +74,14 @@ int source_get_blob_range(struct source *s, const char *digest, uint64_t offset,
 {
 	return registry_get_blob_range(s->registry, digest, offset, len, buf);
 }
+
+int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],
+			 char **ret_content_type)
+{
+	return registry_head_manifest(s->registry, tag_or_digest, ret_digest, ret_content_type);
+}
+
+void source_expect_blob_size(struct source *s, const char *digest, uint64_t size)
+{
+	registry_expect_blob_size(s->registry, digest, size);
+}
