@@ -195,8 +195,10 @@ static char *ref_by_digest(const struct reference *ref, const char *digest)
  * limit: an unchanged tag whose image the cache holds costs one HEAD and nothing else.
  * Returns 1 with *ret_img when the cache has the image the tag names; 0 with @ret_digest set
  * to GET the manifest by that digest (verified against it); 0 with @ret_digest empty to GET by
- * tag (the registry refused HEAD, or sent no digest); < 0 when the registry says the image
- * is not there or not ours (404, 401 after authenticating). */
+ * tag (the registry refused HEAD or sent no digest, 429/5xx outlasted the retries; or it
+ * answered 404, which the GET confirms with an error document that says whether the tag or
+ * the repository is unknown); < 0 when access is refused after authenticating or the
+ * registry cannot be reached. */
 static int resolve_tag(struct cache *c, struct source *reg, const struct reference *ref,
 		       const char *platform, struct image **ret_img,
 		       char ret_digest[DIGEST_STRING_MAX], struct pull_error *err)
@@ -207,7 +209,8 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 
 	ret_digest[0] = 0;
 	r = source_head_manifest(reg, ref->tag, digest, NULL);
-	if (r == -ENOENT || r == -EACCES)
+	/* Refused, unreachable or out of time after the retries: a GET would not fare better. */
+	if (r == -EACCES || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -ENOMEM)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
 	if (r < 0) {
 		log_debug("cannot resolve tag '%s' with HEAD (%s), getting it by tag", ref->tag,

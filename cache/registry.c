@@ -5,7 +5,8 @@
  * log line, and is wiped on free).  A 401 on any request renews the token once.
  *
  * Retries, as skopeo does them: connection failures, 429 and 5xx are retried with exponential
- * backoff and jitter (250 ms doubling to 8 s, each wait drawn from its upper half), a
+ * backoff and jitter (five attempts at most; waits of 250 ms doubling, each drawn from the
+ * upper half of its step so that clients that failed together do not return together), a
  * Retry-After (seconds or HTTP-date) lengthening the wait; everything inside the call's
  * deadline (registry_options.timeout_ms, else $LAZYROOT_REGISTRY_TIMEOUT seconds, else 60 s).
  * A wait that would end past the deadline is not started: the call fails at once, saying so.
@@ -65,7 +66,7 @@
 #define CHALLENGE_PARAM_MAX 2048
 #define TIMEOUT_MS_DEFAULT 60000L
 #define TIMEOUT_ENV "LAZYROOT_REGISTRY_TIMEOUT"
-#define ATTEMPTS_MAX 8
+#define ATTEMPTS_MAX 5
 #define BACKOFF_MS_FIRST 250L
 #define BACKOFF_MS_MAX 8000L
 #define REDIRECT_REFRESHES_MAX 2
@@ -989,6 +990,12 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 
 		if (!retryable(e, resp) || attempt >= ATTEMPTS_MAX || !may_repeat)
 			break;
+		/* A stream that made progress before it broke starts a new round: a layer that
+		 * took minutes to get halfway still deserves its retries. */
+		if (x->streaming && resp->sink_bytes > 0) {
+			deadline = now_ms() + r->timeout_ms;
+			attempt = 1;
+		}
 		wait = retry_wait_ms(r, attempt, resp);
 		if (now_ms() + wait >= deadline) {
 			gave_up_wait = wait;
@@ -1025,6 +1032,12 @@ static int ping_scheme(struct registry *r, const char *scheme, struct http_respo
 		return -ENOMEM;
 	}
 	req = (struct http_request) { .url = url, .max_body = 64 * 1024 };
+	if (!host_is_loopback(r->host)) {
+		_cleanup_free_ char *proxy = http_proxy_describe(url);
+
+		if (proxy)
+			log_debug("proxy for %s: %s, unless NO_PROXY matches", url, proxy);
+	}
 
 	e = registry_exchange(r, &req, &x, resp);
 	if (resp->status != 401 && (e == -ENOENT || (e == -EPROTO && resp->status >= 300))) {
