@@ -477,8 +477,29 @@ static const char *env_either(const char *upper, const char *lower)
 	return v && *v ? v : NULL;
 }
 
+/* An entry "*" in NO_PROXY turns proxies off (libcurl knows "*" only as the whole list). */
+static bool noproxy_all(void)
+{
+	const char *np = env_either("NO_PROXY", "no_proxy");
+
+	while (np && *np) {
+		size_t n;
+
+		np += strspn(np, " ,");
+		n = strcspn(np, ",");
+		while (n > 0 && np[n - 1] == ' ')
+			n--;
+		if (n == 1 && np[0] == '*')
+			return true;
+		np += strcspn(np, ",");
+	}
+	return false;
+}
+
 static const char *proxy_for_url(const char *url)
 {
+	if (noproxy_all())
+		return NULL;
 	if (strncasecmp(url, "https://", 8) == 0)
 		return env_either("HTTPS_PROXY", "https_proxy");
 	return env_either("HTTP_PROXY", "http_proxy");

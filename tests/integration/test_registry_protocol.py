@@ -335,6 +335,25 @@ def test_layer_size_is_enforced(lazyroot, registry, change, words):
     assert_failed_cleanly(res, lazyroot.mountpoint, layer["digest"], *words)
 
 
+def test_content_range_total_must_match_manifest(lazyroot, registry):
+    """A Content-Range whose total is not the layer size the manifest declares: the TOC of
+    the eStargz layer is refused, the mount fails with one line naming both sizes."""
+    layer = largest_layer("estargz")
+
+    def bump(value):
+        m = re.match(r"^bytes (\d+)-(\d+)/(\d+)$", value or "")
+        return "bytes %s-%s/%d" % (m.group(1), m.group(2), int(m.group(3)) + 1) if m else value
+
+    def hook(req):
+        if req["range"] and req["path"].endswith("/blobs/" + layer["digest"]):
+            return Fault.header("Content-Range", bump)
+        return None
+    with Proxy(registry.addr, fault=hook) as p:
+        res = lazyroot.mount("%s/fixtures/estargz:%s" % (p.addr, TAG), None, env=NO_PROXY_ENV)
+    assert_failed_cleanly(res, lazyroot.mountpoint, layer["digest"],
+                          "%d bytes" % (layer["size"] + 1), "manifest says %d" % layer["size"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Tag resolution with HEAD
 
@@ -439,6 +458,10 @@ def test_forward_proxy_from_environment(lazyroot, tls_token_registry, pki, test_
         fwd.reset()
         res = lazyroot.mount(ref, None, "--cert-dir", str(certs), "--pull=always",
                              env=dict(env, NO_PROXY="example.org,registry.test"))
+        assert_failed_cleanly(res, lazyroot.mountpoint, "registry.test")
+        assert fwd.requests == [], fwd.requests
+        res = lazyroot.mount(ref, None, "--cert-dir", str(certs), "--pull=always",
+                             env=dict(env, no_proxy="example.org, *"))
         assert_failed_cleanly(res, lazyroot.mountpoint, "registry.test")
         assert fwd.requests == [], fwd.requests
 

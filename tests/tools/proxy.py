@@ -32,6 +32,8 @@ a Fault:
     Fault.redirect(location, code=307)  answer with a redirect instead of forwarding
     Fault.ignore_range()         forward without the Range header, as a server or cache that
                                  ignores Range does: the client gets 200 and the whole body
+    Fault.header(name, fn)       forward, with response header name's value replaced by
+                                 fn(value) (value None when absent; fn returning None drops it)
     Fault.corrupt(fn)            forward, buffer the body, send fn(body) (keep its length to
                                  stay HTTP-correct; Content-Length is set to the new length)
     Fault.truncate(n)            send the headers and only the first n body bytes, then close
@@ -100,6 +102,12 @@ class Fault:
     @classmethod
     def ignore_range(cls):
         return cls("ignore_range")
+
+    @classmethod
+    def header(cls, name, fn):
+        f = cls("header", fn)
+        f.name = name
+        return f
 
     @classmethod
     def corrupt(cls, fn):
@@ -331,7 +339,15 @@ class _Handler(BaseHTTPRequestHandler):
         if corrupt:
             data = fault.arg(resp.read())
             length, chunked = str(len(data)), False
-        for k, v in resp.getheaders():
+        rewrite = fault if fault is not None and fault.kind == "header" else None
+        out_headers = list(resp.getheaders())
+        if rewrite is not None:
+            old = resp.getheader(rewrite.name)
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != rewrite.name.lower()]
+            new = rewrite.arg(old)
+            if new is not None:
+                out_headers.append((rewrite.name, new))
+        for k, v in out_headers:
             kl = k.lower()
             if kl in HOP_BY_HOP or kl == "content-length":
                 continue
