@@ -12,6 +12,18 @@
  * token never reaches the redirect target.  Redirects are limited to http and https, and from
  * an https URL to https only unless the request allows a downgrade (insecure registries).
  *
+ * Proxies, as docker and podman (Go's net/http) pick them: an https URL goes through
+ * HTTPS_PROXY (else https_proxy), an http URL through HTTP_PROXY (else http_proxy), unless the
+ * host matches NO_PROXY (else no_proxy) or is loopback (localhost, 127.0.0.0/8, ::1), which Go
+ * never proxies.  libcurl reads the lower-case variables itself but ignores upper-case
+ * HTTP_PROXY on purpose (the CGI "Proxy:" header attack), so both are read here and set
+ * explicitly; an empty CURLOPT_PROXY keeps libcurl from reading the environment at all.  The
+ * proxy chosen for the request's URL also carries its redirects (a CDN of the same scheme in
+ * practice).  A proxy URL may hold user:password: it goes to libcurl only, never into a
+ * message (http_proxy_describe() strips it).
+ *
+ * HTTP/2 is offered over TLS (ALPN) and used where the server takes it; plain HTTP stays 1.1.
+ *
  * TLS: a request may carry its own CA bundle, client certificate and key as in-memory PEM
  * (CURLOPT_*_BLOB, not copied: the caller keeps them alive), or turn verification off.  TLS
  * failures are reported as their own transport kinds so that the registry client can tell "the
@@ -22,6 +34,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <strings.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -97,6 +110,7 @@ static void response_headers_clear(struct http_response *resp)
 	resp->content_type = resp->www_authenticate = resp->docker_content_digest = NULL;
 	resp->content_range = resp->location = NULL;
 	resp->content_length = -1;
+	resp->retry_after_s = -1;
 }
 
 void http_response_done(struct http_response *resp)
@@ -105,7 +119,7 @@ void http_response_done(struct http_response *resp)
 		return;
 	response_headers_clear(resp);
 	free(resp->body);
-	*resp = (struct http_response) { .content_length = -1 };
+	*resp = (struct http_response) { .content_length = -1, .retry_after_s = -1 };
 }
 
 int http_errno(int curl_code, long status)
@@ -184,6 +198,11 @@ long http_current_status(struct http *h)
 	return h->resp ? h->resp->status : 0;
 }
 
+const struct http_response *http_current_response(struct http *h)
+{
+	return h->resp;
+}
+
 static bool status_ok(long status)
 {
 	return status >= 200 && status < 300;
@@ -220,6 +239,35 @@ static int header_store(char **field, const char *value, size_t n)
 		return -ENOMEM;
 	free(*field);
 	*field = s;
+	return 0;
+}
+
+/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3); anything else is ignored. */
+static int retry_after_parse(struct http_response *resp, const char *v, size_t n)
+{
+	char buf[64];
+	long s = 0;
+	time_t t;
+
+	if (n == 0 || n >= sizeof(buf))
+		return 0;
+	if (v[0] >= '0' && v[0] <= '9') {
+		for (size_t i = 0; i < n; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				return 0;
+			if (s < 1000000000L)
+				s = s * 10 + (v[i] - '0');
+		}
+		resp->retry_after_s = s;
+		return 0;
+	}
+	memcpy(buf, v, n);
+	buf[n] = 0;
+	t = curl_getdate(buf, NULL);
+	if (t == (time_t)-1)
+		return 0;
+	t -= time(NULL);
+	resp->retry_after_s = t > 0 ? (t < 1000000000L ? (long)t : 1000000000L) : 0;
 	return 0;
 }
 
@@ -275,6 +323,8 @@ static int header_line(struct http *h, const char *line, size_t n)
 			return header_store(&resp->www_authenticate, v, vlen);
 		return 0;
 	}
+	if (IS("Retry-After"))
+		return retry_after_parse(resp, v, vlen);
 	if (IS("Content-Length")) {
 		int64_t l = 0;
 
@@ -417,8 +467,77 @@ static CURLcode setup_tls(CURL *c, const struct http_tls *tls)
 	return rc;
 }
 
+/* Go's httpproxy.FromEnvironment: the upper-case name wins, then the lower-case one. */
+static const char *env_either(const char *upper, const char *lower)
+{
+	const char *v = getenv(upper);
+
+	if (!v || !*v)
+		v = getenv(lower);
+	return v && *v ? v : NULL;
+}
+
+/* An entry "*" in NO_PROXY turns proxies off (libcurl knows "*" only as the whole list). */
+static bool noproxy_all(void)
+{
+	const char *np = env_either("NO_PROXY", "no_proxy");
+
+	while (np && *np) {
+		size_t n;
+
+		np += strspn(np, " ,");
+		n = strcspn(np, ",");
+		while (n > 0 && np[n - 1] == ' ')
+			n--;
+		if (n == 1 && np[0] == '*')
+			return true;
+		np += strcspn(np, ",");
+	}
+	return false;
+}
+
+static const char *proxy_for_url(const char *url)
+{
+	if (noproxy_all())
+		return NULL;
+	if (strncasecmp(url, "https://", 8) == 0)
+		return env_either("HTTPS_PROXY", "https_proxy");
+	return env_either("HTTP_PROXY", "http_proxy");
+}
+
+/* NO_PROXY plus the loopback hosts Go never proxies, for CURLOPT_NOPROXY.  Caller frees. */
+static char *noproxy_list(void)
+{
+	const char *np = env_either("NO_PROXY", "no_proxy");
+	char *s;
+
+	if (asprintf(&s, "%s%slocalhost,127.0.0.0/8,::1", np ?: "", np ? "," : "") < 0)
+		return NULL;
+	return s;
+}
+
+char *http_proxy_describe(const char *url)
+{
+	const char *p = proxy_for_url(url), *rest, *at, *end;
+	char *s;
+
+	if (!p)
+		return NULL;
+	rest = strstr(p, "://");
+	rest = rest ? rest + 3 : p;
+	end = rest + strcspn(rest, "/?#");
+	at = memrchr(rest, '@', end - rest);
+	/* scheme, then host[:port] only: user:password and any path stay out. */
+	if (asprintf(&s, "%.*s%.*s", (int)(rest - p), p, (int)(end - (at ? at + 1 : rest)),
+		     at ? at + 1 : rest) < 0)
+		return NULL;
+	return s;
+}
+
 static int setup(struct http *h, const struct http_request *req, struct curl_slist *headers)
 {
+	_cleanup_free_ char *noproxy = noproxy_list();
+	const char *proxy = proxy_for_url(req->url);
 	CURL *c = h->curl;
 	char range[64];
 	bool https = strncasecmp(req->url, "https://", 8) == 0;
@@ -437,6 +556,12 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, h);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	/* libcurl copies both strings; "" turns its own reading of the environment off. */
+	SET(CURLOPT_PROXY, proxy ?: "");
+	if (!noproxy)
+		rc = CURLE_OUT_OF_MEMORY;
+	SET(CURLOPT_NOPROXY, noproxy);
 	SET(CURLOPT_CONNECTTIMEOUT_MS,
 	    req->connect_timeout_ms > 0 ? req->connect_timeout_ms : CONNECT_TIMEOUT_MS_DEFAULT);
 	SET(CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
@@ -453,7 +578,10 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 		SET(CURLOPT_NOBODY, 1L);
 	if (!req->sink && !(req->method && streq(req->method, "HEAD")))
 		SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
-	if (req->range) {
+	if (req->range && req->range_open) {
+		(void)snprintf(range, sizeof(range), "%llu-", (unsigned long long)req->range_offset);
+		SET(CURLOPT_RANGE, range);
+	} else if (req->range) {
 		(void)snprintf(range, sizeof(range), "%llu-%llu",
 			       (unsigned long long)req->range_offset,
 			       (unsigned long long)(req->range_offset + req->range_len - 1));
@@ -468,6 +596,39 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	return rc == CURLE_OK ? 0 : -EPROTO;
 }
 
+/* Where the final response came from and in which protocol version. */
+static void response_info(struct http *h, struct http_response *resp)
+{
+	long version = 0, redirects = 0;
+	const char *url = NULL;
+	CURLU *u;
+
+	if (curl_easy_getinfo(h->curl, CURLINFO_HTTP_VERSION, &version) == CURLE_OK)
+		resp->http_version = version == CURL_HTTP_VERSION_1_0 ? 10 :
+				     version == CURL_HTTP_VERSION_1_1 ? 11 :
+				     version == CURL_HTTP_VERSION_2_0 ? 20 :
+				     version == CURL_HTTP_VERSION_3 ? 30 : 0;
+	if (curl_easy_getinfo(h->curl, CURLINFO_REDIRECT_COUNT, &redirects) == CURLE_OK)
+		resp->redirected = redirects > 0;
+	if (curl_easy_getinfo(h->curl, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url)
+		return;
+	u = curl_url();
+	if (!u)
+		return;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+		char *host = NULL, *port = NULL;
+
+		(void)curl_url_get(u, CURLUPART_HOST, &host, 0);
+		(void)curl_url_get(u, CURLUPART_PORT, &port, 0);
+		if (host)
+			(void)snprintf(resp->effective_host, sizeof(resp->effective_host), "%s%s%s",
+				       host, port ? ":" : "", port ?: "");
+		curl_free(host);
+		curl_free(port);
+	}
+	curl_url_cleanup(u);
+}
+
 int http_perform(struct http *h, const struct http_request *req, struct http_response *ret)
 {
 	_cleanup_(curl_slist_free_allp) struct curl_slist *headers = NULL;
@@ -475,9 +636,9 @@ int http_perform(struct http *h, const struct http_request *req, struct http_res
 	long os_errno = 0;
 	int r;
 
-	*ret = (struct http_response) { .content_length = -1 };
+	*ret = (struct http_response) { .content_length = -1, .retry_after_s = -1 };
 
-	if (req->range && req->range_len == 0)
+	if (req->range && req->range_len == 0 && !req->range_open)
 		return -EINVAL;
 
 	r = build_header_list(req->headers, &headers);
@@ -502,6 +663,8 @@ int http_perform(struct http *h, const struct http_request *req, struct http_res
 			if (curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK)
 				ret->os_errno = (int)os_errno;
 		}
+
+		response_info(h, ret);
 
 		if (h->abort_error < 0)
 			r = h->abort_error;

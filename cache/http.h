@@ -30,7 +30,8 @@ struct http_request {
 	char *const *headers;          /* strv of "Name: value", or NULL */
 	bool range;                    /* send "Range: bytes=range_offset-(range_offset+range_len-1)" */
 	uint64_t range_offset;
-	uint64_t range_len;            /* > 0 when range is set */
+	uint64_t range_len;            /* > 0 when range is set, unless range_open */
+	bool range_open;               /* with range: "bytes=range_offset-", to the end */
 	bool follow_redirects;         /* at most 5, http(s) only; see http.c on Authorization */
 	/* An https request is redirected only to https unless this is set (insecure registries):
 	 * a redirect never silently drops TLS. */
@@ -71,6 +72,14 @@ struct http_response {
 	char *content_range;
 	char *location;
 	int64_t content_length;        /* -1 when absent */
+	/* Retry-After of the final response in seconds from now (an HTTP-date is converted),
+	 * -1 when absent or unparsable. */
+	long retry_after_s;
+	int http_version;              /* of the final response: 10, 11, 20, 30; 0 if none */
+	bool redirected;               /* the final response came from a redirect target */
+	/* host[:port] that sent the final response (never a path or query, which may carry a
+	 * signature); "" if none. */
+	char effective_host[256];
 	char *body;                    /* NUL-terminated; non-NULL after http_perform() */
 	size_t body_len;
 	uint64_t sink_bytes;           /* bytes handed to the sink */
@@ -88,12 +97,19 @@ void http_response_done(struct http_response *resp);
 
 /* The status of the response being received, for a sink that needs it (0 before headers). */
 long http_current_status(struct http *h);
+/* The response being received (its headers so far), for a sink; NULL outside http_perform(). */
+const struct http_response *http_current_response(struct http *h);
 
 /* The one place where libcurl results and HTTP statuses become errno:
  * CURLE_OK with 2xx -> 0; 404 -> -ENOENT; 401, 403 -> -EACCES; 408, 429, 5xx -> -EAGAIN;
  * other 3xx/4xx -> -EPROTO; connect, DNS, TLS, send/receive failures -> -EHOSTUNREACH;
  * timeouts -> -ETIMEDOUT; body over the limit -> -EFBIG; out of memory -> -ENOMEM. */
 int http_errno(int curl_code, long status);
+
+/* The proxy http_perform() uses for @url, as docker and podman pick it (see http.c), with
+ * any user:password removed, for messages; NULL when the URL is reached directly.  Caller
+ * frees. */
+char *http_proxy_describe(const char *url);
 
 /* Escapes @s for a URL query component ("%XX"); caller frees, NULL on OOM. */
 char *http_escape(const char *s);

@@ -102,7 +102,8 @@ static int image_load_local(struct cache *c, const char *digest, struct image **
 /* Fetches the manifest for @tag_or_digest, following indexes to @want's entry. */
 static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest,
 				   const struct platform *want, char **ret_buf, size_t *ret_len,
-				   char **ret_media_type, char **ret_digest, struct pull_error *err)
+				   char **ret_media_type, char **ret_digest,
+				   char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
 {
 	_cleanup_free_ char *next = strdup(tag_or_digest);
 
@@ -120,6 +121,8 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 		if (r < 0)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
 					 source_last_error(reg));
+		if (depth == 0)
+			memcpy(ret_top_digest, digest, DIGEST_STRING_MAX);
 
 		r = manifest_detect_media_type(buf, len, content_type, &media_type);
 		if (r < 0)
@@ -153,9 +156,9 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 			 "image indexes nested deeper than %d levels", MANIFEST_MAX_DEPTH);
 }
 
-static int image_fetch_remote(struct cache *c, struct source *reg, const struct reference *ref,
+static int image_fetch_remote(struct cache *c, struct source *reg, const char *tag_or_digest,
 			      const struct platform *want, struct image **ret,
-			      struct pull_error *err)
+			      char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
@@ -166,8 +169,8 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const struct 
 	if (!img)
 		return -ENOMEM;
 
-	r = fetch_platform_manifest(reg, ref->digest ?: ref->tag ?: "", want, &buf, &len,
-				    &media_type, &img->manifest_digest, err);
+	r = fetch_platform_manifest(reg, tag_or_digest, want, &buf, &len, &media_type,
+				    &img->manifest_digest, ret_top_digest, err);
 	if (r < 0)
 		return r;
 
@@ -191,6 +194,62 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const struct 
 				 c->dir);
 
 	*ret = TAKE_PTR(img);
+	return 0;
+}
+
+/* "host/repo@DIGEST": the index row that maps a top-level digest (an image index, or the
+ * manifest itself) and a platform to the platform manifest's digest. */
+static char *ref_by_digest(const struct reference *ref, const char *digest)
+{
+	struct reference d = {
+		.domain = ref->domain, .repository = ref->repository, .digest = (char *)digest,
+	};
+
+	return reference_to_string(&d);
+}
+
+/* Resolves @ref's tag with a HEAD, as Docker Hub counts only manifest GETs against its pull
+ * limit: an unchanged tag whose image the cache holds costs one HEAD and nothing else.
+ * Returns 1 with *ret_img when the cache has the image the tag names; 0 with @ret_digest set
+ * to GET the manifest by that digest (verified against it); 0 with @ret_digest empty to GET by
+ * tag (the registry refused HEAD or sent no digest, 429/5xx outlasted the retries; or it
+ * answered 404, which the GET confirms with an error document that says whether the tag or
+ * the repository is unknown); < 0 when access is refused after authenticating or the
+ * registry cannot be reached. */
+static int resolve_tag(struct cache *c, struct source *reg, const struct reference *ref,
+		       const char *platform, struct image **ret_img,
+		       char ret_digest[DIGEST_STRING_MAX], struct pull_error *err)
+{
+	_cleanup_free_ char *by_digest = NULL, *manifest_digest = NULL;
+	char digest[DIGEST_STRING_MAX];
+	int r;
+
+	ret_digest[0] = 0;
+	r = source_head_manifest(reg, ref->tag, digest, NULL);
+	/* Refused, unreachable or out of time after the retries: a GET would not fare better. */
+	if (r == -EACCES || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -ENOMEM)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
+	if (r < 0) {
+		log_debug("cannot resolve tag '%s' with HEAD (%s), getting it by tag", ref->tag,
+			  source_last_error(reg));
+		return 0;
+	}
+
+	by_digest = ref_by_digest(ref, digest);
+	if (!by_digest)
+		return -ENOMEM;
+	r = index_db_ref_get(c->db, by_digest, platform, &manifest_digest);
+	if (r < 0 && r != -ENOENT)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+	r = image_load_local(c, manifest_digest ?: digest, ret_img);
+	if (r >= 0) {
+		log_debug("tag '%s' is %s, which the cache has", ref->tag, digest);
+		return 1;
+	}
+	if (r != -ENOENT)
+		log_debug_errno(r, "cached image '%s' unusable, refetching: %m",
+				manifest_digest ?: digest);
+	memcpy(ret_digest, digest, DIGEST_STRING_MAX);
 	return 0;
 }
 
@@ -346,6 +405,7 @@ static int toc_job_prepare(struct cache *c, const struct reference *ref,
 	r = source_new(ref, ro, &j->reg);
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+	source_expect_blob_size(j->reg, j->layer->digest, j->layer->size);
 	j->src = (struct lazy_source) { .reg = j->reg, .layer = j->layer };
 	return 0;
 }
@@ -542,6 +602,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	struct source *reg = NULL;
 	_cleanup_close_ int gc_lock_fd = -EBADF;
 	struct registry_options ro = o->registry;
+	char head_digest[DIGEST_STRING_MAX] = "", top_digest[DIGEST_STRING_MAX] = "";
 	int r;
 
 	*err = (struct pull_error) {};
@@ -587,9 +648,32 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		r = pull_source_new(ref, &ro, &reg, err);
 		if (r < 0)
 			goto finish;
-		r = image_fetch_remote(c, reg, ref, &want, &img, err);
-		if (r < 0)
-			goto finish;
+		/* A local image is read from disk: HEAD saves nothing there. */
+		if (!ref->digest && !reference_is_local(ref)) {
+			r = resolve_tag(c, reg, ref, platform_str, &img, head_digest, err);
+			if (r < 0)
+				goto finish;
+		}
+		if (!img) {
+			_cleanup_free_ char *by_digest = NULL;
+
+			r = image_fetch_remote(c, reg, ref->digest ?: head_digest[0] ? head_digest
+									     : ref->tag ?: "",
+					       &want, &img, top_digest, err);
+			if (r < 0)
+				goto finish;
+			/* Remember what an image index resolved to, so that the next HEAD of
+			 * this tag finds the image by the index's digest. */
+			if (!reference_is_local(ref) && !streq(top_digest, img->manifest_digest)) {
+				by_digest = ref_by_digest(ref, top_digest);
+				r = by_digest ? index_db_ref_put(c->db, by_digest, platform_str,
+								 img->manifest_digest)
+					      : -ENOMEM;
+				if (r < 0)
+					log_debug_errno(r, "cannot record '%s', ignoring: %m",
+							by_digest ?: top_digest);
+			}
+		}
 		r = index_db_ref_put(c->db, canonical, platform_str, img->manifest_digest);
 		if (r < 0) {
 			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s': %m",

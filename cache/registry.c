@@ -2,9 +2,28 @@
  * cache/registry.c: the OCI distribution API for one (host, repository): /v2/ ping, the
  * Bearer token challenge, manifests, blobs whole, streamed or by Range.  Owns one struct http
  * and the current Authorization header (a secret: it is never formatted into an error or a
- * log line, and is wiped on free).  Requests that fail with -EAGAIN or a transport error are
- * tried three times with a short backoff, inside the request deadline; a stream is retried only
- * if none of its bytes reached the sink yet.  A 401 on any request renews the token once.
+ * log line, and is wiped on free).  A 401 on any request renews the token once.
+ *
+ * Retries, as skopeo does them: connection failures, 429 and 5xx are retried with exponential
+ * backoff and jitter (five attempts at most; waits of 250 ms doubling, each drawn from the
+ * upper half of its step so that clients that failed together do not return together), a
+ * Retry-After (seconds or HTTP-date) lengthening the wait; everything inside the call's
+ * deadline (registry_options.timeout_ms, else $LAZYROOT_REGISTRY_TIMEOUT seconds, else 60 s).
+ * A wait that would end past the deadline is not started: the call fails at once, saying so.
+ * A buffered request or a range read starts over; a stream that already handed bytes to its
+ * sink resumes where it stopped with "Range: bytes=N-" (taking a 200's body from byte N when
+ * the server ignores the Range), never delivering a byte twice.
+ *
+ * Redirects: blob GETs may be answered with a redirect to a CDN or an object store; libcurl
+ * follows it without our Authorization header (http.c).  A 400, 401 or 403 from the redirect
+ * target is an expired or refused signed URL: the registry is asked again for a fresh one, at
+ * most twice per call.
+ *
+ * Ranges: one byte range per request (a multipart/byteranges answer would need parsing and
+ * buys little).  A 206's Content-Range must name exactly the bytes asked for, and its total
+ * the blob's size when it is known (registry_expect_blob_size(), or the first total seen).  A
+ * server that ignores Range and sends the whole blob with 200 still works: the range is cut
+ * out of the stream and the transfer stopped there; it is noted once per host and process.
  *
  * TLS, as docker and podman do it.  The scheme is decided once per object, at the first ping:
  * - Every registry is tried over HTTPS first, trusting the system CAs plus the *.crt files of
@@ -30,6 +49,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -46,8 +66,12 @@
 #define TOKEN_MAX (64U * 1024)
 #define CHALLENGE_PARAM_MAX 2048
 #define TIMEOUT_MS_DEFAULT 60000L
-#define ATTEMPTS 3
+#define TIMEOUT_ENV "LAZYROOT_REGISTRY_TIMEOUT"
+#define ATTEMPTS_MAX 5
 #define BACKOFF_MS_FIRST 250L
+#define BACKOFF_MS_MAX 8000L
+#define REDIRECT_REFRESHES_MAX 2
+#define RANGE_IGNORERS_MAX 64
 #define CERT_FILE_MAX (1U * 1024 * 1024)
 #define CA_BUNDLE_MAX (4U * 1024 * 1024)
 #define CERT_DIR_ENTRIES_MAX 256
@@ -91,8 +115,38 @@ struct registry {
 	long connect_timeout_ms;
 	long timeout_ms;
 	uint64_t max_recv_bytes_per_sec;
+	unsigned jitter_seed;    /* rand_r() state for backoff jitter */
+	/* The size of one blob, from the manifest (registry_expect_blob_size()) or from the
+	 * first Content-Range total seen; checked against every later Content-Range. */
+	char size_digest[DIGEST_STRING_MAX];
+	uint64_t size;
+	bool size_from_manifest;
 	char error[1024];
 };
+
+/* Hosts seen answering a Range request with the whole blob, so that it is said once per
+ * process (a mount reads many ranges). */
+static pthread_mutex_t range_ignorers_lock = PTHREAD_MUTEX_INITIALIZER;
+static char range_ignorers[RANGE_IGNORERS_MAX][256];  /* guarded by range_ignorers_lock */
+static size_t n_range_ignorers;                        /* guarded by range_ignorers_lock */
+
+/* Records @host; true the first time it is seen (or when the table is full). */
+static bool range_ignorer_add(const char *host)
+{
+	bool added = true;
+
+	pthread_mutex_lock(&range_ignorers_lock);
+	for (size_t i = 0; i < n_range_ignorers; i++)
+		if (streq(range_ignorers[i], host)) {
+			added = false;
+			break;
+		}
+	if (added && n_range_ignorers < RANGE_IGNORERS_MAX)
+		(void)snprintf(range_ignorers[n_range_ignorers++], sizeof(range_ignorers[0]), "%s",
+			       host);
+	pthread_mutex_unlock(&range_ignorers_lock);
+	return added;
+}
 
 static void free_secret(char *s)
 {
@@ -199,6 +253,25 @@ static int basic_header(const char *user, const char *password, char **ret)
 	return 0;
 }
 
+/* $LAZYROOT_REGISTRY_TIMEOUT: whole seconds, 1 to 86400; anything else means the default. */
+static long timeout_from_env(void)
+{
+	const char *e = getenv(TIMEOUT_ENV);
+	char *end;
+	long v;
+
+	if (!e || !*e)
+		return TIMEOUT_MS_DEFAULT;
+	errno = 0;
+	v = strtol(e, &end, 10);
+	if (errno != 0 || *end || v < 1 || v > 86400) {
+		log_debug("ignoring %s='%.32s': not a number of seconds from 1 to 86400",
+			  TIMEOUT_ENV, e);
+		return TIMEOUT_MS_DEFAULT;
+	}
+	return v * 1000;
+}
+
 int registry_new(const struct reference *ref, const struct registry_options *o,
 		 struct registry **ret)
 {
@@ -250,7 +323,8 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	}
 
 	r->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
-	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_MS_DEFAULT;
+	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : timeout_from_env();
+	r->jitter_seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
 	r->max_recv_bytes_per_sec = o ? o->max_recv_bytes_per_sec : 0;
 
 	*ret = TAKE_PTR(r);
@@ -866,20 +940,63 @@ struct exchange {
 	void (*restart)(void *userdata);  /* resets the sink's state before a retry */
 };
 
-/* Performs @req with our Authorization header, renewing the token on a 401 and retrying
- * transient failures.  On failure r->error describes the last attempt. */
+static const char *http_version_name(int v)
+{
+	switch (v) {
+	case 10:
+		return " HTTP/1.0";
+	case 11:
+		return " HTTP/1.1";
+	case 20:
+		return " HTTP/2";
+	case 30:
+		return " HTTP/3";
+	default:
+		return "";
+	}
+}
+
+static bool retryable(int e, const struct http_response *resp)
+{
+	/* A TLS failure is no accident of the moment: it would fail again. */
+	return (e == -EAGAIN || e == -EHOSTUNREACH) && !tls_failed(resp);
+}
+
+/* How long to wait before attempt @attempt + 1: the backoff step with jitter (its upper
+ * half, so that clients that failed together do not come back together), or the server's
+ * Retry-After when that is longer. */
+static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp)
+{
+	long step = BACKOFF_MS_FIRST, wait;
+
+	for (unsigned i = 1; i < attempt && step < BACKOFF_MS_MAX; i++)
+		step *= 2;
+	if (step > BACKOFF_MS_MAX)
+		step = BACKOFF_MS_MAX;
+	wait = step / 2 + (long)(rand_r(&r->jitter_seed) % (unsigned)(step / 2 + 1));
+	if (resp->retry_after_s >= 0 && resp->retry_after_s * 1000 > wait)
+		wait = resp->retry_after_s > 86400 ? 86400000L : resp->retry_after_s * 1000;
+	return wait;
+}
+
+/* Performs @req with our Authorization header, renewing the token on a 401, asking again for
+ * a redirect whose target refused it, and retrying transient failures inside the deadline.
+ * On failure r->error describes the last attempt. */
 static int registry_exchange(struct registry *r, struct http_request *req,
 			     const struct exchange *x, struct http_response *resp)
 {
 	int64_t deadline = now_ms() + r->timeout_ms;
 	bool reauthenticated = false;
-	long backoff = BACKOFF_MS_FIRST;
+	unsigned refreshes = 0;
+	long gave_up_wait = 0;
 	int e;
 
 	for (unsigned attempt = 1;;) {
 		char *headers[3] = {};
 		size_t n = 0;
 		int64_t left = deadline - now_ms();
+		bool may_repeat;
+		long wait;
 
 		if (x->accept)
 			headers[n++] = (char *)x->accept;
@@ -900,10 +1017,26 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		req->headers = NULL;
 		r->requests++;
 		r->bytes_received += resp->body_len + resp->sink_bytes;
-		log_debug("%s %s: %ld%s%s", req->method ?: "GET", req->url, resp->status,
-			  resp->error[0] ? " " : "", resp->error);
+		log_debug("%s %s: %ld%s%s%s%s%s", req->method ?: "GET", req->url, resp->status,
+			  http_version_name(resp->http_version), resp->redirected ? " from " : "",
+			  resp->redirected ? resp->effective_host : "", resp->error[0] ? " " : "",
+			  resp->error);
 
-		if (e == -EACCES && resp->status == 401 && !reauthenticated &&
+		/* Bytes that reached the sink can be taken back only by a sink that restarts. */
+		may_repeat = !req->sink || x->restart || resp->sink_bytes == 0;
+
+		/* A signed URL that expired (or was refused) at the redirect target: the
+		 * registry hands out a fresh one. */
+		if (resp->redirected && (resp->status == 400 || resp->status == 401 ||
+					 resp->status == 403) &&
+		    refreshes < REDIRECT_REFRESHES_MAX && may_repeat) {
+			refreshes++;
+			log_debug("%s refused the redirect (%ld), asking %s for a new one",
+				  resp->effective_host, resp->status, r->domain);
+			continue;
+		}
+
+		if (e == -EACCES && resp->status == 401 && !resp->redirected && !reauthenticated &&
 		    resp->www_authenticate) {
 			_cleanup_free_ char *challenge = strdup(resp->www_authenticate);
 
@@ -916,22 +1049,34 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 			continue;
 		}
 
-		/* A TLS failure is no accident of the moment: it would fail again. */
-		if ((e == -EAGAIN || e == -EHOSTUNREACH) && attempt < ATTEMPTS && !tls_failed(resp) &&
-		    (!req->sink || x->restart || resp->sink_bytes == 0) &&
-		    (x->streaming || now_ms() + backoff < deadline)) {
-			log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url,
-				  backoff);
-			sleep_ms(backoff);
-			backoff *= 4;
-			attempt++;
-			continue;
+		if (!retryable(e, resp) || attempt >= ATTEMPTS_MAX || !may_repeat)
+			break;
+		/* A stream that made progress before it broke starts a new round: a layer that
+		 * took minutes to get halfway still deserves its retries. */
+		if (x->streaming && resp->sink_bytes > 0) {
+			deadline = now_ms() + r->timeout_ms;
+			attempt = 1;
 		}
-		break;
+		wait = retry_wait_ms(r, attempt, resp);
+		if (now_ms() + wait >= deadline) {
+			gave_up_wait = wait;
+			break;
+		}
+		log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url, wait);
+		sleep_ms(wait);
+		attempt++;
 	}
 
-	if (e < 0)
+	if (e < 0) {
 		describe_failure(r, req, x->object, resp, e);
+		if (gave_up_wait > 0 && resp->retry_after_s >= 0) {
+			size_t k = strlen(r->error);
+
+			(void)snprintf(r->error + k, sizeof(r->error) - k,
+				       "; asked to retry after %ld s, past the %ld s deadline (%s)",
+				       resp->retry_after_s, (r->timeout_ms + 999) / 1000, TIMEOUT_ENV);
+		}
+	}
 	return e;
 }
 
@@ -948,6 +1093,12 @@ static int ping_scheme(struct registry *r, const char *scheme, struct http_respo
 		return -ENOMEM;
 	}
 	req = (struct http_request) { .url = url, .max_body = 64 * 1024 };
+	if (!host_is_loopback(r->host)) {
+		_cleanup_free_ char *proxy = http_proxy_describe(url);
+
+		if (proxy)
+			log_debug("proxy for %s: %s, unless NO_PROXY matches", url, proxy);
+	}
 
 	e = registry_exchange(r, &req, &x, resp);
 	if (resp->status != 401 && (e == -ENOENT || (e == -EPROTO && resp->status >= 300))) {
@@ -1135,6 +1286,49 @@ int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **
 	return 0;
 }
 
+int registry_head_manifest(struct registry *r, const char *tag_or_digest,
+			   char ret_digest[72], char **ret_content_type)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *content_type = NULL;
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	struct http_request req = {};
+	struct exchange x = { .accept = accept_manifests };
+	int e;
+
+	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
+		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "manifests", tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .method = "HEAD", .url = url, .follow_redirects = true };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	if (!resp.docker_content_digest || digest_validate(resp.docker_content_digest) < 0 ||
+	    (by_digest && !streq(resp.docker_content_digest, tag_or_digest))) {
+		set_error(r, "HEAD %s: no usable Docker-Content-Digest", url);
+		return -ENODATA;
+	}
+	if (resp.content_type) {
+		content_type = strdup(resp.content_type);
+		if (!content_type)
+			return -ENOMEM;
+	}
+	(void)snprintf(ret_digest, DIGEST_STRING_MAX, "%s", resp.docker_content_digest);
+	if (ret_content_type)
+		*ret_content_type = TAKE_PTR(content_type);
+	return 0;
+}
+
 int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
 		      size_t *ret_len)
 {
@@ -1171,13 +1365,98 @@ int registry_get_blob(struct registry *r, const char *digest, size_t max, char *
 	return 0;
 }
 
+/* A stream that resumes: after a failure, the next attempt asks for the bytes from where the
+ * sink stopped, and the sink never sees a byte twice. */
+struct resume_sink {
+	struct registry *r;
+	struct http_request *req;
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+	uint64_t delivered;      /* bytes handed to @sink over all attempts */
+	uint64_t from;           /* where this attempt starts */
+	uint64_t skipped;        /* of a 200's whole body, bytes before @from */
+	bool checked;            /* this attempt's status and Content-Range were looked at */
+};
+
+static void resume_restart(void *userdata)
+{
+	struct resume_sink *s = userdata;
+
+	s->from = s->delivered;
+	s->skipped = 0;
+	s->checked = false;
+	s->req->range = s->from > 0;
+	s->req->range_open = s->from > 0;
+	s->req->range_offset = s->from;
+	if (s->from > 0)
+		log_debug("resuming blob stream at byte %llu", (unsigned long long)s->from);
+}
+
+/* "bytes START-END/TOTAL": START and TOTAL (UINT64_MAX for "*"); false if malformed. */
+static bool content_range_parse(const char *cr, uint64_t *ret_start, uint64_t *ret_end,
+				uint64_t *ret_total)
+{
+	unsigned long long start, end, total;
+	int consumed = 0;
+
+	if (!cr || sscanf(cr, "bytes %llu-%llu/%n", &start, &end, &consumed) != 2 || consumed == 0)
+		return false;
+	if (end < start)
+		return false;
+	if (streq(cr + consumed, "*")) {
+		total = UINT64_MAX;
+	} else {
+		char *e;
+
+		errno = 0;
+		total = strtoull(cr + consumed, &e, 10);
+		if (errno != 0 || e == cr + consumed || *e || total <= end)
+			return false;
+	}
+	*ret_start = start;
+	*ret_end = end;
+	*ret_total = total;
+	return true;
+}
+
+static int resume_write(void *userdata, const void *buf, size_t n)
+{
+	struct resume_sink *s = userdata;
+	const struct http_response *resp = http_current_response(s->r->http);
+	const uint8_t *p = buf;
+
+	if (!s->checked) {
+		uint64_t start, end, total;
+
+		s->checked = true;
+		if (s->from > 0 && resp->status == 206 &&
+		    (!content_range_parse(resp->content_range, &start, &end, &total) ||
+		     start != s->from))
+			return -EPROTO;
+	}
+	if (s->from > 0 && resp->status == 200 && s->skipped < s->from) {
+		uint64_t skip = s->from - s->skipped;
+
+		if (skip >= n) {
+			s->skipped += n;
+			return 0;
+		}
+		s->skipped += skip;
+		p += skip;
+		n -= skip;
+	}
+	s->delivered += n;
+	return s->sink(s->userdata, p, n);
+}
+
 int registry_stream_blob(struct registry *r, const char *digest,
 			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
 {
 	_cleanup_(http_response_done) struct http_response resp = {};
 	_cleanup_free_ char *url = NULL, *object = NULL;
 	struct http_request req = {};
-	struct exchange x = { .streaming = true };
+	struct resume_sink rs = { .r = r, .req = &req, .sink = sink, .userdata = userdata };
+	struct exchange x = { .streaming = true, .restart = resume_restart };
 	int e;
 
 	if (digest_validate(digest) < 0) {
@@ -1195,10 +1474,21 @@ int registry_stream_blob(struct registry *r, const char *digest,
 	req = (struct http_request) {
 		.url = url,
 		.follow_redirects = true,
-		.sink = sink,
-		.userdata = userdata,
+		.sink = resume_write,
+		.userdata = &rs,
 	};
-	return registry_exchange(r, &req, &x, &resp);
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e == -EPROTO && resp.status == 206)
+		set_error(r, "resumed stream of blob %s started at the wrong offset (GET %s: "
+			  "Content-Range %s)", object, url, resp.content_range ?: "none");
+	return e;
+}
+
+void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size)
+{
+	(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
+	r->size = size;
+	r->size_from_manifest = true;
 }
 
 struct range_sink {
@@ -1250,17 +1540,45 @@ static int range_write(void *userdata, const void *buf, size_t n)
 	return 0;
 }
 
-/* "bytes START-END/TOTAL" (TOTAL may be "*") must be exactly what was asked for. */
-static bool content_range_matches(const char *cr, uint64_t offset, size_t len)
+/* A 206's Content-Range must name exactly the bytes asked for, and a total that agrees with
+ * the blob's known size; the first total seen becomes the known size. */
+static int range_answer_check(struct registry *r, const char *digest, const char *object,
+			      const char *url, const char *cr, uint64_t offset, size_t len)
 {
-	unsigned long long start, end;
-	int consumed = 0;
+	uint64_t start, end, total;
 
-	if (!cr || sscanf(cr, "bytes %llu-%llu%n", &start, &end, &consumed) != 2 || consumed == 0)
-		return false;
-	if (cr[consumed] != '/')
-		return false;
-	return start == offset && end >= start && end - start + 1 == len;
+	if (!content_range_parse(cr, &start, &end, &total) || start != offset ||
+	    end - start + 1 != len) {
+		set_error(r, "range %llu+%zu of blob %s: the registry sent Content-Range %s (GET %s)",
+			  (unsigned long long)offset, len, object, cr ?: "none", url);
+		return -EPROTO;
+	}
+	if (total == UINT64_MAX)
+		return 0;
+	if (!streq(r->size_digest, digest)) {
+		(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
+		r->size = total;
+		r->size_from_manifest = false;
+		return 0;
+	}
+	if (total != r->size) {
+		set_error(r, "blob %s is %llu bytes at the registry, %s says %llu (GET %s)", object,
+			  (unsigned long long)total,
+			  r->size_from_manifest ? "the manifest" : "an earlier answer",
+			  (unsigned long long)r->size, url);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* A 200 to a Range request: noted once per host and process. */
+static void range_ignored(struct registry *r, const struct http_response *resp)
+{
+	const char *host = resp->effective_host[0] ? resp->effective_host : r->host;
+
+	if (range_ignorer_add(host))
+		log_info("registry %s ignores Range requests: lazy reads download whole layers",
+			 host);
 }
 
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
@@ -1299,6 +1617,8 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 		.userdata = &s,
 	};
 	e = registry_exchange(r, &req, &x, &resp);
+	if (resp.status == 200 && (e >= 0 || e == RANGE_DONE))
+		range_ignored(r, &resp);
 	if (e == RANGE_DONE && s.filled == len)
 		return 0;
 	if (e == -EPROTO && resp.status == 416) {
@@ -1309,9 +1629,12 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 	if (e < 0)
 		return e;
 
-	if (s.filled != len ||
-	    (resp.status == 206 && !content_range_matches(resp.content_range, offset, len)) ||
-	    (resp.status != 200 && resp.status != 206)) {
+	if (resp.status == 206) {
+		e = range_answer_check(r, digest, object, url, resp.content_range, offset, len);
+		if (e < 0)
+			return e;
+	}
+	if (s.filled != len || (resp.status != 200 && resp.status != 206)) {
 		set_error(r, "range %llu+%zu of blob %s: got %zu bytes (GET %s: %ld, Content-Range %s)",
 			  (unsigned long long)offset, len, object, s.filled, url, resp.status,
 			  resp.content_range ?: "none");

@@ -25,7 +25,9 @@ struct registry_options {
 	 * if TLS fails; always so for localhost, 127.0.0.0/8 and ::1.  See registry.c. */
 	bool insecure;
 	long connect_timeout_ms;  /* 0: default 10 s */
-	long timeout_ms;          /* whole-request deadline for small requests; 0: default 60 s */
+	/* Deadline of one call, its retries included (streams: of the retries only); 0: the
+	 * seconds in $LAZYROOT_REGISTRY_TIMEOUT, else 60 s. */
+	long timeout_ms;
 	/* Optional credentials, sent only to the token realm (as Basic) or to a registry that
 	 * asks for Basic authentication; both or neither.  Copied by registry_new(). */
 	const char *username;
@@ -76,16 +78,30 @@ int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **
 			  size_t *ret_len, char **ret_content_type,
 			  char ret_digest[72]);
 
+/* HEADs a manifest (with the Accept header of registry_get_manifest()) and returns its
+ * Docker-Content-Digest and Content-Type (NULL if none; @ret_content_type may be NULL).
+ * Docker Hub counts only manifest GETs against its pull limit, so this is how a known tag is
+ * checked.  -ENODATA when the answer carries no valid digest; other errors as above (a
+ * registry that refuses HEAD gives -EPROTO). */
+int registry_head_manifest(struct registry *r, const char *tag_or_digest,
+			   char ret_digest[72], char **ret_content_type);
+
 /* GETs a small blob (a config) whole into memory and verifies its digest.  -EFBIG over @max. */
 int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
 		      size_t *ret_len);
 
 /* Streams a blob to @sink as it arrives (redirects followed).  Does not verify: the caller
- * hashes.  A negative return from @sink aborts the transfer and is returned. */
+ * hashes.  A negative return from @sink aborts the transfer and is returned.  A transfer
+ * that breaks is resumed from the last byte @sink took, so @sink sees each byte once. */
 int registry_stream_blob(struct registry *r, const char *digest,
 			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
 
 /* GETs bytes [offset, offset+len) of a blob into @buf; fails with -EPROTO unless exactly
- * @len bytes come back (a 200 with the whole body is sliced to the range). */
+ * @len bytes come back (a 200 with the whole body is sliced to the range), -EBADMSG if the
+ * Content-Range total contradicts the blob's known size. */
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
 			    size_t len, void *buf);
+
+/* The size the manifest declares for blob @digest: later Content-Range totals of its ranges
+ * must agree (-EBADMSG).  One blob at a time per client. */
+void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size);

@@ -436,3 +436,35 @@ int source_get_blob_range(struct source *s, const char *digest, uint64_t offset,
 
 	return source_try(s, REQUEST_BY_DIGEST, call_get_blob_range, &a, NULL);
 }
+
+struct head_manifest_args {
+	const char *tag_or_digest;
+	char *ret_digest;
+	char **ret_content_type;
+};
+
+static int call_head_manifest(struct registry *r, void *userdata)
+{
+	struct head_manifest_args *a = userdata;
+
+	return registry_head_manifest(r, a->tag_or_digest, a->ret_digest, a->ret_content_type);
+}
+
+int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],
+			 char **ret_content_type)
+{
+	struct head_manifest_args a = { tag_or_digest, ret_digest, ret_content_type };
+
+	/* image.c does not HEAD local images: they are read from disk anyway. */
+	if (s->local)
+		return -EOPNOTSUPP;
+	return source_try(s, strchr(tag_or_digest, ':') ? REQUEST_BY_DIGEST : REQUEST_BY_TAG,
+			  call_head_manifest, &a, NULL);
+}
+
+void source_expect_blob_size(struct source *s, const char *digest, uint64_t size)
+{
+	/* Every endpoint serves the same blob; a local source checks sizes itself. */
+	for (size_t i = 0; i < s->n; i++)
+		registry_expect_blob_size(s->endpoints[i].registry, digest, size);
+}

@@ -27,18 +27,34 @@ tls_hello="close", the connection is just closed. Either way it is counted in .t
 Fault hooks: hook(req) with req = {"method", "path", "range", "headers"} returns None (pass) or
 a Fault:
     Fault.drop()                 close the client connection without answering
-    Fault.status(code)           answer code with an empty body instead of forwarding
+    Fault.status(code, headers=None)  answer code with an empty body instead of forwarding
+                                 (headers: extra response headers, e.g. {"Retry-After": "2"})
+    Fault.redirect(location, code=307)  answer with a redirect instead of forwarding
+    Fault.ignore_range()         forward without the Range header, as a server or cache that
+                                 ignores Range does: the client gets 200 and the whole body
+    Fault.header(name, fn)       forward, with response header name's value replaced by
+                                 fn(value) (value None when absent; fn returning None drops it)
     Fault.corrupt(fn)            forward, buffer the body, send fn(body) (keep its length to
                                  stay HTTP-correct; Content-Length is set to the new length)
     Fault.truncate(n)            send the headers and only the first n body bytes, then close
     Fault.delay(seconds)         sleep, then forward normally
 Parsing helpers: parse_range("bytes=a-b") -> (a, b) or None.
 
+Forward proxy: Proxy(upstream, forward=True[, proxy_auth=("user", "password")]) is an HTTP
+proxy as HTTP_PROXY/HTTPS_PROXY name it. It takes absolute-URI requests ("GET http://host:port/…")
+and CONNECT host:port tunnels, and sends both to 127.0.0.1 at the port asked for, whatever the
+host name (so names like "registry.test" reach the test servers); `upstream` is unused. Records
+get "target" (the host:port asked for); with proxy_auth a request without the right
+Proxy-Authorization gets 407. A CONNECT tunnel is recorded once, with method "CONNECT".
+
 CLI: proxy.py UPSTREAM_ADDR [--port N]   (runs until interrupted, logs one line per request)
 """
 
 import argparse
+import base64
 import http.client
+import select
+import urllib.parse
 import re
 import socket
 import socketserver
@@ -72,8 +88,26 @@ class Fault:
         return cls("drop")
 
     @classmethod
-    def status(cls, code):
-        return cls("status", code)
+    def status(cls, code, headers=None):
+        f = cls("status", code)
+        f.headers = dict(headers or {})
+        return f
+
+    @classmethod
+    def redirect(cls, location, code=307):
+        f = cls("status", code)
+        f.headers = {"Location": location}
+        return f
+
+    @classmethod
+    def ignore_range(cls):
+        return cls("ignore_range")
+
+    @classmethod
+    def header(cls, name, fn):
+        f = cls("header", fn)
+        f.name = name
+        return f
 
     @classmethod
     def corrupt(cls, fn):
@@ -117,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy = self.server.proxy
         self.conn_no = self.proxy._register(self.connection)
         self.upstream = None
+        self.upstream_target = None
 
     def finish(self):
         try:
@@ -150,7 +185,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- requests -------------------------------------------------------------------------------
     def _upstream(self):
         if self.upstream is None:
-            host, _, port = self.proxy.upstream.rpartition(":")
+            if self.proxy.forward:
+                host, port = "127.0.0.1", self.upstream_target.rpartition(":")[2] or "80"
+            else:
+                host, _, port = self.proxy.upstream.rpartition(":")
             self.upstream = http.client.HTTPConnection(host, int(port), timeout=self.proxy.timeout)
         return self.upstream
 
@@ -170,18 +208,87 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else None
 
+    def _proxy_auth_ok(self):
+        want = self.proxy.proxy_auth
+        if want is None:
+            return True
+        expected = "Basic " + base64.b64encode(("%s:%s" % want).encode()).decode()
+        return self.headers.get("Proxy-Authorization") == expected
+
+    def _deny_proxy_auth(self, rec):
+        rec["status"] = 407
+        self.send_response(407)
+        self.send_header("Proxy-Authenticate", 'Basic realm="test proxy"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_CONNECT(self):
+        p = self.proxy
+        rec = {"method": "CONNECT", "path": self.path, "target": self.path, "range": None,
+               "status": None, "bytes": 0, "time": time.time(), "duration": None,
+               "conn": self.conn_no, "fault": None}
+        p._record(rec)
+        self.close_connection = True
+        if not p.forward or p.offline:
+            rec["status"] = 405
+            self.send_error(405)
+            return
+        if not self._proxy_auth_ok():
+            return self._deny_proxy_auth(rec)
+        _, _, port = self.path.rpartition(":")
+        try:
+            up = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+        except (OSError, ValueError) as e:
+            rec["status"] = 502
+            self.send_error(502, "upstream: %s" % e)
+            return
+        rec["status"] = 200
+        self.send_response_only(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        socks = [self.connection, up]
+        try:
+            while not p.offline:
+                ready, _, _ = select.select(socks, [], [], 0.5)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (up if s is self.connection else self.connection).sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
     def _forward(self):
         p = self.proxy
         t0 = time.monotonic()
+        target = None
+        if p.forward:
+            u = urllib.parse.urlsplit(self.path)
+            if u.scheme in ("http", "https") and u.netloc:
+                target = u.netloc
+                self.path = u.path + ("?" + u.query if u.query else "")
         rec = {"method": self.command, "path": self.path, "range": self.headers.get("Range"),
                "status": None, "bytes": 0, "time": time.time(), "duration": None,
-               "conn": self.conn_no, "fault": None}
+               "conn": self.conn_no, "fault": None, "target": target}
         body = self._read_body()
         p._record(rec)  # listed at once; status/bytes are filled in as they happen
         if p.offline:
             rec["fault"] = "offline"
             self.close_connection = True
             return
+        if p.forward:
+            if target is None:
+                rec["status"] = 400
+                self.send_error(400, "a forward proxy needs an absolute URI")
+                return
+            if not self._proxy_auth_ok():
+                return self._deny_proxy_auth(rec)
+            if self.upstream is not None and self.upstream_target != target:
+                self.upstream.close()
+                self.upstream = None
+            self.upstream_target = target
         fault = None
         hook = p.fault
         if hook is not None:
@@ -200,13 +307,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             elif fault.kind == "status":
                 self.send_response(fault.arg)
+                for k, v in getattr(fault, "headers", {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 rec["status"] = fault.arg
                 return
         headers = {}
         for k, v in self.headers.items():
-            if k.lower() in HOP_BY_HOP or k.lower() == "content-length":
+            if k.lower() in HOP_BY_HOP or k.lower() in ("content-length", "proxy-authorization"):
+                continue
+            if k.lower() == "range" and fault is not None and fault.kind == "ignore_range":
                 continue
             headers[k] = v
         if body is not None:
@@ -228,11 +339,19 @@ class _Handler(BaseHTTPRequestHandler):
         if corrupt:
             data = fault.arg(resp.read())
             length, chunked = str(len(data)), False
-        for k, v in resp.getheaders():
+        rewrite = fault if fault is not None and fault.kind == "header" else None
+        out_headers = list(resp.getheaders())
+        if rewrite is not None:
+            old = resp.getheader(rewrite.name)
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != rewrite.name.lower()]
+            new = rewrite.arg(old)
+            if new is not None:
+                out_headers.append((rewrite.name, new))
+        for k, v in out_headers:
             kl = k.lower()
             if kl in HOP_BY_HOP or kl == "content-length":
                 continue
-            if kl == "location":
+            if kl == "location" and not p.forward:
                 v = v.replace("//" + p.upstream + "/", "//" + p.addr + "/")
             self.send_header(k, v)
         if length is not None:
@@ -305,9 +424,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Proxy:
-    def __init__(self, upstream_addr, port=0, tls_hello="answer", fault=None, timeout=60,
-                 verbose=False):
+    def __init__(self, upstream_addr=None, port=0, tls_hello="answer", fault=None, timeout=60,
+                 verbose=False, forward=False, proxy_auth=None):
         self.upstream = upstream_addr
+        self.forward = forward
+        self.proxy_auth = proxy_auth
         self.port = port
         self.tls_hello = tls_hello
         self.fault = fault
