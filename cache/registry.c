@@ -778,12 +778,14 @@ static int lookup_credentials(struct registry *r)
 	char error[sizeof(r->error)];
 	int e;
 
-	r->credentials_looked_up = true;
 	e = credentials_lookup(r->credentials, r->domain, r->repository, &c, error, sizeof(error));
 	if (e < 0) {
+		/* Not marked as looked up: a caller that goes on after this failure (a HEAD
+		 * falls back to GET) meets the same error again, not an anonymous attempt. */
 		set_error(r, "%s", error);
 		return e;
 	}
+	r->credentials_looked_up = true;
 	if (!c)
 		return 0;
 	r->credentials_source = strdup(c->source);

@@ -31,6 +31,13 @@ LAZY_REPO = "fixtures/estargz"
 TAG = "edge"
 
 
+
+def tag_asked(requests):
+    """Whether the tag was resolved there: a HEAD of it (what lazyroot sends first, as
+    Docker Hub counts only GETs against its pull limit) or a GET (after a refused HEAD)."""
+    return any(r in ("%s /v2/%s/manifests/%s" % (m, REPO, TAG) for m in ("HEAD", "GET"))
+               for r in requests)
+
 def _have_registry():
     if not os.path.exists(registry_mod.REGISTRY_BIN):
         pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
@@ -96,7 +103,7 @@ def test_mirror_serves_everything_when_it_has_the_image(lazyroot, test_dir, orig
         lazyroot.umount(env=env)
     assert origin.requests == [], "the origin was asked: %s" % api_requests(origin)
     got = api_requests(mirror)
-    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in got, got
+    assert tag_asked(got), got
     assert any("/blobs/" in r for r in got), got
 
 
@@ -113,7 +120,7 @@ def test_origin_serves_when_the_mirror_cannot(lazyroot, test_dir, origin, empty_
         assert_tree(lazyroot.mountpoint, "oci-gzip")
     finally:
         lazyroot.umount(env=env)
-    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+    assert tag_asked(api_requests(origin)), api_requests(origin)
     assert "mirror '%s/%s' failed" % (mirrors[0], REPO) in r.stderr, str(r)
 
 
@@ -138,7 +145,7 @@ def test_mirror_by_digest_only_resolves_tags_at_the_origin(lazyroot, test_dir, o
     finally:
         lazyroot.umount(env=env)
     at_origin, at_mirror = api_requests(origin), api_requests(mirror)
-    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in at_origin, at_origin
+    assert tag_asked(at_origin), at_origin
     assert not any("/blobs/" in r for r in at_origin), at_origin
     assert not any(r.endswith("/manifests/" + TAG) for r in at_mirror), at_mirror
     assert any("/blobs/" in r for r in at_mirror), at_mirror
@@ -150,7 +157,7 @@ def test_pull_from_mirror_digest_only_per_mirror(lazyroot, test_dir, origin, mir
         'location = "%s"\npull-from-mirror = "digest-only"\n' % mirror.addr))
     lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
     lazyroot.umount(env=env)
-    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+    assert tag_asked(api_requests(origin)), api_requests(origin)
     assert not any("/blobs/" in r for r in api_requests(origin))
     assert any("/blobs/" in r for r in api_requests(mirror))
 
@@ -163,7 +170,7 @@ def test_prefix_rewritten_to_location(lazyroot, test_dir, origin):
         assert_tree(lazyroot.mountpoint, "oci-gzip")
     finally:
         lazyroot.umount(env=env)
-    assert "GET /v2/%s/manifests/%s" % (REPO, TAG) in api_requests(origin)
+    assert tag_asked(api_requests(origin)), api_requests(origin)
 
 
 def test_blocked_registry_is_refused(lazyroot, test_dir, origin):
