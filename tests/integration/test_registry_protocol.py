@@ -374,6 +374,19 @@ def test_unchanged_tag_costs_one_head(lazyroot, registry, name):
         umount_ok(lazyroot)
 
 
+def test_prewarm_of_unchanged_tag_costs_one_head(lazyroot, registry):
+    """What a cron job does: prewarm the same tag again and again."""
+    with Proxy(registry.addr) as p:
+        ref = "%s/fixtures/oci-gzip:%s" % (p.addr, TAG)
+        for _ in range(2):
+            p.reset()
+            res = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), ref,
+                               env=NO_PROXY_ENV)
+            assert res.ok, str(res)
+        reqs = [(r["method"], r["path"]) for r in p.requests if r["path"] != "/v2/"]
+        assert reqs == [("HEAD", "/v2/fixtures/oci-gzip/manifests/" + TAG)], reqs
+
+
 def test_head_refused_falls_back_to_get(lazyroot, registry):
     def hook(req):
         return Fault.status(405) if req["method"] == "HEAD" else None
