@@ -340,6 +340,12 @@ static int blob_txn_store(struct blob_txn *t, char rel[3 + DIGEST_HEX_LEN + 1], 
 	}
 	if (!t->no_sync && fsync(t->fd) < 0)
 		return -errno;
+	/* Unsynced blobs get durable at the caller's blob_store_sync(); start their writeback
+	 * now, without waiting for it, so that sync has little left to write: a 60 MB prewarm's
+	 * final syncfs took 0.15 s on loopback when all of it was still dirty.  Advisory: a
+	 * failure here changes nothing. */
+	if (t->no_sync)
+		(void)sync_file_range(t->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 
 	rel[2] = '\0';
 	if (mkdirat(t->bs->blobs_fd, rel, 0700) < 0 && errno != EEXIST)
