@@ -27,6 +27,7 @@ import http.server
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -105,6 +106,11 @@ class BlobCDN:
 class _Handler(http.server.BaseHTTPRequestHandler):
     owner = None
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        # headers and body are separate writes: keep Nagle from delaying the body
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):  # quiet
         pass

@@ -148,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- connection level ---------------------------------------------------------------------
     def setup(self):
         super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm holds
+        # the body until the client's delayed ACK (40 ms per small response).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.proxy = self.server.proxy
         self.conn_no = self.proxy._register(self.connection)
         self.upstream = None
