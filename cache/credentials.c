@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "base64.h"
 #include "log.h"
 
 #define AUTH_FILE_MAX (4U * 1024 * 1024)
@@ -34,14 +36,6 @@ extern char **environ;
 static const char *const docker_io_aliases[] = {
 	"docker.io", "index.docker.io", "registry-1.docker.io",
 };
-
-static void free_secret(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
-}
 
 struct credentials *credentials_free(struct credentials *c)
 {
@@ -218,89 +212,17 @@ bool credentials_key_names_registry(const char *key, const char *registry_key)
 	return k && streq(k, registry_key);
 }
 
-static int base64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64, padding optional; the result is NUL-terminated and must be wiped. */
-static int base64_decode(const char *s, char **ret, size_t *ret_len)
-{
-	size_t n = strlen(s), len = 0;
-	unsigned acc = 0, bits = 0;
-	char *out;
-
-	while (n > 0 && s[n - 1] == '=')
-		n--;
-	if (strlen(s) - n > 2 || n % 4 == 1)
-		return -EBADMSG;
-	out = malloc(n * 3 / 4 + 1);
-	if (!out)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		int v = base64_value(s[i]);
-
-		if (v < 0) {
-			explicit_bzero(out, len);
-			free(out);
-			return -EBADMSG;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[len++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	out[len] = 0;
-	*ret = out;
-	*ret_len = len;
-	return 0;
-}
-
 int credentials_encode_auth(const char *user, const char *password, char **ret)
 {
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	_cleanup_free_ char *plain = NULL;
-	size_t n, o = 0;
-	char *out;
-	int k;
+	char *plain = NULL;
+	int k, r;
 
 	k = asprintf(&plain, "%s:%s", user, password);
-	if (k < 0) {
-		plain = NULL;
+	if (k < 0)
 		return -ENOMEM;
-	}
-	n = (size_t)k;
-	out = malloc(4 * ((n + 2) / 3) + 1);
-	if (!out) {
-		explicit_bzero(plain, n);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned char a = plain[i], b = i + 1 < n ? plain[i + 1] : 0,
-			      c = i + 2 < n ? plain[i + 2] : 0;
-
-		out[o++] = alphabet[a >> 2];
-		out[o++] = alphabet[((a & 3) << 4) | (b >> 4)];
-		out[o++] = i + 1 < n ? alphabet[((b & 15) << 2) | (c >> 6)] : '=';
-		out[o++] = i + 2 < n ? alphabet[c & 63] : '=';
-	}
-	out[o] = 0;
-	explicit_bzero(plain, n);
-	*ret = out;
-	return 0;
+	r = base64_encode(plain, (size_t)k, ret);
+	free_secret(plain);
+	return r;
 }
 
 static bool helper_name_valid(const char *s)
@@ -370,6 +292,30 @@ static void kill_and_reap(pid_t pid)
 		;
 }
 
+/* Writes "@line\n" to @fd (a pipe) with SIGPIPE blocked in this thread, then takes back a
+ * SIGPIPE that the write raised, so the reader's early exit is only EPIPE. */
+static void write_no_sigpipe(int fd, const char *line)
+{
+	sigset_t pipe_set, old;
+	struct timespec zero = {};
+	bool pending_before;
+
+	(void)sigemptyset(&pipe_set);
+	(void)sigaddset(&pipe_set, SIGPIPE);
+	(void)pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	{
+		sigset_t pending;
+
+		pending_before = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+	}
+	if (write_all(fd, line, strlen(line)) >= 0)
+		(void)write_all(fd, "\n", 1);
+	if (!pending_before)
+		while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* Runs `docker-credential-NAME get` with @server on stdin; collects stdout (bounded) and the
  * start of stderr; reaps it.  -ENOENT if the program is not on $PATH. */
 static int helper_exec(const char *program, const char *server, struct helper_run *h)
@@ -409,9 +355,10 @@ static int helper_exec(const char *program, const char *server, struct helper_ru
 	closep(&err[1]);
 	in[0] = out[1] = err[1] = -EBADF;
 
-	/* A few bytes fit in the pipe; a helper that exits without reading gives EPIPE. */
-	(void)write_all(in[1], server, strlen(server));
-	(void)write_all(in[1], "\n", 1);
+	/* A few bytes fit in the pipe; a helper that exits without reading gives EPIPE, and
+	 * SIGPIPE, which would kill a process that does not ignore it (the CLI does, a library
+	 * user need not): it is blocked around the write and any pending one taken back. */
+	write_no_sigpipe(in[1], server);
 	closep(&in[1]);
 	in[1] = -EBADF;
 
@@ -638,7 +585,7 @@ static int auth_entry(json_t *entry, const char *path, const char *key,
 	}
 	auth = json_string_value(json_object_get(entry, "auth"));
 	if (auth && auth[0]) {
-		r = base64_decode(auth, &plain, &len);
+		r = base64_decode(auth, strlen(auth), &plain, &len);
 		if (r == -EBADMSG) {
 			set_error(error, error_size, "entry '%.200s' in '%s' has an \"auth\" that is not "
 				  "base64", key, path);

@@ -386,6 +386,9 @@ static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_
 			break;
 		}
 		if (registry) {
+			/* Content-Range totals must then match the manifest's size. */
+			if (l->size > 0)
+				source_expect_blob_size(reg, l->digest, l->size);
 			r = source_get_blob_range(reg, l->digest, offset, len, buf);
 			if (r < 0)
 				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));

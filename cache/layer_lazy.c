@@ -18,6 +18,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "base64.h"
 #include "digest.h"
 #include "util.h"
 
@@ -611,53 +612,6 @@ static int parse_rfc3339(const char *s, int64_t *ret_sec, uint32_t *ret_nsec)
 	return 0;
 }
 
-static int base64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64, padding optional (Go's encoding/json writes it padded). */
-static int base64_decode(const char *s, size_t len, void **ret, size_t *ret_size)
-{
-	_cleanup_free_ uint8_t *out = NULL;
-	uint32_t acc = 0;
-	size_t n = 0;
-	int bits = 0;
-
-	while (len > 0 && s[len - 1] == '=')
-		len--;
-	if (len % 4 == 1)
-		return -EBADMSG;
-	out = malloc(len / 4 * 3 + 3);
-	if (!out)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i++) {
-		int v = base64_value(s[i]);
-
-		if (v < 0)
-			return -EBADMSG;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (uint8_t)(acc >> bits);
-		}
-	}
-	*ret = TAKE_PTR(out);
-	*ret_size = n;
-	return 0;
-}
-
 struct chunk_extra {
 	uint64_t size_given;            /* the TOC's chunkSize, 0 if absent */
 	bool zeros;
@@ -859,7 +813,7 @@ static int toc_parse_xattrs(struct toc_pending *p, json_t *o)
 	if (!p->xattrs)
 		return -ENOMEM;
 	json_object_foreach(x, key, v) {
-		void *value;
+		char *value;
 		size_t size;
 		int r;
 

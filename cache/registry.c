@@ -48,7 +48,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <strings.h>
@@ -148,14 +147,6 @@ static bool range_ignorer_add(const char *host)
 	return added;
 }
 
-static void free_secret(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
-}
-
 struct registry *registry_free(struct registry *r)
 {
 	if (!r)
@@ -227,24 +218,12 @@ static bool host_is_loopback(const char *host)
 
 static int basic_header(const char *user, const char *password, char **ret)
 {
-	_cleanup_free_ char *plain = NULL;
-	char *b64, *h;
-	size_t n;
+	char *b64 = NULL, *h;
 	int k;
 
-	k = asprintf(&plain, "%s:%s", user, password);
-	if (k < 0) {
-		plain = NULL;
-		return -ENOMEM;
-	}
-	n = (size_t)k;
-	b64 = malloc(4 * ((n + 2) / 3) + 1);
-	if (!b64) {
-		explicit_bzero(plain, n);
-		return -ENOMEM;
-	}
-	(void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)plain, (int)n);
-	explicit_bzero(plain, n);
+	k = credentials_encode_auth(user, password, &b64);
+	if (k < 0)
+		return k;
 	k = asprintf(&h, "Authorization: Basic %s", b64);
 	free_secret(b64);
 	if (k < 0)
@@ -1235,6 +1214,24 @@ static int object_names(struct registry *r, const char *kind, const char *ref, c
 	return 0;
 }
 
+/* Checks @tag_or_digest, pings if needed and names the manifest's URL and object, for GET and
+ * HEAD alike. */
+static int manifest_names(struct registry *r, const char *tag_or_digest, char **ret_url,
+			  char **ret_object)
+{
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	int e;
+
+	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
+		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	return object_names(r, "manifests", tag_or_digest, ret_url, ret_object);
+}
+
 int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **ret_buf,
 			  size_t *ret_len, char **ret_content_type,
 			  char ret_digest[72])
@@ -1247,14 +1244,7 @@ int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **
 	char got[DIGEST_STRING_MAX];
 	int e;
 
-	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
-		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
-		return -EINVAL;
-	}
-	e = ensure_pinged(r);
-	if (e < 0)
-		return e;
-	e = object_names(r, "manifests", tag_or_digest, &url, &object);
+	e = manifest_names(r, tag_or_digest, &url, &object);
 	if (e < 0)
 		return e;
 	x.object = object;
@@ -1298,14 +1288,7 @@ int registry_head_manifest(struct registry *r, const char *tag_or_digest,
 	struct exchange x = { .accept = accept_manifests };
 	int e;
 
-	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
-		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
-		return -EINVAL;
-	}
-	e = ensure_pinged(r);
-	if (e < 0)
-		return e;
-	e = object_names(r, "manifests", tag_or_digest, &url, &object);
+	e = manifest_names(r, tag_or_digest, &url, &object);
 	if (e < 0)
 		return e;
 	x.object = object;

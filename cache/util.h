@@ -60,6 +60,14 @@ int strv_consume(char ***l, char *s);
 bool strv_contains(char *const *l, const char *s);
 
 /* Reads a whole file, at most @max bytes (-EFBIG beyond). Result is NUL-terminated. */
+/* Wipes the NUL-terminated secret @s (a password, a token, an Authorization header) and frees
+ * it; NULL-safe. */
+void free_secret(char *s);
+static inline void free_secretp(char **s)
+{
+	free_secret(*s);
+}
+
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* The same from an open fd, read to its end. */
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len);

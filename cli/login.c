@@ -24,19 +24,6 @@
 #define SECRET_INPUT_MAX 4096
 #define AUTH_FILE_MAX (4U * 1024 * 1024)
 
-static void free_secret(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
-}
-
-static void free_secretp(char **s)
-{
-	free_secret(*s);
-}
-
 /* Reads one line from @fd with read(2) into a fixed buffer (stdio would keep copies); a pipe
  * is read to its end, and its first line taken.  -EFBIG over SECRET_INPUT_MAX. */
 static int read_secret_line(int fd, bool to_eof, char **ret)
