@@ -773,9 +773,13 @@ static int lookup_credentials(struct registry *r)
 	return basic_header(c->username, c->password, &r->basic);
 }
 
+static bool retryable(int e, const struct http_response *resp);
+static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp);
+
 /* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
 static int fetch_token(struct registry *r, const char *params)
 {
+	int64_t deadline = now_ms() + r->timeout_ms;
 	_cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL;
 	_cleanup_free_ char *service_esc = NULL, *scope_esc = NULL;
 	_cleanup_(http_response_done) struct http_response resp = {};
@@ -833,8 +837,24 @@ static int fetch_token(struct registry *r, const char *params)
 		.connect_timeout_ms = r->connect_timeout_ms,
 		.timeout_ms = r->timeout_ms,
 	};
-	e = http_perform(r->http, &req, &resp);
-	log_debug("GET %s: %ld", url, resp.status);
+	/* Token services (auth.docker.io…) answer 429 and 503 like registries do. */
+	for (unsigned attempt = 1;; attempt++) {
+		int64_t left = deadline - now_ms();
+		long wait;
+
+		req.timeout_ms = left > 1 ? left : 1;
+		http_response_done(&resp);
+		e = http_perform(r->http, &req, &resp);
+		r->requests++;
+		log_debug("GET %s: %ld", url, resp.status);
+		if (!retryable(e, &resp) || attempt >= ATTEMPTS_MAX)
+			break;
+		wait = retry_wait_ms(r, attempt, &resp);
+		if (now_ms() + wait >= deadline)
+			break;
+		log_debug("token request failed, retrying in %ld ms", wait);
+		sleep_ms(wait);
+	}
 	if (e < 0 && r->basic && resp.status == 401) {
 		char origin[512];
 

@@ -26,6 +26,7 @@ import push
 import tls
 import tokenserver
 import treewalk
+from proxy import Fault, Proxy
 
 FIXTURE = "oci-gzip"
 REPO = "fixtures/oci-gzip"
@@ -269,3 +270,30 @@ def test_token_never_leaks(lazyroot, auth_registry, token_server, test_dir):
     assert "token" in err.lower() or auth_registry.addr in err, "verbose log is empty:\n" + err
     for s in secrets:
         assert s not in err and s not in out, "token in the log:\n" + err
+
+
+def test_token_service_busy_is_retried(lazyroot, request, seeded_storage, token_server):
+    """A token service answering 503 and 429 (auth.docker.io does under load) is asked again
+    with backoff, as the registry itself is, instead of failing the pull at once."""
+    token_addr = token_server.realm.split("/")[2]
+    with Proxy(token_addr) as p:
+        failures = {"n": 0}
+
+        def busy_twice(req):
+            if req["path"].startswith("/token") and failures["n"] < 2:
+                failures["n"] += 1
+                return Fault.status(503) if failures["n"] == 1 else \
+                    Fault.status(429, {"Retry-After": "1"})
+            return None
+
+        p.set_fault(busy_twice)
+        auth = dict(token_server.registry_auth(), realm="http://%s/token" % p.addr)
+        reg = _start_registry(request, storage=str(seeded_storage[0]), token_auth=auth)
+        token_server.reset()
+        res = lazyroot.mount(ref_of(reg))
+        mounted_ok(lazyroot, res)
+        assert_tree_matches(lazyroot.mountpoint)
+        lazyroot.umount().check()
+    statuses = [r["status"] for r in p.requests if r["path"].startswith("/token")]
+    assert statuses[:3] == [503, 429, 200], statuses
+    assert token_server.count >= 1
