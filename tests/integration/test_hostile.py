@@ -129,6 +129,19 @@ def test_zstd_bomb_is_refused(lazyroot, registry, test_dir, cache_dir, mountpoin
     assert not list((cache_dir / "tmp").iterdir()) if (cache_dir / "tmp").exists() else True
 
 
+def test_sparse_bomb_is_refused(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    """A sparse file's holes cost no input: 1 TiB of them in a 3 KiB tar counts against the
+    same limit (the zeros would be written to the blob store)."""
+    tar = hostile.sparse_bomb()
+    assert len(tar) < 8192
+    ref = push_case(registry, test_dir, "sparse-bomb", [gz(tar)])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
+                          ["refused", "2048 times its compressed size"])
+    print(line)
+    assert indexed_layers(cache_dir) == 0
+    assert not blob_files(cache_dir)
+
+
 def test_zstd_below_the_floor_mounts(lazyroot, registry, test_dir, mountpoint):
     """The same ratio under 256 MiB out is a file of zeros like any other (the limit counts
     from there, so small sparse-looking files in tiny layers stay legal)."""

@@ -172,6 +172,15 @@ def pax_path_escape():
     return pax([(b"path", b"../../pax-escape")]) + member("harmless", b"x\n") + end()
 
 
+def sparse_bomb(real_size=1 << 40):
+    """A PAX 1.0 sparse file: one data byte at the end of a 1 TiB hole, in 3 KiB of tar."""
+    records = [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"),
+               (b"GNU.sparse.name", b"sparse"), (b"GNU.sparse.realsize", b"%d" % real_size)]
+    sparse_map = pad(b"1\n%d\n1\n" % (real_size - 1))
+    return (pax(records) + header("GNUSparseFile.0/sparse", len(sparse_map) + BLOCK) +
+            sparse_map + pad(b"X") + end())
+
+
 def zero_file(size):
     return header("zeros", size) + b"\0" * size + end()
 

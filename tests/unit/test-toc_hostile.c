@@ -295,6 +295,25 @@ static void test_ceilings(void)
 		check(r == cases[i].want, "%s: %d (want %d)", cases[i].what, r, cases[i].want);
 	}
 
+	/* 32,000,001 tiny values under a key the reader ignores: jansson would need ~1.5 GiB for
+	 * these 64 MB of JSON; refused before it allocates any. */
+	{
+		size_t n_values = 32000001, n = 0;
+		_cleanup_free_ char *json = malloc(n_values * 2 + 64);
+		char *p = json;
+		int r;
+
+		p += sprintf(p, "{\"entries\":[],\"x\":[");
+		for (size_t i = 0; i < n_values; i++) {
+			*p++ = '0';
+			*p++ = ',';
+		}
+		p[-1] = ']';
+		strcpy(p, "}");
+		r = parse(json, &n);
+		check(r == -EFBIG, "a TOC of 32,000,001 values is -EFBIG (%d)", r);
+	}
+
 	/* More entries than any real layer: refused as a whole before any is handed out. */
 	{
 		size_t n_entries = 2000001, n = 0;
