@@ -8,6 +8,11 @@
 #include <errno.h>
 #include <string.h>
 
+/* Linux's NAME_MAX and PATH_MAX: a name the kernel could not look up is refused when the layer
+ * is indexed, not later when the tree is built from an index that already holds it. */
+#define COMPONENT_MAX 255
+#define PATH_MAX_LEN 4095
+
 int entry_path_normalize(char *path)
 {
 	const char *in = path;
@@ -32,6 +37,12 @@ int entry_path_normalize(char *path)
 		}
 		if (len == 2 && in[0] == '.' && in[1] == '.')
 			return -EINVAL;
+		/* The whiteouts of "." and "..": they would name the directory itself or its
+		 * parent, and no tool writes them. */
+		if ((len == 5 || len == 6) && strncmp(in, ".wh...", len) == 0)
+			return -EINVAL;
+		if (len > COMPONENT_MAX)
+			return -ENAMETOOLONG;
 
 		if (out != path)
 			*out++ = '/';
@@ -40,5 +51,7 @@ int entry_path_normalize(char *path)
 		in = end;
 	}
 	*out = '\0';
+	if (out - path > PATH_MAX_LEN)
+		return -ENAMETOOLONG;
 	return 0;
 }

@@ -62,5 +62,7 @@ struct entry {
 };
 
 /* Normalises a tar path in place per the rules above.  Returns -EINVAL for paths that escape
- * the root ("..") — those entries must be rejected, not clamped. */
+ * the root ("..") and for the whiteouts of "." and ".." (".wh..", ".wh..."): those entries
+ * must be rejected, not clamped.  -ENAMETOOLONG for a component over 255 bytes or a
+ * normalised path over 4095 bytes (Linux's limits). */
 int entry_path_normalize(char *path);

@@ -567,6 +567,13 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 			      layer->digest);
 		goto finish;
 	}
+	if (r == -EFBIG) {
+		/* The bytes were what the digest says (or the stream stopped early): the layer
+		 * itself is over a limit of layer_tar.h, not the network's fault. */
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is refused: %s",
+			      layer->digest, LAYER_TAR_LIMITS);
+		goto finish;
+	}
 	if (r < 0) {
 		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s': %m",
 			      layer->digest, c->dir);

@@ -186,6 +186,10 @@ int chunk_decompress(enum layer_compression compression, const void *in, size_t 
 #define TOC_CHUNKS_PER_FILE_MAX (1U << 20)
 #define TOC_XATTRS_MAX 1024
 #define TOC_XATTR_VALUE_MAX (64U << 10)
+/* jansson spends ~40-70 bytes per value; "0," is two bytes of JSON.  A real TOC has about 10-20
+ * values per entry, so this admits TOC_ENTRIES_MAX entries and stops a TOC of mostly tiny
+ * values (under a key nobody reads) from costing ~30 times its size in memory. */
+#define TOC_VALUES_MAX (16ULL * TOC_ENTRIES_MAX)
 
 static int range_read(const struct blob_range_reader *rd, uint64_t blob_size, uint64_t offset,
 		      uint64_t len, uint64_t max, void **ret)
@@ -928,6 +932,30 @@ static int u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* An upper bound of the number of values in @json (each ',', '[', '{' outside strings starts
+ * at most one more), counted before jansson allocates any. */
+static uint64_t json_count_values(const char *json, size_t len)
+{
+	uint64_t n = 1;
+	bool in_string = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = json[i];
+
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == ',' || c == '[' || c == '{') {
+			n++;
+		}
+	}
+	return n;
+}
+
 static int toc_parse(const char *json, size_t len, uint64_t data_end,
 		     int (*add)(void *userdata, const struct entry *e), void *userdata)
 {
@@ -940,6 +968,8 @@ static int toc_parse(const char *json, size_t len, uint64_t data_end,
 	size_t n, n_offsets = 0, landmark = SIZE_MAX, i;
 	int r = 0;
 
+	if (json_count_values(json, len) > TOC_VALUES_MAX)
+		return -EFBIG;
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
 	if (!root)
 		return -EBADMSG;

@@ -10,10 +10,16 @@
  *
  * Expected load: layers of a few thousand to 100,000+ entries and up to a few GiB of content;
  * memory use is bounded by libarchive's buffers plus the layer writer's copy of the headers.
+ *
+ * A layer comes from whoever could push to the registry, so what it may cost is bounded
+ * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the zeros of
+ * sparse files) against the compressed bytes read so far, and the number and size of the
+ * headers the layer writer keeps in memory until the digest is checked.
  */
 #include "layer_tar.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <locale.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +35,39 @@
 
 #define READ_BLOCK_SIZE (128 * 1024)
 #define MAX_XATTRS 1024
+#define XATTR_VALUE_MAX (64 * 1024)      /* Linux's XATTR_SIZE_MAX: no bigger one can be set */
+
+/* Expansion: at most EXPAND_RATIO bytes out per compressed byte in, once EXPAND_FREE bytes are
+ * out.  Deflate cannot exceed ~1032:1, so gzip layers never reach the ratio; zstd, xz and bzip2
+ * can encode runs far more densely, and a sparse entry's holes cost no input at all. */
+#define EXPAND_RATIO 2048
+#define EXPAND_FREE (256ULL << 20)
+/* What the layer writer buffers until commit: a million-entry layer is about 100 MiB. */
+#define ENTRIES_MAX 4000000
+#define HEADER_BYTES_MAX (1ULL << 30)
+
+struct budget {
+	struct archive *a;
+	uint64_t zeros;         /* hole bytes written for sparse entries */
+	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
+	uint64_t n_entries;
+};
+
+/* -EFBIG once the layer has expanded more than a real one would (see EXPAND_RATIO). */
+static int budget_check(const struct budget *b)
+{
+	la_int64_t in = archive_filter_bytes(b->a, -1), out = archive_filter_bytes(b->a, 0);
+	uint64_t total;
+
+	if (in < 0 || out < 0)
+		return 0;       /* not counted by this libarchive: nothing to compare */
+	total = (uint64_t)out + b->zeros;
+	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= (uint64_t)in)
+		return 0;
+	log_debug("layer expands to %" PRIu64 " bytes from %" PRIu64 " compressed, refusing",
+		  total, (uint64_t)in);
+	return -EFBIG;
+}
 
 static void archive_read_freep(struct archive **a)
 {
@@ -66,8 +105,8 @@ static int copy_path(const char *raw, char **ret)
 
 /* Streams the current entry's data into a new blob.  Sparse entries come as blocks with
  * offsets: the holes become zeros, so the blob is the file as a reader sees it. */
-static int store_content(struct archive *a, struct blob_store *bs, uint64_t size,
-			 char ret_digest[DIGEST_STRING_MAX], char ***created)
+static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
+			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
 {
 	_cleanup_(blob_txn_abortp) struct blob_txn *t = NULL;
 	static const char zeros[65536];
@@ -101,7 +140,14 @@ static int store_content(struct archive *a, struct blob_store *bs, uint64_t size
 			if (r < 0)
 				return r;
 			pos += z;
+			b->zeros += z;
+			r = budget_check(b);
+			if (r < 0)
+				return r;
 		}
+		r = budget_check(b);
+		if (r < 0)
+			return r;
 		r = blob_txn_write(t, buf, n);
 		if (r < 0)
 			return r;
@@ -114,6 +160,10 @@ static int store_content(struct archive *a, struct blob_store *bs, uint64_t size
 		if (r < 0)
 			return r;
 		pos += z;
+		b->zeros += z;
+		r = budget_check(b);
+		if (r < 0)
+			return r;
 	}
 
 	r = blob_txn_commit(TAKE_PTR(t), NULL, ret_digest, &new_blob);
@@ -124,7 +174,8 @@ static int store_content(struct archive *a, struct blob_store *bs, uint64_t size
 	return 0;
 }
 
-static int collect_xattrs(struct archive_entry *ae, struct xattr **ret, size_t *ret_n)
+static int collect_xattrs(struct archive_entry *ae, struct budget *b, struct xattr **ret,
+			  size_t *ret_n)
 {
 	_cleanup_free_ struct xattr *x = NULL;
 	int n;
@@ -147,8 +198,11 @@ static int collect_xattrs(struct archive_entry *ae, struct xattr **ret, size_t *
 
 		if (archive_entry_xattr_next(ae, &name, &value, &size) != ARCHIVE_OK)
 			return -EBADMSG;
-		if (!name || !*name)
+		if (!name || !*name || strlen(name) > 255)
 			return -EBADMSG;
+		if (value && size > XATTR_VALUE_MAX)
+			return -EFBIG;
+		b->header_bytes += strlen(name) + (value ? size : 0);
 		x[i] = (struct xattr) { .name = name, .value = value ?: "", .size = value ? size : 0 };
 	}
 	*ret = TAKE_PTR(x);
@@ -157,7 +211,7 @@ static int collect_xattrs(struct archive_entry *ae, struct xattr **ret, size_t *
 }
 
 static int index_one(struct archive *a, struct archive_entry *ae, struct blob_store *bs,
-		     struct layer_writer *w, char ***created)
+		     struct budget *b, struct layer_writer *w, char ***created)
 {
 	_cleanup_free_ char *path = NULL, *link = NULL;
 	_cleanup_free_ struct xattr *xattrs = NULL;
@@ -172,6 +226,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	if (r < 0)
 		return r;
 	e.path = path;
+	if (++b->n_entries > ENTRIES_MAX)
+		return -EFBIG;
+	b->header_bytes += strlen(path) + 1;
 
 	uid = archive_entry_uid(ae);
 	gid = archive_entry_gid(ae);
@@ -185,7 +242,7 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 		e.mtime_nsec = archive_entry_mtime_nsec(ae);
 	}
 
-	r = collect_xattrs(ae, &xattrs, &e.n_xattrs);
+	r = collect_xattrs(ae, b, &xattrs, &e.n_xattrs);
 	if (r < 0)
 		return r;
 	e.xattrs = xattrs;
@@ -198,6 +255,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 			return r;
 		if (!*link || streq(link, path))
 			return -EBADMSG;
+		b->header_bytes += strlen(link) + 1;
+		if (b->header_bytes > HEADER_BYTES_MAX)
+			return -EFBIG;
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
 		return layer_writer_add(w, &e);
@@ -210,7 +270,7 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 			return -EBADMSG;
 		e.type = ENTRY_REG;
 		e.size = size;
-		r = store_content(a, bs, e.size, digest, created);
+		r = store_content(a, bs, b, e.size, digest, created);
 		if (r < 0)
 			return r;
 		e.digest = digest;
@@ -223,6 +283,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 		e.link_target = archive_entry_symlink(ae);
 		if (!e.link_target)
 			return -EBADMSG;
+		if (strlen(e.link_target) > 4095)
+			return -EBADMSG;  /* over Linux's PATH_MAX: readlink could not return it */
+		b->header_bytes += strlen(e.link_target) + 1;
 		break;
 	case AE_IFCHR:
 	case AE_IFBLK:
@@ -240,6 +303,8 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	/* Only the root may have the empty path, and only as a directory. */
 	if (!*e.path && e.type != ENTRY_DIR)
 		return -EBADMSG;
+	if (b->header_bytes > HEADER_BYTES_MAX)
+		return -EFBIG;
 
 	return layer_writer_add(w, &e);
 }
@@ -267,6 +332,7 @@ static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, 
 {
 	_cleanup_(archive_read_freep) struct archive *a = NULL;
 	struct archive_entry *ae;
+	struct budget b = {};
 	int ar, r;
 
 	a = archive_read_new();
@@ -279,19 +345,31 @@ static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, 
 		log_debug("failed to open tar stream: %s", archive_error_string(a));
 		return archive_to_errno(a);
 	}
+	b.a = a;
 
 	for (;;) {
 		ar = archive_read_next_header(a, &ae);
 		if (ar == ARCHIVE_EOF)
 			break;
-		if (ar == ARCHIVE_WARN) {
+		if (ar == ARCHIVE_WARN && archive_errno(a) != EILSEQ) {
+			/* Anything but a charset conversion (see the top of the file): libarchive
+			 * skipped something it could not parse ("malformed pax extended
+			 * attribute", "damaged tar archive") and goes on with what is left.
+			 * Another reader would see other names, as Go's archive/tar refuses such
+			 * headers, so this layer means different things to different tools. */
+			log_debug("tar header warning: %s", archive_error_string(a));
+			return -EBADMSG;
+		} else if (ar == ARCHIVE_WARN) {
 			log_debug("tar header warning, ignoring: %s", archive_error_string(a));
 		} else if (ar != ARCHIVE_OK) {
 			log_debug("failed to read tar header: %s", archive_error_string(a));
 			return archive_to_errno(a);
 		}
 
-		r = index_one(a, ae, bs, w, created);
+		r = budget_check(&b);
+		if (r < 0)
+			return r;
+		r = index_one(a, ae, bs, &b, w, created);
 		if (r < 0)
 			return log_debug_errno(r, "failed to index tar entry '%s': %m",
 					       archive_entry_pathname(ae) ?: "");

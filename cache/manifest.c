@@ -68,14 +68,17 @@ static int layer_compression_from_media_type(const char *media_type,
 	return -EPROTO;
 }
 
-/* Parses @buf as a JSON object. */
-static int json_parse_object(const void *buf, size_t len, size_t max, json_t **ret)
+/* Parses @buf as a JSON object.  jansson refuses nesting deeper than 2048 levels.  Manifests
+ * and indexes must not repeat a key: the registry and other clients (Go keeps the last of
+ * duplicates) could read another document from the same, digest-verified bytes.  Configs are
+ * parsed leniently, as docker does. */
+static int json_parse_object(const void *buf, size_t len, size_t max, size_t flags, json_t **ret)
 {
 	json_t *j;
 
 	if (len > max)
 		return -EFBIG;
-	j = json_loadb(buf, len, 0, NULL);
+	j = json_loadb(buf, len, flags, NULL);
 	if (!j)
 		return -EPROTO;
 	if (!json_is_object(j)) {
@@ -171,7 +174,7 @@ int manifest_detect_media_type(const void *buf, size_t len, const char *content_
 		}
 	}
 
-	r = json_parse_object(buf, len, DOCUMENT_MAX, &root);
+	r = json_parse_object(buf, len, DOCUMENT_MAX, JSON_REJECT_DUPLICATES, &root);
 	if (r < 0)
 		return r;
 
@@ -289,7 +292,7 @@ int manifest_parse(const void *buf, size_t len, const char *media_type, struct m
 	size_t i;
 	int r;
 
-	r = json_parse_object(buf, len, DOCUMENT_MAX, &root);
+	r = json_parse_object(buf, len, DOCUMENT_MAX, JSON_REJECT_DUPLICATES, &root);
 	if (r < 0)
 		return r;
 	r = check_schema_version(root);
@@ -311,6 +314,10 @@ int manifest_parse(const void *buf, size_t len, const char *media_type, struct m
 			return -ENOMEM;
 	}
 	if (!media_type_is_manifest(m->media_type))
+		return -EPROTO;
+	/* Both a manifest and an index (CVE-2021-41190): which one it is must not depend on
+	 * who reads it. */
+	if (json_object_get(root, "manifests"))
 		return -EPROTO;
 
 	config = json_object_get(root, "config");
@@ -578,7 +585,7 @@ int index_select_platform(const void *buf, size_t len, const struct platform *wa
 	if (!want || !want->os || !want->architecture)
 		return -EINVAL;
 
-	r = json_parse_object(buf, len, DOCUMENT_MAX, &root);
+	r = json_parse_object(buf, len, DOCUMENT_MAX, JSON_REJECT_DUPLICATES, &root);
 	if (r < 0)
 		return r;
 	r = check_schema_version(root);
@@ -587,6 +594,8 @@ int index_select_platform(const void *buf, size_t len, const struct platform *wa
 	manifests = json_object_get(root, "manifests");
 	if (!json_is_array(manifests))
 		return -EPROTO;
+	if (json_object_get(root, "layers") || json_object_get(root, "config"))
+		return -EPROTO;         /* also a manifest: see manifest_parse() */
 	if (json_array_size(manifests) > INDEX_ENTRIES_MAX)
 		return -EFBIG;
 
@@ -729,7 +738,7 @@ int image_config_parse(const void *buf, size_t len, struct image_config **ret)
 	json_t *config;
 	int r;
 
-	r = json_parse_object(buf, len, CONFIG_MAX, &root);
+	r = json_parse_object(buf, len, CONFIG_MAX, 0, &root);
 	if (r < 0)
 		return r;
 

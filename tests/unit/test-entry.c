@@ -53,11 +53,35 @@ int main(void)
 	check(norm("/./../x", buf, sizeof(buf)) == -EINVAL, "'..' after '/./' is rejected");
 
 	memset(buf, 'a', 600);
+	buf[200] = '/';
 	buf[300] = '/';
 	buf[301] = '/';
+	buf[450] = '/';
 	buf[600] = '\0';
 	check(entry_path_normalize(buf) == 0 && strlen(buf) == 599 && buf[300] == '/' && buf[301] == 'a',
 	      "long paths collapse '//' in place");
+
+	/* Hostile names (docs/security.md): refused, never clamped or cut. */
+	check(norm("dir/.wh..", buf, sizeof(buf)) == -EINVAL, "the whiteout of '.' is rejected");
+	check(norm(".wh...", buf, sizeof(buf)) == -EINVAL, "the whiteout of '..' is rejected");
+	check(norm("d/.wh..wh..opq", buf, sizeof(buf)) == 0 && strcmp(buf, "d/.wh..wh..opq") == 0,
+	      "the opaque marker is a name like any other");
+	check(norm("d/.wh....", buf, sizeof(buf)) == 0, "the whiteout of '...' is a name");
+	{
+		char big[8192];
+
+		memset(big, 'n', 256);
+		big[256] = '\0';
+		check(entry_path_normalize(big) == -ENAMETOOLONG, "a 256-byte component is rejected");
+		big[255] = '\0';
+		check(entry_path_normalize(big) == 0, "a 255-byte component is accepted");
+		for (size_t i = 0; i < 4096; i++)
+			big[i] = i % 100 == 99 ? '/' : 'p';
+		big[4096] = '\0';
+		check(entry_path_normalize(big) == -ENAMETOOLONG, "a 4096-byte path is rejected");
+		big[4095] = '\0';
+		check(entry_path_normalize(big) == 0, "a 4095-byte path is accepted");
+	}
 
 	return tap_done();
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""Million-entry layer benchmark (not a test): one gzip layer of N empty files (default
+1,000,000, in 1000 directories) pushed to a local docker-registry, then `lazyroot mount` into
+an empty cache.  Reports the mount's wall time (import + tree + daemon start), the peak RSS
+of the `lazyroot mount` process (which imports the layer and builds the tree before it forks;
+getrusage of the child) and of the mount daemon (VmHWM in /proc/PID/status, read while it is
+mounted, plus VmRSS after a full walk of the tree), and a second mount with the layer already
+indexed.  Cleans up its registry, mounts and temporary directory, also when it fails.
+
+    /usr/bin/python3 tests/bench/million.py [--entries N] [--lazyroot PATH] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+import hostile  # noqa: E402
+import mkdemo  # noqa: E402
+import push  # noqa: E402
+from registry import Registry  # noqa: E402
+
+
+def million_tar_gz(n, per_dir=1000):
+    """The layer, gzip-compressed as it is generated (level 1: the tar is ~N * 512 bytes)."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + 15)
+    out = []
+    for d in range((n + per_dir - 1) // per_dir):
+        out.append(z.compress(hostile.header("d%04d/" % d, typ=b"5", mode=0o755)))
+        chunk = b"".join(hostile.header("d%04d/f%07d" % (d, i))
+                         for i in range(d * per_dir, min(n, (d + 1) * per_dir)))
+        out.append(z.compress(chunk))
+    out.append(z.compress(hostile.end()))
+    out.append(z.flush())
+    return b"".join(out)
+
+
+def status_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def mount(lazyroot, env, ref, mnt, workdir):
+    """Runs `lazyroot mount` as a child; returns (seconds, its peak RSS in KiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    p = subprocess.run([lazyroot, "mount", ref, mnt], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=1800)
+    dt = time.monotonic() - t0
+    if p.returncode != 0:
+        raise SystemExit("mount failed (%d): %s" % (p.returncode, p.stderr.strip()))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest of any child so far: only a new maximum is this
+    # mount's own; otherwise report "<= previous".
+    return dt, after if after > before else None
+
+
+def daemon_pid(workdir):
+    mounts = os.path.join(workdir, "run", "mounts")
+    for d in os.listdir(mounts):
+        with open(os.path.join(mounts, d, "info")) as f:
+            for line in f:
+                if line.startswith("pid="):
+                    return int(line[4:])
+    raise SystemExit("no daemon pid under %s" % mounts)
+
+
+def walk_count(root):
+    n = 0
+    for _, dirs, files in os.walk(root):
+        n += len(dirs) + len(files)
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=1000000)
+    ap.add_argument("--lazyroot", default=os.path.join(ROOT, "build", "cli", "lazyroot"))
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="lrbench-million-")
+    reg = Registry()
+    mnt = os.path.join(work, "mnt")
+    env = dict(os.environ, LAZYROOT_CACHE_DIR=os.path.join(work, "cache"),
+               LAZYROOT_RUNTIME_DIR=os.path.join(work, "run"), LC_ALL="C.UTF-8")
+    res = {"entries": args.entries}
+    mounted = False
+    try:
+        os.mkdir(mnt)
+        t0 = time.monotonic()
+        blob = million_tar_gz(args.entries)
+        res["layer_bytes"] = len(blob)
+        res["generate_s"] = round(time.monotonic() - t0, 2)
+        hostile.write_layout(os.path.join(work, "layout"), [(mkdemo.MT_LAYER_GZIP, blob)])
+        del blob
+        reg.start()
+        ref = push.push_layout(reg.addr, os.path.join(work, "layout"), "bench/million",
+                               "latest")["ref"]
+
+        for run in ("cold", "indexed"):
+            dt, rss = mount(args.lazyroot, env, ref, mnt, work)
+            mounted = True
+            pid = daemon_pid(work)
+            res[run] = {"mount_s": round(dt, 2), "mount_process_peak_rss_mib":
+                        round(rss / 1024, 1) if rss else None,
+                        "daemon_vmhwm_mib": round(status_kib(pid, "VmHWM") / 1024, 1)}
+            if run == "cold":
+                t0 = time.monotonic()
+                seen = walk_count(mnt)
+                res[run]["walk_s"] = round(time.monotonic() - t0, 2)
+                res[run]["walk_entries"] = seen
+                res[run]["daemon_vmhwm_after_walk_mib"] = round(
+                    status_kib(pid, "VmHWM") / 1024, 1)
+            subprocess.run([args.lazyroot, "umount", mnt], env=env, check=True)
+            mounted = False
+        res["cache_index_db_mib"] = round(
+            os.path.getsize(os.path.join(work, "cache", "index.db")) / 2**20, 1)
+    finally:
+        if mounted:
+            subprocess.run([args.lazyroot, "umount", mnt], env=env)
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(json.dumps(res, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Hostile layers (docs/security.md, "Hostile layers"): each image is pushed with a correct
+digest and size, so only what is inside the layer can be wrong.  A case either mounts with a
+defined tree or fails with exit status 3 and one error line, nothing mounted, nothing of the
+layer kept, nothing written outside the cache.  test_verify.py covers wrong bytes for a digest
+and the plain '../' path; the generator is tests/tools/hostile.py."""
+
+import os
+
+import pytest
+
+import hostile
+import mkdemo
+import push
+from helpers import assert_clean_failure, blob_files, lazyroot_mounts, sqlite
+
+
+def push_case(registry, test_dir, name, layers):
+    hostile.write_layout(test_dir / ("layout-" + name), layers)
+    return push.push_layout(registry.addr, str(test_dir / ("layout-" + name)),
+                            "hostile/" + name, "latest")["ref"]
+
+
+def gz(tar):
+    return (mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(tar))
+
+
+def indexed_layers(cache_dir):
+    db = cache_dir / "index.db"
+    return sqlite(db, "SELECT COUNT(*) FROM layers")[0][0] if db.exists() else 0
+
+
+def assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, words):
+    before = lazyroot_mounts()
+    r = lazyroot.mount(ref, mountpoint)
+    line = assert_clean_failure(r, 3, words, test_dir, before, related=(registry.addr, ref),
+                                mnt=mountpoint)
+    assert os.listdir(mountpoint) == []
+    return line
+
+
+@pytest.mark.parametrize("case", sorted(hostile.REFUSED))
+def test_refused_at_import(lazyroot, registry, test_dir, cache_dir, mountpoint, case):
+    ref = push_case(registry, test_dir, case, [gz(hostile.REFUSED[case]())])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
+                          ["not a valid tar archive"])
+    print("%s: %s" % (case, line))
+    assert indexed_layers(cache_dir) == 0, "a refused layer was indexed"
+    assert not blob_files(cache_dir), "blobs kept from a refused layer"
+    for p in (test_dir / "escape", test_dir.parent / "pax-escape", test_dir / "pax-escape"):
+        assert not p.exists()
+
+
+@pytest.mark.parametrize("case", sorted(hostile.MOUNT_REFUSED))
+def test_bad_hardlinks_refuse_the_mount(lazyroot, registry, test_dir, cache_dir, mountpoint,
+                                        case):
+    """A hard link is resolved when the tree is built, against what the layers below and the
+    entries before it made: a target that is missing, comes later, or is itself an unresolved
+    link (a cycle) leaves nothing to link to.  The layer is whole and stays indexed (another
+    image may stack it on a layer that has the target); this image does not mount."""
+    ref = push_case(registry, test_dir, case, [gz(hostile.MOUNT_REFUSED[case]())])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
+                          ["cannot apply layer"])
+    print("%s: %s" % (case, line))
+
+
+def test_hardlink_to_a_lower_layer(lazyroot, registry, test_dir, mountpoint):
+    """The same link entry mounts when a layer below provides the target."""
+    lower = hostile.tarfile_bytes([("nowhere", "f", b"below\n")])
+    ref = push_case(registry, test_dir, "hardlink-lower", [gz(lower), gz(hostile.hardlink_missing())])
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        a, b = os.stat(mountpoint / "nowhere"), os.stat(mountpoint / "link")
+        assert a.st_ino == b.st_ino and a.st_nlink == 2
+        assert (mountpoint / "link").read_bytes() == b"below\n"
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
+def listing(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(root)):
+        rel = os.path.relpath(dirpath, os.fsencode(root))
+        for n in dirnames:
+            out[os.path.normpath(os.path.join(rel, n))] = "dir"
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            out[os.path.normpath(os.path.join(rel, n))] = open(p, "rb").read()
+    return out
+
+
+DEFINED_TREES = {
+    "absolute-paths": {b"abs": "dir", b"abs/one": b"one\n", b"x": "dir", b"x/y": "dir",
+                       b"x/y/z": b"z\n", b"dot": "dir", b"dot/slash": "dir"},
+    "same-path-twice": {b"f": b"second\n"},
+    "dir-then-file": {b"d": b"file now\n"},
+    "file-then-dir": {b"g": "dir", b"g/inner": b"in\n"},
+    "non-utf8-names": {b"bad-\xff\xfe": b"ff fe\n", b"lat-\xe9.txt": b"latin-1\n"},
+    "hardlink-chain": {b"a": b"shared\n", b"b": b"shared\n", b"c": b"shared\n"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(hostile.DEFINED))
+def test_defined_tree(lazyroot, registry, test_dir, mountpoint, case):
+    ref = push_case(registry, test_dir, case, [gz(hostile.DEFINED[case]())])
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        assert listing(mountpoint) == DEFINED_TREES[case]
+        if case == "hardlink-chain":
+            inos = {os.stat(mountpoint / n).st_ino for n in "abc"}
+            assert len(inos) == 1 and os.stat(mountpoint / "a").st_nlink == 3
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
+def test_zstd_bomb_is_refused(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    """300 MiB of zeros in a ~10 KiB zstd blob: past 256 MiB out, the layer may expand at most
+    2048 times the compressed bytes read; this one is refused with its own line while the
+    stream is still being read, and the partial blob is not kept."""
+    blob = hostile.zstd_bytes(hostile.zero_file(300 << 20))
+    assert len(blob) * 2048 < 256 << 20
+    ref = push_case(registry, test_dir, "zstd-bomb", [(hostile.MT_LAYER_ZSTD, blob)])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
+                          ["refused", "2048 times its compressed size"])
+    print(line)
+    assert indexed_layers(cache_dir) == 0
+    assert not blob_files(cache_dir)
+    assert not list((cache_dir / "tmp").iterdir()) if (cache_dir / "tmp").exists() else True
+
+
+def test_sparse_bomb_is_refused(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    """A sparse file's holes cost no input: 1 TiB of them in a 3 KiB tar counts against the
+    same limit (the zeros would be written to the blob store)."""
+    tar = hostile.sparse_bomb()
+    assert len(tar) < 8192
+    ref = push_case(registry, test_dir, "sparse-bomb", [gz(tar)])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
+                          ["refused", "2048 times its compressed size"])
+    print(line)
+    assert indexed_layers(cache_dir) == 0
+    assert not blob_files(cache_dir)
+
+
+def test_zstd_below_the_floor_mounts(lazyroot, registry, test_dir, mountpoint):
+    """The same ratio under 256 MiB out is a file of zeros like any other (the limit counts
+    from there, so small sparse-looking files in tiny layers stay legal)."""
+    blob = hostile.zstd_bytes(hostile.zero_file(64 << 20))
+    ref = push_case(registry, test_dir, "zstd-small", [(hostile.MT_LAYER_ZSTD, blob)])
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        assert os.stat(mountpoint / "zeros").st_size == 64 << 20
+    finally:
+        assert lazyroot.umount(mountpoint).ok
