@@ -350,18 +350,37 @@ static void daemon_teardown(struct daemon *d)
 	}
 }
 
+/* Whether /etc/fuse.conf lets users other than root ask for allow_other. */
+static bool fuse_conf_user_allow_other(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/etc/fuse.conf", "re");
+	char line[256];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		const char *p = line + strspn(line, " \t");
+
+		if (strncmp(p, "user_allow_other", 16) == 0 && strchr(" \t\r\n", p[16]))
+			return true;
+	}
+	return false;
+}
+
 static int daemon_run(struct daemon *d, bool detached)
 {
 	const struct mount_request *req = d->req;
+	bool root = geteuid() == 0;
 	struct fs_config cfg = {
 		.mountpoint = d->state.fuse_mountpoint,
 		.fsname = d->state.image,
 		.subtype = "lazyroot",
-		.allow_other = true,
+		/* Others than root may ask only when /etc/fuse.conf says user_allow_other. */
+		.allow_other = root || fuse_conf_user_allow_other(),
 		/* The tree is a container's root: setuid binaries, file capabilities and device
-		 * nodes must work as they would in an extracted rootfs. */
-		.suid = true,
-		.dev = true,
+		 * nodes must work as they would in an extracted rootfs.  Never for other users:
+		 * an image must not hand them a setuid root binary or a device node (the kernel
+		 * and fusermount3 refuse it too). */
+		.suid = root,
+		.dev = root,
 		.debug = req->debug_fuse,
 	};
 	pthread_t setup;
@@ -484,7 +503,12 @@ static int check_mountpoint(const char *target)
 
 static int check_dev_fuse(void)
 {
-	_cleanup_close_ int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	_cleanup_close_ int fd = -EBADF;
+
+	/* Other users mount through the setuid fusermount3, which opens /dev/fuse itself. */
+	if (geteuid() != 0)
+		return 0;
+	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 
 	if (fd < 0) {
 		log_error_errno(errno, "cannot open /dev/fuse: %m (is the fuse module loaded?)");
@@ -681,6 +705,11 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = check_dev_fuse();
 	if (status != 0)
 		goto finish;
+	if ((req->overlay_dir || req->volatile_upper) && geteuid() != 0) {
+		log_error("--overlay and --volatile need root (kernel overlayfs); mount without them");
+		status = EXIT_MOUNT;
+		goto finish;
+	}
 
 	if (req->overlay_dir) {
 		char resolved[PATH_MAX];

@@ -5,17 +5,26 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../cache/digest.h"
 #include "../cache/util.h"
 
 int runtime_dir(char **ret)
 {
-	const char *e = getenv("LAZYROOT_RUNTIME_DIR");
-	char *d;
+	const char *e = getenv("LAZYROOT_RUNTIME_DIR"), *x = getenv("XDG_RUNTIME_DIR");
+	char *d = NULL;
 
-	d = strdup(e && *e == '/' ? e : "/run/lazyroot");
+	if (e && *e == '/')
+		d = strdup(e);
+	else if (geteuid() != 0 && x && *x == '/') {
+		/* Other users cannot write /run/lazyroot: their own runtime dir, as podman. */
+		if (asprintf(&d, "%s/lazyroot", x) < 0)
+			d = NULL;
+	} else
+		d = strdup("/run/lazyroot");
 	if (!d)
 		return -ENOMEM;
 	*ret = d;

@@ -8,8 +8,10 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "../cache/log.h"
 #include "../cache/util.h"
@@ -17,6 +19,24 @@
 #include "mount_state.h"
 
 #define DAEMON_EXIT_TIMEOUT_MS 10000
+
+/* Other users may not umount2(): the setuid fusermount3 unmounts the FUSE mounts they made.
+ * 0, or -EPERM when it refused or could not run (it says why on stderr). */
+static int fusermount_unmount(const char *path, bool lazy)
+{
+	char *argv[] = { "fusermount3", "-u", lazy ? "-z" : "-u", "--", (char *)path, NULL };
+	pid_t pid;
+	int status;
+
+	if (!lazy)
+		argv[2] = "-q";
+	if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) != 0)
+		return -EPERM;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -EPERM;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EPERM;
+}
 
 /* Unmounts @path if something is mounted there; 1 if it was, 0 if nothing was. */
 static int unmount_one(const char *path, bool lazy)
@@ -27,6 +47,8 @@ static int unmount_one(const char *path, bool lazy)
 	if (r <= 0)
 		return r;
 	if (umount2(path, lazy ? MNT_DETACH : 0) < 0) {
+		if (errno == EPERM && geteuid() != 0)
+			return fusermount_unmount(path, lazy) < 0 ? -EPERM : 1;
 		if (errno != EBUSY || lazy)
 			return -errno;
 		return -EBUSY;
