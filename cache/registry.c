@@ -39,8 +39,7 @@
  *   If the HTTPS attempt fails in TLS (a plain-HTTP server answers the TLS hello with HTTP, or
  *   the configured CAs do not match), the registry is used over plain HTTP from then on; when
  *   that fails too, the error reports the TLS failure.
- * Files read from the certificate directory have ceilings (1 MiB each, 4 MiB for the CA
- * bundle, under libcurl's 8 MB blob limit); the client key is wiped on free.
+ * The certificate directory is read by cert_dir.c.
  */
 #include "registry.h"
 
@@ -54,6 +53,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cert_dir.h"
 #include "credentials.h"
 #include "digest.h"
 #include "http.h"
@@ -71,12 +71,6 @@
 #define BACKOFF_MS_MAX 8000L
 #define REDIRECT_REFRESHES_MAX 2
 #define RANGE_IGNORERS_MAX 64
-#define CERT_FILE_MAX (1U * 1024 * 1024)
-#define CA_BUNDLE_MAX (4U * 1024 * 1024)
-#define CERT_DIR_ENTRIES_MAX 256
-#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
-
-static const char *const cert_dir_roots[] = { "/etc/containers/certs.d", "/etc/docker/certs.d" };
 
 static const char accept_manifests[] =
 	"Accept: " "application/vnd.oci.image.manifest.v1+json, "
@@ -104,12 +98,8 @@ struct registry {
 	/* TLS material, read at the first ping; tls points into the buffers below. */
 	char *cert_dir;          /* registry_options.cert_dir, or NULL */
 	bool tls_loaded;
-	bool ca_configured;      /* the certificate directory had *.crt files */
-	struct http_tls tls;
-	char *ca_pem;            /* system bundle + the directory's *.crt, or NULL */
-	char *cert_pem;
-	char *key_pem;           /* secret */
-	size_t key_pem_len;
+	struct cert_dir_tls certs;
+	struct http_tls tls;     /* points into certs */
 
 	long connect_timeout_ms;
 	long timeout_ms;
@@ -157,12 +147,7 @@ struct registry *registry_free(struct registry *r)
 	free(r->host);
 	free(r->base_url);
 	free(r->cert_dir);
-	free(r->ca_pem);
-	free(r->cert_pem);
-	if (r->key_pem) {
-		explicit_bzero(r->key_pem, r->key_pem_len);
-		free(r->key_pem);
-	}
+	cert_dir_tls_done(&r->certs);
 	free_secret(r->authorization);
 	free_secret(r->basic);
 	credentials_options_free(r->credentials);
@@ -310,247 +295,23 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	return 0;
 }
 
-/* Reads the regular file @path (symlinks followed: certs.d entries often are links), at most
- * @max bytes; -EFBIG beyond, -EBADF if it is no regular file.  NUL-terminated. */
-static int read_cert_file(const char *path, size_t max, char **ret, size_t *ret_len)
-{
-	_cleanup_close_ int fd = -EBADF;
-	struct stat st;
-
-	/* O_NONBLOCK: a FIFO planted in the directory must not hang the mount. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EBADF;
-	if ((uint64_t)st.st_size > max)
-		return -EFBIG;
-	return read_full_fd(fd, max, ret, ret_len);
-}
-
-static char *path_join(const char *dir, const char *name, size_t name_len)
-{
-	char *p;
-
-	if (asprintf(&p, "%s/%.*s", dir, (int)name_len, name) < 0)
-		return NULL;
-	return p;
-}
-
-static bool has_suffix(const char *s, const char *suffix, size_t *ret_stem)
-{
-	size_t n = strlen(s), k = strlen(suffix);
-
-	if (n <= k || !streq(s + n - k, suffix))
-		return false;
-	*ret_stem = n - k;
-	return true;
-}
-
-/* Appends @n bytes and a newline (PEM files need not end with one) to the CA bundle. */
-static int bundle_append(char **bundle, size_t *len, const char *data, size_t n)
-{
-	char *nb;
-
-	if (*len + n + 2 > CA_BUNDLE_MAX)
-		return -EFBIG;
-	nb = realloc(*bundle, *len + n + 2);
-	if (!nb)
-		return -ENOMEM;
-	memcpy(nb + *len, data, n);
-	nb[*len + n] = '\n';
-	nb[*len + n + 1] = 0;
-	*bundle = nb;
-	*len += n + 1;
-	return 0;
-}
-
-/* Reads @path and appends it to the bundle; the system bundle goes first. */
-static int bundle_add_file(struct registry *r, const char *path, char **bundle, size_t *len)
-{
-	_cleanup_free_ char *data = NULL;
-	size_t n;
-	int e;
-
-	if (!*bundle) {
-		_cleanup_free_ char *sys = NULL;
-
-		/* CURLOPT_CAINFO_BLOB replaces the default CA file: add it back. */
-		e = read_cert_file(SYSTEM_CA_BUNDLE, CA_BUNDLE_MAX, &sys, &n);
-		if (e < 0 && e != -ENOENT) {
-			set_error(r, "cannot read '%s': %s", SYSTEM_CA_BUNDLE, strerror(-e));
-			return e;
-		}
-		e = bundle_append(bundle, len, e < 0 ? "" : sys, e < 0 ? 0 : n);
-		if (e < 0)
-			goto fail;
-	}
-
-	e = read_cert_file(path, CERT_FILE_MAX, &data, &n);
-	if (e < 0) {
-		set_error(r, "cannot read CA certificate '%s': %s", path, strerror(-e));
-		return e;
-	}
-	e = bundle_append(bundle, len, data, n);
-	if (e >= 0)
-		return 0;
-fail:
-	if (e == -EFBIG)
-		set_error(r, "CA certificates for %s exceed %u MiB", r->domain,
-			  CA_BUNDLE_MAX / (1024 * 1024));
-	return e;
-}
-
-static void free_namelist(struct dirent **names, int n)
-{
-	for (int i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
-/* The registry's certificate directory: the option (which must exist), else the first
- * existing per-host one; *ret is NULL when there is none. */
-static int cert_dir_find(struct registry *r, char **ret)
-{
-	struct stat st;
-
-	if (r->cert_dir) {
-		int e = stat(r->cert_dir, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-
-		if (e < 0) {
-			set_error(r, "cannot use certificate directory '%s' for %s: %s", r->cert_dir,
-				  r->domain, strerror(-e));
-			return e;
-		}
-		*ret = strdup(r->cert_dir);
-		return *ret ? 0 : -ENOMEM;
-	}
-
-	for (size_t i = 0; i < ELEMENTSOF(cert_dir_roots); i++) {
-		_cleanup_free_ char *path = path_join(cert_dir_roots[i], r->host, strlen(r->host));
-
-		if (!path)
-			return -ENOMEM;
-		if (stat(path, &st) < 0) {
-			if (errno == ENOENT || errno == ENOTDIR)
-				continue;
-			set_error(r, "cannot use certificate directory '%s' for %s: %m", path,
-				  r->domain);
-			return -errno;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			*ret = TAKE_PTR(path);
-			return 0;
-		}
-	}
-	*ret = NULL;
-	return 0;
-}
-
-/* One *.cert + *.key pair (same stem); both must exist, as containers/image requires. */
-static int client_cert_load(struct registry *r, const char *dir, const char *name, size_t stem,
-			    bool is_cert)
-{
-	_cleanup_free_ char *path = path_join(dir, name, strlen(name));
-	_cleanup_free_ char *partner_name = NULL, *partner = NULL, *cert = NULL;
-	char *key = NULL;
-	size_t cert_len, key_len;
-	int e;
-
-	if (!path || asprintf(&partner_name, "%.*s%s", (int)stem, name,
-			      is_cert ? ".key" : ".cert") < 0)
-		return -ENOMEM;
-	partner = path_join(dir, partner_name, strlen(partner_name));
-	if (!partner)
-		return -ENOMEM;
-	if (access(partner, F_OK) < 0) {
-		e = -errno;
-		set_error(r, "%s '%s' has no matching '%s' (CA certificates must be named *.crt): %s",
-			  is_cert ? "client certificate" : "client key", path, partner_name,
-			  strerror(-e));
-		return e;
-	}
-	if (!is_cert)
-		return 0;  /* read with its certificate */
-	if (r->cert_pem) {
-		log_debug("using the first client certificate only, ignoring '%s'", path);
-		return 0;
-	}
-
-	e = read_cert_file(path, CERT_FILE_MAX, &cert, &cert_len);
-	if (e >= 0)
-		e = read_cert_file(partner, CERT_FILE_MAX, &key, &key_len);
-	if (e < 0) {
-		set_error(r, "cannot read client certificate '%s' or its key: %s", path,
-			  strerror(-e));
-		return e;
-	}
-	r->tls.cert_pem_len = cert_len;
-	r->tls.cert_pem = r->cert_pem = TAKE_PTR(cert);
-	r->tls.key_pem = r->key_pem = key;
-	r->tls.key_pem_len = r->key_pem_len = key_len;
-	return 0;
-}
-
-/* Reads the certificate directory once: *.crt become extra trusted CAs (the system bundle is
- * kept), the first *.cert + *.key pair becomes the client certificate. */
+/* Reads the certificate directory once (cert_dir.c) and points r->tls into what it read. */
 static int tls_load(struct registry *r)
 {
-	_cleanup_free_ char *dir = NULL, *bundle = NULL;
-	struct dirent **names = NULL;
-	size_t bundle_len = 0;
-	int n, e = 0;
+	int e;
 
 	if (r->tls_loaded)
 		return 0;
-
-	e = cert_dir_find(r, &dir);
+	e = cert_dir_load(r->cert_dir, r->host, r->domain, &r->certs, r->error,
+			  sizeof(r->error));
 	if (e < 0)
 		return e;
-	if (!dir) {
-		r->tls_loaded = true;
-		return 0;
-	}
-
-	n = scandir(dir, &names, NULL, alphasort);
-	if (n < 0) {
-		e = -errno;
-		set_error(r, "cannot read certificate directory '%s': %s", dir, strerror(-e));
-		return e;
-	}
-	if (n > CERT_DIR_ENTRIES_MAX) {
-		set_error(r, "certificate directory '%s' has more than %d entries", dir,
-			  CERT_DIR_ENTRIES_MAX);
-		e = -EFBIG;
-	}
-
-	for (int i = 0; i < n && e >= 0; i++) {
-		const char *name = names[i]->d_name;
-		size_t stem;
-
-		if (has_suffix(name, ".crt", &stem)) {
-			_cleanup_free_ char *path = path_join(dir, name, strlen(name));
-
-			e = path ? bundle_add_file(r, path, &bundle, &bundle_len) : -ENOMEM;
-		} else if (has_suffix(name, ".cert", &stem)) {
-			e = client_cert_load(r, dir, name, stem, true);
-		} else if (has_suffix(name, ".key", &stem)) {
-			e = client_cert_load(r, dir, name, stem, false);
-		}
-	}
-	free_namelist(names, n);
-	if (e < 0)
-		return e;
-
-	log_debug("certificate directory '%s': %s CA certificates, %s client certificate", dir,
-		  bundle ? "extra" : "no", r->cert_pem ? "a" : "no");
-	if (bundle) {
-		r->ca_configured = true;
-		r->tls.ca_pem_len = bundle_len;
-		r->tls.ca_pem = r->ca_pem = TAKE_PTR(bundle);
-	}
+	r->tls.ca_pem = r->certs.ca_pem;
+	r->tls.ca_pem_len = r->certs.ca_pem_len;
+	r->tls.cert_pem = r->certs.cert_pem;
+	r->tls.cert_pem_len = r->certs.cert_pem_len;
+	r->tls.key_pem = r->certs.key_pem;
+	r->tls.key_pem_len = r->certs.key_pem_len;
 	r->tls_loaded = true;
 	return 0;
 }
@@ -1148,12 +909,12 @@ int registry_ping(struct registry *r)
 		return e;
 
 	if (r->base_url) {
-		r->tls.no_verify = r->insecure && !r->ca_configured;
+		r->tls.no_verify = r->insecure && !r->certs.ca_pem;
 		return ping_scheme(r, startswith(r->base_url, "https:") ? "https" : "http", &resp);
 	}
 
 	/* docker's InsecureSkipVerify for insecure registries, unless CAs were named for it. */
-	r->tls.no_verify = r->insecure && !r->ca_configured;
+	r->tls.no_verify = r->insecure && !r->certs.ca_pem;
 	e = ping_scheme(r, "https", &resp);
 	if (e >= 0)
 		return 0;
