@@ -988,6 +988,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret)
 {
 	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
+	long request_ms;
 	int r;
 
 	if (!src || !bs || (!src->reader && !src->ref))
@@ -1046,8 +1047,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		f->ro.cert_dir = f->cert_dir;
 		f->ro.scheme = f->scheme;
 		/* Bounds one source_get_blob_range(), its own retries included. */
-		long request_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_REQUEST_TIMEOUT_MS;
-
+		request_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_REQUEST_TIMEOUT_MS;
 		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > request_ms)
 			f->ro.timeout_ms = request_ms;
 	}
