@@ -14,11 +14,19 @@
  * compressed bytes plus one chunk's decompressed bytes.  At most FETCH_SLOTS_MAX requests run
  * at once; with a registry each slot is one struct source (created on first need, reused).
  *
- * Time: a fetcher_ensure() call gives up after FETCH_DEADLINE_MS with -EIO, whether it fetches
- * or waits.  registry.c already retries 429/5xx and connection failures three times within its
- * request timeout (capped here at FETCH_REQUEST_TIMEOUT_MS), so a registry request is repeated
- * here only after a truncated answer (-EPROTO), and only if a whole new request still fits in
- * the deadline.  Test readers are retried on any transient error.
+ * Time: a fetcher_ensure() call gives up after f->timeout_ms (fetcher_source.timeout_ms, else
+ * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  registry.c already retries 429/5xx
+ * and connection failures within its request timeout (the same timeout, else
+ * FETCH_REQUEST_TIMEOUT_MS), so a registry request is repeated here only after a truncated
+ * answer (-EPROTO), and only if a reasonable part of the timeout is left.  Test readers are
+ * retried on any transient error.  No failure is remembered: the next call tries again.
+ *
+ * Interrupts: fetcher_ensure_interruptible() hands the chunks it owns to a task thread of their
+ * own (at most FETCH_TASKS_MAX at once, else it fetches them itself) and then waits for their
+ * flights like any waiter, so fetcher_interrupt() can end its wait while the fetch goes on for
+ * the other waiters.  Calls are told apart by an id (f->next_owner), not an address: a task may
+ * still own a flight when its caller's thread makes the next call.  fetcher_free() waits for
+ * the tasks, each of which ends within one request timeout of its deadline.
  *
  * Prefetch: fetcher_prefetch() appends to a queue (each digest at most once per fetcher); one
  * thread takes runs from its head in order.  Before each request the thread waits until no
@@ -53,6 +61,8 @@
 #define FETCH_ATTEMPTS_READER 3U
 #define FETCH_ATTEMPTS_REGISTRY 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
+#define FETCH_TASKS_MAX 64U
+#define OWNER_PREFETCH 1U
 #define PREFETCH_FAILURE_PAUSE_MS 1000L
 #define FLIGHT_BUCKETS 256U
 
@@ -60,7 +70,7 @@
 
 struct flight {
 	struct flight *next;           /* bucket chain; guarded by f->lock, as all fields */
-	const void *owner;             /* identifies the fetching call */
+	uint64_t owner;                /* identifies the fetching call */
 	unsigned refs;                 /* the owner's, until completion, plus each waiter's */
 	bool done;
 	int result;
@@ -84,6 +94,7 @@ struct fetcher {
 	size_t n_layers;
 	struct blob_range_reader *readers;        /* NULL: use the registry */
 	bool defer_sync;                          /* fetcher_source.defer_sync */
+	long timeout_ms;                          /* of one fetcher_ensure() call */
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
 	char *username, *password, *cert_dir, *scheme;
@@ -93,6 +104,7 @@ struct fetcher {
 	pthread_cond_t flight_done;               /* broadcast when any flight completes */
 	pthread_cond_t slot_free;                 /* signalled when a fetch slot is released */
 	pthread_cond_t prefetch_wake;             /* queue grew, ensures_active hit 0, or stop */
+	pthread_cond_t task_done;                 /* broadcast when tasks_active drops to 0 */
 
 	/* All below guarded by lock. */
 	struct flight *flights[FLIGHT_BUCKETS];
@@ -100,6 +112,8 @@ struct fetcher {
 	size_t n_idle;
 	unsigned n_slots;                         /* slots in use or idle */
 	unsigned ensures_active;
+	unsigned tasks_active;                    /* task threads running */
+	uint64_t next_owner;                      /* id of the next fetching call */
 	struct fetch_chunk *queue;
 	size_t queue_head, queue_len, queue_alloc;
 	struct digest_set queued;
@@ -208,7 +222,7 @@ enum claim {
 };
 
 /* Called with f->lock held. */
-static int flight_claim(struct fetcher *f, const char *digest, const void *owner,
+static int flight_claim(struct fetcher *f, const char *digest, uint64_t owner,
 			struct flight **ret)
 {
 	struct flight **bucket = &f->flights[digest_hash(digest) % FLIGHT_BUCKETS], *fl;
@@ -261,27 +275,36 @@ static void flight_complete(struct fetcher *f, struct flight *fl, int result)
 }
 
 /* Waits for each of @fls (dropping the references); returns how many failed or were not done
- * by @deadline.  With @cancellable, f->stop ends the wait too. */
+ * by @deadline.  With @cancellable, f->stop ends the wait too; with @intr, fetcher_interrupt()
+ * does (and sets *ret_interrupted). */
 static unsigned flights_wait(struct fetcher *f, struct flight **fls, size_t n, int64_t deadline,
-			     bool cancellable)
+			     bool cancellable, const struct fetch_interrupt *intr,
+			     bool *ret_interrupted)
 {
 	unsigned failed = 0;
+	bool interrupted = false;
 
 	pthread_mutex_lock(&f->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct flight *fl = fls[i];
 		bool timed_out = false;
 
-		while (!fl->done && !timed_out && !(cancellable && f->stop))
+		for (;;) {
+			interrupted = intr && intr->interrupted;
+			if (fl->done || timed_out || interrupted || (cancellable && f->stop))
+				break;
 			timed_out = cond_wait_until(&f->flight_done, &f->lock, deadline) < 0;
+		}
 		if (!fl->done || fl->result < 0) {
-			if (!fl->done)
+			if (!fl->done && !interrupted)
 				log_debug("waiting for chunk '%s' timed out", fl->digest);
 			failed++;
 		}
 		flight_unref(fl);
 	}
 	pthread_mutex_unlock(&f->lock);
+	if (ret_interrupted)
+		*ret_interrupted = interrupted;
 	return failed;
 }
 
@@ -371,7 +394,9 @@ static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_
 	const struct fetch_layer *l = &f->layers[layer];
 	bool registry = !f->readers;
 	unsigned attempts = registry ? FETCH_ATTEMPTS_REGISTRY : FETCH_ATTEMPTS_READER;
-	long attempt_ms = registry ? f->ro.timeout_ms : 0;
+	/* Worth another try: half the call's time, or a whole request if that is less. */
+	long attempt_ms = registry ? (f->ro.timeout_ms < f->timeout_ms / 2 ? f->ro.timeout_ms :
+								f->timeout_ms / 2) : 0;
 	long backoff = FETCH_BACKOFF_MS_FIRST;
 	char error[256] = "";
 	int r;
@@ -540,7 +565,7 @@ static unsigned fetch_jobs(struct fetcher *f, struct job *jobs, size_t n, uint64
 /* Claims the flights of @chunks (with @owner), sorting them into @jobs (fetch) and @waits
  * (wait).  Called with f->lock held; returns how many could not be claimed. */
 static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *chunks, size_t n,
-			  const void *owner, struct job *jobs, size_t *n_jobs,
+			  uint64_t owner, struct job *jobs, size_t *n_jobs,
 			  struct flight **waits, size_t *n_waits)
 {
 	unsigned failed = 0;
@@ -580,15 +605,111 @@ static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs
 	*n_jobs = k;
 }
 
+struct task {
+	struct fetcher *f;
+	int64_t deadline;
+	size_t n;
+	struct job jobs[];
+};
+
+static void *task_thread(void *userdata)
+{
+	struct task *t = userdata;
+	struct fetcher *f = t->f;
+
+	(void)fetch_jobs(f, t->jobs, t->n, FETCH_REQUEST_MAX, t->deadline);
+
+	pthread_mutex_lock(&f->lock);
+	if (--f->ensures_active == 0)
+		(void)pthread_cond_broadcast(&f->prefetch_wake);
+	if (--f->tasks_active == 0)
+		(void)pthread_cond_broadcast(&f->task_done);
+	pthread_mutex_unlock(&f->lock);
+	free(t);
+	return NULL;
+}
+
+/* Starts a task thread fetching @jobs (whose flights the caller owns; they become the task's)
+ * and appends a reference to each job's flight to @waits, for the caller to wait on.  On
+ * failure nothing changed and the caller fetches @jobs itself. */
+static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64_t deadline,
+		      struct flight **waits, size_t *n_waits)
+{
+	struct task *t;
+	pthread_attr_t attr;
+	pthread_t thread;
+	sigset_t all, old;
+	int r;
+
+	t = malloc(sizeof(*t) + n * sizeof(*jobs));
+	if (!t)
+		return -ENOMEM;
+	*t = (struct task) { .f = f, .deadline = deadline, .n = n };
+	memcpy(t->jobs, jobs, n * sizeof(*jobs));
+
+	pthread_mutex_lock(&f->lock);
+	if (f->stop || f->tasks_active >= FETCH_TASKS_MAX) {
+		pthread_mutex_unlock(&f->lock);
+		free(t);
+		return -EAGAIN;
+	}
+	f->tasks_active++;
+	f->ensures_active++;   /* prefetch keeps yielding to this read's fetch */
+	for (size_t i = 0; i < n; i++) {
+		t->jobs[i].fl->refs++;
+		waits[(*n_waits)++] = t->jobs[i].fl;
+	}
+	pthread_mutex_unlock(&f->lock);
+
+	r = -pthread_attr_init(&attr);
+	if (r >= 0) {
+		(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		/* Signals are the main thread's business. */
+		(void)sigfillset(&all);
+		(void)pthread_sigmask(SIG_SETMASK, &all, &old);
+		r = -pthread_create(&thread, &attr, task_thread, t);
+		(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+		(void)pthread_attr_destroy(&attr);
+	}
+	if (r >= 0)
+		return 0;
+
+	log_debug_errno(r, "starting a fetch thread failed, fetching on the reader's: %m");
+	pthread_mutex_lock(&f->lock);
+	for (size_t i = 0; i < n; i++)
+		flight_unref(waits[--(*n_waits)]);
+	f->ensures_active--;   /* the caller's own count keeps it above 0 */
+	if (--f->tasks_active == 0)
+		(void)pthread_cond_broadcast(&f->task_done);
+	pthread_mutex_unlock(&f->lock);
+	free(t);
+	return r;
+}
+
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n)
+{
+	return fetcher_ensure_interruptible(f, chunks, n, NULL);
+}
+
+void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr)
+{
+	pthread_mutex_lock(&f->lock);
+	intr->interrupted = true;
+	(void)pthread_cond_broadcast(&f->flight_done);
+	pthread_mutex_unlock(&f->lock);
+}
+
+int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+				 struct fetch_interrupt *intr)
 {
 	_cleanup_free_ const struct fetch_chunk **missing = NULL;
 	_cleanup_free_ struct job *jobs = NULL;
 	_cleanup_free_ struct flight **waits = NULL;
-	int64_t deadline = now_ms() + FETCH_DEADLINE_MS;
+	int64_t deadline = now_ms() + f->timeout_ms;
 	size_t n_missing = 0, n_jobs = 0, n_waits = 0;
 	unsigned failed = 0, invalid = 0;
-	char owner;   /* its address identifies this call */
+	bool interrupted = false;
+	uint64_t owner;
 
 	if (n == 0)
 		return 0;
@@ -615,18 +736,22 @@ int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n
 		return invalid > 0 ? -EIO : 0;
 	}
 	f->ensures_active++;
-	failed += claim_all(f, missing, n_missing, &owner, jobs, &n_jobs, waits, &n_waits);
+	owner = f->next_owner++;
+	failed += claim_all(f, missing, n_missing, owner, jobs, &n_jobs, waits, &n_waits);
 	pthread_mutex_unlock(&f->lock);
 
 	jobs_drop_stored(f, jobs, &n_jobs);
-	failed += fetch_jobs(f, jobs, n_jobs, FETCH_REQUEST_MAX, deadline);
-	failed += flights_wait(f, waits, n_waits, deadline, false);
+	if (n_jobs > 0 && (!intr || task_start(f, jobs, n_jobs, deadline, waits, &n_waits) < 0))
+		failed += fetch_jobs(f, jobs, n_jobs, FETCH_REQUEST_MAX, deadline);
+	failed += flights_wait(f, waits, n_waits, deadline, false, intr, &interrupted);
 
 	pthread_mutex_lock(&f->lock);
 	if (--f->ensures_active == 0)
 		(void)pthread_cond_broadcast(&f->prefetch_wake);
 	pthread_mutex_unlock(&f->lock);
 
+	if (interrupted)
+		return -EINTR;
 	return failed + invalid > 0 ? -EIO : 0;
 }
 
@@ -695,13 +820,13 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 
 	pthread_mutex_lock(&f->lock);
 	f->stats.prefetch_done += found;
-	failed += claim_all(f, missing, n_missing, f, jobs, &n_jobs, waits, &n_waits);
+	failed += claim_all(f, missing, n_missing, OWNER_PREFETCH, jobs, &n_jobs, waits, &n_waits);
 	pthread_mutex_unlock(&f->lock);
 
 	jobs_drop_stored(f, jobs, &n_jobs);
 	failed += fetch_jobs(f, jobs, n_jobs, PREFETCH_REQUEST_MAX, deadline);
 	/* A chunk an ensure is fetching right now: its result counts for prefetch too. */
-	failed_waits = flights_wait(f, waits, n_waits, deadline, true);
+	failed_waits = flights_wait(f, waits, n_waits, deadline, true, NULL, NULL);
 	failed += failed_waits;
 
 	pthread_mutex_lock(&f->lock);
@@ -856,6 +981,8 @@ static int fetcher_init_sync(struct fetcher *f)
 		r = -pthread_cond_init(&f->slot_free, &attr);
 	if (r >= 0)
 		r = -pthread_cond_init(&f->prefetch_wake, &attr);
+	if (r >= 0)
+		r = -pthread_cond_init(&f->task_done, &attr);
 	(void)pthread_condattr_destroy(&attr);
 	return r;
 }
@@ -864,6 +991,7 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret)
 {
 	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
+	long request_ms;
 	int r;
 
 	if (!src || !bs || (!src->reader && !src->ref))
@@ -881,6 +1009,8 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 	}
 	f->bs = bs;
 	f->defer_sync = src->defer_sync;
+	f->timeout_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_DEADLINE_MS;
+	f->next_owner = OWNER_PREFETCH + 1;
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
 	f->idle = calloc(FETCH_SLOTS_MAX, sizeof(*f->idle));
@@ -920,8 +1050,9 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		f->ro.cert_dir = f->cert_dir;
 		f->ro.scheme = f->scheme;
 		/* Bounds one source_get_blob_range(), its own retries included. */
-		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > FETCH_REQUEST_TIMEOUT_MS)
-			f->ro.timeout_ms = FETCH_REQUEST_TIMEOUT_MS;
+		request_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_REQUEST_TIMEOUT_MS;
+		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > request_ms)
+			f->ro.timeout_ms = request_ms;
 	}
 
 	*ret = TAKE_PTR(f);
@@ -940,6 +1071,11 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	pthread_mutex_unlock(&f->lock);
 	if (f->thread_started)
 		(void)pthread_join(f->thread, NULL);
+	/* Fetches that readers stopped waiting for: each ends by its deadline plus a request. */
+	pthread_mutex_lock(&f->lock);
+	while (f->tasks_active > 0)
+		(void)pthread_cond_wait(&f->task_done, &f->lock);
+	pthread_mutex_unlock(&f->lock);
 
 	/* No call is in progress any more, so no flight is left and every slot is idle. */
 	assert(f->n_idle == f->n_slots);
@@ -967,6 +1103,7 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	(void)pthread_cond_destroy(&f->flight_done);
 	(void)pthread_cond_destroy(&f->slot_free);
 	(void)pthread_cond_destroy(&f->prefetch_wake);
+	(void)pthread_cond_destroy(&f->task_done);
 	(void)pthread_mutex_destroy(&f->lock);
 	free(f);
 	return NULL;

@@ -62,6 +62,9 @@ struct fetcher_source {
 	 * done (prewarm: hundreds of chunks a second, where one fsync each would stall the
 	 * receiving connection).  A mount's reads keep one fsync per chunk. */
 	bool defer_sync;
+	/* Bound of one fetcher_ensure() call, waits and retries included, and of each registry
+	 * request in it; 0: 60 s per call and 30 s per request (a mount's --timeout sets it). */
+	long timeout_ms;
 };
 
 /* Copies @layers.  Makes no network request yet. */
@@ -71,9 +74,25 @@ struct fetcher *fetcher_free(struct fetcher *f);  /* NULL-safe; stops prefetch f
 DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 
 /* Makes sure each of @chunks (any order, any layers) is in the blob store, fetching what is
- * missing.  Returns 0 when all are stored, -EIO if any could not be fetched or verified (the
- * others may still have been stored), -EINTR never (waits are not interruptible yet). */
+ * missing, within the fetcher's timeout.  Returns 0 when all are stored, -EIO if any could not
+ * be fetched or verified in time (the others may still have been stored).  Fetches on the
+ * calling thread: the call cannot be interrupted. */
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
+
+/* Lets a waiting fetcher_ensure_interruptible() return early, e.g. when the process whose read
+ * needs the chunks got a signal.  Zero-initialise it; set it only with fetcher_interrupt(). */
+struct fetch_interrupt {
+	bool interrupted;   /* guarded by the fetcher's lock */
+};
+
+/* As fetcher_ensure(), but the chunks this call fetches are fetched on a thread of their own,
+ * so that fetcher_interrupt(@intr) (from any thread, before or during the call) makes the call
+ * return -EINTR at once.  The fetch goes on then: other callers waiting for the same chunks
+ * get them, and they are stored for later reads.  (If no thread can be started, the call
+ * fetches itself and an interrupt ends only its waits for other calls' fetches.) */
+int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+				 struct fetch_interrupt *intr);
+void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr);
 
 /* Counts a chunk served from the store, for the stats. */
 void fetcher_note_hit(struct fetcher *f);

@@ -36,6 +36,7 @@ struct mount_request {
 	bool insecure;
 	bool foreground;
 	bool debug_fuse;
+	long fetch_timeout_ms;     /* --timeout: one lazy read's fetch, retries included; 0: 30 s */
 	/* --creds or --creds-file: used when the registry asks, before any auth file.  Copies
 	 * (argv's --creds is overwritten); the password is wiped by mount_request_done(). */
 	char *username;
@@ -74,6 +75,7 @@ void cli_hide_argument(char *s);
 
 /* Registry credentials, in IMAGE_OPTIONS and prewarm's table (values above any verb's own). */
 enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
+enum { OPT_TIMEOUT = 0x280 };   /* in IMAGE_OPTIONS */
 #define CREDENTIAL_OPTIONS                                               \
 	{ "creds", required_argument, NULL, OPT_CREDS },                 \
 	{ "creds-file", required_argument, NULL, OPT_CREDS_FILE },       \
@@ -91,6 +93,7 @@ enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
 	{ "pull", required_argument, NULL, 'p' },                  \
 	{ "cert-dir", required_argument, NULL, 'c' },              \
 	{ "prefetch", required_argument, NULL, 'F' },              \
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },       \
 	CREDENTIAL_OPTIONS,                                        \
 	TLS_OPTIONS
 /* Also in prewarm's table. */
@@ -108,6 +111,8 @@ enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
 	"      --cert-dir=DIR     CA and client certificates for the registry\n"          \
 	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
 	"                         (default: what the image marks), all or none\n"          \
+	"      --timeout=SECONDS  a read of a file not yet fetched fails (EIO) after\n"       \
+	"                         this long without the registry (default 30)\n"            \
 	CREDENTIAL_OPTIONS_HELP \
 	TLS_OPTIONS_HELP
 

@@ -31,6 +31,12 @@
 #include "progress.h"
 #include "stats.h"
 
+/* A lazy read that cannot get its bytes fails after this long (--timeout): long enough for a
+ * slow registry to answer a few MiB and retry, short enough that a program sees EIO before a
+ * user gives up on it. */
+#define FETCH_TIMEOUT_MS_DEFAULT 30000L
+#define FETCH_TIMEOUT_S_MAX 86400
+
 struct daemon {
 	const struct mount_request *req;
 	struct fs *fs;
@@ -130,6 +136,23 @@ static int credential_option_apply(int c, char *arg, struct mount_request *req)
 	return 1;
 }
 
+/* --timeout=SECONDS: whole seconds, 1 to a day. */
+static int timeout_option_apply(const char *arg, struct mount_request *req)
+{
+	char *end = NULL;
+	long s;
+
+	errno = 0;
+	s = strtol(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || s < 1 || s > FETCH_TIMEOUT_S_MAX) {
+		log_error("invalid --timeout '%s': use whole seconds from 1 to %d", arg,
+			  FETCH_TIMEOUT_S_MAX);
+		return EXIT_USAGE;
+	}
+	req->fetch_timeout_ms = s * 1000;
+	return 1;
+}
+
 int image_option_apply(int c, char *arg, struct mount_request *req)
 {
 	switch (c) {
@@ -172,6 +195,8 @@ int image_option_apply(int c, char *arg, struct mount_request *req)
 			return EXIT_USAGE;
 		}
 		return 1;
+	case OPT_TIMEOUT:
+		return timeout_option_apply(arg, req);
 	case 'F':
 		if (streq(arg, "landmark"))
 			req->prefetch = PREFETCH_LANDMARK;
@@ -616,8 +641,11 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 		};
 	d->ro = mount_request_registry_options(d->req);
 	d->ro.scheme = img->registry_scheme;
-	r = fetcher_new(&(struct fetcher_source) { .ref = ref, .ro = &d->ro }, bs, layers,
-			m->n_layers, &d->fetcher);
+	r = fetcher_new(&(struct fetcher_source) {
+				.ref = ref, .ro = &d->ro,
+				.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
+									     FETCH_TIMEOUT_MS_DEFAULT,
+			}, bs, layers, m->n_layers, &d->fetcher);
 	if (r < 0)
 		return r;
 	if (d->req->prefetch == PREFETCH_NONE)

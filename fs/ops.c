@@ -8,9 +8,11 @@
  * in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.  A file
  * of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
  * it overlaps and has the fetcher fetch them all in one call (adjacent ones in one request),
- * then serves the bytes from the store, or EIO if they cannot be had.  Such a read blocks its
- * thread for the fetch, so the loop runs up to 64 threads by default: reads of stored files
- * keep being served while others wait for the network.
+ * then serves the bytes from the store, or EIO if they cannot be had (within the fetcher's
+ * timeout).  Such a read blocks its thread for the fetch, so the loop runs up to 64 threads by
+ * default: reads of stored files keep being served while others wait for the network.  A
+ * signal to the reading process (the kernel sends INTERRUPT) ends the wait with EINTR; the
+ * fetch goes on for other readers of the same chunks.
  * Handlers hold no locks and share nothing mutable; the loop runs them on many threads.
  */
 #include "fs.h"
@@ -465,10 +467,40 @@ static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, const char *diges
 	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
 }
 
+struct read_interrupt {
+	struct fetcher *fetcher;
+	struct fetch_interrupt intr;
+};
+
+/* libfuse calls this when the kernel interrupts the read (its process got a signal), or at
+ * once on registration if that happened already. */
+static void read_interrupted(fuse_req_t req, void *userdata)
+{
+	struct read_interrupt *ri = userdata;
+
+	(void)req;
+	fetcher_interrupt(ri->fetcher, &ri->intr);
+}
+
+/* fetcher_ensure(), ended early with -EINTR if the kernel interrupts @req. */
+static int fetch_for_request(struct fs *fs, fuse_req_t req, const struct fetch_chunk *chunks,
+			     size_t n)
+{
+	struct read_interrupt ri = { .fetcher = fs->fetcher };
+	int r;
+
+	fuse_req_interrupt_func(req, read_interrupted, &ri);
+	r = fetcher_ensure_interruptible(fs->fetcher, chunks, n, &ri.intr);
+	/* Waits for a callback in progress: ri must outlive it. */
+	fuse_req_interrupt_func(req, NULL, NULL);
+	return r;
+}
+
 /* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk.  Chunks not in the
- * store are collected and fetched with one fetcher_ensure() call, then served. */
-static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t len,
-			  struct read_reply *ret)
+ * store are collected and fetched with one fetcher_ensure() call, then served.  -EINTR if
+ * @req is interrupted while waiting for the fetch. */
+static int do_read_chunks(struct fs *fs, fuse_req_t req, fuse_ino_t ino, uint64_t off,
+			  size_t len, struct read_reply *ret)
 {
 	_cleanup_free_ struct fetch_chunk *missing = NULL;
 	_cleanup_free_ size_t *missing_idx = NULL;
@@ -556,7 +588,12 @@ static int do_read_chunks(struct fs *fs, fuse_ino_t ino, uint64_t off, size_t le
 		}
 
 		/* All at once: the fetcher merges adjacent chunks into one Range request. */
-		r = fetcher_ensure(fs->fetcher, missing, n_missing);
+		r = fetch_for_request(fs, req, missing, n_missing);
+		if (r == -EINTR) {
+			log_debug("read of inode %" PRIu64 " at %" PRIu64 " interrupted while "
+				  "fetching '%s', EINTR", (uint64_t)ino, off, missing[0].digest);
+			return -EINTR;
+		}
 		if (r < 0)
 			/* Maybe only a chunk fetched ahead failed: the read fails only if one of
 			 * its own chunks is missing below. */
@@ -610,7 +647,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (fi->fh != FH_NONE) {
 		rr = (struct read_reply) { .fd = (int)fi->fh, .pos = off, .len = size };
 	} else {
-		r = do_read_chunks(fs, ino, (uint64_t)off, size, &rr);
+		r = do_read_chunks(fs, req, ino, (uint64_t)off, size, &rr);
 		if (r < 0) {
 			fuse_reply_err(req, -r);
 			return;

@@ -21,6 +21,9 @@ tls_hello="close", the connection is just closed. Either way it is counted in .t
         p.blob_requests(digest=None)         # GETs of blobs (optionally of one digest)
         p.reset()                            # forget what was recorded
         p.set_fault(hook) / p.offline = True # fault injection / refuse everything
+        p.release()                          # end every Fault.stall() in progress
+        p.down() / p.up()                    # refuse connections (ECONNREFUSED), until up():
+                                             # the same port listens again
     # stop(): closes the listener AND every client connection (a daemon's keep-alive
     # connection included), so nothing more can come through
 
@@ -38,6 +41,10 @@ a Fault:
                                  stay HTTP-correct; Content-Length is set to the new length)
     Fault.truncate(n)            send the headers and only the first n body bytes, then close
     Fault.delay(seconds)         sleep, then forward normally
+    Fault.stall(seconds=None, after=None)  hold the connection open without sending anything
+                                 (after=n: forward the headers and the first n body bytes
+                                 first) until p.release(), p.down(), p.stop() or `seconds`
+                                 passed, then close it without another byte
 Parsing helpers: parse_range("bytes=a-b") -> (a, b) or None.
 
 Forward proxy: Proxy(upstream, forward=True[, proxy_auth=("user", "password")]) is an HTTP
@@ -120,6 +127,12 @@ class Fault:
     @classmethod
     def delay(cls, seconds):
         return cls("delay", seconds)
+
+    @classmethod
+    def stall(cls, seconds=None, after=None):
+        f = cls("stall", seconds)
+        f.after = after
+        return f
 
     def __repr__(self):
         return "Fault.%s(%r)" % (self.kind, self.arg if not callable(self.arg) else "fn")
@@ -301,6 +314,9 @@ class _Handler(BaseHTTPRequestHandler):
             rec["fault"] = repr(fault)
             if fault.kind == "delay":
                 time.sleep(fault.arg)
+            elif fault.kind == "stall" and fault.after is None:
+                self._stall(fault, rec)
+                return
             elif fault.kind == "drop":
                 self.close_connection = True
                 try:
@@ -338,6 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunked = length is None and self.command != "HEAD" and resp.status not in (204, 304)
         corrupt = fault is not None and fault.kind == "corrupt"
         truncate = fault is not None and fault.kind == "truncate"
+        stall = fault is not None and fault.kind == "stall"
         data = None
         if corrupt:
             data = fault.arg(resp.read())
@@ -372,7 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
                     rec["bytes"] = sent
                 self.wfile.write(data)
             else:
-                limit = fault.arg if truncate else None
+                limit = fault.arg if truncate else fault.after if stall else None
                 while True:
                     buf = resp.read(65536)
                     if not buf:
@@ -388,7 +405,10 @@ class _Handler(BaseHTTPRequestHandler):
                         self.wfile.write(buf)
                     if limit is not None and sent >= limit:
                         break
-                if truncate:
+                if stall:
+                    self.wfile.flush()
+                    self._stall(fault, rec)
+                if truncate or stall:
                     resp.close()
                     self.upstream.close()
                     self.upstream = None
@@ -408,6 +428,27 @@ class _Handler(BaseHTTPRequestHandler):
             if self.upstream is not None:
                 self.upstream.close()
                 self.upstream = None
+
+    def _stall(self, fault, rec):
+        """Send nothing until released or fault.arg seconds passed; then close."""
+        p = self.proxy
+        t0 = time.monotonic()
+        with p._lock:
+            gen = p._stall_gen
+        while True:
+            with p._lock:
+                if p._stall_gen != gen or p.offline:
+                    break
+            if fault.arg is not None and time.monotonic() - t0 >= fault.arg:
+                break
+            time.sleep(0.02)
+        with p._lock:
+            rec["stalled"] = time.monotonic() - t0
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _request(self, method, path, body, headers):
         for attempt in (0, 1):
@@ -439,6 +480,7 @@ class Proxy:
         self.verbose = verbose
         self.offline = False
         self.tls_hellos = 0
+        self._stall_gen = 0
         self._lock = threading.Lock()
         self._records = []
         self._conns = {}
@@ -478,6 +520,22 @@ class Proxy:
                 pass
         self._thread.join(10)
         self._server = None
+
+    def release(self):
+        """End every Fault.stall() in progress (each closes its connection)."""
+        with self._lock:
+            self._stall_gen += 1
+
+    def down(self):
+        """Stop listening and close every connection: connecting is refused until up()."""
+        self.stop()
+
+    def up(self):
+        """Listen again on the same port, after down()."""
+        if self._server is None:
+            self.offline = False
+            self.start()
+        return self
 
     def __enter__(self):
         return self.start()

@@ -194,13 +194,13 @@ struct env {
 	struct fetcher *f;
 };
 
-static void env_new(struct env *e)
+static void env_new_timeout(struct env *e, long timeout_ms)
 {
 	struct blob_range_reader readers[2] = {
 		{ test_read, &L[0].rd }, { test_read, &L[1].rd },
 	};
 	struct fetch_layer layers[2] = { L[0].fl, L[1].fl };
-	struct fetcher_source src = { .reader = readers };
+	struct fetcher_source src = { .reader = readers, .timeout_ms = timeout_ms };
 	char path[512];
 	int r;
 
@@ -212,6 +212,11 @@ static void env_new(struct env *e)
 	r = fetcher_new(&src, e->bs, layers, 2, &e->f);
 	if (r < 0)
 		abort();
+}
+
+static void env_new(struct env *e)
+{
+	env_new_timeout(e, 0);
 }
 
 static void env_done(struct env *e)
@@ -390,6 +395,99 @@ static void test_single_flight(void)
 	check(calls() == 1, "and cause one read (%d)", calls());
 	check(stored_right(&e, 1, 3) == 1, "the chunk is stored");
 	env_done(&e);
+}
+
+struct waiter {
+	struct fetcher *f;
+	const struct fetch_chunk *c;
+	struct fetch_interrupt intr;
+	int r;
+	int64_t done_ms;
+};
+
+static void *waiter_run(void *p)
+{
+	struct waiter *x = p;
+
+	x->r = fetcher_ensure_interruptible(x->f, x->c, 1, &x->intr);
+	x->done_ms = now_ms();
+	return NULL;
+}
+
+static void test_interrupt(void)
+{
+	struct waiter a, b, late = {};
+	pthread_t ta, tb;
+	struct env e;
+	int64_t t0;
+	int r;
+
+	env_new(&e);
+	L[1].rd.all_us = 800000;
+	a = (struct waiter) { .f = e.f, .c = &L[1].chunks[2] };
+	b = (struct waiter) { .f = e.f, .c = &L[1].chunks[2] };
+	pthread_create(&ta, NULL, waiter_run, &a);
+	wait_until_reading(1);
+	pthread_create(&tb, NULL, waiter_run, &b);
+	usleep(50000);
+
+	t0 = now_ms();
+	fetcher_interrupt(e.f, &a.intr);
+	pthread_join(ta, NULL);
+	check(a.r == -EINTR && a.done_ms - t0 < 200,
+	      "the interrupted fetching call returns -EINTR at once (%d, %lld ms)", a.r,
+	      (long long)(a.done_ms - t0));
+	check(L[1].rd.in_read == 1, "while its read goes on");
+	pthread_join(tb, NULL);
+	check(b.r == 0 && b.done_ms - t0 >= 500,
+	      "the other caller of the same chunk waits for that read and succeeds (%d)", b.r);
+	check(calls() == 1 && stored_right(&e, 1, 2) == 1, "one read, the chunk is stored");
+
+	/* Interrupted before it starts: returns at once, the fetch still happens. */
+	late = (struct waiter) { .f = e.f, .c = &L[1].chunks[4] };
+	fetcher_interrupt(e.f, &late.intr);
+	t0 = now_ms();
+	r = fetcher_ensure_interruptible(e.f, &L[1].chunks[4], 1, &late.intr);
+	check(r == -EINTR && now_ms() - t0 < 200, "an interrupt that came first: -EINTR at once");
+	r = fetcher_ensure(e.f, &L[1].chunks[4], 1);
+	check(r == 0 && calls() == 2 && stored_right(&e, 1, 4) == 1,
+	      "a later call joins the fetch that went on and gets the chunk (%d calls)", calls());
+	env_done(&e);
+}
+
+static void test_timeout(void)
+{
+	struct waiter a;
+	struct env e;
+	int64_t t0;
+	int r;
+
+	env_new_timeout(&e, 300);
+	L[0].rd.all_us = 1200000;
+	a = (struct waiter) { .f = e.f, .c = &L[0].chunks[3] };
+	t0 = now_ms();
+	waiter_run(&a);
+	check(a.r == -EIO && a.done_ms - t0 >= 250 && a.done_ms - t0 < 700,
+	      "a read slower than the timeout: -EIO after the timeout (%d, %lld ms)", a.r,
+	      (long long)(a.done_ms - t0));
+	wait_until_reading(0);
+	for (int i = 0; i < 3000 && L[0].rd.in_read > 0; i++)
+		usleep(1000);
+	L[0].rd.all_us = 0;
+	r = fetcher_ensure(e.f, &L[0].chunks[3], 1);
+	check(r == 0 && stored_right(&e, 0, 3) == 1,
+	      "the failure is not remembered: the chunk is there afterwards");
+	/* A call whose fetch is still running when the fetcher is freed: free waits for it. */
+	L[0].rd.all_us = 400000;
+	a = (struct waiter) { .f = e.f, .c = &L[0].chunks[5] };
+	fetcher_interrupt(e.f, &a.intr);
+	waiter_run(&a);
+	check(a.r == -EINTR, "an interrupted call leaves its fetch running");
+	wait_until_reading(0);
+	t0 = now_ms();
+	env_done(&e);
+	check(now_ms() - t0 >= 250, "freeing the fetcher waits for that fetch (%lld ms)",
+	      (long long)(now_ms() - t0));
 }
 
 static void test_no_blocking(void)
@@ -581,6 +679,8 @@ int main(void)
 	test_verify();
 	test_single_flight();
 	test_no_blocking();
+	test_interrupt();
+	test_timeout();
 	test_prefetch();
 	test_prefetch_yields();
 	test_failure();
