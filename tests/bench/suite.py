@@ -168,10 +168,9 @@ def read_tree(path, runs, timeout):
     """Median seconds of tar|wc and find -ls, page cache dropped first (cold) and not (warm);
     None for what did not finish within `timeout` seconds (then the rest is skipped too: the
     file system is likely stuck)."""
-    res = {}
+    res = {k: None for k in ("tar_cold_s", "tar_warm_s", "find_cold_s", "find_warm_s")}
     for what, cmd in (("tar", "tar -cf - . | wc -c"), ("find", "find . -ls | wc -l")):
         cold, warm = [], []
-        res[what + "_cold_s"] = res[what + "_warm_s"] = None
         try:
             for _ in range(runs):
                 drop_caches()
@@ -183,14 +182,24 @@ def read_tree(path, runs, timeout):
         except Timeout as e:
             print("  (%s)" % e, flush=True)
             res["timeout"] = timeout
+            res["timed_out"] = what + ("_cold_s" if len(cold) == len(warm) else "_warm_s")
             return res
         res[what + "_cold_s"] = statistics.median(cold)
         res[what + "_warm_s"] = statistics.median(warm)
     return res
 
 
-def fmt_s(v, timeout=None):
-    return "%.2f" % v if v is not None else ("> %g" % timeout if timeout else "-")
+def fmt_s(v, timeout=None, timed_out=False):
+    """A time, "> N" for the pass that hit the timeout, "skipped" for those after it."""
+    if v is not None:
+        return "%.2f" % v
+    if timed_out:
+        return "> %g" % timeout
+    return "skipped" if timeout else "-"
+
+
+def fmt_row(r, key):
+    return fmt_s(r[key], r.get("timeout"), r.get("timed_out") == key)
 
 
 def warm_read(args, img, addr, workdir):
@@ -201,10 +210,9 @@ def warm_read(args, img, addr, workdir):
         r = read_tree(path, args.runs, args.read_timeout)
         r.update({"target": name, "mount_s": mount_s})
         rows.append(r)
-        t = r.get("timeout")
         print("  %-24s tar %ss cold %ss warm (%s bytes)   find -ls %ss cold %ss warm%s"
-              % (name, fmt_s(r["tar_cold_s"], t), fmt_s(r["tar_warm_s"], t),
-                 r.get("tar_out", "?"), fmt_s(r["find_cold_s"], t), fmt_s(r["find_warm_s"], t),
+              % (name, fmt_row(r, "tar_cold_s"), fmt_row(r, "tar_warm_s"),
+                 r.get("tar_out", "?"), fmt_row(r, "find_cold_s"), fmt_row(r, "find_warm_s"),
                  "" if mount_s is None else "   (mount %.2fs)" % mount_s), flush=True)
 
     add("local disk", img["tree"])
@@ -255,6 +263,11 @@ def ratio(a, b):
     return a / b if a is not None and b else float("nan")
 
 
+def rx(a, b):
+    """a / b as "1.23x", or "n/a" when either did not finish."""
+    return "%.2fx" % (a / b) if a is not None and b else "n/a"
+
+
 def ratios(res):
     """Lines comparing flows of the same run."""
     out = []
@@ -272,17 +285,15 @@ def ratios(res):
         if not r["target"].startswith("lazyroot"):
             continue
         for base in ("local disk", "squashfuse", "archivemount"):
-            out.append("warm read %s / %s: tar %.2fx cold, %.2fx warm; find -ls %.2fx cold, "
-                       "%.2fx warm" % (r["target"], base,
-                                       ratio(r["tar_cold_s"], w[base]["tar_cold_s"]),
-                                       ratio(r["tar_warm_s"], w[base]["tar_warm_s"]),
-                                       ratio(r["find_cold_s"], w[base]["find_cold_s"]),
-                                       ratio(r["find_warm_s"], w[base]["find_warm_s"])))
+            x = [rx(r[k], w[base][k]) for k in ("tar_cold_s", "tar_warm_s", "find_cold_s",
+                                                  "find_warm_s")]
+            out.append("warm read %s / %s: tar %s cold, %s warm; find -ls %s cold, %s warm"
+                       % (r["target"], base, *x))
     return out
 
 
-def plot(res, svg):
-    """Cold start time per flow and link setting (clustered bars), gnuplot -> SVG."""
+def plot(res, png):
+    """Cold start time per flow and link setting (clustered bars), gnuplot -> PNG."""
     flows = []
     for r in res["coldstart"]:
         if r["flow"] not in flows:
@@ -298,19 +309,19 @@ def plot(res, svg):
                         " ".join("%.3f" % vals.get(fl, float("nan")) for fl in flows) + "\n")
         gp = os.path.join(d, "plot.gp")
         with open(gp, "w") as f:
-            f.write('set terminal svg size 800,420 dynamic font "sans,12"\n'
+            f.write('set terminal pngcairo size 900,480 font "sans,11"\n'
                     'set output "%s"\n'
                     'set title "Cold start: nothing cached -> python3 -c \'import json\' exited'
                     ' in systemd-nspawn%s"\n'
                     'set ylabel "seconds (median)"\nset style data histograms\n'
                     'set style histogram clustered gap 1\nset style fill solid 0.8 border -1\n'
-                    'set key top left\nset yrange [0:*]\nset grid ytics\n'
+                    'set key outside below horizontal\nset yrange [0:*]\nset grid ytics\n'
                     'plot for [i=2:%d] "%s" using i:xtic(1) title columnheader(i)\n'
-                    % (svg, " (QUICK RUN)" if res["quick"] else "", len(flows) + 1, dat))
+                    % (png, " (QUICK RUN)" if res["quick"] else "", len(flows) + 1, dat))
         C.sh(["gnuplot", gp])
 
 
-def markdown(res, svg_name):
+def markdown(res, png_name):
     L = []
     q = res["quick"]
     L.append("# Benchmarks\n")
@@ -335,7 +346,7 @@ def markdown(res, svg_name):
              "the mount. Registry in a network namespace behind a veth pair with tbf on both "
              "ends and a relay that delays each direction (so a round trip costs 2x the delay)."
              " Bytes and requests are counted at the relay.\n")
-    L.append("![cold start](%s)\n" % svg_name)
+    L.append("![cold start](%s)\n" % png_name)
     L.append("| link | flow | ready s | cmd done s | fetched MB | requests | image layers MB "
              "| traditional / this (time) |")
     L.append("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -356,13 +367,12 @@ def markdown(res, svg_name):
              "| tar bytes |")
     L.append("|---|---:|---:|---:|---:|---:|---:|")
     for r in res["warm"]:
-        t = r.get("timeout")
         L.append("| %s | %s | %s | %s | %s | %s | %s |"
-                 % (r["target"], fmt_s(r["mount_s"]), fmt_s(r["tar_cold_s"], t),
-                    fmt_s(r["tar_warm_s"], t), fmt_s(r["find_cold_s"], t),
-                    fmt_s(r["find_warm_s"], t), r.get("tar_out", "-")))
+                 % (r["target"], fmt_s(r["mount_s"]), fmt_row(r, "tar_cold_s"),
+                    fmt_row(r, "tar_warm_s"), fmt_row(r, "find_cold_s"),
+                    fmt_row(r, "find_warm_s"), r.get("tar_out", "-")))
     L.append("\n`> N`: did not finish within --read-timeout (N s); the rest of that row was "
-             "skipped. The tar byte counts differ by how each file system reports hard links "
+             "then skipped. The tar byte counts differ by how each file system reports hard links "
              "(tar stores a hard link once when st_nlink > 1).\n")
     if res["scale"]:
         L.append("\n## 3. Mount time and daemon memory by layer size\n")
@@ -378,10 +388,21 @@ def markdown(res, svg_name):
                         r["indexed"]["mount_s"], r["indexed"]["daemon_vmhwm_mib"],
                         r["cold"]["walk_s"]))
     L.append("\n## Ratios (same run)\n")
+    L.append("Cold start: traditional / lazyroot (above 1 = lazyroot is faster / fetches less)."
+             " Reading: lazyroot / the other tree (above 1 = lazyroot is slower).\n")
     L.append("```")
     L.extend(res["ratios"])
     L.append("```\n")
     return "\n".join(L)
+
+
+def write_docs(res, out):
+    res["ratios"] = ratios(res)
+    png = os.path.splitext(out)[0] + "-coldstart.png"
+    plot(res, png)
+    with open(out, "w") as f:
+        f.write(markdown(res, os.path.basename(png)))
+    print("wrote %s and %s" % (out, png))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +423,12 @@ def main(argv=None):
                     help="seconds one tar/find over a tree may take in part 2 (default 300)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-write", action="store_true", help="only print, write no docs")
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--from-json", help="measure nothing: write the docs from a --json file")
     args = ap.parse_args(argv)
+    if args.from_json:
+        write_docs(json.load(open(args.from_json)), args.out)
+        return 0
     if os.geteuid() != 0:
         raise SystemExit("run as root (network namespaces, FUSE, nspawn, drop_caches)")
     args.runs = args.runs or (1 if args.quick else 3)
@@ -465,11 +490,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     if not args.no_write and res["ratios"]:
-        svg = os.path.splitext(args.out)[0] + "-coldstart.svg"
-        plot(res, svg)
-        with open(args.out, "w") as f:
-            f.write(markdown(res, os.path.basename(svg)))
-        print("wrote %s and %s" % (args.out, svg))
+        write_docs(res, args.out)
     return 0
 
 
