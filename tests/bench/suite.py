@@ -480,7 +480,7 @@ def main(argv=None):
     if "3" in parts:
         res["scale"] = scale(args)
 
-    res["ratios"] = ratios(res) if res["coldstart"] and res["warm"] else []
+    res["ratios"] = ratios(res)
     res["elapsed_s"] = time.monotonic() - t_start
     print("\nratios (same run):")
     for line in res["ratios"]:
@@ -489,7 +489,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
-    if not args.no_write and res["ratios"]:
+    if not args.no_write and res["coldstart"]:
         write_docs(res, args.out)
     return 0
 
