@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import re
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,6 +40,7 @@ import push  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 WORKLOAD = "cat /etc/os-release >/dev/null; true"
+REQUEST_LINE = re.compile(rb"(?:GET|HEAD) /v2/[^ \r\n]* HTTP/1\.1\r\n")
 
 
 def sh(argv, check=True, **kw):
@@ -53,11 +55,12 @@ def sh(argv, check=True, **kw):
 class Relay:
     """TCP relay 127.0.0.1:port -> upstream; every piece of data is forwarded `delay` seconds
     after it arrived, in order, in both directions. Counts bytes upstream->client (down) and
-    client->upstream (up)."""
+    client->upstream (up), and HTTP/1.1 requests (request lines seen client->upstream; the
+    clients talk plain HTTP to it, so the request line is visible)."""
 
     def __init__(self, upstream_host, upstream_port, delay=0.010):
         self.uh, self.up, self.delay = upstream_host, upstream_port, delay
-        self.down = self.upb = 0
+        self.down = self.upb = self.requests = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -79,6 +82,7 @@ class Relay:
     async def _pipe(self, reader, writer, down):
         q = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        tail = b""  # a request line may straddle two reads
 
         async def rd():
             while True:
@@ -91,6 +95,7 @@ class Relay:
                     return
 
         async def wr():
+            nonlocal tail
             while True:
                 t, data = await q.get()
                 wait = t - loop.time()
@@ -106,6 +111,10 @@ class Relay:
                         self.down += len(data)
                     else:
                         self.upb += len(data)
+                        seen = tail + data
+                        self.requests += len(REQUEST_LINE.findall(seen)) - \
+                            len(REQUEST_LINE.findall(tail))
+                        tail = seen[-512:]
                     await writer.drain()
                 except (ConnectionError, OSError):
                     return
@@ -128,7 +137,7 @@ class Relay:
                     pass
 
     def reset(self):
-        self.down = self.upb = 0
+        self.down = self.upb = self.requests = 0
 
     def stop(self):
         def _stop():
@@ -263,13 +272,14 @@ def nspawn_flags():
     return [] if os.path.exists("/run/systemd/system/") else ["--register=no", "--keep-unit"]
 
 
-def nspawn(directory, machine):
+def nspawn(directory, machine, argv=None):
+    argv = argv or ["/bin/busybox", "sh", "-c", WORKLOAD]
     return sh(["systemd-nspawn", "--directory", directory, *nspawn_flags(), "--quiet",
-               "--console=pipe", "--machine", machine, "--", "/bin/busybox", "sh", "-c", WORKLOAD],
+               "--console=pipe", "--machine", machine, "--", *argv],
               check=False, timeout=300)
 
 
-def lazyroot_flow(lazyroot, ref, workdir, tag, prefetch):
+def lazyroot_flow(lazyroot, ref, workdir, tag, prefetch, argv=None):
     cache = tempfile.mkdtemp(prefix="cache-", dir=workdir)
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
@@ -280,7 +290,7 @@ def lazyroot_flow(lazyroot, ref, workdir, tag, prefetch):
         raise RuntimeError("lazyroot mount %s failed: %s" % (ref, r.stderr.strip()))
     t_mount = time.monotonic() - t0
     try:
-        n = nspawn(mnt, "lrbench-%s-%d" % (tag, os.getpid()))
+        n = nspawn(mnt, "lrbench-%s-%d" % (tag, os.getpid()), argv)
         t_total = time.monotonic() - t0
         if n.returncode != 0:
             raise RuntimeError("nspawn on %s: rc %d %s" % (ref, n.returncode, n.stderr[-500:]))
