@@ -52,7 +52,8 @@ static int blob_read(void *userdata, uint64_t offset, size_t len, void *buf)
 	/* layer_lazy.c checks ranges against the descriptor's size, which is the blob's */
 	if (offset > b->len || len > b->len - offset)
 		abort();
-	memcpy(buf, b->buf + offset, len);
+	if (len > 0)  /* an empty blob has no buffer at all */
+		memcpy(buf, b->buf + offset, len);
 	return 0;
 }
 

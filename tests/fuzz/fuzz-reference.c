@@ -18,9 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* a reference longer than this is rejected by its length alone */
 	if (size > 4096)
 		return 0;
-	s = strndup((const char *)data, size);
+	/* not strndup(): it may look for a NUL past @size, and libFuzzer's data has none */
+	s = malloc(size + 1);
 	if (!s)
 		abort();
+	memcpy(s, data, size);
+	s[size] = '\0';
 	if (reference_parse(s, &ref, &error) < 0)
 		return 0;
 
