@@ -90,9 +90,10 @@ static const char *const migrations[] = {
 	"  digest TEXT,"                     /* NULL: a run of zeros */
 	"  PRIMARY KEY (layer_id, seq, idx)"
 	") WITHOUT ROWID;",
-	/* 2 -> 3: gc, rm and fsck ask "does any layer still name this blob?". */
-	"CREATE INDEX entries_digest ON entries (digest) WHERE digest IS NOT NULL;"
-	"CREATE INDEX chunks_digest ON chunks (digest) WHERE digest IS NOT NULL;",
+	/* 2 -> 3: gc, rm and fsck ask "does any layer still name this blob?".  One step of two
+	 * statements (the parentheses tell clang the missing comma is meant). */
+	("CREATE INDEX entries_digest ON entries (digest) WHERE digest IS NOT NULL;"
+	 "CREATE INDEX chunks_digest ON chunks (digest) WHERE digest IS NOT NULL;"),
 };
 
 enum stmt_id {

@@ -381,6 +381,11 @@ static int docker_parse(const char *s, struct reference **ret, const char **ret_
 			return -ENOMEM;
 	}
 
+	/* The limit is on the name as normalised ("docker.io/library/x"), as in docker's grammar:
+	 * a name that fits only as written would print to a key that no longer parses. */
+	if (strlen(ref->domain) + 1 + strlen(ref->repository) > NAME_TOTAL_MAX)
+		return fail(ret_error, "repository name must not be more than 255 characters");
+
 	if (!ref->tag && !ref->digest) {
 		ref->tag = strdup("latest");
 		if (!ref->tag)

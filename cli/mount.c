@@ -23,6 +23,7 @@
 #include "../cache/gc.h"
 #include "../cache/layer_lazy.h"
 #include "../cache/log.h"
+#include "../cache/sanitizer.h"
 #include "../cache/util.h"
 #include "../fs/fs.h"
 #include "cli.h"
@@ -852,7 +853,9 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		log_use_syslog("lazyroot");
 		if (chdir("/") < 0)
 			_exit(EXIT_MOUNT);
-		_exit(daemon_run(&d, true));
+		r = daemon_run(&d, true);
+		sanitizer_leak_check();
+		_exit(r);
 	}
 	(void)close(pipe_fds[1]);
 	status = wait_for_daemon(pipe_fds[0]);

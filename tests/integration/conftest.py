@@ -53,6 +53,7 @@ sys.path.insert(0, str(TOOLS))
 import mkdemo  # noqa: E402
 import push  # noqa: E402
 import registry as registry_mod  # noqa: E402
+import sanitizer_reports  # noqa: E402
 
 FIXTURE_NAMES = ["oci-gzip", "docker-v2s2-gzip", "oci-zstd", "oci-uncompressed", "estargz",
                  "zstdchunked", "zstdchunked-skopeo", "multiarch"]
@@ -279,6 +280,21 @@ def fuse_available():
 
 # ---------------------------------------------------------------------------------------------
 # per-test fixtures
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """SANITIZE=1 runs: fail the test whose lazyroot processes wrote a sanitizer report.
+    Autouse, so it is set up first and torn down last: after test_dir's unmounts."""
+    yield
+    if sanitizer_reports.log_dir() is None:
+        return
+    binary = Path(os.environ.get("LAZYROOT") or REPO_ROOT / "build" / "cli" / "lazyroot")
+    sanitizer_reports.wait_lazyroot_exit(binary.resolve())
+    found = sanitizer_reports.take_new()
+    if found:
+        pytest.fail("sanitizer report(s):\n" + "\n".join("--- %s ---\n%s" % (name, text[-6000:])
+                                                          for name, text in found), pytrace=False)
+
 
 @pytest.fixture
 def _spawned():

@@ -163,6 +163,9 @@ static const struct invalid_case invalid_cases[] = {
 	{ "[::1]x/y", "invalid registry host name" },
 	{ "[::1]:5000", NULL },
 	{ "example.com/" A256, "repository name must not be more than 255 characters" },
+	/* the limit is on the normalised name: 18 + 238 > 255, though 238 alone fits */
+	{ A64 A64 A64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	  "repository name must not be more than 255 characters" },
 	/* local transports */
 	{ "oci:", "empty path" },
 	{ "oci::edge", "empty path" },

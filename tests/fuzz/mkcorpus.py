@@ -1,0 +1,112 @@
+#!/usr/bin/python3
+"""Writes the seed corpora of tests/fuzz/corpus/NAME/ from tests/fixtures (small files only):
+the checked-in seeds are this script's output, kept so that a fuzzer run starts from real
+documents and layers rather than from nothing.  Run it again when the fixtures change."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "fixtures"
+SMALL = 8 * 1024          # a seed is a blob of at most this many bytes
+# the first byte of fuzz-manifest's input picks the Content-Type (see fuzz-manifest.c)
+CONTENT_TYPE = {None: 0, "application/vnd.oci.image.manifest.v1+json": 1,
+                "application/vnd.oci.image.index.v1+json": 2,
+                "application/vnd.docker.distribution.manifest.v2+json": 3,
+                "application/vnd.docker.distribution.manifest.list.v2+json": 4}
+
+
+def blobs(fixture):
+    d = FIXTURES / fixture / "blobs" / "sha256"
+    return {"sha256:" + p.name: p for p in sorted(d.iterdir())}
+
+
+def write(corpus, data):
+    d = HERE / "corpus" / corpus
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha256(data).hexdigest()[:16]).write_bytes(data)
+
+
+def manifests(fixture):
+    """(descriptor, parsed manifest) of every image manifest the fixture's index reaches."""
+    b = blobs(fixture)
+    todo = json.load(open(FIXTURES / fixture / "index.json"))["manifests"]
+    while todo:
+        desc = todo.pop(0)
+        doc = json.loads(b[desc["digest"]].read_bytes())
+        if "manifests" in doc:
+            todo += doc["manifests"]
+        else:
+            yield desc, doc
+
+
+def zstd_decompress(data):
+    return subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+
+
+def estargz_toc(blob):
+    """The TOC JSON of an eStargz blob: the footer's offset, then the tar in the gzip after it."""
+    footer = blob[-51:]
+    offset = int(footer[16:32], 16)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob[offset:-51]))) as t:
+        return t.extractfile("stargz.index.json").read()
+
+
+def main():
+    shutil.rmtree(HERE / "corpus", ignore_errors=True)
+
+    for ref in ["debian", "docker.io/library/debian:bookworm", "127.0.0.1:5000/fixtures/oci-gzip:edge",
+                "[::1]:5000/a/b@sha256:" + "0" * 64, "localhost/x:1@sha256:" + "a" * 64,
+                "docker://quay.io/podman/stable:latest", "oci:/var/lib/images/x:edge",
+                "oci-archive:./image.tar", "docker-archive:/tmp/a.tar:docker.io/a/b:1",
+                "docker-archive:/tmp/a.tar:@0"]:
+        write("reference", ref.encode())
+
+    for fixture in sorted(os.listdir(FIXTURES)):
+        if not (FIXTURES / fixture / "index.json").exists():
+            continue
+        write("manifest", b"\0" + (FIXTURES / fixture / "index.json").read_bytes())
+        b = blobs(fixture)
+        for desc, m in manifests(fixture):
+            write("manifest", bytes([CONTENT_TYPE.get(desc.get("mediaType"), 0)]) +
+                  b[desc["digest"]].read_bytes())
+            write("manifest", b"\0" + b[m["config"]["digest"]].read_bytes())
+            for layer in m["layers"]:
+                data = b[layer["digest"]].read_bytes()
+                ann = layer.get("annotations", {})
+                pos = (ann.get("io.github.containers.zstd-chunked.manifest-position") or
+                       ann.get("io.containers.zstd-chunked.manifest-position"))
+                if len(data) <= SMALL:
+                    write("layer-tar", data)
+                    # the plain tar too: mutating compressed bytes rarely reaches a tar header
+                    if data[:2] == b"\x1f\x8b":
+                        write("layer-tar", gzip.decompress(data))
+                    elif data[:4] == b"\x28\xb5\x2f\xfd":
+                        write("layer-tar", zstd_decompress(data))
+                if layer["mediaType"].endswith("gzip") and \
+                        "containerd.io/snapshot/stargz/toc.digest" in ann:
+                    toc = estargz_toc(data)
+                    if len(toc) <= 4 * SMALL:
+                        write("estargz-toc", b"\1" + toc)       # wrapped by the harness
+                    if len(data) <= SMALL:
+                        write("estargz-toc", b"\0" + data)      # the blob as served
+                elif pos:
+                    off, clen, _, _ = map(int, pos.split(":"))
+                    toc = zstd_decompress(data[off:off + clen])
+                    if len(toc) <= 4 * SMALL:
+                        write("zstdchunked-toc", b"\1" + toc)
+                    if len(data) <= SMALL:
+                        write("zstdchunked-toc", b"\0" + data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
