@@ -47,6 +47,9 @@ struct mount_request {
 /* Frees what image_option_apply() allocated in @req, wiping the password. */
 void mount_request_done(struct mount_request *req);
 
+/* The exit status for a failed image_pull(). */
+int exit_status_for(enum pull_failure kind);
+
 /* Mounts as `lazyroot mount` does and returns 0 or an exit status; errors are logged.  With
  * @ret_config, the image's config is returned too (for `run`). */
 int mount_image(const struct mount_request *req, struct image_config **ret_config,

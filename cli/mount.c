@@ -215,7 +215,7 @@ int image_option_apply(int c, char *arg, struct mount_request *req)
 	}
 }
 
-static int exit_status_for(enum pull_failure kind)
+int exit_status_for(enum pull_failure kind)
 {
 	switch (kind) {
 	case PULL_FAILURE_USAGE:

@@ -96,18 +96,6 @@ static void chunk_progress(void *userdata, uint64_t bytes)
 	progress_bytes(pp->bar, pp->done, pp->total);
 }
 
-static int exit_status_for(enum pull_failure kind)
-{
-	switch (kind) {
-	case PULL_FAILURE_USAGE:
-		return EXIT_USAGE;
-	case PULL_FAILURE_REGISTRY:
-		return EXIT_REGISTRY;
-	default:
-		return EXIT_CACHE;
-	}
-}
-
 /* "10M", "500k", "1048576": bytes per second (k, M, G are powers of 1024, as curl's). */
 static int parse_rate(const char *s, uint64_t *ret)
 {
