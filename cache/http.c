@@ -30,6 +30,7 @@
  * peer does not speak TLS" and "the certificate is not trusted" from other failures.
  */
 #include "http.h"
+#include "rate_limit.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -395,6 +396,25 @@ static int body_append(struct http *h, const char *buf, size_t n)
 	return 0;
 }
 
+/* Waits until the @n bytes just taken are paid for at the request's rate limit. */
+static int pay_rate_limit(struct http *h, size_t n)
+{
+	int64_t wait_us;
+
+	if (!h->req->rate_limit)
+		return 0;
+	wait_us = rate_limit_charge(h->req->rate_limit, n);
+	while (wait_us > 0) {
+		long step_ms = wait_us > 100000 ? 100 : (long)((wait_us + 999) / 1000);
+
+		if (http_cancelled(h->req->cancel))
+			return -ECANCELED;
+		sleep_ms(step_ms);
+		wait_us -= (int64_t)step_ms * 1000;
+	}
+	return 0;
+}
+
 static size_t write_cb(char *buf, size_t size, size_t nmemb, void *userdata)
 {
 	struct http *h = userdata;
@@ -421,14 +441,19 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *userdata)
 			return 0;
 		}
 		resp->sink_bytes += n;
-		return n;
+	} else {
+		if (resp->body_len + n > h->req->max_body) {
+			h->abort_error = -EFBIG;
+			return 0;
+		}
+		r = body_append(h, buf, n);
+		if (r < 0) {
+			h->abort_error = r;
+			return 0;
+		}
 	}
 
-	if (resp->body_len + n > h->req->max_body) {
-		h->abort_error = -EFBIG;
-		return 0;
-	}
-	r = body_append(h, buf, n);
+	r = pay_rate_limit(h, n);
 	if (r < 0) {
 		h->abort_error = r;
 		return 0;
@@ -586,8 +611,6 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	SET(CURLOPT_LOW_SPEED_LIMIT, STALL_SPEED_MIN);
 	SET(CURLOPT_LOW_SPEED_TIME,
 	    req->stall_timeout_s > 0 ? req->stall_timeout_s : STALL_TIMEOUT_S_DEFAULT);
-	if (req->max_recv_bytes_per_sec > 0)
-		SET(CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)req->max_recv_bytes_per_sec);
 	SET(CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
 	SET(CURLOPT_MAXREDIRS, REDIRECTS_MAX);
 	/* Never hand the registry's Authorization header to a redirect target on another host. */

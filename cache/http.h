@@ -11,6 +11,7 @@
 #include "util.h"
 
 struct http;
+struct rate_limit;
 
 /* TLS settings of an https exchange.  The buffers are not copied and must outlive the
  * http_perform() call. */
@@ -46,7 +47,9 @@ struct http_request {
 	long connect_timeout_ms;       /* 0: 10 s */
 	long timeout_ms;               /* whole exchange; 0: none (streams rely on the stall limit) */
 	long stall_timeout_s;          /* abort below 1 KiB/s for this long; 0: 30 s */
-	uint64_t max_recv_bytes_per_sec;  /* CURLOPT_MAX_RECV_SPEED_LARGE; 0: unlimited */
+	/* Body bytes of a 2xx response are charged to it as they arrive, the transfer waiting
+	 * when they come faster than its rate (cache/rate_limit.h); NULL: unlimited. */
+	struct rate_limit *rate_limit;
 	/* When *cancel becomes true (another thread stores it atomically), the exchange stops
 	 * within about a second, waiting for headers or body alike, and http_perform() returns
 	 * -ECANCELED.  NULL: never. */

@@ -103,7 +103,7 @@ struct registry {
 
 	long connect_timeout_ms;
 	long timeout_ms;
-	uint64_t max_recv_bytes_per_sec;
+	struct rate_limit *rate_limit;
 	const bool *cancel;      /* registry_options.cancel */
 	unsigned jitter_seed;    /* rand_r() state for backoff jitter */
 	/* The size of one blob, from the manifest (registry_expect_blob_size()) or from the
@@ -290,7 +290,7 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	r->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
 	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : timeout_from_env();
 	r->jitter_seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
-	r->max_recv_bytes_per_sec = o ? o->max_recv_bytes_per_sec : 0;
+	r->rate_limit = o ? o->rate_limit : NULL;
 	r->cancel = o ? o->cancel : NULL;
 
 	*ret = TAKE_PTR(r);
@@ -788,7 +788,7 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		req->tls = &r->tls;
 		req->allow_http_redirect = r->insecure;
 		req->connect_timeout_ms = r->connect_timeout_ms;
-		req->max_recv_bytes_per_sec = r->max_recv_bytes_per_sec;
+		req->rate_limit = r->rate_limit;
 		req->cancel = r->cancel;
 		if (!x->streaming)
 			req->timeout_ms = left > 1 ? left : 1;

@@ -19,6 +19,7 @@
 
 struct registry;
 struct credentials_options;
+struct rate_limit;
 
 struct registry_options {
 	/* HTTPS without certificate verification (unless cert_dir names CAs), then plain HTTP
@@ -43,8 +44,9 @@ struct registry_options {
 	/* "http" or "https" when an earlier client of this registry found it (registry_scheme()):
 	 * skips the HTTPS probe of insecure registries.  "http" is ignored for secure ones. */
 	const char *scheme;
-	/* Receive at most this many body bytes per second in each request; 0: unlimited. */
-	uint64_t max_recv_bytes_per_sec;
+	/* Every body byte received is charged to this budget (shared with whoever else holds
+	 * it; not copied, must outlive the object); NULL: unlimited. */
+	struct rate_limit *rate_limit;
 	/* Optional flag that, once set (atomically, from any thread), ends the exchange in
 	 * progress within about a second and every retry and later call at once: they fail
 	 * with -ECANCELED.  Not copied: it must outlive the object. */

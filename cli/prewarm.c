@@ -19,6 +19,7 @@
 #include "../cache/gc.h"
 #include "../cache/log.h"
 #include "../cache/prewarm.h"
+#include "../cache/rate_limit.h"
 #include "../cache/util.h"
 #include "cli.h"
 #include "progress.h"
@@ -143,17 +144,17 @@ static int take_lock(const char *cache_dir, bool wait, int *ret_fd)
 	return r < 0 ? r : 1;
 }
 
-/* The fetcher for @img's lazy layers, as the mount daemon builds it, with this run's share of
- * the rate limit per request. */
+/* The fetcher for @img's lazy layers, as the mount daemon builds it, charging the run's rate
+ * limit (NULL: none). */
 static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
-			const struct mount_request *req, uint64_t rate_per_job, struct fetcher **ret)
+			const struct mount_request *req, struct rate_limit *rl, struct fetcher **ret)
 {
 	_cleanup_free_ struct fetch_layer *layers = NULL;
 	const struct manifest *m = it->img->manifest;
 	struct registry_options ro = mount_request_registry_options(req);
 
 	ro.scheme = it->img->registry_scheme;
-	ro.max_recv_bytes_per_sec = rate_per_job;
+	ro.rate_limit = rl;
 	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
 	if (!layers)
 		return -ENOMEM;
@@ -168,7 +169,7 @@ static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 }
 
 static void item_pull(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
-		      uint64_t rate, struct prewarm_progress *pp)
+		      struct rate_limit *rl, struct prewarm_progress *pp)
 {
 	struct pull_options po = {
 		.platform = req->platform, .policy = PULL_ALWAYS,
@@ -178,7 +179,7 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 	struct pull_error err;
 	int r;
 
-	po.registry.max_recv_bytes_per_sec = rate;
+	po.registry.rate_limit = rl;
 	pp->layer = 0;
 	r = image_pull(c, it->ref, &po, &it->img, &err);
 	if (r < 0) {
@@ -193,8 +194,9 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 }
 
 static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
-		       unsigned jobs, uint64_t rate, struct prewarm_progress *pp)
+		       unsigned jobs, struct rate_limit *rl, struct prewarm_progress *pp)
 {
+	uint64_t rate = rl ? rate_limit_rate(rl) : 0;
 	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
 	uint64_t rate_per_job = 0, batch = BATCH_MAX;
 	size_t n_chunks, failed = 0;
@@ -216,7 +218,7 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 			batch = BATCH_MIN;
 	}
 
-	r = item_fetcher(it, c->bs, req, rate_per_job, &f);
+	r = item_fetcher(it, c->bs, req, rl, &f);
 	if (r < 0) {
 		errno = -r;
 		item_fail(it, EXIT_FAILURE_OTHER, "cannot set up fetching: %m");
@@ -278,6 +280,7 @@ int verb_prewarm(int argc, char **argv)
 	_cleanup_(mount_request_done) struct mount_request req = {};
 	struct platform want = {};
 	unsigned jobs = JOBS_DEFAULT;
+	_cleanup_(rate_limit_freep) struct rate_limit *limiter = NULL;
 	uint64_t rate = 0;
 	size_t n_items;
 	bool wait = false, registry_failed = false, cache_failed = false, other_failed = false;
@@ -359,6 +362,13 @@ int verb_prewarm(int argc, char **argv)
 		goto finish;
 	}
 
+	/* One budget for every job and request of the run, pulls included. */
+	if (rate > 0 && rate_limit_new(rate, &limiter) < 0) {
+		log_error("out of memory");
+		r = EXIT_FAILURE_OTHER;
+		goto finish;
+	}
+
 	r = cli_cache_open(req.cache_dir, &cache);
 	if (r != 0)
 		goto finish;
@@ -379,14 +389,14 @@ int verb_prewarm(int argc, char **argv)
 	for (size_t i = 0; i < n_items; i++) {
 		uint64_t bytes;
 
-		item_pull(&items[i], cache, &req, rate, &pp);
+		item_pull(&items[i], cache, &req, limiter, &pp);
 		prewarm_plan_size(items[i].plan, NULL, &bytes);
 		pp.total += bytes;
 		progress_bytes(pp.bar, pp.done, pp.total);
 	}
 	for (size_t i = 0; i < n_items; i++)
 		if (items[i].status == 0)
-			item_fetch(&items[i], cache, &req, jobs, rate, &pp);
+			item_fetch(&items[i], cache, &req, jobs, limiter, &pp);
 	progress_free(pp.bar);
 	/* The config file's max-size applies after every prewarm, as after every mount. */
 	if (cache_gc_auto(cache) < 0)
