@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <dirent.h>
 #include <limits.h>
+#include <malloc.h>
 
 #include "../cache/gc.h"
 #include "../cache/layer_lazy.h"
@@ -830,6 +831,10 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		goto finish;
 	}
 	fflush(NULL);
+	/* The daemon inherits every resident page of this process: hand the import's freed heap
+	 * (libarchive buffers, SQLite's page cache, the entries read for the tree) back to the
+	 * kernel first, or a large layer's import peak becomes the daemon's resident size. */
+	(void)malloc_trim(0);
 	pid = fork();
 	if (pid < 0) {
 		log_error_errno(errno, "cannot fork the mount daemon: %m");

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -28,20 +27,6 @@ import hostile  # noqa: E402
 import mkdemo  # noqa: E402
 import push  # noqa: E402
 from registry import Registry  # noqa: E402
-
-
-def million_tar_gz(n, per_dir=1000):
-    """The layer, gzip-compressed as it is generated (level 1: the tar is ~N * 512 bytes)."""
-    z = zlib.compressobj(1, zlib.DEFLATED, 16 + 15)
-    out = []
-    for d in range((n + per_dir - 1) // per_dir):
-        out.append(z.compress(hostile.header("d%04d/" % d, typ=b"5", mode=0o755)))
-        chunk = b"".join(hostile.header("d%04d/f%07d" % (d, i))
-                         for i in range(d * per_dir, min(n, (d + 1) * per_dir)))
-        out.append(z.compress(chunk))
-    out.append(z.compress(hostile.end()))
-    out.append(z.flush())
-    return b"".join(out)
 
 
 def status_kib(pid, key):
@@ -101,7 +86,7 @@ def main():
     try:
         os.mkdir(mnt)
         t0 = time.monotonic()
-        blob = million_tar_gz(args.entries)
+        blob = hostile.many_files_tar_gz(args.entries)
         res["layer_bytes"] = len(blob)
         res["generate_s"] = round(time.monotonic() - t0, 2)
         hostile.write_layout(os.path.join(work, "layout"), [(mkdemo.MT_LAYER_GZIP, blob)])

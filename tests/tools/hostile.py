@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import mkdemo
@@ -54,6 +55,20 @@ def member(name, data=b"", typ=b"0", linkname=b"", mode=0o644):
 
 def end():
     return b"\0" * (2 * BLOCK)
+
+
+def many_files_tar_gz(n, per_dir=1000):
+    """A gzip layer of n empty files in directories of per_dir, compressed as it is generated
+    (level 1: the tar is ~n * 512 bytes)."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + 15)
+    out = []
+    for d in range((n + per_dir - 1) // per_dir):
+        out.append(z.compress(header("d%04d/" % d, typ=b"5", mode=0o755)))
+        out.append(z.compress(b"".join(header("d%04d/f%07d" % (d, i))
+                                       for i in range(d * per_dir, min(n, (d + 1) * per_dir)))))
+    out.append(z.compress(end()))
+    out.append(z.flush())
+    return b"".join(out)
 
 
 def pax(records):
