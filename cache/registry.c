@@ -90,6 +90,7 @@ struct registry {
 	bool credentials_looked_up;
 	char *credentials_source;  /* where r->basic came from, for messages; NULL: the options */
 	bool pinged;
+	bool scheme_given;       /* base_url came from registry_options.scheme */
 	uint64_t requests;        /* HTTP requests sent, token requests excluded */
 	uint64_t bytes_received;  /* body bytes of their answers */
 	bool insecure_option;    /* registry_options.insecure */
@@ -272,10 +273,13 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
 	 * the hint only where it could have been found, on an insecure registry. */
 	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
+	{
 		if (asprintf(&r->base_url, "%s://%s", o->scheme, host) < 0) {
 			r->base_url = NULL;
 			return -ENOMEM;
 		}
+		r->scheme_given = true;
+	}
 
 	if (o && o->username) {
 		e = basic_header(o->username, o->password, &r->basic);
@@ -980,9 +984,24 @@ const char *registry_scheme(struct registry *r)
 	return startswith(r->base_url, "https:") ? "https" : "http";
 }
 
+/* Before the first request.  With the scheme handed over by a client that pinged already
+ * (registry_options.scheme), GET /v2/ would only cost a round trip on a new connection -- a
+ * lazy read's, on a mount's fetch slots: the first request itself meets any authentication
+ * challenge (registry_exchange() answers a 401) and any error the ping would have. */
 static int ensure_pinged(struct registry *r)
 {
-	return r->pinged ? 0 : registry_ping(r);
+	int e;
+
+	if (r->pinged)
+		return 0;
+	if (!r->scheme_given)
+		return registry_ping(r);
+	e = tls_load(r);
+	if (e < 0)
+		return e;
+	r->tls.no_verify = r->insecure && !r->certs.ca_pem;
+	r->pinged = true;
+	return 0;
 }
 
 static bool tag_valid(const char *s)

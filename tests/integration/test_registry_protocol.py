@@ -9,6 +9,7 @@ proxy with fault hooks, or a forward proxy), tests/tools/tokenserver.py and test
 """
 
 import base64
+import concurrent.futures
 import email.utils
 import json
 import os
@@ -489,4 +490,28 @@ def test_http2_over_tls(lazyroot, tls_registry, pki, test_dir):
     res = mount_ok(lazyroot, "%s/fixtures/oci-gzip:%s" % (tls_registry.addr, TAG),
                    "--cert-dir", str(certs), "-v")
     assert re.search(r"GET https://\S+/manifests/\S+: 200 HTTP/2", res.stderr), res.stderr
+    umount_ok(lazyroot)
+
+
+def test_lazy_reads_do_not_ping_again(lazyroot, registry):
+    """The mount's fetch connections start from the scheme the pull found: reads from many
+    threads (so several connections open) cost no `GET /v2/` beyond the pull's own -- on a
+    10 ms link each one was a round trip added to a cold read."""
+    with Proxy(registry.addr) as p:
+        mount_ok(lazyroot, "%s/fixtures/estargz:%s" % (p.addr, TAG))
+        pings = [r for r in p.requests if r["path"] == "/v2/"]
+        assert len(pings) == 1, p.requests
+        files = [os.path.join(d, f) for d, _, fs in os.walk(lazyroot.mountpoint) for f in fs
+                 if os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f))]
+
+        def read(path):
+            with open(path, "rb") as f:
+                return len(f.read())
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(read, files))
+        ranged = [r for r in p.requests if r["range"]]
+        assert len(ranged) > 4, "the reads were not lazy: %s" % p.requests
+        pings = [r for r in p.requests if r["path"] == "/v2/"]
+        assert len(pings) == 1, "reads pinged again: %s" % [r["path"] for r in p.requests]
+        assert_tree(lazyroot.mountpoint, "estargz")
     umount_ok(lazyroot)
