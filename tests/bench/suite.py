@@ -8,6 +8,8 @@ layer), with the ratios printed from that same run. See tests/bench/README.md, "
        traditional  skopeo copy docker:// -> oci: layout, umoci raw unpack, nspawn
        lazyroot     mount (empty cache, --prefetch=none) of the gzip / eStargz / zstd:chunked
                     image, nspawn
+       lazyroot     the same with an optimized eStargz (tests/bench/optimize.py: the files the
+                    workload read first, before the landmark) and --prefetch=landmark
      with the bytes the relay forwarded and the HTTP requests it saw;
   2. warm read: `tar -cf - . | wc -c` and `find . -ls` over the whole tree, page cache dropped
      (cold) and again (warm), on: the tree extracted on local disk, squashfuse on a squashfs
@@ -39,11 +41,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 import coldstart as C  # noqa: E402
 import debimage  # noqa: E402
+import optimize  # noqa: E402
 import prewarm as P  # noqa: E402
 import push  # noqa: E402
 
 WORKLOAD = ["/usr/bin/python3", "-c", "import json"]
 LAZY_FORMATS = ("gzip", "estargz", "zstd:chunked")
+OPTIMIZED = "estargz-optimized"    # part 1 only: optimize.py's layout, --prefetch=landmark
 
 
 def drop_caches():
@@ -106,7 +110,7 @@ def coldstart(args, img, link, relay, addr, workdir):
         relay.delay = delay_ms / 1000.0
         print("\n[1] cold start over %s + %.0f ms one-way delay" % (rate, delay_ms), flush=True)
         flows = [("traditional (skopeo+umoci)", "gzip")] + \
-            [("lazyroot " + f, f) for f in LAZY_FORMATS if f in img["layouts"]]
+            [("lazyroot " + f, f) for f in LAZY_FORMATS + (OPTIMIZED,) if f in img["layouts"]]
         for name, fmt in flows:
             runs = []
             for i in range(args.runs):
@@ -116,7 +120,8 @@ def coldstart(args, img, link, relay, addr, workdir):
                     r = traditional_flow(addr, repo, workdir)
                 else:
                     r = C.lazyroot_flow(args.lazyroot, "%s/%s:latest" % (addr, repo), workdir,
-                                        fmt.replace(":", "-"), "none", WORKLOAD)
+                                        fmt.replace(":", "-"),
+                                        "landmark" if fmt == OPTIMIZED else "none", WORKLOAD)
                 r["bytes"], r["requests"] = relay.down, relay.requests
                 runs.append(r)
                 print("  %-28s run %d: %6.2fs total (%.2fs to ready), %7.1f MB, %4d requests"
@@ -343,7 +348,11 @@ def markdown(res, png_name):
              "`systemd-nspawn`. Traditional: `skopeo copy docker://… oci:…` then `umoci raw "
              "unpack` (layers in order, whiteouts applied), then nspawn on the tree. lazyroot: "
              "`lazyroot mount --volatile --prefetch=none` with an empty cache, then nspawn on "
-             "the mount. Registry in a network namespace behind a veth pair with tbf on both "
+             "the mount. `estargz-optimized`: the eStargz layers rebuilt with the files the "
+             "workload read (recorded once on a lazy mount, tests/bench/optimize.py, as "
+             "`ctr-remote image optimize` does for stargz-snapshotter) first, before "
+             "`.prefetch.landmark`, mounted with `--prefetch=landmark` (the default). "
+             "Registry in a network namespace behind a veth pair with tbf on both "
              "ends and a relay that delays each direction (so a round trip costs 2x the delay)."
              " Bytes and requests are counted at the relay.\n")
     L.append("![cold start](%s)\n" % png_name)
@@ -458,6 +467,9 @@ def main(argv=None):
         link.up()
         reg = C.start_registry(link, workdir)
         direct = "%s:5000" % link.ns_ip
+        if "1" in parts:
+            opt = optimize.ensure(args.lazyroot, img, workdir, WORKLOAD)
+            img["layouts"][OPTIMIZED] = {"layout": opt, "layer_bytes": debimage.layer_bytes(opt)}
         for fmt, lay in img["layouts"].items():
             lay["repo"] = "bench/debian-" + fmt.replace(":", "-")
             push.push_layout(direct, lay["layout"], lay["repo"], "latest")

@@ -292,9 +292,11 @@ class EStargz:
         return [c for c in self.chunks if c["name"] == name]
 
 
-def _order(entries, prefetch, landmark):
+def _order(entries, prefetch, landmark, prefetch_in_given_order=False):
     """Entries with the prefetch ones (and their parent dirs, in original order) first, then the
-    landmark entry; or the no-prefetch landmark first."""
+    landmark entry; or the no-prefetch landmark first.  prefetch_in_given_order: the parent
+    dirs first, then the prefetch entries in the order of `prefetch` (an access record's
+    order, as ctr-remote optimize writes the files a workload read first)."""
     entries = [_norm(e) for e in entries]
     def lm(name):  # mode 0, mtime 0, as ctr-remote writes it
         return (name, "f", 0, LANDMARK_CONTENT, 0, {})
@@ -309,6 +311,11 @@ def _order(entries, prefetch, landmark):
         for i in range(1, len(parts)):
             parents.add("/".join(parts[:i]))
     first = [e for e in entries if e[0] in want or e[0] in parents or e[0] == "."]
+    if prefetch_in_given_order:
+        rank = {p.strip("/"): i for i, p in reversed(list(enumerate(prefetch)))}
+        dirs = [e for e in first if e[0] not in want]
+        files = sorted((e for e in first if e[0] in want), key=lambda e: rank[e[0]])
+        first = dirs + files
     missing = want - {e[0] for e in first}
     if missing:
         raise ValueError("prefetch names not among the entries: %s" % sorted(missing))
@@ -317,11 +324,11 @@ def _order(entries, prefetch, landmark):
 
 
 def make_estargz(entries, chunk_size=DEFAULT_CHUNK, prefetch=None, level=9, landmark=True,
-                 always_chunk_size=False, mode_type_bits=False):
+                 always_chunk_size=False, mode_type_bits=False, prefetch_in_given_order=False):
     """Write an eStargz layer of entries (see the module doc). Returns an EStargz."""
     if chunk_size <= 0:
         raise ValueError("chunk_size must be > 0")
-    ordered = _order(entries, prefetch, landmark)
+    ordered = _order(entries, prefetch, landmark, prefetch_in_given_order)
     blob = bytearray()
     members = []
     cur = bytearray()
