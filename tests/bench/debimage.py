@@ -17,6 +17,11 @@ What ends up in the cache directory:
   tree/              the merged image extracted on local disk (umoci raw unpack of oci-gzip)
   tree.squashfs      mksquashfs of tree/ (for squashfuse)
   tree.tar           tar of tree/ (for archivemount; names without "./")
+  x2/, x4/           the bigger images of suite.py's part 4 (`--variants`): the same two layers
+                     plus a third, what `apt-get install` of VARIANTS[name] changed on top of
+                     base/ + python-upper/ (extra-upper/, extra.tar), as oci-gzip/,
+                     oci-estargz/, oci-zstdchunked/ and tree/ (no squashfs or tar: part 4
+                     reads only the tree on local disk and lazyroot mounts)
 
 Every step writes to NAME.tmp and renames when done, so an interrupted build resumes at the
 first missing piece. `--rebuild` throws the cache away.
@@ -38,6 +43,14 @@ import mkestargz as M  # noqa: E402
 
 DEFAULT_CACHE = "/var/tmp/lazyroot-bench-images"
 SUITE = "bookworm"
+# The third layer of suite.py's part 4 images: real packages picked so that the merged tree
+# grows to about 2x and 4x the base image's ~165 MB (picked from the Installed-Size sums of
+# what apt adds, ~173 MB and ~500 MB; the files came out bigger: 346 MB = 2.1x and 728 MB =
+# 4.4x in November 2026). build_variant() prints the sizes reached; the report's ratios use
+# them, not the nominal 2 and 4.
+VARIANTS = {"x2": ("gcc", "make"),
+            "x4": ("make", "perl", "g++", "gfortran", "python3-numpy", "python3-pandas", "git",
+                   "vim")}
 # what the benchmark needs beyond tests/tools/packages.txt (installed by ensure_packages)
 BENCH_PACKAGES = {"debootstrap": "debootstrap", "mksquashfs": "squashfs-tools",
                   "squashfuse": "squashfuse", "archivemount": "archivemount",
@@ -120,24 +133,25 @@ def tar_base(cache, base):
     return out
 
 
-def _mount_overlay(lower, work):
+def _mount_overlay(lowers, work):
+    """An overlay of `lowers` (top first) with a fresh upper dir under `work`."""
     upper, wdir, merged = (os.path.join(work, n) for n in ("upper", "work", "merged"))
     for d in (upper, wdir, merged):
         os.makedirs(d)
     run(["mount", "-t", "overlay", "overlay", "-o",
-         "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, wdir), merged])
+         "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(lowers), upper, wdir), merged])
     return upper, merged
 
 
-def install_python(cache, base):
-    """apt-get install python3 in a chroot on an overlay over base/; the upper dir is the
-    layer."""
-    out = os.path.join(cache, "python-upper")
+def apt_layer(out, lowers, packages):
+    """apt-get install `packages` in a chroot on an overlay over `lowers` (top first); the upper
+    dir, renamed to OUT/layer, is the layer. Lower layers that are upper dirs themselves keep
+    their whiteouts and opaque dirs: overlayfs reads them as such."""
     if _done(out):
         return out
     tmp = _fresh(out + ".tmp")
     os.makedirs(tmp)
-    upper, merged = _mount_overlay(base, tmp)
+    upper, merged = _mount_overlay(lowers, tmp)
     mounted = [merged]
     try:
         for fs, d in (("proc", "proc"), ("sysfs", "sys")):
@@ -146,12 +160,12 @@ def install_python(cache, base):
         run(["mount", "--bind", "/dev", os.path.join(merged, "dev")])
         mounted.append(os.path.join(merged, "dev"))
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
-        print("chroot apt-get install python3 ...", flush=True)
+        print("chroot apt-get install %s ..." % " ".join(packages), flush=True)
         run(["chroot", merged, "apt-get", "update"], env=env)
         run(["chroot", merged, "apt-get", "install", "-y", "--no-install-recommends",
-             "python3"], env=env)
+             *packages], env=env)
         run(["chroot", merged, "apt-get", "clean"], env=env)
-        # the lists are what `apt-get update` left, not part of installing python3
+        # the lists are what `apt-get update` left, not part of installing the packages
         run(["chroot", merged, "sh", "-c", "rm -rf /var/lib/apt/lists/*"], env=env)
     finally:
         for m in reversed(mounted):
@@ -159,6 +173,11 @@ def install_python(cache, base):
     os.rename(upper, os.path.join(tmp, "layer"))
     os.rename(tmp, out)
     return out
+
+
+def install_python(cache, base):
+    """The second layer: python3 on top of base/."""
+    return apt_layer(os.path.join(cache, "python-upper"), [base], ["python3"])
 
 
 def _whiteout_info(path):
@@ -176,10 +195,9 @@ def _opaque(path):
     return False
 
 
-def tar_upper(cache, upper_root):
-    """The overlay upper dir as an OCI layer tar: whiteouts -> .wh.NAME, opaque -> .wh..wh..opq;
-    the overlay's own xattrs are dropped."""
-    out = os.path.join(cache, "python.tar")
+def tar_upper(out, upper_root):
+    """The overlay upper dir as an OCI layer tar at `out`: whiteouts -> .wh.NAME, opaque ->
+    .wh..wh..opq; the overlay's own xattrs are dropped."""
     if _done(out):
         return out
     upper = os.path.join(upper_root, "layer")
@@ -243,14 +261,20 @@ def layouts(cache, tars):
         os.rename(tmp, out)
 
 
-def local_copies(cache):
-    """tree/ (umoci raw unpack), tree.squashfs and tree.tar for the warm-read comparison."""
+def unpack_tree(cache):
+    """tree/: the merged image on local disk (umoci raw unpack of oci-gzip)."""
     tree = os.path.join(cache, "tree")
     if not _done(tree):
         tmp = _fresh(tree + ".tmp")
         run(["umoci", "raw", "unpack", "--image", os.path.join(cache, "oci-gzip") + ":latest",
              tmp])
         os.rename(tmp, tree)
+    return tree
+
+
+def local_copies(cache):
+    """tree/, tree.squashfs and tree.tar for the warm-read comparison."""
+    tree = unpack_tree(cache)
     sq = os.path.join(cache, "tree.squashfs")
     if not _done(sq):
         tmp = _fresh(sq + ".tmp")
@@ -274,18 +298,9 @@ def layer_bytes(layout):
     return sum(layer["size"] for layer in man["layers"])
 
 
-def build(cache=DEFAULT_CACHE, rebuild=False):
-    """Everything above; returns a dict of paths and sizes."""
-    if rebuild and os.path.isdir(cache):
-        shutil.rmtree(cache)
-    os.makedirs(cache, exist_ok=True)
-    ensure_packages()
-    base = build_base(cache)
-    tars = [tar_base(cache, base), tar_upper(cache, install_python(cache, base))]
-    layouts(cache, tars)
-    tree, sq, tt = local_copies(cache)
-    info = {"cache": cache, "tree": tree, "squashfs": sq, "flat_tar": tt, "layer_tars": tars,
-            "layouts": {}, "tree_bytes": int(run(["du", "-sb", tree]).split()[0])}
+def _describe(cache, tree):
+    info = {"cache": cache, "tree": tree, "layouts": {},
+            "tree_bytes": int(run(["du", "-sb", tree]).split()[0])}
     for fmt, d in (("gzip", "oci-gzip"), ("estargz", "oci-estargz"),
                    ("zstd:chunked", "oci-zstdchunked")):
         p = os.path.join(cache, d)
@@ -293,14 +308,65 @@ def build(cache=DEFAULT_CACHE, rebuild=False):
     return info
 
 
+def _base(cache):
+    base = build_base(cache)
+    tars = [tar_base(cache, base),
+            tar_upper(os.path.join(cache, "python.tar"), install_python(cache, base))]
+    return base, tars
+
+
+def build(cache=DEFAULT_CACHE, rebuild=False):
+    """Everything above but the variants; returns a dict of paths and sizes."""
+    if rebuild and os.path.isdir(cache):
+        shutil.rmtree(cache)
+    os.makedirs(cache, exist_ok=True)
+    ensure_packages()
+    base, tars = _base(cache)
+    layouts(cache, tars)
+    tree, sq, tt = local_copies(cache)
+    info = _describe(cache, tree)
+    info.update({"squashfs": sq, "flat_tar": tt, "layer_tars": tars})
+    return info
+
+
+def build_variant(name, cache=DEFAULT_CACHE):
+    """The bigger image `name` (a VARIANTS key) in CACHE/NAME/, on the base image's two layers
+    (built first when missing); returns a dict like build()'s, without squashfs and flat tar."""
+    os.makedirs(cache, exist_ok=True)
+    ensure_packages()
+    base, tars = _base(cache)
+    vdir = os.path.join(cache, name)
+    os.makedirs(vdir, exist_ok=True)
+    upper = apt_layer(os.path.join(vdir, "extra-upper"),
+                      [os.path.join(cache, "python-upper", "layer"), base], VARIANTS[name])
+    tars = tars + [tar_upper(os.path.join(vdir, "extra.tar"), upper)]
+    layouts(vdir, tars)
+    info = _describe(vdir, unpack_tree(vdir))
+    info.update({"variant": name, "packages": list(VARIANTS[name]), "layer_tars": tars})
+    print("image %s: %.1f MB on disk; layers gzip %.1f MB, eStargz %.1f MB, zstd:chunked "
+          "%.1f MB" % (name, info["tree_bytes"] / 1e6,
+                       *(info["layouts"][f]["layer_bytes"] / 1e6
+                         for f in ("gzip", "estargz", "zstd:chunked"))), flush=True)
+    return info
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="build the benchmark's Debian image (root only)")
     ap.add_argument("--cache", default=DEFAULT_CACHE)
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--variants", default="",
+                    help="also build these bigger images, comma-separated (%s)"
+                    % ",".join(VARIANTS))
     args = ap.parse_args(argv)
+    names = [v for v in args.variants.split(",") if v]
+    for v in names:
+        if v not in VARIANTS:
+            raise SystemExit("unknown variant %s (known: %s)" % (v, ", ".join(VARIANTS)))
     if os.geteuid() != 0:
         raise SystemExit("run as root (debootstrap, chroot, overlayfs)")
-    print(json.dumps(build(args.cache, args.rebuild), indent=1))
+    info = build(args.cache, args.rebuild)
+    info["variants"] = {v: build_variant(v, args.cache) for v in names}
+    print(json.dumps(info, indent=1))
     return 0
 
 

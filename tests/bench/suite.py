@@ -15,14 +15,19 @@ layer), with the ratios printed from that same run. See tests/bench/README.md, "
      (cold) and again (warm), on: the tree extracted on local disk, squashfuse on a squashfs
      of it, archivemount on a tar of it, and lazyroot mounts with a full cache (prewarm);
   3. mount time with an indexed layer and the daemon's VmHWM for layers of N files
-     (million.py --entries N).
+     (million.py --entries N);
+  4. scaling: part 1's cold start (first link setting) and part 2's whole-tree read (local
+     disk, lazyroot eStargz) for the image and its ~2x and ~4x variants (debimage.VARIANTS:
+     a third layer of more Debian packages), with the growth ratios per flow.
 
---quick: one run per cell, one link setting, 10,000 files in part 3; writes
+--quick: one run per cell, one link setting, 10,000 files in part 3 (part 4 keeps its three
+scales); writes
 docs/benchmarks.md marked as a quick run unless --no-write. Full (default): 3 runs, two
 settings, 10,000 and 100,000 files.
 """
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -48,6 +53,8 @@ import push  # noqa: E402
 WORKLOAD = ["/usr/bin/python3", "-c", "import json"]
 LAZY_FORMATS = ("gzip", "estargz", "zstd:chunked")
 OPTIMIZED = "estargz-optimized"    # part 1 only: optimize.py's layout, --prefetch=landmark
+# part 4 reads the whole tree on these lazyroot formats (beside the tree on local disk)
+SCALING_READ_FORMATS = ("estargz",)
 
 
 def drop_caches():
@@ -264,6 +271,118 @@ def scale(args):
 
 
 # ---------------------------------------------------------------------------------------------
+# 4. scaling with image size
+
+
+def lazy_read(args, ref, workdir):
+    """read_tree() over a lazyroot mount of `ref` with a full cache (prewarm first), as part 2
+    measures it; returns read_tree()'s dict plus mount_s."""
+    cache = tempfile.mkdtemp(prefix="scalecache-", dir=workdir)
+    env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
+    try:
+        C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], env=env, timeout=1800)
+        with Mounted("lazyroot", workdir, ref, args.lazyroot, env,
+                     ["--cache-dir", cache, "--prefetch=none"]) as m:
+            r = read_tree(m.dir, args.runs, args.read_timeout)
+            r["mount_s"] = m.mount_s
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return r
+
+
+def scaling(args, imgs, link, relay, addr, workdir):
+    """Per scale: coldstart() over the first link setting only, then read_tree() of the whole
+    tree on local disk and on lazyroot mounts (unshaped link, as in part 2)."""
+    first = copy.copy(args)
+    first.settings = args.settings[:1]
+    rows = []
+    for s in args.scales:
+        img = imgs[s]
+        print("\n[4] scale x%d: %.1f MB on disk" % (s, img["tree_bytes"] / 1e6), flush=True)
+        cold = coldstart(first, img, link, relay, addr, workdir)
+        P.reshape(link, "10gbit", "32kbit")
+        relay.delay = 0
+        reads = {"local disk": read_tree(img["tree"], args.runs, args.read_timeout)}
+        for fmt in SCALING_READ_FORMATS:
+            ref = "%s/%s:latest" % (addr, img["layouts"][fmt]["repo"])
+            reads["lazyroot " + fmt] = lazy_read(args, ref, workdir)
+        for name, r in reads.items():
+            print("  read %-22s tar %ss cold %ss warm (%s bytes)"
+                  % (name, fmt_row(r, "tar_cold_s"), fmt_row(r, "tar_warm_s"),
+                     r.get("tar_out", "?")), flush=True)
+        rows.append({"scale": s, "tree_bytes": img["tree_bytes"],
+                     "packages": img.get("packages", []),
+                     "layer_bytes": {f: l["layer_bytes"] for f, l in img["layouts"].items()},
+                     "coldstart": cold, "read": reads})
+    return rows
+
+
+def scaling_read(row, flow):
+    """The whole-tree read that goes with a cold-start flow: traditional ends with the tree on
+    local disk, a lazyroot flow with a mount of its format; None when not measured."""
+    name = "local disk" if flow.startswith("traditional") else flow
+    return row["read"].get(name)
+
+
+def scaling_ratios(res):
+    """x2/x1, x4/x1 per flow: cold start time, bytes fetched, tar warm."""
+    rows = res.get("scaling") or []
+    one = next((r for r in rows if r["scale"] == 1), None)
+    if one is None:
+        return []
+    out = []
+    for r in rows:
+        if r is one:
+            continue
+        out.append("scaling x%d/x1: image %s on disk" % (r["scale"],
+                                                         rx(r["tree_bytes"], one["tree_bytes"])))
+        for c in r["coldstart"]:
+            c1 = next((x for x in one["coldstart"] if x["flow"] == c["flow"]), None)
+            if c1 is None:
+                continue
+            line = "scaling x%d/x1 %s: cold start %s time, %s bytes" % (
+                r["scale"], c["flow"], rx(c["total_s"], c1["total_s"]),
+                rx(c["bytes"], c1["bytes"]))
+            w, w1 = scaling_read(r, c["flow"]), scaling_read(one, c["flow"])
+            if w and w1:
+                line += "; tar warm %s" % rx(w["tar_warm_s"], w1["tar_warm_s"])
+            out.append(line)
+    return out
+
+
+def scaling_markdown(res):
+    L = ["\n## 4. Scaling\n"]
+    rows = res["scaling"]
+    L.append("The same cold start (part 1, first link setting only: %s, %g ms) and whole-tree "
+             "read (part 2) for the image (x1) and two bigger ones (tests/bench/debimage.py "
+             "`VARIANTS`): the same two layers plus a third from `apt-get install "
+             "--no-install-recommends` of more Debian packages; the workload is still "
+             "`python3 -c 'import json'`.\n" % tuple(res["settings"][0]))
+    for r in rows:
+        L.append("- x%d: %.1f MB on disk, layers gzip %.1f / eStargz %.1f / zstd:chunked %.1f MB"
+                 "%s" % (r["scale"], r["tree_bytes"] / 1e6,
+                         *(r["layer_bytes"][f] / 1e6 for f in LAZY_FORMATS),
+                         ("; third layer: " + " ".join(r["packages"])) if r["packages"]
+                         else ""))
+    L.append("\n| scale | image MB | flow | cold start s | fetched MB | tar warm s |")
+    L.append("|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        for c in r["coldstart"]:
+            w = scaling_read(r, c["flow"])
+            L.append("| x%d | %.1f | %s | %.2f | %.1f | %s |"
+                     % (r["scale"], r["tree_bytes"] / 1e6, c["flow"], c["total_s"],
+                        c["bytes"] / 1e6, fmt_row(w, "tar_warm_s") if w else "-"))
+    L.append("\n`tar warm s`: `tar -cf - . | wc -c` over the whole tree, page cache warm, on "
+             "what the flow leaves behind: the unpacked tree on local disk (traditional) or a "
+             "lazyroot mount with a full cache (`-` = not measured for that format). Growth "
+             "(same run):\n")
+    L.append("```")
+    L.extend(scaling_ratios(res))
+    L.append("```\n")
+    return L
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 
 
@@ -281,6 +400,8 @@ def ratios(res):
     out = []
     for rate, delay in res["settings"]:
         rows = [r for r in res["coldstart"] if r["rate"] == rate and r["delay_ms"] == delay]
+        if not rows:
+            continue
         trad = next(r for r in rows if r["flow"].startswith("traditional"))
         for r in rows:
             if r is trad:
@@ -407,6 +528,8 @@ def markdown(res, png_name):
                      % (r["entries"], r["cold"]["mount_s"], r["cold"]["daemon_vmhwm_mib"],
                         r["indexed"]["mount_s"], r["indexed"]["daemon_vmhwm_mib"],
                         r["cold"]["walk_s"]))
+    if res.get("scaling"):
+        L.extend(scaling_markdown(res))
     L.append("\n## Ratios (same run)\n")
     L.append("Cold start: traditional / lazyroot (above 1 = lazyroot is faster / fetches less)."
              " Reading: lazyroot / the other tree (above 1 = lazyroot is slower).\n")
@@ -438,7 +561,10 @@ def main(argv=None):
     ap.add_argument("--settings", help="RATE:DELAY_MS,... (default 100mbit:10,20mbit:40; "
                     "quick: 100mbit:10)")
     ap.add_argument("--entries", help="part 3 sizes, comma-separated (0 = skip part 3)")
-    ap.add_argument("--parts", default="1,2,3")
+    ap.add_argument("--parts", default="1,2,3,4")
+    ap.add_argument("--scales", default="1,2,4",
+                    help="part 4's image sizes, comma-separated: 1 and/or debimage.VARIANTS "
+                    "(x2, x4) as 2, 4")
     ap.add_argument("--read-timeout", type=float, default=300,
                     help="seconds one tar/find over a tree may take in part 2 (default 300)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -457,15 +583,24 @@ def main(argv=None):
     args.entries = [int(x) for x in (args.entries or ("10000" if args.quick else
                                                       "10000,100000")).split(",") if int(x)]
     parts = set(args.parts.split(","))
+    args.scales = [int(x) for x in args.scales.split(",")]
+    for x in args.scales:
+        if x != 1 and "x%d" % x not in debimage.VARIANTS:
+            raise SystemExit("--scales: no image for %d (have 1, %s)"
+                             % (x, ", ".join(v[1:] for v in debimage.VARIANTS)))
     if not os.path.exists(args.lazyroot):
         raise SystemExit("missing %s (build first, or pass --lazyroot)" % args.lazyroot)
 
     t_start = time.monotonic()
     img = debimage.build(args.image_cache)
+    imgs = {1: img}
+    if "4" in parts:
+        imgs.update({x: debimage.build_variant("x%d" % x, args.image_cache)
+                     for x in args.scales if x != 1})
     print("image ready (%.0f s): %s" % (time.monotonic() - t_start, json.dumps(
         {f: l["layer_bytes"] for f, l in img["layouts"].items()})), flush=True)
     res = {"quick": args.quick, "runs": args.runs, "settings": args.settings, "image": img,
-           "coldstart": [], "warm": [], "scale": [],
+           "coldstart": [], "warm": [], "scale": [], "scaling": [],
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "host": platform.node(),
            "commit": subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
@@ -481,9 +616,11 @@ def main(argv=None):
         if "1" in parts:
             opt = optimize.ensure(args.lazyroot, img, workdir, WORKLOAD)
             img["layouts"][OPTIMIZED] = {"layout": opt, "layer_bytes": debimage.layer_bytes(opt)}
-        for fmt, lay in img["layouts"].items():
-            lay["repo"] = "bench/debian-" + fmt.replace(":", "-")
-            push.push_layout(direct, lay["layout"], lay["repo"], "latest")
+        for x, im in imgs.items():
+            for fmt, lay in im["layouts"].items():
+                lay["repo"] = "bench/debian-%s%s" % ("" if x == 1 else "x%d-" % x,
+                                                     fmt.replace(":", "-"))
+                push.push_layout(direct, lay["layout"], lay["repo"], "latest")
         link.shape()
         relay = C.Relay(link.ns_ip, 5000, args.settings[0][1] / 1000.0).start()
         addr = "127.0.0.1:%d" % relay.port
@@ -494,6 +631,8 @@ def main(argv=None):
             P.reshape(link, "10gbit", "32kbit")
             relay.delay = 0
             res["warm"] = warm_read(args, img, addr, workdir)
+        if "4" in parts:
+            res["scaling"] = scaling(args, imgs, link, relay, addr, workdir)
     finally:
         if relay:
             relay.stop()
@@ -508,6 +647,10 @@ def main(argv=None):
     print("\nratios (same run):")
     for line in res["ratios"]:
         print("  " + line)
+    if res["scaling"]:
+        print("growth with image size (part 4, same run):")
+        for line in scaling_ratios(res):
+            print("  " + line)
     print("suite took %.0f s" % res["elapsed_s"])
     if args.json:
         with open(args.json, "w") as f:
