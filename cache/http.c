@@ -360,6 +360,19 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+/* libcurl calls this at least once a second while a transfer waits, and on every block. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct http *h = userdata;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (!http_cancelled(h->req->cancel))
+		return 0;
+	h->abort_error = -ECANCELED;
+	return 1;
+}
+
 static int body_append(struct http *h, const char *buf, size_t n)
 {
 	struct http_response *resp = h->resp;
@@ -555,6 +568,11 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	SET(CURLOPT_HEADERDATA, h);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, h);
+	if (req->cancel) {
+		SET(CURLOPT_XFERINFOFUNCTION, progress_cb);
+		SET(CURLOPT_XFERINFODATA, h);
+		SET(CURLOPT_NOPROGRESS, 0L);
+	}
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	/* libcurl copies both strings; "" turns its own reading of the environment off. */
@@ -653,7 +671,7 @@ int http_perform(struct http *h, const struct http_request *req, struct http_res
 	h->header_bytes = 0;
 	h->abort_error = 0;
 
-	r = setup(h, req, headers);
+	r = http_cancelled(req->cancel) ? -ECANCELED : setup(h, req, headers);
 	if (r >= 0) {
 		rc = curl_easy_perform(h->curl);
 		ret->transport = transport_kind(rc);

@@ -47,6 +47,10 @@ struct http_request {
 	long timeout_ms;               /* whole exchange; 0: none (streams rely on the stall limit) */
 	long stall_timeout_s;          /* abort below 1 KiB/s for this long; 0: 30 s */
 	uint64_t max_recv_bytes_per_sec;  /* CURLOPT_MAX_RECV_SPEED_LARGE; 0: unlimited */
+	/* When *cancel becomes true (another thread stores it atomically), the exchange stops
+	 * within about a second, waiting for headers or body alike, and http_perform() returns
+	 * -ECANCELED.  NULL: never. */
+	const bool *cancel;
 };
 
 enum http_transport {
@@ -93,6 +97,12 @@ DEFINE_CLEANUP_FUNC(struct http *, http_free);
  * -EFBIG over @max_body, -ENOMEM.  @ret is filled in every case (also on failure, so the
  * caller can describe it) and must be released with http_response_done(). */
 int http_perform(struct http *h, const struct http_request *req, struct http_response *ret);
+
+/* Whether the flag of http_request.cancel is set (NULL: no). */
+static inline bool http_cancelled(const bool *cancel)
+{
+	return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
 void http_response_done(struct http_response *resp);
 
 /* The status of the response being received, for a sink that needs it (0 before headers). */

@@ -104,6 +104,7 @@ struct registry {
 	long connect_timeout_ms;
 	long timeout_ms;
 	uint64_t max_recv_bytes_per_sec;
+	const bool *cancel;      /* registry_options.cancel */
 	unsigned jitter_seed;    /* rand_r() state for backoff jitter */
 	/* The size of one blob, from the manifest (registry_expect_blob_size()) or from the
 	 * first Content-Range total seen; checked against every later Content-Range. */
@@ -290,6 +291,7 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : timeout_from_env();
 	r->jitter_seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
 	r->max_recv_bytes_per_sec = o ? o->max_recv_bytes_per_sec : 0;
+	r->cancel = o ? o->cancel : NULL;
 
 	*ret = TAKE_PTR(r);
 	return 0;
@@ -535,6 +537,20 @@ static int lookup_credentials(struct registry *r)
 }
 
 static bool retryable(int e, const struct http_response *resp);
+
+/* Waits @ms between attempts; false, at once, when r->cancel is set (checked every 100 ms). */
+static bool sleep_unless_cancelled(struct registry *r, long ms)
+{
+	for (;;) {
+		if (http_cancelled(r->cancel))
+			return false;
+		if (ms <= 0)
+			return true;
+		sleep_ms(ms < 100 ? ms : 100);
+		ms -= 100;
+	}
+}
+
 static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp);
 
 /* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
@@ -597,6 +613,7 @@ static int fetch_token(struct registry *r, const char *params)
 		.max_body = TOKEN_RESPONSE_MAX,
 		.connect_timeout_ms = r->connect_timeout_ms,
 		.timeout_ms = r->timeout_ms,
+		.cancel = r->cancel,
 	};
 	/* Token services (auth.docker.io…) answer 429 and 503 like registries do. */
 	for (unsigned attempt = 1;; attempt++) {
@@ -614,7 +631,10 @@ static int fetch_token(struct registry *r, const char *params)
 		if (now_ms() + wait >= deadline)
 			break;
 		log_debug("token request failed, retrying in %ld ms", wait);
-		sleep_ms(wait);
+		if (!sleep_unless_cancelled(r, wait)) {
+			e = -ECANCELED;
+			break;
+		}
 	}
 	if (e < 0 && r->basic && resp.status == 401) {
 		char origin[512];
@@ -769,6 +789,7 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 		req->allow_http_redirect = r->insecure;
 		req->connect_timeout_ms = r->connect_timeout_ms;
 		req->max_recv_bytes_per_sec = r->max_recv_bytes_per_sec;
+		req->cancel = r->cancel;
 		if (!x->streaming)
 			req->timeout_ms = left > 1 ? left : 1;
 
@@ -825,7 +846,10 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 			break;
 		}
 		log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url, wait);
-		sleep_ms(wait);
+		if (!sleep_unless_cancelled(r, wait)) {
+			e = -ECANCELED;
+			break;
+		}
 		attempt++;
 	}
 

@@ -45,6 +45,10 @@ struct registry_options {
 	const char *scheme;
 	/* Receive at most this many body bytes per second in each request; 0: unlimited. */
 	uint64_t max_recv_bytes_per_sec;
+	/* Optional flag that, once set (atomically, from any thread), ends the exchange in
+	 * progress within about a second and every retry and later call at once: they fail
+	 * with -ECANCELED.  Not copied: it must outlive the object. */
+	const bool *cancel;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,
