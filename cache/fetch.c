@@ -10,7 +10,7 @@
  *
  * A call groups the chunks it owns by layer and offset and fetches runs of them that are
  * adjacent, overlap, or lie at most FETCH_GAP_MAX apart with one Range request of at most
- * FETCH_REQUEST_MAX bytes (PREFETCH_REQUEST_MAX for prefetch).  The run is streamed: each
+ * f->request_max bytes (PREFETCH_REQUEST_MAX for prefetch).  The run is streamed: each
  * chunk is decompressed, verified and stored as soon as its last compressed byte arrived, so
  * storing overlaps receiving and a reader waiting for the run's first chunk gets it before
  * the rest is in.  A run cut short fails only the chunks not complete yet; a retry asks only
@@ -56,7 +56,11 @@
 
 #define FETCH_SLOTS_MAX 8U
 #define FETCH_GAP_MAX (64U * 1024)
+/* Runs are streamed, so these bound no memory: they bound how long one request may take
+ * (a request must end within the per-request timeout).  Reads: FETCH_REQUEST_MAX; a caller
+ * that sizes its calls by the rate it sees (prewarm) may ask for up to FETCH_REQUEST_LIMIT. */
 #define FETCH_REQUEST_MAX (16U * 1024 * 1024)
+#define FETCH_REQUEST_LIMIT (64U * 1024 * 1024)
 #define PREFETCH_REQUEST_MAX (4U * 1024 * 1024)
 #define PREFETCH_BATCH_MAX 1024U
 #define FETCH_CHUNK_MAX (64U * 1024 * 1024)       /* compressed or decompressed, one chunk */
@@ -99,6 +103,7 @@ struct fetcher {
 	struct blob_range_reader *readers;        /* NULL: use the registry */
 	bool defer_sync;                          /* fetcher_source.defer_sync */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
+	uint64_t request_max;                     /* of one Range request of an ensure */
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
 	char *username, *password, *cert_dir, *scheme;
@@ -714,7 +719,7 @@ static void *task_thread(void *userdata)
 	struct task *t = userdata;
 	struct fetcher *f = t->f;
 
-	(void)fetch_jobs(f, t->jobs, t->n, FETCH_REQUEST_MAX, t->deadline);
+	(void)fetch_jobs(f, t->jobs, t->n, f->request_max, t->deadline);
 
 	pthread_mutex_lock(&f->lock);
 	if (--f->ensures_active == 0)
@@ -839,7 +844,7 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 
 	jobs_drop_stored(f, jobs, &n_jobs);
 	if (n_jobs > 0 && (!intr || task_start(f, jobs, n_jobs, deadline, waits, &n_waits) < 0))
-		failed += fetch_jobs(f, jobs, n_jobs, FETCH_REQUEST_MAX, deadline);
+		failed += fetch_jobs(f, jobs, n_jobs, f->request_max, deadline);
 	failed += flights_wait(f, waits, n_waits, deadline, false, intr, &interrupted);
 
 	pthread_mutex_lock(&f->lock);
@@ -1107,6 +1112,8 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 	f->bs = bs;
 	f->defer_sync = src->defer_sync;
 	f->timeout_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_DEADLINE_MS;
+	f->request_max = src->request_max == 0 ? FETCH_REQUEST_MAX :
+			 src->request_max < FETCH_REQUEST_LIMIT ? src->request_max : FETCH_REQUEST_LIMIT;
 	f->next_owner = OWNER_PREFETCH + 1;
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));

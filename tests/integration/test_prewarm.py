@@ -419,3 +419,24 @@ def test_prewarm_stream_cut_mid_run(lazyroot, registry, mountpoint):
 
     diffs = mount_and_compare(lazyroot, ref, name, mountpoint, "--pull=never", "--prefetch=none")
     assert diffs == [], "\n".join(diffs)
+
+
+# ---------------------------------------------------------------------------------------------
+# (9) connections are kept: each request of a new connection pays a handshake and a cold
+#     congestion window, so --jobs N must reuse N connections for all its runs.
+
+
+def test_prewarm_reuses_connections(lazyroot, registry):
+    name = "estargz"
+    layers = helpers.layout_layers(fixture_layout(name))
+    with Proxy(registry.addr) as p:
+        r = prewarm(lazyroot, "--jobs", "1", ref_at(p.addr, name))
+        assert r.ok and r.stderr == "", str(r)
+        reqs = p.requests
+    # The image's import (manifest, config, each layer's TOC) uses connections of its own;
+    # every run of chunks goes over the one connection of --jobs 1 (the last request's).
+    conns = {q["conn"] for q in reqs}
+    assert len(conns) <= 1 + len(layers) + 1, reqs
+    last = [q for q in reqs if q["conn"] == reqs[-1]["conn"]]
+    runs = [q for q in last if q["range"] and "/blobs/" in q["path"]]
+    assert len({q["path"] for q in runs}) == len(layers), last
