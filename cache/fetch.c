@@ -67,6 +67,7 @@
 #define FETCH_DEADLINE_MS 60000L
 #define FETCH_REQUEST_TIMEOUT_MS 30000L
 #define FETCH_ATTEMPTS_READER 3U
+#define FETCH_READER_PIECE 4000U                 /* not a power of two: pieces end mid-chunk */
 #define FETCH_ATTEMPTS_REGISTRY 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
 #define FETCH_TASKS_MAX 64U
@@ -565,13 +566,15 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 			if (r < 0)
 				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));
 		} else {
-			/* Test readers fill a buffer: one read per attempt, handed on whole. */
-			_cleanup_free_ void *buf = malloc(len);
+			/* Test readers fill a buffer: one read per attempt, handed on in pieces
+			 * that end anywhere in a chunk, as a stream's do. */
+			_cleanup_free_ uint8_t *buf = malloc(len);
 
 			r = buf ? f->readers[layer].read(f->readers[layer].userdata, from, len, buf) :
 				  -ENOMEM;
-			if (r >= 0)
-				r = run_sink_write(s, buf, len);
+			for (uint64_t k = 0; r >= 0 && k < len; k += FETCH_READER_PIECE)
+				r = run_sink_write(s, buf + k, len - k < FETCH_READER_PIECE ?
+							      (size_t)(len - k) : FETCH_READER_PIECE);
 			if (r < 0)
 				(void)snprintf(error, sizeof(error), "%s", strerror(-r));
 		}
