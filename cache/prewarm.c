@@ -14,8 +14,9 @@
  * per-request timeout, whatever the link.  Each worker starts with PREWARM_BATCH_FIRST and
  * then sizes its next batch to what its last one moved in PREWARM_BATCH_MS, growing at most
  * twofold per batch (a batch found mostly stored looks fast), between PREWARM_BATCH_MIN and
- * batch_max.  The fetcher streams each batch (one chunk in memory at a time), so the size
- * costs no memory.
+ * batch_max; a batch of less than half the size (a layer's end) may grow it, not shrink
+ * it.  The fetcher streams each batch (one chunk in memory at a time), so the size costs no
+ * memory.
  *
  * Expected load: a few thousand chunks per image of tens of KiB to a few MiB; the plan is a
  * few hundred bytes per chunk in memory.
@@ -225,6 +226,10 @@ static uint64_t batch_next(const struct prewarm_run *w, uint64_t batch, uint64_t
 {
 	uint64_t next = bytes * PREWARM_BATCH_MS / (uint64_t)(ms > 0 ? ms : 1);
 
+	/* A batch cut short by the end of a layer took mostly a round trip: its rate is a lower
+	 * bound, a reason to grow but not to shrink. */
+	if (bytes < batch / 2 && next < batch)
+		next = batch;
 	if (next > batch * 2)
 		next = batch * 2;
 	if (next < PREWARM_BATCH_MIN)
