@@ -10,9 +10,13 @@
  *
  * A call groups the chunks it owns by layer and offset and fetches runs of them that are
  * adjacent, overlap, or lie at most FETCH_GAP_MAX apart with one Range request of at most
- * FETCH_REQUEST_MAX bytes (PREFETCH_REQUEST_MAX for prefetch).  Memory per fetch: the run's
- * compressed bytes plus one chunk's decompressed bytes.  At most FETCH_SLOTS_MAX requests run
- * at once; with a registry each slot is one struct source (created on first need, reused).
+ * f->request_max bytes (PREFETCH_REQUEST_MAX for prefetch).  The run is streamed: each
+ * chunk is decompressed, verified and stored as soon as its last compressed byte arrived, so
+ * storing overlaps receiving and a reader waiting for the run's first chunk gets it before
+ * the rest is in.  A run cut short fails only the chunks not complete yet; a retry asks only
+ * for the bytes not received.  Memory per fetch: one chunk's compressed and decompressed
+ * bytes (more while chunks overlap).  At most FETCH_SLOTS_MAX requests run at once; with a
+ * registry each slot is one struct source (created on first need, reused).
  *
  * Time: a fetcher_ensure() call gives up after f->timeout_ms (fetcher_source.timeout_ms, else
  * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  registry.c already retries 429/5xx
@@ -52,13 +56,18 @@
 
 #define FETCH_SLOTS_MAX 8U
 #define FETCH_GAP_MAX (64U * 1024)
+/* Runs are streamed, so these bound no memory: they bound how long one request may take
+ * (a request must end within the per-request timeout).  Reads: FETCH_REQUEST_MAX; a caller
+ * that sizes its calls by the rate it sees (prewarm) may ask for up to FETCH_REQUEST_LIMIT. */
 #define FETCH_REQUEST_MAX (16U * 1024 * 1024)
+#define FETCH_REQUEST_LIMIT (64U * 1024 * 1024)
 #define PREFETCH_REQUEST_MAX (4U * 1024 * 1024)
 #define PREFETCH_BATCH_MAX 1024U
 #define FETCH_CHUNK_MAX (64U * 1024 * 1024)       /* compressed or decompressed, one chunk */
 #define FETCH_DEADLINE_MS 60000L
 #define FETCH_REQUEST_TIMEOUT_MS 30000L
 #define FETCH_ATTEMPTS_READER 3U
+#define FETCH_READER_PIECE 4000U                 /* not a power of two: pieces end mid-chunk */
 #define FETCH_ATTEMPTS_REGISTRY 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
 #define FETCH_TASKS_MAX 64U
@@ -95,6 +104,7 @@ struct fetcher {
 	struct blob_range_reader *readers;        /* NULL: use the registry */
 	bool defer_sync;                          /* fetcher_source.defer_sync */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
+	uint64_t request_max;                     /* of one Range request of an ensure */
 	struct reference *ref;
 	struct registry_options ro;               /* strings owned by the fields below */
 	char *username, *password, *cert_dir, *scheme;
@@ -389,65 +399,6 @@ static bool error_transient(int r, bool registry)
 	       r == -EINTR || r == -ECONNRESET;
 }
 
-/* Reads [offset, offset+len) of layer @layer into @buf, retrying transient failures while a
- * whole new attempt fits before @deadline.  Logs the final failure once. */
-static int fetch_range(struct fetcher *f, unsigned layer, uint64_t offset, size_t len, void *buf,
-		       int64_t deadline)
-{
-	const struct fetch_layer *l = &f->layers[layer];
-	bool registry = !f->readers;
-	unsigned attempts = registry ? FETCH_ATTEMPTS_REGISTRY : FETCH_ATTEMPTS_READER;
-	/* Worth another try: half the call's time, or a whole request if that is less. */
-	long attempt_ms = registry ? (f->ro.timeout_ms < f->timeout_ms / 2 ? f->ro.timeout_ms :
-								f->timeout_ms / 2) : 0;
-	long backoff = FETCH_BACKOFF_MS_FIRST;
-	char error[256] = "";
-	int r;
-
-	for (unsigned attempt = 1;; attempt++) {
-		struct source *reg;
-
-		r = slot_acquire(f, deadline, &reg);
-		if (r < 0) {
-			(void)snprintf(error, sizeof(error), "no registry connection: %s",
-				       strerror(-r));
-			break;
-		}
-		if (registry) {
-			/* Content-Range totals must then match the manifest's size. */
-			if (l->size > 0)
-				source_expect_blob_size(reg, l->digest, l->size);
-			r = source_get_blob_range(reg, l->digest, offset, len, buf);
-			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));
-		} else {
-			r = f->readers[layer].read(f->readers[layer].userdata, offset, len, buf);
-			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", strerror(-r));
-		}
-		slot_release(f, reg);
-
-		pthread_mutex_lock(&f->lock);
-		f->stats.requests++;
-		if (r >= 0)
-			f->stats.bytes_fetched += len;
-		pthread_mutex_unlock(&f->lock);
-		if (r >= 0)
-			return 0;
-
-		if (attempt >= attempts || !error_transient(r, registry) ||
-		    now_ms() + backoff + attempt_ms > deadline ||
-		    __atomic_load_n(&f->cancel, __ATOMIC_RELAXED))
-			break;
-		sleep_ms(backoff);
-		backoff *= 4;
-	}
-
-	log_debug_errno(r, "fetching %zu bytes at %llu of layer '%s' failed: %s", len,
-			(unsigned long long)offset, l->digest, error);
-	return r;
-}
-
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
  * c->size bytes (one or more). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
@@ -480,52 +431,202 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 	return 0;
 }
 
+/* One run being received: the bytes of [start, end) of a layer arrive in order, and each job
+ * is stored as soon as its last compressed byte is in, while the rest is still on its way
+ * (the kernel keeps receiving meanwhile).  @win keeps only bytes that a job not yet stored
+ * needs: one chunk's compressed bytes, or more while chunks overlap. */
+struct run_sink {
+	struct fetcher *f;
+	struct job *jobs;        /* sorted by offset */
+	size_t n, next;          /* jobs[next..n) are not completed yet */
+	uint64_t pos;            /* blob offset of the next byte to arrive */
+	uint64_t end;            /* of the run */
+	uint64_t base;           /* blob offset of win[0]; win holds [base, pos) */
+	uint8_t *win;
+	size_t win_alloc;
+	void *out;               /* one chunk's decompressed bytes */
+	unsigned failed;
+};
+
+static void run_complete(struct run_sink *s, struct job *j, int result)
+{
+	struct fetcher *f = s->f;
+
+	j->result = result;
+	pthread_mutex_lock(&f->lock);
+	if (result < 0) {
+		f->stats.chunks_failed++;
+		s->failed++;
+	} else {
+		f->stats.chunks_fetched++;
+	}
+	flight_complete(f, j->fl, result);
+	j->fl = NULL;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Stores every job whose bytes are all in, in offset order, and drops the bytes no remaining
+ * job needs from the window. */
+static void run_store_ready(struct run_sink *s)
+{
+	uint64_t keep;
+
+	while (s->next < s->n) {
+		struct job *j = &s->jobs[s->next];
+		int r;
+
+		if (j->c.blob_offset + j->c.blob_length > s->pos)
+			break;
+		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out);
+		run_complete(s, j, r < 0 ? -EIO : 0);
+		s->next++;
+	}
+
+	keep = s->next < s->n && s->jobs[s->next].c.blob_offset < s->pos ?
+	       s->jobs[s->next].c.blob_offset : s->pos;
+	if (keep > s->base) {
+		memmove(s->win, s->win + (keep - s->base), s->pos - keep);
+		s->base = keep;
+	}
+}
+
+/* The sink of the run's stream; each byte comes once, in order (registry_stream_blob_range). */
+static int run_sink_write(void *userdata, const void *buf, size_t n)
+{
+	struct run_sink *s = userdata;
+	const uint8_t *p = buf;
+
+	while (n > 0 && s->next < s->n) {
+		const struct fetch_chunk *c = &s->jobs[s->next].c;
+		uint64_t need = s->pos - s->base;
+		size_t take;
+
+		if (s->pos < c->blob_offset) {
+			/* A gap between chunks: bytes no chunk needs. */
+			take = c->blob_offset - s->pos < n ? (size_t)(c->blob_offset - s->pos) : n;
+			s->pos += take;
+			s->base = s->pos;  /* the window is empty here */
+			p += take;
+			n -= take;
+			continue;
+		}
+		/* Up to the end of the job (run_store_ready() left it unfinished). */
+		take = c->blob_offset + c->blob_length - s->pos < n ?
+		       (size_t)(c->blob_offset + c->blob_length - s->pos) : n;
+		if (need + take > s->win_alloc) {
+			size_t na = MAX(need + take, s->win_alloc * 2);
+			uint8_t *w = realloc(s->win, na);
+
+			if (!w)
+				return -ENOMEM;
+			s->win = w;
+			s->win_alloc = na;
+		}
+		memcpy(s->win + need, p, take);
+		s->pos += take;
+		p += take;
+		n -= take;
+		run_store_ready(s);
+	}
+	s->pos += n;  /* past the last job: nothing asks for these */
+	return 0;
+}
+
+/* Streams [s->pos, s->end) of layer @layer into @s, retrying transient failures while a whole
+ * new attempt fits before @deadline; a retry asks only for what @s has not had.  Logs the
+ * final failure once. */
+static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline)
+{
+	const struct fetch_layer *l = &f->layers[layer];
+	bool registry = !f->readers;
+	unsigned attempts = registry ? FETCH_ATTEMPTS_REGISTRY : FETCH_ATTEMPTS_READER;
+	/* Worth another try: half the call's time, or a whole request if that is less. */
+	long attempt_ms = registry ? (f->ro.timeout_ms < f->timeout_ms / 2 ? f->ro.timeout_ms :
+								f->timeout_ms / 2) : 0;
+	long backoff = FETCH_BACKOFF_MS_FIRST;
+	uint64_t first = s->pos;
+	char error[256] = "";
+	int r;
+
+	for (unsigned attempt = 1;; attempt++) {
+		uint64_t from = s->pos, len = s->end - s->pos;
+		struct source *reg;
+
+		r = slot_acquire(f, deadline, &reg);
+		if (r < 0) {
+			(void)snprintf(error, sizeof(error), "no registry connection: %s",
+				       strerror(-r));
+			break;
+		}
+		if (registry) {
+			/* Content-Range totals must then match the manifest's size. */
+			if (l->size > 0)
+				source_expect_blob_size(reg, l->digest, l->size);
+			r = source_stream_blob_range(reg, l->digest, from, len, run_sink_write, s);
+			if (r < 0)
+				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));
+		} else {
+			/* Test readers fill a buffer: one read per attempt, handed on in pieces
+			 * that end anywhere in a chunk, as a stream's do. */
+			_cleanup_free_ uint8_t *buf = malloc(len);
+
+			r = buf ? f->readers[layer].read(f->readers[layer].userdata, from, len, buf) :
+				  -ENOMEM;
+			for (uint64_t k = 0; r >= 0 && k < len; k += FETCH_READER_PIECE)
+				r = run_sink_write(s, buf + k, len - k < FETCH_READER_PIECE ?
+							      (size_t)(len - k) : FETCH_READER_PIECE);
+			if (r < 0)
+				(void)snprintf(error, sizeof(error), "%s", strerror(-r));
+		}
+		slot_release(f, reg);
+
+		pthread_mutex_lock(&f->lock);
+		f->stats.requests++;
+		f->stats.bytes_fetched += s->pos - from;
+		pthread_mutex_unlock(&f->lock);
+		if (r >= 0)
+			return 0;
+
+		if (attempt >= attempts || !error_transient(r, registry) ||
+		    now_ms() + backoff + attempt_ms > deadline ||
+		    __atomic_load_n(&f->cancel, __ATOMIC_RELAXED))
+			break;
+		sleep_ms(backoff);
+		backoff *= 4;
+	}
+
+	log_debug_errno(r, "fetching %llu bytes at %llu of layer '%s' failed after %llu: %s",
+			(unsigned long long)(s->end - first), (unsigned long long)first, l->digest,
+			(unsigned long long)(s->pos - first), error);
+	return r;
+}
+
 /* Fetches one run: @jobs of one layer, sorted, all inside [start, start+len).  Completes every
- * job's flight; returns how many failed. */
+ * job's flight (each as soon as it is stored); returns how many failed. */
 static unsigned fetch_run(struct fetcher *f, struct job *jobs, size_t n, uint64_t start,
 			  size_t len, int64_t deadline)
 {
-	_cleanup_free_ uint8_t *buf = NULL;
-	_cleanup_free_ void *out = NULL;
+	struct run_sink s = {
+		.f = f, .jobs = jobs, .n = n, .pos = start, .end = start + len, .base = start,
+	};
 	uint64_t out_max = 1;
-	unsigned failed = 0;
-	int r;
 
 	for (size_t i = 0; i < n; i++)
 		out_max = MAX(out_max, jobs[i].c.size);
-
-	buf = malloc(len);
-	out = malloc(out_max);
-	if (!buf || !out) {
+	s.out = malloc(out_max);
+	if (!s.out)
 		log_debug("fetching %zu bytes of layer '%s' failed: out of memory", len,
 			  f->layers[jobs[0].c.layer].digest);
-		r = -ENOMEM;
-	} else {
-		r = fetch_range(f, jobs[0].c.layer, start, len, buf, deadline);
-	}
-	/* The compressed bytes stay; only the output buffer is needed per chunk from here. */
+	else
+		(void)fetch_stream(f, jobs[0].c.layer, &s, deadline);  /* it logged a failure */
 
-	for (size_t i = 0; i < n; i++) {
-		struct job *j = &jobs[i];
-
-		if (r >= 0)
-			j->result = store_chunk(f, &j->c, buf + (j->c.blob_offset - start), out) < 0 ?
-				    -EIO : 0;
-		else
-			j->result = -EIO;
-
-		pthread_mutex_lock(&f->lock);
-		if (j->result < 0) {
-			f->stats.chunks_failed++;
-			failed++;
-		} else {
-			f->stats.chunks_fetched++;
-		}
-		flight_complete(f, j->fl, j->result);
-		j->fl = NULL;
-		pthread_mutex_unlock(&f->lock);
-	}
-	return failed;
+	/* What did not arrive whole (or at all) is not stored, whether the stream failed or
+	 * ended early: those flights fail. */
+	for (; s.next < n; s.next++)
+		run_complete(&s, &jobs[s.next], -EIO);
+	free(s.win);
+	free(s.out);
+	return s.failed;
 }
 
 static int job_compare(const void *a, const void *b)
@@ -621,7 +722,7 @@ static void *task_thread(void *userdata)
 	struct task *t = userdata;
 	struct fetcher *f = t->f;
 
-	(void)fetch_jobs(f, t->jobs, t->n, FETCH_REQUEST_MAX, t->deadline);
+	(void)fetch_jobs(f, t->jobs, t->n, f->request_max, t->deadline);
 
 	pthread_mutex_lock(&f->lock);
 	if (--f->ensures_active == 0)
@@ -746,7 +847,7 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 
 	jobs_drop_stored(f, jobs, &n_jobs);
 	if (n_jobs > 0 && (!intr || task_start(f, jobs, n_jobs, deadline, waits, &n_waits) < 0))
-		failed += fetch_jobs(f, jobs, n_jobs, FETCH_REQUEST_MAX, deadline);
+		failed += fetch_jobs(f, jobs, n_jobs, f->request_max, deadline);
 	failed += flights_wait(f, waits, n_waits, deadline, false, intr, &interrupted);
 
 	pthread_mutex_lock(&f->lock);
@@ -1014,6 +1115,8 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 	f->bs = bs;
 	f->defer_sync = src->defer_sync;
 	f->timeout_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_DEADLINE_MS;
+	f->request_max = src->request_max == 0 ? FETCH_REQUEST_MAX :
+			 src->request_max < FETCH_REQUEST_LIMIT ? src->request_max : FETCH_REQUEST_LIMIT;
 	f->next_owner = OWNER_PREFETCH + 1;
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));

@@ -65,6 +65,11 @@ struct fetcher_source {
 	/* Bound of one fetcher_ensure() call, waits and retries included, and of each registry
 	 * request in it; 0: 60 s per call and 30 s per request (a mount's --timeout sets it). */
 	long timeout_ms;
+	/* Largest Range request a fetcher_ensure() call merges its chunks into; 0: 16 MiB, at
+	 * most 64 MiB.  Runs are streamed (memory: one chunk), so what bounds it is that a
+	 * request must end within the per-request timeout: prewarm, which sizes its calls by
+	 * the rate it sees, raises it. */
+	uint64_t request_max;
 };
 
 /* Copies @layers.  Makes no network request yet. */

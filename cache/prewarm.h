@@ -28,9 +28,14 @@ DEFINE_CLEANUP_FUNC(struct prewarm_plan *, prewarm_plan_free);
 /* What the plan will fetch: chunks, and their compressed bytes. */
 void prewarm_plan_size(const struct prewarm_plan *p, size_t *ret_chunks, uint64_t *ret_bytes);
 
+/* The largest batch prewarm_run() makes: the fetcher's fetcher_source.request_max. */
+#define PREWARM_BATCH_LIMIT (64ULL * 1024 * 1024)
+
 struct prewarm_options {
 	unsigned jobs;         /* threads calling fetcher_ensure() at once; 0: 4 */
-	uint64_t batch_max;    /* compressed bytes per fetcher_ensure() call; 0: 8 MiB */
+	/* Compressed bytes per fetcher_ensure() call at most; 0: 64 MiB.  Batches start at
+	 * 8 MiB (or this, if less) and follow the rate each worker sees (prewarm.c). */
+	uint64_t batch_max;
 	/* Called after each batch with its compressed bytes (fetched or found stored meanwhile),
 	 * from a worker thread, one call at a time; may be NULL. */
 	void (*progress)(void *userdata, uint64_t bytes);

@@ -10,7 +10,7 @@
  * Retry-After (seconds or HTTP-date) lengthening the wait; everything inside the call's
  * deadline (registry_options.timeout_ms, else $LAZYROOT_REGISTRY_TIMEOUT seconds, else 60 s).
  * A wait that would end past the deadline is not started: the call fails at once, saying so.
- * A buffered request or a range read starts over; a stream that already handed bytes to its
+ * A buffered request starts over; a stream or a range read that already handed bytes to its
  * sink resumes where it stopped with "Range: bytes=N-" (taking a 200's body from byte N when
  * the server ignores the Range), never delivering a byte twice.
  *
@@ -24,6 +24,9 @@
  * the blob's size when it is known (registry_expect_blob_size(), or the first total seen).  A
  * server that ignores Range and sends the whole blob with 200 still works: the range is cut
  * out of the stream and the transfer stopped there; it is noted once per host and process.
+ * A range goes to its sink as it arrives (registry_get_blob_range() is a sink into a buffer);
+ * the Content-Range is checked before the first byte is handed on, and a retry asks only for
+ * the bytes the sink has not had, so the sink sees each byte once, as a resumed stream does.
  *
  * TLS, as docker and podman do it.  The scheme is decided once per object, at the first ping:
  * - Every registry is tried over HTTPS first, trusting the system CAs plus the *.crt files of
@@ -1300,54 +1303,37 @@ void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t 
 	r->size_from_manifest = true;
 }
 
-struct range_sink {
+/* A range streamed to a sink.  Every attempt asks for the bytes the sink has not taken yet
+ * ([offset + delivered, offset + len)), and a 206's Content-Range is checked before its first
+ * byte goes to the sink, so the sink sees each byte of the range once, in order, and never a
+ * byte of an answer that names other bytes. */
+struct range_stream {
 	struct registry *r;
-	uint8_t *buf;
-	uint64_t offset;
-	size_t len;
-	size_t filled;
-	uint64_t skipped;   /* of a 200's whole body, bytes before @offset */
+	struct http_request *req;
+	const char *digest, *object, *url;
+	uint64_t offset, len;
+	uint64_t delivered;  /* bytes handed to @sink over all attempts */
+	uint64_t at;         /* blob offset of this attempt's next byte (a 200 starts at 0) */
+	bool checked;        /* this attempt's status and Content-Range were looked at */
+	int check_error;     /* what the check found wrong, for the caller */
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
 };
 
-static void range_restart(void *userdata)
+static void range_stream_restart(void *userdata)
 {
-	struct range_sink *s = userdata;
+	struct range_stream *s = userdata;
+	uint64_t left = s->len - s->delivered;
 
-	s->filled = 0;
-	s->skipped = 0;
+	/* Nothing left would be a range of no bytes: ask for the last one again (skipped). */
+	s->req->range_offset = s->offset + s->delivered - (left == 0);
+	s->req->range_len = left ?: 1;
+	s->checked = false;
+	s->check_error = 0;
 }
 
 /* Sentinel: a 200 delivered the range; the rest of the blob is not needed. */
 #define RANGE_DONE (-ECANCELED)
-
-static int range_write(void *userdata, const void *buf, size_t n)
-{
-	struct range_sink *s = userdata;
-	const uint8_t *p = buf;
-
-	if (http_current_status(s->r->http) == 200 && s->skipped < s->offset) {
-		uint64_t skip = s->offset - s->skipped;
-
-		if (skip >= n) {
-			s->skipped += n;
-			return 0;
-		}
-		s->skipped += skip;
-		p += skip;
-		n -= skip;
-	}
-
-	if (n > s->len - s->filled) {
-		if (http_current_status(s->r->http) != 200)
-			return -EPROTO;  /* a 206 longer than asked for */
-		n = s->len - s->filled;
-	}
-	memcpy(s->buf + s->filled, p, n);
-	s->filled += n;
-	if (s->filled == s->len && http_current_status(s->r->http) == 200)
-		return RANGE_DONE;
-	return 0;
-}
 
 /* A 206's Content-Range must name exactly the bytes asked for, and a total that agrees with
  * the blob's known size; the first total seen becomes the known size. */
@@ -1390,14 +1376,75 @@ static void range_ignored(struct registry *r, const struct http_response *resp)
 			 host);
 }
 
-int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
-			    size_t len, void *buf)
+static int range_stream_write(void *userdata, const void *buf, size_t n)
+{
+	struct range_stream *s = userdata;
+	long status = http_current_status(s->r->http);
+	uint64_t want = s->offset + s->delivered, end = s->offset + s->len;
+	const uint8_t *p = buf;
+	int e;
+
+	if (!s->checked) {
+		const struct http_response *resp = http_current_response(s->r->http);
+
+		s->checked = true;
+		s->at = 0;
+		if (status != 200 && status != 206) {
+			s->check_error = -EPROTO;
+			return -EPROTO;  /* no other status carries the blob's bytes */
+		}
+		if (status == 206) {
+			e = range_answer_check(s->r, s->digest, s->object, s->url,
+					       resp ? resp->content_range : NULL,
+					       s->req->range_offset, s->req->range_len);
+			if (e < 0) {
+				s->check_error = e;
+				return e;
+			}
+			s->at = s->req->range_offset;
+		}
+	}
+	if (s->at + n > end && status != 200)
+		return -EPROTO;  /* a 206 longer than asked for (the check makes it unlikely) */
+
+	/* Bytes before the ones the sink wants: a 200's head, or a byte asked for again. */
+	if (s->at < want) {
+		uint64_t skip = want - s->at;
+
+		if (skip >= n) {
+			s->at += n;
+			return 0;
+		}
+		s->at += skip;
+		p += skip;
+		n -= skip;
+	}
+	if (n > end - s->at)
+		n = end - s->at;  /* a 200: the range ends here */
+	if (n > 0) {
+		e = s->sink(s->userdata, p, n);
+		if (e < 0)
+			return e;
+		s->at += n;
+		s->delivered += n;
+	}
+	if (s->delivered == s->len && status == 200)
+		return RANGE_DONE;
+	return 0;
+}
+
+int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			       void *userdata)
 {
 	_cleanup_(http_response_done) struct http_response resp = {};
 	_cleanup_free_ char *url = NULL, *object = NULL;
-	struct range_sink s = { .r = r, .buf = buf, .offset = offset, .len = len };
 	struct http_request req = {};
-	struct exchange x = { .restart = range_restart };
+	struct range_stream s = {
+		.r = r, .req = &req, .digest = digest, .offset = offset, .len = len,
+		.sink = sink, .userdata = userdata,
+	};
+	struct exchange x = { .restart = range_stream_restart };
 	int e;
 
 	if (digest_validate(digest) < 0) {
@@ -1414,7 +1461,8 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 	e = object_names(r, "blobs", digest, &url, &object);
 	if (e < 0)
 		return e;
-	x.object = object;
+	x.object = s.object = object;
+	s.url = url;
 
 	req = (struct http_request) {
 		.url = url,
@@ -1422,32 +1470,67 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 		.range = true,
 		.range_offset = offset,
 		.range_len = len,
-		.sink = range_write,
+		.sink = range_stream_write,
 		.userdata = &s,
 	};
 	e = registry_exchange(r, &req, &x, &resp);
 	if (resp.status == 200 && (e >= 0 || e == RANGE_DONE))
 		range_ignored(r, &resp);
-	if (e == RANGE_DONE && s.filled == len)
+	if (e == RANGE_DONE && s.delivered == len)
 		return 0;
 	if (e == -EPROTO && resp.status == 416) {
-		set_error(r, "range %llu+%zu lies outside blob %s (GET %s: 416)",
-			  (unsigned long long)offset, len, object, url);
+		set_error(r, "range %llu+%llu lies outside blob %s (GET %s: 416)",
+			  (unsigned long long)offset, (unsigned long long)len, object, url);
 		return -EPROTO;
 	}
+	if (e < 0 && e == s.check_error && resp.status == 206)
+		/* registry_exchange() described the aborted transfer: say what was wrong. */
+		return range_answer_check(r, digest, object, url, resp.content_range,
+					  req.range_offset, req.range_len);
+	if (e < 0 && e == s.check_error)
+		set_error(r, "range %llu+%llu of blob %s: the registry answered %ld (GET %s)",
+			  (unsigned long long)offset, (unsigned long long)len, object, resp.status,
+			  url);
 	if (e < 0)
 		return e;
 
-	if (resp.status == 206) {
-		e = range_answer_check(r, digest, object, url, resp.content_range, offset, len);
+	/* A 206 with no body was not checked yet. */
+	if (resp.status == 206 && !s.checked) {
+		e = range_answer_check(r, digest, object, url, resp.content_range,
+				       req.range_offset, req.range_len);
 		if (e < 0)
 			return e;
 	}
-	if (s.filled != len || (resp.status != 200 && resp.status != 206)) {
-		set_error(r, "range %llu+%zu of blob %s: got %zu bytes (GET %s: %ld, Content-Range %s)",
-			  (unsigned long long)offset, len, object, s.filled, url, resp.status,
+	if (s.delivered != len || (resp.status != 200 && resp.status != 206)) {
+		set_error(r, "range %llu+%llu of blob %s: got %llu bytes (GET %s: %ld, "
+			  "Content-Range %s)", (unsigned long long)offset, (unsigned long long)len,
+			  object, (unsigned long long)s.delivered, url, resp.status,
 			  resp.content_range ?: "none");
 		return -EPROTO;
 	}
 	return 0;
+}
+
+struct range_buffer {
+	uint8_t *buf;
+	size_t filled;
+};
+
+static int range_buffer_write(void *userdata, const void *buf, size_t n)
+{
+	struct range_buffer *b = userdata;
+
+	memcpy(b->buf + b->filled, buf, n);
+	b->filled += n;
+	return 0;
+}
+
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			    size_t len, void *buf)
+{
+	struct range_buffer b = { .buf = buf };
+
+	/* The stream hands over exactly the range's bytes, each once: the buffer cannot
+	 * overflow. */
+	return registry_stream_blob_range(r, digest, offset, len, range_buffer_write, &b);
 }

@@ -108,6 +108,15 @@ int registry_stream_blob(struct registry *r, const char *digest,
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
 			    size_t len, void *buf);
 
+/* The same, streamed: bytes [offset, offset+len) go to @sink in order as they arrive, each
+ * byte once (a retry after a broken transfer asks only for the rest), and none before the
+ * answer's status and Content-Range were checked.  A negative return from @sink aborts the
+ * transfer and is returned.  Errors as registry_get_blob_range(), after which @sink may have
+ * had part of the range: how much is up to it to count. */
+int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			       void *userdata);
+
 /* The size the manifest declares for blob @digest: later Content-Range totals of its ranges
  * must agree (-EBADMSG).  One blob at a time per client. */
 void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size);

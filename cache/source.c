@@ -8,6 +8,7 @@
  *
  * What moves on to the next endpoint: every failure except -ENOMEM and -EINVAL (ours, the same
  * everywhere), and a stream that already handed bytes to its sink (they cannot be taken back).
+ * A streamed range may move on after a part: the next endpoint is asked for the rest only.
  * So a mirror that is down (-EHOSTUNREACH, -ETIMEDOUT), busy (-EAGAIN), lacks the image
  * (-ENOENT), refuses us (-EACCES), or serves bytes that fail verification (-EBADMSG, -EPROTO,
  * -EFBIG) does not fail the pull while the origin can serve it.
@@ -20,6 +21,9 @@
 #include "log.h"
 #include "registries_conf.h"
 #include "source_local.h"
+
+/* Bytes of a local blob read at once for a streamed range. */
+#define LOCAL_RANGE_PIECE (1U << 20)
 
 struct endpoint {
 	struct registry *registry;
@@ -435,6 +439,91 @@ int source_get_blob_range(struct source *s, const char *digest, uint64_t offset,
 		return source_local_get_blob_range(s->local, digest, offset, len, buf);
 
 	return source_try(s, REQUEST_BY_DIGEST, call_get_blob_range, &a, NULL);
+}
+
+struct stream_blob_range_args {
+	const char *digest;
+	uint64_t offset, len;
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+	uint64_t delivered;     /* bytes the sink took, over all endpoints */
+	bool sink_failed;
+};
+
+static int range_sink(void *userdata, const void *buf, size_t n)
+{
+	struct stream_blob_range_args *a = userdata;
+	int r;
+
+	r = a->sink(a->userdata, buf, n);
+	if (r < 0)
+		a->sink_failed = true;
+	else
+		a->delivered += n;
+	return r;
+}
+
+/* Each endpoint is asked only for what the sink has not had yet. */
+static int call_stream_blob_range(struct registry *r, void *userdata)
+{
+	struct stream_blob_range_args *a = userdata;
+
+	return registry_stream_blob_range(r, a->digest, a->offset + a->delivered,
+					  a->len - a->delivered, range_sink, a);
+}
+
+static bool stream_range_may_retry(void *userdata)
+{
+	struct stream_blob_range_args *a = userdata;
+
+	return !a->sink_failed && a->delivered < a->len;
+}
+
+/* A local blob: read in pieces, so that the sink works as with a registry. */
+static int local_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+				   uint64_t len,
+				   int (*sink)(void *userdata, const void *buf, size_t n),
+				   void *userdata)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t piece = len < LOCAL_RANGE_PIECE ? (size_t)len : LOCAL_RANGE_PIECE;
+	int r;
+
+	if (len == 0)
+		return 0;
+	buf = malloc(piece);
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < piece ? (size_t)(len - done) : piece;
+
+		r = source_local_get_blob_range(s->local, digest, offset + done, n, buf);
+		if (r < 0)
+			return r;
+		r = sink(userdata, buf, n);
+		if (r < 0)
+			return r;
+		done += n;
+	}
+	return 0;
+}
+
+int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			     void *userdata)
+{
+	struct stream_blob_range_args a = {
+		.digest = digest, .offset = offset, .len = len, .sink = sink,
+		.userdata = userdata,
+	};
+
+	if (s->local)
+		return local_stream_blob_range(s, digest, offset, len, sink, userdata);
+	if (len == 0)
+		return 0;
+
+	return source_try(s, REQUEST_BY_DIGEST, call_stream_blob_range, &a,
+			  stream_range_may_retry);
 }
 
 struct head_manifest_args {

@@ -44,6 +44,10 @@ int source_stream_blob(struct source *s, const char *digest,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
 int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
 			  void *buf);
+/* registry_stream_blob_range(): each byte of the range once, in order, to @sink. */
+int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			     void *userdata);
 /* HEAD of a manifest: its digest (and Content-Type) without its body, so that a tag whose
  * manifest is cached costs no GET (see registry_head_manifest()). */
 int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],

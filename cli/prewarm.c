@@ -164,7 +164,9 @@ static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			.compression = m->layers[i].compression,
 			.size = m->layers[i].size,
 		};
-	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro, .defer_sync = true },
+	/* prewarm_run() sizes each call by the rate it sees: one request each. */
+	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro, .defer_sync = true,
+						      .request_max = PREWARM_BATCH_LIMIT },
 			   bs, layers, m->n_layers, ret);
 }
 
@@ -198,7 +200,7 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 {
 	uint64_t rate = rl ? rate_limit_rate(rl) : 0;
 	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
-	uint64_t rate_per_job = 0, batch = BATCH_MAX;
+	uint64_t rate_per_job = 0, batch = 0;   /* 0: prewarm.c follows the rate it sees */
 	size_t n_chunks, failed = 0;
 	int r;
 

@@ -362,3 +362,81 @@ def test_short_chunk_blobs_fetched_again(lazyroot, registry, mountpoint):
         fetched = sum(last - first + 1 for first, last in ranges)
         assert 0 < fetched <= sum(cut.values()) * 2, (fetched, cut)
         assert check_blobs(lazyroot.cache_dir) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# (8) chunks are stored as their bytes arrive: a stream cut in the middle of a run keeps the
+#     chunks that arrived whole before the cut (verified), asks again only for the bytes after
+#     the cut, fails the rest without storing them, and the next prewarm fetches only those.
+
+
+def test_prewarm_stream_cut_mid_run(lazyroot, registry, mountpoint):
+    name = "estargz"
+    layer = max(helpers.layout_layers(fixture_layout(name)), key=lambda l: l["size"])
+    cut = {}
+
+    def fault(req):
+        if req["method"] != "GET" or layer["digest"] not in req["path"] or not req["range"]:
+            return None
+        first_b, last_b = parse_range(req["range"])
+        if not cut and last_b is not None and last_b - first_b + 1 > layer["size"] // 2:
+            # The run with the layer's chunks (the TOC reads are small): half of it arrives.
+            cut.update(start=first_b, length=last_b - first_b + 1, sent=(last_b - first_b) // 2)
+            return Fault.truncate(cut["sent"])
+        if cut:
+            return Fault.status(404)  # the rest of the layer cannot be had
+        return None
+
+    with Proxy(registry.addr, fault=fault) as p:
+        ref = ref_at(p.addr, name)
+        r = prewarm(lazyroot, "--jobs", "1", ref)
+        assert r.returncode == 3 and r.stdout == "", str(r)
+        assert "could not be fetched or verified" in helpers.assert_one_line(r), str(r)
+        assert cut, "no run of layer %s was requested: %s" % (layer["digest"], p.requests)
+
+        # The retry after the cut asks for the bytes after it only: none arrives twice.
+        ranged = [q for q in p.requests if layer["digest"] in q["path"] and q["range"]]
+        i = [k for k, q in enumerate(ranged) if (q["fault"] or "").startswith("Fault.truncate")]
+        assert len(i) == 1 and i[0] + 1 < len(ranged), (cut, ranged)
+        assert parse_range(ranged[i[0] + 1]["range"]) == \
+            (cut["start"] + cut["sent"], cut["start"] + cut["length"] - 1), (cut, ranged)
+
+        # What arrived whole before the cut is stored and right; nothing half-written stays.
+        assert check_blobs(lazyroot.cache_dir) == []
+        assert helpers.tmp_files(lazyroot.cache_dir) == set()
+        partial = helpers.blob_files(lazyroot.cache_dir)
+
+        p.set_fault(None)
+        p.reset()
+        r = prewarm(lazyroot, ref)
+        assert r.ok and r.stderr == "", str(r)
+        ranges = [parse_range(q["range"]) for q in p.requests
+                  if layer["digest"] in q["path"] and q["range"]]
+        refetched = sum(b - a + 1 for a, b in ranges)
+        assert 0 < refetched <= cut["length"] - cut["sent"] // 2, (refetched, cut, ranges)
+        assert len(helpers.blob_files(lazyroot.cache_dir)) > len(partial)
+    assert check_blobs(lazyroot.cache_dir) == []
+
+    diffs = mount_and_compare(lazyroot, ref, name, mountpoint, "--pull=never", "--prefetch=none")
+    assert diffs == [], "\n".join(diffs)
+
+
+# ---------------------------------------------------------------------------------------------
+# (9) connections are kept: each request of a new connection pays a handshake and a cold
+#     congestion window, so --jobs N must reuse N connections for all its runs.
+
+
+def test_prewarm_reuses_connections(lazyroot, registry):
+    name = "estargz"
+    layers = helpers.layout_layers(fixture_layout(name))
+    with Proxy(registry.addr) as p:
+        r = prewarm(lazyroot, "--jobs", "1", ref_at(p.addr, name))
+        assert r.ok and r.stderr == "", str(r)
+        reqs = p.requests
+    # The image's import (manifest, config, each layer's TOC) uses connections of its own;
+    # every run of chunks goes over the one connection of --jobs 1 (the last request's).
+    conns = {q["conn"] for q in reqs}
+    assert len(conns) <= 1 + len(layers) + 1, reqs
+    last = [q for q in reqs if q["conn"] == reqs[-1]["conn"]]
+    runs = [q for q in last if q["range"] and "/blobs/" in q["path"]]
+    assert len({q["path"] for q in runs}) == len(layers), last
