@@ -38,6 +38,8 @@ _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
  * (the loop's threads, the fetcher's connections and the kernel's fds need the rest). */
 #define FS_BLOB_FDS_MAX 4096
 #define FS_BLOB_FDS_MIN 16
+/* Read-ahead of the mount, in KiB: see set_read_ahead(). */
+#define FS_READ_AHEAD_KB 1024
 /* fs_config.max_threads 0: enough threads that reads blocked on fetches leave others free. */
 #define FS_DEFAULT_MAX_THREADS 64
 
@@ -861,11 +863,11 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Splice file pages straight into the reply; readdirplus when the kernel finds it
 	 * useful (a first listing, ls -l), plain readdir otherwise; symlinks in the page cache. */
 	const unsigned wanted = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
-				FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+				FUSE_CAP_READDIRPLUS |
 				FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 				FUSE_CAP_ASYNC_READ;
 	/* Nothing changes behind the kernel's back and nothing is written. */
-	const unsigned unwanted = FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
+	const unsigned unwanted = FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC;
 
 	struct fs *fs = userdata;
@@ -876,8 +878,10 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
 		__atomic_store_n(&fs->no_open, true, __ATOMIC_RELAXED);
 	conn->want &= ~unwanted;
-	/* conn->max_readahead stays at what the kernel offered: reads ahead of a lazy fetch
-	 * are what keeps sequential reads of a cold blob fast. */
+	/* Reads ahead are what keeps sequential reads fast, of a cold blob and of stored ones:
+	 * the kernel takes the smaller of this and the bdi's read_ahead_kb, which
+	 * set_read_ahead() raised before this INIT reply (else it stays at 128 KiB). */
+	conn->max_readahead = FS_READ_AHEAD_KB * 1024;
 	/* Readahead and async reads are background requests; with the kernel's default of 12,
 	 * a few readers stuck on slow fetches would hold up readahead of cached files too. */
 	conn->max_background = 64;
@@ -995,6 +999,32 @@ static int opt_append_escaped(char *buf, size_t size, const char *key, const cha
 	return 0;
 }
 
+/* Raises the mount's read-ahead from the kernel's 128 KiB to FS_READ_AHEAD_KB, so that a
+ * sequential read of a big file is a few 1 MiB requests (the most a request carries, with
+ * libfuse's 256 pages) instead of many 128 KiB ones.  The kernel only lets the init reply lower
+ * it; the bdi's sysfs knob raises it, when we may write there (root), else nothing changes.
+ * Runs before the loop serves requests, so it must send none: AT_STATX_DONT_SYNC has FUSE
+ * answer from what it has, and st_dev is the superblock's anyway. */
+static void set_read_ahead(const char *mountpoint)
+{
+	char path[64], val[16];
+	struct statx stx;
+	_cleanup_close_ int fd = -EBADF;
+	int n;
+
+	if (statx(AT_FDCWD, mountpoint, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &stx) < 0) {
+		log_debug_errno(-errno, "failed to stat mount '%s', read-ahead unchanged: %m",
+				mountpoint);
+		return;
+	}
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
+		 stx.stx_dev_minor);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	n = snprintf(val, sizeof(val), "%u", FS_READ_AHEAD_KB);
+	if (fd < 0 || write(fd, val, (size_t)n) != n)
+		log_debug_errno(-errno, "failed to set '%s', read-ahead unchanged: %m", path);
+}
+
 int fs_mount(struct fs *fs, const struct fs_config *c)
 {
 	char opts[1024] = "ro,default_permissions";
@@ -1050,6 +1080,7 @@ int fs_mount(struct fs *fs, const struct fs_config *c)
 	}
 	fs->mounted = true;
 	fs->max_threads = c->max_threads > 0 ? c->max_threads : FS_DEFAULT_MAX_THREADS;
+	set_read_ahead(c->mountpoint);
 	return 0;
 }
 
