@@ -4,16 +4,18 @@
  * need no bookkeeping: forget only replies.  Everything is read-only and immutable, so entries,
  * attributes, misses, directory listings and page cache contents are cached for a year.
  * File contents are chunks (fs_tree_file_chunks), each a blob of the store named by its
- * digest.  A file of a tar layer is one chunk that is always local: open keeps the blob's fd
- * in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.  A file
- * of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
+ * digest.  Opens carry no state: open and opendir reply ENOSYS, so the kernel opens files
+ * itself, keeping their pages and listings, and sends neither open nor release.  A read takes
+ * its chunk's blob fd from fs->fds (a cache of open blobs, the only shared mutable state, with
+ * its own locks) and hands the kernel (fd, offset), which libfuse splices when it can.  A file
+ * of a tar layer is one chunk that is always local.  A file of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
  * it overlaps and has the fetcher fetch them all in one call (adjacent ones in one request),
  * then serves the bytes from the store, or EIO if they cannot be had (within the fetcher's
  * timeout).  Such a read blocks its thread for the fetch, so the loop runs up to 64 threads by
  * default: reads of stored files keep being served while others wait for the network.  A
  * signal to the reading process (the kernel sends INTERRUPT) ends the wait with EINTR; the
  * fetch goes on for other readers of the same chunks.
- * Handlers hold no locks and share nothing mutable; the loop runs them on many threads.
+ * Handlers hold no locks across replies; the loop runs them on many threads.
  */
 #include "fs.h"
 
