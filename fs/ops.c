@@ -4,16 +4,18 @@
  * need no bookkeeping: forget only replies.  Everything is read-only and immutable, so entries,
  * attributes, misses, directory listings and page cache contents are cached for a year.
  * File contents are chunks (fs_tree_file_chunks), each a blob of the store named by its
- * digest.  A file of a tar layer is one chunk that is always local: open keeps the blob's fd
- * in fi->fh and read hands the kernel (fd, offset), which libfuse splices when it can.  A file
- * of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
+ * digest.  Opens carry no state: open and opendir reply ENOSYS, so the kernel opens files
+ * itself, keeping their pages and listings, and sends neither open nor release.  A read takes
+ * its chunk's blob fd from fs->fds (a cache of open blobs, the only shared mutable state, with
+ * its own locks) and hands the kernel (fd, offset), which libfuse splices when it can.  A file
+ * of a tar layer is one chunk that is always local.  A file of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
  * it overlaps and has the fetcher fetch them all in one call (adjacent ones in one request),
  * then serves the bytes from the store, or EIO if they cannot be had (within the fetcher's
  * timeout).  Such a read blocks its thread for the fetch, so the loop runs up to 64 threads by
  * default: reads of stored files keep being served while others wait for the network.  A
  * signal to the reading process (the kernel sends INTERRUPT) ends the wait with EINTR; the
  * fetch goes on for other readers of the same chunks.
- * Handlers hold no locks and share nothing mutable; the loop runs them on many threads.
+ * Handlers hold no locks across replies; the loop runs them on many threads.
  */
 #include "fs.h"
 
@@ -21,19 +23,25 @@
 #include <inttypes.h>
 #include <fuse_lowlevel.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include "../cache/log.h"
 #include "../cache/util.h"
+#include "blob_fds.h"
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(fs_ino_t), "tree inode numbers are FUSE node ids");
 _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
 
 /* The image never changes while mounted. */
 #define FS_TIMEOUT (86400.0 * 365)
-/* fi->fh of a file that is not one local blob (empty, lazy, zeros): read goes by chunks. */
-#define FH_NONE UINT64_MAX
+/* Open blob fds kept for reads: at most this many, and at most a quarter of RLIMIT_NOFILE
+ * (the loop's threads, the fetcher's connections and the kernel's fds need the rest). */
+#define FS_BLOB_FDS_MAX 4096
+#define FS_BLOB_FDS_MIN 16
+/* Read-ahead of the mount, in KiB: see set_read_ahead(). */
+#define FS_READ_AHEAD_KB 1024
 /* fs_config.max_threads 0: enough threads that reads blocked on fetches leave others free. */
 #define FS_DEFAULT_MAX_THREADS 64
 
@@ -41,11 +49,15 @@ struct fs {
 	struct fs_tree *tree;
 	struct blob_store *bs;      /* borrowed */
 	struct fetcher *fetcher;    /* borrowed; NULL when the image has no lazy layer */
+	struct blob_fds *fds;       /* open blobs of recently read chunks */
 	struct fuse_session *se;
 	unsigned max_threads;
 	uint64_t total_bytes;       /* of regular files, for statfs */
 	bool mounted;               /* atomic: fs_unmount() may race fs_serve()'s caller */
 	bool signals;
+	/* atomic, set once by init before any open: the kernel does opens itself when open
+	 * and opendir reply ENOSYS */
+	bool no_open;
 };
 
 /* ---- lookup and attributes ---- */
@@ -146,6 +158,13 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct stat st;
 	int r;
 
+	/* ENOSYS: the kernel opens directories itself from now on, keeping listings cached
+	 * (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE is what it assumes then): no opendir and
+	 * releasedir round trips.  readdir needs no state of an open directory. */
+	if (__atomic_load_n(&fs->no_open, __ATOMIC_RELAXED)) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	r = fs_tree_stat(fs->tree, ino, &st);
 	if (r == 0 && !S_ISDIR(st.st_mode))
 		r = -ENOTDIR;
@@ -277,13 +296,11 @@ static inline bool chunk_is_local(const struct fs_chunk_ref *c)
 	return !c->zeros && c->blob_length == 0;
 }
 
-static int do_open(struct fs *fs, fuse_ino_t ino, int flags, uint64_t *ret_fh)
+/* Only checks: reads find their blobs through fs->fds, an open file has no state. */
+static int do_open(struct fs *fs, fuse_ino_t ino, int flags)
 {
-	const struct fs_chunk_ref *c;
-	char digest[DIGEST_STRING_MAX];
 	struct stat st;
-	size_t n;
-	int fd, r;
+	int r;
 
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EROFS;
@@ -294,58 +311,37 @@ static int do_open(struct fs *fs, fuse_ino_t ino, int flags, uint64_t *ret_fh)
 		return -EISDIR;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	r = fs_tree_file_chunks(fs->tree, ino, &c, &n);
-	if (r < 0) {
-		log_debug_errno(r, "inode %" PRIu64 " has no content chunks, EIO: %m", (uint64_t)ino);
-		return -EIO;
-	}
-	/* Only a file that is one local blob is opened now; a lazy file's chunks may not be
-	 * stored yet, and read fetches them then. */
-	if (n != 1 || !chunk_is_local(&c[0])) {
-		*ret_fh = FH_NONE;
-		return 0;
-	}
-
-	chunk_digest(&c[0], digest);
-	r = blob_store_open_blob(fs->bs, digest, &fd);
-	if (r == -ENOENT) {
-		log_debug("blob '%s' of inode %" PRIu64 " is not in the store, EIO", digest,
-			  (uint64_t)ino);
-		return -EIO;
-	}
-	if (r < 0) {
-		log_debug_errno(r, "failed to open blob '%s' of inode %" PRIu64 ", EIO: %m", digest,
-				(uint64_t)ino);
-		return -EIO;
-	}
-	*ret_fh = (uint64_t)fd;
 	return 0;
 }
 
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	uint64_t fh;
 	int r;
 
-	r = do_open(fs, ino, fi->flags, &fh);
+	/* ENOSYS: the kernel does every later open itself, with FOPEN_KEEP_CACHE, and sends
+	 * neither open nor release: reading a file whose pages are cached costs no round trip.
+	 * What do_open() checks the kernel checks too: the mount is read-only (EROFS for
+	 * writes and O_TRUNC), and only regular files are opened through here. */
+	if (__atomic_load_n(&fs->no_open, __ATOMIC_RELAXED)) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	r = do_open(fs, ino, fi->flags);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fi->fh = fh;
 	fi->keep_cache = 1;
 	fi->noflush = 1;
-	/* An interrupted open gets no release: the fd is ours to close then. */
-	if (fuse_reply_open(req, fi) < 0 && fh != FH_NONE)
-		(void)close((int)fh);
+	fuse_reply_open(req, fi);
 }
 
-/* What a read by chunks replies with: bytes assembled in @buf, or, when the read lies in one
- * chunk, @len bytes of that chunk's blob at @pos (spliced, like a tar file's). */
+/* What a read replies with: bytes assembled in @buf, or, when the read lies in one chunk,
+ * @len bytes of that chunk's blob at @pos (spliced when libfuse can). */
 struct read_reply {
 	char *buf;
-	int fd;
+	struct blob_fd fd;
 	off_t pos;
 	size_t len;
 };
@@ -370,9 +366,20 @@ static size_t chunk_find(const struct fs_chunk_ref *c, size_t n, uint64_t off)
 	return lo - 1;
 }
 
-/* Opens a chunk's blob: 0, -ENOENT if it is not stored, -EIO for anything else. */
-static int chunk_open(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref *c, int *ret_fd)
+struct chunk_open_args {
+	struct fs *fs;
+	fuse_ino_t ino;
+	const struct fs_chunk_ref *c;
+};
+
+/* Opens a chunk's blob (for blob_fds_get(), on a miss): 0, -ENOENT if it is not stored, -EIO
+ * for anything else. */
+static int chunk_open(void *userdata, int *ret_fd)
 {
+	const struct chunk_open_args *a = userdata;
+	const struct fs_chunk_ref *c = a->c;
+	struct fs *fs = a->fs;
+	fuse_ino_t ino = a->ino;
 	char digest[DIGEST_STRING_MAX];
 	int r;
 
@@ -429,28 +436,30 @@ static int chunk_read(fuse_ino_t ino, const struct fs_chunk_ref *c, int fd, uint
 }
 
 /* Serves chunk @c's part of the read [off, end): copies it to its place in @buf or, with
- * @buf NULL, hands out the chunk's open blob in *ret_fd.  -ENOENT if the blob is not stored,
- * -EIO for any other failure. */
+ * @buf NULL, hands out the chunk's open blob in *ret_fd (to give back with blob_fds_put()).
+ * -ENOENT if the blob is not stored, -EIO for any other failure. */
 static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref *c, uint64_t off,
-		       uint64_t end, char *buf, int *ret_fd)
+		       uint64_t end, char *buf, struct blob_fd *ret_fd)
 {
 	uint64_t from = off > c->file_offset ? off : c->file_offset;
 	uint64_t to = c->file_offset + c->size < end ? c->file_offset + c->size : end;
-	_cleanup_close_ int fd = -EBADF;
+	struct chunk_open_args args = { .fs = fs, .ino = ino, .c = c };
+	_cleanup_blob_fd_ struct blob_fd fd = BLOB_FD_NONE;
 	int r;
 
 	if (c->zeros) {
 		memset(buf + (from - off), 0, to - from);
 		return 0;
 	}
-	r = chunk_open(fs, ino, c, &fd);
+	r = blob_fds_get(fs->fds, c->digest, chunk_open, &args, &fd);
 	if (r < 0)
 		return r;
 	if (!buf) {
-		*ret_fd = TAKE_FD(fd);
+		*ret_fd = fd;
+		fd = BLOB_FD_NONE;
 		return 0;
 	}
-	return chunk_read(ino, c, fd, from, to - from, buf + (from - off));
+	return chunk_read(ino, c, fd.fd, from, to - from, buf + (from - off));
 }
 
 #define FETCH_AHEAD (2u << 20)
@@ -505,7 +514,7 @@ static int do_read_chunks(struct fs *fs, fuse_req_t req, fuse_ino_t ino, uint64_
 	_cleanup_free_ struct fetch_chunk *missing = NULL;
 	_cleanup_free_ size_t *missing_idx = NULL;
 	_cleanup_free_ char *buf = NULL;
-	_cleanup_close_ int fd = -EBADF;
+	_cleanup_blob_fd_ struct blob_fd fd = BLOB_FD_NONE;
 	char digest[DIGEST_STRING_MAX];
 	const struct fs_chunk_ref *c;
 	uint64_t end = off + len;
@@ -612,12 +621,14 @@ static int do_read_chunks(struct fs *fs, fuse_req_t req, fuse_ino_t ino, uint64_
 		}
 	}
 
-	if (buf)
-		*ret = (struct read_reply) { .buf = TAKE_PTR(buf), .fd = -EBADF, .len = len };
-	else
+	if (buf) {
+		*ret = (struct read_reply) { .buf = TAKE_PTR(buf), .fd = BLOB_FD_NONE, .len = len };
+	} else {
 		*ret = (struct read_reply) {
-			.fd = TAKE_FD(fd), .pos = (off_t)(off - c[first].file_offset), .len = len,
+			.fd = fd, .pos = (off_t)(off - c[first].file_offset), .len = len,
 		};
+		fd = BLOB_FD_NONE;
+	}
 	return 0;
 }
 
@@ -630,6 +641,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct stat st;
 	int r;
 
+	(void)fi;
 	r = fs_tree_stat(fs->tree, ino, &st);
 	if (r == 0 && off < 0)
 		r = -EINVAL;
@@ -644,14 +656,10 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Never ask a blob for more than the file holds: a short blob is then visible as a
 	 * short read instead of extra bytes. */
 	size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
-	if (fi->fh != FH_NONE) {
-		rr = (struct read_reply) { .fd = (int)fi->fh, .pos = off, .len = size };
-	} else {
-		r = do_read_chunks(fs, req, ino, (uint64_t)off, size, &rr);
-		if (r < 0) {
-			fuse_reply_err(req, -r);
-			return;
-		}
+	r = do_read_chunks(fs, req, ino, (uint64_t)off, size, &rr);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
 	}
 
 	if (rr.buf) {
@@ -661,19 +669,18 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	bv.buf[0].size = rr.len;
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = rr.fd;
+	bv.buf[0].fd = rr.fd.fd;
 	bv.buf[0].pos = rr.pos;
-	/* fuse_reply_data() replies with the error itself if reading the fd fails. */
+	/* fuse_reply_data() replies with the error itself if reading the fd fails.  The fd
+	 * stays in use until it returns: the cache closes no fd a reader holds. */
 	(void)fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-	if (fi->fh == FH_NONE)
-		(void)close(rr.fd);
+	blob_fds_put(&rr.fd);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	if (fi->fh != FH_NONE)
-		(void)close((int)fi->fh);
+	(void)fi;
 	fuse_reply_err(req, 0);
 }
 
@@ -858,18 +865,25 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Splice file pages straight into the reply; readdirplus when the kernel finds it
 	 * useful (a first listing, ls -l), plain readdir otherwise; symlinks in the page cache. */
 	const unsigned wanted = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
-				FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+				FUSE_CAP_READDIRPLUS |
 				FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 				FUSE_CAP_ASYNC_READ;
 	/* Nothing changes behind the kernel's back and nothing is written. */
-	const unsigned unwanted = FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
+	const unsigned unwanted = FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC;
 
-	(void)userdata;
+	struct fs *fs = userdata;
+
 	conn->want |= conn->capable & wanted;
+	/* The kernel takes ENOSYS from open/opendir as "open files yourself" (zero-message
+	 * opens): see fs_op_open(). */
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+		__atomic_store_n(&fs->no_open, true, __ATOMIC_RELAXED);
 	conn->want &= ~unwanted;
-	/* conn->max_readahead stays at what the kernel offered: reads ahead of a lazy fetch
-	 * are what keeps sequential reads of a cold blob fast. */
+	/* Reads ahead are what keeps sequential reads fast, of a cold blob and of stored ones:
+	 * the kernel takes the smaller of this and the bdi's read_ahead_kb, which
+	 * set_read_ahead() raised before this INIT reply (else it stays at 128 KiB). */
+	conn->max_readahead = FS_READ_AHEAD_KB * 1024;
 	/* Readahead and async reads are background requests; with the kernel's default of 12,
 	 * a few readers stuck on slow fetches would hold up readahead of cached files too. */
 	conn->max_background = 64;
@@ -908,10 +922,22 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.fallocate = fs_op_fallocate,
 };
 
+static unsigned blob_fds_slots(void)
+{
+	struct rlimit rl;
+	rlim_t n = FS_BLOB_FDS_MAX;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 4 < n)
+		n = rl.rlim_cur / 4;
+	return n < FS_BLOB_FDS_MIN ? FS_BLOB_FDS_MIN : (unsigned)n;
+}
+
 int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher, struct fs **ret)
 {
 	struct fs *fs;
 	size_t n;
+	int r;
 
 	n = fs_tree_count(tree);
 	if (n == 0)
@@ -923,6 +949,11 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 	fs->tree = tree;
 	fs->bs = bs;
 	fs->fetcher = fetcher;
+	r = blob_fds_new(blob_fds_slots(), &fs->fds);
+	if (r < 0) {
+		free(fs);
+		return r;
+	}
 	for (fs_ino_t ino = FS_ROOT_INO; ino <= n; ino++) {
 		struct stat st;
 
@@ -944,6 +975,7 @@ struct fs *fs_free(struct fs *fs)
 		fuse_session_destroy(fs->se);
 	}
 	fs_tree_free(fs->tree);
+	blob_fds_free(fs->fds);
 	free(fs);
 	return NULL;
 }
@@ -967,6 +999,32 @@ static int opt_append_escaped(char *buf, size_t size, const char *key, const cha
 	}
 	buf[len] = 0;
 	return 0;
+}
+
+/* Raises the mount's read-ahead from the kernel's 128 KiB to FS_READ_AHEAD_KB, so that a
+ * sequential read of a big file is a few 1 MiB requests (the most a request carries, with
+ * libfuse's 256 pages) instead of many 128 KiB ones.  The kernel only lets the init reply lower
+ * it; the bdi's sysfs knob raises it, when we may write there (root), else nothing changes.
+ * Runs before the loop serves requests, so it must send none: AT_STATX_DONT_SYNC has FUSE
+ * answer from what it has, and st_dev is the superblock's anyway. */
+static void set_read_ahead(const char *mountpoint)
+{
+	char path[64], val[16];
+	struct statx stx;
+	_cleanup_close_ int fd = -EBADF;
+	int n;
+
+	if (statx(AT_FDCWD, mountpoint, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, 0, &stx) < 0) {
+		log_debug_errno(-errno, "failed to stat mount '%s', read-ahead unchanged: %m",
+				mountpoint);
+		return;
+	}
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
+		 stx.stx_dev_minor);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	n = snprintf(val, sizeof(val), "%u", FS_READ_AHEAD_KB);
+	if (fd < 0 || write(fd, val, (size_t)n) != n)
+		log_debug_errno(-errno, "failed to set '%s', read-ahead unchanged: %m", path);
 }
 
 int fs_mount(struct fs *fs, const struct fs_config *c)
@@ -1024,6 +1082,7 @@ int fs_mount(struct fs *fs, const struct fs_config *c)
 	}
 	fs->mounted = true;
 	fs->max_threads = c->max_threads > 0 ? c->max_threads : FS_DEFAULT_MAX_THREADS;
+	set_read_ahead(c->mountpoint);
 	return 0;
 }
 

@@ -400,9 +400,9 @@ def ratios(res):
     out = []
     for rate, delay in res["settings"]:
         rows = [r for r in res["coldstart"] if r["rate"] == rate and r["delay_ms"] == delay]
-        if not rows:
-            continue
-        trad = next(r for r in rows if r["flow"].startswith("traditional"))
+        trad = next((r for r in rows if r["flow"].startswith("traditional")), None)
+        if trad is None:
+            continue  # part 1 did not run
         for r in rows:
             if r is trad:
                 continue
@@ -422,6 +422,8 @@ def ratios(res):
         if not r["target"].startswith("lazyroot"):
             continue
         for base in ("local disk", "squashfuse", "archivemount"):
+            if base not in w:
+                continue
             x = [rx(r[k], w[base][k]) for k in ("tar_cold_s", "tar_warm_s", "find_cold_s",
                                                   "find_warm_s")]
             out.append("warm read %s / %s: tar %s cold, %s warm; find -ls %s cold, %s warm"
