@@ -371,44 +371,54 @@ int source_get_blob(struct source *s, const char *digest, size_t max, char **ret
 	return source_try(s, REQUEST_BY_DIGEST, call_get_blob, &a, NULL);
 }
 
-struct stream_blob_args {
-	const char *digest;
+/* The caller's sink, counting what it took over every endpoint tried, so that a retry on
+ * another endpoint knows where the stream stands.  Must be the first member of the call's
+ * arguments: counted_sink_write() gets the arguments' address. */
+struct counted_sink {
 	int (*sink)(void *userdata, const void *buf, size_t n);
 	void *userdata;
-	uint64_t delivered;     /* bytes the sink took: once any, no other endpoint may add */
+	uint64_t delivered;     /* bytes the sink took */
 	bool sink_failed;
 };
 
-static int stream_sink(void *userdata, const void *buf, size_t n)
+static int counted_sink_write(void *userdata, const void *buf, size_t n)
 {
-	struct stream_blob_args *a = userdata;
+	struct counted_sink *c = userdata;
 	int r;
 
-	r = a->sink(a->userdata, buf, n);
+	r = c->sink(c->userdata, buf, n);
 	if (r < 0)
-		a->sink_failed = true;
+		c->sink_failed = true;
 	else
-		a->delivered += n;
+		c->delivered += n;
 	return r;
 }
 
+struct stream_blob_args {
+	struct counted_sink out;  /* first: see counted_sink */
+	const char *digest;
+};
+
 static int call_stream_blob(struct registry *r, void *userdata)
 {
-	return registry_stream_blob(r, ((struct stream_blob_args *)userdata)->digest, stream_sink,
-				    userdata);
+	return registry_stream_blob(r, ((struct stream_blob_args *)userdata)->digest,
+				    counted_sink_write, userdata);
 }
 
+/* A whole blob streams from its start: once the sink took any byte, no other endpoint may
+ * add to it. */
 static bool stream_may_retry(void *userdata)
 {
 	struct stream_blob_args *a = userdata;
 
-	return a->delivered == 0 && !a->sink_failed;
+	return a->out.delivered == 0 && !a->out.sink_failed;
 }
 
 int source_stream_blob(struct source *s, const char *digest,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
 {
-	struct stream_blob_args a = { .digest = digest, .sink = sink, .userdata = userdata };
+	struct stream_blob_args a = { .out = { .sink = sink, .userdata = userdata },
+				      .digest = digest };
 
 	if (s->local)
 		return source_local_stream_blob(s->local, digest, sink, userdata);
@@ -442,41 +452,25 @@ int source_get_blob_range(struct source *s, const char *digest, uint64_t offset,
 }
 
 struct stream_blob_range_args {
+	struct counted_sink out;  /* first: see counted_sink */
 	const char *digest;
 	uint64_t offset, len;
-	int (*sink)(void *userdata, const void *buf, size_t n);
-	void *userdata;
-	uint64_t delivered;     /* bytes the sink took, over all endpoints */
-	bool sink_failed;
 };
-
-static int range_sink(void *userdata, const void *buf, size_t n)
-{
-	struct stream_blob_range_args *a = userdata;
-	int r;
-
-	r = a->sink(a->userdata, buf, n);
-	if (r < 0)
-		a->sink_failed = true;
-	else
-		a->delivered += n;
-	return r;
-}
 
 /* Each endpoint is asked only for what the sink has not had yet. */
 static int call_stream_blob_range(struct registry *r, void *userdata)
 {
 	struct stream_blob_range_args *a = userdata;
 
-	return registry_stream_blob_range(r, a->digest, a->offset + a->delivered,
-					  a->len - a->delivered, range_sink, a);
+	return registry_stream_blob_range(r, a->digest, a->offset + a->out.delivered,
+					  a->len - a->out.delivered, counted_sink_write, a);
 }
 
 static bool stream_range_may_retry(void *userdata)
 {
 	struct stream_blob_range_args *a = userdata;
 
-	return !a->sink_failed && a->delivered < a->len;
+	return !a->out.sink_failed && a->out.delivered < a->len;
 }
 
 /* A local blob: read in pieces, so that the sink works as with a registry. */
@@ -513,8 +507,8 @@ int source_stream_blob_range(struct source *s, const char *digest, uint64_t offs
 			     void *userdata)
 {
 	struct stream_blob_range_args a = {
-		.digest = digest, .offset = offset, .len = len, .sink = sink,
-		.userdata = userdata,
+		.out = { .sink = sink, .userdata = userdata },
+		.digest = digest, .offset = offset, .len = len,
 	};
 
 	if (s->local)
