@@ -804,20 +804,20 @@ void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr)
 	pthread_mutex_unlock(&f->lock);
 }
 
-int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
-				 struct fetch_interrupt *intr)
+/* One round of fetcher_ensure_interruptible(), by @deadline.  *ret_joined_failed: a flight
+ * this call joined (another call's fetch) failed. */
+static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+			struct fetch_interrupt *intr, int64_t deadline, bool *ret_joined_failed)
 {
 	_cleanup_free_ const struct fetch_chunk **missing = NULL;
 	_cleanup_free_ struct job *jobs = NULL;
 	_cleanup_free_ struct flight **waits = NULL;
-	int64_t deadline = now_ms() + f->timeout_ms;
-	size_t n_missing = 0, n_jobs = 0, n_waits = 0;
-	unsigned failed = 0, invalid = 0;
+	size_t n_missing = 0, n_jobs = 0, n_waits = 0, n_joined;
+	unsigned failed = 0, invalid = 0, joined_failed;
 	bool interrupted = false;
 	uint64_t owner;
 
-	if (n == 0)
-		return 0;
+	*ret_joined_failed = false;
 	missing = calloc(n, sizeof(*missing));
 	jobs = calloc(n, sizeof(*jobs));
 	waits = calloc(n, sizeof(*waits));
@@ -844,11 +844,15 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	owner = f->next_owner++;
 	failed += claim_all(f, missing, n_missing, owner, jobs, &n_jobs, waits, &n_waits);
 	pthread_mutex_unlock(&f->lock);
+	n_joined = n_waits;   /* waits[0..n_joined): other calls' flights */
 
 	jobs_drop_stored(f, jobs, &n_jobs);
 	if (n_jobs > 0 && (!intr || task_start(f, jobs, n_jobs, deadline, waits, &n_waits) < 0))
 		failed += fetch_jobs(f, jobs, n_jobs, f->request_max, deadline);
-	failed += flights_wait(f, waits, n_waits, deadline, false, intr, &interrupted);
+	joined_failed = flights_wait(f, waits, n_joined, deadline, false, intr, &interrupted);
+	failed += joined_failed;
+	failed += flights_wait(f, waits + n_joined, n_waits - n_joined, deadline, false, intr,
+			       &interrupted);
 
 	pthread_mutex_lock(&f->lock);
 	if (--f->ensures_active == 0)
@@ -857,7 +861,28 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 
 	if (interrupted)
 		return -EINTR;
+	*ret_joined_failed = joined_failed > 0;
 	return failed + invalid > 0 ? -EIO : 0;
+}
+
+int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+				 struct fetch_interrupt *intr)
+{
+	int64_t deadline = now_ms() + f->timeout_ms;
+	bool joined_failed;
+	int r;
+
+	if (n == 0)
+		return 0;
+	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
+	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
+	 * just now (the registry it waited for came back and closed the stalled connection): its
+	 * failure is not this call's.  With time left, fetch what is still missing ourselves. */
+	if (r == -EIO && joined_failed && deadline - now_ms() >= f->timeout_ms / 4) {
+		log_debug("a fetch this read waited for failed, fetching again");
+		r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
+	}
+	return r;
 }
 
 void fetcher_note_hit(struct fetcher *f)
