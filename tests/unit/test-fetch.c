@@ -47,6 +47,7 @@ struct test_reader {
 	atomic_int calls;
 	atomic_int in_read;
 	atomic_bool fail;              /* reads fail with -EHOSTUNREACH */
+	atomic_int fail_next;          /* so many reads (ending from now on) fail so */
 	atomic_long slow_offset;       /* a read starting here sleeps slow_us; -1: none */
 	atomic_long slow_us;
 	atomic_long all_us;            /* every read sleeps this long */
@@ -80,6 +81,16 @@ static void events_reset(void)
 	pthread_mutex_unlock(&ev_lock);
 }
 
+/* Decrements @n if it is above 0; whether it did. */
+static bool take_one(atomic_int *n)
+{
+	int v = atomic_load(n);
+
+	while (v > 0 && !atomic_compare_exchange_weak(n, &v, v - 1))
+		;
+	return v > 0;
+}
+
 static int test_read(void *userdata, uint64_t offset, size_t len, void *buf)
 {
 	struct test_reader *rd = userdata;
@@ -94,7 +105,7 @@ static int test_read(void *userdata, uint64_t offset, size_t len, void *buf)
 		usleep(rd->slow_us);
 	log_event(EV_END, rd->layer, offset);
 	rd->in_read--;
-	if (rd->fail)
+	if (rd->fail || take_one(&rd->fail_next))
 		return -EHOSTUNREACH;
 	n = pread(rd->fd, buf, len, offset);
 	if (n < 0)
@@ -107,6 +118,7 @@ static void reader_reset(void)
 	for (unsigned l = 0; l < 2; l++) {
 		L[l].rd.calls = 0;
 		L[l].rd.fail = false;
+		L[l].rd.fail_next = 0;
 		L[l].rd.slow_offset = -1;
 		L[l].rd.slow_us = 0;
 		L[l].rd.all_us = 0;
@@ -636,6 +648,36 @@ static void test_prefetch_yields(void)
 	env_done(&e);
 }
 
+/* A read that joined another call's fetch, which then failed for good (its deadline came), is
+ * not failed with it: with time left it fetches the chunk itself. */
+static void test_joined_failure_is_not_inherited(void)
+{
+	struct racer a, b;
+	pthread_t ta, tb;
+	struct env e;
+
+	env_new_timeout(&e, 1000);
+	L[1].rd.slow_offset = (long)L[1].chunks[2].blob_offset;
+	L[1].rd.slow_us = 950000;
+	a = (struct racer) { .f = e.f, .c = &L[1].chunks[2] };
+	pthread_create(&ta, NULL, racer_run, &a);
+	wait_until_reading(1);
+	usleep(400000);
+	/* a's read ends at 950 ms and fails; no time is left for a's retry. */
+	L[1].rd.slow_offset = -1;
+	L[1].rd.fail_next = 1;
+	b = (struct racer) { .f = e.f, .c = &L[1].chunks[2] };
+	pthread_create(&tb, NULL, racer_run, &b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	check(a.r == -EIO, "the call whose own fetch failed by its deadline gets -EIO (%d)", a.r);
+	check(b.r == 0 && stored_right(&e, 1, 2) == 1,
+	      "the call that joined it fetches again and gets the chunk (%d, %d reads)", b.r,
+	      calls());
+	check(calls() == 2, "two reads in all: the failed one and the joined call's own");
+	env_done(&e);
+}
+
 static void test_failure(void)
 {
 	struct fetch_stats st;
@@ -715,6 +757,7 @@ int main(void)
 	test_prefetch();
 	test_prefetch_yields();
 	test_failure();
+	test_joined_failure_is_not_inherited();
 	test_free_stops_prefetch();
 
 	for (unsigned l = 0; l < 2; l++) {
