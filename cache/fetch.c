@@ -32,6 +32,12 @@
  * still own a flight when its caller's thread makes the next call.  fetcher_free() cancels
  * the registry requests of the tasks (registry_options.cancel) and waits for them.
  *
+ * Ahead: a chunk marked fetch_chunk.ahead (a read's fetch-ahead and read-around) is fetched
+ * like the others but nobody waits for it: the call's waits and result cover only the chunks
+ * not marked so, an ahead chunk that another call is fetching already is left to it, runs
+ * holding a needed chunk are requested first, and ahead chunks are stored without an fsync
+ * each (fetcher_free() syncs the store once if any was).
+ *
  * Prefetch: fetcher_prefetch() appends to a queue (each digest at most once per fetcher); one
  * thread takes runs from its head in order.  Before each request the thread waits until no
  * fetcher_ensure() is in progress (f->ensures_active), so reads always go first; between
@@ -135,6 +141,7 @@ struct fetcher {
 	struct fetch_stats stats;             /* guarded by lock, but for chunks_cached: */
 	uint64_t hits;                        /* atomic: counted on every cached read, so it
 					       * never waits behind fetch bookkeeping */
+	bool unsynced;                        /* atomic: a chunk was stored without fsync */
 };
 
 /* One chunk the current call owns the flight of. */
@@ -413,8 +420,13 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
 	/* Verified by the commit, which hashes as it writes and links the blob under its name
-	 * only when it matches @c->digest: one pass over the bytes, not two. */
-	r = blob_txn_begin_flags(f->bs, f->defer_sync ? BLOB_TXN_NO_SYNC : 0, &t);
+	 * only when it matches @c->digest: one pass over the bytes, not two.  A chunk fetched
+	 * ahead is not synced one by one either: dozens of fsyncs a second would queue the
+	 * journal commits of the chunks readers wait for behind theirs, and a blob a power loss
+	 * leaves short is fetched again (fetcher_free() syncs them all). */
+	if (c->ahead && !f->defer_sync)
+		__atomic_store_n(&f->unsynced, true, __ATOMIC_RELAXED);
+	r = blob_txn_begin_flags(f->bs, f->defer_sync || c->ahead ? BLOB_TXN_NO_SYNC : 0, &t);
 	if (r < 0)
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
 	r = blob_txn_write(t, out, c->size);
@@ -456,7 +468,8 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	pthread_mutex_lock(&f->lock);
 	if (result < 0) {
 		f->stats.chunks_failed++;
-		s->failed++;
+		if (!j->c.ahead)
+			s->failed++;
 	} else {
 		f->stats.chunks_fetched++;
 	}
@@ -640,30 +653,51 @@ static int job_compare(const void *a, const void *b)
 	return 0;
 }
 
+/* The run of sorted @jobs that starts at jobs[i]: neighbours in one layer, at most
+ * FETCH_GAP_MAX apart, in at most @request_max bytes.  Returns its end index; *ret_needed:
+ * it holds a chunk not marked ahead. */
+static size_t run_end(const struct job *jobs, size_t n, size_t i, uint64_t request_max,
+		      uint64_t *ret_start, uint64_t *ret_len, bool *ret_needed)
+{
+	uint64_t start = jobs[i].c.blob_offset, end = start + jobs[i].c.blob_length;
+	bool needed = !jobs[i].c.ahead;
+	size_t k = i + 1;
+
+	for (; k < n; k++) {
+		const struct fetch_chunk *c = &jobs[k].c;
+		uint64_t e = MAX(end, c->blob_offset + c->blob_length);
+
+		if (c->layer != jobs[i].c.layer || c->blob_offset > end + FETCH_GAP_MAX ||
+		    e - start > request_max)
+			break;
+		end = e;
+		needed |= !c->ahead;
+	}
+	*ret_start = start;
+	*ret_len = end - start;
+	*ret_needed = needed;
+	return k;
+}
+
 /* Fetches the chunks of @jobs (whose flights the caller owns), merging neighbours into
- * requests of at most @request_max bytes.  Returns how many failed. */
+ * requests of at most @request_max bytes: first the runs that hold a chunk some read waits
+ * for, then the runs of chunks marked ahead only.  Returns how many chunks not marked ahead
+ * failed. */
 static unsigned fetch_jobs(struct fetcher *f, struct job *jobs, size_t n, uint64_t request_max,
 			   int64_t deadline)
 {
 	unsigned failed = 0;
 
 	qsort(jobs, n, sizeof(*jobs), job_compare);
-	for (size_t i = 0; i < n;) {
-		uint64_t start = jobs[i].c.blob_offset, end = start + jobs[i].c.blob_length;
-		size_t k = i + 1;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0, k; i < n; i = k) {
+			uint64_t start, len;
+			bool needed;
 
-		for (; k < n; k++) {
-			const struct fetch_chunk *c = &jobs[k].c;
-			uint64_t e = MAX(end, c->blob_offset + c->blob_length);
-
-			if (c->layer != jobs[i].c.layer || c->blob_offset > end + FETCH_GAP_MAX ||
-			    e - start > request_max)
-				break;
-			end = e;
+			k = run_end(jobs, n, i, request_max, &start, &len, &needed);
+			if (needed == (pass == 0))
+				failed += fetch_run(f, jobs + i, k - i, start, (size_t)len, deadline);
 		}
-		failed += fetch_run(f, jobs + i, k - i, start, end - start, deadline);
-		i = k;
-	}
 	return failed;
 }
 
@@ -682,11 +716,14 @@ static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *ch
 		r = flight_claim(f, chunks[i]->digest, owner, &fl);
 		if (r == CLAIM_MINE)
 			jobs[(*n_jobs)++] = (struct job) { .c = *chunks[i], .fl = fl };
+		else if (r == CLAIM_WAIT && chunks[i]->ahead)
+			flight_unref(fl);   /* another call fetches it: nobody here waits for it */
 		else if (r == CLAIM_WAIT)
 			waits[(*n_waits)++] = fl;
 		else if (r < 0) {
 			f->stats.chunks_failed++;
-			failed++;
+			if (!chunks[i]->ahead)
+				failed++;
 		}
 	}
 	return failed;
@@ -735,8 +772,8 @@ static void *task_thread(void *userdata)
 }
 
 /* Starts a task thread fetching @jobs (whose flights the caller owns; they become the task's)
- * and appends a reference to each job's flight to @waits, for the caller to wait on.  On
- * failure nothing changed and the caller fetches @jobs itself. */
+ * and appends a reference to the flight of each job not marked ahead to @waits, for the
+ * caller to wait on.  On failure nothing changed and the caller fetches @jobs itself. */
 static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64_t deadline,
 		      struct flight **waits, size_t *n_waits)
 {
@@ -761,6 +798,8 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
 	f->tasks_active++;
 	f->ensures_active++;   /* prefetch keeps yielding to this read's fetch */
 	for (size_t i = 0; i < n; i++) {
+		if (t->jobs[i].c.ahead)
+			continue;
 		t->jobs[i].fl->refs++;
 		waits[(*n_waits)++] = t->jobs[i].fl;
 	}
@@ -782,7 +821,8 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
 	log_debug_errno(r, "starting a fetch thread failed, fetching on the reader's: %m");
 	pthread_mutex_lock(&f->lock);
 	for (size_t i = 0; i < n; i++)
-		flight_unref(waits[--(*n_waits)]);
+		if (!t->jobs[i].c.ahead)
+			flight_unref(waits[--(*n_waits)]);
 	f->ensures_active--;   /* the caller's own count keeps it above 0 */
 	if (--f->tasks_active == 0)
 		(void)pthread_cond_broadcast(&f->task_done);
@@ -826,7 +866,8 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 
 	for (size_t i = 0; i < n; i++) {
 		if (!chunk_valid(f, &chunks[i])) {
-			invalid++;
+			if (!chunks[i].ahead)
+				invalid++;
 			continue;
 		}
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
@@ -1215,6 +1256,12 @@ struct fetcher *fetcher_free(struct fetcher *f)
 
 	/* No call is in progress any more, so no flight is left and every slot is idle. */
 	assert(f->n_idle == f->n_slots);
+	if (__atomic_load_n(&f->unsynced, __ATOMIC_RELAXED)) {
+		int r = blob_store_sync(f->bs);
+
+		if (r < 0)
+			log_debug_errno(r, "syncing the chunks fetched ahead failed: %m");
+	}
 	for (size_t i = 0; i < f->n_idle; i++)
 		source_free(f->idle[i]);
 	free(f->idle);

@@ -37,6 +37,10 @@ struct fetch_chunk {
 	uint64_t blob_length;
 	uint64_t size;           /* uncompressed */
 	char digest[DIGEST_STRING_MAX];
+	/* Fetched along with the others, in the same requests, but not waited for: the call
+	 * returns once the chunks it needs are in, and its result ignores this one (read-around:
+	 * a read's fetch-ahead and neighbours).  Runs holding needed chunks go first. */
+	bool ahead;
 };
 
 struct fetch_stats {
@@ -81,7 +85,8 @@ DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 /* Makes sure each of @chunks (any order, any layers) is in the blob store, fetching what is
  * missing, within the fetcher's timeout.  Returns 0 when all are stored, -EIO if any could not
  * be fetched or verified in time (the others may still have been stored).  Fetches on the
- * calling thread: the call cannot be interrupted. */
+ * calling thread: the call cannot be interrupted, and it waits for chunks marked ahead too
+ * (their failure still does not count). */
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
 
 /* Lets a waiting fetcher_ensure_interruptible() return early, e.g. when the process whose read
@@ -92,7 +97,8 @@ struct fetch_interrupt {
 
 /* As fetcher_ensure(), but the chunks this call fetches are fetched on a thread of their own,
  * so that fetcher_interrupt(@intr) (from any thread, before or during the call) makes the call
- * return -EINTR at once.  The fetch goes on then: other callers waiting for the same chunks
+ * return -EINTR at once, and so that the call returns as soon as the chunks not marked ahead
+ * are in (the thread goes on with the rest).  The fetch goes on then: other callers waiting for the same chunks
  * get them, and they are stored for later reads.  (If no thread can be started, the call
  * fetches itself and an interrupt ends only its waits for other calls' fetches.) */
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,

@@ -10,7 +10,8 @@
   (e) two processes reading one uncached file: each chunk is requested once
   (f) --prefetch=all then offline: everything reads; default landmark prefetch fetches the
       files before .prefetch.landmark without them being read, and nothing else
-  (g) zstd:chunked fixtures mount lazily; reading busybox fetches only its chunks
+  (g) zstd:chunked fixtures mount lazily; reading busybox fetches only its chunks (and, in the
+      same requests, what follows it in the layer up to 128 KiB: read-around)
   (h) systemd-nspawn runs /bin/busybox true on a lazily mounted eStargz image
 
 Images are generated with tests/tools/mkestargz.py into a registry of this module (the
@@ -468,6 +469,56 @@ def test_small_chunks_are_fetched_ahead(lazyroot, lazy_images, mountpoint):
         assert (mountpoint / "srv/a/one.txt").read_bytes() == b"one\n" * 100
 
 
+READ_AROUND = 128 * 1024   # fs/ops.c READ_AROUND_BYTES
+
+
+def test_read_around_brings_the_next_files_of_the_layer(lazyroot, lazy_images, mountpoint):
+    """A miss that fetches a whole file also fetches the chunks that follow it in the layer
+    blob, up to 128 KiB past its end, in the same request: reading the next file then costs
+    no request; a file farther on still does, and no range reaches past the window."""
+    im = lazy_images
+    layer = im.big["layers"][1]
+    es = layer["estargz"]
+    files = im.big["files"]
+    single = {}
+    for c in es.chunks:
+        single.setdefault(c["name"], []).append(c)
+    order = sorted((cs[0] for cs in single.values() if len(cs) == 1 and
+                    "/" + cs[0]["name"] in files), key=lambda c: c["offset"])
+    pick = None
+    for k in range(len(order) - 1):
+        f, g = order[k], order[k + 1]
+        if len(files["/" + f["name"]]) < 20000 and g["offset"] >= f["end"] and \
+                g["end"] - f["end"] <= READ_AROUND // 2 and len(files["/" + g["name"]]) > 0:
+            far = [h for h in order[k + 2:] if h["offset"] > f["end"] + 2 * READ_AROUND]
+            if far:
+                pick = (f, g, far[0])
+                break
+    assert pick, "no small file followed closely by another in the generated layer"
+    f, g, h = pick
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
+        p.reset()
+        assert read_file(mountpoint / f["name"]) == files["/" + f["name"]]
+        first = [r for r in p.blob_requests(layer["digest"]) if r["range"]]
+        assert first and any(range_covers(r, f["offset"]) for r in first), first
+        assert any(range_covers(r, g["offset"]) for r in first), (
+            "the next file [%d, %d) did not come along: %s" % (g["offset"], g["end"], first))
+        for r in first:
+            lo, hi = parse_range(r["range"])
+            assert hi is not None and hi < f["end"] + READ_AROUND, (
+                "range %s reaches past %s's end %d + %d" % (r["range"], f["name"], f["end"],
+                                                            READ_AROUND))
+        assert read_file(mountpoint / g["name"]) == files["/" + g["name"]]
+        assert len([r for r in p.blob_requests(layer["digest"]) if r["range"]]) == len(first), (
+            "reading the next file cost a request: %s" % p.blob_requests(layer["digest"]))
+        assert read_file(mountpoint / h["name"]) == files["/" + h["name"]]
+        later = [r for r in p.blob_requests(layer["digest"]) if r["range"]][len(first):]
+        assert any(range_covers(r, h["offset"]) for r in later), later
+    s = stats(lazyroot, mountpoint)
+    assert s["chunks_failed"] == 0, s
+
+
 def test_daemon_reuses_the_scheme_the_mount_found(lazyroot, lazy_images, mountpoint):
     """The mount found that the (loopback) registry speaks plain HTTP; the daemon's clients
     start from that instead of probing HTTPS again, which would cost the first read a round
@@ -581,12 +632,13 @@ def test_zstd_chunked_lazy_and_busybox_only(lazyroot, registry, mountpoint, name
     toc, toc_off = zstd_chunked_toc(blob)
     start, end = file_extent(toc, toc_off, "bin/busybox")
     assert reqs and all(r["path"].endswith(l1["digest"]) for r in reqs), reqs
+    # busybox's chunks, and its neighbours up to READ_AROUND past its end (read-around)
     for r in reqs:
         first, last = parse_range(r["range"])
-        assert start <= first and (last or 0) < end, "range %s outside busybox [%d, %d)" % (
-            r["range"], start, end)
+        assert start <= first and (last or 0) < end + READ_AROUND, (
+            "range %s outside busybox [%d, %d) + %d" % (r["range"], start, end, READ_AROUND))
     got = sum(r["bytes"] for r in reqs)
-    assert got <= end - start, (got, start, end)
+    assert got <= end - start + READ_AROUND, (got, start, end)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -678,6 +678,75 @@ static void test_joined_failure_is_not_inherited(void)
 	env_done(&e);
 }
 
+/* Chunks marked ahead ride along but are not waited for, fail nobody, and do not hold back the
+ * runs that readers need. */
+static void test_ahead_is_not_waited_for(void)
+{
+	struct fetch_interrupt intr = {};
+	struct fetch_chunk cs[2];
+	struct fetch_stats st;
+	struct racer a;
+	pthread_t ta;
+	struct env e;
+	struct event first;
+	int64_t t0, took;
+	int r;
+
+	env_new(&e);
+	/* The needed chunk sorts after the one fetched ahead (layer 1 > layer 0). */
+	cs[0] = L[0].chunks[1];
+	cs[0].ahead = true;
+	cs[1] = L[1].chunks[1];
+	L[0].rd.slow_offset = (long)L[0].chunks[1].blob_offset;
+	L[0].rd.slow_us = 800000;
+	t0 = now_ms();
+	r = fetcher_ensure_interruptible(e.f, cs, 2, &intr);
+	took = now_ms() - t0;
+	check(r == 0 && took < 500 && stored_right(&e, 1, 1) == 1,
+	      "the call returns once its own chunk is in, not after the slow one fetched ahead "
+	      "(%d, %lld ms)", r, (long long)took);
+	pthread_mutex_lock(&ev_lock);
+	first = events[0];
+	pthread_mutex_unlock(&ev_lock);
+	check(first.type == EV_START && first.layer == 1,
+	      "the run holding the needed chunk is requested first");
+	r = fetcher_ensure(e.f, &L[0].chunks[1], 1);
+	check(r == 0 && stored_right(&e, 0, 1) == 1 && calls() == 2,
+	      "a later call for the chunk fetched ahead joins that fetch: no third read (%d)",
+	      calls());
+
+	/* Another call fetches a chunk slowly: asking for it ahead does not wait for it. */
+	L[0].rd.slow_offset = (long)L[0].chunks[4].blob_offset;
+	a = (struct racer) { .f = e.f, .c = &L[0].chunks[4] };
+	pthread_create(&ta, NULL, racer_run, &a);
+	wait_until_reading(0);
+	cs[0] = L[0].chunks[4];
+	cs[0].ahead = true;
+	cs[1] = L[1].chunks[4];
+	t0 = now_ms();
+	r = fetcher_ensure(e.f, cs, 2);
+	took = now_ms() - t0;
+	check(r == 0 && took < 500 && stored_right(&e, 1, 4) == 1,
+	      "a chunk another call is fetching, asked for ahead, is not waited for (%lld ms)",
+	      (long long)took);
+	pthread_join(ta, NULL);
+	check(a.r == 0 && stored_right(&e, 0, 4) == 1, "and that call gets it");
+
+	/* A chunk fetched ahead that cannot be fetched fails nobody. */
+	L[0].rd.slow_offset = -1;
+	L[0].rd.fail = true;
+	cs[0] = L[0].chunks[3];
+	cs[0].ahead = true;
+	cs[1] = L[1].chunks[3];
+	r = fetcher_ensure(e.f, cs, 2);
+	fetcher_get_stats(e.f, &st);
+	check(r == 0 && stored_right(&e, 1, 3) == 1 && stored_right(&e, 0, 3) == 0,
+	      "a failing chunk fetched ahead does not fail the call (%d)", r);
+	check(st.chunks_failed == 1, "but counts as failed in the stats (%llu)",
+	      (unsigned long long)st.chunks_failed);
+	env_done(&e);
+}
+
 static void test_failure(void)
 {
 	struct fetch_stats st;
@@ -758,6 +827,7 @@ int main(void)
 	test_prefetch_yields();
 	test_failure();
 	test_joined_failure_is_not_inherited();
+	test_ahead_is_not_waited_for();
 	test_free_stops_prefetch();
 
 	for (unsigned l = 0; l < 2; l++) {
