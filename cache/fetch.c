@@ -57,6 +57,7 @@
 #include <time.h>
 
 #include "credentials.h"
+#include "link_estimate.h"
 #include "log.h"
 #include "util.h"
 
@@ -138,7 +139,8 @@ struct fetcher {
 	 * second and none starts, so abandoned fetches do not hold up the daemon's exit. */
 	bool cancel;
 	pthread_t thread;
-	struct fetch_stats stats;             /* guarded by lock, but for chunks_cached: */
+	struct fetch_stats stats;
+	struct link_estimate link;                /* from every request that got its bytes */             /* guarded by lock, but for chunks_cached: */
 	uint64_t hits;                        /* atomic: counted on every cached read, so it
 					       * never waits behind fetch bookkeeping */
 	bool unsynced;                        /* atomic: a chunk was stored without fsync */
@@ -458,7 +460,16 @@ struct run_sink {
 	size_t win_alloc;
 	void *out;               /* one chunk's decompressed bytes */
 	unsigned failed;
+	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
 };
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void run_complete(struct run_sink *s, struct job *j, int result)
 {
@@ -508,6 +519,10 @@ static int run_sink_write(void *userdata, const void *buf, size_t n)
 {
 	struct run_sink *s = userdata;
 	const uint8_t *p = buf;
+
+	s->last_us = now_us();
+	if (s->first_us == 0)
+		s->first_us = s->last_us;
 
 	while (n > 0 && s->next < s->n) {
 		const struct fetch_chunk *c = &s->jobs[s->next].c;
@@ -564,8 +579,11 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 	for (unsigned attempt = 1;; attempt++) {
 		uint64_t from = s->pos, len = s->end - s->pos;
 		struct source *reg;
+		int64_t start_us;
 
 		r = slot_acquire(f, deadline, &reg);
+		start_us = now_us();
+		s->first_us = 0;
 		if (r < 0) {
 			(void)snprintf(error, sizeof(error), "no registry connection: %s",
 				       strerror(-r));
@@ -596,6 +614,8 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 		pthread_mutex_lock(&f->lock);
 		f->stats.requests++;
 		f->stats.bytes_fetched += s->pos - from;
+		if (r >= 0 && s->first_us > 0)
+			link_estimate_add(&f->link, start_us, s->first_us, s->last_us, s->pos - from);
 		pthread_mutex_unlock(&f->lock);
 		if (r >= 0)
 			return 0;
@@ -924,6 +944,16 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 		r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	}
 	return r;
+}
+
+uint64_t fetcher_read_around_bytes(struct fetcher *f, uint64_t max)
+{
+	uint64_t b;
+
+	pthread_mutex_lock(&f->lock);
+	b = link_estimate_bytes_per_round_trip(&f->link, max);
+	pthread_mutex_unlock(&f->lock);
+	return b;
 }
 
 void fetcher_note_hit(struct fetcher *f)

@@ -105,6 +105,11 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 				 struct fetch_interrupt *intr);
 void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr);
 
+/* How many bytes beyond what a read waits for its requests should carry: what the link moved
+ * in one round trip, as this fetcher's requests measured it (cache/link_estimate.h), at most
+ * @max; @max before anything is measured; 0 on a link too slow for it to pay. */
+uint64_t fetcher_read_around_bytes(struct fetcher *f, uint64_t max);
+
 /* Counts a chunk served from the store, for the stats. */
 void fetcher_note_hit(struct fetcher *f);
 

@@ -466,8 +466,10 @@ static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref 
 
 #define FETCH_AHEAD (2u << 20)
 /* How far past the end of a missed file, in the layer's blob, its neighbours come along
- * (fs/read_around.h): about one round trip's worth of bytes on a 100 Mbit/s link with 10 ms of
- * delay; measured on the benchmark's python3 start: 64 KiB, 128 KiB, 256 KiB, 512 KiB. */
+ * (fs/read_around.h): what the link moves in one round trip (so the extra bytes delay the next
+ * request by less than the round trip they may save it), at most this much: on the
+ * benchmark's python3 start, 128 KiB saved the most requests per extra byte of 32 KiB to
+ * 512 KiB. */
 #define READ_AROUND_BYTES (128u << 10)
 #define READ_AROUND_CHUNKS 64u
 
@@ -514,8 +516,8 @@ static int fetch_for_request(struct fs *fs, fuse_req_t req, const struct fetch_c
 }
 
 /* Fills @ret (room for READ_AROUND_CHUNKS) with the chunks missing from the store that follow
- * file @c (@n chunks) in its layer's blob within READ_AROUND_BYTES, marked ahead; returns
- * how many. */
+ * file @c (@n chunks) in its layer's blob within the read-around window, marked ahead;
+ * returns how many. */
 static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
 			  struct fetch_chunk *ret)
 {
@@ -523,6 +525,7 @@ static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
 	char digest[DIGEST_STRING_MAX];
 	const struct fs_chunk_ref *tail = NULL;
 	size_t k = 0, n_near;
+	uint64_t window;
 
 	for (size_t i = 0; i < n; i++)
 		if (!c[i].zeros && c[i].blob_length > 0 &&
@@ -530,8 +533,11 @@ static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
 			tail = &c[i];
 	if (!tail || !fs->read_around)
 		return 0;
+	window = fetcher_read_around_bytes(fs->fetcher, READ_AROUND_BYTES);
+	if (window == 0)
+		return 0;
 	n_near = read_around_pick(fs->read_around, tail->layer,
-				  tail->blob_offset + tail->blob_length, READ_AROUND_BYTES, near,
+				  tail->blob_offset + tail->blob_length, window, near,
 				  READ_AROUND_CHUNKS);
 	for (size_t i = 0; i < n_near; i++) {
 		chunk_digest(near[i], digest);

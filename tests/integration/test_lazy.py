@@ -519,6 +519,46 @@ def test_read_around_brings_the_next_files_of_the_layer(lazyroot, lazy_images, m
     assert s["chunks_failed"] == 0, s
 
 
+def blob_order_singles(es, files):
+    """The single-chunk regular files of eStargz layer @es, in blob order."""
+    by_name = {}
+    for c in es.chunks:
+        by_name.setdefault(c["name"], []).append(c)
+    return sorted((cs[0] for cs in by_name.values() if len(cs) == 1 and
+                   "/" + cs[0]["name"] in files), key=lambda c: c["offset"])
+
+
+def test_read_around_stays_off_on_a_slow_link(lazyroot, lazy_images, mountpoint):
+    """Read-around carries what the link moves in one round trip: on a link of 100 kB/s with
+    a 20 ms round trip that is 2 kB, too little to bother, so once the daemon has measured the
+    link a miss fetches only its own file and the next file costs its own request."""
+    im = lazy_images
+    layer = im.big["layers"][1]
+    files = im.big["files"]
+    order = blob_order_singles(layer["estargz"], files)
+    # w: 40-80 kB, alone in its window (the next chunk ends past w + 128 KiB): teaches the
+    # daemon the link's rate and round trip without fetching anything along
+    w = next(c for k, c in enumerate(order[:-1]) if 40000 <= c["end"] - c["offset"] <= 80000
+             and order[k + 1]["end"] > c["end"] + READ_AROUND)
+    # f: small, followed closely by g (8-64 KiB away): read-around would bring g along
+    f, g = next((a, b) for a, b in zip(order, order[1:])
+                if a is not w and b is not w and a["end"] - a["offset"] < 20000 and
+                b["offset"] >= a["end"] and 8192 < b["end"] - a["end"] <= READ_AROUND // 2)
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
+        p.set_fault(lambda req: Fault.pace(100000, latency=0.02) if req["range"] else None)
+        p.reset()
+        assert read_file(mountpoint / w["name"]) == files["/" + w["name"]]
+        assert read_file(mountpoint / f["name"]) == files["/" + f["name"]]
+        reqs = [r for r in p.blob_requests(layer["digest"]) if r["range"]]
+        assert not any(range_covers(r, g["offset"]) for r in reqs), (
+            "on a slow link the next file [%d, %d) came along: %s" % (g["offset"], g["end"],
+                                                                     reqs))
+        assert read_file(mountpoint / g["name"]) == files["/" + g["name"]]
+        later = [r for r in p.blob_requests(layer["digest"]) if r["range"]][len(reqs):]
+        assert any(range_covers(r, g["offset"]) for r in later), later
+
+
 def test_daemon_reuses_the_scheme_the_mount_found(lazyroot, lazy_images, mountpoint):
     """The mount found that the (loopback) registry speaks plain HTTP; the daemon's clients
     start from that instead of probing HTTPS again, which would cost the first read a round

@@ -41,6 +41,8 @@ a Fault:
                                  stay HTTP-correct; Content-Length is set to the new length)
     Fault.truncate(n)            send the headers and only the first n body bytes, then close
     Fault.delay(seconds)         sleep, then forward normally
+    Fault.pace(rate, latency=0)  sleep `latency` s, then forward with the body paced to `rate`
+                                 bytes per second (4 KiB at a time): a slow link
     Fault.stall(seconds=None, after=None)  hold the connection open without sending anything
                                  (after=n: forward the headers and the first n body bytes
                                  first) until p.release(), p.down(), p.stop() or `seconds`
@@ -127,6 +129,12 @@ class Fault:
     @classmethod
     def delay(cls, seconds):
         return cls("delay", seconds)
+
+    @classmethod
+    def pace(cls, rate, latency=0.0):
+        f = cls("pace", rate)
+        f.latency = latency
+        return f
 
     @classmethod
     def stall(cls, seconds=None, after=None):
@@ -314,6 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
             rec["fault"] = repr(fault)
             if fault.kind == "delay":
                 time.sleep(fault.arg)
+            elif fault.kind == "pace":
+                time.sleep(fault.latency)
             elif fault.kind == "stall" and fault.after is None:
                 self._stall(fault, rec)
                 return
@@ -401,6 +411,11 @@ class _Handler(BaseHTTPRequestHandler):
                         rec["bytes"] = sent
                     if chunked:
                         self.wfile.write(b"%x\r\n" % len(buf) + buf + b"\r\n")
+                    elif fault is not None and fault.kind == "pace":
+                        for k in range(0, len(buf), 4096):
+                            self.wfile.write(buf[k:k + 4096])
+                            self.wfile.flush()
+                            time.sleep(len(buf[k:k + 4096]) / fault.arg)
                     else:
                         self.wfile.write(buf)
                     if limit is not None and sent >= limit:
