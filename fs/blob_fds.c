@@ -115,6 +115,17 @@ int blob_fds_get(struct blob_fds *c, const uint8_t digest[32],
 	return 0;
 }
 
+bool blob_fds_cached(struct blob_fds *c, const uint8_t digest[32])
+{
+	struct blob_fd_slot *s = &c->slots[slot_of(c, digest)];
+	bool hit;
+
+	pthread_mutex_lock(&s->lock);
+	hit = s->fd >= 0 && memcmp(s->digest, digest, 32) == 0;
+	pthread_mutex_unlock(&s->lock);
+	return hit;
+}
+
 void blob_fds_put(struct blob_fd *h)
 {
 	struct blob_fd_slot *s;

@@ -26,6 +26,8 @@ struct blob_fds *blob_fds_free(struct blob_fds *c);  /* NULL-safe; closes every 
  * returned as is), cached if its slot is free.  Safe from many threads at once. */
 int blob_fds_get(struct blob_fds *c, const uint8_t digest[32],
 		 int (*open_fn)(void *userdata, int *ret_fd), void *userdata, struct blob_fd *ret);
+/* Whether @digest's fd is in the cache now (a hint: it may be replaced right after). */
+bool blob_fds_cached(struct blob_fds *c, const uint8_t digest[32]);
 /* Gives the fd back; NULL-safe, idempotent (sets h->fd to -EBADF). */
 void blob_fds_put(struct blob_fd *h);
 #define BLOB_FD_NONE ((struct blob_fd) { .fd = -EBADF })

@@ -30,6 +30,7 @@
 #include "../cache/log.h"
 #include "../cache/util.h"
 #include "blob_fds.h"
+#include "local_readahead.h"
 #include "read_around.h"
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(fs_ino_t), "tree inode numbers are FUSE node ids");
@@ -52,6 +53,7 @@ struct fs {
 	struct fetcher *fetcher;    /* borrowed; NULL when the image has no lazy layer */
 	struct blob_fds *fds;       /* open blobs of recently read chunks */
 	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
+	struct local_ra *ra;        /* opens the next files' blobs while one is read */
 	struct fuse_session *se;
 	unsigned max_threads;
 	uint64_t total_bytes;       /* of regular files, for statfs */
@@ -704,6 +706,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Never ask a blob for more than the file holds: a short blob is then visible as a
 	 * short read instead of extra bytes. */
 	size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
+	local_ra_note_read(fs->ra, ino);
 	r = do_read_chunks(fs, req, ino, (uint64_t)off, size, &rr);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -1000,7 +1003,10 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 	r = blob_fds_new(blob_fds_slots(), &fs->fds);
 	if (r >= 0 && fetcher)
 		r = read_around_new(tree, &fs->read_around);
+	if (r >= 0)
+		r = local_ra_new(tree, bs, fs->fds, blob_fds_slots(), &fs->ra);
 	if (r < 0) {
+		read_around_free(fs->read_around);
 		blob_fds_free(fs->fds);
 		free(fs);
 		return r;
@@ -1025,7 +1031,9 @@ struct fs *fs_free(struct fs *fs)
 		fs_unmount(fs);
 		fuse_session_destroy(fs->se);
 	}
-	/* After the session: no read uses the index any more; before the tree it points into. */
+	/* After the session: no read uses them any more.  Before the tree and the fds: the
+	 * read-ahead workers use both, the read-around index points into the tree. */
+	local_ra_free(fs->ra);
 	read_around_free(fs->read_around);
 	fs_tree_free(fs->tree);
 	blob_fds_free(fs->fds);
