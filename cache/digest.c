@@ -100,7 +100,7 @@ void digest_ctx_update(struct digest_ctx *c, const void *buf, size_t n)
 	(void)EVP_DigestUpdate(c->md, buf, n);
 }
 
-static void format_digest(const unsigned char md[32], char ret[DIGEST_STRING_MAX])
+void digest_format_sha256(const uint8_t md[32], char ret[DIGEST_STRING_MAX])
 {
 	static const char hex[] = "0123456789abcdef";
 	char *p = ret;
@@ -120,7 +120,7 @@ void digest_ctx_final(struct digest_ctx *c, char ret[DIGEST_STRING_MAX])
 	unsigned len = 0;
 
 	(void)EVP_DigestFinal_ex(c->md, md, &len);
-	format_digest(md, ret);
+	digest_format_sha256(md, ret);
 }
 
 int digest_buffer(const void *buf, size_t n, char ret[DIGEST_STRING_MAX])
@@ -130,7 +130,7 @@ int digest_buffer(const void *buf, size_t n, char ret[DIGEST_STRING_MAX])
 
 	if (EVP_Digest(buf, n, md, &len, EVP_sha256(), NULL) != 1 || len != 32)
 		return -ENOMEM;
-	format_digest(md, ret);
+	digest_format_sha256(md, ret);
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util.h"
 
@@ -20,6 +21,9 @@ DEFINE_CLEANUP_FUNC(struct digest_ctx *, digest_ctx_free);
 void digest_ctx_update(struct digest_ctx *c, const void *buf, size_t n);
 /* Writes "sha256:<hex>" into @ret; the context may not be updated afterwards. */
 void digest_ctx_final(struct digest_ctx *c, char ret[DIGEST_STRING_MAX]);
+
+/* Writes "sha256:<hex>" of the 32 raw bytes @md into @ret. */
+void digest_format_sha256(const uint8_t md[32], char ret[DIGEST_STRING_MAX]);
 
 int digest_buffer(const void *buf, size_t n, char ret[DIGEST_STRING_MAX]);
 /* 0 if sha256(buf) == @expected, -EBADMSG otherwise (or if @expected is malformed). */

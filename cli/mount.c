@@ -591,7 +591,6 @@ static int build_tree(struct cache *c, const struct image *img, struct fs_tree *
 
 static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 {
-	static const char hex[] = "0123456789abcdef";
 	struct daemon *d = userdata;
 	struct fetch_chunk *fc;
 
@@ -607,12 +606,7 @@ static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 		.layer = c->layer, .blob_offset = c->blob_offset, .blob_length = c->blob_length,
 		.size = c->size,
 	};
-	memcpy(fc->digest, "sha256:", 7);
-	for (size_t i = 0; i < 32; i++) {
-		fc->digest[7 + 2 * i] = hex[c->digest[i] >> 4];
-		fc->digest[8 + 2 * i] = hex[c->digest[i] & 15];
-	}
-	fc->digest[7 + 64] = 0;
+	digest_format_sha256(c->digest, fc->digest);
 	return 0;
 }
 

@@ -225,19 +225,6 @@ static bool window_open(const struct local_ra *ra)
 	return ra->next == ra->reader || ra->bytes[ra->next + 1] - ra->bytes[ra->reader] <= RA_BYTES_MAX;
 }
 
-/* "sha256:<hex>" of a raw digest, as the blob store names it. */
-static void digest_string(const uint8_t raw[32], char ret[DIGEST_STRING_MAX])
-{
-	static const char hex[] = "0123456789abcdef";
-
-	memcpy(ret, "sha256:", 7);
-	for (size_t i = 0; i < 32; i++) {
-		ret[7 + 2 * i] = hex[raw[i] >> 4];
-		ret[8 + 2 * i] = hex[raw[i] & 15];
-	}
-	ret[7 + DIGEST_HEX_LEN] = 0;
-}
-
 struct ra_open_args {
 	struct blob_store *bs;
 	const struct fs_chunk_ref *c;
@@ -250,7 +237,7 @@ static int ra_open(void *userdata, int *ret_fd)
 	struct stat st;
 	int fd, r;
 
-	digest_string(a->c->digest, digest);
+	digest_format_sha256(a->c->digest, digest);
 	r = blob_store_open_blob(a->bs, digest, &fd);
 	if (r < 0)
 		return r;

@@ -285,14 +285,7 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 /* "sha256:<hex>" of a chunk (not of a zeros one). */
 static void chunk_digest(const struct fs_chunk_ref *c, char ret[DIGEST_STRING_MAX])
 {
-	static const char hex[] = "0123456789abcdef";
-
-	memcpy(ret, "sha256:", 7);
-	for (size_t i = 0; i < 32; i++) {
-		ret[7 + 2 * i] = hex[c->digest[i] >> 4];
-		ret[8 + 2 * i] = hex[c->digest[i] & 15];
-	}
-	ret[7 + DIGEST_HEX_LEN] = 0;
+	digest_format_sha256(c->digest, ret);
 }
 
 static inline bool chunk_is_local(const struct fs_chunk_ref *c)
