@@ -27,6 +27,7 @@ settings, 10,000 and 100,000 files.
 """
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -179,28 +180,36 @@ class Mounted:
         os.rmdir(self.dir)
 
 
-def read_tree(path, runs, timeout):
-    """Median seconds of tar|wc and find -ls, page cache dropped first (cold) and not (warm);
-    None for what did not finish within `timeout` seconds (then the rest is skipped too: the
-    file system is likely stuck)."""
-    res = {k: None for k in ("tar_cold_s", "tar_warm_s", "find_cold_s", "find_warm_s")}
+def read_trees(paths, runs, timeout):
+    """For each of @paths: median seconds of tar|wc and find -ls, page cache dropped first
+    (cold) and not (warm).  The trees take turns, run by run (tar on every tree, then find on
+    every tree), so that a slow spell of the shared disk falls on all of them alike instead
+    of on whichever tree was being measured.  None for what did not finish within `timeout`
+    seconds (then the rest of that tree is skipped too: the file system is likely stuck)."""
+    res = [{k: None for k in ("tar_cold_s", "tar_warm_s", "find_cold_s", "find_warm_s")}
+           for _ in paths]
     for what, cmd in (("tar", "tar -cf - . | wc -c"), ("find", "find . -ls | wc -l")):
-        cold, warm = [], []
-        try:
-            for _ in range(runs):
-                drop_caches()
-                dt, out = timed_shell(cmd, path, timeout)
-                cold.append(dt)
-                dt2, out2 = timed_shell(cmd, path, timeout)
-                warm.append(dt2)
-                res[what + "_out"] = out2
-        except Timeout as e:
-            print("  (%s)" % e, flush=True)
-            res["timeout"] = timeout
-            res["timed_out"] = what + ("_cold_s" if len(cold) == len(warm) else "_warm_s")
-            return res
-        res[what + "_cold_s"] = statistics.median(cold)
-        res[what + "_warm_s"] = statistics.median(warm)
+        cold, warm = [[] for _ in paths], [[] for _ in paths]
+        for _ in range(runs):
+            for i, path in enumerate(paths):
+                if "timed_out" in res[i]:
+                    continue
+                try:
+                    drop_caches()
+                    dt, out = timed_shell(cmd, path, timeout)
+                    cold[i].append(dt)
+                    dt2, out2 = timed_shell(cmd, path, timeout)
+                    warm[i].append(dt2)
+                    res[i][what + "_out"] = out2
+                except Timeout as e:
+                    print("  (%s)" % e, flush=True)
+                    res[i]["timeout"] = timeout
+                    res[i]["timed_out"] = what + ("_cold_s" if len(cold[i]) == len(warm[i])
+                                                  else "_warm_s")
+        for i in range(len(paths)):
+            if "timed_out" not in res[i]:
+                res[i][what + "_cold_s"] = statistics.median(cold[i])
+                res[i][what + "_warm_s"] = statistics.median(warm[i])
     return res
 
 
@@ -218,36 +227,36 @@ def fmt_row(r, key):
 
 
 def warm_read(args, img, addr, workdir):
-    print("\n[2] warm read (whole tree; cold = page cache dropped)", flush=True)
+    print("\n[2] warm read (whole tree; cold = page cache dropped; the trees take turns)",
+          flush=True)
+    env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
+    targets = [("local disk", img["tree"], None)]   # (name, path, mount seconds)
+    caches = []
+    with contextlib.ExitStack() as stack:
+        for kind, src in (("squashfuse", img["squashfs"]), ("archivemount", img["flat_tar"])):
+            m = stack.enter_context(Mounted(kind, workdir, src))
+            targets.append((kind, m.dir, m.mount_s))
+        for fmt in LAZY_FORMATS:
+            if fmt not in img["layouts"]:
+                continue
+            cache = tempfile.mkdtemp(prefix="warmcache-", dir=workdir)
+            caches.append(cache)
+            ref = "%s/%s:latest" % (addr, img["layouts"][fmt]["repo"])
+            C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], env=env, timeout=1800)
+            m = stack.enter_context(Mounted("lazyroot", workdir, ref, args.lazyroot, env,
+                                            ["--cache-dir", cache, "--prefetch=none"]))
+            targets.append(("lazyroot " + fmt, m.dir, m.mount_s))
+        results = read_trees([t[1] for t in targets], args.runs, args.read_timeout)
+    for cache in caches:
+        shutil.rmtree(cache, ignore_errors=True)
     rows = []
-
-    def add(name, path, mount_s=None):
-        r = read_tree(path, args.runs, args.read_timeout)
+    for (name, _, mount_s), r in zip(targets, results):
         r.update({"target": name, "mount_s": mount_s})
         rows.append(r)
         print("  %-24s tar %ss cold %ss warm (%s bytes)   find -ls %ss cold %ss warm%s"
               % (name, fmt_row(r, "tar_cold_s"), fmt_row(r, "tar_warm_s"),
                  r.get("tar_out", "?"), fmt_row(r, "find_cold_s"), fmt_row(r, "find_warm_s"),
                  "" if mount_s is None else "   (mount %.2fs)" % mount_s), flush=True)
-
-    add("local disk", img["tree"])
-    with Mounted("squashfuse", workdir, img["squashfs"]) as m:
-        add("squashfuse", m.dir, m.mount_s)
-    with Mounted("archivemount", workdir, img["flat_tar"]) as m:
-        add("archivemount", m.dir, m.mount_s)
-    for fmt in LAZY_FORMATS:
-        if fmt not in img["layouts"]:
-            continue
-        cache = tempfile.mkdtemp(prefix="warmcache-", dir=workdir)
-        env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
-        ref = "%s/%s:latest" % (addr, img["layouts"][fmt]["repo"])
-        try:
-            C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], env=env, timeout=1800)
-            with Mounted("lazyroot", workdir, ref, args.lazyroot, env,
-                         ["--cache-dir", cache, "--prefetch=none"]) as m:
-                add("lazyroot " + fmt, m.dir, m.mount_s)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
     return rows
 
 
@@ -274,24 +283,35 @@ def scale(args):
 # 4. scaling with image size
 
 
-def lazy_read(args, ref, workdir):
-    """read_tree() over a lazyroot mount of `ref` with a full cache (prewarm first), as part 2
-    measures it; returns read_tree()'s dict plus mount_s."""
-    cache = tempfile.mkdtemp(prefix="scalecache-", dir=workdir)
+def read_local_and_lazy(args, img, addr, workdir):
+    """read_trees() of @img's tree on local disk and on lazyroot mounts with a full cache
+    (prewarm first) of SCALING_READ_FORMATS, as part 2 measures them: {name: dict + mount_s}."""
     env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
+    names, paths, mounts, caches = ["local disk"], [img["tree"]], [None], []
     try:
-        C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], env=env, timeout=1800)
-        with Mounted("lazyroot", workdir, ref, args.lazyroot, env,
-                     ["--cache-dir", cache, "--prefetch=none"]) as m:
-            r = read_tree(m.dir, args.runs, args.read_timeout)
-            r["mount_s"] = m.mount_s
+        with contextlib.ExitStack() as stack:
+            for fmt in SCALING_READ_FORMATS:
+                cache = tempfile.mkdtemp(prefix="scalecache-", dir=workdir)
+                caches.append(cache)
+                ref = "%s/%s:latest" % (addr, img["layouts"][fmt]["repo"])
+                C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], env=env,
+                     timeout=1800)
+                m = stack.enter_context(Mounted("lazyroot", workdir, ref, args.lazyroot, env,
+                                                ["--cache-dir", cache, "--prefetch=none"]))
+                names.append("lazyroot " + fmt)
+                paths.append(m.dir)
+                mounts.append(m.mount_s)
+            results = read_trees(paths, args.runs, args.read_timeout)
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    return r
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
+    for r, mount_s in zip(results, mounts):
+        r["mount_s"] = mount_s
+    return dict(zip(names, results))
 
 
 def scaling(args, imgs, link, relay, addr, workdir):
-    """Per scale: coldstart() over the first link setting only, then read_tree() of the whole
+    """Per scale: coldstart() over the first link setting only, then read_trees() of the whole
     tree on local disk and on lazyroot mounts (unshaped link, as in part 2)."""
     first = copy.copy(args)
     first.settings = args.settings[:1]
@@ -302,10 +322,7 @@ def scaling(args, imgs, link, relay, addr, workdir):
         cold = coldstart(first, img, link, relay, addr, workdir)
         P.reshape(link, "10gbit", "32kbit")
         relay.delay = 0
-        reads = {"local disk": read_tree(img["tree"], args.runs, args.read_timeout)}
-        for fmt in SCALING_READ_FORMATS:
-            ref = "%s/%s:latest" % (addr, img["layouts"][fmt]["repo"])
-            reads["lazyroot " + fmt] = lazy_read(args, ref, workdir)
+        reads = read_local_and_lazy(args, img, addr, workdir)
         for name, r in reads.items():
             print("  read %-22s tar %ss cold %ss warm (%s bytes)"
                   % (name, fmt_row(r, "tar_cold_s"), fmt_row(r, "tar_warm_s"),
@@ -503,7 +520,9 @@ def markdown(res, png_name):
     L.append("\n`ready` = the mount returned (lazyroot) or the tree is unpacked (traditional).\n")
     L.append("## 2. Reading the whole tree\n")
     L.append("`tar -cf - . | wc -c` and `find . -ls` over the whole tree; cold = after `echo 3 "
-             "> /proc/sys/vm/drop_caches`, warm = right after. lazyroot with a full cache "
+             "> /proc/sys/vm/drop_caches`, warm = right after; all trees are mounted at once and "
+             "take turns, run by run, so a slow spell of the (shared) disk falls on all of them. "
+             "lazyroot with a full cache "
              "(`lazyroot prewarm` first). squashfuse on `mksquashfs` of the tree (defaults, "
              "gzip); archivemount on an uncompressed tar of the tree.\n")
     L.append("| tree | mount s | tar cold s | tar warm s | find -ls cold s | find -ls warm s "
