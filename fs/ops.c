@@ -462,9 +462,9 @@ static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref 
 #define FETCH_AHEAD (2u << 20)
 /* How far past the end of a missed file, in the layer's blob, its neighbours come along
  * (fs/read_around.h): what the link moves in one round trip (so the extra bytes delay the next
- * request by less than the round trip they may save it), at most this much: on the
- * benchmark's python3 start, 128 KiB saved the most requests per extra byte of 32 KiB to
- * 512 KiB. */
+ * request by less than the round trip they may save it), at most this much: of 32 KiB to
+ * 512 KiB, 128 KiB gave the benchmark's python3 start its shortest time (simulated over its
+ * recorded reads, both link settings; tests/bench/README.md). */
 #define READ_AROUND_BYTES (128u << 10)
 #define READ_AROUND_CHUNKS 64u
 

@@ -85,8 +85,9 @@ def pick_directory(rows, n):
     return best
 
 
-@pytest.mark.parametrize("name", ["oci-gzip", "estargz"])
-def test_reading_a_file_opens_the_next_files(lazyroot, registry, test_dir, name):
+def prewarmed_mount(lazyroot, registry, test_dir, name):
+    """Prewarms fixture `name` into the cache and mounts it: (daemon pid, a directory with at
+    least 4 small files, those files in tree order as small_files_in_order() lists them)."""
     rows = oracle_rows(registry.layout(name))
     directory = pick_directory(rows, 4)
     r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), registry.ref(name),
@@ -94,8 +95,13 @@ def test_reading_a_file_opens_the_next_files(lazyroot, registry, test_dir, name)
     assert r.ok, "prewarm failed:\n%s" % r
     r = lazyroot.mount(registry.ref(name), None, "--prefetch=none", timeout=300)
     assert r.ok, "mount failed:\n%s" % r
-    pid = h.daemon_pid(test_dir)
-    files = small_files_in_order(lazyroot.mountpoint, rows, directory, 4096)
+    return (h.daemon_pid(test_dir), directory,
+            small_files_in_order(lazyroot.mountpoint, rows, directory, 4096))
+
+
+@pytest.mark.parametrize("name", ["oci-gzip", "estargz"])
+def test_reading_a_file_opens_the_next_files(lazyroot, registry, test_dir, name):
+    pid, directory, files = prewarmed_mount(lazyroot, registry, test_dir, name)
     first, ahead = files[0], [d for _, d in files[1:4]]
     assert not set(ahead) & open_blobs(pid), "blobs open before any read"
 
@@ -108,16 +114,7 @@ def test_reading_a_file_opens_the_next_files(lazyroot, registry, test_dir, name)
 
 
 def test_read_ahead_never_fetches(lazyroot, registry, test_dir):
-    name = "estargz"
-    rows = oracle_rows(registry.layout(name))
-    directory = pick_directory(rows, 4)
-    r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), registry.ref(name),
-                     timeout=300)
-    assert r.ok, "prewarm failed:\n%s" % r
-    r = lazyroot.mount(registry.ref(name), None, "--prefetch=none", timeout=300)
-    assert r.ok, "mount failed:\n%s" % r
-    pid = h.daemon_pid(test_dir)
-    files = small_files_in_order(lazyroot.mountpoint, rows, directory, 4096)
+    pid, directory, files = prewarmed_mount(lazyroot, registry, test_dir, "estargz")
     first, gap, after = files[0], files[1][1], [d for _, d in files[2:4]]
     # the mount read nothing yet: the gap's blob may go (a chunk of only this file)
     os.unlink(blob_path(lazyroot.cache_dir, gap))
