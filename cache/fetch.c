@@ -139,8 +139,9 @@ struct fetcher {
 	 * second and none starts, so abandoned fetches do not hold up the daemon's exit. */
 	bool cancel;
 	pthread_t thread;
-	struct fetch_stats stats;
-	struct link_estimate link;                /* from every request that got its bytes */             /* guarded by lock, but for chunks_cached: */
+	struct link_estimate link;            /* guarded by lock: from every request that got
+					       * its bytes */
+	struct fetch_stats stats;             /* guarded by lock, but for chunks_cached: */
 	uint64_t hits;                        /* atomic: counted on every cached read, so it
 					       * never waits behind fetch bookkeeping */
 	bool unsynced;                        /* atomic: a chunk was stored without fsync */
