@@ -195,3 +195,18 @@ def layout_layers(layout):
     doc = json.loads(layout_blob(layout, idx["manifests"][0]["digest"]).read_bytes())
     assert "layers" in doc, "%s: not a single-manifest layout" % layout
     return doc["layers"]
+
+
+def settled(get, timeout=30.0, interval=0.3):
+    """get()'s answer once it stops changing (two answers `interval` apart agree): for
+    `lazyroot stats` after a read, which returns as soon as its own chunks are in while what
+    its request carries along (fetch-ahead, read-around) may still stream and be counted."""
+    deadline = time.monotonic() + timeout
+    v = get()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        v2 = get()
+        if v2 == v:
+            return v
+        v = v2
+    raise AssertionError("still changing after %gs: %s" % (timeout, v))

@@ -60,21 +60,6 @@ def stats(lazyroot, mnt):
     return s
 
 
-def settled_stats(lazyroot, mnt, timeout=30):
-    """Stats once the daemon's fetches have ended: a read returns as soon as its own chunks are
-    in, while what its request carries along (fetch-ahead, read-around) may still stream, and
-    the counters move until it ends.  Polls until two answers 0.3 s apart agree."""
-    deadline = time.monotonic() + timeout
-    s = stats(lazyroot, mnt)
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        s2 = stats(lazyroot, mnt)
-        if s2 == s:
-            return s
-        s = s2
-    raise AssertionError("stats still moving after %ds: %s" % (timeout, s))
-
-
 def wait_prefetch(lazyroot, mnt, timeout=180):
     """Poll stats until prefetch is done (done == total, not running); returns the stats."""
     deadline = time.monotonic() + timeout
@@ -373,7 +358,7 @@ def test_mount_fetches_only_tocs_and_one_file_little(lazyroot, lazy_images, moun
         files = im.big["files"]
         small = sorted((p_ for p_ in files if p_.startswith("/data/") and 2000 < len(files[p_]) < 20000))[0]
         assert read_file(str(mountpoint) + small) == files[small]
-        s = settled_stats(lazyroot, mountpoint)
+        s = helpers.settled(lambda: stats(lazyroot, mountpoint))
         after = p.blob_requests()
         assert after and all(r["range"] for r in after), after
         read_bytes = sum(r["bytes"] for r in after)

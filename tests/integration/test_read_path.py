@@ -12,9 +12,10 @@ import json
 import os
 import random
 import threading
-import time
 
 import pytest
+
+import helpers
 
 FIXTURES = ["estargz", "zstdchunked", "oci-gzip"]
 
@@ -28,21 +29,6 @@ def stats(lazyroot, mnt):
     r = lazyroot.run("stats", "--json", str(mnt), timeout=30)
     assert r.ok, "lazyroot stats failed:\n%s" % r
     return json.loads(r.stdout)
-
-
-def settled_stats(lazyroot, mnt, timeout=30):
-    """Stats once the daemon's fetches have ended: a read returns as soon as its own chunks are
-    in, while what its request carries along (fetch-ahead, read-around) may still stream.
-    Polls until two answers 0.3 s apart agree."""
-    deadline = time.monotonic() + timeout
-    s = stats(lazyroot, mnt)
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        s2 = stats(lazyroot, mnt)
-        if s2 == s:
-            return s
-        s = s2
-    raise AssertionError("stats still moving after %ds: %s" % (timeout, s))
 
 
 def oracle_files(layout):
@@ -67,7 +53,7 @@ def test_warm_reread_comes_from_page_cache(lazyroot, registry, mountpoint, name)
     mount_ok(lazyroot, registry.ref(name), "--prefetch=none")
     path = mountpoint / "bin" / "busybox"
     assert sha256_of(path) == files["/bin/busybox"]
-    s1 = settled_stats(lazyroot, mountpoint)
+    s1 = helpers.settled(lambda: stats(lazyroot, mountpoint))
     assert s1["bytes_fetched"] > 0 and s1["chunks_cached"] + s1["chunks_fetched"] > 1, s1
     for _ in range(3):
         assert sha256_of(path) == files["/bin/busybox"]
