@@ -134,6 +134,23 @@ int blob_store_open_blob(struct blob_store *bs, const char *digest, int *ret_fd)
 	return 0;
 }
 
+int blob_store_open_blob_sized(struct blob_store *bs, const char *digest, uint64_t size,
+			       int *ret_fd)
+{
+	struct stat st;
+	int fd = -EBADF, r;
+
+	r = blob_store_open_blob(bs, digest, &fd);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size) {
+		(void)close(fd);
+		return -ENOENT;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 int blob_store_has(struct blob_store *bs, const char *digest)
 {
 	char rel[3 + DIGEST_HEX_LEN + 1];

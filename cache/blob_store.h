@@ -23,6 +23,11 @@ static inline void blob_store_freep(struct blob_store **bs)
 
 /* -ENOENT if the blob isn't stored, -EBADMSG if @digest is malformed. fd is O_RDONLY|O_CLOEXEC. */
 int blob_store_open_blob(struct blob_store *bs, const char *digest, int *ret_fd);
+/* As blob_store_open_blob(), but a blob that is not @size bytes is -ENOENT: a chunk stored
+ * without fsync (BLOB_TXN_NO_SYNC) that a power loss left short is missing, and fetching it
+ * again replaces it. */
+int blob_store_open_blob_sized(struct blob_store *bs, const char *digest, uint64_t size,
+			       int *ret_fd);
 /* 1 if present, 0 if not, -errno. */
 int blob_store_has(struct blob_store *bs, const char *digest);
 /* As blob_store_has(), but a blob of another size than @size counts as absent: after a power

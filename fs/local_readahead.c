@@ -234,20 +234,12 @@ static int ra_open(void *userdata, int *ret_fd)
 {
 	const struct ra_open_args *a = userdata;
 	char digest[DIGEST_STRING_MAX];
-	struct stat st;
-	int fd, r;
 
 	digest_format_sha256(a->c->digest, digest);
-	r = blob_store_open_blob(a->bs, digest, &fd);
-	if (r < 0)
-		return r;
 	/* A fetched chunk stored short (prewarm, power loss) is the read's to fetch again. */
-	if (a->c->blob_length > 0 && (fstat(fd, &st) < 0 || (uint64_t)st.st_size != a->c->size)) {
-		(void)close(fd);
-		return -ENOENT;
-	}
-	*ret_fd = fd;
-	return 0;
+	return a->c->blob_length > 0 ?
+	       blob_store_open_blob_sized(a->bs, digest, a->c->size, ret_fd) :
+	       blob_store_open_blob(a->bs, digest, ret_fd);
 }
 
 /* Opens the stored blobs of @ino's first RA_FILE_BYTES_MAX bytes into the fd cache and starts

@@ -381,24 +381,14 @@ static int chunk_open(void *userdata, int *ret_fd)
 	int r;
 
 	chunk_digest(c, digest);
-	r = blob_store_open_blob(fs->bs, digest, ret_fd);
+	/* A fetched chunk may be stored short (see blob_store_open_blob_sized()): then it is
+	 * missing and gets fetched again. */
+	r = c->blob_length > 0 ? blob_store_open_blob_sized(fs->bs, digest, c->size, ret_fd) :
+				 blob_store_open_blob(fs->bs, digest, ret_fd);
 	if (r < 0 && r != -ENOENT) {
 		log_debug_errno(r, "failed to open chunk '%s' of inode %" PRIu64 ", EIO: %m", digest,
 				(uint64_t)ino);
 		return -EIO;
-	}
-	/* A fetched chunk stored without fsync (prewarm) may be short after a power loss: then
-	 * it is missing, and fetching it again replaces it. */
-	if (r >= 0 && c->blob_length > 0) {
-		struct stat st;
-
-		if (fstat(*ret_fd, &st) < 0 || (uint64_t)st.st_size != c->size) {
-			log_debug("chunk '%s' of inode %" PRIu64 " is stored short, fetching it again",
-				  digest, (uint64_t)ino);
-			(void)close(*ret_fd);
-			*ret_fd = -EBADF;
-			return -ENOENT;
-		}
 	}
 	return r;
 }
@@ -510,9 +500,8 @@ static int fetch_for_request(struct fs *fs, fuse_req_t req, const struct fetch_c
 	return r;
 }
 
-/* Fills @ret (room for READ_AROUND_CHUNKS) with the chunks missing from the store that follow
- * file @c (@n chunks) in its layer's blob within the read-around window, marked ahead;
- * returns how many. */
+/* Fills @ret (room for READ_AROUND_CHUNKS) with the chunks that follow file @c (@n chunks) in
+ * its layer's blob within the read-around window, marked ahead; returns how many. */
 static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
 			  struct fetch_chunk *ret)
 {
@@ -534,10 +523,9 @@ static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
 	n_near = read_around_pick(fs->read_around, tail->layer,
 				  tail->blob_offset + tail->blob_length, window, near,
 				  READ_AROUND_CHUNKS);
+	/* Stored ones are left out by the fetcher, which looks anyway. */
 	for (size_t i = 0; i < n_near; i++) {
 		chunk_digest(near[i], digest);
-		if (blob_store_has_size(fs->bs, digest, near[i]->size) > 0)
-			continue;
 		fetch_chunk_from_ref(near[i], digest, true, &ret[k++]);
 	}
 	return k;
