@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "cache/base/util.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/lazyroot/lazyroot.conf"
 #define CONFIG_MAX (64 * 1024)

@@ -56,10 +56,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "credentials.h"
-#include "link_estimate.h"
-#include "log.h"
-#include "util.h"
+#include "cache/registry/credentials.h"
+#include "cache/link_estimate.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
 
 #define FETCH_SLOTS_MAX 8U
 #define FETCH_GAP_MAX (64U * 1024)

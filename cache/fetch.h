@@ -16,11 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blob_store.h"
-#include "digest.h"
-#include "layer_lazy.h"
-#include "manifest.h"
-#include "source.h"
+#include "cache/store/blob_store.h"
+#include "cache/base/digest.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/format/manifest.h"
+#include "cache/registry/source.h"
 
 struct fetcher;
 

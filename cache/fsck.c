@@ -16,9 +16,9 @@
 #include <sys/file.h>
 #include <time.h>
 
-#include "digest.h"
-#include "gc.h"
-#include "util.h"
+#include "cache/base/digest.h"
+#include "cache/gc.h"
+#include "cache/base/util.h"
 
 #define FSCK_MAX_THREADS 8
 #define READ_BUF (1u << 20)

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cache.h"
+#include "cache/store/cache.h"
 
 struct fsck_options {
 	bool repair;

@@ -16,11 +16,11 @@
 #include <sys/file.h>
 #include <time.h>
 
-#include "config.h"
-#include "digest.h"
-#include "log.h"
-#include "manifest.h"
-#include "util.h"
+#include "cache/config.h"
+#include "cache/base/digest.h"
+#include "cache/base/log.h"
+#include "cache/format/manifest.h"
+#include "cache/base/util.h"
 
 struct gc_image {
 	char *digest;

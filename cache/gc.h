@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "cache.h"
+#include "cache/store/cache.h"
 
 #define GC_TMP_MIN_AGE_SEC 3600  /* a temporary file younger than this may still be written */
 

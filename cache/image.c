@@ -14,12 +14,12 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include "gc.h"
-#include "layer_lazy.h"
-#include "layer_tar.h"
-#include "log.h"
-#include "source.h"
-#include "util.h"
+#include "cache/gc.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/format/layer_tar.h"
+#include "cache/base/log.h"
+#include "cache/registry/source.h"
+#include "cache/base/util.h"
 
 #define MANIFEST_MAX_DEPTH 4
 #define CONFIG_MAX (4u << 20)

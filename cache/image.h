@@ -7,10 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cache.h"
-#include "manifest.h"
-#include "reference.h"
-#include "registry.h"
+#include "cache/store/cache.h"
+#include "cache/format/manifest.h"
+#include "cache/format/reference.h"
+#include "cache/registry/registry.h"
 
 enum pull_policy {
 	PULL_MISSING,  /* use the cached resolution and layers when present: no network at all */

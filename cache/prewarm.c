@@ -28,9 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer_lazy.h"
-#include "log.h"
-#include "util.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
 
 #define PREWARM_GAP_MAX (64U * 1024)          /* as the fetcher's FETCH_GAP_MAX */
 #define PREWARM_BATCH_FIRST (8U * 1024 * 1024)

@@ -8,11 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blob_store.h"
-#include "fetch.h"
-#include "index_db.h"
-#include "manifest.h"
-#include "util.h"
+#include "cache/store/blob_store.h"
+#include "cache/fetch.h"
+#include "cache/store/index_db.h"
+#include "cache/format/manifest.h"
+#include "cache/base/util.h"
 
 struct prewarm_plan;
 

@@ -4,8 +4,8 @@
 
 #include <stdbool.h>
 
-#include "../cache/credentials.h"
-#include "../cache/image.h"
+#include "cache/registry/credentials.h"
+#include "cache/image.h"
 
 /* Exit statuses a script can rely on (documented in lazyroot(1)). */
 enum {

@@ -6,12 +6,12 @@
 #include <getopt.h>
 #include <sys/stat.h>
 
-#include "../cache/config.h"
-#include "../cache/fsck.h"
-#include "../cache/gc.h"
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "cli.h"
+#include "cache/config.h"
+#include "cache/fsck.h"
+#include "cache/gc.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
 
 int verb_gc(int argc, char **argv)
 {

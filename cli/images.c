@@ -10,15 +10,15 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../cache/cache.h"
-#include "../cache/digest.h"
-#include "../cache/gc.h"
-#include "../cache/layer_lazy.h"
-#include "../cache/log.h"
-#include "../cache/manifest.h"
-#include "../cache/reference.h"
-#include "../cache/util.h"
-#include "cli.h"
+#include "cache/store/cache.h"
+#include "cache/base/digest.h"
+#include "cache/gc.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/base/log.h"
+#include "cache/format/manifest.h"
+#include "cache/format/reference.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
 
 int cli_cache_open(const char *dir, struct cache **ret)
 {

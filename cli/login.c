@@ -15,11 +15,11 @@
 #include <sys/stat.h>
 #include <termios.h>
 
-#include "../cache/credentials.h"
-#include "../cache/log.h"
-#include "../cache/registry.h"
-#include "../cache/util.h"
-#include "cli.h"
+#include "cache/registry/credentials.h"
+#include "cache/base/log.h"
+#include "cache/registry/registry.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
 
 #define SECRET_INPUT_MAX 4096
 #define AUTH_FILE_MAX (4U * 1024 * 1024)

@@ -2,9 +2,9 @@
 #include <signal.h>
 #include <stdio.h>
 
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "cli.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
 
 static void help(void)
 {

@@ -21,17 +21,17 @@
 #include <limits.h>
 #include <malloc.h>
 
-#include "../cache/gc.h"
-#include "../cache/layer_lazy.h"
-#include "../cache/log.h"
-#include "../cache/sanitizer.h"
-#include "../cache/util.h"
-#include "../fs/fs.h"
-#include "cli.h"
-#include "mount_state.h"
-#include "overlay.h"
-#include "progress.h"
-#include "stats.h"
+#include "cache/gc.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/base/log.h"
+#include "cache/base/sanitizer.h"
+#include "cache/base/util.h"
+#include "fs/fs.h"
+#include "cli/cli.h"
+#include "cli/mount_state.h"
+#include "cli/overlay.h"
+#include "cli/progress.h"
+#include "cli/stats.h"
 
 /* A lazy read that cannot get its bytes fails after this long (--timeout): long enough for a
  * slow registry to answer a few MiB and retry, short enough that a program sees EIO before a

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../cache/digest.h"
-#include "../cache/util.h"
+#include "cache/base/digest.h"
+#include "cache/base/util.h"
 
 int runtime_dir(char **ret)
 {

@@ -2,7 +2,7 @@
  * nspawn options into one systemd-nspawn command line, as docker and podman would run it. */
 #include "nspawn.h"
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 bool host_runs_systemd(void)
 {

@@ -3,7 +3,7 @@
 
 #include <stdbool.h>
 
-#include "../cache/manifest.h"
+#include "cache/format/manifest.h"
 
 /* True when systemd is PID 1 (sd_booted()'s test).  Without it nspawn cannot register the
  * machine or make a scope, and needs --register=no --keep-unit. */

@@ -5,7 +5,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 int overlay_check_path(const char *path)
 {

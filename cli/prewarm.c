@@ -15,14 +15,14 @@
 #include <limits.h>
 #include <sys/file.h>
 
-#include "../cache/layer_lazy.h"
-#include "../cache/gc.h"
-#include "../cache/log.h"
-#include "../cache/prewarm.h"
-#include "../cache/rate_limit.h"
-#include "../cache/util.h"
-#include "cli.h"
-#include "progress.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/gc.h"
+#include "cache/base/log.h"
+#include "cache/prewarm.h"
+#include "cache/registry/rate_limit.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
+#include "cli/progress.h"
 
 #define JOBS_DEFAULT 4U
 #define JOBS_MAX 64U

@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <time.h>
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 struct progress {
 	pthread_mutex_t lock;

@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "cli.h"
-#include "mount_state.h"
-#include "nspawn.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
+#include "cli/mount_state.h"
+#include "cli/nspawn.h"
 
 /* Written once before the handlers are installed and read only by them: the one process
  * that SIGTERM/SIGHUP are passed on to. */

@@ -15,10 +15,10 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "cli.h"
-#include "mount_state.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
+#include "cli/mount_state.h"
 
 #define STATS_REPLY_MAX (64 * 1024)
 

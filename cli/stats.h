@@ -2,7 +2,7 @@
  * runtime state directory (RUNTIME/mounts/<id>/control) with one JSON object. */
 #pragma once
 
-#include "../cache/fetch.h"
+#include "cache/fetch.h"
 
 struct stats_server;
 

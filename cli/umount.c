@@ -13,10 +13,10 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "cli.h"
-#include "mount_state.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cli/cli.h"
+#include "cli/mount_state.h"
 
 #define DAEMON_EXIT_TIMEOUT_MS 10000
 

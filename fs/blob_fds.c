@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 struct blob_fd_slot {
 	pthread_mutex_t lock;

@@ -4,9 +4,9 @@
 
 #include <stdbool.h>
 
-#include "../cache/blob_store.h"
-#include "../cache/fetch.h"
-#include "tree.h"
+#include "cache/store/blob_store.h"
+#include "cache/fetch.h"
+#include "fs/tree.h"
 
 struct fs;
 

@@ -26,11 +26,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../cache/blob_store.h"
-#include "../cache/digest.h"
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "blob_fds.h"
+#include "cache/store/blob_store.h"
+#include "cache/base/digest.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "fs/blob_fds.h"
 
 /* Enough opens in flight to keep a disk's queue busy; each blocks on its inode read. */
 #define RA_THREADS 4

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "tree.h"
+#include "fs/tree.h"
 
 struct blob_fds;
 struct blob_store;

@@ -17,7 +17,7 @@
  * fetch goes on for other readers of the same chunks.
  * Handlers hold no locks across replies; the loop runs them on many threads.
  */
-#include "fs.h"
+#include "fs/fs.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -27,11 +27,11 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "../cache/log.h"
-#include "../cache/util.h"
-#include "blob_fds.h"
-#include "local_readahead.h"
-#include "read_around.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "fs/blob_fds.h"
+#include "fs/local_readahead.h"
+#include "fs/read_around.h"
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(fs_ino_t), "tree inode numbers are FUSE node ids");
 _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "../cache/log.h"
+#include "cache/base/log.h"
 
 struct read_around {
 	const struct fs_tree *tree;

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tree.h"
+#include "fs/tree.h"
 
 struct read_around;
 

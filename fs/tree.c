@@ -37,7 +37,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 #define NONE UINT32_MAX
 #define NAME_MAX_LEN 255

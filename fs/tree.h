@@ -6,14 +6,14 @@
  * root:root, whiteout entries never appear.  Hardlinks share one inode. */
 #pragma once
 
-#include "../cache/util.h"
+#include "cache/base/util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../cache/entry.h"
+#include "cache/store/entry.h"
 
 struct fs_tree;
 struct stat;

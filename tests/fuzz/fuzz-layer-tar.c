@@ -1,8 +1,8 @@
-/* tests/fuzz/fuzz-layer-tar.c: the tar indexer (cache/layer_tar.c) on arbitrary layer bytes,
+/* tests/fuzz/fuzz-layer-tar.c: the tar indexer (cache/format/layer_tar.c) on arbitrary layer bytes,
  * plain, gzip or zstd as the bytes say.  The blob store and the index live in a temp dir on
  * tmpfs (/dev/shm when there is one), made once per process; each input's blobs are removed
  * again and its layer writer aborted, so that memory and disk use stay flat. */
-#include "../../cache/layer_tar.h"
+#include "cache/format/layer_tar.h"
 
 #include <errno.h>
 #include <ftw.h>

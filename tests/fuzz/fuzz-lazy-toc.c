@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz-lazy-toc.c: the lazy-layer TOC readers of cache/layer_lazy.c, built twice:
+/* tests/fuzz/fuzz-lazy-toc.c: the lazy-layer TOC readers of cache/format/layer_lazy.c, built twice:
  * fuzz-estargz-toc (-DFUZZ_ZSTD_CHUNKED=0) and fuzz-zstdchunked-toc (=1).
  *
  * A TOC is only parsed after its digest matched the manifest's annotation, which a mutated
@@ -8,7 +8,7 @@
  * the JSON parser with real chunk offsets.  Even: the rest is the whole blob as it came from
  * the registry (footer, gzip members, tar headers / position, zstd frame), checked against a
  * digest that does not match. */
-#include "../../cache/layer_lazy.h"
+#include "cache/format/layer_lazy.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "../../cache/digest.h"
+#include "cache/base/digest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,7 +1,7 @@
-/* tests/fuzz/fuzz-manifest.c: the registry documents lazyroot parses (cache/manifest.c): media
+/* tests/fuzz/fuzz-manifest.c: the registry documents lazyroot parses (cache/format/manifest.c): media
  * type detection, image manifests, indexes (platform selection) and image configs.  The first
  * byte picks the Content-Type the "registry" sent; the rest is the document. */
-#include "../../cache/manifest.h"
+#include "cache/format/manifest.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* tests/fuzz/fuzz-reference.c: reference_parse() on arbitrary strings.  Beyond "no crash, no
  * leak": a registry reference that parses must print to a string that parses back to the same
  * string, since that string is the key of the cache's refs table. */
-#include "../../cache/reference.h"
+#include "cache/format/reference.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,10 +1,10 @@
-/* Unit test of cache/base64.c: RFC 4648 vectors both ways, optional padding, and what is
+/* Unit test of cache/base/base64.c: RFC 4648 vectors both ways, optional padding, and what is
  * refused. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../cache/base64.h"
+#include "cache/base/base64.h"
 #include "tap.h"
 
 static const struct {

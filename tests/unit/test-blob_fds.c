@@ -2,7 +2,7 @@
  * opens nothing, open errors pass through and cache nothing, a slot in use is never taken
  * over (the colliding reader gets an fd of its own, closed at put), a free slot is, and many
  * threads getting colliding digests at once each read their own blob's bytes. */
-#include "../../fs/blob_fds.h"
+#include "fs/blob_fds.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define N_BLOBS 8

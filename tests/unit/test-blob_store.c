@@ -1,5 +1,5 @@
 /* tests/unit/test-blob_store.c: blobs appear only whole and verified, under their digest. */
-#include "../../cache/blob_store.h"
+#include "cache/store/blob_store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define ABC "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -5,8 +5,8 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
-#include "../../cache/credentials.h"
-#include "../../cache/util.h"
+#include "cache/registry/credentials.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 static char root[] = "/tmp/test-credentials-XXXXXX";

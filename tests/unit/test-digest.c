@@ -1,5 +1,5 @@
 /* tests/unit/test-digest.c: digest syntax and SHA-256 results against known vectors. */
-#include "../../cache/digest.h"
+#include "cache/base/digest.h"
 
 #include <errno.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* tests/unit/test-entry.c: path normalisation of tar/TOC names. */
-#include "../../cache/entry.h"
+#include "cache/store/entry.h"
 
 #include <errno.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * Range reads as possible; prefetch fills the store behind reads.  Layers are real
  * multi-member gzip (eStargz-like) and multi-frame zstd (zstd:chunked-like) files read
  * through a counting, optionally slow or failing, blob_range_reader. */
-#include "../../cache/fetch.h"
+#include "cache/fetch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,8 +19,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "../../cache/log.h"
-#include "../../cache/util.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define N_CHUNKS 6            /* adjacent chunks at the start of each layer */

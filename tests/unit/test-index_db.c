@@ -2,7 +2,7 @@
  * exactly (binary xattrs, chunks and prefetch flags included), handles 100,000+ entries with
  * chunks in one quick transaction, shares the file between connections, and upgrades a
  * schema 1 database in place. */
-#include "../../cache/index_db.h"
+#include "cache/store/index_db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 
 #include <sqlite3.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define L1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"

@@ -3,7 +3,7 @@
  * cache/fetch.c would, merges the layers and compares the tree with the reference unpacker's
  * oracle (tests/fixtures/<variant>/expected-tree.tsv); then prefetch landmarks on a synthetic
  * eStargz blob and tampered footers, TOCs and annotations. */
-#include "../../cache/layer_lazy.h"
+#include "cache/format/layer_lazy.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -18,8 +18,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "../../cache/digest.h"
-#include "../../cache/util.h"
+#include "cache/base/digest.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 /* ---- readers ---------------------------------------------------------------------------- */

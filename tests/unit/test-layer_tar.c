@@ -1,7 +1,7 @@
 /* tests/unit/test-layer_tar.c: indexes the real fixture layers (gzip, zstd, plain tar) and
  * checks the merged result against the oracle the reference unpacker produced
  * (tests/fixtures/<variant>/expected-*.tsv); then hostile and odd archives. */
-#include "../../cache/layer_tar.h"
+#include "cache/format/layer_tar.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define N_LAYERS 3

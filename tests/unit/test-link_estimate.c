@@ -2,7 +2,7 @@
  * with a long round trip -> the maximum; a slow link -> what it moves in one round trip; a
  * very slow one -> 0; short responses time the round trip but not the rate; a sample that
  * makes no sense is ignored; one odd sample moves the estimate only part of the way. */
-#include "../../cache/link_estimate.h"
+#include "cache/link_estimate.h"
 #include "tap.h"
 
 #define KiB 1024ULL

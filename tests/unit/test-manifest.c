@@ -1,7 +1,7 @@
 /* tests/unit/test-manifest.c: media-type detection, manifest, index and config parsing on the
  * real OCI layouts in tests/fixtures/ (digests are read from their index.json, never
  * hard-coded), plus hand-written documents for what the fixtures do not show. */
-#include "../../cache/manifest.h"
+#include "cache/format/manifest.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../cache/digest.h"
-#include "../../cache/util.h"
+#include "cache/base/digest.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define D64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -1,14 +1,14 @@
 /* tests/unit/test-manifest_hostile.c: manifests and indexes that a hostile registry could
  * serve with a matching digest (docs/security.md, "Hostile manifests and TOCs"): each is
  * refused with -EPROTO (malformed or ambiguous) or -EFBIG (over a ceiling), never a crash. */
-#include "../../cache/manifest.h"
+#include "cache/format/manifest.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define D "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

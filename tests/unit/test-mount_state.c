@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "../../cli/mount_state.h"
-#include "../../cache/util.h"
+#include "cli/mount_state.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 int main(void)

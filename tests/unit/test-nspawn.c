@@ -1,6 +1,6 @@
 /* tests/unit/test-nspawn.c: the systemd-nspawn command line that `lazyroot run` builds. */
-#include "../../cli/nspawn.h"
-#include "../../cache/util.h"
+#include "cli/nspawn.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 static bool has(char **argv, const char *s)

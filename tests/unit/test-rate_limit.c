@@ -1,11 +1,11 @@
-/* Unit test of cache/rate_limit.c: charges from several threads at once, each sleeping as
+/* Unit test of cache/registry/rate_limit.c: charges from several threads at once, each sleeping as
  * told, never move more than the rate (plus one burst) per second; a limiter left idle
  * lends one burst and no more; a charge within the rate costs no wait. */
 #include <errno.h>
 #include <pthread.h>
 #include <time.h>
 
-#include "../../cache/rate_limit.h"
+#include "cache/registry/rate_limit.h"
 #include "tap.h"
 
 #define RATE (4ULL << 20)          /* bytes per second */

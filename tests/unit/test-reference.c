@@ -2,7 +2,7 @@
  * normalisation, hosts, ports, IPv6, digests) and skopeo's local transports (oci:,
  * oci-archive:, docker-archive:), each with its canonical string, short name, or the reason it
  * is rejected. */
-#include "../../cache/reference.h"
+#include "cache/format/reference.h"
 
 #include <errno.h>
 #include <stdlib.h>

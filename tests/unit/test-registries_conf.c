@@ -1,6 +1,6 @@
 /* tests/unit/test-registries_conf.c: the TOML subset of registries.conf, its checks, and how a
  * name finds its [[registry]] and endpoints. */
-#include "../../cache/registries_conf.h"
+#include "cache/registry/registries_conf.h"
 
 #include <stdlib.h>
 

@@ -1,7 +1,7 @@
 /* tests/unit/test-source_local.c: the tar header index (PAX and GNU long names, links,
  * truncation, junk) on archives libarchive writes, and a local source on the oci-gzip fixture:
  * the manifest the tag selects, its descriptor (source_local_head_manifest), blob ranges. */
-#include "../../cache/source_local.h"
+#include "cache/registry/source_local.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../../cache/digest.h"
-#include "../../cache/tar_index.h"
+#include "cache/base/digest.h"
+#include "cache/registry/tar_index.h"
 #include "tap.h"
 
 #define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"

@@ -4,7 +4,7 @@
  * annotations, so only the TOC's content is hostile, and checks layer_lazy_parse()'s answer:
  * -EBADMSG for what is malformed or points outside the blob, -EFBIG over a ceiling, never a
  * crash.  The fixture-based tampering (footers, digests) lives in test-layer_lazy.c. */
-#include "../../cache/layer_lazy.h"
+#include "cache/format/layer_lazy.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "../../cache/digest.h"
-#include "../../cache/util.h"
+#include "cache/base/digest.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define PAYLOAD "hello, world\n"

@@ -3,7 +3,7 @@
  * order and positions, xattrs and lookups, file contents as chunks (tar files, lazy files,
  * zeros chunks, prefetch order), on hand-built layers and on the layers of the fixture image
  * described in tests/fixtures/README.md. */
-#include "../../fs/tree.h"
+#include "fs/tree.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include "../../cache/util.h"
+#include "cache/base/util.h"
 #include "tap.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"

@@ -1,0 +1,396 @@
+/*
+ * cache/format/layer_tar.c: indexes a tar layer (plain, gzip or zstd: libarchive detects the
+ * compression from the bytes) in one streaming pass: every header becomes a struct entry for the
+ * layer writer, every regular file's content becomes a blob.
+ *
+ * Names are raw bytes.  libarchive converts header strings from their declared charset (UTF-8
+ * for pax records) to the calling thread's locale; in the "C" locale that conversion copies the
+ * bytes unchanged (and reports ARCHIVE_WARN for non-ASCII ones), so the whole pass runs under
+ * uselocale("C") whatever the process locale is, and such warnings are not errors.
+ *
+ * Expected load: layers of a few thousand to 100,000+ entries and up to a few GiB of content;
+ * memory use is bounded by libarchive's buffers plus the layer writer's copy of the headers.
+ *
+ * A layer comes from whoever could push to the registry, so what it may cost is bounded
+ * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the zeros of
+ * sparse files) against the compressed bytes read so far, and the number and size of the
+ * headers the layer writer keeps in memory until the digest is checked.
+ */
+#include "layer_tar.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <locale.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include "cache/store/entry.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+
+#define READ_BLOCK_SIZE (128 * 1024)
+#define MAX_XATTRS 1024
+#define XATTR_VALUE_MAX (64 * 1024)      /* Linux's XATTR_SIZE_MAX: no bigger one can be set */
+
+/* Expansion: at most EXPAND_RATIO bytes out per compressed byte in, once EXPAND_FREE bytes are
+ * out.  Deflate cannot exceed ~1032:1, so gzip layers never reach the ratio; zstd, xz and bzip2
+ * can encode runs far more densely, and a sparse entry's holes cost no input at all. */
+#define EXPAND_RATIO 2048
+#define EXPAND_FREE (256ULL << 20)
+/* What the layer writer buffers until commit: a million-entry layer is about 100 MiB. */
+#define ENTRIES_MAX 4000000
+#define HEADER_BYTES_MAX (1ULL << 30)
+
+struct budget {
+	struct archive *a;
+	uint64_t zeros;         /* hole bytes written for sparse entries */
+	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
+	uint64_t n_entries;
+};
+
+/* -EFBIG once the layer has expanded more than a real one would (see EXPAND_RATIO). */
+static int budget_check(const struct budget *b)
+{
+	la_int64_t in = archive_filter_bytes(b->a, -1), out = archive_filter_bytes(b->a, 0);
+	uint64_t total;
+
+	if (in < 0 || out < 0)
+		return 0;       /* not counted by this libarchive: nothing to compare */
+	total = (uint64_t)out + b->zeros;
+	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= (uint64_t)in)
+		return 0;
+	log_debug("layer expands to %" PRIu64 " bytes from %" PRIu64 " compressed, refusing",
+		  total, (uint64_t)in);
+	return -EFBIG;
+}
+
+static void archive_read_freep(struct archive **a)
+{
+	if (*a)
+		(void)archive_read_free(*a);
+}
+
+/* libarchive reports bad bytes with its private ARCHIVE_ERRNO_* values (EFTYPE, which is
+ * EILSEQ on Linux; -1; EINVAL) and I/O failures with the errno of the failed read(). */
+static int archive_to_errno(struct archive *a)
+{
+	int e = archive_errno(a);
+
+	if (e == ENOMEM)
+		return -ENOMEM;
+	if (e <= 0 || e == EILSEQ || e == EINVAL || e == ERANGE)
+		return -EBADMSG;
+	return -EIO;
+}
+
+static int copy_path(const char *raw, char **ret)
+{
+	_cleanup_free_ char *p = NULL;
+
+	if (!raw)
+		return -EBADMSG;
+	p = strdup(raw);
+	if (!p)
+		return -ENOMEM;
+	if (entry_path_normalize(p) < 0)
+		return -EBADMSG;
+	*ret = TAKE_PTR(p);
+	return 0;
+}
+
+/* Streams the current entry's data into a new blob.  Sparse entries come as blocks with
+ * offsets: the holes become zeros, so the blob is the file as a reader sees it. */
+static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
+			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
+{
+	_cleanup_(blob_txn_abortp) struct blob_txn *t = NULL;
+	static const char zeros[65536];
+	uint64_t pos = 0;
+	bool new_blob;
+	int r;
+
+	r = blob_txn_begin_flags(bs, BLOB_TXN_NO_SYNC, &t);
+	if (r < 0)
+		return r;
+
+	for (;;) {
+		const void *buf;
+		size_t n;
+		la_int64_t off;
+		int ar;
+
+		ar = archive_read_data_block(a, &buf, &n, &off);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN) {
+			log_debug("failed to read tar entry data: %s", archive_error_string(a));
+			return archive_to_errno(a);
+		}
+		if (off < 0 || (uint64_t)off < pos || (uint64_t)off > size || n > size - (uint64_t)off)
+			return -EBADMSG;
+		while (pos < (uint64_t)off) {
+			size_t z = (uint64_t)off - pos < sizeof(zeros) ? (uint64_t)off - pos : sizeof(zeros);
+
+			r = blob_txn_write(t, zeros, z);
+			if (r < 0)
+				return r;
+			pos += z;
+			b->zeros += z;
+			r = budget_check(b);
+			if (r < 0)
+				return r;
+		}
+		r = budget_check(b);
+		if (r < 0)
+			return r;
+		r = blob_txn_write(t, buf, n);
+		if (r < 0)
+			return r;
+		pos += n;
+	}
+	while (pos < size) {
+		size_t z = size - pos < sizeof(zeros) ? size - pos : sizeof(zeros);
+
+		r = blob_txn_write(t, zeros, z);
+		if (r < 0)
+			return r;
+		pos += z;
+		b->zeros += z;
+		r = budget_check(b);
+		if (r < 0)
+			return r;
+	}
+
+	r = blob_txn_commit(TAKE_PTR(t), NULL, ret_digest, &new_blob);
+	if (r < 0)
+		return r;
+	if (new_blob)
+		return strv_push(created, ret_digest);
+	return 0;
+}
+
+static int collect_xattrs(struct archive_entry *ae, struct budget *b, struct xattr **ret,
+			  size_t *ret_n)
+{
+	_cleanup_free_ struct xattr *x = NULL;
+	int n;
+
+	n = archive_entry_xattr_reset(ae);
+	if (n <= 0) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	if (n > MAX_XATTRS)
+		return -EBADMSG;
+	x = calloc(n, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	for (int i = 0; i < n; i++) {
+		const char *name;
+		const void *value;
+		size_t size;
+
+		if (archive_entry_xattr_next(ae, &name, &value, &size) != ARCHIVE_OK)
+			return -EBADMSG;
+		if (!name || !*name || strlen(name) > 255)
+			return -EBADMSG;
+		if (value && size > XATTR_VALUE_MAX)
+			return -EFBIG;
+		b->header_bytes += strlen(name) + (value ? size : 0);
+		x[i] = (struct xattr) { .name = name, .value = value ?: "", .size = value ? size : 0 };
+	}
+	*ret = TAKE_PTR(x);
+	*ret_n = n;
+	return 0;
+}
+
+static int index_one(struct archive *a, struct archive_entry *ae, struct blob_store *bs,
+		     struct budget *b, struct layer_writer *w, char ***created)
+{
+	_cleanup_free_ char *path = NULL, *link = NULL;
+	_cleanup_free_ struct xattr *xattrs = NULL;
+	char digest[DIGEST_STRING_MAX];
+	const char *hardlink;
+	la_int64_t uid, gid, size;
+	struct entry e = {};
+	int r;
+
+	/* The locale-encoded forms are the raw bytes here (see the top of the file). */
+	r = copy_path(archive_entry_pathname(ae), &path);
+	if (r < 0)
+		return r;
+	e.path = path;
+	if (++b->n_entries > ENTRIES_MAX)
+		return -EFBIG;
+	b->header_bytes += strlen(path) + 1;
+
+	uid = archive_entry_uid(ae);
+	gid = archive_entry_gid(ae);
+	if (uid < 0 || uid > UINT32_MAX || gid < 0 || gid > UINT32_MAX)
+		return -EBADMSG;
+	e.uid = uid;
+	e.gid = gid;
+	e.mode = archive_entry_perm(ae) & 07777;
+	if (archive_entry_mtime_is_set(ae)) {
+		e.mtime_sec = archive_entry_mtime(ae);
+		e.mtime_nsec = archive_entry_mtime_nsec(ae);
+	}
+
+	r = collect_xattrs(ae, b, &xattrs, &e.n_xattrs);
+	if (r < 0)
+		return r;
+	e.xattrs = xattrs;
+
+	hardlink = archive_entry_hardlink(ae);
+	if (hardlink) {
+		/* Any data a pax writer stored with the link is skipped by the next header read. */
+		r = copy_path(hardlink, &link);
+		if (r < 0)
+			return r;
+		if (!*link || streq(link, path))
+			return -EBADMSG;
+		b->header_bytes += strlen(link) + 1;
+		if (b->header_bytes > HEADER_BYTES_MAX)
+			return -EFBIG;
+		e.type = ENTRY_HARDLINK;
+		e.link_target = link;
+		return layer_writer_add(w, &e);
+	}
+
+	switch (archive_entry_filetype(ae)) {
+	case AE_IFREG:
+		size = archive_entry_size(ae);
+		if (size < 0)
+			return -EBADMSG;
+		e.type = ENTRY_REG;
+		e.size = size;
+		r = store_content(a, bs, b, e.size, digest, created);
+		if (r < 0)
+			return r;
+		e.digest = digest;
+		break;
+	case AE_IFDIR:
+		e.type = ENTRY_DIR;
+		break;
+	case AE_IFLNK:
+		e.type = ENTRY_SYMLINK;
+		e.link_target = archive_entry_symlink(ae);
+		if (!e.link_target)
+			return -EBADMSG;
+		if (strlen(e.link_target) > 4095)
+			return -EBADMSG;  /* over Linux's PATH_MAX: readlink could not return it */
+		b->header_bytes += strlen(e.link_target) + 1;
+		break;
+	case AE_IFCHR:
+	case AE_IFBLK:
+		e.type = archive_entry_filetype(ae) == AE_IFCHR ? ENTRY_CHR : ENTRY_BLK;
+		e.dev_major = archive_entry_rdevmajor(ae);
+		e.dev_minor = archive_entry_rdevminor(ae);
+		break;
+	case AE_IFIFO:
+		e.type = ENTRY_FIFO;
+		break;
+	default:
+		return -EBADMSG;
+	}
+
+	/* Only the root may have the empty path, and only as a directory. */
+	if (!*e.path && e.type != ENTRY_DIR)
+		return -EBADMSG;
+	if (b->header_bytes > HEADER_BYTES_MAX)
+		return -EFBIG;
+
+	return layer_writer_add(w, &e);
+}
+
+/* The end-of-archive blocks need not be the end of the stream (padding, a trailing gzip
+ * member); whoever hashes the blob on the other side of @fd must see every byte. */
+static int drain(int fd)
+{
+	char buf[65536];
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n == 0)
+			return 0;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -EIO;
+		}
+	}
+}
+
+static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+{
+	_cleanup_(archive_read_freep) struct archive *a = NULL;
+	struct archive_entry *ae;
+	struct budget b = {};
+	int ar, r;
+
+	a = archive_read_new();
+	if (!a)
+		return -ENOMEM;
+	if (archive_read_support_filter_all(a) < ARCHIVE_WARN ||
+	    archive_read_support_format_tar(a) != ARCHIVE_OK)
+		return -ENOMEM;
+	if (archive_read_open_fd(a, fd, READ_BLOCK_SIZE) != ARCHIVE_OK) {
+		log_debug("failed to open tar stream: %s", archive_error_string(a));
+		return archive_to_errno(a);
+	}
+	b.a = a;
+
+	for (;;) {
+		ar = archive_read_next_header(a, &ae);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar == ARCHIVE_WARN && archive_errno(a) != EILSEQ) {
+			/* Anything but a charset conversion (see the top of the file): libarchive
+			 * skipped something it could not parse ("malformed pax extended
+			 * attribute", "damaged tar archive") and goes on with what is left.
+			 * Another reader would see other names, as Go's archive/tar refuses such
+			 * headers, so this layer means different things to different tools. */
+			log_debug("tar header warning: %s", archive_error_string(a));
+			return -EBADMSG;
+		} else if (ar == ARCHIVE_WARN) {
+			log_debug("tar header warning, ignoring: %s", archive_error_string(a));
+		} else if (ar != ARCHIVE_OK) {
+			log_debug("failed to read tar header: %s", archive_error_string(a));
+			return archive_to_errno(a);
+		}
+
+		r = budget_check(&b);
+		if (r < 0)
+			return r;
+		r = index_one(a, ae, bs, &b, w, created);
+		if (r < 0)
+			return log_debug_errno(r, "failed to index tar entry '%s': %m",
+					       archive_entry_pathname(ae) ?: "");
+	}
+
+	if (archive_read_close(a) != ARCHIVE_OK)
+		return archive_to_errno(a);
+	return drain(fd);
+}
+
+int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+{
+	locale_t c, old;
+	int r;
+
+	c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+	if (c == (locale_t)0)
+		return -ENOMEM;
+	old = uselocale(c);
+	r = index_archive(fd, bs, w, created);
+	(void)uselocale(old);
+	freelocale(c);
+	return r;
+}

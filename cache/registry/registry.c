@@ -1,0 +1,1536 @@
+/*
+ * cache/registry/registry.c: the OCI distribution API for one (host, repository): /v2/ ping, the
+ * Bearer token challenge, manifests, blobs whole, streamed or by Range.  Owns one struct http
+ * and the current Authorization header (a secret: it is never formatted into an error or a
+ * log line, and is wiped on free).  A 401 on any request renews the token once.
+ *
+ * Retries, as skopeo does them: connection failures, 429 and 5xx are retried with exponential
+ * backoff and jitter (five attempts at most; waits of 250 ms doubling, each drawn from the
+ * upper half of its step so that clients that failed together do not return together), a
+ * Retry-After (seconds or HTTP-date) lengthening the wait; everything inside the call's
+ * deadline (registry_options.timeout_ms, else $LAZYROOT_REGISTRY_TIMEOUT seconds, else 60 s).
+ * A wait that would end past the deadline is not started: the call fails at once, saying so.
+ * A buffered request starts over; a stream or a range read that already handed bytes to its
+ * sink resumes where it stopped with "Range: bytes=N-" (taking a 200's body from byte N when
+ * the server ignores the Range), never delivering a byte twice.
+ *
+ * Redirects: blob GETs may be answered with a redirect to a CDN or an object store; libcurl
+ * follows it without our Authorization header (http.c).  A 400, 401 or 403 from the redirect
+ * target is an expired or refused signed URL: the registry is asked again for a fresh one, at
+ * most twice per call.
+ *
+ * Ranges: one byte range per request (a multipart/byteranges answer would need parsing and
+ * buys little).  A 206's Content-Range must name exactly the bytes asked for, and its total
+ * the blob's size when it is known (registry_expect_blob_size(), or the first total seen).  A
+ * server that ignores Range and sends the whole blob with 200 still works: the range is cut
+ * out of the stream and the transfer stopped there; it is noted once per host and process.
+ * A range goes to its sink as it arrives (registry_get_blob_range() is a sink into a buffer);
+ * the Content-Range is checked before the first byte is handed on, and a retry asks only for
+ * the bytes the sink has not had, so the sink sees each byte once, as a resumed stream does.
+ *
+ * TLS, as docker and podman do it.  The scheme is decided once per object, at the first ping:
+ * - Every registry is tried over HTTPS first, trusting the system CAs plus the *.crt files of
+ *   its certificate directory (registry_options.cert_dir, else the first of
+ *   /etc/containers/certs.d/HOST[:PORT] and /etc/docker/certs.d/HOST[:PORT] that exists); a
+ *   *.cert with the *.key of the same name is the client certificate.
+ * - A secure registry (the default) must complete the handshake with a trusted certificate: a
+ *   TLS failure is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"), never a reason
+ *   to use plain HTTP, and its redirects never go from https to http.
+ * - An insecure registry (registry_options.insecure, and every loopback host, as docker's
+ *   default insecure 127.0.0.0/8) is tried over HTTPS without verification (docker's
+ *   InsecureSkipVerify), unless its certificate directory names CAs: then they are checked.
+ *   If the HTTPS attempt fails in TLS (a plain-HTTP server answers the TLS hello with HTTP, or
+ *   the configured CAs do not match), the registry is used over plain HTTP from then on; when
+ *   that fails too, the error reports the TLS failure.
+ * The certificate directory is read by cert_dir.c.
+ */
+#include "registry.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cache/registry/cert_dir.h"
+#include "cache/registry/credentials.h"
+#include "cache/base/digest.h"
+#include "cache/registry/http.h"
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+
+#define MANIFEST_MAX (4U * 1024 * 1024)
+#define TOKEN_RESPONSE_MAX (1U * 1024 * 1024)
+#define TOKEN_MAX (64U * 1024)
+#define CHALLENGE_PARAM_MAX 2048
+#define TIMEOUT_MS_DEFAULT 60000L
+#define TIMEOUT_ENV "LAZYROOT_REGISTRY_TIMEOUT"
+#define ATTEMPTS_MAX 5
+#define BACKOFF_MS_FIRST 250L
+#define BACKOFF_MS_MAX 8000L
+#define REDIRECT_REFRESHES_MAX 2
+#define RANGE_IGNORERS_MAX 64
+
+static const char accept_manifests[] =
+	"Accept: " "application/vnd.oci.image.manifest.v1+json, "
+	"application/vnd.oci.image.index.v1+json, "
+	"application/vnd.docker.distribution.manifest.v2+json, "
+	"application/vnd.docker.distribution.manifest.list.v2+json";
+
+struct registry {
+	struct http *http;
+	char *domain;            /* as the reference names it, for messages */
+	char *repository;
+	char *host;              /* API host[:port], "registry-1.docker.io" */
+	char *base_url;          /* "https://registry-1.docker.io"; NULL until the first ping */
+	char *authorization;     /* "Authorization: …" for the registry, or NULL; secret */
+	char *basic;             /* "Authorization: Basic …" from the options, or NULL; secret */
+	struct credentials_options *credentials;  /* where to look up r->basic, or NULL */
+	bool credentials_looked_up;
+	char *credentials_source;  /* where r->basic came from, for messages; NULL: the options */
+	bool pinged;
+	bool scheme_given;       /* base_url came from registry_options.scheme */
+	uint64_t requests;        /* HTTP requests sent, token requests excluded */
+	uint64_t bytes_received;  /* body bytes of their answers */
+	bool insecure_option;    /* registry_options.insecure */
+	bool insecure;           /* insecure_option or a loopback host */
+
+	/* TLS material, read at the first ping; tls points into the buffers below. */
+	char *cert_dir;          /* registry_options.cert_dir, or NULL */
+	bool tls_loaded;
+	struct cert_dir_tls certs;
+	struct http_tls tls;     /* points into certs */
+
+	long connect_timeout_ms;
+	long timeout_ms;
+	struct rate_limit *rate_limit;
+	const bool *cancel;      /* registry_options.cancel */
+	unsigned jitter_seed;    /* rand_r() state for backoff jitter */
+	/* The size of one blob, from the manifest (registry_expect_blob_size()) or from the
+	 * first Content-Range total seen; checked against every later Content-Range. */
+	char size_digest[DIGEST_STRING_MAX];
+	uint64_t size;
+	bool size_from_manifest;
+	char error[1024];
+};
+
+/* Hosts seen answering a Range request with the whole blob, so that it is said once per
+ * process (a mount reads many ranges). */
+static pthread_mutex_t range_ignorers_lock = PTHREAD_MUTEX_INITIALIZER;
+static char range_ignorers[RANGE_IGNORERS_MAX][256];  /* guarded by range_ignorers_lock */
+static size_t n_range_ignorers;                        /* guarded by range_ignorers_lock */
+
+/* Records @host; true the first time it is seen (or when the table is full). */
+static bool range_ignorer_add(const char *host)
+{
+	bool added = true;
+
+	pthread_mutex_lock(&range_ignorers_lock);
+	for (size_t i = 0; i < n_range_ignorers; i++)
+		if (streq(range_ignorers[i], host)) {
+			added = false;
+			break;
+		}
+	if (added && n_range_ignorers < RANGE_IGNORERS_MAX)
+		(void)snprintf(range_ignorers[n_range_ignorers++], sizeof(range_ignorers[0]), "%s",
+			       host);
+	pthread_mutex_unlock(&range_ignorers_lock);
+	return added;
+}
+
+struct registry *registry_free(struct registry *r)
+{
+	if (!r)
+		return NULL;
+	http_free(r->http);
+	free(r->domain);
+	free(r->repository);
+	free(r->host);
+	free(r->base_url);
+	free(r->cert_dir);
+	cert_dir_tls_done(&r->certs);
+	free_secret(r->authorization);
+	free_secret(r->basic);
+	credentials_options_free(r->credentials);
+	free(r->credentials_source);
+	free(r);
+	return NULL;
+}
+
+const char *registry_last_error(struct registry *r)
+{
+	return r->error[0] ? r->error : "no error";
+}
+
+static void set_error(struct registry *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_error(struct registry *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+}
+
+/* localhost, 127.0.0.0/8 and ::1, with or without a port: insecure registries, as in docker. */
+static bool host_is_loopback(const char *host)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t n;
+
+	if (host[0] == '[') {
+		const char *close = strchr(host, ']');
+
+		n = close ? (size_t)(close - host - 1) : 0;
+		if (n == 0 || n >= sizeof(buf))
+			return false;
+		memcpy(buf, host + 1, n);
+		buf[n] = 0;
+		return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+
+	n = strcspn(host, ":");
+	if (n == 0 || n >= sizeof(buf))
+		return false;
+	memcpy(buf, host, n);
+	buf[n] = 0;
+	if (streq(buf, "localhost"))
+		return true;
+	return inet_pton(AF_INET, buf, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+static int basic_header(const char *user, const char *password, char **ret)
+{
+	char *b64 = NULL, *h;
+	int k;
+
+	k = credentials_encode_auth(user, password, &b64);
+	if (k < 0)
+		return k;
+	k = asprintf(&h, "Authorization: Basic %s", b64);
+	free_secret(b64);
+	if (k < 0)
+		return -ENOMEM;
+	*ret = h;
+	return 0;
+}
+
+/* $LAZYROOT_REGISTRY_TIMEOUT: whole seconds, 1 to 86400; anything else means the default. */
+static long timeout_from_env(void)
+{
+	const char *e = getenv(TIMEOUT_ENV);
+	char *end;
+	long v;
+
+	if (!e || !*e)
+		return TIMEOUT_MS_DEFAULT;
+	errno = 0;
+	v = strtol(e, &end, 10);
+	if (errno != 0 || *end || v < 1 || v > 86400) {
+		log_debug("ignoring %s='%.32s': not a number of seconds from 1 to 86400",
+			  TIMEOUT_ENV, e);
+		return TIMEOUT_MS_DEFAULT;
+	}
+	return v * 1000;
+}
+
+int registry_new(const struct reference *ref, const struct registry_options *o,
+		 struct registry **ret)
+{
+	_cleanup_(registry_freep) struct registry *r = NULL;
+	const char *host;
+	int e;
+
+	if (!ref || !ref->domain || !ref->repository)
+		return -EINVAL;
+	host = reference_api_host(ref);
+	if (o && (!o->username != !o->password))
+		return -EINVAL;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	e = http_new(&r->http);
+	if (e < 0)
+		return e;
+
+	r->domain = strdup(ref->domain);
+	r->repository = strdup(ref->repository);
+	r->host = strdup(host);
+	if (!r->domain || !r->repository || !r->host)
+		return -ENOMEM;
+	if (o && o->cert_dir) {
+		r->cert_dir = strdup(o->cert_dir);
+		if (!r->cert_dir)
+			return -ENOMEM;
+	}
+	r->insecure_option = o && o->insecure;
+	r->insecure = r->insecure_option || host_is_loopback(host);
+	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
+	 * the hint only where it could have been found, on an insecure registry. */
+	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
+	{
+		if (asprintf(&r->base_url, "%s://%s", o->scheme, host) < 0) {
+			r->base_url = NULL;
+			return -ENOMEM;
+		}
+		r->scheme_given = true;
+	}
+
+	if (o && o->username) {
+		e = basic_header(o->username, o->password, &r->basic);
+		if (e < 0)
+			return e;
+	} else if (o && o->credentials) {
+		e = credentials_options_dup(o->credentials, &r->credentials);
+		if (e < 0)
+			return e;
+	}
+
+	r->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 0;
+	r->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : timeout_from_env();
+	r->jitter_seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
+	r->rate_limit = o ? o->rate_limit : NULL;
+	r->cancel = o ? o->cancel : NULL;
+
+	*ret = TAKE_PTR(r);
+	return 0;
+}
+
+/* Reads the certificate directory once (cert_dir.c) and points r->tls into what it read. */
+static int tls_load(struct registry *r)
+{
+	int e;
+
+	if (r->tls_loaded)
+		return 0;
+	e = cert_dir_load(r->cert_dir, r->host, r->domain, &r->certs, r->error,
+			  sizeof(r->error));
+	if (e < 0)
+		return e;
+	r->tls.ca_pem = r->certs.ca_pem;
+	r->tls.ca_pem_len = r->certs.ca_pem_len;
+	r->tls.cert_pem = r->certs.cert_pem;
+	r->tls.cert_pem_len = r->certs.cert_pem_len;
+	r->tls.key_pem = r->certs.key_pem;
+	r->tls.key_pem_len = r->certs.key_pem_len;
+	r->tls_loaded = true;
+	return 0;
+}
+
+/* Copies at most @max bytes of registry-supplied text, replacing anything unprintable. */
+static void copy_sanitized(char *dst, size_t size, const char *src, size_t max)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i < max && i + 1 < size; i++)
+		dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+	dst[i] = 0;
+}
+
+/* The first entry of a distribution error document: {"errors":[{"code":…,"message":…}]}. */
+static void error_document(const char *body, size_t len, char *code, size_t code_size,
+			   char *message, size_t message_size)
+{
+	json_t *root, *e;
+	const char *s;
+
+	code[0] = message[0] = 0;
+	root = json_loadb(body, len, 0, NULL);
+	if (!root)
+		return;
+	e = json_array_get(json_object_get(root, "errors"), 0);
+	s = json_string_value(json_object_get(e, "code"));
+	if (s)
+		copy_sanitized(code, code_size, s, 64);
+	s = json_string_value(json_object_get(e, "message"));
+	if (s)
+		copy_sanitized(message, message_size, s, 200);
+	json_decref(root);
+}
+
+static const char *status_text(long status)
+{
+	if (status == 404)
+		return "not found";
+	if (status == 401)
+		return "authentication required";
+	if (status == 403)
+		return "access denied";
+	if (status == 429)
+		return "too many requests";
+	if (status >= 500)
+		return "registry error";
+	return "unexpected response";
+}
+
+/* " (credentials from …)" for messages about refused credentials. */
+static const char *credentials_origin(struct registry *r, char *buf, size_t size)
+{
+	if (!r->credentials_source)
+		return "";
+	(void)snprintf(buf, size, " (credentials from %s)", r->credentials_source);
+	return buf;
+}
+
+/* One line for a failed exchange.  @object names what was asked for ("host/repo:tag"); the
+ * URL is the one we built (never a redirect target, which may carry a signature). */
+static void describe_failure(struct registry *r, const struct http_request *req,
+			     const char *object, const struct http_response *resp, int err)
+{
+	const char *method = req->method ?: "GET";
+	char code[80], message[256], origin[200];
+
+	if (resp->transport == HTTP_TRANSPORT_CONNECT) {
+		set_error(r, "cannot connect to %s: %s (%s %s)", r->domain,
+			  resp->os_errno ? strerror(resp->os_errno) : resp->error, method, req->url);
+		return;
+	}
+	if (resp->transport == HTTP_TRANSPORT_RESOLVE) {
+		set_error(r, "cannot resolve host of %s (%s %s)", r->domain, method, req->url);
+		return;
+	}
+	if (resp->transport == HTTP_TRANSPORT_TIMEOUT) {
+		set_error(r, "timed out talking to %s: %s (%s %s)", r->domain, resp->error, method,
+			  req->url);
+		return;
+	}
+	if (err == -EFBIG) {
+		set_error(r, "%s %s: response larger than the limit", method, req->url);
+		return;
+	}
+	if (resp->status == 0 || (resp->status < 300 && resp->transport == HTTP_TRANSPORT_OTHER)) {
+		set_error(r, "%s %s: %s", method, req->url,
+			  resp->error[0] ? resp->error : strerror(-err));
+		return;
+	}
+	if (resp->status >= 200 && resp->status < 300) {
+		set_error(r, "%s %s: %ld: %s", method, req->url, resp->status, strerror(-err));
+		return;
+	}
+
+	if (resp->status >= 300 && resp->status < 400 && resp->location &&
+	    strncasecmp(resp->location, "http:", 5) == 0 && startswith(req->url, "https:")) {
+		set_error(r, "%s redirected %s from https to plain HTTP, refusing (%s %s: %ld)",
+			  r->domain, object, method, req->url, resp->status);
+		return;
+	}
+	error_document(resp->body ?: "", resp->body_len, code, sizeof(code), message,
+		       sizeof(message));
+	if (resp->status == 401 && r->authorization && r->basic &&
+	    streq(r->authorization, r->basic))
+		(void)snprintf(message, sizeof(message), "invalid username or password%s",
+			       credentials_origin(r, origin, sizeof(origin)));
+	else if (resp->status == 401 && r->authorization && !message[0])
+		(void)snprintf(message, sizeof(message),
+			       "access denied (the repository does not exist or needs a login)");
+	set_error(r, "%s: %s (%s %s: %ld%s%s)", message[0] ? message : status_text(resp->status),
+		  object, method, req->url, resp->status, code[0] ? " " : "", code);
+}
+
+/* Splits an auth-param list (realm="…",service="…") and returns the value of @key. */
+static int challenge_param(const char *s, const char *key, char **ret)
+{
+	size_t klen = strlen(key);
+
+	while (*s) {
+		const char *name, *eq;
+		char value[CHALLENGE_PARAM_MAX];
+		size_t n = 0;
+
+		while (*s == ' ' || *s == '\t' || *s == ',')
+			s++;
+		name = s;
+		eq = strchr(s, '=');
+		if (!eq)
+			break;
+		s = eq + 1;
+		if (*s == '"') {
+			s++;
+			while (*s && *s != '"') {
+				if (*s == '\\' && s[1])
+					s++;
+				if (n + 1 >= sizeof(value))
+					return -EPROTO;
+				value[n++] = *s++;
+			}
+			if (*s != '"')
+				return -EPROTO;
+			s++;
+		} else {
+			while (*s && *s != ',' && *s != ' ') {
+				if (n + 1 >= sizeof(value))
+					return -EPROTO;
+				value[n++] = *s++;
+			}
+		}
+		value[n] = 0;
+
+		if ((size_t)(eq - name) == klen && strncasecmp(name, key, klen) == 0) {
+			char *v = strdup(value);
+
+			if (!v)
+				return -ENOMEM;
+			*ret = v;
+			return 0;
+		}
+	}
+	*ret = NULL;
+	return 0;
+}
+
+static bool token_valid(const char *t)
+{
+	size_t n = strlen(t);
+
+	if (n == 0 || n > TOKEN_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (t[i] <= 0x20 || t[i] >= 0x7f)
+			return false;  /* it goes into a header line */
+	return true;
+}
+
+static bool realm_is_loopback(const char *url)
+{
+	const char *auth = strstr(url, "://"), *end, *at;
+	char host[256];
+	size_t n;
+
+	if (!auth)
+		return false;
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	at = memchr(auth, '@', end - auth);
+	if (at)
+		auth = at + 1;
+	n = end - auth;
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, auth, n);
+	host[n] = 0;
+	return host_is_loopback(host);
+}
+
+/* The first challenge looks for stored credentials: registries that never ask never make us
+ * read a file or run a helper. */
+static int lookup_credentials(struct registry *r)
+{
+	_cleanup_(credentials_freep) struct credentials *c = NULL;
+	char error[sizeof(r->error)];
+	int e;
+
+	e = credentials_lookup(r->credentials, r->domain, r->repository, &c, error, sizeof(error));
+	if (e < 0) {
+		/* Not marked as looked up: a caller that goes on after this failure (a HEAD
+		 * falls back to GET) meets the same error again, not an anonymous attempt. */
+		set_error(r, "%s", error);
+		return e;
+	}
+	r->credentials_looked_up = true;
+	if (!c)
+		return 0;
+	r->credentials_source = strdup(c->source);
+	if (!r->credentials_source)
+		return -ENOMEM;
+	return basic_header(c->username, c->password, &r->basic);
+}
+
+static bool retryable(int e, const struct http_response *resp);
+
+/* Waits @ms between attempts; false, at once, when r->cancel is set (checked every 100 ms). */
+static bool sleep_unless_cancelled(struct registry *r, long ms)
+{
+	for (;;) {
+		if (http_cancelled(r->cancel))
+			return false;
+		if (ms <= 0)
+			return true;
+		sleep_ms(ms < 100 ? ms : 100);
+		ms -= 100;
+	}
+}
+
+static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp);
+
+/* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
+static int fetch_token(struct registry *r, const char *params)
+{
+	int64_t deadline = now_ms() + r->timeout_ms;
+	_cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL;
+	_cleanup_free_ char *service_esc = NULL, *scope_esc = NULL;
+	_cleanup_(http_response_done) struct http_response resp = {};
+	char *headers[2] = { r->basic, NULL };
+	struct http_request req = {};
+	struct http_tls tls = r->tls;
+	json_t *root, *v;
+	const char *t;
+	char *auth;
+	int e, k;
+
+	e = challenge_param(params, "realm", &realm);
+	if (e < 0 || !realm) {
+		set_error(r, "registry %s sent a malformed Bearer challenge", r->domain);
+		return -EPROTO;
+	}
+	if (!startswith(realm, "https://") && !startswith(realm, "http://")) {
+		set_error(r, "registry %s names a token realm that is not http(s)", r->domain);
+		return -EPROTO;
+	}
+	if (r->basic && !r->insecure && !startswith(realm, "https://")) {
+		set_error(r, "registry %s names a plain-HTTP token realm; not sending credentials "
+			  "there", r->domain);
+		return -EPROTO;
+	}
+	e = challenge_param(params, "service", &service);
+	if (e < 0)
+		return e;
+	/* No repository: a login check, which needs no access to any. */
+	if (r->repository[0] && asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
+		scope = NULL;
+		return -ENOMEM;
+	}
+	scope_esc = scope ? http_escape(scope) : NULL;
+	service_esc = service ? http_escape(service) : NULL;
+	if ((scope && !scope_esc) || (service && !service_esc))
+		return -ENOMEM;
+	k = asprintf(&url, "%s%c%s%s%s%s%s", realm, strchr(realm, '?') ? '&' : '?',
+		     scope ? "scope=" : "", scope_esc ?: "", scope && service ? "&" : "",
+		     service ? "service=" : "", service_esc ?: "");
+	if (k < 0) {
+		url = NULL;
+		return -ENOMEM;
+	}
+
+	/* The token service is another host: it is verified unless it is insecure as well. */
+	tls.no_verify = r->tls.no_verify && (r->insecure_option || realm_is_loopback(realm));
+	req = (struct http_request) {
+		.url = url,
+		.headers = r->basic ? headers : NULL,
+		.follow_redirects = true,
+		.allow_http_redirect = r->insecure,
+		.tls = &tls,
+		.max_body = TOKEN_RESPONSE_MAX,
+		.connect_timeout_ms = r->connect_timeout_ms,
+		.timeout_ms = r->timeout_ms,
+		.cancel = r->cancel,
+	};
+	/* Token services (auth.docker.io…) answer 429 and 503 like registries do. */
+	for (unsigned attempt = 1;; attempt++) {
+		int64_t left = deadline - now_ms();
+		long wait;
+
+		req.timeout_ms = left > 1 ? left : 1;
+		http_response_done(&resp);
+		e = http_perform(r->http, &req, &resp);
+		r->requests++;
+		log_debug("GET %s: %ld", url, resp.status);
+		if (!retryable(e, &resp) || attempt >= ATTEMPTS_MAX)
+			break;
+		wait = retry_wait_ms(r, attempt, &resp);
+		if (now_ms() + wait >= deadline)
+			break;
+		log_debug("token request failed, retrying in %ld ms", wait);
+		if (!sleep_unless_cancelled(r, wait)) {
+			e = -ECANCELED;
+			break;
+		}
+	}
+	if (e < 0 && r->basic && resp.status == 401) {
+		char origin[512];
+
+		set_error(r, "invalid username or password for %s%s (token service refused them)",
+			  r->domain, credentials_origin(r, origin, sizeof(origin)));
+		return -EACCES;
+	}
+	if (e < 0) {
+		_cleanup_free_ char *object = NULL;
+
+		if (asprintf(&object, "token for %s/%s", r->domain, r->repository) < 0)
+			object = NULL;
+		describe_failure(r, &req, object ?: "token", &resp, e);
+		return e;
+	}
+
+	root = json_loadb(resp.body, resp.body_len, 0, NULL);
+	v = json_object_get(root, "token");
+	if (!json_is_string(v) || json_string_length(v) == 0)
+		v = json_object_get(root, "access_token");
+	t = json_string_value(v);
+	if (!t || !token_valid(t)) {
+		json_decref(root);
+		set_error(r, "token service of %s answered without a usable token (GET %s)",
+			  r->domain, url);
+		return -EPROTO;
+	}
+	k = asprintf(&auth, "Authorization: Bearer %s", t);
+	/* jansson keeps its own copy; it is freed, not wiped, with the document. */
+	json_decref(root);
+	if (k < 0)
+		return -ENOMEM;
+
+	free_secret(r->authorization);
+	r->authorization = auth;
+	return 0;
+}
+
+/* Answers a WWW-Authenticate challenge: a Bearer token, or our Basic credentials. */
+static int authenticate(struct registry *r, const char *challenge)
+{
+	char origin[512];
+	int e;
+
+	if (!r->basic && r->credentials && !r->credentials_looked_up) {
+		e = lookup_credentials(r);
+		if (e < 0)
+			return e;
+	}
+
+	if (challenge && strncasecmp(challenge, "Bearer ", 7) == 0)
+		return fetch_token(r, challenge + 7);
+
+	if (challenge && strncasecmp(challenge, "Basic", 5) == 0) {
+		if (!r->basic) {
+			set_error(r, "registry %s requires a login (Basic authentication)",
+				  r->domain);
+			return -EACCES;
+		}
+		if (r->authorization && streq(r->authorization, r->basic)) {
+			set_error(r, "invalid username or password for %s%s", r->domain,
+				  credentials_origin(r, origin, sizeof(origin)));
+			return -EACCES;
+		}
+		free_secret(r->authorization);
+		r->authorization = strdup(r->basic);
+		return r->authorization ? 0 : -ENOMEM;
+	}
+
+	set_error(r, "registry %s requires authentication of an unsupported kind", r->domain);
+	return -EACCES;
+}
+
+static bool tls_failed(const struct http_response *resp)
+{
+	return resp->transport == HTTP_TRANSPORT_TLS ||
+	       resp->transport == HTTP_TRANSPORT_TLS_UNTRUSTED;
+}
+
+struct exchange {
+	const char *object;         /* for messages: "127.0.0.1:5000/demo:edge" */
+	const char *accept;         /* an "Accept: …" header line, or NULL */
+	bool streaming;             /* no overall deadline; retried only before the first byte */
+	void (*restart)(void *userdata);  /* resets the sink's state before a retry */
+};
+
+static const char *http_version_name(int v)
+{
+	switch (v) {
+	case 10:
+		return " HTTP/1.0";
+	case 11:
+		return " HTTP/1.1";
+	case 20:
+		return " HTTP/2";
+	case 30:
+		return " HTTP/3";
+	default:
+		return "";
+	}
+}
+
+static bool retryable(int e, const struct http_response *resp)
+{
+	/* A TLS failure is no accident of the moment: it would fail again. */
+	return (e == -EAGAIN || e == -EHOSTUNREACH) && !tls_failed(resp);
+}
+
+/* How long to wait before attempt @attempt + 1: the backoff step with jitter (its upper
+ * half, so that clients that failed together do not come back together), or the server's
+ * Retry-After when that is longer. */
+static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp)
+{
+	long step = BACKOFF_MS_FIRST, wait;
+
+	for (unsigned i = 1; i < attempt && step < BACKOFF_MS_MAX; i++)
+		step *= 2;
+	if (step > BACKOFF_MS_MAX)
+		step = BACKOFF_MS_MAX;
+	wait = step / 2 + (long)(rand_r(&r->jitter_seed) % (unsigned)(step / 2 + 1));
+	if (resp->retry_after_s >= 0 && resp->retry_after_s * 1000 > wait)
+		wait = resp->retry_after_s > 86400 ? 86400000L : resp->retry_after_s * 1000;
+	return wait;
+}
+
+/* Performs @req with our Authorization header, renewing the token on a 401, asking again for
+ * a redirect whose target refused it, and retrying transient failures inside the deadline.
+ * On failure r->error describes the last attempt. */
+static int registry_exchange(struct registry *r, struct http_request *req,
+			     const struct exchange *x, struct http_response *resp)
+{
+	int64_t deadline = now_ms() + r->timeout_ms;
+	bool reauthenticated = false;
+	unsigned refreshes = 0;
+	long gave_up_wait = 0;
+	int e;
+
+	for (unsigned attempt = 1;;) {
+		char *headers[3] = {};
+		size_t n = 0;
+		int64_t left = deadline - now_ms();
+		bool may_repeat;
+		long wait;
+
+		if (x->accept)
+			headers[n++] = (char *)x->accept;
+		if (r->authorization)
+			headers[n++] = r->authorization;
+		req->headers = headers;
+		req->tls = &r->tls;
+		req->allow_http_redirect = r->insecure;
+		req->connect_timeout_ms = r->connect_timeout_ms;
+		req->rate_limit = r->rate_limit;
+		req->cancel = r->cancel;
+		if (!x->streaming)
+			req->timeout_ms = left > 1 ? left : 1;
+
+		if (x->restart)
+			x->restart(req->userdata);
+		http_response_done(resp);
+		e = http_perform(r->http, req, resp);
+		req->headers = NULL;
+		r->requests++;
+		r->bytes_received += resp->body_len + resp->sink_bytes;
+		log_debug("%s %s: %ld%s%s%s%s%s", req->method ?: "GET", req->url, resp->status,
+			  http_version_name(resp->http_version), resp->redirected ? " from " : "",
+			  resp->redirected ? resp->effective_host : "", resp->error[0] ? " " : "",
+			  resp->error);
+
+		/* Bytes that reached the sink can be taken back only by a sink that restarts. */
+		may_repeat = !req->sink || x->restart || resp->sink_bytes == 0;
+
+		/* A signed URL that expired (or was refused) at the redirect target: the
+		 * registry hands out a fresh one. */
+		if (resp->redirected && (resp->status == 400 || resp->status == 401 ||
+					 resp->status == 403) &&
+		    refreshes < REDIRECT_REFRESHES_MAX && may_repeat) {
+			refreshes++;
+			log_debug("%s refused the redirect (%ld), asking %s for a new one",
+				  resp->effective_host, resp->status, r->domain);
+			continue;
+		}
+
+		if (e == -EACCES && resp->status == 401 && !resp->redirected && !reauthenticated &&
+		    resp->www_authenticate) {
+			_cleanup_free_ char *challenge = strdup(resp->www_authenticate);
+
+			if (!challenge)
+				return -ENOMEM;
+			reauthenticated = true;
+			e = authenticate(r, challenge);
+			if (e < 0)
+				return e;
+			continue;
+		}
+
+		if (!retryable(e, resp) || attempt >= ATTEMPTS_MAX || !may_repeat)
+			break;
+		/* A stream that made progress before it broke starts a new round: a layer that
+		 * took minutes to get halfway still deserves its retries. */
+		if (x->streaming && resp->sink_bytes > 0) {
+			deadline = now_ms() + r->timeout_ms;
+			attempt = 1;
+		}
+		wait = retry_wait_ms(r, attempt, resp);
+		if (now_ms() + wait >= deadline) {
+			gave_up_wait = wait;
+			break;
+		}
+		log_debug("%s %s failed, retrying in %ld ms", req->method ?: "GET", req->url, wait);
+		if (!sleep_unless_cancelled(r, wait)) {
+			e = -ECANCELED;
+			break;
+		}
+		attempt++;
+	}
+
+	if (e < 0) {
+		describe_failure(r, req, x->object, resp, e);
+		if (gave_up_wait > 0 && resp->retry_after_s >= 0) {
+			size_t k = strlen(r->error);
+
+			(void)snprintf(r->error + k, sizeof(r->error) - k,
+				       "; asked to retry after %ld s, past the %ld s deadline (%s)",
+				       resp->retry_after_s, (r->timeout_ms + 999) / 1000, TIMEOUT_ENV);
+		}
+	}
+	return e;
+}
+
+/* GET /v2/ over @scheme; on success the scheme is kept for the object's life. */
+static int ping_scheme(struct registry *r, const char *scheme, struct http_response *resp)
+{
+	_cleanup_free_ char *url = NULL;
+	struct exchange x = { .object = r->domain };
+	struct http_request req = {};
+	int e;
+
+	if (asprintf(&url, "%s://%s/v2/", scheme, r->host) < 0) {
+		url = NULL;
+		return -ENOMEM;
+	}
+	req = (struct http_request) { .url = url, .max_body = 64 * 1024 };
+	if (!host_is_loopback(r->host)) {
+		_cleanup_free_ char *proxy = http_proxy_describe(url);
+
+		if (proxy)
+			log_debug("proxy for %s: %s, unless NO_PROXY matches", url, proxy);
+	}
+
+	e = registry_exchange(r, &req, &x, resp);
+	if (resp->status != 401 && (e == -ENOENT || (e == -EPROTO && resp->status >= 300))) {
+		set_error(r, "%s does not serve the registry API (GET %s: %ld)", r->domain, url,
+			  resp->status);
+		return -EPROTO;
+	}
+	if (e < 0)
+		return e;
+
+	if (!r->base_url) {
+		url[strlen(url) - strlen("/v2/")] = 0;
+		r->base_url = TAKE_PTR(url);
+	}
+	r->pinged = true;
+	return 0;
+}
+
+/* "TLS certificate of HOST not trusted: …", "TLS handshake with HOST failed: …" or, for a
+ * connection that broke before any response (a server refusing our client certificate may
+ * close it after the handshake), "TLS connection to HOST failed: …". */
+static void describe_tls_failure(struct registry *r, const struct http_response *resp,
+				 char *buf, size_t size)
+{
+	const char *error = resp->error[0] ? resp->error : "no response";
+
+	if (resp->transport == HTTP_TRANSPORT_TLS_UNTRUSTED)
+		(void)snprintf(buf, size, "TLS certificate of %s not trusted: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+	else if (resp->transport == HTTP_TRANSPORT_TLS)
+		(void)snprintf(buf, size, "TLS handshake with %s failed: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+	else
+		(void)snprintf(buf, size, "TLS connection to %s failed: %s (GET https://%s/v2/)",
+			       r->host, error, r->host);
+}
+
+int registry_ping(struct registry *r)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	char tls_error[sizeof(r->error)], http_error[sizeof(r->error)];
+	int e;
+
+	e = tls_load(r);
+	if (e < 0)
+		return e;
+
+	if (r->base_url) {
+		r->tls.no_verify = r->insecure && !r->certs.ca_pem;
+		return ping_scheme(r, startswith(r->base_url, "https:") ? "https" : "http", &resp);
+	}
+
+	/* docker's InsecureSkipVerify for insecure registries, unless CAs were named for it. */
+	r->tls.no_verify = r->insecure && !r->certs.ca_pem;
+	e = ping_scheme(r, "https", &resp);
+	if (e >= 0)
+		return 0;
+	if (!tls_failed(&resp) &&
+	    !(r->insecure && resp.transport == HTTP_TRANSPORT_OTHER && resp.status == 0))
+		return e;
+	if (!r->insecure) {
+		describe_tls_failure(r, &resp, r->error, sizeof(r->error));
+		return -EHOSTUNREACH;
+	}
+
+	/* An insecure registry that fails TLS: plain HTTP, as docker does. */
+	describe_tls_failure(r, &resp, tls_error, sizeof(tls_error));
+	log_debug("%s, trying plain HTTP", tls_error);
+	http_response_done(&resp);
+	e = ping_scheme(r, "http", &resp);
+	if (e >= 0)
+		return 0;
+	if (resp.status == 0 || resp.status == 400) {
+		/* No registry on plain HTTP either (a TLS-only server answers 400): the TLS
+		 * failure is the one to report. */
+		(void)snprintf(http_error, sizeof(http_error), "%s", r->error);
+		set_error(r, "%s; plain HTTP failed too: %s", tls_error, http_error);
+		return -EHOSTUNREACH;
+	}
+	return e;
+}
+
+void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes)
+{
+	*ret_requests = r->requests;
+	*ret_bytes = r->bytes_received;
+}
+
+const char *registry_scheme(struct registry *r)
+{
+	if (!r->pinged || !r->base_url)
+		return NULL;
+	return startswith(r->base_url, "https:") ? "https" : "http";
+}
+
+/* Before the first request.  With the scheme handed over by a client that pinged already
+ * (registry_options.scheme), GET /v2/ would only cost a round trip on a new connection -- a
+ * lazy read's, on a mount's fetch slots: the first request itself meets any authentication
+ * challenge (registry_exchange() answers a 401) and any error the ping would have. */
+static int ensure_pinged(struct registry *r)
+{
+	int e;
+
+	if (r->pinged)
+		return 0;
+	if (!r->scheme_given)
+		return registry_ping(r);
+	e = tls_load(r);
+	if (e < 0)
+		return e;
+	r->tls.no_verify = r->insecure && !r->certs.ca_pem;
+	r->pinged = true;
+	return 0;
+}
+
+static bool tag_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+		if (!alnum && c != '_' && !(i > 0 && (c == '.' || c == '-')))
+			return false;
+	}
+	return true;
+}
+
+static int object_names(struct registry *r, const char *kind, const char *ref, char **ret_url,
+			char **ret_object)
+{
+	bool digest = strchr(ref, ':') != NULL;
+	char *url, *object;
+
+	if (asprintf(&url, "%s/v2/%s/%s/%s", r->base_url, r->repository, kind, ref) < 0)
+		return -ENOMEM;
+	if (asprintf(&object, "%s/%s%s%s", r->domain, r->repository, digest ? "@" : ":",
+		     ref) < 0) {
+		free(url);
+		return -ENOMEM;
+	}
+	*ret_url = url;
+	*ret_object = object;
+	return 0;
+}
+
+/* Checks @tag_or_digest, pings if needed and names the manifest's URL and object, for GET and
+ * HEAD alike. */
+static int manifest_names(struct registry *r, const char *tag_or_digest, char **ret_url,
+			  char **ret_object)
+{
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	int e;
+
+	if (by_digest ? digest_validate(tag_or_digest) < 0 : !tag_valid(tag_or_digest)) {
+		set_error(r, "invalid tag or digest '%.80s'", tag_or_digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	return object_names(r, "manifests", tag_or_digest, ret_url, ret_object);
+}
+
+int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **ret_buf,
+			  size_t *ret_len, char **ret_content_type,
+			  char ret_digest[72])
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *content_type = NULL;
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	struct http_request req = {};
+	struct exchange x = { .accept = accept_manifests };
+	char got[DIGEST_STRING_MAX];
+	int e;
+
+	e = manifest_names(r, tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .url = url, .follow_redirects = true, .max_body = MANIFEST_MAX };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	e = digest_buffer(resp.body, resp.body_len, got);
+	if (e < 0)
+		return e;
+	if (by_digest && !streq(got, tag_or_digest)) {
+		set_error(r, "manifest %s has the wrong digest %s (GET %s)", object, got, url);
+		return -EBADMSG;
+	}
+	if (!by_digest && resp.docker_content_digest && !streq(resp.docker_content_digest, got))
+		log_debug("Docker-Content-Digest of '%s' does not match its bytes (%s), ignoring",
+			  object, got);
+
+	if (resp.content_type) {
+		content_type = strdup(resp.content_type);
+		if (!content_type)
+			return -ENOMEM;
+	}
+
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
+	*ret_content_type = TAKE_PTR(content_type);
+	memcpy(ret_digest, got, DIGEST_STRING_MAX);
+	return 0;
+}
+
+int registry_head_manifest(struct registry *r, const char *tag_or_digest,
+			   char ret_digest[72], char **ret_content_type)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *content_type = NULL;
+	bool by_digest = strchr(tag_or_digest, ':') != NULL;
+	struct http_request req = {};
+	struct exchange x = { .accept = accept_manifests };
+	int e;
+
+	e = manifest_names(r, tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .method = "HEAD", .url = url, .follow_redirects = true };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	if (!resp.docker_content_digest || digest_validate(resp.docker_content_digest) < 0 ||
+	    (by_digest && !streq(resp.docker_content_digest, tag_or_digest))) {
+		set_error(r, "HEAD %s: no usable Docker-Content-Digest", url);
+		return -ENODATA;
+	}
+	if (resp.content_type) {
+		content_type = strdup(resp.content_type);
+		if (!content_type)
+			return -ENOMEM;
+	}
+	(void)snprintf(ret_digest, DIGEST_STRING_MAX, "%s", resp.docker_content_digest);
+	if (ret_content_type)
+		*ret_content_type = TAKE_PTR(content_type);
+	return 0;
+}
+
+int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
+		      size_t *ret_len)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct http_request req = {};
+	struct exchange x = {};
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) { .url = url, .follow_redirects = true, .max_body = max };
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e < 0)
+		return e;
+
+	if (digest_verify_buffer(resp.body, resp.body_len, digest) < 0) {
+		set_error(r, "blob %s does not match its digest (GET %s)", object, url);
+		return -EBADMSG;
+	}
+
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
+	return 0;
+}
+
+/* A stream that resumes: after a failure, the next attempt asks for the bytes from where the
+ * sink stopped, and the sink never sees a byte twice. */
+struct resume_sink {
+	struct registry *r;
+	struct http_request *req;
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+	uint64_t delivered;      /* bytes handed to @sink over all attempts */
+	uint64_t from;           /* where this attempt starts */
+	uint64_t skipped;        /* of a 200's whole body, bytes before @from */
+	bool checked;            /* this attempt's status and Content-Range were looked at */
+};
+
+static void resume_restart(void *userdata)
+{
+	struct resume_sink *s = userdata;
+
+	s->from = s->delivered;
+	s->skipped = 0;
+	s->checked = false;
+	s->req->range = s->from > 0;
+	s->req->range_open = s->from > 0;
+	s->req->range_offset = s->from;
+	if (s->from > 0)
+		log_debug("resuming blob stream at byte %llu", (unsigned long long)s->from);
+}
+
+/* "bytes START-END/TOTAL": START and TOTAL (UINT64_MAX for "*"); false if malformed. */
+static bool content_range_parse(const char *cr, uint64_t *ret_start, uint64_t *ret_end,
+				uint64_t *ret_total)
+{
+	unsigned long long start, end, total;
+	int consumed = 0;
+
+	if (!cr || sscanf(cr, "bytes %llu-%llu/%n", &start, &end, &consumed) != 2 || consumed == 0)
+		return false;
+	if (end < start)
+		return false;
+	if (streq(cr + consumed, "*")) {
+		total = UINT64_MAX;
+	} else {
+		char *e;
+
+		errno = 0;
+		total = strtoull(cr + consumed, &e, 10);
+		if (errno != 0 || e == cr + consumed || *e || total <= end)
+			return false;
+	}
+	*ret_start = start;
+	*ret_end = end;
+	*ret_total = total;
+	return true;
+}
+
+static int resume_write(void *userdata, const void *buf, size_t n)
+{
+	struct resume_sink *s = userdata;
+	const struct http_response *resp = http_current_response(s->r->http);
+	const uint8_t *p = buf;
+
+	if (!s->checked) {
+		uint64_t start, end, total;
+
+		s->checked = true;
+		if (s->from > 0 && resp->status == 206 &&
+		    (!content_range_parse(resp->content_range, &start, &end, &total) ||
+		     start != s->from))
+			return -EPROTO;
+	}
+	if (s->from > 0 && resp->status == 200 && s->skipped < s->from) {
+		uint64_t skip = s->from - s->skipped;
+
+		if (skip >= n) {
+			s->skipped += n;
+			return 0;
+		}
+		s->skipped += skip;
+		p += skip;
+		n -= skip;
+	}
+	s->delivered += n;
+	return s->sink(s->userdata, p, n);
+}
+
+int registry_stream_blob(struct registry *r, const char *digest,
+			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct http_request req = {};
+	struct resume_sink rs = { .r = r, .req = &req, .sink = sink, .userdata = userdata };
+	struct exchange x = { .streaming = true, .restart = resume_restart };
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = object;
+
+	req = (struct http_request) {
+		.url = url,
+		.follow_redirects = true,
+		.sink = resume_write,
+		.userdata = &rs,
+	};
+	e = registry_exchange(r, &req, &x, &resp);
+	if (e == -EPROTO && resp.status == 206)
+		set_error(r, "resumed stream of blob %s started at the wrong offset (GET %s: "
+			  "Content-Range %s)", object, url, resp.content_range ?: "none");
+	return e;
+}
+
+void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size)
+{
+	(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
+	r->size = size;
+	r->size_from_manifest = true;
+}
+
+/* A range streamed to a sink.  Every attempt asks for the bytes the sink has not taken yet
+ * ([offset + delivered, offset + len)), and a 206's Content-Range is checked before its first
+ * byte goes to the sink, so the sink sees each byte of the range once, in order, and never a
+ * byte of an answer that names other bytes. */
+struct range_stream {
+	struct registry *r;
+	struct http_request *req;
+	const char *digest, *object, *url;
+	uint64_t offset, len;
+	uint64_t delivered;  /* bytes handed to @sink over all attempts */
+	uint64_t at;         /* blob offset of this attempt's next byte (a 200 starts at 0) */
+	bool checked;        /* this attempt's status and Content-Range were looked at */
+	int check_error;     /* what the check found wrong, for the caller */
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+};
+
+static void range_stream_restart(void *userdata)
+{
+	struct range_stream *s = userdata;
+	uint64_t left = s->len - s->delivered;
+
+	/* Nothing left would be a range of no bytes: ask for the last one again (skipped). */
+	s->req->range_offset = s->offset + s->delivered - (left == 0);
+	s->req->range_len = left ?: 1;
+	s->checked = false;
+	s->check_error = 0;
+}
+
+/* Sentinel: a 200 delivered the range; the rest of the blob is not needed. */
+#define RANGE_DONE (-ECANCELED)
+
+/* A 206's Content-Range must name exactly the bytes asked for, and a total that agrees with
+ * the blob's known size; the first total seen becomes the known size. */
+static int range_answer_check(struct registry *r, const char *digest, const char *object,
+			      const char *url, const char *cr, uint64_t offset, size_t len)
+{
+	uint64_t start, end, total;
+
+	if (!content_range_parse(cr, &start, &end, &total) || start != offset ||
+	    end - start + 1 != len) {
+		set_error(r, "range %llu+%zu of blob %s: the registry sent Content-Range %s (GET %s)",
+			  (unsigned long long)offset, len, object, cr ?: "none", url);
+		return -EPROTO;
+	}
+	if (total == UINT64_MAX)
+		return 0;
+	if (!streq(r->size_digest, digest)) {
+		(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
+		r->size = total;
+		r->size_from_manifest = false;
+		return 0;
+	}
+	if (total != r->size) {
+		set_error(r, "blob %s is %llu bytes at the registry, %s says %llu (GET %s)", object,
+			  (unsigned long long)total,
+			  r->size_from_manifest ? "the manifest" : "an earlier answer",
+			  (unsigned long long)r->size, url);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* A 200 to a Range request: noted once per host and process. */
+static void range_ignored(struct registry *r, const struct http_response *resp)
+{
+	const char *host = resp->effective_host[0] ? resp->effective_host : r->host;
+
+	if (range_ignorer_add(host))
+		log_info("registry %s ignores Range requests: lazy reads download whole layers",
+			 host);
+}
+
+static int range_stream_write(void *userdata, const void *buf, size_t n)
+{
+	struct range_stream *s = userdata;
+	long status = http_current_status(s->r->http);
+	uint64_t want = s->offset + s->delivered, end = s->offset + s->len;
+	const uint8_t *p = buf;
+	int e;
+
+	if (!s->checked) {
+		const struct http_response *resp = http_current_response(s->r->http);
+
+		s->checked = true;
+		s->at = 0;
+		if (status != 200 && status != 206) {
+			s->check_error = -EPROTO;
+			return -EPROTO;  /* no other status carries the blob's bytes */
+		}
+		if (status == 206) {
+			e = range_answer_check(s->r, s->digest, s->object, s->url,
+					       resp ? resp->content_range : NULL,
+					       s->req->range_offset, s->req->range_len);
+			if (e < 0) {
+				s->check_error = e;
+				return e;
+			}
+			s->at = s->req->range_offset;
+		}
+	}
+	if (s->at + n > end && status != 200)
+		return -EPROTO;  /* a 206 longer than asked for (the check makes it unlikely) */
+
+	/* Bytes before the ones the sink wants: a 200's head, or a byte asked for again. */
+	if (s->at < want) {
+		uint64_t skip = want - s->at;
+
+		if (skip >= n) {
+			s->at += n;
+			return 0;
+		}
+		s->at += skip;
+		p += skip;
+		n -= skip;
+	}
+	if (n > end - s->at)
+		n = end - s->at;  /* a 200: the range ends here */
+	if (n > 0) {
+		e = s->sink(s->userdata, p, n);
+		if (e < 0)
+			return e;
+		s->at += n;
+		s->delivered += n;
+	}
+	if (s->delivered == s->len && status == 200)
+		return RANGE_DONE;
+	return 0;
+}
+
+int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			       void *userdata)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	struct http_request req = {};
+	struct range_stream s = {
+		.r = r, .req = &req, .digest = digest, .offset = offset, .len = len,
+		.sink = sink, .userdata = userdata,
+	};
+	struct exchange x = { .restart = range_stream_restart };
+	int e;
+
+	if (digest_validate(digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", digest);
+		return -EINVAL;
+	}
+	if (len == 0)
+		return 0;
+	if (offset > UINT64_MAX - len)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	x.object = s.object = object;
+	s.url = url;
+
+	req = (struct http_request) {
+		.url = url,
+		.follow_redirects = true,
+		.range = true,
+		.range_offset = offset,
+		.range_len = len,
+		.sink = range_stream_write,
+		.userdata = &s,
+	};
+	e = registry_exchange(r, &req, &x, &resp);
+	if (resp.status == 200 && (e >= 0 || e == RANGE_DONE))
+		range_ignored(r, &resp);
+	if (e == RANGE_DONE && s.delivered == len)
+		return 0;
+	if (e == -EPROTO && resp.status == 416) {
+		set_error(r, "range %llu+%llu lies outside blob %s (GET %s: 416)",
+			  (unsigned long long)offset, (unsigned long long)len, object, url);
+		return -EPROTO;
+	}
+	if (e < 0 && e == s.check_error && resp.status == 206)
+		/* registry_exchange() described the aborted transfer: say what was wrong. */
+		return range_answer_check(r, digest, object, url, resp.content_range,
+					  req.range_offset, req.range_len);
+	if (e < 0 && e == s.check_error)
+		set_error(r, "range %llu+%llu of blob %s: the registry answered %ld (GET %s)",
+			  (unsigned long long)offset, (unsigned long long)len, object, resp.status,
+			  url);
+	if (e < 0)
+		return e;
+
+	/* A 206 with no body was not checked yet. */
+	if (resp.status == 206 && !s.checked) {
+		e = range_answer_check(r, digest, object, url, resp.content_range,
+				       req.range_offset, req.range_len);
+		if (e < 0)
+			return e;
+	}
+	if (s.delivered != len || (resp.status != 200 && resp.status != 206)) {
+		set_error(r, "range %llu+%llu of blob %s: got %llu bytes (GET %s: %ld, "
+			  "Content-Range %s)", (unsigned long long)offset, (unsigned long long)len,
+			  object, (unsigned long long)s.delivered, url, resp.status,
+			  resp.content_range ?: "none");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+struct range_buffer {
+	uint8_t *buf;
+	size_t filled;
+};
+
+static int range_buffer_write(void *userdata, const void *buf, size_t n)
+{
+	struct range_buffer *b = userdata;
+
+	memcpy(b->buf + b->filled, buf, n);
+	b->filled += n;
+	return 0;
+}
+
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			    size_t len, void *buf)
+{
+	struct range_buffer b = { .buf = buf };
+
+	/* The stream hands over exactly the range's bytes, each once: the buffer cannot
+	 * overflow. */
+	return registry_stream_blob_range(r, digest, offset, len, range_buffer_write, &b);
+}

@@ -1,0 +1,122 @@
+/* cache/registry/registry.h: the OCI distribution API over libcurl: /v2/ ping, the anonymous Bearer
+ * token challenge flow, manifests, blobs, Range.  One struct registry per (host, repository);
+ * it keeps one curl handle and the current token.  Not thread-safe: one thread at a time.
+ *
+ * Errors: -ENOENT unknown repository, tag, manifest or blob (404, MANIFEST_UNKNOWN…);
+ * -EACCES refused (401/403 after auth); -EHOSTUNREACH connection failed, DNS, TLS;
+ * -EAGAIN 429/5xx; -EPROTO protocol violation; -EBADMSG verification failed; -EFBIG over a
+ * size limit; -ETIMEDOUT deadline passed.  registry_last_error() gives a one-line human
+ * description of the last failure (e.g. "GET https://…/manifests/x: 404 MANIFEST_UNKNOWN").
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/format/reference.h"
+#include "cache/base/util.h"
+
+struct registry;
+struct credentials_options;
+struct rate_limit;
+
+struct registry_options {
+	/* HTTPS without certificate verification (unless cert_dir names CAs), then plain HTTP
+	 * if TLS fails; always so for localhost, 127.0.0.0/8 and ::1.  See registry.c. */
+	bool insecure;
+	long connect_timeout_ms;  /* 0: default 10 s */
+	/* Deadline of one call, its retries included (streams: of the retries only); 0: the
+	 * seconds in $LAZYROOT_REGISTRY_TIMEOUT, else 60 s. */
+	long timeout_ms;
+	/* Optional credentials, sent only to the token realm (as Basic) or to a registry that
+	 * asks for Basic authentication; both or neither.  Copied by registry_new(). */
+	const char *username;
+	const char *password;
+	/* Without username and password: where to look for credentials when the registry asks
+	 * for authentication (cache/registry/credentials.h), once per object; NULL: stay anonymous.
+	 * Copied by registry_new(). */
+	const struct credentials_options *credentials;
+	/* Directory with this registry's CA certificates (*.crt) and client certificate
+	 * (*.cert + *.key), as in /etc/containers/certs.d/HOST[:PORT]/ (skopeo's --cert-dir).
+	 * NULL: /etc/containers/certs.d/HOST[:PORT], then /etc/docker/certs.d/HOST[:PORT]. */
+	const char *cert_dir;
+	/* "http" or "https" when an earlier client of this registry found it (registry_scheme()):
+	 * skips the HTTPS probe of insecure registries.  "http" is ignored for secure ones. */
+	const char *scheme;
+	/* Every body byte received is charged to this budget (shared with whoever else holds
+	 * it; not copied, must outlive the object); NULL: unlimited. */
+	struct rate_limit *rate_limit;
+	/* Optional flag that, once set (atomically, from any thread), ends the exchange in
+	 * progress within about a second and every retry and later call at once: they fail
+	 * with -ECANCELED.  Not copied: it must outlive the object. */
+	const bool *cancel;
+};
+
+int registry_new(const struct reference *ref, const struct registry_options *o,
+		 struct registry **ret);
+struct registry *registry_free(struct registry *r);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
+/* The last failure as one line naming the URL and the status or transport error; never
+ * contains a token or a password.  Valid until the next call on @r. */
+const char *registry_last_error(struct registry *r);
+/* Requests sent to the registry by this client and the body bytes they brought back. */
+void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes);
+/* The scheme the ping settled on, or NULL before a successful ping. */
+const char *registry_scheme(struct registry *r);
+
+/* GET /v2/: checks that the host speaks the distribution API and, on a 401, fetches a token
+ * for pulling the repository (anonymously without credentials).  Every other call does this
+ * first when it has not been done; tokens that expire later are renewed on the next 401.
+ * -EACCES for a Basic challenge without credentials, or for credentials the registry or its
+ * token service refuses; -EPROTO if the answer is no registry.  A client for @ref with an
+ * empty repository asks the token service for no scope (to check a login).
+ * The first ping decides the scheme (HTTPS, or plain HTTP for an insecure registry whose TLS
+ * fails) for the object's life and reads the certificate directory; a TLS failure of a secure
+ * registry is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"). */
+int registry_ping(struct registry *r);
+
+/* GETs a manifest by tag or digest, accepting OCI + Docker manifest and index types.  When
+ * @tag_or_digest is a digest the bytes must hash to it (-EBADMSG otherwise).  Returns the
+ * bytes (NUL-terminated), the Content-Type (NULL if the registry sent none) and the bytes'
+ * digest.  Limit 4 MiB.  -EINVAL if @tag_or_digest is neither a valid tag nor a digest. */
+int registry_get_manifest(struct registry *r, const char *tag_or_digest, char **ret_buf,
+			  size_t *ret_len, char **ret_content_type,
+			  char ret_digest[72]);
+
+/* HEADs a manifest (with the Accept header of registry_get_manifest()) and returns its
+ * Docker-Content-Digest and Content-Type (NULL if none; @ret_content_type may be NULL).
+ * Docker Hub counts only manifest GETs against its pull limit, so this is how a known tag is
+ * checked.  -ENODATA when the answer carries no valid digest; other errors as above (a
+ * registry that refuses HEAD gives -EPROTO). */
+int registry_head_manifest(struct registry *r, const char *tag_or_digest,
+			   char ret_digest[72], char **ret_content_type);
+
+/* GETs a small blob (a config) whole into memory and verifies its digest.  -EFBIG over @max. */
+int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
+		      size_t *ret_len);
+
+/* Streams a blob to @sink as it arrives (redirects followed).  Does not verify: the caller
+ * hashes.  A negative return from @sink aborts the transfer and is returned.  A transfer
+ * that breaks is resumed from the last byte @sink took, so @sink sees each byte once. */
+int registry_stream_blob(struct registry *r, const char *digest,
+			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
+
+/* GETs bytes [offset, offset+len) of a blob into @buf; fails with -EPROTO unless exactly
+ * @len bytes come back (a 200 with the whole body is sliced to the range), -EBADMSG if the
+ * Content-Range total contradicts the blob's known size. */
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			    size_t len, void *buf);
+
+/* The same, streamed: bytes [offset, offset+len) go to @sink in order as they arrive, each
+ * byte once (a retry after a broken transfer asks only for the rest), and none before the
+ * answer's status and Content-Range were checked.  A negative return from @sink aborts the
+ * transfer and is returned.  Errors as registry_get_blob_range(), after which @sink may have
+ * had part of the range: how much is up to it to count. */
+int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
+			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			       void *userdata);
+
+/* The size the manifest declares for blob @digest: later Content-Range totals of its ranges
+ * must agree (-EBADMSG).  One blob at a time per client. */
+void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size);

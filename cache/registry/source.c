@@ -1,0 +1,553 @@
+/*
+ * cache/registry/source.c: see source.h.  For the docker transport a source is an ordered list of
+ * endpoints, one registry client each: the mirrors registries.conf allows for the request,
+ * then the origin (the reference's registry, or the location its prefix is rewritten to).
+ * Every call goes through source_try(), which asks the endpoints in order and moves on when
+ * one fails.  Calls by digest (and pings) start with the endpoint that last served one, so a
+ * mirror that lacks an image costs one miss per object, not one per blob.
+ *
+ * What moves on to the next endpoint: every failure except -ENOMEM and -EINVAL (ours, the same
+ * everywhere), and a stream that already handed bytes to its sink (they cannot be taken back).
+ * A streamed range may move on after a part: the next endpoint is asked for the rest only.
+ * So a mirror that is down (-EHOSTUNREACH, -ETIMEDOUT), busy (-EAGAIN), lacks the image
+ * (-ENOENT), refuses us (-EACCES), or serves bytes that fail verification (-EBADMSG, -EPROTO,
+ * -EFBIG) does not fail the pull while the origin can serve it.
+ *
+ * A local transport (oci:, oci-archive:, docker-archive:) has no endpoints: every call goes
+ * to its source_local instead.
+ */
+#include "source.h"
+
+#include "cache/base/log.h"
+#include "cache/registry/registries_conf.h"
+#include "cache/registry/source_local.h"
+
+/* Bytes of a local blob read at once for a streamed range. */
+#define LOCAL_RANGE_PIECE (1U << 20)
+
+struct endpoint {
+	struct registry *registry;
+	char *name;            /* "host[:port]/repository" */
+	bool mirror, by_tag, by_digest;
+};
+
+struct source {
+	struct endpoint *endpoints;  /* mirrors in order, the origin last */
+	size_t n;
+	size_t preferred;            /* served a call by digest last: those try it first */
+	size_t last;                 /* whose registry_last_error() applies, unless failed */
+	bool failed;                 /* every endpoint failed: error[] says how */
+	char error[1024];
+	char *hint;                  /* source_scheme()'s answer, kept until it changes */
+	size_t hint_endpoint;
+	struct source_local *local;  /* instead of endpoints, for a local transport */
+};
+
+enum request { REQUEST_ANY, REQUEST_BY_TAG, REQUEST_BY_DIGEST };
+
+static void endpoints_free(struct endpoint *e, size_t n)
+{
+	for (size_t i = 0; e && i < n; i++) {
+		registry_free(e[i].registry);
+		free(e[i].name);
+	}
+	free(e);
+}
+
+struct source *source_free(struct source *s)
+{
+	if (!s)
+		return NULL;
+	endpoints_free(s->endpoints, s->n);
+	free(s->hint);
+	source_local_free(s->local);
+	free(s);
+	return NULL;
+}
+
+/* The hint is "SCHEME ENDPOINT-NAME"; a bare "http"/"https" (older callers) is the origin's. */
+static bool hint_for(const char *hint, const char *name, bool origin, const char **ret_scheme)
+{
+	const char *sp;
+
+	if (!hint)
+		return false;
+	sp = strchr(hint, ' ');
+	if (!sp) {
+		*ret_scheme = hint;
+		return origin;
+	}
+	if (!streq(sp + 1, name))
+		return false;
+	if (startswith(hint, "https "))
+		*ret_scheme = "https";
+	else if (startswith(hint, "http "))
+		*ret_scheme = "http";
+	else
+		return false;
+	return true;
+}
+
+static int endpoint_open(struct endpoint *ep, const struct registries_endpoint *plan,
+			 const struct reference *ref, const struct registry_options *o,
+			 bool origin, bool *ret_hinted)
+{
+	_cleanup_free_ char *domain = NULL;
+	struct registry_options ro = o ? *o : (struct registry_options) {};
+	const char *slash = strchr(plan->name, '/');
+	struct reference er;
+	const char *scheme = NULL;
+
+	domain = strndup(plan->name, (size_t)(slash - plan->name));
+	if (!domain)
+		return -ENOMEM;
+	er = (struct reference) {
+		.domain = domain, .repository = (char *)slash + 1, .tag = ref->tag,
+		.digest = ref->digest,
+	};
+	ro.insecure = ro.insecure || plan->insecure;
+	/* Credentials were given for the reference's registry: never send them elsewhere. */
+	if (!streq(domain, ref->domain))
+		ro.username = ro.password = NULL;
+	*ret_hinted = hint_for(o ? o->scheme : NULL, plan->name, origin, &scheme);
+	ro.scheme = *ret_hinted ? scheme : NULL;
+
+	ep->name = strdup(plan->name);
+	if (!ep->name)
+		return -ENOMEM;
+	ep->mirror = plan->mirror;
+	ep->by_tag = plan->by_tag;
+	ep->by_digest = plan->by_digest;
+	return registry_new(&er, &ro, &ep->registry);
+}
+
+int source_new_with_error(const struct reference *ref, const struct registry_options *o,
+			  struct source **ret, char **ret_error)
+{
+	_cleanup_(registries_conf_freep) struct registries_conf *conf = NULL;
+	_cleanup_(source_freep) struct source *s = NULL;
+	_cleanup_free_ char *name = NULL;
+	struct registries_endpoint *plan = NULL;
+	size_t n = 0;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (ref && reference_is_local(ref)) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		r = source_local_new(ref, &s->local);
+		if (r < 0)
+			return r;
+		*ret = TAKE_PTR(s);
+		return 0;
+	}
+	if (!ref || !ref->domain || !ref->repository)
+		return -EINVAL;
+	r = registries_conf_load(&conf, ret_error);
+	if (r < 0)
+		return r;
+	if (asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
+		return -ENOMEM;
+	r = registries_conf_endpoints(conf, name, ref->digest != NULL, &plan, &n, ret_error);
+	if (r < 0)
+		return r;
+
+	s = calloc(1, sizeof(*s));
+	if (s)
+		s->endpoints = calloc(n, sizeof(*s->endpoints));
+	if (!s || !s->endpoints) {
+		registries_endpoints_free(plan, n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		bool hinted = false;
+
+		s->n++;
+		r = endpoint_open(&s->endpoints[i], &plan[i], ref, o, i == n - 1, &hinted);
+		if (hinted)
+			s->preferred = i;
+		if (plan[i].mirror)
+			log_debug("'%s': mirror '%s'%s%s", name, plan[i].name,
+				  plan[i].by_tag ? " by tag" : "", plan[i].by_digest ? " by digest" : "");
+	}
+	if (r >= 0 && !streq(plan[n - 1].name, name))
+		log_debug("'%s' is served from '%s'", name, plan[n - 1].name);
+	registries_endpoints_free(plan, n);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+int source_new(const struct reference *ref, const struct registry_options *o,
+	       struct source **ret)
+{
+	_cleanup_free_ char *error = NULL;
+
+	return source_new_with_error(ref, o, ret, &error);
+}
+
+const char *source_last_error(struct source *s)
+{
+	if (s->local)
+		return source_local_last_error(s->local);
+	return s->failed ? s->error : registry_last_error(s->endpoints[s->last].registry);
+}
+
+void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes)
+{
+	uint64_t requests = 0, bytes = 0;
+
+	if (s->local)
+		return source_local_get_counters(s->local, ret_requests, ret_bytes);
+	for (size_t i = 0; i < s->n; i++) {
+		uint64_t q, b;
+
+		registry_get_counters(s->endpoints[i].registry, &q, &b);
+		requests += q;
+		bytes += b;
+	}
+	*ret_requests = requests;
+	*ret_bytes = bytes;
+}
+
+const char *source_scheme(struct source *s)
+{
+	const struct endpoint *ep;
+	const char *scheme;
+
+	if (s->local)
+		return NULL;
+	ep = &s->endpoints[s->preferred];
+	scheme = registry_scheme(ep->registry);
+	if (!scheme)
+		return NULL;
+	if (s->hint && s->hint_endpoint == s->preferred && startswith(s->hint, scheme) &&
+	    s->hint[strlen(scheme)] == ' ')
+		return s->hint;
+	free(s->hint);
+	if (asprintf(&s->hint, "%s %s", scheme, ep->name) < 0) {
+		s->hint = NULL;
+		return NULL;
+	}
+	s->hint_endpoint = s->preferred;
+	return s->hint;
+}
+
+static bool endpoint_serves(const struct endpoint *ep, enum request kind)
+{
+	return kind == REQUEST_ANY || (kind == REQUEST_BY_TAG ? ep->by_tag : ep->by_digest);
+}
+
+/* Calls @call on each endpoint that may serve @kind until one succeeds (see the top of the
+ * file for what moves on).  When all fail, the origin's error is returned and described. */
+static int source_try(struct source *s, enum request kind,
+		      int (*call)(struct registry *r, void *args), void *args,
+		      bool (*may_retry)(void *args))
+{
+	char tried[512] = "";
+	size_t order[s->n + 1], n_order = 0, origin = s->n - 1;
+	int r = -EHOSTUNREACH, r_origin = 0;
+
+	/* By tag, the configured order decides; by digest, the one that served last goes first. */
+	if (kind != REQUEST_BY_TAG && endpoint_serves(&s->endpoints[s->preferred], kind))
+		order[n_order++] = s->preferred;
+	for (size_t i = 0; i < s->n; i++)
+		if ((kind == REQUEST_BY_TAG || i != s->preferred) &&
+		    endpoint_serves(&s->endpoints[i], kind))
+			order[n_order++] = i;
+
+	for (size_t k = 0; k < n_order; k++) {
+		struct endpoint *ep = &s->endpoints[order[k]];
+
+		r = call(ep->registry, args);
+		s->last = order[k];
+		if (r >= 0) {
+			/* Only calls by digest teach the order for calls by digest: a tag that
+			 * must be resolved at the origin says nothing about where blobs are. */
+			if (kind != REQUEST_BY_TAG && ep->by_digest)
+				s->preferred = order[k];
+			s->failed = false;
+			return r;
+		}
+		if (r == -ENOMEM || r == -EINVAL || (may_retry && !may_retry(args))) {
+			s->failed = false;
+			return r;
+		}
+		if (order[k] == origin) {
+			r_origin = r;
+			(void)snprintf(s->error, sizeof(s->error), "%s",
+				       registry_last_error(ep->registry));
+		} else {
+			size_t used = strlen(tried);
+
+			log_debug("mirror '%s' failed, trying the next endpoint: %s", ep->name,
+				  registry_last_error(ep->registry));
+			(void)snprintf(tried + used, sizeof(tried) - used, "%s'%s'",
+				       used ? ", " : "", ep->name);
+		}
+	}
+	/* The origin is always asked, so its error is the one to report. */
+	if (r_origin < 0) {
+		size_t used = strlen(s->error);
+
+		if (*tried)
+			(void)snprintf(s->error + used, sizeof(s->error) - used,
+				       " (mirrors tried first: %s)", tried);
+		s->failed = true;
+		return r_origin;
+	}
+	return r;
+}
+
+static int call_ping(struct registry *r, void *userdata)
+{
+	(void)userdata;
+	return registry_ping(r);
+}
+
+int source_ping(struct source *s)
+{
+	if (s->local)
+		return source_local_ping(s->local);
+	return source_try(s, REQUEST_ANY, call_ping, NULL, NULL);
+}
+
+struct get_manifest_args {
+	const char *tag_or_digest;
+	char **ret_buf;
+	size_t *ret_len;
+	char **ret_content_type;
+	char *ret_digest;
+};
+
+static int call_get_manifest(struct registry *r, void *userdata)
+{
+	struct get_manifest_args *a = userdata;
+
+	return registry_get_manifest(r, a->tag_or_digest, a->ret_buf, a->ret_len,
+				     a->ret_content_type, a->ret_digest);
+}
+
+int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_buf,
+			size_t *ret_len, char **ret_content_type, char ret_digest[72])
+{
+	struct get_manifest_args a = { tag_or_digest, ret_buf, ret_len, ret_content_type,
+				       ret_digest };
+
+	if (s->local)
+		return source_local_get_manifest(s->local, tag_or_digest, ret_buf, ret_len,
+						 ret_content_type, ret_digest);
+
+	/* A tag has no ':'; a digest is "algorithm:hex". */
+	return source_try(s, strchr(tag_or_digest, ':') ? REQUEST_BY_DIGEST : REQUEST_BY_TAG,
+			  call_get_manifest, &a, NULL);
+}
+
+struct get_blob_args {
+	const char *digest;
+	size_t max;
+	char **ret_buf;
+	size_t *ret_len;
+};
+
+static int call_get_blob(struct registry *r, void *userdata)
+{
+	struct get_blob_args *a = userdata;
+
+	return registry_get_blob(r, a->digest, a->max, a->ret_buf, a->ret_len);
+}
+
+int source_get_blob(struct source *s, const char *digest, size_t max, char **ret_buf,
+		    size_t *ret_len)
+{
+	struct get_blob_args a = { digest, max, ret_buf, ret_len };
+
+	if (s->local)
+		return source_local_get_blob(s->local, digest, max, ret_buf, ret_len);
+
+	return source_try(s, REQUEST_BY_DIGEST, call_get_blob, &a, NULL);
+}
+
+/* The caller's sink, counting what it took over every endpoint tried, so that a retry on
+ * another endpoint knows where the stream stands.  Must be the first member of the call's
+ * arguments: counted_sink_write() gets the arguments' address. */
+struct counted_sink {
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+	uint64_t delivered;     /* bytes the sink took */
+	bool sink_failed;
+};
+
+static int counted_sink_write(void *userdata, const void *buf, size_t n)
+{
+	struct counted_sink *c = userdata;
+	int r;
+
+	r = c->sink(c->userdata, buf, n);
+	if (r < 0)
+		c->sink_failed = true;
+	else
+		c->delivered += n;
+	return r;
+}
+
+struct stream_blob_args {
+	struct counted_sink out;  /* first: see counted_sink */
+	const char *digest;
+};
+
+static int call_stream_blob(struct registry *r, void *userdata)
+{
+	return registry_stream_blob(r, ((struct stream_blob_args *)userdata)->digest,
+				    counted_sink_write, userdata);
+}
+
+/* A whole blob streams from its start: once the sink took any byte, no other endpoint may
+ * add to it. */
+static bool stream_may_retry(void *userdata)
+{
+	struct stream_blob_args *a = userdata;
+
+	return a->out.delivered == 0 && !a->out.sink_failed;
+}
+
+int source_stream_blob(struct source *s, const char *digest,
+		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
+{
+	struct stream_blob_args a = { .out = { .sink = sink, .userdata = userdata },
+				      .digest = digest };
+
+	if (s->local)
+		return source_local_stream_blob(s->local, digest, sink, userdata);
+
+	return source_try(s, REQUEST_BY_DIGEST, call_stream_blob, &a, stream_may_retry);
+}
+
+struct get_blob_range_args {
+	const char *digest;
+	uint64_t offset;
+	size_t len;
+	void *buf;
+};
+
+static int call_get_blob_range(struct registry *r, void *userdata)
+{
+	struct get_blob_range_args *a = userdata;
+
+	return registry_get_blob_range(r, a->digest, a->offset, a->len, a->buf);
+}
+
+int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
+			  void *buf)
+{
+	struct get_blob_range_args a = { digest, offset, len, buf };
+
+	if (s->local)
+		return source_local_get_blob_range(s->local, digest, offset, len, buf);
+
+	return source_try(s, REQUEST_BY_DIGEST, call_get_blob_range, &a, NULL);
+}
+
+struct stream_blob_range_args {
+	struct counted_sink out;  /* first: see counted_sink */
+	const char *digest;
+	uint64_t offset, len;
+};
+
+/* Each endpoint is asked only for what the sink has not had yet. */
+static int call_stream_blob_range(struct registry *r, void *userdata)
+{
+	struct stream_blob_range_args *a = userdata;
+
+	return registry_stream_blob_range(r, a->digest, a->offset + a->out.delivered,
+					  a->len - a->out.delivered, counted_sink_write, a);
+}
+
+static bool stream_range_may_retry(void *userdata)
+{
+	struct stream_blob_range_args *a = userdata;
+
+	return !a->out.sink_failed && a->out.delivered < a->len;
+}
+
+/* A local blob: read in pieces, so that the sink works as with a registry. */
+static int local_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+				   uint64_t len,
+				   int (*sink)(void *userdata, const void *buf, size_t n),
+				   void *userdata)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t piece = len < LOCAL_RANGE_PIECE ? (size_t)len : LOCAL_RANGE_PIECE;
+	int r;
+
+	if (len == 0)
+		return 0;
+	buf = malloc(piece);
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < piece ? (size_t)(len - done) : piece;
+
+		r = source_local_get_blob_range(s->local, digest, offset + done, n, buf);
+		if (r < 0)
+			return r;
+		r = sink(userdata, buf, n);
+		if (r < 0)
+			return r;
+		done += n;
+	}
+	return 0;
+}
+
+int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			     void *userdata)
+{
+	struct stream_blob_range_args a = {
+		.out = { .sink = sink, .userdata = userdata },
+		.digest = digest, .offset = offset, .len = len,
+	};
+
+	if (s->local)
+		return local_stream_blob_range(s, digest, offset, len, sink, userdata);
+	if (len == 0)
+		return 0;
+
+	return source_try(s, REQUEST_BY_DIGEST, call_stream_blob_range, &a,
+			  stream_range_may_retry);
+}
+
+struct head_manifest_args {
+	const char *tag_or_digest;
+	char *ret_digest;
+	char **ret_content_type;
+};
+
+static int call_head_manifest(struct registry *r, void *userdata)
+{
+	struct head_manifest_args *a = userdata;
+
+	return registry_head_manifest(r, a->tag_or_digest, a->ret_digest, a->ret_content_type);
+}
+
+int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],
+			 char **ret_content_type)
+{
+	struct head_manifest_args a = { tag_or_digest, ret_digest, ret_content_type };
+
+	/* image.c does not HEAD local images: they are read from disk anyway. */
+	if (s->local)
+		return -EOPNOTSUPP;
+	return source_try(s, strchr(tag_or_digest, ':') ? REQUEST_BY_DIGEST : REQUEST_BY_TAG,
+			  call_head_manifest, &a, NULL);
+}
+
+void source_expect_blob_size(struct source *s, const char *digest, uint64_t size)
+{
+	/* Every endpoint serves the same blob; a local source checks sizes itself. */
+	for (size_t i = 0; i < s->n; i++)
+		registry_expect_blob_size(s->endpoints[i].registry, digest, size);
+}

@@ -1,0 +1,56 @@
+/* cache/registry/source.h: where an image's manifests and blobs come from: a local image (oci:,
+ * oci-archive:, docker-archive:, see source_local.h), or for the docker:// transport the
+ * registry and the mirrors registries.conf names for it (registries_conf.h): each call tries
+ * them in order and reports the origin's error when all fail.  image.c and fetch.c never need
+ * to know which.
+ *
+ * The calls, their errors and their threading rules are those of registry.h: one thread at a
+ * time per object; create one object per thread that needs one. */
+#pragma once
+
+#include "cache/registry/registry.h"
+
+struct source;
+
+/* Reads registries.conf (every time: objects are made a few per pull or mount).  -EPERM when
+ * the registry is blocked there, -EINVAL when the file does not parse or a rewrite leaves no
+ * repository.  @o->insecure applies to every endpoint; credentials go only to endpoints on
+ * the reference's own registry; @o->scheme may be an earlier source_scheme(). */
+int source_new(const struct reference *ref, const struct registry_options *o,
+	       struct source **ret);
+/* The same, with *ret_error set (caller frees) to one line saying why when there is more to
+ * say than the errno: "registry 'X' is blocked in FILE", "FILE:LINE: reason". */
+int source_new_with_error(const struct reference *ref, const struct registry_options *o,
+			  struct source **ret, char **ret_error);
+struct source *source_free(struct source *s);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct source *, source_free);
+
+/* The last call's failure as one line; when every endpoint failed, the origin's error and the
+ * mirrors that were tried first. */
+const char *source_last_error(struct source *s);
+void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes);
+/* An opaque hint for registry_options.scheme of later objects of the same source (what an
+ * earlier object learnt: which endpoint served last and its scheme; the later object starts
+ * its calls by digest there, without a TLS probe), or NULL when there is none yet (always
+ * for a local source).  Valid until the next call on @s. */
+const char *source_scheme(struct source *s);
+
+int source_ping(struct source *s);
+int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_buf,
+			size_t *ret_len, char **ret_content_type, char ret_digest[72]);
+int source_get_blob(struct source *s, const char *digest, size_t max, char **ret_buf,
+		    size_t *ret_len);
+int source_stream_blob(struct source *s, const char *digest,
+		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
+int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
+			  void *buf);
+/* registry_stream_blob_range(): each byte of the range once, in order, to @sink. */
+int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
+			     void *userdata);
+/* HEAD of a manifest: its digest (and Content-Type) without its body, so that a tag whose
+ * manifest is cached costs no GET (see registry_head_manifest()). */
+int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],
+			 char **ret_content_type);
+/* The size the manifest declares for a blob: Content-Range totals must agree with it. */
+void source_expect_blob_size(struct source *s, const char *digest, uint64_t size);

@@ -1,0 +1,26 @@
+/* cache/store/cache.h: one cache directory: DIR/index.db (the SQLite index) and DIR/blobs (content).
+ * Created 0700; everything in it is private to the owner. */
+#pragma once
+
+#include "cache/store/blob_store.h"
+#include "cache/store/index_db.h"
+#include "cache/base/util.h"
+
+struct cache {
+	char *dir;
+	struct index_db *db;     /* NULL after cache_close_db() */
+	struct blob_store *bs;
+};
+
+/* The directory to use when --cache-dir is not given: $LAZYROOT_CACHE_DIR, else
+ * /var/cache/lazyroot for root, else $XDG_CACHE_HOME/lazyroot (~/.cache/lazyroot). */
+int cache_dir_default(char **ret);
+
+int cache_open(const char *dir, struct cache **ret);
+/* Closes the SQLite connection only: a process about to fork() must not carry it over. */
+void cache_close_db(struct cache *c);
+struct cache *cache_free(struct cache *c);  /* NULL-safe */
+/* flock(@operation) on CACHE/locks/@name (created 0600), retrying on EINTR; closing *ret_fd
+ * releases it.  With LOCK_NB, -EWOULDBLOCK when another process holds it. */
+int cache_lock_file(const char *cache_dir, const char *name, int operation, int *ret_fd);
+DEFINE_CLEANUP_FUNC(struct cache *, cache_free);
