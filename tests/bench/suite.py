@@ -54,6 +54,7 @@ import push  # noqa: E402
 WORKLOAD = ["/usr/bin/python3", "-c", "import json"]
 LAZY_FORMATS = ("gzip", "estargz", "zstd:chunked")
 OPTIMIZED = "estargz-optimized"    # part 1 only: optimize.py's layout, --prefetch=landmark
+BASELINE = "baseline "             # part 2 with --baseline: the older binary's rows
 # part 4 reads the whole tree on these lazyroot formats (beside the tree on local disk)
 SCALING_READ_FORMATS = ("estargz",)
 
@@ -246,6 +247,13 @@ def warm_read(args, img, addr, workdir):
             m = stack.enter_context(Mounted("lazyroot", workdir, ref, args.lazyroot, env,
                                             ["--cache-dir", cache, "--prefetch=none"]))
             targets.append(("lazyroot " + fmt, m.dir, m.mount_s))
+            if args.baseline:
+                # the older binary on the same cache, read in the same turns: a before/after
+                # comparison that the shared disk's slow spells hit alike
+                benv = dict(env, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run-baseline"))
+                m = stack.enter_context(Mounted("lazyroot", workdir, ref, args.baseline, benv,
+                                                ["--cache-dir", cache, "--prefetch=none"]))
+                targets.append((BASELINE + fmt, m.dir, m.mount_s))
         results = read_trees([t[1] for t in targets], args.runs, args.read_timeout)
     for cache in caches:
         shutil.rmtree(cache, ignore_errors=True)
@@ -436,6 +444,15 @@ def ratios(res):
                            "extract (umoci unpack, %.2f s)" % (r["target"], r["mount_s"],
                                                                extract / r["mount_s"], extract))
     for r in res["warm"]:
+        if not r["target"].startswith(BASELINE):
+            continue
+        now = w.get("lazyroot " + r["target"][len(BASELINE):])
+        if now:
+            x = [rx(now[k], r[k]) for k in ("tar_cold_s", "tar_warm_s", "find_cold_s",
+                                             "find_warm_s")]
+            out.append("warm read %s / %s: tar %s cold, %s warm; find -ls %s cold, %s warm"
+                       % (now["target"], r["target"], *x))
+    for r in res["warm"]:
         if not r["target"].startswith("lazyroot"):
             continue
         for base in ("local disk", "squashfuse", "archivemount"):
@@ -578,6 +595,8 @@ def main(argv=None):
                     help="1 run, one link setting, 10,000 files in part 3")
     ap.add_argument("--lazyroot", default=os.path.join(ROOT, "build", "cli", "lazyroot"))
     ap.add_argument("--image-cache", default=debimage.DEFAULT_CACHE)
+    ap.add_argument("--baseline", help="part 2 also reads each lazy format through this older "
+                    "lazyroot binary, mounted from the same cache, and prints now/before ratios")
     ap.add_argument("--runs", type=int)
     ap.add_argument("--settings", help="RATE:DELAY_MS,... (default 100mbit:10,20mbit:40; "
                     "quick: 100mbit:10)")
