@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cache/store/cache.h"
+#include "cache/store/mount_records.h"
 #include "cache/base/digest.h"
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
@@ -355,7 +356,7 @@ int verb_images(int argc, char **argv)
 	if (asprintf(&blobs, "%s/blobs/sha256", c->dir) < 0)
 		return EXIT_FAILURE_OTHER;
 	dir_fd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	r = dir_fd < 0 ? -errno : cache_mounted_digests(&inv.mounted);
+	r = dir_fd < 0 ? -errno : mount_records_mounted_digests(c->dir, &inv.mounted);
 	if (r >= 0)
 		r = index_db_ref_foreach(c->db, add_ref, &inv);
 	if (r >= 0)
@@ -723,7 +724,7 @@ int verb_rm(int argc, char **argv)
 		return status;
 	r = cache_lock(c, LOCK_EX, &lock_fd);
 	if (r >= 0)
-		r = cache_mounted_digests(&mounted);
+		r = mount_records_mounted_digests(c->dir, &mounted);
 	if (r < 0) {
 		log_error_errno(r, "cannot lock cache '%s': %m", c->dir);
 		return EXIT_CACHE;

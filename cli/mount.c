@@ -28,7 +28,8 @@
 #include "cache/base/util.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 #include "cli/overlay.h"
 #include "cli/progress.h"
 #include "cli/stats.h"
@@ -42,7 +43,7 @@
 struct daemon {
 	const struct mount_request *req;
 	struct fs *fs;
-	struct mount_state state;
+	struct mount_record state;
 	char *overlay_dir;         /* absolute; the upper/work parent, or the tmpfs */
 	int report_fd;             /* write end of the readiness pipe; -1 in the foreground */
 	bool overlay_mounted;
@@ -317,7 +318,7 @@ static void *daemon_setup_thread(void *userdata)
 	}
 
 	d->state.pid = getpid();
-	r = mount_state_write(&d->state);
+	r = mount_record_write(&d->state);
 	if (r < 0) {
 		errno = -r;
 		daemon_report(d, EXIT_MOUNT, "cannot write mount state in '%s': %m", d->state.dir);
@@ -355,7 +356,7 @@ fail:
 static void daemon_teardown(struct daemon *d)
 {
 	_cleanup_free_ char *fstype = NULL;
-	struct mount_state now = {};
+	struct mount_record now = {};
 
 	if (d->overlay_mounted && mountinfo_find(d->state.target, &fstype) > 0 &&
 	    streq(fstype, "overlay"))
@@ -368,12 +369,12 @@ static void daemon_teardown(struct daemon *d)
 		(void)umount2(d->overlay_dir, MNT_DETACH);
 
 	/* The state is ours to remove only if it still names us. */
-	if (mount_state_read(d->state.target, &now) >= 0) {
+	if (mount_record_read(d->state.target, &now) >= 0) {
 		if (now.pid == getpid())
-			(void)mount_state_remove(now.dir);
-		mount_state_done(&now);
+			(void)mount_record_remove(now.dir);
+		mount_record_done(&now);
 	} else if (d->status != 0) {
-		(void)mount_state_remove(d->state.dir);
+		(void)mount_record_remove(d->state.dir);
 	}
 }
 
@@ -488,7 +489,7 @@ static int check_dir_empty(const char *path)
 
 static int check_mountpoint(const char *target)
 {
-	struct mount_state old = {};
+	struct mount_record old = {};
 	struct stat st;
 	int r;
 
@@ -503,18 +504,18 @@ static int check_mountpoint(const char *target)
 		log_error("mountpoint '%s' is not a directory", target);
 		return EXIT_MOUNT;
 	}
-	if (mount_state_read(target, &old) >= 0) {
+	if (mount_record_read(target, &old) >= 0) {
 		bool alive = old.pid > 0 && kill(old.pid, 0) == 0;
 
 		if (alive || mountinfo_find(target, NULL) > 0) {
 			log_error("'%s' is already a lazyroot mount (of '%s')", target,
 				  old.image ? old.image : "?");
-			mount_state_done(&old);
+			mount_record_done(&old);
 			return EXIT_MOUNT;
 		}
 		/* Left by a daemon that died with nothing mounted: forget it. */
-		(void)mount_state_remove(old.dir);
-		mount_state_done(&old);
+		(void)mount_record_remove(old.dir);
+		mount_record_done(&old);
 	}
 	r = check_dir_empty(target);
 	if (r < 0) {
@@ -651,11 +652,12 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 
 /* Creates the mount's runtime state and writes it with our pid: from here on, gc and rm
  * treat the image as mounted.  The daemon writes it again with its own pid once it serves. */
-static int prepare_state(struct daemon *d, const struct mount_request *req, struct image *img)
+static int prepare_state(struct daemon *d, const struct mount_request *req, struct cache *cache,
+			 struct image *img)
 {
 	int r;
 
-	r = mount_state_dir_for(d->state.target, &d->state.dir);
+	r = mount_record_dir_for(d->state.target, &d->state.dir);
 	if (r >= 0)
 		r = mkdir_p(d->state.dir, 0700);
 	if (r < 0) {
@@ -665,6 +667,8 @@ static int prepare_state(struct daemon *d, const struct mount_request *req, stru
 	d->state_created = true;
 	d->state.image = TAKE_PTR(img->ref);
 	d->state.digest = strdup(img->manifest_digest);
+	/* gc and rm of this cache, and only of this one, must see the image as mounted. */
+	d->state.cache_dir = realpath(cache->dir, NULL);
 	if (req->volatile_upper) {
 		free(d->overlay_dir);
 		if (asprintf(&d->overlay_dir, "%s/volatile", d->state.dir) < 0)
@@ -680,13 +684,13 @@ static int prepare_state(struct daemon *d, const struct mount_request *req, stru
 		d->state.upper = strdup("none");
 		d->state.fuse_mountpoint = strdup(d->state.target);
 	}
-	if (!d->state.image || !d->state.digest || !d->state.upper || !d->state.fuse_mountpoint ||
+	if (!d->state.image || !d->state.digest || !d->state.cache_dir || !d->state.upper || !d->state.fuse_mountpoint ||
 	    (req->volatile_upper && !d->overlay_dir)) {
 		log_error("out of memory");
 		return EXIT_FAILURE_OTHER;
 	}
 	d->state.pid = getpid();
-	r = mount_state_write(&d->state);
+	r = mount_record_write(&d->state);
 	if (r < 0) {
 		log_error_errno(r, "cannot write mount state in '%s': %m", d->state.dir);
 		return EXIT_MOUNT;
@@ -777,7 +781,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		status = exit_status_for(err.kind);
 		goto finish;
 	}
-	status = prepare_state(&d, req, img);
+	status = prepare_state(&d, req, cache, img);
 	if (status != 0)
 		goto finish;
 	closep(&pin_fd);
@@ -870,11 +874,11 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 finish:
 	/* A failed mount leaves no state behind (a daemon that started removed its own). */
 	if (status != 0 && d.state_created)
-		(void)mount_state_remove(d.state.dir);
+		(void)mount_record_remove(d.state.dir);
 	fs_free(d.fs);
 	fetcher_free(d.fetcher);
 	free(d.prefetch);
-	mount_state_done(&d.state);
+	mount_record_done(&d.state);
 	free(d.overlay_dir);
 	return status;
 }

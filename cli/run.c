@@ -12,7 +12,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 #include "cli/nspawn.h"
 
 /* Written once before the handlers are installed and read only by them: the one process
@@ -143,7 +144,7 @@ int verb_run(int argc, char **argv)
 			return log_error("out of memory"), EXIT_RUN_FAILED;
 	}
 
-	r = runtime_dir(&rt);
+	r = mount_records_runtime_dir(&rt);
 	if (r >= 0 && asprintf(&mnt, "%s/run", rt) < 0)
 		r = -ENOMEM;
 	if (r >= 0)

@@ -18,7 +18,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 
 #define STATS_REPLY_MAX (64 * 1024)
 
@@ -254,7 +255,7 @@ int verb_stats(int argc, char **argv)
 	}
 	r = path_make_absolute(argv[optind], &target);
 	if (r >= 0)
-		r = mount_state_dir_for(target, &dir);
+		r = mount_record_dir_for(target, &dir);
 	if (r < 0 || asprintf(&sock, "%s/control", dir) < 0) {
 		log_error_errno(r < 0 ? r : -ENOMEM, "cannot resolve '%s': %m", argv[optind]);
 		return EXIT_USAGE;
