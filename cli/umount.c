@@ -102,7 +102,7 @@ int umount_path(const char *path, bool lazy)
 	r = path_make_absolute(path, &target);
 	if (r < 0) {
 		log_error_errno(r, "cannot resolve '%s': %m", path);
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 
 	r = mount_record_read(target, &st);
@@ -112,7 +112,7 @@ int umount_path(const char *path, bool lazy)
 		r = mountinfo_find(target, &fstype);
 		if (r <= 0 || !streq(fstype, "fuse.lazyroot")) {
 			log_error("'%s' is not a lazyroot mount", target);
-			return EXIT_MOUNT;
+			return -ERR_MOUNT;
 		}
 	}
 
@@ -122,12 +122,12 @@ int umount_path(const char *path, bool lazy)
 		log_error("cannot unmount '%s': target is busy (use --lazy to detach it anyway)",
 			  target);
 		mount_record_done(&st);
-		return EXIT_MOUNT;
+		return -ERR_MOUNT;
 	}
 	if (r < 0) {
 		log_error_errno(r, "cannot unmount '%s': %m", target);
 		mount_record_done(&st);
-		return EXIT_MOUNT;
+		return -ERR_MOUNT;
 	}
 
 	if (have_state) {
@@ -179,12 +179,12 @@ int verb_umount(int argc, char **argv)
 			       "  -l, --lazy     detach even if the mount is busy\n");
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return -ERR_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		log_error("umount needs a mountpoint (see 'lazyroot umount --help')");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	for (int i = optind; i < argc; i++) {
 		int r = umount_path(argv[i], lazy);
