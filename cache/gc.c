@@ -12,7 +12,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/file.h>
 #include <time.h>
 
@@ -21,6 +20,7 @@
 #include "cache/base/log.h"
 #include "cache/format/manifest.h"
 #include "cache/base/util.h"
+#include "cache/store/mount_records.h"
 
 struct gc_image {
 	char *digest;
@@ -106,62 +106,6 @@ static bool layer_in_use(const struct gc_images *s, const char *layer, size_t ex
 int cache_lock(struct cache *c, int operation, int *ret_fd)
 {
 	return cache_lock_file(c->dir, "gc.lock", operation, ret_fd);
-}
-
-/* cli/mount_state.c writes these files; the cache reads just the two lines it needs, so that the
- * eviction can never pick a mounted image whichever command runs it. */
-int cache_mounted_digests(char ***ret)
-{
-	_cleanup_strv_free_ char **l = NULL;
-	_cleanup_free_ char *dir = NULL;
-	const char *e = getenv("LAZYROOT_RUNTIME_DIR");
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
-
-	if (asprintf(&dir, "%s/mounts", e && *e == '/' ? e : "/run/lazyroot") < 0)
-		return -ENOMEM;
-	d = opendir(dir);
-	if (!d) {
-		if (errno != ENOENT)
-			return -errno;
-		*ret = NULL;
-		return 0;
-	}
-	while ((de = readdir(d))) {
-		_cleanup_free_ char *path = NULL, *buf = NULL;
-		char *digest = NULL, *line, *save = NULL;
-		long pid = 0;
-
-		if (de->d_name[0] == '.')
-			continue;
-		if (asprintf(&path, "%s/%s/info", dir, de->d_name) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-		if (read_full_file(path, 64 * 1024, &buf, NULL) < 0)
-			continue;  /* being set up or torn down: its daemon is not serving */
-		for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-			if (startswith(line, "digest="))
-				digest = line + strlen("digest=");
-			else if (startswith(line, "pid="))
-				pid = strtol(line + strlen("pid="), NULL, 10);
-		}
-		if (!digest || !*digest || pid <= 0)
-			continue;
-		if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
-			continue;  /* its daemon died: nothing serves the tree any more */
-		if (strv_contains(l, digest))
-			continue;
-		r = strv_push(&l, digest);
-		if (r < 0)
-			break;
-	}
-	closedir(d);
-	if (r < 0)
-		return r;
-	*ret = TAKE_PTR(l);
-	return 0;
 }
 
 int cache_blob_foreach(struct cache *c,
@@ -468,7 +412,7 @@ static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_resu
 	if (o->max_size == 0 || res->blob_bytes <= o->max_size)
 		return 0;
 
-	r = cache_mounted_digests(&mounted);
+	r = mount_records_mounted_digests(c->dir, &mounted);
 	if (r < 0)
 		return r;
 	if (o->keep_most_recent)

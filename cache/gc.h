@@ -1,7 +1,8 @@
 /* cache/gc.h: what the cache may forget, and forgetting it.  An image's blobs are the blobs its
  * layers' entries (whole-file contents of tar layers) and chunks (lazy layers) name; a blob no
  * indexed layer names is an orphan.  Images are evicted least recently used first
- * (images.last_used, set at every pull/mount), never one a live mount is pinned to.
+ * (images.last_used, set at every pull/mount), never one a live mount of this cache is pinned to
+ * (cache/store/mount_records.h).
  *
  * Concurrency: everything that deletes (gc, rm, fsck) holds CACHE/locks/gc.lock exclusively;
  * image_pull() holds it shared while it imports, so nothing a pull is writing (blobs of a layer
@@ -19,10 +20,6 @@
 /* flock(@operation: LOCK_SH or LOCK_EX) on CACHE/locks/gc.lock, waiting; closing the returned fd
  * releases it. */
 int cache_lock(struct cache *c, int operation, int *ret_fd);
-
-/* The manifest digests live mounts are pinned to: RUNTIME/mounts/<id>/info (RUNTIME is
- * $LAZYROOT_RUNTIME_DIR or /run/lazyroot) whose pid= is alive.  A strv, possibly empty. */
-int cache_mounted_digests(char ***ret);
 
 /* Calls @cb for each file under CACHE/blobs/sha256/: @rel is "xx/NAME" relative to @dir_fd
  * (blobs/sha256), @digest "sha256:NAME" when NAME is a well-formed digest in its right

@@ -1,128 +1,30 @@
-/* cli/cli.h: what the verbs share: exit statuses, and mounting/unmounting as functions so that
+/* cli/cli.h: what the verbs share: their entry points (each returns 0 or -errno, see
+ * exit_status.h), the options of image verbs, and mounting/unmounting as functions so that
  * `run` can do what `mount` and `umount` do. */
 #pragma once
 
 #include <stdbool.h>
 
-#include "cache/registry/credentials.h"
 #include "cache/image.h"
+#include "cli/exit_status.h"
+#include "cli/image_request.h"
 
-/* Exit statuses a script can rely on (documented in lazyroot(1)). */
-enum {
-	EXIT_FAILURE_OTHER = 1,   /* anything not below */
-	EXIT_USAGE = 2,           /* bad arguments or reference */
-	EXIT_REGISTRY = 3,        /* image unknown, registry unreachable or refusing, bad data */
-	EXIT_CACHE = 4,           /* the local cache could not be read or written */
-	EXIT_MOUNT = 5,           /* mountpoint, /dev/fuse, FUSE or overlay mount failed */
-	EXIT_RUN_FAILED = 125,    /* `run`: lazyroot itself failed before or after the container */
-};
-
-enum prefetch_mode {
-	PREFETCH_LANDMARK,  /* eStargz entries before .prefetch.landmark (the default) */
-	PREFETCH_ALL,       /* every chunk of every lazy layer */
-	PREFETCH_NONE,
-};
-
-struct mount_request {
-	const char *ref;
-	const char *mountpoint;
-	const char *overlay_dir;   /* upper and work under it; NULL for none */
-	bool volatile_upper;       /* tmpfs upper */
-	const char *cache_dir;     /* NULL: default */
-	const char *platform;      /* NULL: host */
-	const char *cert_dir;      /* NULL: /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST */
-	enum pull_policy policy;
-	enum prefetch_mode prefetch;
-	bool insecure;
-	bool foreground;
-	bool debug_fuse;
-	long fetch_timeout_ms;     /* --timeout: one lazy read's fetch, retries included; 0: 30 s */
-	/* --creds or --creds-file: used when the registry asks, before any auth file.  Copies
-	 * (argv's --creds is overwritten); the password is wiped by mount_request_done(). */
-	char *username;
-	char *password;
-	struct credentials_options credentials;  /* authfile: --authfile made absolute, owned */
-};
-
-/* Frees what image_option_apply() allocated in @req, wiping the password. */
-void mount_request_done(struct mount_request *req);
-
-/* The exit status for a failed image_pull(). */
-int exit_status_for(enum pull_failure kind);
-
-/* Mounts as `lazyroot mount` does and returns 0 or an exit status; errors are logged.  With
- * @ret_config, the image's config is returned too (for `run`). */
+/* Mounts as `lazyroot mount` does; 0 or -errno, errors logged.  With @ret_config, the image's
+ * config is returned too (for `run`). */
 int mount_image(const struct mount_request *req, struct image_config **ret_config,
 		char **ret_short_name);
-/* Unmounts as `lazyroot umount` does; returns 0 or an exit status. */
+/* Unmounts as `lazyroot umount` does; 0 or -errno, errors logged. */
 int umount_path(const char *path, bool lazy);
 
 int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);
-int verb_run(int argc, char **argv);
+int verb_run(int argc, char **argv);   /* or the container's exit status */
 int verb_stats(int argc, char **argv);
 int verb_images(int argc, char **argv);
 int verb_inspect(int argc, char **argv);
 int verb_rm(int argc, char **argv);
 int verb_gc(int argc, char **argv);
 int verb_fsck(int argc, char **argv);
-/* Opens @dir (NULL: the default cache) for the cache verbs; 0 or EXIT_CACHE (logged). */
-struct cache;
-int cli_cache_open(const char *dir, struct cache **ret);
 int verb_prewarm(int argc, char **argv);
 int verb_login(int argc, char **argv);
 int verb_logout(int argc, char **argv);
-
-/* Overwrites @s in place (it is in argv, which `ps` shows). */
-void cli_hide_argument(char *s);
-
-/* Registry credentials, in IMAGE_OPTIONS and prewarm's table (values above any verb's own). */
-enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
-enum { OPT_TIMEOUT = 0x280 };   /* in IMAGE_OPTIONS */
-#define CREDENTIAL_OPTIONS                                               \
-	{ "creds", required_argument, NULL, OPT_CREDS },                 \
-	{ "creds-file", required_argument, NULL, OPT_CREDS_FILE },       \
-	{ "authfile", required_argument, NULL, OPT_AUTHFILE }
-#define CREDENTIAL_OPTIONS_HELP                                                          \
-	"      --creds=USER:PASS  log in to the registry with these (visible to ps until\n" \
-	"                         parsed: prefer --creds-file or an auth file)\n"         \
-	"      --creds-file=FILE  USER:PASS from the first line of FILE\n"                 \
-	"      --authfile=FILE    auth.json to read before the default ones\n"
-
-/* The options `mount` and `run` share, for their getopt_long() tables and --help. */
-#define IMAGE_OPTIONS                                              \
-	{ "cache-dir", required_argument, NULL, 'C' },             \
-	{ "platform", required_argument, NULL, 'P' },              \
-	{ "pull", required_argument, NULL, 'p' },                  \
-	{ "cert-dir", required_argument, NULL, 'c' },              \
-	{ "prefetch", required_argument, NULL, 'F' },              \
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },       \
-	CREDENTIAL_OPTIONS,                                        \
-	TLS_OPTIONS
-/* Also in prewarm's table. */
-#define TLS_OPTIONS                                                \
-	{ "tls-verify", optional_argument, NULL, 'T' },            \
-	{ "insecure-registry", no_argument, NULL, 'I' }
-#define TLS_OPTIONS_HELP                                                                 \
-	"      --tls-verify=BOOL  false: the registry is insecure (unverified TLS, then\n"    \
-	"                         plain HTTP); default true\n"                                \
-	"      --insecure-registry  the same as --tls-verify=false\n"
-#define IMAGE_OPTIONS_HELP                                                               \
-	"      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"          \
-	"      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"     \
-	"      --pull=POLICY      missing (default), always or never\n"                    \
-	"      --cert-dir=DIR     CA and client certificates for the registry\n"          \
-	"      --prefetch=WHAT    fetch in the background after mounting: landmark\n"      \
-	"                         (default: what the image marks), all or none\n"          \
-	"      --timeout=SECONDS  a read of a file not yet fetched fails (EIO) after\n"       \
-	"                         this long without the registry (default 30)\n"            \
-	CREDENTIAL_OPTIONS_HELP \
-	TLS_OPTIONS_HELP
-
-/* The registry client options @req asks for (TLS, insecure, credentials); the strings stay
- * @req's.  Every path that talks to a registry for a request builds them here. */
-struct registry_options mount_request_registry_options(const struct mount_request *req);
-
-/* Applies option @c of IMAGE_OPTIONS (or CREDENTIAL_OPTIONS) to @req: 1 if it was one of them, 0 if not, or
- * EXIT_USAGE (logged) for a bad value. */
-int image_option_apply(int c, char *arg, struct mount_request *req);

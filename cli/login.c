@@ -226,16 +226,16 @@ static int verify_login(const char *key, const char *user, const char *password,
 	r = registry_new(&ref, &ro, &reg);
 	if (r < 0) {
 		log_error_errno(r, "cannot set up a client for '%s': %m", key);
-		return EXIT_FAILURE_OTHER;
+		return -ERR_OTHER;
 	}
 	r = registry_ping(reg);
 	if (r == -EACCES) {
 		log_error("%s", registry_last_error(reg));
-		return EXIT_REGISTRY;
+		return -ERR_REGISTRY;
 	}
 	if (r < 0) {
 		log_error("cannot log in to %s: %s", key, registry_last_error(reg));
-		return EXIT_REGISTRY;
+		return -ERR_REGISTRY;
 	}
 	return 0;
 }
@@ -248,7 +248,7 @@ static int store_login(const char *path, const char *key, const char *user, cons
 
 	r = auth_file_load(path, &root);
 	if (r < 0)
-		return EXIT_FAILURE_OTHER;
+		return -ERR_OTHER;
 	r = get_auths(root, path, true, &auths);
 	if (r >= 0) {
 		(void)auths_remove(auths, key);
@@ -264,7 +264,7 @@ static int store_login(const char *path, const char *key, const char *user, cons
 	if (r >= 0)
 		r = auth_file_save(path, root);
 	json_decref(root);
-	return r < 0 ? EXIT_FAILURE_OTHER : 0;
+	return r < 0 ? -ERR_OTHER : 0;
 }
 
 static int get_login(const char *key, const char *authfile)
@@ -277,13 +277,52 @@ static int get_login(const char *key, const char *authfile)
 	r = credentials_lookup(&o, key, NULL, &c, error, sizeof(error));
 	if (r < 0) {
 		log_error("%s", error);
-		return EXIT_FAILURE_OTHER;
+		return -ERR_OTHER;
 	}
 	if (!c) {
 		log_error("not logged in to %s", key);
-		return EXIT_FAILURE_OTHER;
+		return -ERR_OTHER;
 	}
 	printf("%s\n", c->username);
+	return 0;
+}
+
+/* What the command line did not give: the username from the terminal, the password from the
+ * terminal or (--password-stdin) standard input.  0 or -ERR_USAGE (logged). */
+static int login_ask(char **user_p, char **password_p, bool password_stdin)
+{
+	int r = 0;
+
+	if (!*user_p) {
+		if (!isatty(STDIN_FILENO) || password_stdin) {
+			log_error("no username: give --username");
+			return -ERR_USAGE;
+		}
+		r = prompt("Username", false, user_p);
+		if (r < 0)
+			return log_error_errno(r, "cannot read the username: %m"), -ERR_USAGE;
+	}
+	if (!(*user_p)[0] || strchr(*user_p, ':')) {
+		log_error("invalid username: it must be non-empty and may not contain ':'");
+		return -ERR_USAGE;
+	}
+	if (!*password_p) {
+		if (password_stdin)
+			r = read_secret_line(STDIN_FILENO, true, password_p);
+		else if (isatty(STDIN_FILENO))
+			r = prompt("Password", true, password_p);
+		else {
+			log_error("stdin is not a terminal: refusing to read a password from it "
+				  "without --password-stdin");
+			return -ERR_USAGE;
+		}
+		if (r < 0)
+			return log_error_errno(r, "cannot read the password: %m"), -ERR_USAGE;
+	}
+	if (!(*password_p)[0]) {
+		log_error("empty password");
+		return -ERR_USAGE;
+	}
 	return 0;
 }
 
@@ -331,14 +370,14 @@ int verb_login(int argc, char **argv)
 			free_secret(user);
 			user = strdup(optarg);
 			if (!user)
-				return log_error("out of memory"), EXIT_FAILURE_OTHER;
+				return log_error_errno(-ENOMEM, "out of memory");
 			break;
 		case 'p':
 			free_secret(password);
 			password = strdup(optarg);
 			cli_hide_argument(optarg);
 			if (!password)
-				return log_error("out of memory"), EXIT_FAILURE_OTHER;
+				return log_error_errno(-ENOMEM, "out of memory");
 			break;
 		case OPT_PASSWORD_STDIN:
 			password_stdin = true;
@@ -359,61 +398,34 @@ int verb_login(int argc, char **argv)
 			login_help();
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return -ERR_USAGE;
 		}
 	}
 	if (argc - optind != 1) {
 		log_error("login needs one registry (see 'lazyroot login --help')");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	r = credentials_registry_key(argv[optind], &key);
 	if (r < 0) {
 		log_error("invalid registry '%s': use host[:port] or docker.io", argv[optind]);
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	if (get)
 		return get_login(key, authfile);
 	if (password && password_stdin) {
 		log_error("--password and --password-stdin exclude each other");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	r = auth_file_path(authfile, &path);
 	if (r < 0) {
 		log_error("no auth file to write: set XDG_RUNTIME_DIR or REGISTRY_AUTH_FILE, or use "
 			  "--authfile");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 
-	if (!user) {
-		if (!isatty(STDIN_FILENO) || password_stdin) {
-			log_error("no username: give --username");
-			return EXIT_USAGE;
-		}
-		r = prompt("Username", false, &user);
-		if (r < 0)
-			return log_error_errno(r, "cannot read the username: %m"), EXIT_USAGE;
-	}
-	if (!user[0] || strchr(user, ':')) {
-		log_error("invalid username: it must be non-empty and may not contain ':'");
-		return EXIT_USAGE;
-	}
-	if (!password) {
-		if (password_stdin)
-			r = read_secret_line(STDIN_FILENO, true, &password);
-		else if (isatty(STDIN_FILENO))
-			r = prompt("Password", true, &password);
-		else {
-			log_error("stdin is not a terminal: refusing to read a password from it "
-				  "without --password-stdin");
-			return EXIT_USAGE;
-		}
-		if (r < 0)
-			return log_error_errno(r, "cannot read the password: %m"), EXIT_USAGE;
-	}
-	if (!password[0]) {
-		log_error("empty password");
-		return EXIT_USAGE;
-	}
+	r = login_ask(&user, &password, password_stdin);
+	if (r < 0)
+		return r;
 
 	r = verify_login(key, user, password, cert_dir);
 	if (r != 0)
@@ -468,32 +480,32 @@ int verb_logout(int argc, char **argv)
 			logout_help();
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return -ERR_USAGE;
 		}
 	}
 	if (argc - optind != (all ? 0 : 1)) {
 		log_error("logout needs one registry, or --all (see 'lazyroot logout --help')");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	if (!all && credentials_registry_key(argv[optind], &key) < 0) {
 		log_error("invalid registry '%s': use host[:port] or docker.io", argv[optind]);
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	r = auth_file_path(authfile, &path);
 	if (r < 0) {
 		log_error("no auth file: set XDG_RUNTIME_DIR or REGISTRY_AUTH_FILE, or use "
 			  "--authfile");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		if (all)
 			return 0;
 		log_error("not logged in to %s ('%s' does not exist)", key, path);
-		return EXIT_FAILURE_OTHER;
+		return -ERR_OTHER;
 	}
 
 	if (auth_file_load(path, &root) < 0 || get_auths(root, path, false, &auths) < 0) {
-		status = EXIT_FAILURE_OTHER;
+		status = -ERR_OTHER;
 		goto finish;
 	}
 	if (all) {
@@ -505,10 +517,10 @@ int verb_logout(int argc, char **argv)
 	}
 	if (removed == 0 && !all) {
 		log_error("not logged in to %s (no entry in '%s')", key, path);
-		status = EXIT_FAILURE_OTHER;
+		status = -ERR_OTHER;
 		goto finish;
 	}
-	status = removed == 0 || auth_file_save(path, root) >= 0 ? 0 : EXIT_FAILURE_OTHER;
+	status = removed == 0 || auth_file_save(path, root) >= 0 ? 0 : -ERR_OTHER;
 	if (status == 0 && !all)
 		printf("Removed login credentials for %s\n", key);
 

@@ -1,4 +1,5 @@
-/* cli/main.c: `lazyroot VERB …`: dispatches to one verb per file. */
+/* cli/main.c: `lazyroot VERB …`: dispatches to one verb per file, and turns what the verb
+ * returned into the exit status (cli/exit_status.h). */
 #include <signal.h>
 #include <stdio.h>
 
@@ -31,20 +32,21 @@ int main(int argc, char **argv)
 	static const struct {
 		const char *name;
 		int (*fn)(int argc, char **argv);
+		int failure;   /* the exit status of every failure; 0: by its class */
 	} verbs[] = {
-		{ "mount", verb_mount },
-		{ "umount", verb_umount },
-		{ "unmount", verb_umount },
-		{ "run", verb_run },
-		{ "stats", verb_stats },
-		{ "images", verb_images },
-		{ "inspect", verb_inspect },
-		{ "rm", verb_rm },
-		{ "gc", verb_gc },
-		{ "fsck", verb_fsck },
-		{ "prewarm", verb_prewarm },
-		{ "login", verb_login },
-		{ "logout", verb_logout },
+		{ "mount", verb_mount, 0 },
+		{ "umount", verb_umount, 0 },
+		{ "unmount", verb_umount, 0 },
+		{ "run", verb_run, EXIT_RUN_FAILED },
+		{ "stats", verb_stats, 0 },
+		{ "images", verb_images, 0 },
+		{ "inspect", verb_inspect, 0 },
+		{ "rm", verb_rm, 0 },
+		{ "gc", verb_gc, 0 },
+		{ "fsck", verb_fsck, 0 },
+		{ "prewarm", verb_prewarm, 0 },
+		{ "login", verb_login, 0 },
+		{ "logout", verb_logout, 0 },
 	};
 
 	/* A closed pipe is an error to report where it happens, not a reason to die. */
@@ -69,7 +71,7 @@ int main(int argc, char **argv)
 			/* getopt names argv[0] in its messages: "lazyroot run: unrecognized …". */
 			snprintf(prog, sizeof(prog), "lazyroot %s", verbs[i].name);
 			argv[1] = prog;
-			return verbs[i].fn(argc - 1, argv + 1);
+			return exit_status(verbs[i].fn(argc - 1, argv + 1), verbs[i].failure);
 		}
 
 	log_error("unknown verb '%s' (see 'lazyroot --help')", argv[1]);

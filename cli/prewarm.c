@@ -21,6 +21,7 @@
 #include "cache/prewarm.h"
 #include "cache/registry/rate_limit.h"
 #include "cache/base/util.h"
+#include "cli/cache_args.h"
 #include "cli/cli.h"
 #include "cli/progress.h"
 
@@ -39,7 +40,7 @@ struct prewarm_item {
 	struct reference *ref;
 	struct image *img;
 	struct prewarm_plan *plan;
-	int status;                 /* 0 or an exit status */
+	int status;                 /* 0 or -errno (its class, see exit_status.h) */
 	char *error;                /* the one line to print, when status != 0 */
 };
 
@@ -145,29 +146,13 @@ static int take_lock(const char *cache_dir, bool wait, int *ret_fd)
 }
 
 /* The fetcher for @img's lazy layers, as the mount daemon builds it, charging the run's rate
- * limit (NULL: none). */
+ * limit (NULL: none).  prewarm_run() sizes each call by the rate it sees: one request each. */
 static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			const struct mount_request *req, struct rate_limit *rl, struct fetcher **ret)
 {
-	_cleanup_free_ struct fetch_layer *layers = NULL;
-	const struct manifest *m = it->img->manifest;
-	struct registry_options ro = mount_request_registry_options(req);
-
-	ro.scheme = it->img->registry_scheme;
-	ro.rate_limit = rl;
-	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
-	if (!layers)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n_layers; i++)
-		layers[i] = (struct fetch_layer) {
-			.digest = m->layers[i].digest,
-			.compression = m->layers[i].compression,
-			.size = m->layers[i].size,
-		};
-	/* prewarm_run() sizes each call by the rate it sees: one request each. */
-	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro, .defer_sync = true,
-						      .request_max = PREWARM_BATCH_LIMIT },
-			   bs, layers, m->n_layers, ret);
+	return mount_request_fetcher_new(req, it->ref, it->img, rl, &(struct fetcher_source) {
+			.defer_sync = true, .request_max = PREWARM_BATCH_LIMIT,
+		}, bs, ret);
 }
 
 static void item_pull(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
@@ -185,13 +170,13 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 	pp->layer = 0;
 	r = image_pull(c, it->ref, &po, &it->img, &err);
 	if (r < 0) {
-		item_fail(it, exit_status_for(err.kind), "%s", err.message);
+		item_fail(it, pull_failure_errno(err.kind), "%s", err.message);
 		return;
 	}
 	r = prewarm_plan_new(c->db, c->bs, it->img->manifest, &it->plan);
 	if (r < 0) {
 		errno = -r;
-		item_fail(it, EXIT_CACHE, "cannot list its chunks in '%s': %m", c->dir);
+		item_fail(it, -ERR_CACHE, "cannot list its chunks in '%s': %m", c->dir);
 	}
 }
 
@@ -223,7 +208,7 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 	r = item_fetcher(it, c->bs, req, rl, &f);
 	if (r < 0) {
 		errno = -r;
-		item_fail(it, EXIT_FAILURE_OTHER, "cannot set up fetching: %m");
+		item_fail(it, -ERR_OTHER, "cannot set up fetching: %m");
 		return;
 	}
 	r = prewarm_run(it->plan, f, c->bs,
@@ -232,12 +217,12 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 				.userdata = pp,
 			}, &failed);
 	if (r == -EIO)
-		item_fail(it, EXIT_REGISTRY,
+		item_fail(it, -ERR_REGISTRY,
 			  "%zu of %zu chunks could not be fetched or verified (see --verbose)",
 			  failed, n_chunks);
 	else if (r < 0) {
 		errno = -r;
-		item_fail(it, r == -ENOMEM ? EXIT_FAILURE_OTHER : EXIT_CACHE,
+		item_fail(it, r == -ENOMEM ? -ENOMEM : -ERR_CACHE,
 			  "cannot store chunks in '%s': %m", c->dir);
 	}
 }
@@ -259,9 +244,51 @@ static void prewarm_help(void)
 	       "  -h, --help             this help\n");
 }
 
-int verb_prewarm(int argc, char **argv)
+struct prewarm_args {
+	struct mount_request req;
+	unsigned jobs;
+	uint64_t rate;
+	bool wait;
+};
+
+enum { OPT_LIMIT_RATE = 0x100, OPT_WAIT };
+
+static int prewarm_opt(int c, struct prewarm_args *a)
 {
-	enum { OPT_LIMIT_RATE = 0x100, OPT_WAIT };
+	char *end;
+	unsigned long n;
+
+	switch (c) {
+	case 'j':
+		errno = 0;
+		n = strtoul(optarg, &end, 10);
+		if (errno != 0 || *end || end == optarg || n == 0 || n > JOBS_MAX)
+			return log_error_errno(-ERR_USAGE, "invalid --jobs '%s': use 1 to %u", optarg,
+					       JOBS_MAX);
+		a->jobs = (unsigned)n;
+		return 0;
+	case OPT_LIMIT_RATE:
+		if (parse_rate(optarg, &a->rate) < 0 || a->rate < RATE_MIN)
+			return log_error_errno(-ERR_USAGE, "invalid --limit-rate '%s': use bytes per "
+					       "second of at least 4k, e.g. 500k or 10M", optarg);
+		return 0;
+	case OPT_WAIT:
+		a->wait = true;
+		return 0;
+	case 'v':
+		log_set_level(LOG_LEVEL_DEBUG);
+		return 0;
+	case 'h':
+		prewarm_help();
+		return 1;
+	default:
+		return -ERR_USAGE;
+	}
+}
+
+/* 0, 1 after --help, or -ERR_USAGE (logged). */
+static int prewarm_parse(int argc, char **argv, struct prewarm_args *a)
+{
 	static const struct option options[] = {
 		{ "cache-dir", required_argument, NULL, 'C' },
 		{ "platform", required_argument, NULL, 'P' },
@@ -275,153 +302,137 @@ int verb_prewarm(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
-	_cleanup_(cache_freep) struct cache *cache = NULL;
-	_cleanup_free_ struct prewarm_item *items = NULL;
-	_cleanup_close_ int lock_fd = -EBADF;
-	struct prewarm_progress pp = {};
-	_cleanup_(mount_request_done) struct mount_request req = {};
 	struct platform want = {};
-	unsigned jobs = JOBS_DEFAULT;
-	_cleanup_(rate_limit_freep) struct rate_limit *limiter = NULL;
-	uint64_t rate = 0;
-	size_t n_items;
-	bool wait = false, registry_failed = false, cache_failed = false, other_failed = false;
 	int c, r;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "j:vh", options, NULL)) >= 0) {
-		int k = image_option_apply(c, optarg, &req);
-		char *end;
-		unsigned long n;
-
-		if (k == EXIT_USAGE)
-			return k;
-		if (k > 0)
-			continue;
-		switch (c) {
-		case 'j':
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (errno != 0 || *end || end == optarg || n == 0 || n > JOBS_MAX) {
-				log_error("invalid --jobs '%s': use 1 to %u", optarg, JOBS_MAX);
-				return EXIT_USAGE;
-			}
-			jobs = (unsigned)n;
-			break;
-		case OPT_LIMIT_RATE:
-			if (parse_rate(optarg, &rate) < 0 || rate < RATE_MIN) {
-				log_error("invalid --limit-rate '%s': use bytes per second of at least 4k, "
-					  "e.g. 500k or 10M", optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		case OPT_WAIT:
-			wait = true;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			prewarm_help();
-			return 0;
-		default:
-			return EXIT_USAGE;
-		}
+		r = image_option_apply(c, optarg, &a->req);
+		if (r == 0)
+			r = prewarm_opt(c, a);
+		if (r < 0 || (r > 0 && c == 'h'))
+			return r;
 	}
-	if (optind >= argc) {
-		log_error("prewarm needs at least one image reference (see 'lazyroot prewarm --help')");
-		return EXIT_USAGE;
-	}
-	if (req.platform) {
-		r = platform_parse(req.platform, &want);
+	if (optind >= argc)
+		return log_error_errno(-ERR_USAGE, "prewarm needs at least one image reference (see "
+				       "'lazyroot prewarm --help')");
+	if (a->req.platform) {
+		r = platform_parse(a->req.platform, &want);
 		platform_done(&want);
-		if (r < 0) {
-			log_error("invalid platform '%s'", req.platform);
-			return EXIT_USAGE;
-		}
+		if (r < 0)
+			return log_error_errno(-ERR_USAGE, "invalid platform '%s'", a->req.platform);
 	}
+	return 0;
+}
 
-	/* Every reference is checked before anything is fetched. */
-	n_items = (size_t)(argc - optind);
-	items = calloc(n_items, sizeof(*items));
-	if (!items) {
-		log_error("out of memory");
-		return EXIT_FAILURE_OTHER;
-	}
-	for (size_t i = 0; i < n_items; i++) {
+/* Every reference is checked before anything is fetched. */
+static int items_new(char **args, size_t n, struct prewarm_item **ret)
+{
+	struct prewarm_item *items;
+	int r = 0;
+
+	items = calloc(n, sizeof(*items));
+	if (!items)
+		return log_error_errno(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
 		const char *why = NULL;
 
-		items[i].arg = argv[optind + i];
-		r = reference_parse(items[i].arg, &items[i].ref, &why);
-		if (r < 0) {
-			log_error("invalid image reference '%s': %s", items[i].arg,
-				  why ? why : "malformed");
-			other_failed = true;
-		}
+		items[i].arg = args[i];
+		if (reference_parse(items[i].arg, &items[i].ref, &why) < 0)
+			r = log_error_errno(-ERR_USAGE, "invalid image reference '%s': %s",
+					    items[i].arg, why ? why : "malformed");
 	}
-	if (other_failed) {
-		r = EXIT_USAGE;
-		goto finish;
-	}
+	*ret = items;   /* freed by items_free() either way */
+	return r;
+}
 
-	/* One budget for every job and request of the run, pulls included. */
-	if (rate > 0 && rate_limit_new(rate, &limiter) < 0) {
-		log_error("out of memory");
-		r = EXIT_FAILURE_OTHER;
-		goto finish;
-	}
-
-	r = cli_cache_open(req.cache_dir, &cache);
-	if (r != 0)
-		goto finish;
-	r = take_lock(cache->dir, wait, &lock_fd);
-	if (r < 0) {
-		log_error_errno(r, "cannot lock cache '%s': %m", cache->dir);
-		r = EXIT_CACHE;
-		goto finish;
-	}
-	if (r == 0) {
-		log_info("another prewarm is running on '%s'", cache->dir);
-		r = 0;
-		goto finish;
-	}
-
-	pp.bar = progress_new("prewarm");
-	/* First every REF's layers and TOCs, so the bar knows the whole amount of chunks. */
-	for (size_t i = 0; i < n_items; i++) {
-		uint64_t bytes;
-
-		item_pull(&items[i], cache, &req, limiter, &pp);
-		prewarm_plan_size(items[i].plan, NULL, &bytes);
-		pp.total += bytes;
-		progress_bytes(pp.bar, pp.done, pp.total);
-	}
-	for (size_t i = 0; i < n_items; i++)
-		if (items[i].status == 0)
-			item_fetch(&items[i], cache, &req, jobs, limiter, &pp);
-	progress_free(pp.bar);
-	/* The config file's max-size applies after every prewarm, as after every mount. */
-	if (cache_gc_auto(cache) < 0)
-		log_warning("automatic gc of cache '%s' failed, ignoring", cache->dir);
-
-	for (size_t i = 0; i < n_items; i++) {
-		if (items[i].status == 0)
-			continue;
-		log_error("%s", items[i].error ? items[i].error : "out of memory");
-		registry_failed |= items[i].status == EXIT_REGISTRY;
-		cache_failed |= items[i].status == EXIT_CACHE;
-		other_failed |= items[i].status != EXIT_REGISTRY && items[i].status != EXIT_CACHE;
-	}
-	/* A cache that fails usually fails every REF: it is what to fix first. */
-	r = cache_failed ? EXIT_CACHE : registry_failed ? EXIT_REGISTRY :
-	    other_failed ? EXIT_FAILURE_OTHER : 0;
-
-finish:
-	for (size_t i = 0; items && i < n_items; i++) {
+static void items_free(struct prewarm_item *items, size_t n)
+{
+	for (size_t i = 0; items && i < n; i++) {
 		reference_free(items[i].ref);
 		image_free(items[i].img);
 		prewarm_plan_free(items[i].plan);
 		free(items[i].error);
 	}
-	return r;
+	free(items);
+}
+
+/* Reports each failed item; the result of the run: a cache that fails usually fails every REF,
+ * so it is what to fix first, then the registry. */
+static int items_report(const struct prewarm_item *items, size_t n)
+{
+	bool registry_failed = false, cache_failed = false, other_failed = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].status == 0)
+			continue;
+		log_error("%s", items[i].error ? items[i].error : "out of memory");
+		registry_failed |= items[i].status == -ERR_REGISTRY;
+		cache_failed |= items[i].status == -ERR_CACHE;
+		other_failed |= items[i].status != -ERR_REGISTRY && items[i].status != -ERR_CACHE;
+	}
+	return cache_failed ? -ERR_CACHE : registry_failed ? -ERR_REGISTRY :
+	       other_failed ? -ERR_OTHER : 0;
+}
+
+static void items_run(struct prewarm_item *items, size_t n, struct cache *cache,
+		      const struct prewarm_args *a, struct rate_limit *limiter)
+{
+	struct prewarm_progress pp = { .bar = progress_new("prewarm") };
+
+	/* First every REF's layers and TOCs, so the bar knows the whole amount of chunks. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t bytes;
+
+		item_pull(&items[i], cache, &a->req, limiter, &pp);
+		prewarm_plan_size(items[i].plan, NULL, &bytes);
+		pp.total += bytes;
+		progress_bytes(pp.bar, pp.done, pp.total);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (items[i].status == 0)
+			item_fetch(&items[i], cache, &a->req, a->jobs, limiter, &pp);
+	progress_free(pp.bar);
+}
+
+int verb_prewarm(int argc, char **argv)
+{
+	_cleanup_(cache_freep) struct cache *cache = NULL;
+	_cleanup_close_ int lock_fd = -EBADF;
+	_cleanup_(rate_limit_freep) struct rate_limit *limiter = NULL;
+	struct prewarm_args a = { .jobs = JOBS_DEFAULT };
+	struct prewarm_item *items = NULL;
+	size_t n_items = 0;
+	int r;
+
+	r = prewarm_parse(argc, argv, &a);
+	if (r != 0)
+		goto finish;
+	n_items = (size_t)(argc - optind);
+	r = items_new(argv + optind, n_items, &items);
+	/* One budget for every job and request of the run, pulls included. */
+	if (r >= 0 && a.rate > 0 && rate_limit_new(a.rate, &limiter) < 0)
+		r = log_error_errno(-ENOMEM, "out of memory");
+	if (r >= 0)
+		r = cli_cache_open(a.req.cache_dir, &cache);
+	if (r < 0)
+		goto finish;
+	r = take_lock(cache->dir, a.wait, &lock_fd);
+	if (r <= 0) {
+		if (r < 0)
+			r = log_error_errno(-ERR_CACHE, "cannot lock cache '%s': %s", cache->dir,
+					    strerror(-r));
+		else
+			log_info("another prewarm is running on '%s'", cache->dir);
+		goto finish;
+	}
+	items_run(items, n_items, cache, &a, limiter);
+	/* The config file's max-size applies after every prewarm, as after every mount. */
+	if (cache_gc_auto(cache) < 0)
+		log_warning("automatic gc of cache '%s' failed, ignoring", cache->dir);
+	r = items_report(items, n_items);
+finish:
+	items_free(items, n_items);
+	mount_request_done(&a.req);
+	return r > 0 ? 0 : r;
 }

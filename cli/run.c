@@ -12,7 +12,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 #include "cli/nspawn.h"
 
 /* Written once before the handlers are installed and read only by them: the one process
@@ -72,7 +73,7 @@ static int run_nspawn(char **argv)
 		return WEXITSTATUS(wstatus);
 	if (WIFSIGNALED(wstatus))
 		return 128 + WTERMSIG(wstatus);
-	return EXIT_RUN_FAILED;
+	return -ECHILD;
 }
 
 static void run_help(void)
@@ -88,6 +89,30 @@ static void run_help(void)
 	       "  -h, --help             this help\n");
 }
 
+/* A private, empty mountpoint: RUNTIME/run/root.XXXXXX. */
+static int run_mountpoint_new(char **ret)
+{
+	_cleanup_free_ char *rt = NULL, *mnt = NULL;
+	int r;
+
+	r = mount_records_runtime_dir(&rt);
+	if (r >= 0 && asprintf(&mnt, "%s/run", rt) < 0)
+		r = -ENOMEM;
+	if (r >= 0)
+		r = mkdir_p(mnt, 0700);
+	if (r >= 0) {
+		free(mnt);
+		if (asprintf(&mnt, "%s/run/root.XXXXXX", rt) < 0 || !mkdtemp(mnt))
+			r = -errno;
+	}
+	if (r < 0)
+		return log_error_errno(r, "cannot create a mountpoint under '%s': %m",
+				       rt ? rt : "/run");
+	*ret = TAKE_PTR(mnt);
+	return 0;
+}
+
+/* Returns the container's exit status, or -errno when lazyroot itself failed (exit 125). */
 int verb_run(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -98,7 +123,7 @@ int verb_run(int argc, char **argv)
 		{}
 	};
 	_cleanup_(image_config_freep) struct image_config *config = NULL;
-	_cleanup_free_ char *rt = NULL, *mnt = NULL, *short_name = NULL, *machine = NULL;
+	_cleanup_free_ char *mnt = NULL, *short_name = NULL, *machine = NULL;
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
 	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
 	bool verbose = false, after_dashes = false;
@@ -109,8 +134,8 @@ int verb_run(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+vh", options, NULL)) >= 0) {
 		int k = image_option_apply(c, optarg, &req);
 
-		if (k == EXIT_USAGE)
-			return EXIT_RUN_FAILED;
+		if (k < 0)
+			return k;
 		if (k > 0)
 			continue;
 		switch (c) {
@@ -126,12 +151,12 @@ int verb_run(int argc, char **argv)
 			run_help();
 			return 0;
 		default:
-			return EXIT_RUN_FAILED;
+			return -ERR_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		log_error("run needs an image reference (see 'lazyroot run --help')");
-		return EXIT_RUN_FAILED;
+		return -ERR_USAGE;
 	}
 	req.ref = argv[optind];
 	for (int i = optind + 1; i < argc; i++) {
@@ -140,29 +165,18 @@ int verb_run(int argc, char **argv)
 			continue;
 		}
 		if (strv_push(after_dashes ? &command : &nspawn_args, argv[i]) < 0)
-			return log_error("out of memory"), EXIT_RUN_FAILED;
+			return log_error_errno(-ENOMEM, "out of memory");
 	}
 
-	r = runtime_dir(&rt);
-	if (r >= 0 && asprintf(&mnt, "%s/run", rt) < 0)
-		r = -ENOMEM;
-	if (r >= 0)
-		r = mkdir_p(mnt, 0700);
-	if (r >= 0) {
-		free(mnt);
-		if (asprintf(&mnt, "%s/run/root.XXXXXX", rt) < 0 || !mkdtemp(mnt))
-			r = -errno;
-	}
-	if (r < 0) {
-		log_error_errno(r, "cannot create a mountpoint under '%s': %m", rt ? rt : "/run");
-		return EXIT_RUN_FAILED;
-	}
+	r = run_mountpoint_new(&mnt);
+	if (r < 0)
+		return r;
 	req.mountpoint = mnt;
 
-	status = mount_image(&req, &config, &short_name);
-	if (status != 0) {
+	r = mount_image(&req, &config, &short_name);
+	if (r < 0) {
 		(void)rmdir(mnt);
-		return EXIT_RUN_FAILED;
+		return r;
 	}
 
 	machine = machine_name_from(short_name);
@@ -177,14 +191,12 @@ int verb_run(int argc, char **argv)
 	r = nspawn_build_argv(&nr, &argv_nspawn);
 	if (r == -ENOEXEC) {
 		log_error("image '%s' has no Entrypoint or Cmd: give a command after '--'", req.ref);
-		status = EXIT_RUN_FAILED;
+		status = -ENOEXEC;
 	} else if (r < 0) {
 		log_error_errno(r, "cannot build the systemd-nspawn command line: %m");
-		status = EXIT_RUN_FAILED;
+		status = r;
 	} else {
 		status = run_nspawn(argv_nspawn);
-		if (status < 0)
-			status = EXIT_RUN_FAILED;
 	}
 
 	/* Processes the container left behind may still hold the tree: detach then. */

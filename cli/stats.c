@@ -18,7 +18,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 
 #define STATS_REPLY_MAX (64 * 1024)
 
@@ -245,19 +246,19 @@ int verb_stats(int argc, char **argv)
 			       "the cache and failed, and the progress of its prefetch.\n");
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return -ERR_USAGE;
 		}
 	}
 	if (argc - optind != 1) {
 		log_error("stats needs a mountpoint (see 'lazyroot stats --help')");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	r = path_make_absolute(argv[optind], &target);
 	if (r >= 0)
-		r = mount_state_dir_for(target, &dir);
+		r = mount_record_dir_for(target, &dir);
 	if (r < 0 || asprintf(&sock, "%s/control", dir) < 0) {
 		log_error_errno(r < 0 ? r : -ENOMEM, "cannot resolve '%s': %m", argv[optind]);
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	r = stats_fetch(sock, &text);
 	if (r < 0) {
@@ -265,7 +266,7 @@ int verb_stats(int argc, char **argv)
 			log_error("'%s' is not a lazyroot mount with a running daemon", target);
 		else
 			log_error_errno(r, "cannot read the statistics of '%s': %m", target);
-		return EXIT_MOUNT;
+		return -ERR_MOUNT;
 	}
 	if (json) {
 		printf("%s\n", text);
@@ -274,7 +275,7 @@ int verb_stats(int argc, char **argv)
 	o = json_loads(text, 0, NULL);
 	if (!o) {
 		log_error("the daemon of '%s' sent malformed statistics", target);
-		return EXIT_FAILURE_OTHER;
+		return -EPROTO;
 	}
 	print_human(o);
 	json_decref(o);

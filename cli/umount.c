@@ -16,7 +16,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
-#include "cli/mount_state.h"
+#include "cache/store/mount_records.h"
+#include "cli/mountinfo.h"
 
 #define DAEMON_EXIT_TIMEOUT_MS 10000
 
@@ -94,24 +95,24 @@ static int wait_for_exit(pid_t pid)
 int umount_path(const char *path, bool lazy)
 {
 	_cleanup_free_ char *target = NULL, *fstype = NULL;
-	struct mount_state st = {};
+	struct mount_record st = {};
 	bool have_state;
 	int r;
 
 	r = path_make_absolute(path, &target);
 	if (r < 0) {
 		log_error_errno(r, "cannot resolve '%s': %m", path);
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 
-	r = mount_state_read(target, &st);
+	r = mount_record_read(target, &st);
 	have_state = r >= 0;
 	if (!have_state) {
 		/* No state: only a FUSE mount of ours may be taken down from mountinfo alone. */
 		r = mountinfo_find(target, &fstype);
 		if (r <= 0 || !streq(fstype, "fuse.lazyroot")) {
 			log_error("'%s' is not a lazyroot mount", target);
-			return EXIT_MOUNT;
+			return -ERR_MOUNT;
 		}
 	}
 
@@ -120,13 +121,13 @@ int umount_path(const char *path, bool lazy)
 	if (r == -EBUSY) {
 		log_error("cannot unmount '%s': target is busy (use --lazy to detach it anyway)",
 			  target);
-		mount_state_done(&st);
-		return EXIT_MOUNT;
+		mount_record_done(&st);
+		return -ERR_MOUNT;
 	}
 	if (r < 0) {
 		log_error_errno(r, "cannot unmount '%s': %m", target);
-		mount_state_done(&st);
-		return EXIT_MOUNT;
+		mount_record_done(&st);
+		return -ERR_MOUNT;
 	}
 
 	if (have_state) {
@@ -144,11 +145,11 @@ int umount_path(const char *path, bool lazy)
 			(void)wait_for_exit(st.pid);
 		if (asprintf(&volatile_dir, "%s/volatile", st.dir) >= 0)
 			(void)unmount_one(volatile_dir, true);
-		r = mount_state_remove(st.dir);
+		r = mount_record_remove(st.dir);
 		if (r < 0)
 			log_warning_errno(r, "cannot remove '%s': %m", st.dir);
 	}
-	mount_state_done(&st);
+	mount_record_done(&st);
 	return 0;
 }
 
@@ -178,12 +179,12 @@ int verb_umount(int argc, char **argv)
 			       "  -l, --lazy     detach even if the mount is busy\n");
 			return 0;
 		default:
-			return EXIT_USAGE;
+			return -ERR_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		log_error("umount needs a mountpoint (see 'lazyroot umount --help')");
-		return EXIT_USAGE;
+		return -ERR_USAGE;
 	}
 	for (int i = optind; i < argc; i++) {
 		int r = umount_path(argv[i], lazy);

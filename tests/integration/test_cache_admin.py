@@ -237,3 +237,43 @@ def test_gc_during_a_mounts_pull_keeps_the_image(lazyroot, registry, mountpoint,
     assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
     assert [row["mounted"] for row in _images(lazyroot)] == [True]
     assert lazyroot.umount().ok
+
+
+def test_mounted_is_decided_per_cache(lazyroot, registry, test_dir, mountpoint, cache_dir):
+    """A mount from cache A pins its image in A only: rm and gc in cache B, which holds the
+    same image, go ahead, and A's mount keeps reading from A."""
+    ref = registry.ref("oci-gzip")
+    cache_b = test_dir / "cache-b"
+    other = test_dir / "other"
+    other.mkdir()
+    in_b = ("--cache-dir", str(cache_b))
+    assert lazyroot.mount(ref).ok
+    try:
+        r = lazyroot.mount(ref, other, *in_b)
+        assert r.ok, str(r)
+        assert lazyroot.umount(other).ok
+        r = lazyroot.run("images", "--json", *in_b)
+        assert r.ok and [row["mounted"] for row in json.loads(r.stdout)] == [False], str(r)
+        assert blob_files(cache_b) == blob_files(cache_dir)
+        assert _images(lazyroot)[0]["mounted"] is True
+
+        r = lazyroot.run("rm", ref, *in_b)
+        assert r.ok and r.stdout.strip() == "removed " + ref, str(r)
+        assert blob_files(cache_b) == set()
+        r = lazyroot.run("rm", ref)
+        assert r.returncode == 1 and "is mounted" in r.stderr, str(r)
+
+        r = lazyroot.mount(ref, other, *in_b)
+        assert r.ok, str(r)
+        assert lazyroot.umount(other).ok
+        r = lazyroot.run("gc", "--max-size", "1", *in_b)
+        assert r.ok, str(r)
+        assert r.stdout.splitlines()[0] == "evicted " + registry.digest("oci-gzip"), r.stdout
+        assert blob_files(cache_b) == set()
+
+        diffs = compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
+        assert not diffs, "\n".join(diffs)
+        f = lazyroot.run("fsck")
+        assert f.ok and "clean" in f.stdout, str(f)
+    finally:
+        assert lazyroot.umount().ok
