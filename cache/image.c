@@ -17,6 +17,7 @@
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/source.h"
 #include "cache/base/util.h"
@@ -37,35 +38,41 @@ struct image *image_free(struct image *img)
 	return NULL;
 }
 
-static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+/* A failure of the pull, of class @kind, with its message (error.h) set from @fmt. */
+static int pull_fail(enum pull_failure *err, enum pull_failure kind, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+static int pull_fail(enum pull_failure *err, enum pull_failure kind, int r, const char *fmt, ...)
 {
 	va_list ap;
 
-	err->kind = kind;
-	errno = -r;
+	*err = kind;
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	(void)error_setv(r, fmt, ap);
 	va_end(ap);
+	return r;
+}
+
+/* The same, keeping the message of the call that failed (the registry's, the parser's). */
+static int pull_kept(enum pull_failure *err, enum pull_failure kind, int r)
+{
+	*err = kind;
 	return r;
 }
 
 /* The source of the pull's registry requests.  A blocked registry is the registry's refusal
  * (-EPERM); a registries.conf that does not parse is the user's to fix (-EINVAL). */
 static int pull_source_new(const struct reference *ref, const struct registry_options *ro,
-			   struct source **ret, struct pull_error *err)
+			   struct source **ret, enum pull_failure *err)
 {
-	_cleanup_free_ char *why = NULL;
 	int r;
 
-	r = source_new_with_error(ref, ro, ret, &why);
-	if (r < 0 && why)
-		return pull_fail(err, r == -EPERM ? PULL_FAILURE_REGISTRY : PULL_FAILURE_USAGE, r,
-				 "%s", why);
+	error_clear();
+	r = source_new(ref, ro, ret);
+	if (r < 0 && error_message())
+		return pull_kept(err, r == -EPERM ? PULL_FAILURE_REGISTRY : PULL_FAILURE_USAGE, r);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client");
 	return 0;
 }
 
@@ -103,7 +110,7 @@ static int image_load_local(struct cache *c, const char *digest, struct image **
 static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest,
 				   const struct platform *want, char **ret_buf, size_t *ret_len,
 				   char **ret_media_type, char **ret_digest,
-				   char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
+				   char ret_top_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_free_ char *next = strdup(tag_or_digest);
 
@@ -119,8 +126,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 
 		r = source_get_manifest(reg, next, &buf, &len, &content_type, digest);
 		if (r < 0)
-			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					 source_last_error(reg));
+			return pull_kept(err, PULL_FAILURE_REGISTRY, r);
 		if (depth == 0)
 			memcpy(ret_top_digest, digest, DIGEST_STRING_MAX);
 
@@ -148,7 +154,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 		}
 		if (r < 0)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					 "cannot parse image index '%s': %m", digest);
+					 "cannot parse image index '%s'", digest);
 		free(next);
 		next = TAKE_PTR(child);
 	}
@@ -158,7 +164,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 
 static int image_fetch_remote(struct cache *c, struct source *reg, const char *tag_or_digest,
 			      const struct platform *want, struct image **ret,
-			      char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
+			      char ret_top_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
@@ -174,23 +180,25 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const char *t
 	if (r < 0)
 		return r;
 
+	error_clear();
 	r = manifest_parse(buf, len, media_type, &img->manifest);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot use manifest '%s': %m",
-				 img->manifest_digest);
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "manifest %s", img->manifest_digest));
 
 	r = source_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "config %s", img->manifest->config_digest));
 	r = image_config_parse(config, config_len, &img->config);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s': %m",
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s'",
 				 img->manifest->config_digest);
 
 	r = index_db_image_put(c->db, img->manifest_digest, media_type, buf, len, config,
 			       config_len);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s'",
 				 c->dir);
 
 	*ret = TAKE_PTR(img);
@@ -218,7 +226,7 @@ static char *ref_by_digest(const struct reference *ref, const char *digest)
  * registry cannot be reached. */
 static int resolve_tag(struct cache *c, struct source *reg, const struct reference *ref,
 		       const char *platform, struct image **ret_img,
-		       char ret_digest[DIGEST_STRING_MAX], struct pull_error *err)
+		       char ret_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_free_ char *by_digest = NULL, *manifest_digest = NULL;
 	char digest[DIGEST_STRING_MAX];
@@ -228,10 +236,11 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 	r = source_head_manifest(reg, ref->tag, digest, NULL);
 	/* Refused, unreachable or out of time after the retries: a GET would not fare better. */
 	if (r == -EACCES || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -ENOMEM)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
+		return pull_kept(err, PULL_FAILURE_REGISTRY, r);
 	if (r < 0) {
 		log_debug("cannot resolve tag '%s' with HEAD (%s), getting it by tag", ref->tag,
-			  source_last_error(reg));
+			  error_message() ?: strerror(-r));
+		error_clear();
 		return 0;
 	}
 
@@ -240,7 +249,7 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 		return -ENOMEM;
 	r = index_db_ref_get(c->db, by_digest, platform, &manifest_digest);
 	if (r < 0 && r != -ENOENT)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
 	r = image_load_local(c, manifest_digest ?: digest, ret_img);
 	if (r >= 0) {
 		log_debug("tag '%s' is %s, which the cache has", ref->tag, digest);
@@ -249,6 +258,7 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 	if (r != -ENOENT)
 		log_debug_errno(r, "cached image '%s' unusable, refetching: %m",
 				manifest_digest ?: digest);
+	error_clear();
 	memcpy(ret_digest, digest, DIGEST_STRING_MAX);
 	return 0;
 }
@@ -261,15 +271,19 @@ struct layer_stream {
 	int fd;                      /* write end of the pipe to the indexer */
 	struct digest_ctx *hash;
 	uint64_t received;
+	uint64_t over;               /* bytes seen when they passed the descriptor's size, or 0 */
 	int r;
+	struct error_carry error;    /* the thread's message about r */
 };
 
 static int layer_stream_sink(void *userdata, const void *buf, size_t n)
 {
 	struct layer_stream *s = userdata;
 
-	if (s->received + n > s->layer->size)
+	if (s->received + n > s->layer->size) {
+		s->over = s->received + n;
 		return -EFBIG;  /* the manifest's size is a limit, not a hint */
+	}
 	digest_ctx_update(s->hash, buf, n);
 	s->received += n;
 	if (s->opts->progress)
@@ -283,6 +297,7 @@ static void *layer_stream_thread(void *userdata)
 	struct layer_stream *s = userdata;
 
 	s->r = source_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
+	error_save(&s->error);
 	(void)close(TAKE_FD(s->fd));
 	return NULL;
 }
@@ -347,6 +362,7 @@ struct toc_job {
 	pthread_t thread;
 	struct lazy_source src;
 	int r;
+	struct error_carry error;  /* the thread's message about r */
 };
 
 static void *toc_job_thread(void *userdata)
@@ -355,56 +371,61 @@ static void *toc_job_thread(void *userdata)
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
 
 	j->r = layer_lazy_index(j->layer, j->format, &rd, j->w);
+	error_save(&j->error);
 	return NULL;
 }
 
 /* Commits a finished job's entries, or turns its failure into the pull's error. */
-static int toc_job_finish(struct cache *c, struct toc_job *j, struct pull_error *err)
+static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure *err)
 {
 	const char *fmt = layer_format_to_string(j->format);
 	int r = j->r;
 
 	if (r < 0) {
+		(void)error_restore(r, &j->error);
 		if (j->src.failed_at_registry)
-			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					 "cannot fetch the TOC of layer '%s': %s", j->layer->digest,
-					 source_last_error(j->reg));
+			return pull_kept(err, PULL_FAILURE_REGISTRY,
+					 error_wrap(r, "cannot fetch the TOC of layer %s",
+						    j->layer->digest));
+		if (error_message())
+			return pull_kept(err, PULL_FAILURE_REGISTRY,
+					 error_wrap(r, "layer %s (%s)", j->layer->digest, fmt));
 		if (r == -EBADMSG)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					 "the %s TOC of layer '%s' failed verification or is malformed",
 					 fmt, j->layer->digest);
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s': %m",
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s'",
 				 fmt, j->layer->digest);
 	}
 	r = layer_writer_commit(TAKE_PTR(j->w));
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	return 0;
 }
 
 static int toc_job_prepare(struct cache *c, const struct reference *ref,
 			   const struct registry_options *ro, struct toc_job *j,
-			   struct pull_error *err)
+			   enum pull_failure *err)
 {
 	int r;
 
 	r = layer_lock(c, j->layer->digest, &j->lock_fd);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	/* Another process may have indexed it while we waited for the lock. */
 	r = index_db_layer_is_indexed(c->db, j->layer->digest);
 	if (r != 0)
-		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	r = index_db_layer_begin_format(c->db, j->layer->digest, j->layer->media_type,
 					layer_format_to_string(j->format), &j->w);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	r = source_new(ref, ro, &j->reg);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client");
 	source_expect_blob_size(j->reg, j->layer->digest, j->layer->size);
 	j->src = (struct lazy_source) { .reg = j->reg, .layer = j->layer };
 	return 0;
@@ -427,7 +448,7 @@ static void count_registry(struct image *img, struct source *reg)
 
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			      const struct pull_options *o, const struct registry_options *base,
-			      struct source **reg, struct image *img, struct pull_error *err)
+			      struct source **reg, struct image *img, enum pull_failure *err)
 {
 	const struct manifest *m = img->manifest;
 	struct registry_options ro = *base;
@@ -448,7 +469,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			continue;
 		r = index_db_layer_is_indexed(c->db, j->layer->digest);
 		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
 			break;
 		}
 		if (r > 0) {
@@ -469,8 +490,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 		if (!ro.scheme) {
 			r = source_scheme(*reg) ? 0 : source_ping(*reg);
 			if (r < 0) {
-				r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					      source_last_error(*reg));
+				r = pull_kept(err, PULL_FAILURE_REGISTRY, r);
 				break;
 			}
 			ro.scheme = source_scheme(*reg);
@@ -501,7 +521,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_desc *layer, unsigned index, unsigned n_layers,
-			struct pull_error *err)
+			enum pull_failure *err)
 {
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
@@ -516,12 +536,12 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 
 	r = layer_lock(c, layer->digest, &lock_fd);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
 				 layer->digest, c->dir);
 	/* Another process may have imported it while we waited for the lock. */
 	r = index_db_layer_is_indexed(c->db, layer->digest);
 	if (r != 0)
-		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
@@ -550,13 +570,27 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	(void)pthread_join(thread, NULL);
 
 	if (s.r < 0 && s.r != -EPIPE) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, s.r, "cannot fetch layer '%s': %s",
-			      layer->digest, s.r == -EFBIG ? "larger than the manifest says"
-							   : source_last_error(reg));
+		(void)error_restore(s.r, &s.error);
+		if (s.over > 0)
+			r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+				      "layer %s failed verification: the blob is larger than the "
+				      "manifest says (%llu bytes; %llu arrived): nothing of it was "
+				      "kept", layer->digest, (unsigned long long)layer->size,
+				      (unsigned long long)s.over);
+		else
+			r = pull_kept(err, PULL_FAILURE_REGISTRY,
+				      error_wrap(s.r, "cannot fetch layer %s", layer->digest));
 		goto finish;
 	}
 	digest_ctx_final(s.hash, got);
-	if ((r >= 0 || r == -EBADMSG) && (!streq(got, layer->digest) || s.received != layer->size)) {
+	if ((r >= 0 || r == -EBADMSG) && s.received != layer->size) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			      "layer %s failed verification: the blob is %llu bytes, the manifest "
+			      "says %llu: nothing of it was kept", layer->digest,
+			      (unsigned long long)s.received, (unsigned long long)layer->size);
+		goto finish;
+	}
+	if ((r >= 0 || r == -EBADMSG) && !streq(got, layer->digest)) {
 		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
 			      "layer '%s' failed verification (got %s, %llu bytes): nothing of it was kept",
 			      layer->digest, got, (unsigned long long)s.received);
@@ -575,7 +609,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 		goto finish;
 	}
 	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s': %m",
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s'",
 			      layer->digest, c->dir);
 		goto finish;
 	}
@@ -584,12 +618,12 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	 * index names them. */
 	r = blob_store_sync(c->bs);
 	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s': %m", c->dir);
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
 		goto finish;
 	}
 	r = layer_writer_commit(TAKE_PTR(w));
 	if (r < 0)
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 			      layer->digest, c->dir);
 finish:
 	if (r < 0) {
@@ -601,7 +635,7 @@ finish:
 }
 
 int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
-	       struct image **ret, struct pull_error *err)
+	       struct image **ret, enum pull_failure *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
@@ -612,7 +646,8 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	char head_digest[DIGEST_STRING_MAX] = "", top_digest[DIGEST_STRING_MAX] = "";
 	int r;
 
-	*err = (struct pull_error) {};
+	*err = PULL_FAILURE_NONE;
+	error_clear();
 
 	if (o->platform)
 		r = platform_parse(o->platform, &want);
@@ -634,7 +669,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		if (r == -ENOENT && ref->digest)
 			digest = strdup(ref->digest);
 		else if (r < 0 && r != -ENOENT) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'",
 				      c->dir);
 			goto finish;
 		}
@@ -642,6 +677,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 			r = image_load_local(c, digest, &img);
 			if (r < 0 && r != -ENOENT)
 				log_debug_errno(r, "cached image '%s' unusable, refetching: %m", digest);
+			error_clear();
 		}
 	}
 
@@ -683,7 +719,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		}
 		r = index_db_ref_put(c->db, canonical, platform_str, img->manifest_digest);
 		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s': %m",
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s'",
 				      canonical, c->dir);
 			goto finish;
 		}
@@ -692,7 +728,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	/* gc, rm and fsck take this lock exclusively: what the import writes is never deleted. */
 	r = cache_lock(c, LOCK_SH, &gc_lock_fd);
 	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s': %m", c->dir);
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s'", c->dir);
 		goto finish;
 	}
 	r = import_lazy_layers(c, ref, o, &ro, &reg, img, err);
@@ -704,7 +740,7 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 
 		r = index_db_layer_is_indexed(c->db, l->digest);
 		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'",
 				      c->dir);
 			goto finish;
 		}
@@ -742,9 +778,10 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	*ret = TAKE_PTR(img);
 	r = 0;
 finish:
-	if (r < 0 && err->kind == PULL_FAILURE_NONE)
-		pull_fail(err, PULL_FAILURE_CACHE, r, "cannot pull '%s': %m",
-			  canonical ? canonical : "image");
+	/* What failed without a class of its own is the cache's (the message, if any, is that
+	 * of the call that failed). */
+	if (r < 0 && *err == PULL_FAILURE_NONE)
+		*err = PULL_FAILURE_CACHE;
 	source_free(reg);
 	platform_done(&want);
 	return r;

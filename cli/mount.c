@@ -23,6 +23,7 @@
 
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/sanitizer.h"
 #include "cache/base/util.h"
@@ -707,15 +708,14 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
 	};
-	struct pull_error err;
-	const char *why = NULL;
+	enum pull_failure failure;
 	_cleanup_close_ int pin_fd = -EBADF;
 	int pipe_fds[2], status, r;
 	pid_t pid;
 
-	r = reference_parse(req->ref, &ref, &why);
+	r = reference_parse(req->ref, &ref);
 	if (r < 0) {
-		log_error("invalid image reference '%s': %s", req->ref, why ? why : "malformed");
+		log_error("invalid image reference '%s': %s", req->ref, error_take(r));
 		return EXIT_USAGE;
 	}
 
@@ -770,11 +770,11 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	what = reference_to_string(ref);
 	po.progress_userdata = progress_new(what ? what : req->ref);
 	po.progress = progress_update;
-	r = image_pull(cache, ref, &po, &img, &err);
+	r = image_pull(cache, ref, &po, &img, &failure);
 	progress_free(po.progress_userdata);
 	if (r < 0) {
-		log_error("cannot pull '%s': %s", req->ref, err.message);
-		status = exit_status_for(err.kind);
+		log_error("cannot pull '%s': %s", req->ref, error_take(r));
+		status = exit_status_for(failure);
 		goto finish;
 	}
 	status = prepare_state(&d, req, img);

@@ -17,6 +17,7 @@
 
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/prewarm.h"
 #include "cache/registry/rate_limit.h"
@@ -178,14 +179,14 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		.registry = mount_request_registry_options(req),
 		.progress = pull_progress, .progress_userdata = pp,
 	};
-	struct pull_error err;
+	enum pull_failure failure;
 	int r;
 
 	po.registry.rate_limit = rl;
 	pp->layer = 0;
-	r = image_pull(c, it->ref, &po, &it->img, &err);
+	r = image_pull(c, it->ref, &po, &it->img, &failure);
 	if (r < 0) {
-		item_fail(it, exit_status_for(err.kind), "%s", err.message);
+		item_fail(it, exit_status_for(failure), "%s", error_take(r));
 		return;
 	}
 	r = prewarm_plan_new(c->db, c->bs, it->img->manifest, &it->plan);
@@ -349,13 +350,10 @@ int verb_prewarm(int argc, char **argv)
 		return EXIT_FAILURE_OTHER;
 	}
 	for (size_t i = 0; i < n_items; i++) {
-		const char *why = NULL;
-
 		items[i].arg = argv[optind + i];
-		r = reference_parse(items[i].arg, &items[i].ref, &why);
+		r = reference_parse(items[i].arg, &items[i].ref);
 		if (r < 0) {
-			log_error("invalid image reference '%s': %s", items[i].arg,
-				  why ? why : "malformed");
+			log_error("invalid image reference '%s': %s", items[i].arg, error_take(r));
 			other_failed = true;
 		}
 	}

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <limits.h>
 
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 
 #define NAME_TOTAL_MAX 255
@@ -532,7 +533,7 @@ static int local_parse(enum reference_transport t, const char *s, struct referen
 	return 0;
 }
 
-int reference_parse(const char *s, struct reference **ret, const char **ret_error)
+static int parse(const char *s, struct reference **ret, const char **ret_error)
 {
 	if (!s || *s == 0)
 		return fail(ret_error, "empty reference");
@@ -555,6 +556,17 @@ int reference_parse(const char *s, struct reference **ret, const char **ret_erro
 					       "oci-archive: and docker-archive:)");
 	}
 	return docker_parse(s, ret, ret_error);
+}
+
+int reference_parse(const char *s, struct reference **ret)
+{
+	const char *why = NULL;
+	int r;
+
+	r = parse(s, ret, &why);
+	if (r == -EINVAL)
+		return error_set(r, "%s", why ?: "malformed reference");
+	return r;
 }
 
 static char *local_to_string(const struct reference *r)

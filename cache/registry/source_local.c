@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/registry/docker_archive.h"
 #include "cache/format/manifest.h"
 #include "cache/registry/tar_index.h"
@@ -49,7 +50,6 @@ struct source_local {
 	int dir_fd;                       /* oci: the layout directory */
 	struct local_archive *archive;    /* oci-archive:, docker-archive: */
 	uint64_t bytes;
-	char error[512];
 };
 
 /* Where a blob's bytes are: a file of its own (oci:) or a range of the archive. */
@@ -65,6 +65,7 @@ static void blob_loc_done(struct blob_loc *l)
 		closep(&l->fd);
 }
 
+/* @s's failure, as this thread's message (error.h); returns @r. */
 static int set_error(struct source_local *s, int r, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -72,8 +73,9 @@ static int set_error(struct source_local *s, int r, const char *fmt, ...)
 {
 	va_list ap;
 
+	(void)s;
 	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	(void)error_setv(r, fmt, ap);
 	va_end(ap);
 	return r;
 }
@@ -264,11 +266,6 @@ struct source_local *source_local_free(struct source_local *s)
 	reference_free(s->ref);
 	free(s);
 	return NULL;
-}
-
-const char *source_local_last_error(struct source_local *s)
-{
-	return s->error[0] ? s->error : "no error";
 }
 
 void source_local_get_counters(struct source_local *s, uint64_t *ret_requests,
