@@ -644,7 +644,7 @@ struct toc_pending {
 	struct xattr *xattrs;
 	size_t n_xattrs;
 	struct chunk *chunks;
-	size_t n_chunks, allocated_chunks;
+	size_t n_chunks, allocated_chunks, allocated_extra;
 	struct chunk_extra *extra;      /* parallel to chunks */
 	uint64_t end_offset;            /* c/storage "endOffset" of the whole file, 0 if absent */
 };
@@ -731,21 +731,9 @@ static int toc_pending_add_chunk(struct toc_pending *p, const struct toc_ctx *c,
 	if (chunk_offset >= p->e.size)
 		return -EBADMSG;
 
-	if (p->n_chunks == p->allocated_chunks) {
-		size_t n = p->allocated_chunks ? p->allocated_chunks * 2 : 4;
-		struct chunk *nc;
-		struct chunk_extra *ne;
-
-		nc = reallocarray(p->chunks, n, sizeof(*nc));
-		if (!nc)
-			return -ENOMEM;
-		p->chunks = nc;
-		ne = reallocarray(p->extra, n, sizeof(*ne));
-		if (!ne)
-			return -ENOMEM;
-		p->extra = ne;
-		p->allocated_chunks = n;
-	}
+	if (GREEDY_REALLOC(p->chunks, p->allocated_chunks, p->n_chunks + 1) < 0 ||
+	    GREEDY_REALLOC(p->extra, p->allocated_extra, p->n_chunks + 1) < 0)
+		return -ENOMEM;
 	ch = &p->chunks[p->n_chunks];
 	*ch = (struct chunk) { .file_offset = chunk_offset };
 	p->extra[p->n_chunks] = (struct chunk_extra) { .size_given = chunk_size };

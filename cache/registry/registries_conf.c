@@ -320,6 +320,22 @@ static int parse_key(struct parser *ps, char **ret)
 	return 0;
 }
 
+/* "key =" with blanks around '=': the key in *ret, the parser at the value. */
+static int parse_key_eq(struct parser *ps, char **ret)
+{
+	int r;
+
+	r = parse_key(ps, ret);
+	if (r < 0)
+		return r;
+	skip_blanks(ps);
+	if (at_end(ps) || *ps->p != '=')
+		return fail(ps, "expected '=' after '%s'", *ret);
+	ps->p++;
+	skip_blanks(ps);
+	return 0;
+}
+
 static int parse_value(struct parser *ps, struct value *v, unsigned depth);
 
 static int parse_array(struct parser *ps, struct value *v, unsigned depth)
@@ -379,14 +395,9 @@ static int parse_inline_table(struct parser *ps, struct value *v, unsigned depth
 		_cleanup_free_ char *key = NULL;
 		struct value e = {};
 
-		r = parse_key(ps, &key);
+		r = parse_key_eq(ps, &key);
 		if (r < 0)
 			return r;
-		skip_blanks(ps);
-		if (at_end(ps) || *ps->p != '=')
-			return fail(ps, "expected '=' after '%s'", key);
-		ps->p++;
-		skip_blanks(ps);
 		r = parse_value(ps, &e, depth + 1);
 		value_done(&e);
 		if (r < 0)
@@ -588,14 +599,9 @@ static int parse_key_value(struct parser *ps)
 	struct value v = {};
 	int r;
 
-	r = parse_key(ps, &key);
+	r = parse_key_eq(ps, &key);
 	if (r < 0)
 		return r;
-	skip_blanks(ps);
-	if (at_end(ps) || *ps->p != '=')
-		return fail(ps, "expected '=' after '%s'", key);
-	ps->p++;
-	skip_blanks(ps);
 	/* Errors name the line where the value starts, not where a long array ends. */
 	{
 		unsigned line = ps->line;
