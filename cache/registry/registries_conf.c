@@ -801,7 +801,7 @@ int registries_conf_add_file(struct registries_conf *c, const char *path)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
-		return error_set(r, "cannot read '%s': %s", path, strerror(-r));
+		return error_set(r, "cannot read '%s'", path);
 	}
 	return registries_conf_add_text(c, text, len, path);
 }
