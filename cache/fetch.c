@@ -58,6 +58,7 @@
 
 #include "cache/registry/credentials.h"
 #include "cache/link_estimate.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
@@ -596,7 +597,7 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 				source_expect_blob_size(reg, l->digest, l->size);
 			r = source_stream_blob_range(reg, l->digest, from, len, run_sink_write, s);
 			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", source_last_error(reg));
+				(void)snprintf(error, sizeof(error), "%s", error_take(r));
 		} else {
 			/* Test readers fill a buffer: one read per attempt, handed on in pieces
 			 * that end anywhere in a chunk, as a stream's do. */

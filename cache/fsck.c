@@ -67,15 +67,8 @@ static int list_blob(void *userdata, int dir_fd, const char *rel, const char *di
 	struct fsck_blob *b;
 
 	(void)dir_fd;
-	if (f->n_blobs == f->n_allocated) {
-		size_t n = f->n_allocated ? f->n_allocated * 2 : 1024;
-		struct fsck_blob *nb = reallocarray(f->blobs, n, sizeof(*nb));
-
-		if (!nb)
-			return -ENOMEM;
-		f->blobs = nb;
-		f->n_allocated = n;
-	}
+	if (GREEDY_REALLOC(f->blobs, f->n_allocated, f->n_blobs + 1) < 0)
+		return -ENOMEM;
 	b = &f->blobs[f->n_blobs];
 	*b = (struct fsck_blob) { .size = (uint64_t)st->st_size };
 	b->rel = strdup(rel);
@@ -278,35 +271,20 @@ static int check_orphans(struct fsck *f)
 	return 0;
 }
 
+static int check_tmp_entry(void *userdata, int dir_fd, const char *name, const struct stat *st)
+{
+	struct fsck *f = userdata;
+	bool repaired = false;
+
+	if (f->o->repair)
+		repaired = unlinkat(dir_fd, name, S_ISDIR(st->st_mode) ? AT_REMOVEDIR : 0) == 0;
+	report(f, repaired, "leftover temporary file tmp/%s%s", name, repaired ? ": removed" : "");
+	return 0;
+}
+
 static int check_tmp(struct fsck *f)
 {
-	_cleanup_free_ char *path = NULL;
-	struct dirent *de;
-	time_t now = time(NULL);
-	DIR *d;
-
-	if (asprintf(&path, "%s/tmp", f->c->dir) < 0)
-		return -ENOMEM;
-	d = opendir(path);
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		struct stat st;
-		bool repaired = false;
-
-		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if ((int64_t)(now - st.st_mtime) < GC_TMP_MIN_AGE_SEC)
-			continue;  /* may belong to a writer that is still running */
-		if (f->o->repair)
-			repaired = unlinkat(dirfd(d), de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0;
-		report(f, repaired, "leftover temporary file tmp/%s%s", de->d_name,
-		       repaired ? ": removed" : "");
-	}
-	closedir(d);
-	return 0;
+	return cache_tmp_foreach_old(f->c, GC_TMP_MIN_AGE_SEC, check_tmp_entry, f);
 }
 
 int cache_fsck(struct cache *c, const struct fsck_options *o,

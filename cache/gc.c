@@ -57,15 +57,9 @@ static int gc_images_add(void *userdata, const struct index_db_image_row *row)
 		log_debug_errno(r, "cannot parse the manifest of image '%s': %m", row->digest);
 		return -EBADMSG;
 	}
-	if (s->n == s->n_allocated) {
-		size_t n = s->n_allocated ? s->n_allocated * 2 : 16;
-		struct gc_image *nv = reallocarray(s->v, n, sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		s->v = nv;
-		s->n_allocated = n;
-	}
+	r = GREEDY_REALLOC(s->v, s->n_allocated, s->n + 1);
+	if (r < 0)
+		return r;
 	img = &s->v[s->n];
 	*img = (struct gc_image) { .last_used = row->last_used };
 	img->digest = strdup(row->digest);
@@ -353,40 +347,22 @@ static int sweep_blob(void *userdata, int dir_fd, const char *rel, const char *d
 	return 0;
 }
 
+static int sweep_tmp_entry(void *userdata, int dir_fd, const char *name, const struct stat *st)
+{
+	uint64_t *removed = userdata;
+
+	if (S_ISDIR(st->st_mode))
+		return 0;
+	if (unlinkat(dir_fd, name, 0) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	(*removed)++;
+	return 0;
+}
+
+/* Age is the only safe test: a younger file may be a live writer's. */
 static int gc_sweep_tmp(struct cache *c, int64_t min_age, uint64_t *removed)
 {
-	_cleanup_free_ char *path = NULL;
-	struct dirent *de;
-	time_t now = time(NULL);
-	DIR *d;
-	int r = 0;
-
-	if (asprintf(&path, "%s/tmp", c->dir) < 0)
-		return -ENOMEM;
-	d = opendir(path);
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		struct stat st;
-
-		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
-			continue;
-		/* Age is the only safe test: a younger file may be a live writer's. */
-		if ((int64_t)(now - st.st_mtime) < min_age)
-			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
-			if (errno != ENOENT) {
-				r = -errno;
-				break;
-			}
-			continue;
-		}
-		(*removed)++;
-	}
-	closedir(d);
-	return r;
+	return cache_tmp_foreach_old(c, min_age, sweep_tmp_entry, removed);
 }
 
 static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_result *res)

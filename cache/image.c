@@ -17,6 +17,7 @@
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/source.h"
 #include "cache/base/util.h"
@@ -37,35 +38,41 @@ struct image *image_free(struct image *img)
 	return NULL;
 }
 
-static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+/* A failure of the pull, of class @kind, with its message (error.h) set from @fmt. */
+static int pull_fail(enum pull_failure *err, enum pull_failure kind, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static int pull_fail(struct pull_error *err, enum pull_failure kind, int r, const char *fmt, ...)
+static int pull_fail(enum pull_failure *err, enum pull_failure kind, int r, const char *fmt, ...)
 {
 	va_list ap;
 
-	err->kind = kind;
-	errno = -r;
+	*err = kind;
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	(void)error_setv(r, fmt, ap);
 	va_end(ap);
+	return r;
+}
+
+/* The same, keeping the message of the call that failed (the registry's, the parser's). */
+static int pull_kept(enum pull_failure *err, enum pull_failure kind, int r)
+{
+	*err = kind;
 	return r;
 }
 
 /* The source of the pull's registry requests.  A blocked registry is the registry's refusal
  * (-EPERM); a registries.conf that does not parse is the user's to fix (-EINVAL). */
 static int pull_source_new(const struct reference *ref, const struct registry_options *ro,
-			   struct source **ret, struct pull_error *err)
+			   struct source **ret, enum pull_failure *err)
 {
-	_cleanup_free_ char *why = NULL;
 	int r;
 
-	r = source_new_with_error(ref, ro, ret, &why);
-	if (r < 0 && why)
-		return pull_fail(err, r == -EPERM ? PULL_FAILURE_REGISTRY : PULL_FAILURE_USAGE, r,
-				 "%s", why);
+	error_clear();
+	r = source_new(ref, ro, ret);
+	if (r < 0 && error_message())
+		return pull_kept(err, r == -EPERM ? PULL_FAILURE_REGISTRY : PULL_FAILURE_USAGE, r);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client");
 	return 0;
 }
 
@@ -103,7 +110,7 @@ static int image_load_local(struct cache *c, const char *digest, struct image **
 static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest,
 				   const struct platform *want, char **ret_buf, size_t *ret_len,
 				   char **ret_media_type, char **ret_digest,
-				   char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
+				   char ret_top_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_free_ char *next = strdup(tag_or_digest);
 
@@ -119,8 +126,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 
 		r = source_get_manifest(reg, next, &buf, &len, &content_type, digest);
 		if (r < 0)
-			return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					 source_last_error(reg));
+			return pull_kept(err, PULL_FAILURE_REGISTRY, r);
 		if (depth == 0)
 			memcpy(ret_top_digest, digest, DIGEST_STRING_MAX);
 
@@ -148,7 +154,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 		}
 		if (r < 0)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					 "cannot parse image index '%s': %m", digest);
+					 "cannot parse image index '%s'", digest);
 		free(next);
 		next = TAKE_PTR(child);
 	}
@@ -158,7 +164,7 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 
 static int image_fetch_remote(struct cache *c, struct source *reg, const char *tag_or_digest,
 			      const struct platform *want, struct image **ret,
-			      char ret_top_digest[DIGEST_STRING_MAX], struct pull_error *err)
+			      char ret_top_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
@@ -174,23 +180,25 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const char *t
 	if (r < 0)
 		return r;
 
+	error_clear();
 	r = manifest_parse(buf, len, media_type, &img->manifest);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot use manifest '%s': %m",
-				 img->manifest_digest);
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "manifest %s", img->manifest_digest));
 
 	r = source_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "config %s", img->manifest->config_digest));
 	r = image_config_parse(config, config_len, &img->config);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s': %m",
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s'",
 				 img->manifest->config_digest);
 
 	r = index_db_image_put(c->db, img->manifest_digest, media_type, buf, len, config,
 			       config_len);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s'",
 				 c->dir);
 
 	*ret = TAKE_PTR(img);
@@ -218,7 +226,7 @@ static char *ref_by_digest(const struct reference *ref, const char *digest)
  * registry cannot be reached. */
 static int resolve_tag(struct cache *c, struct source *reg, const struct reference *ref,
 		       const char *platform, struct image **ret_img,
-		       char ret_digest[DIGEST_STRING_MAX], struct pull_error *err)
+		       char ret_digest[DIGEST_STRING_MAX], enum pull_failure *err)
 {
 	_cleanup_free_ char *by_digest = NULL, *manifest_digest = NULL;
 	char digest[DIGEST_STRING_MAX];
@@ -228,10 +236,11 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 	r = source_head_manifest(reg, ref->tag, digest, NULL);
 	/* Refused, unreachable or out of time after the retries: a GET would not fare better. */
 	if (r == -EACCES || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -ENOMEM)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s", source_last_error(reg));
+		return pull_kept(err, PULL_FAILURE_REGISTRY, r);
 	if (r < 0) {
 		log_debug("cannot resolve tag '%s' with HEAD (%s), getting it by tag", ref->tag,
-			  source_last_error(reg));
+			  error_message() ?: strerror(-r));
+		error_clear();
 		return 0;
 	}
 
@@ -240,7 +249,7 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 		return -ENOMEM;
 	r = index_db_ref_get(c->db, by_digest, platform, &manifest_digest);
 	if (r < 0 && r != -ENOENT)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
 	r = image_load_local(c, manifest_digest ?: digest, ret_img);
 	if (r >= 0) {
 		log_debug("tag '%s' is %s, which the cache has", ref->tag, digest);
@@ -249,6 +258,7 @@ static int resolve_tag(struct cache *c, struct source *reg, const struct referen
 	if (r != -ENOENT)
 		log_debug_errno(r, "cached image '%s' unusable, refetching: %m",
 				manifest_digest ?: digest);
+	error_clear();
 	memcpy(ret_digest, digest, DIGEST_STRING_MAX);
 	return 0;
 }
@@ -261,15 +271,19 @@ struct layer_stream {
 	int fd;                      /* write end of the pipe to the indexer */
 	struct digest_ctx *hash;
 	uint64_t received;
+	uint64_t over;               /* bytes seen when they passed the descriptor's size, or 0 */
 	int r;
+	struct error_carry error;    /* the thread's message about r */
 };
 
 static int layer_stream_sink(void *userdata, const void *buf, size_t n)
 {
 	struct layer_stream *s = userdata;
 
-	if (s->received + n > s->layer->size)
+	if (s->received + n > s->layer->size) {
+		s->over = s->received + n;
 		return -EFBIG;  /* the manifest's size is a limit, not a hint */
+	}
 	digest_ctx_update(s->hash, buf, n);
 	s->received += n;
 	if (s->opts->progress)
@@ -283,6 +297,7 @@ static void *layer_stream_thread(void *userdata)
 	struct layer_stream *s = userdata;
 
 	s->r = source_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
+	error_save(&s->error);
 	(void)close(TAKE_FD(s->fd));
 	return NULL;
 }
@@ -347,6 +362,7 @@ struct toc_job {
 	pthread_t thread;
 	struct lazy_source src;
 	int r;
+	struct error_carry error;  /* the thread's message about r */
 };
 
 static void *toc_job_thread(void *userdata)
@@ -355,56 +371,61 @@ static void *toc_job_thread(void *userdata)
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
 
 	j->r = layer_lazy_index(j->layer, j->format, &rd, j->w);
+	error_save(&j->error);
 	return NULL;
 }
 
 /* Commits a finished job's entries, or turns its failure into the pull's error. */
-static int toc_job_finish(struct cache *c, struct toc_job *j, struct pull_error *err)
+static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure *err)
 {
 	const char *fmt = layer_format_to_string(j->format);
 	int r = j->r;
 
 	if (r < 0) {
+		(void)error_restore(r, &j->error);
 		if (j->src.failed_at_registry)
-			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
-					 "cannot fetch the TOC of layer '%s': %s", j->layer->digest,
-					 source_last_error(j->reg));
+			return pull_kept(err, PULL_FAILURE_REGISTRY,
+					 error_wrap(r, "cannot fetch the TOC of layer %s",
+						    j->layer->digest));
+		if (error_message())
+			return pull_kept(err, PULL_FAILURE_REGISTRY,
+					 error_wrap(r, "layer %s (%s)", j->layer->digest, fmt));
 		if (r == -EBADMSG)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 					 "the %s TOC of layer '%s' failed verification or is malformed",
 					 fmt, j->layer->digest);
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s': %m",
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot read the %s TOC of layer '%s'",
 				 fmt, j->layer->digest);
 	}
 	r = layer_writer_commit(TAKE_PTR(j->w));
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	return 0;
 }
 
 static int toc_job_prepare(struct cache *c, const struct reference *ref,
 			   const struct registry_options *ro, struct toc_job *j,
-			   struct pull_error *err)
+			   enum pull_failure *err)
 {
 	int r;
 
 	r = layer_lock(c, j->layer->digest, &j->lock_fd);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	/* Another process may have indexed it while we waited for the lock. */
 	r = index_db_layer_is_indexed(c->db, j->layer->digest);
 	if (r != 0)
-		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	r = index_db_layer_begin_format(c->db, j->layer->digest, j->layer->media_type,
 					layer_format_to_string(j->format), &j->w);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
 	r = source_new(ref, ro, &j->reg);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client: %m");
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot set up registry client");
 	source_expect_blob_size(j->reg, j->layer->digest, j->layer->size);
 	j->src = (struct lazy_source) { .reg = j->reg, .layer = j->layer };
 	return 0;
@@ -427,7 +448,7 @@ static void count_registry(struct image *img, struct source *reg)
 
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			      const struct pull_options *o, const struct registry_options *base,
-			      struct source **reg, struct image *img, struct pull_error *err)
+			      struct source **reg, struct image *img, enum pull_failure *err)
 {
 	const struct manifest *m = img->manifest;
 	struct registry_options ro = *base;
@@ -448,7 +469,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			continue;
 		r = index_db_layer_is_indexed(c->db, j->layer->digest);
 		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m", c->dir);
+			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
 			break;
 		}
 		if (r > 0) {
@@ -469,8 +490,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 		if (!ro.scheme) {
 			r = source_scheme(*reg) ? 0 : source_ping(*reg);
 			if (r < 0) {
-				r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "%s",
-					      source_last_error(*reg));
+				r = pull_kept(err, PULL_FAILURE_REGISTRY, r);
 				break;
 			}
 			ro.scheme = source_scheme(*reg);
@@ -499,9 +519,53 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 	return r;
 }
 
+/* What a streamed layer came to: its stream's failure (the thread's @s->r), its size and
+ * digest against the descriptor's, then the indexer's @r.  A layer that fails verification
+ * is the registry's failure even when the indexer stopped first (bytes that are not what the
+ * digest says rarely parse). */
+static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pull_failure *err)
+{
+	const struct layer_desc *layer = s->layer;
+	char got[DIGEST_STRING_MAX];
+
+	if (s->r < 0 && s->r != -EPIPE) {
+		(void)error_restore(s->r, &s->error);
+		if (s->over > 0)
+			return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+					 "layer %s failed verification: the blob is larger than the "
+					 "manifest says (%llu bytes; %llu arrived): nothing of it was "
+					 "kept", layer->digest, (unsigned long long)layer->size,
+					 (unsigned long long)s->over);
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(s->r, "cannot fetch layer %s", layer->digest));
+	}
+	digest_ctx_final(s->hash, got);
+	if ((r >= 0 || r == -EBADMSG) && s->received != layer->size)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+				 "layer %s failed verification: the blob is %llu bytes, the manifest "
+				 "says %llu: nothing of it was kept", layer->digest,
+				 (unsigned long long)s->received, (unsigned long long)layer->size);
+	if ((r >= 0 || r == -EBADMSG) && !streq(got, layer->digest))
+		return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+				 "layer '%s' failed verification (got %s, %llu bytes): nothing of "
+				 "it was kept", layer->digest, got, (unsigned long long)s->received);
+	if (r == -EBADMSG)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r,
+				 "layer '%s' is not a valid tar archive", layer->digest);
+	/* The bytes were what the digest says (or the stream stopped early): the layer itself
+	 * is over a limit of layer_tar.h, not the network's fault. */
+	if (r == -EFBIG)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is refused: %s",
+				 layer->digest, LAYER_TAR_LIMITS);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s'",
+				 layer->digest, c->dir);
+	return 0;
+}
+
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_desc *layer, unsigned index, unsigned n_layers,
-			struct pull_error *err)
+			enum pull_failure *err)
 {
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
@@ -510,18 +574,17 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
 		.fd = -EBADF,
 	};
-	char got[DIGEST_STRING_MAX];
 	pthread_t thread;
 	int pipe_fds[2], r;
 
 	r = layer_lock(c, layer->digest, &lock_fd);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s': %m",
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
 				 layer->digest, c->dir);
 	/* Another process may have imported it while we waited for the lock. */
 	r = index_db_layer_is_indexed(c->db, layer->digest);
 	if (r != 0)
-		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index: %m") : 0;
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
@@ -549,47 +612,20 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	(void)close(TAKE_FD(read_fd));
 	(void)pthread_join(thread, NULL);
 
-	if (s.r < 0 && s.r != -EPIPE) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, s.r, "cannot fetch layer '%s': %s",
-			      layer->digest, s.r == -EFBIG ? "larger than the manifest says"
-							   : source_last_error(reg));
+	r = layer_verdict(c, &s, r, err);
+	if (r < 0)
 		goto finish;
-	}
-	digest_ctx_final(s.hash, got);
-	if ((r >= 0 || r == -EBADMSG) && (!streq(got, layer->digest) || s.received != layer->size)) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
-			      "layer '%s' failed verification (got %s, %llu bytes): nothing of it was kept",
-			      layer->digest, got, (unsigned long long)s.received);
-		goto finish;
-	}
-	if (r == -EBADMSG) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is not a valid tar archive",
-			      layer->digest);
-		goto finish;
-	}
-	if (r == -EFBIG) {
-		/* The bytes were what the digest says (or the stream stopped early): the layer
-		 * itself is over a limit of layer_tar.h, not the network's fault. */
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is refused: %s",
-			      layer->digest, LAYER_TAR_LIMITS);
-		goto finish;
-	}
-	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s': %m",
-			      layer->digest, c->dir);
-		goto finish;
-	}
 
 	/* The indexer stored the files unsynced: one syncfs makes them all durable before the
 	 * index names them. */
 	r = blob_store_sync(c->bs);
 	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s': %m", c->dir);
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
 		goto finish;
 	}
 	r = layer_writer_commit(TAKE_PTR(w));
 	if (r < 0)
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s': %m",
+		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 			      layer->digest, c->dir);
 finish:
 	if (r < 0) {
@@ -600,152 +636,200 @@ finish:
 	return r;
 }
 
-int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
-	       struct image **ret, struct pull_error *err)
+/* What one pull works with, from its start to its end. */
+struct pull {
+	struct cache *c;
+	const struct reference *ref;
+	const struct pull_options *o;
+	struct registry_options ro;  /* o->registry; its scheme is learnt on the way */
+	struct platform want;
+	char *canonical;             /* reference_to_string(ref) */
+	char *platform_str;          /* platform_to_string(&want) */
+	struct source *reg;          /* made when the registry is first needed */
+	int gc_lock_fd;              /* held shared from the first layer on */
+	enum pull_failure *err;
+};
+
+static void pull_done(struct pull *p)
 {
-	_cleanup_(image_freep) struct image *img = NULL;
-	_cleanup_free_ char *canonical = NULL, *platform_str = NULL, *digest = NULL;
-	struct platform want = {};
-	struct source *reg = NULL;
-	_cleanup_close_ int gc_lock_fd = -EBADF;
-	struct registry_options ro = o->registry;
-	char head_digest[DIGEST_STRING_MAX] = "", top_digest[DIGEST_STRING_MAX] = "";
+	source_free(p->reg);
+	platform_done(&p->want);
+	free(p->canonical);
+	free(p->platform_str);
+	closep(&p->gc_lock_fd);
+}
+
+static int pull_init(struct pull *p)
+{
+	const char *platform = p->o->platform;
 	int r;
 
-	*err = (struct pull_error) {};
-
-	if (o->platform)
-		r = platform_parse(o->platform, &want);
-	else
-		r = platform_host(&want);
+	r = platform ? platform_parse(platform, &p->want) : platform_host(&p->want);
 	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_USAGE, r, "invalid platform '%s'",
-				 o->platform ? o->platform : "(host)");
+		return pull_fail(p->err, PULL_FAILURE_USAGE, r, "invalid platform '%s'",
+				 platform ? platform : "(host)");
+	p->canonical = reference_to_string(p->ref);
+	p->platform_str = platform_to_string(&p->want);
+	return p->canonical && p->platform_str ? 0 : -ENOMEM;
+}
 
-	canonical = reference_to_string(ref);
-	platform_str = platform_to_string(&want);
-	if (!canonical || !platform_str) {
-		r = -ENOMEM;
-		goto finish;
-	}
+/* The image as the cache knows it (*ret_img NULL when it does not), unless the policy says
+ * to resolve again. */
+static int pull_cached(struct pull *p, struct image **ret_img)
+{
+	_cleanup_free_ char *digest = NULL;
+	int r;
 
-	if (o->policy != PULL_ALWAYS) {
-		r = index_db_ref_get(c->db, canonical, platform_str, &digest);
-		if (r == -ENOENT && ref->digest)
-			digest = strdup(ref->digest);
-		else if (r < 0 && r != -ENOENT) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
-				      c->dir);
-			goto finish;
-		}
-		if (digest) {
-			r = image_load_local(c, digest, &img);
-			if (r < 0 && r != -ENOENT)
-				log_debug_errno(r, "cached image '%s' unusable, refetching: %m", digest);
-		}
-	}
+	if (p->o->policy == PULL_ALWAYS)
+		return 0;
+	r = index_db_ref_get(p->c->db, p->canonical, p->platform_str, &digest);
+	if (r == -ENOENT && p->ref->digest)
+		digest = strdup(p->ref->digest);
+	else if (r < 0 && r != -ENOENT)
+		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'",
+				 p->c->dir);
+	if (!digest)
+		return 0;
+	r = image_load_local(p->c, digest, ret_img);
+	if (r < 0 && r != -ENOENT)
+		log_debug_errno(r, "cached image '%s' unusable, refetching: %m", digest);
+	error_clear();
+	return 0;
+}
 
-	if (!img) {
-		if (o->policy == PULL_NEVER) {
-			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
-				      "image '%s' is not in the cache and pulling is disabled",
-				      canonical);
-			goto finish;
-		}
-		r = pull_source_new(ref, &ro, &reg, err);
+/* Fetches the manifest and config from the source and records what the reference names. */
+static int pull_remote(struct pull *p, struct image **ret_img)
+{
+	const struct reference *ref = p->ref;
+	char head_digest[DIGEST_STRING_MAX] = "", top_digest[DIGEST_STRING_MAX] = "";
+	_cleanup_free_ char *by_digest = NULL;
+	int r;
+
+	if (p->o->policy == PULL_NEVER)
+		return pull_fail(p->err, PULL_FAILURE_REGISTRY, -ENOENT,
+				 "image '%s' is not in the cache and pulling is disabled",
+				 p->canonical);
+	r = pull_source_new(ref, &p->ro, &p->reg, p->err);
+	if (r < 0)
+		return r;
+	/* A local image is read from disk: HEAD saves nothing there. */
+	if (!ref->digest && !reference_is_local(ref)) {
+		r = resolve_tag(p->c, p->reg, ref, p->platform_str, ret_img, head_digest, p->err);
 		if (r < 0)
-			goto finish;
-		/* A local image is read from disk: HEAD saves nothing there. */
-		if (!ref->digest && !reference_is_local(ref)) {
-			r = resolve_tag(c, reg, ref, platform_str, &img, head_digest, err);
+			return r;
+	}
+	if (!*ret_img) {
+		r = image_fetch_remote(p->c, p->reg, ref->digest ?: head_digest[0] ? head_digest
+										 : ref->tag ?: "",
+				       &p->want, ret_img, top_digest, p->err);
+		if (r < 0)
+			return r;
+		/* Remember what an image index resolved to, so that the next HEAD of this tag
+		 * finds the image by the index's digest. */
+		if (!reference_is_local(ref) && !streq(top_digest, (*ret_img)->manifest_digest)) {
+			by_digest = ref_by_digest(ref, top_digest);
+			r = by_digest ? index_db_ref_put(p->c->db, by_digest, p->platform_str,
+							 (*ret_img)->manifest_digest)
+				      : -ENOMEM;
 			if (r < 0)
-				goto finish;
-		}
-		if (!img) {
-			_cleanup_free_ char *by_digest = NULL;
-
-			r = image_fetch_remote(c, reg, ref->digest ?: head_digest[0] ? head_digest
-									     : ref->tag ?: "",
-					       &want, &img, top_digest, err);
-			if (r < 0)
-				goto finish;
-			/* Remember what an image index resolved to, so that the next HEAD of
-			 * this tag finds the image by the index's digest. */
-			if (!reference_is_local(ref) && !streq(top_digest, img->manifest_digest)) {
-				by_digest = ref_by_digest(ref, top_digest);
-				r = by_digest ? index_db_ref_put(c->db, by_digest, platform_str,
-								 img->manifest_digest)
-					      : -ENOMEM;
-				if (r < 0)
-					log_debug_errno(r, "cannot record '%s', ignoring: %m",
-							by_digest ?: top_digest);
-			}
-		}
-		r = index_db_ref_put(c->db, canonical, platform_str, img->manifest_digest);
-		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s': %m",
-				      canonical, c->dir);
-			goto finish;
+				log_debug_errno(r, "cannot record '%s', ignoring: %m",
+						by_digest ?: top_digest);
 		}
 	}
+	r = index_db_ref_put(p->c->db, p->canonical, p->platform_str, (*ret_img)->manifest_digest);
+	if (r < 0)
+		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s'",
+				 p->canonical, p->c->dir);
+	return 0;
+}
+
+/* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
+ * others streamed whole. */
+static int pull_layers(struct pull *p, struct image *img)
+{
+	const struct manifest *m = img->manifest;
+	int r;
 
 	/* gc, rm and fsck take this lock exclusively: what the import writes is never deleted. */
-	r = cache_lock(c, LOCK_SH, &gc_lock_fd);
-	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s': %m", c->dir);
-		goto finish;
-	}
-	r = import_lazy_layers(c, ref, o, &ro, &reg, img, err);
+	r = cache_lock(p->c, LOCK_SH, &p->gc_lock_fd);
 	if (r < 0)
-		goto finish;
+		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s'", p->c->dir);
+	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img, p->err);
+	if (r < 0)
+		return r;
 
-	for (size_t i = 0; i < img->manifest->n_layers; i++) {
-		const struct layer_desc *l = &img->manifest->layers[i];
+	for (size_t i = 0; i < m->n_layers; i++) {
+		const struct layer_desc *l = &m->layers[i];
 
-		r = index_db_layer_is_indexed(c->db, l->digest);
-		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s': %m",
-				      c->dir);
-			goto finish;
-		}
+		r = index_db_layer_is_indexed(p->c->db, l->digest);
+		if (r < 0)
+			return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'",
+					 p->c->dir);
 		if (r > 0)
 			continue;
-		if (o->policy == PULL_NEVER) {
-			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
-				      "layer '%s' is not in the cache and pulling is disabled",
-				      l->digest);
-			goto finish;
-		}
-		if (!reg) {
-			r = pull_source_new(ref, &ro, &reg, err);
+		if (p->o->policy == PULL_NEVER)
+			return pull_fail(p->err, PULL_FAILURE_REGISTRY, -ENOENT,
+					 "layer '%s' is not in the cache and pulling is disabled",
+					 l->digest);
+		if (!p->reg) {
+			r = pull_source_new(p->ref, &p->ro, &p->reg, p->err);
 			if (r < 0)
-				goto finish;
+				return r;
 		}
-		r = layer_import(c, reg, o, l, i + 1, img->manifest->n_layers, err);
+		r = layer_import(p->c, p->reg, p->o, l, i + 1, m->n_layers, p->err);
 		if (r < 0)
-			goto finish;
+			return r;
 	}
+	return 0;
+}
 
-	r = index_db_image_touch(c->db, img->manifest_digest);
+/* What the pull leaves on the image: its use recorded, the registry's counters and scheme. */
+static int pull_finish(struct pull *p, struct image *img)
+{
+	int r;
+
+	r = index_db_image_touch(p->c->db, img->manifest_digest);
 	if (r < 0)
 		log_debug_errno(r, "cannot record the use of image '%s', ignoring: %m",
 				img->manifest_digest);
-	count_registry(img, reg);
-	if (reg && source_scheme(reg)) {
-		img->registry_scheme = strdup(source_scheme(reg));
-		if (!img->registry_scheme) {
-			r = -ENOMEM;
-			goto finish;
-		}
+	count_registry(img, p->reg);
+	if (p->reg && source_scheme(p->reg)) {
+		img->registry_scheme = strdup(source_scheme(p->reg));
+		if (!img->registry_scheme)
+			return -ENOMEM;
 	}
-	img->ref = TAKE_PTR(canonical);
+	img->ref = TAKE_PTR(p->canonical);
+	return 0;
+}
+
+int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
+	       struct image **ret, enum pull_failure *err)
+{
+	_cleanup_(pull_done) struct pull p = {
+		.c = c, .ref = ref, .o = o, .ro = o->registry, .gc_lock_fd = -EBADF, .err = err,
+	};
+	_cleanup_(image_freep) struct image *img = NULL;
+	int r;
+
+	*err = PULL_FAILURE_NONE;
+	error_clear();
+
+	r = pull_init(&p);
+	if (r >= 0)
+		r = pull_cached(&p, &img);
+	if (r >= 0 && !img)
+		r = pull_remote(&p, &img);
+	if (r >= 0)
+		r = pull_layers(&p, img);
+	if (r >= 0)
+		r = pull_finish(&p, img);
+	if (r < 0) {
+		/* What failed without a class of its own is the cache's (the message, if any,
+		 * is that of the call that failed). */
+		if (*err == PULL_FAILURE_NONE)
+			*err = PULL_FAILURE_CACHE;
+		return r;
+	}
 	*ret = TAKE_PTR(img);
-	r = 0;
-finish:
-	if (r < 0 && err->kind == PULL_FAILURE_NONE)
-		pull_fail(err, PULL_FAILURE_CACHE, r, "cannot pull '%s': %m",
-			  canonical ? canonical : "image");
-	source_free(reg);
-	platform_done(&want);
-	return r;
+	return 0;
 }

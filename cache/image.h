@@ -25,11 +25,6 @@ enum pull_failure {
 	PULL_FAILURE_CACHE,     /* local disk or index failure */
 };
 
-struct pull_error {
-	enum pull_failure kind;
-	char message[512];      /* one line, no secrets */
-};
-
 struct pull_options {
 	const char *platform;      /* "os/arch[/variant]", NULL for the host's */
 	enum pull_policy policy;
@@ -51,7 +46,10 @@ struct image {
 	uint64_t pull_bytes;     /* body bytes they brought back */
 };
 
+/* On failure, *ret_failure says whose failure it is (for the exit status) and the thread's
+ * message (error.h) names the object and the reason, e.g. "manifest sha256:…: layer sha256:…:
+ * unsupported media type application/x"; the message is cleared when the pull starts. */
 int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
-	       struct image **ret, struct pull_error *err);
+	       struct image **ret, enum pull_failure *ret_failure);
 struct image *image_free(struct image *img);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct image *, image_free);

@@ -74,15 +74,8 @@ static int plan_add_entry(void *userdata, const struct entry *e)
 			continue;
 		if (strlen(c->digest) >= DIGEST_STRING_MAX)
 			return -EBADMSG;
-		if (p->n_chunks == p->n_alloc) {
-			size_t na = p->n_alloc ? p->n_alloc * 2 : 1024;
-			struct fetch_chunk *n = reallocarray(p->chunks, na, sizeof(*n));
-
-			if (!n)
-				return -ENOMEM;
-			p->chunks = n;
-			p->n_alloc = na;
-		}
+		if (GREEDY_REALLOC(p->chunks, p->n_alloc, p->n_chunks + 1) < 0)
+			return -ENOMEM;
 		fc = &p->chunks[p->n_chunks++];
 		*fc = (struct fetch_chunk) {
 			.layer = b->layer, .blob_offset = c->blob_offset,

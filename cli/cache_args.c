@@ -85,7 +85,6 @@ int ref_query_resolve(struct cache *c, const char *arg, const char *platform,
 {
 	_cleanup_(reference_freep) struct reference *ref = NULL;
 	_cleanup_free_ char *canonical = NULL;
-	const char *why = NULL;
 	int r;
 
 	*q = (struct ref_query) { .platform = platform };
@@ -104,7 +103,7 @@ int ref_query_resolve(struct cache *c, const char *arg, const char *platform,
 		*ret_canonical = TAKE_PTR(canonical);
 		return 0;
 	}
-	r = reference_parse(arg, &ref, &why);
+	r = reference_parse(arg, &ref);
 	if (r < 0)
 		return -EINVAL;
 	canonical = reference_to_string(ref);

@@ -16,6 +16,7 @@
 #include <termios.h>
 
 #include "cache/registry/credentials.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/registry.h"
 #include "cache/base/util.h"
@@ -230,11 +231,11 @@ static int verify_login(const char *key, const char *user, const char *password,
 	}
 	r = registry_ping(reg);
 	if (r == -EACCES) {
-		log_error("%s", registry_last_error(reg));
+		log_error("%s", error_take(r));
 		return -ERR_REGISTRY;
 	}
 	if (r < 0) {
-		log_error("cannot log in to %s: %s", key, registry_last_error(reg));
+		log_error("cannot log in to %s: %s", key, error_take(r));
 		return -ERR_REGISTRY;
 	}
 	return 0;
@@ -271,12 +272,11 @@ static int get_login(const char *key, const char *authfile)
 {
 	_cleanup_(credentials_freep) struct credentials *c = NULL;
 	struct credentials_options o = { .authfile = authfile };
-	char error[1024];
 	int r;
 
-	r = credentials_lookup(&o, key, NULL, &c, error, sizeof(error));
+	r = credentials_lookup(&o, key, NULL, &c);
 	if (r < 0) {
-		log_error("%s", error);
+		log_error("%s", error_take(r));
 		return -ERR_OTHER;
 	}
 	if (!c) {

@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/format/layer_lazy.h"
@@ -246,7 +247,7 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
 	};
-	struct pull_error err;
+	enum pull_failure failure;
 	int r;
 
 	/* Held shared from the pull until the mount state names the image: an explicit gc or
@@ -260,11 +261,11 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 	what = reference_to_string(ref);
 	po.progress_userdata = progress_new(what ? what : req->ref);
 	po.progress = progress_update;
-	r = image_pull(cache, ref, &po, &img, &err);
+	r = image_pull(cache, ref, &po, &img, &failure);
 	progress_free(po.progress_userdata);
 	if (r < 0) {
-		log_error("cannot pull '%s': %s", req->ref, err.message);
-		return pull_failure_errno(err.kind);
+		log_error("cannot pull '%s': %s", req->ref, error_take(r));
+		return pull_failure_errno(failure);
 	}
 	r = prepare_state(d, req, cache, img);
 	if (r < 0)
@@ -309,12 +310,11 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	_cleanup_(cache_freep) struct cache *cache = NULL;
 	_cleanup_(image_freep) struct image *img = NULL;
 	struct mount_daemon d = { .req = req, .report_fd = -1 };
-	const char *why = NULL;
 	int r;
 
-	r = reference_parse(req->ref, &ref, &why);
+	r = reference_parse(req->ref, &ref);
 	if (r < 0) {
-		log_error("invalid image reference '%s': %s", req->ref, why ? why : "malformed");
+		log_error("invalid image reference '%s': %s", req->ref, error_take(r));
 		return -ERR_USAGE;
 	}
 	r = mount_check(req, &d);

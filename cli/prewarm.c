@@ -17,6 +17,7 @@
 
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/prewarm.h"
 #include "cache/registry/rate_limit.h"
@@ -163,14 +164,14 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		.registry = mount_request_registry_options(req),
 		.progress = pull_progress, .progress_userdata = pp,
 	};
-	struct pull_error err;
+	enum pull_failure failure;
 	int r;
 
 	po.registry.rate_limit = rl;
 	pp->layer = 0;
-	r = image_pull(c, it->ref, &po, &it->img, &err);
+	r = image_pull(c, it->ref, &po, &it->img, &failure);
 	if (r < 0) {
-		item_fail(it, pull_failure_errno(err.kind), "%s", err.message);
+		item_fail(it, pull_failure_errno(failure), "%s", error_take(r));
 		return;
 	}
 	r = prewarm_plan_new(c->db, c->bs, it->img->manifest, &it->plan);
@@ -335,12 +336,13 @@ static int items_new(char **args, size_t n, struct prewarm_item **ret)
 	if (!items)
 		return log_error_errno(-ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++) {
-		const char *why = NULL;
+		int k;
 
 		items[i].arg = args[i];
-		if (reference_parse(items[i].arg, &items[i].ref, &why) < 0)
+		k = reference_parse(items[i].arg, &items[i].ref);
+		if (k < 0)
 			r = log_error_errno(-ERR_USAGE, "invalid image reference '%s': %s",
-					    items[i].arg, why ? why : "malformed");
+					    items[i].arg, error_take(k));
 	}
 	*ret = items;   /* freed by items_free() either way */
 	return r;

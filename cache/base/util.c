@@ -175,3 +175,24 @@ void free_secret(char *s)
 	explicit_bzero(s, strlen(s));
 	free(s);
 }
+
+int greedy_realloc(void **p, size_t *allocated, size_t need, size_t size)
+{
+	size_t n;
+	void *q;
+
+	if (need <= *allocated)
+		return 0;
+	n = *allocated < 8 ? 16 : *allocated;
+	n = n <= SIZE_MAX / 2 ? n * 2 : SIZE_MAX;
+	if (n < need)
+		n = need;
+	if (size == 0 || n > SIZE_MAX / size)
+		return -ENOMEM;
+	q = realloc(*p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*allocated = n;
+	return 0;
+}

@@ -76,6 +76,13 @@ int write_all(int fd, const void *buf, size_t len);
 /* mkdir -p with @mode for each created component. */
 int mkdir_p(const char *path, mode_t mode);
 
+/* Makes room for @need elements in the array *@p of *@allocated elements of @size bytes, at
+ * least doubling it when it grows, so that n appends cost O(n) copying.  -ENOMEM (nothing
+ * changed) when out of memory or when the size would overflow. */
+int greedy_realloc(void **p, size_t *allocated, size_t need, size_t size);
+#define GREEDY_REALLOC(array, allocated, need) \
+	greedy_realloc((void **)&(array), &(allocated), (need), sizeof((array)[0]))
+
 /* CLOCK_MONOTONIC in milliseconds, for deadlines and backoff. */
 int64_t now_ms(void);
 /* Sleeps @ms milliseconds, resuming after signals. */

@@ -20,6 +20,7 @@
 
 #include "cache/base/base64.h"
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 
 #define ANN_STARGZ_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
@@ -373,6 +374,16 @@ static int estargz_toc_from_tar(const uint8_t *tar, size_t len, const uint8_t **
 	return -EBADMSG;
 }
 
+/* -EBADMSG, saying what @what hashes to and what the layer's annotation says it must. */
+static int toc_mismatch(const char *what, const void *buf, size_t len, const char *want)
+{
+	char got[DIGEST_STRING_MAX] = "?";
+
+	(void)digest_buffer(buf, len, got);
+	return error_set(-EBADMSG, "%s failed verification: it hashes to %s, the annotation "
+			 "says %.80s", what, got, want);
+}
+
 static int estargz_fetch_toc(const struct layer_desc *l, const struct blob_range_reader *rd,
 			     char **ret_json, size_t *ret_len, uint64_t *ret_data_end)
 {
@@ -386,7 +397,7 @@ static int estargz_fetch_toc(const struct layer_desc *l, const struct blob_range
 	int r;
 
 	if (!want)
-		return -EBADMSG;
+		return error_set(-EBADMSG, "no %s annotation", ANN_STARGZ_TOC_DIGEST);
 	tail_len = l->size < ESTARGZ_FOOTER_SIZE ? l->size : ESTARGZ_FOOTER_SIZE;
 	r = range_read(rd, l->size, l->size - tail_len, tail_len, ESTARGZ_FOOTER_SIZE,
 		       (void **)&footer);
@@ -403,9 +414,12 @@ static int estargz_fetch_toc(const struct layer_desc *l, const struct blob_range
 			footer_size = footer_sizes[i];
 	}
 	if (r < 0)
-		return -EPROTO;
+		return error_set(-EPROTO, "no eStargz footer in the last %llu bytes",
+				 (unsigned long long)tail_len);
 	if (toc_offset >= l->size - footer_size)
-		return -EBADMSG;
+		return error_set(-EBADMSG, "the footer puts the TOC at %llu, past the blob's %llu "
+				 "bytes", (unsigned long long)toc_offset,
+				 (unsigned long long)l->size);
 
 	r = range_read(rd, l->size, toc_offset, l->size - footer_size - toc_offset,
 		       TOC_COMPRESSED_MAX, (void **)&compressed);
@@ -422,7 +436,7 @@ static int estargz_fetch_toc(const struct layer_desc *l, const struct blob_range
 		return -EFBIG;
 	r = digest_verify_buffer(json, json_len, want);
 	if (r < 0)
-		return -EBADMSG;
+		return toc_mismatch("TOC", json, json_len, want);
 
 	copy = malloc(json_len + 1);
 	if (!copy)
@@ -483,7 +497,7 @@ static int zstd_chunked_fetch_toc(const struct layer_desc *l, const struct blob_
 	if (r < 0)
 		return r;
 	if (digest_verify_buffer(compressed, clen, checksum) < 0)
-		return -EBADMSG;
+		return toc_mismatch("compressed TOC", compressed, clen, checksum);
 
 	json = malloc(ulen + 1);
 	if (!json)
@@ -493,7 +507,7 @@ static int zstd_chunked_fetch_toc(const struct layer_desc *l, const struct blob_
 		return -EBADMSG;
 	json[ulen] = '\0';
 	if (toc_digest && digest_verify_buffer(json, ulen, toc_digest) < 0)
-		return -EBADMSG;
+		return toc_mismatch("TOC", json, ulen, toc_digest);
 
 	*ret_json = TAKE_PTR(json);
 	*ret_len = ulen;
@@ -630,7 +644,7 @@ struct toc_pending {
 	struct xattr *xattrs;
 	size_t n_xattrs;
 	struct chunk *chunks;
-	size_t n_chunks, allocated_chunks;
+	size_t n_chunks, allocated_chunks, allocated_extra;
 	struct chunk_extra *extra;      /* parallel to chunks */
 	uint64_t end_offset;            /* c/storage "endOffset" of the whole file, 0 if absent */
 };
@@ -717,21 +731,9 @@ static int toc_pending_add_chunk(struct toc_pending *p, const struct toc_ctx *c,
 	if (chunk_offset >= p->e.size)
 		return -EBADMSG;
 
-	if (p->n_chunks == p->allocated_chunks) {
-		size_t n = p->allocated_chunks ? p->allocated_chunks * 2 : 4;
-		struct chunk *nc;
-		struct chunk_extra *ne;
-
-		nc = reallocarray(p->chunks, n, sizeof(*nc));
-		if (!nc)
-			return -ENOMEM;
-		p->chunks = nc;
-		ne = reallocarray(p->extra, n, sizeof(*ne));
-		if (!ne)
-			return -ENOMEM;
-		p->extra = ne;
-		p->allocated_chunks = n;
-	}
+	if (GREEDY_REALLOC(p->chunks, p->allocated_chunks, p->n_chunks + 1) < 0 ||
+	    GREEDY_REALLOC(p->extra, p->allocated_extra, p->n_chunks + 1) < 0)
+		return -ENOMEM;
 	ch = &p->chunks[p->n_chunks];
 	*ch = (struct chunk) { .file_offset = chunk_offset };
 	p->extra[p->n_chunks] = (struct chunk_extra) { .size_given = chunk_size };

@@ -103,13 +103,33 @@ static int copy_path(const char *raw, char **ret)
 	return 0;
 }
 
+/* Writes zeros from *pos up to @end, each piece counted against the budget. */
+static int write_zeros(struct blob_txn *t, struct budget *b, uint64_t *pos, uint64_t end)
+{
+	static const char zeros[65536];
+	int r;
+
+	while (*pos < end) {
+		size_t z = end - *pos < sizeof(zeros) ? (size_t)(end - *pos) : sizeof(zeros);
+
+		r = blob_txn_write(t, zeros, z);
+		if (r < 0)
+			return r;
+		*pos += z;
+		b->zeros += z;
+		r = budget_check(b);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Streams the current entry's data into a new blob.  Sparse entries come as blocks with
  * offsets: the holes become zeros, so the blob is the file as a reader sees it. */
 static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
 			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
 {
 	_cleanup_(blob_txn_abortp) struct blob_txn *t = NULL;
-	static const char zeros[65536];
 	uint64_t pos = 0;
 	bool new_blob;
 	int r;
@@ -133,18 +153,9 @@ static int store_content(struct archive *a, struct blob_store *bs, struct budget
 		}
 		if (off < 0 || (uint64_t)off < pos || (uint64_t)off > size || n > size - (uint64_t)off)
 			return -EBADMSG;
-		while (pos < (uint64_t)off) {
-			size_t z = (uint64_t)off - pos < sizeof(zeros) ? (uint64_t)off - pos : sizeof(zeros);
-
-			r = blob_txn_write(t, zeros, z);
-			if (r < 0)
-				return r;
-			pos += z;
-			b->zeros += z;
-			r = budget_check(b);
-			if (r < 0)
-				return r;
-		}
+		r = write_zeros(t, b, &pos, (uint64_t)off);
+		if (r < 0)
+			return r;
 		r = budget_check(b);
 		if (r < 0)
 			return r;
@@ -153,18 +164,9 @@ static int store_content(struct archive *a, struct blob_store *bs, struct budget
 			return r;
 		pos += n;
 	}
-	while (pos < size) {
-		size_t z = size - pos < sizeof(zeros) ? size - pos : sizeof(zeros);
-
-		r = blob_txn_write(t, zeros, z);
-		if (r < 0)
-			return r;
-		pos += z;
-		b->zeros += z;
-		r = budget_check(b);
-		if (r < 0)
-			return r;
-	}
+	r = write_zeros(t, b, &pos, size);
+	if (r < 0)
+		return r;
 
 	r = blob_txn_commit(TAKE_PTR(t), NULL, ret_digest, &new_blob);
 	if (r < 0)

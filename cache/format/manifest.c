@@ -10,6 +10,7 @@
 #include <sys/utsname.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 
 #define DOCUMENT_MAX (4U * 1024 * 1024)   /* manifests and indexes */
@@ -258,28 +259,31 @@ static int parse_annotations(json_t *obj, struct layer_desc *l)
 	return 0;
 }
 
-static int parse_layer(json_t *obj, struct layer_desc *l)
+/* Layer @index of the manifest; the message names it by its digest once that is known. */
+static int parse_layer(json_t *obj, size_t index, struct layer_desc *l)
 {
 	int r;
 
 	if (!json_is_object(obj))
-		return -EPROTO;
+		return error_set(-EPROTO, "layer %zu is not a JSON object", index + 1);
+	r = json_get_digest(obj, "digest", &l->digest);
+	if (r == -EPROTO)
+		return error_set(r, "layer %zu has no valid digest", index + 1);
+	if (r < 0)
+		return r;
 
 	r = json_dup_string(obj, "mediaType", &l->media_type);
+	if (r == -EPROTO || (r >= 0 && !l->media_type))
+		return error_set(-EPROTO, "layer %s has no media type", l->digest);
 	if (r < 0)
 		return r;
-	if (!l->media_type)
-		return -EPROTO;
 	r = layer_compression_from_media_type(l->media_type, &l->compression);
 	if (r < 0)
-		return r;
-
-	r = json_get_digest(obj, "digest", &l->digest);
-	if (r < 0)
-		return r;
+		return error_set(r, "layer %s: unsupported media type %.200s", l->digest,
+				 l->media_type);
 	r = json_get_size(obj, "size", &l->size);
 	if (r < 0)
-		return r;
+		return error_set(r, "layer %s has no valid size", l->digest);
 
 	return parse_annotations(json_object_get(obj, "annotations"), l);
 }
@@ -294,10 +298,11 @@ int manifest_parse(const void *buf, size_t len, const char *media_type, struct m
 
 	r = json_parse_object(buf, len, DOCUMENT_MAX, JSON_REJECT_DUPLICATES, &root);
 	if (r < 0)
-		return r;
+		return error_set(r, "not a JSON object of at most %u bytes without duplicate keys",
+				 DOCUMENT_MAX);
 	r = check_schema_version(root);
 	if (r < 0)
-		return r;
+		return error_set(r, "schemaVersion is not 2");
 
 	m = calloc(1, sizeof(*m));
 	if (!m)
@@ -314,32 +319,32 @@ int manifest_parse(const void *buf, size_t len, const char *media_type, struct m
 			return -ENOMEM;
 	}
 	if (!media_type_is_manifest(m->media_type))
-		return -EPROTO;
+		return error_set(-EPROTO, "unsupported media type %.200s", m->media_type);
 	/* Both a manifest and an index (CVE-2021-41190): which one it is must not depend on
 	 * who reads it. */
 	if (json_object_get(root, "manifests"))
-		return -EPROTO;
+		return error_set(-EPROTO, "both a manifest and an index (it has \"manifests\")");
 
 	config = json_object_get(root, "config");
 	if (!json_is_object(config))
-		return -EPROTO;
+		return error_set(-EPROTO, "no config descriptor");
 	r = json_get_digest(config, "digest", &m->config_digest);
 	if (r < 0)
-		return r;
+		return r == -EPROTO ? error_set(r, "config descriptor has no valid digest") : r;
 	r = json_dup_string(config, "mediaType", &m->config_media_type);
+	if (r == -EPROTO || (r >= 0 && !m->config_media_type))
+		return error_set(-EPROTO, "config %s has no media type", m->config_digest);
 	if (r < 0)
 		return r;
-	if (!m->config_media_type)
-		return -EPROTO;
 	r = json_get_size(config, "size", &m->config_size);
 	if (r < 0)
-		return r;
+		return error_set(r, "config %s has no valid size", m->config_digest);
 
 	layers = json_object_get(root, "layers");
 	if (!json_is_array(layers))
-		return -EPROTO;
+		return error_set(-EPROTO, "no layers array");
 	if (json_array_size(layers) > LAYERS_MAX)
-		return -EFBIG;
+		return error_set(-EFBIG, "more than %u layers", LAYERS_MAX);
 
 	m->layers = calloc(json_array_size(layers) ?: 1, sizeof(struct layer_desc));
 	if (!m->layers)
@@ -347,7 +352,7 @@ int manifest_parse(const void *buf, size_t len, const char *media_type, struct m
 	json_array_foreach(layers, i, layer) {
 		/* Counted before parsing, so a half-parsed layer is freed too. */
 		m->n_layers++;
-		r = parse_layer(layer, &m->layers[i]);
+		r = parse_layer(layer, i, &m->layers[i]);
 		if (r < 0)
 			return r;
 	}

@@ -12,6 +12,8 @@
 #include <arpa/inet.h>
 #include <limits.h>
 
+#include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 
 #define NAME_TOTAL_MAX 255
@@ -82,11 +84,6 @@ static bool is_lower_alnum(char c)
 static bool is_alnum(char c)
 {
 	return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_lower_hex(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
 /* One path component: [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*.  Upper-case letters are
@@ -223,35 +220,16 @@ static int tag_validate(const char *s, const char **ret_error)
 	return 0;
 }
 
+/* digest.h's grammar, with the reasons a user reads. */
 static int digest_string_validate(const char *s, const char **ret_error)
 {
-	const char *colon = strchr(s, ':');
-	size_t alg_len;
+	int r = digest_validate(s);
 
-	if (!colon || colon == s)
-		goto invalid;
-	alg_len = colon - s;
-
-	if (alg_len != 6 || strncmp(s, "sha256", 6) != 0) {
-		/* A well-formed name of another algorithm (sha512, blake3) gets its own reason. */
-		for (size_t i = 0; i < alg_len; i++)
-			if (!is_lower_alnum(s[i]) && !strchr("+._-", s[i]))
-				goto invalid;
-		if (ret_error)
-			*ret_error = "unsupported digest algorithm (only sha256)";
-		return -EINVAL;
-	}
-
-	if (strlen(colon + 1) != 64)
-		goto invalid;
-	for (const char *p = colon + 1; *p; p++)
-		if (!is_lower_hex(*p))
-			goto invalid;
-	return 0;
-
-invalid:
+	if (r >= 0)
+		return 0;
 	if (ret_error)
-		*ret_error = "invalid digest";
+		*ret_error = r == -EOPNOTSUPP ? "unsupported digest algorithm (only sha256)"
+					      : "invalid digest";
 	return -EINVAL;
 }
 
@@ -532,7 +510,7 @@ static int local_parse(enum reference_transport t, const char *s, struct referen
 	return 0;
 }
 
-int reference_parse(const char *s, struct reference **ret, const char **ret_error)
+static int parse(const char *s, struct reference **ret, const char **ret_error)
 {
 	if (!s || *s == 0)
 		return fail(ret_error, "empty reference");
@@ -555,6 +533,17 @@ int reference_parse(const char *s, struct reference **ret, const char **ret_erro
 					       "oci-archive: and docker-archive:)");
 	}
 	return docker_parse(s, ret, ret_error);
+}
+
+int reference_parse(const char *s, struct reference **ret)
+{
+	const char *why = NULL;
+	int r;
+
+	r = parse(s, ret, &why);
+	if (r == -EINVAL)
+		return error_set(r, "%s", why ?: "malformed reference");
+	return r;
 }
 
 static char *local_to_string(const struct reference *r)

@@ -28,12 +28,11 @@ struct reference {
 	long index;        /* docker-archive ":@N": the N-th manifest entry; -1 when not given */
 };
 
-/* -EINVAL (with a reason through *ret_error, a static string, if non-NULL) for anything the
- * grammar rejects: upper-case repository, bad digest, empty tag, over-long names, an empty
+/* -EINVAL (with the reason as the thread's message, error.h) for anything the grammar rejects: upper-case repository, bad digest, empty tag, over-long names, an empty
  * path…  A relative local path is made absolute against the working directory (realpath() when
  * it exists: the canonical string then names the same image from any directory); a path that
  * does not exist is not an error here but when the image is read. */
-int reference_parse(const char *s, struct reference **ret, const char **ret_error);
+int reference_parse(const char *s, struct reference **ret);
 struct reference *reference_free(struct reference *r);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct reference *, reference_free);
 /* A deep copy; -ENOMEM. */

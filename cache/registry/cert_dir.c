@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
@@ -34,18 +35,18 @@ struct loader {
 	const char *host;          /* "host[:port]", the directory's name under the roots */
 	const char *domain;        /* for messages */
 	struct cert_dir_tls *out;
-	char *error;
-	size_t error_size;
 };
 
 static void set_error(struct loader *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The reason a load failed, as this thread's message (error.h). */
 static void set_error(struct loader *r, const char *fmt, ...)
 {
 	va_list ap;
 
+	(void)r;
 	va_start(ap, fmt);
-	(void)vsnprintf(r->error, r->error_size, fmt, ap);
+	(void)error_setv(0, fmt, ap);
 	va_end(ap);
 }
 
@@ -284,11 +285,10 @@ static int load(struct loader *r)
 }
 
 int cert_dir_load(const char *option, const char *host, const char *domain,
-		  struct cert_dir_tls *ret, char *error, size_t error_size)
+		  struct cert_dir_tls *ret)
 {
 	struct cert_dir_tls out = {};
-	struct loader r = { .option = option, .host = host, .domain = domain, .out = &out,
-			    .error = error, .error_size = error_size };
+	struct loader r = { .option = option, .host = host, .domain = domain, .out = &out };
 	int e;
 
 	e = load(&r);

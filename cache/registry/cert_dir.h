@@ -15,7 +15,7 @@ struct cert_dir_tls {
 
 /* Reads the directory for @host ("host[:port]"): @option (--cert-dir, which must exist) or
  * the first of the per-host defaults that exists; nothing at all when there is none.  On
- * failure, one line naming the file and the reason (with @domain) goes to @error. */
+ * failure, the thread's message (error.h) names the file and the reason (with @domain). */
 int cert_dir_load(const char *option, const char *host, const char *domain,
-		  struct cert_dir_tls *ret, char *error, size_t error_size);
+		  struct cert_dir_tls *ret);
 void cert_dir_tls_done(struct cert_dir_tls *t);

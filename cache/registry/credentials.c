@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 
 #include "cache/base/base64.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 
 #define AUTH_FILE_MAX (4U * 1024 * 1024)
@@ -48,16 +49,14 @@ struct credentials *credentials_free(struct credentials *c)
 	return NULL;
 }
 
-static void set_error(char *error, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_error(char *error, size_t size, const char *fmt, ...)
+/* The reason a lookup failed, as this thread's message (error.h). */
+static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!error || size == 0)
-		return;
 	va_start(ap, fmt);
-	(void)vsnprintf(error, size, fmt, ap);
+	(void)error_setv(0, fmt, ap);
 	va_end(ap);
 }
 
@@ -445,8 +444,7 @@ static void first_line(char *dst, size_t size, const char *s)
 }
 
 /* 1 with credentials, 0 if the helper has none for @server, or -errno (@error set). */
-static int helper_get(const char *name, const char *server, struct credentials **ret,
-		      char *error, size_t error_size)
+static int helper_get(const char *name, const char *server, struct credentials **ret)
 {
 	_cleanup_free_ char *program = NULL, *source = NULL;
 	struct helper_run h = {};
@@ -456,7 +454,7 @@ static int helper_get(const char *name, const char *server, struct credentials *
 	int r;
 
 	if (!helper_name_valid(name)) {
-		set_error(error, error_size, "invalid credential helper name '%.64s'", name);
+		set_error("invalid credential helper name '%.64s'", name);
 		return -EBADMSG;
 	}
 	if (asprintf(&program, "docker-credential-%s", name) < 0) {
@@ -467,16 +465,16 @@ static int helper_get(const char *name, const char *server, struct credentials *
 	r = helper_exec(program, server, &h);
 	if (r < 0) {
 		if (r == -ENOENT)
-			set_error(error, error_size, "credential helper '%s' not found in $PATH",
+			set_error("credential helper '%s' not found in $PATH",
 				  program);
 		else if (r == -ETIMEDOUT)
-			set_error(error, error_size, "credential helper '%s' did not answer within "
+			set_error("credential helper '%s' did not answer within "
 				  "%d s", program, HELPER_TIMEOUT_MS / 1000);
 		else if (r == -EFBIG)
-			set_error(error, error_size, "credential helper '%s' wrote more than %u KiB",
+			set_error("credential helper '%s' wrote more than %u KiB",
 				  program, HELPER_OUTPUT_MAX / 1024);
 		else
-			set_error(error, error_size, "cannot run credential helper '%s': %s", program,
+			set_error("cannot run credential helper '%s': %s", program,
 				  strerror(-r));
 		goto finish;
 	}
@@ -491,10 +489,10 @@ static int helper_get(const char *name, const char *server, struct credentials *
 		}
 		first_line(line, sizeof(line), h.err[0] ? h.err : h.out);
 		if (WIFEXITED(h.status))
-			set_error(error, error_size, "credential helper '%s' failed with status %d%s%s",
+			set_error("credential helper '%s' failed with status %d%s%s",
 				  program, WEXITSTATUS(h.status), line[0] ? ": " : "", line);
 		else
-			set_error(error, error_size, "credential helper '%s' was killed by signal %d",
+			set_error("credential helper '%s' was killed by signal %d",
 				  program, WTERMSIG(h.status));
 		r = -EPROTO;
 		goto finish;
@@ -504,7 +502,7 @@ static int helper_get(const char *name, const char *server, struct credentials *
 	user = json_string_value(json_object_get(root, "Username"));
 	secret = json_string_value(json_object_get(root, "Secret"));
 	if (!json_is_object(root) || !user || !secret) {
-		set_error(error, error_size, "credential helper '%s' answered without Username and "
+		set_error("credential helper '%s' answered without Username and "
 			  "Secret", program);
 		r = -EPROTO;
 		goto finish;
@@ -535,17 +533,16 @@ finish:
 }
 
 /* Asks helper @name for @registry; docker.io under both names docker and podman use. */
-static int helper_lookup(const char *name, const char *registry, struct credentials **ret,
-			 char *error, size_t error_size)
+static int helper_lookup(const char *name, const char *registry, struct credentials **ret)
 {
 	int r;
 
 	if (!streq(registry, "docker.io"))
-		return helper_get(name, registry, ret, error, error_size);
-	r = helper_get(name, "https://index.docker.io/v1/", ret, error, error_size);
+		return helper_get(name, registry, ret);
+	r = helper_get(name, "https://index.docker.io/v1/", ret);
 	if (r != 0)
 		return r;
-	return helper_get(name, "docker.io", ret, error, error_size);
+	return helper_get(name, "docker.io", ret);
 }
 
 /* The value of @map's key that names @scope in any spelling, or NULL. */
@@ -567,7 +564,7 @@ static json_t *map_find(json_t *map, const char *scope, const char **ret_key)
 
 /* One "auths" entry: 1 with credentials, 0 if it has none usable, -EBADMSG. */
 static int auth_entry(json_t *entry, const char *path, const char *key,
-		      struct credentials **ret, char *error, size_t error_size)
+		      struct credentials **ret)
 {
 	_cleanup_free_ char *source = NULL;
 	const char *auth, *user, *password;
@@ -576,7 +573,7 @@ static int auth_entry(json_t *entry, const char *path, const char *key,
 	int r;
 
 	if (!json_is_object(entry)) {
-		set_error(error, error_size, "entry '%.200s' in '%s' is not an object", key, path);
+		set_error("entry '%.200s' in '%s' is not an object", key, path);
 		return -EBADMSG;
 	}
 	if (asprintf(&source, "'%s'", path) < 0) {
@@ -587,7 +584,7 @@ static int auth_entry(json_t *entry, const char *path, const char *key,
 	if (auth && auth[0]) {
 		r = base64_decode(auth, strlen(auth), &plain, &len);
 		if (r == -EBADMSG) {
-			set_error(error, error_size, "entry '%.200s' in '%s' has an \"auth\" that is not "
+			set_error("entry '%.200s' in '%s' has an \"auth\" that is not "
 				  "base64", key, path);
 			return r;
 		}
@@ -597,7 +594,7 @@ static int auth_entry(json_t *entry, const char *path, const char *key,
 		if (!colon || colon == plain || memchr(plain, 0, len)) {
 			explicit_bzero(plain, len);
 			free(plain);
-			set_error(error, error_size, "entry '%.200s' in '%s' has an \"auth\" that is not "
+			set_error("entry '%.200s' in '%s' has an \"auth\" that is not "
 				  "base64 of USER:PASSWORD", key, path);
 			return -EBADMSG;
 		}
@@ -619,8 +616,7 @@ static int auth_entry(json_t *entry, const char *path, const char *key,
 
 /* Looks in one parsed auth file: 1 with credentials, 0 none, -errno (@error set). */
 static int lookup_in_document(json_t *root, bool legacy, const char *path, const char *registry,
-			      const char *repository, struct credentials **ret, char *error,
-			      size_t error_size)
+			      const char *repository, struct credentials **ret)
 {
 	_cleanup_free_ char *scope = NULL;
 	json_t *auths, *helpers, *v;
@@ -628,13 +624,13 @@ static int lookup_in_document(json_t *root, bool legacy, const char *path, const
 	int r;
 
 	if (!json_is_object(root)) {
-		set_error(error, error_size, "credentials file '%s' does not hold a JSON object", path);
+		set_error("credentials file '%s' does not hold a JSON object", path);
 		return -EBADMSG;
 	}
 	auths = legacy ? root : json_object_get(root, "auths");
 	helpers = legacy ? NULL : json_object_get(root, "credHelpers");
 	if ((auths && !json_is_object(auths)) || (helpers && !json_is_object(helpers))) {
-		set_error(error, error_size, "credentials file '%s': \"auths\" and \"credHelpers\" "
+		set_error("credentials file '%s': \"auths\" and \"credHelpers\" "
 			  "must be objects", path);
 		return -EBADMSG;
 	}
@@ -642,13 +638,13 @@ static int lookup_in_document(json_t *root, bool legacy, const char *path, const
 	v = helpers ? map_find(helpers, registry, &key) : NULL;
 	if (v) {
 		if (!json_is_string(v)) {
-			set_error(error, error_size, "credentials file '%s': credHelpers entry '%.200s' "
+			set_error("credentials file '%s': credHelpers entry '%.200s' "
 				  "is not a string", path, key);
 			return -EBADMSG;
 		}
 		log_debug("'%s' names credential helper '%s' for '%s'", path, json_string_value(v),
 			  registry);
-		return helper_lookup(json_string_value(v), registry, ret, error, error_size);
+		return helper_lookup(json_string_value(v), registry, ret);
 	}
 
 	/* "host/ns/repo", then "host/ns", then "host". */
@@ -661,7 +657,7 @@ static int lookup_in_document(json_t *root, bool legacy, const char *path, const
 		scope[n] = 0;
 		v = map_find(auths, scope, &key);
 		if (v) {
-			r = auth_entry(v, path, key, ret, error, error_size);
+			r = auth_entry(v, path, key, ret);
 			if (r != 0) {
 				if (r > 0)
 					log_debug("credentials for '%s' from entry '%s' of '%s'", registry,
@@ -677,13 +673,12 @@ static int lookup_in_document(json_t *root, bool legacy, const char *path, const
 
 	store = legacy ? NULL : json_string_value(json_object_get(root, "credsStore"));
 	if (store && store[0])
-		return helper_lookup(store, registry, ret, error, error_size);
+		return helper_lookup(store, registry, ret);
 	return 0;
 }
 
 static int lookup_in_file(const char *path, bool legacy, const char *registry,
-			  const char *repository, struct credentials **ret, char *error,
-			  size_t error_size)
+			  const char *repository, struct credentials **ret)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -697,7 +692,7 @@ static int lookup_in_file(const char *path, bool legacy, const char *registry,
 		return 0;
 	}
 	if (r < 0) {
-		set_error(error, error_size, "cannot read credentials file '%s': %s", path,
+		set_error("cannot read credentials file '%s': %s", path,
 			  r == -EFBIG ? "larger than 4 MiB" : strerror(-r));
 		return r;
 	}
@@ -706,11 +701,11 @@ static int lookup_in_file(const char *path, bool legacy, const char *registry,
 	free(buf);
 	if (!root) {
 		/* jerr.text may quote the text near the error: a secret.  Position only. */
-		set_error(error, error_size, "credentials file '%s' is not valid JSON (line %d, "
+		set_error("credentials file '%s' is not valid JSON (line %d, "
 			  "column %d)", path, jerr.line, jerr.column);
 		return -EBADMSG;
 	}
-	r = lookup_in_document(root, legacy, path, registry, repository, ret, error, error_size);
+	r = lookup_in_document(root, legacy, path, registry, repository, ret);
 	json_decref(root);
 	return r;
 }
@@ -749,8 +744,7 @@ int credentials_default_auth_file(char **ret)
 }
 
 int credentials_lookup(const struct credentials_options *o, const char *registry,
-		       const char *repository, struct credentials **ret, char *error,
-		       size_t error_size)
+		       const char *repository, struct credentials **ret)
 {
 	_cleanup_free_ char *key = NULL, *home = NULL, *first = NULL;
 	char *files[4] = {};
@@ -760,7 +754,7 @@ int credentials_lookup(const struct credentials_options *o, const char *registry
 
 	r = credentials_registry_key(registry, &key);
 	if (r < 0) {
-		set_error(error, error_size, "invalid registry name '%.200s'", registry);
+		set_error("invalid registry name '%.200s'", registry);
 		return r;
 	}
 	home = home_dir();
@@ -791,7 +785,7 @@ int credentials_lookup(const struct credentials_options *o, const char *registry
 		/* The same file twice (REGISTRY_AUTH_FILE pointing at docker's) is read once. */
 		if (i > 0 && files[0] && streq(files[i], files[0]))
 			continue;
-		r = lookup_in_file(files[i], legacy[i], key, repository, ret, error, error_size);
+		r = lookup_in_file(files[i], legacy[i], key, repository, ret);
 	}
 	if (r == 0) {
 		log_debug("no credentials for '%s'", key);

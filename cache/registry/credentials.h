@@ -38,12 +38,12 @@ DEFINE_CLEANUP_FUNC(struct credentials *, credentials_free);
 
 /* Credentials for @registry ("host[:port]" as a reference names it, "docker.io") and
  * @repository ("library/debian"; NULL or "" for the registry itself).  0 with *ret NULL
- * when no source has any.  On failure, one line for the user in @error: -EBADMSG malformed
+ * when no source has any.  On failure, one line for the user in the thread's message
+ * (error.h): -EBADMSG malformed
  * file or entry, -EFBIG file or helper output too large, -ETIMEDOUT helper too slow, -EPROTO
  * helper failed or answered nonsense, -ENOENT helper not on $PATH, other -errno reading. */
 int credentials_lookup(const struct credentials_options *o, const char *registry,
-		       const char *repository, struct credentials **ret, char *error,
-		       size_t error_size);
+		       const char *repository, struct credentials **ret);
 
 /* "USER:PASS" (the password may contain ':'); -EINVAL without ':' or with an empty user. */
 int credentials_parse_pair(const char *s, const char *source, struct credentials **ret);

@@ -169,7 +169,7 @@ static int repo_tags_load(json_t *tags, char ***ret)
 
 		if (!s)
 			return -EPROTO;
-		if (reference_parse(s, &ref, NULL) >= 0 && !reference_is_local(ref)) {
+		if (reference_parse(s, &ref) >= 0 && !reference_is_local(ref)) {
 			char *c = reference_to_string(ref);
 
 			r = c ? strv_consume(&l, c) : -ENOMEM;

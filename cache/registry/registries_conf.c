@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include "cache/base/error.h"
+
 #define CONF_FILE_MAX (1u << 20)
 #define CONF_DEFAULT "/etc/containers/registries.conf"
 #define CONF_DROPIN_DIR "/etc/containers/registries.conf.d"
@@ -94,7 +96,6 @@ struct parser {
 	const char *p, *end;
 	const char *file;
 	unsigned line;
-	char **error;
 	enum table table;
 	bool v1, v2;
 	struct registry_entry *entries;  /* this file's, in order */
@@ -123,11 +124,7 @@ static int fail(struct parser *ps, const char *fmt, ...)
 	va_end(ap);
 	if (k < 0)
 		return -ENOMEM;
-	if (ps->error && asprintf(ps->error, "%s:%u: %s", ps->file, ps->line, reason) < 0) {
-		*ps->error = NULL;
-		return -ENOMEM;
-	}
-	return -EINVAL;
+	return error_set(-EINVAL, "%s:%u: %s", ps->file, ps->line, reason);
 }
 
 static bool at_end(const struct parser *ps)
@@ -323,6 +320,22 @@ static int parse_key(struct parser *ps, char **ret)
 	return 0;
 }
 
+/* "key =" with blanks around '=': the key in *ret, the parser at the value. */
+static int parse_key_eq(struct parser *ps, char **ret)
+{
+	int r;
+
+	r = parse_key(ps, ret);
+	if (r < 0)
+		return r;
+	skip_blanks(ps);
+	if (at_end(ps) || *ps->p != '=')
+		return fail(ps, "expected '=' after '%s'", *ret);
+	ps->p++;
+	skip_blanks(ps);
+	return 0;
+}
+
 static int parse_value(struct parser *ps, struct value *v, unsigned depth);
 
 static int parse_array(struct parser *ps, struct value *v, unsigned depth)
@@ -382,14 +395,9 @@ static int parse_inline_table(struct parser *ps, struct value *v, unsigned depth
 		_cleanup_free_ char *key = NULL;
 		struct value e = {};
 
-		r = parse_key(ps, &key);
+		r = parse_key_eq(ps, &key);
 		if (r < 0)
 			return r;
-		skip_blanks(ps);
-		if (at_end(ps) || *ps->p != '=')
-			return fail(ps, "expected '=' after '%s'", key);
-		ps->p++;
-		skip_blanks(ps);
 		r = parse_value(ps, &e, depth + 1);
 		value_done(&e);
 		if (r < 0)
@@ -591,14 +599,9 @@ static int parse_key_value(struct parser *ps)
 	struct value v = {};
 	int r;
 
-	r = parse_key(ps, &key);
+	r = parse_key_eq(ps, &key);
 	if (r < 0)
 		return r;
-	skip_blanks(ps);
-	if (at_end(ps) || *ps->p != '=')
-		return fail(ps, "expected '=' after '%s'", key);
-	ps->p++;
-	skip_blanks(ps);
 	/* Errors name the line where the value starts, not where a long array ends. */
 	{
 		unsigned line = ps->line;
@@ -759,15 +762,13 @@ static int merge(struct registries_conf *c, struct parser *ps)
 }
 
 int registries_conf_add_text(struct registries_conf *c, const char *text, size_t len,
-			     const char *filename, char **ret_error)
+			     const char *filename)
 {
 	struct parser ps = {
-		.p = text, .end = text + len, .file = filename, .line = 1, .error = ret_error,
+		.p = text, .end = text + len, .file = filename, .line = 1,
 	};
 	int r;
 
-	if (ret_error)
-		*ret_error = NULL;
 	if (memchr(text, 0, len)) {
 		r = fail(&ps, "NUL byte in the file");
 		goto finish;
@@ -790,23 +791,19 @@ finish:
 	return r;
 }
 
-int registries_conf_add_file(struct registries_conf *c, const char *path, char **ret_error)
+int registries_conf_add_file(struct registries_conf *c, const char *path)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	int r;
 
-	if (ret_error)
-		*ret_error = NULL;
 	r = read_full_file(path, CONF_FILE_MAX, &text, &len);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
-		if (ret_error && asprintf(ret_error, "cannot read '%s': %s", path, strerror(-r)) < 0)
-			*ret_error = NULL;
-		return r;
+		return error_set(r, "cannot read '%s'", path);
 	}
-	return registries_conf_add_text(c, text, len, path, ret_error);
+	return registries_conf_add_text(c, text, len, path);
 }
 
 static int conf_dropin_filter(const struct dirent *d)
@@ -816,27 +813,25 @@ static int conf_dropin_filter(const struct dirent *d)
 	return d->d_name[0] != '.' && n > 5 && streq(d->d_name + n - 5, ".conf");
 }
 
-int registries_conf_load(struct registries_conf **ret, char **ret_error)
+int registries_conf_load(struct registries_conf **ret)
 {
 	_cleanup_(registries_conf_freep) struct registries_conf *c = NULL;
 	const char *env = getenv("CONTAINERS_REGISTRIES_CONF");
 	struct dirent **list = NULL;
 	int n, r;
 
-	if (ret_error)
-		*ret_error = NULL;
 	c = registries_conf_new();
 	if (!c)
 		return -ENOMEM;
 	/* A file named explicitly stands alone: no drop-ins, as in containers/image. */
 	if (env && *env) {
-		r = registries_conf_add_file(c, env, ret_error);
+		r = registries_conf_add_file(c, env);
 		if (r < 0)
 			return r;
 		*ret = TAKE_PTR(c);
 		return 0;
 	}
-	r = registries_conf_add_file(c, CONF_DEFAULT, ret_error);
+	r = registries_conf_add_file(c, CONF_DEFAULT);
 	if (r < 0)
 		return r;
 	n = scandir(CONF_DROPIN_DIR, &list, conf_dropin_filter, alphasort);
@@ -850,7 +845,7 @@ int registries_conf_load(struct registries_conf **ret, char **ret_error)
 			if (asprintf(&path, "%s/%s", CONF_DROPIN_DIR, list[i]->d_name) < 0)
 				r = -ENOMEM;
 			else
-				r = registries_conf_add_file(c, path, ret_error);
+				r = registries_conf_add_file(c, path);
 		}
 		free(list[i]);
 	}
@@ -912,8 +907,7 @@ void registries_endpoints_free(struct registries_endpoint *e, size_t n)
 }
 
 static int add_endpoint(struct registries_endpoint *list, size_t *n, const char *location,
-			const char *rest, const struct registries_endpoint *tmpl, const char *file,
-			char **ret_error)
+			const char *rest, const struct registries_endpoint *tmpl, const char *file)
 {
 	char *name;
 	size_t dl;
@@ -922,9 +916,8 @@ static int add_endpoint(struct registries_endpoint *list, size_t *n, const char 
 		return -ENOMEM;
 	dl = domain_len(name);
 	if (dl == 0 || !name[dl] || !name[dl + 1]) {
-		if (ret_error && asprintf(ret_error, "location '%s' in '%s' leaves no repository for "
-					  "'%s'", location, file, name) < 0)
-			*ret_error = NULL;
+		(void)error_set(-EINVAL, "location '%s' in '%s' leaves no repository for '%s'",
+				location, file, name);
 		free(name);
 		return -EINVAL;
 	}
@@ -934,8 +927,7 @@ static int add_endpoint(struct registries_endpoint *list, size_t *n, const char 
 }
 
 int registries_conf_endpoints(const struct registries_conf *c, const char *name,
-			      bool pull_by_digest, struct registries_endpoint **ret, size_t *ret_n,
-			      char **ret_error)
+			      bool pull_by_digest, struct registries_endpoint **ret, size_t *ret_n)
 {
 	struct registries_endpoint *list;
 	const struct registry_entry *e;
@@ -943,14 +935,9 @@ int registries_conf_endpoints(const struct registries_conf *c, const char *name,
 	const char *rest;
 	int r = 0;
 
-	if (ret_error)
-		*ret_error = NULL;
 	e = find_entry(c, name, &matched);
 	if (e && e->blocked) {
-		if (ret_error && asprintf(ret_error, "registry '%s' is blocked in %s", e->prefix,
-					  e->file) < 0)
-			*ret_error = NULL;
-		return -EPERM;
+		return error_set(-EPERM, "registry '%s' is blocked in %s", e->prefix, e->file);
 	}
 	list = calloc((e ? e->n_mirrors : 0) + 1, sizeof(*list));
 	if (!list)
@@ -968,7 +955,7 @@ int registries_conf_endpoints(const struct registries_conf *c, const char *name,
 		t.by_digest = pull != PULL_FROM_MIRROR_TAG_ONLY || !pull_by_digest;
 		if (pull == PULL_FROM_MIRROR_TAG_ONLY && pull_by_digest)
 			continue;
-		r = add_endpoint(list, &n, m->location, rest, &t, e->file, ret_error);
+		r = add_endpoint(list, &n, m->location, rest, &t, e->file);
 	}
 	if (r >= 0) {
 		struct registries_endpoint t = {
@@ -977,7 +964,7 @@ int registries_conf_endpoints(const struct registries_conf *c, const char *name,
 		bool rewrite = e && e->location && *e->location;
 
 		r = add_endpoint(list, &n, rewrite ? e->location : "", rewrite ? rest : name, &t,
-				 e ? e->file : "", ret_error);
+				 e ? e->file : "");
 	}
 	if (r < 0) {
 		registries_endpoints_free(list, n);

@@ -11,7 +11,7 @@
  * short-name-mode, credential-helpers, [aliases], …) are parsed and ignored.  Version 1 files
  * ([registries.insecure] and [registries.block] lists) are read too.
  *
- * Errors: -EINVAL with *ret_error set to one line, "FILE:LINE: reason" (caller frees). */
+ * Errors: -EINVAL with the thread's message (error.h) set to one line, "FILE:LINE: reason". */
 #pragma once
 
 #include <stdbool.h>
@@ -33,11 +33,11 @@ DEFINE_CLEANUP_FUNC(struct registries_conf *, registries_conf_free);
 
 /* Adds the settings of one file's text (@filename only names it in errors and messages). */
 int registries_conf_add_text(struct registries_conf *c, const char *text, size_t len,
-			     const char *filename, char **ret_error);
+			     const char *filename);
 /* Adds @path's settings; a missing file adds nothing. */
-int registries_conf_add_file(struct registries_conf *c, const char *path, char **ret_error);
+int registries_conf_add_file(struct registries_conf *c, const char *path);
 /* Reads the configuration as podman does (see above). */
-int registries_conf_load(struct registries_conf **ret, char **ret_error);
+int registries_conf_load(struct registries_conf **ret);
 
 /* Where one registry request for an image may go, in the order to try them. */
 struct registries_endpoint {
@@ -53,6 +53,5 @@ struct registries_endpoint {
  * Without a match, just @name.  -EPERM (with a message) when the registry is blocked; -EINVAL
  * (with a message) when a rewrite leaves no repository. */
 int registries_conf_endpoints(const struct registries_conf *c, const char *name,
-			      bool pull_by_digest, struct registries_endpoint **ret, size_t *ret_n,
-			      char **ret_error);
+			      bool pull_by_digest, struct registries_endpoint **ret, size_t *ret_n);
 void registries_endpoints_free(struct registries_endpoint *e, size_t n);  /* NULL-safe */

@@ -59,6 +59,7 @@
 #include "cache/registry/cert_dir.h"
 #include "cache/registry/credentials.h"
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/registry/http.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
@@ -115,7 +116,6 @@ struct registry {
 	char size_digest[DIGEST_STRING_MAX];
 	uint64_t size;
 	bool size_from_manifest;
-	char error[1024];
 };
 
 /* Hosts seen answering a Range request with the whole blob, so that it is said once per
@@ -161,19 +161,17 @@ struct registry *registry_free(struct registry *r)
 	return NULL;
 }
 
-const char *registry_last_error(struct registry *r)
-{
-	return r->error[0] ? r->error : "no error";
-}
-
+/* A failure of @r's, described for the user as this thread's message (error.h): a client is
+ * used by one thread at a time, so the message is that of its last call. */
 static void set_error(struct registry *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void set_error(struct registry *r, const char *fmt, ...)
 {
 	va_list ap;
 
+	(void)r;
 	va_start(ap, fmt);
-	(void)vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	(void)error_setv(0, fmt, ap);
 	va_end(ap);
 }
 
@@ -311,8 +309,7 @@ static int tls_load(struct registry *r)
 
 	if (r->tls_loaded)
 		return 0;
-	e = cert_dir_load(r->cert_dir, r->host, r->domain, &r->certs, r->error,
-			  sizeof(r->error));
+	e = cert_dir_load(r->cert_dir, r->host, r->domain, &r->certs);
 	if (e < 0)
 		return e;
 	r->tls.ca_pem = r->certs.ca_pem;
@@ -524,16 +521,13 @@ static bool realm_is_loopback(const char *url)
 static int lookup_credentials(struct registry *r)
 {
 	_cleanup_(credentials_freep) struct credentials *c = NULL;
-	char error[sizeof(r->error)];
 	int e;
 
-	e = credentials_lookup(r->credentials, r->domain, r->repository, &c, error, sizeof(error));
-	if (e < 0) {
+	e = credentials_lookup(r->credentials, r->domain, r->repository, &c);
+	if (e < 0)
 		/* Not marked as looked up: a caller that goes on after this failure (a HEAD
 		 * falls back to GET) meets the same error again, not an anonymous attempt. */
-		set_error(r, "%s", error);
 		return e;
-	}
 	r->credentials_looked_up = true;
 	if (!c)
 		return 0;
@@ -770,7 +764,7 @@ static long retry_wait_ms(struct registry *r, unsigned attempt, const struct htt
 
 /* Performs @req with our Authorization header, renewing the token on a 401, asking again for
  * a redirect whose target refused it, and retrying transient failures inside the deadline.
- * On failure r->error describes the last attempt. */
+ * On failure the thread's message (error.h) describes the last attempt. */
 static int registry_exchange(struct registry *r, struct http_request *req,
 			     const struct exchange *x, struct http_response *resp)
 {
@@ -862,13 +856,10 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 
 	if (e < 0) {
 		describe_failure(r, req, x->object, resp, e);
-		if (gave_up_wait > 0 && resp->retry_after_s >= 0) {
-			size_t k = strlen(r->error);
-
-			(void)snprintf(r->error + k, sizeof(r->error) - k,
-				       "; asked to retry after %ld s, past the %ld s deadline (%s)",
-				       resp->retry_after_s, (r->timeout_ms + 999) / 1000, TIMEOUT_ENV);
-		}
+		if (gave_up_wait > 0 && resp->retry_after_s >= 0)
+			set_error(r, "%s; asked to retry after %ld s, past the %ld s deadline (%s)",
+				  error_message() ?: "", resp->retry_after_s,
+				  (r->timeout_ms + 999) / 1000, TIMEOUT_ENV);
 	}
 	return e;
 }
@@ -932,7 +923,7 @@ static void describe_tls_failure(struct registry *r, const struct http_response 
 int registry_ping(struct registry *r)
 {
 	_cleanup_(http_response_done) struct http_response resp = {};
-	char tls_error[sizeof(r->error)], http_error[sizeof(r->error)];
+	char tls_error[ERROR_MESSAGE_MAX];
 	int e;
 
 	e = tls_load(r);
@@ -952,13 +943,13 @@ int registry_ping(struct registry *r)
 	if (!tls_failed(&resp) &&
 	    !(r->insecure && resp.transport == HTTP_TRANSPORT_OTHER && resp.status == 0))
 		return e;
+	describe_tls_failure(r, &resp, tls_error, sizeof(tls_error));
 	if (!r->insecure) {
-		describe_tls_failure(r, &resp, r->error, sizeof(r->error));
+		set_error(r, "%s", tls_error);
 		return -EHOSTUNREACH;
 	}
 
 	/* An insecure registry that fails TLS: plain HTTP, as docker does. */
-	describe_tls_failure(r, &resp, tls_error, sizeof(tls_error));
 	log_debug("%s, trying plain HTTP", tls_error);
 	http_response_done(&resp);
 	e = ping_scheme(r, "http", &resp);
@@ -967,8 +958,7 @@ int registry_ping(struct registry *r)
 	if (resp.status == 0 || resp.status == 400) {
 		/* No registry on plain HTTP either (a TLS-only server answers 400): the TLS
 		 * failure is the one to report. */
-		(void)snprintf(http_error, sizeof(http_error), "%s", r->error);
-		set_error(r, "%s; plain HTTP failed too: %s", tls_error, http_error);
+		set_error(r, "%s; plain HTTP failed too: %s", tls_error, error_message() ?: "");
 		return -EHOSTUNREACH;
 	}
 	return e;

@@ -5,8 +5,10 @@
  * Errors: -ENOENT unknown repository, tag, manifest or blob (404, MANIFEST_UNKNOWN…);
  * -EACCES refused (401/403 after auth); -EHOSTUNREACH connection failed, DNS, TLS;
  * -EAGAIN 429/5xx; -EPROTO protocol violation; -EBADMSG verification failed; -EFBIG over a
- * size limit; -ETIMEDOUT deadline passed.  registry_last_error() gives a one-line human
- * description of the last failure (e.g. "GET https://…/manifests/x: 404 MANIFEST_UNKNOWN").
+ * size limit; -ETIMEDOUT deadline passed.  A failure leaves the thread's message (error.h)
+ * describing it in one line that names the registry, the URL and the status or transport
+ * error, never a token or a password (e.g. "manifest unknown: host/repo:x (GET https://…:
+ * 404 MANIFEST_UNKNOWN)").
  */
 #pragma once
 
@@ -57,9 +59,6 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 		 struct registry **ret);
 struct registry *registry_free(struct registry *r);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
-/* The last failure as one line naming the URL and the status or transport error; never
- * contains a token or a password.  Valid until the next call on @r. */
-const char *registry_last_error(struct registry *r);
 /* Requests sent to the registry by this client and the body bytes they brought back. */
 void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes);
 /* The scheme the ping settled on, or NULL before a successful ping. */

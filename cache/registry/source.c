@@ -18,6 +18,7 @@
  */
 #include "source.h"
 
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/registries_conf.h"
 #include "cache/registry/source_local.h"
@@ -35,9 +36,6 @@ struct source {
 	struct endpoint *endpoints;  /* mirrors in order, the origin last */
 	size_t n;
 	size_t preferred;            /* served a call by digest last: those try it first */
-	size_t last;                 /* whose registry_last_error() applies, unless failed */
-	bool failed;                 /* every endpoint failed: error[] says how */
-	char error[1024];
 	char *hint;                  /* source_scheme()'s answer, kept until it changes */
 	size_t hint_endpoint;
 	struct source_local *local;  /* instead of endpoints, for a local transport */
@@ -121,8 +119,8 @@ static int endpoint_open(struct endpoint *ep, const struct registries_endpoint *
 	return registry_new(&er, &ro, &ep->registry);
 }
 
-int source_new_with_error(const struct reference *ref, const struct registry_options *o,
-			  struct source **ret, char **ret_error)
+int source_new(const struct reference *ref, const struct registry_options *o,
+	       struct source **ret)
 {
 	_cleanup_(registries_conf_freep) struct registries_conf *conf = NULL;
 	_cleanup_(source_freep) struct source *s = NULL;
@@ -131,8 +129,6 @@ int source_new_with_error(const struct reference *ref, const struct registry_opt
 	size_t n = 0;
 	int r;
 
-	if (ret_error)
-		*ret_error = NULL;
 	if (ref && reference_is_local(ref)) {
 		s = calloc(1, sizeof(*s));
 		if (!s)
@@ -145,12 +141,12 @@ int source_new_with_error(const struct reference *ref, const struct registry_opt
 	}
 	if (!ref || !ref->domain || !ref->repository)
 		return -EINVAL;
-	r = registries_conf_load(&conf, ret_error);
+	r = registries_conf_load(&conf);
 	if (r < 0)
 		return r;
 	if (asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
 		return -ENOMEM;
-	r = registries_conf_endpoints(conf, name, ref->digest != NULL, &plan, &n, ret_error);
+	r = registries_conf_endpoints(conf, name, ref->digest != NULL, &plan, &n);
 	if (r < 0)
 		return r;
 
@@ -179,21 +175,6 @@ int source_new_with_error(const struct reference *ref, const struct registry_opt
 		return r;
 	*ret = TAKE_PTR(s);
 	return 0;
-}
-
-int source_new(const struct reference *ref, const struct registry_options *o,
-	       struct source **ret)
-{
-	_cleanup_free_ char *error = NULL;
-
-	return source_new_with_error(ref, o, ret, &error);
-}
-
-const char *source_last_error(struct source *s)
-{
-	if (s->local)
-		return source_local_last_error(s->local);
-	return s->failed ? s->error : registry_last_error(s->endpoints[s->last].registry);
 }
 
 void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes)
@@ -242,11 +223,14 @@ static bool endpoint_serves(const struct endpoint *ep, enum request kind)
 }
 
 /* Calls @call on each endpoint that may serve @kind until one succeeds (see the top of the
- * file for what moves on).  When all fail, the origin's error is returned and described. */
+ * file for what moves on).  When all fail, the origin's error is returned, and its message
+ * says which mirrors were tried first.  A success leaves no message: a mirror's miss was
+ * handled. */
 static int source_try(struct source *s, enum request kind,
 		      int (*call)(struct registry *r, void *args), void *args,
 		      bool (*may_retry)(void *args))
 {
+	struct error_carry origin_error = {};
 	char tried[512] = "";
 	size_t order[s->n + 1], n_order = 0, origin = s->n - 1;
 	int r = -EHOSTUNREACH, r_origin = 0;
@@ -262,41 +246,36 @@ static int source_try(struct source *s, enum request kind,
 	for (size_t k = 0; k < n_order; k++) {
 		struct endpoint *ep = &s->endpoints[order[k]];
 
+		error_clear();
 		r = call(ep->registry, args);
-		s->last = order[k];
 		if (r >= 0) {
 			/* Only calls by digest teach the order for calls by digest: a tag that
 			 * must be resolved at the origin says nothing about where blobs are. */
 			if (kind != REQUEST_BY_TAG && ep->by_digest)
 				s->preferred = order[k];
-			s->failed = false;
+			error_clear();
 			return r;
 		}
-		if (r == -ENOMEM || r == -EINVAL || (may_retry && !may_retry(args))) {
-			s->failed = false;
+		if (r == -ENOMEM || r == -EINVAL || (may_retry && !may_retry(args)))
 			return r;
-		}
 		if (order[k] == origin) {
 			r_origin = r;
-			(void)snprintf(s->error, sizeof(s->error), "%s",
-				       registry_last_error(ep->registry));
+			error_save(&origin_error);
 		} else {
 			size_t used = strlen(tried);
 
 			log_debug("mirror '%s' failed, trying the next endpoint: %s", ep->name,
-				  registry_last_error(ep->registry));
+				  error_message() ?: strerror(-r));
 			(void)snprintf(tried + used, sizeof(tried) - used, "%s'%s'",
 				       used ? ", " : "", ep->name);
 		}
 	}
 	/* The origin is always asked, so its error is the one to report. */
 	if (r_origin < 0) {
-		size_t used = strlen(s->error);
-
+		(void)error_restore(r_origin, &origin_error);
 		if (*tried)
-			(void)snprintf(s->error + used, sizeof(s->error) - used,
-				       " (mirrors tried first: %s)", tried);
-		s->failed = true;
+			(void)error_set(r_origin, "%s (mirrors tried first: %s)",
+					error_message() ?: strerror(-r_origin), tried);
 		return r_origin;
 	}
 	return r;

@@ -5,7 +5,9 @@
  * to know which.
  *
  * The calls, their errors and their threading rules are those of registry.h: one thread at a
- * time per object; create one object per thread that needs one. */
+ * time per object; create one object per thread that needs one.  A failed call leaves the
+ * thread's message (error.h): when every endpoint failed, the origin's, with the mirrors that
+ * were tried first. */
 #pragma once
 
 #include "cache/registry/registry.h"
@@ -14,20 +16,14 @@ struct source;
 
 /* Reads registries.conf (every time: objects are made a few per pull or mount).  -EPERM when
  * the registry is blocked there, -EINVAL when the file does not parse or a rewrite leaves no
- * repository.  @o->insecure applies to every endpoint; credentials go only to endpoints on
- * the reference's own registry; @o->scheme may be an earlier source_scheme(). */
+ * repository, with the thread's message (error.h) saying why: "registry 'X' is blocked in
+ * FILE", "FILE:LINE: reason".  @o->insecure applies to every endpoint; credentials go only to
+ * endpoints on the reference's own registry; @o->scheme may be an earlier source_scheme(). */
 int source_new(const struct reference *ref, const struct registry_options *o,
 	       struct source **ret);
-/* The same, with *ret_error set (caller frees) to one line saying why when there is more to
- * say than the errno: "registry 'X' is blocked in FILE", "FILE:LINE: reason". */
-int source_new_with_error(const struct reference *ref, const struct registry_options *o,
-			  struct source **ret, char **ret_error);
 struct source *source_free(struct source *s);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct source *, source_free);
 
-/* The last call's failure as one line; when every endpoint failed, the origin's error and the
- * mirrors that were tried first. */
-const char *source_last_error(struct source *s);
 void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret_bytes);
 /* An opaque hint for registry_options.scheme of later objects of the same source (what an
  * earlier object learnt: which endpoint served last and its scheme; the later object starts

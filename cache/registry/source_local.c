@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/registry/docker_archive.h"
 #include "cache/format/manifest.h"
 #include "cache/registry/tar_index.h"
@@ -49,7 +50,6 @@ struct source_local {
 	int dir_fd;                       /* oci: the layout directory */
 	struct local_archive *archive;    /* oci-archive:, docker-archive: */
 	uint64_t bytes;
-	char error[512];
 };
 
 /* Where a blob's bytes are: a file of its own (oci:) or a range of the archive. */
@@ -65,6 +65,7 @@ static void blob_loc_done(struct blob_loc *l)
 		closep(&l->fd);
 }
 
+/* @s's failure, as this thread's message (error.h); returns @r. */
 static int set_error(struct source_local *s, int r, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -72,8 +73,9 @@ static int set_error(struct source_local *s, int r, const char *fmt, ...)
 {
 	va_list ap;
 
+	(void)s;
 	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	(void)error_setv(r, fmt, ap);
 	va_end(ap);
 	return r;
 }
@@ -130,10 +132,10 @@ static int local_archive_open(struct source_local *s, struct local_archive **ret
 		return -ENOMEM;
 	a->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (a->fd < 0)
-		return set_error(s, -errno, "cannot open '%s': %s", path, strerror(errno));
+		return set_error(s, -errno, "cannot open '%s'", path);
 	/* Identity from the file actually opened, in case it was replaced since the stat. */
 	if (fstat(a->fd, &fst) < 0)
-		return set_error(s, -errno, "cannot stat '%s': %s", path, strerror(errno));
+		return set_error(s, -errno, "cannot stat '%s'", path);
 	a->transport = s->ref->transport;
 	a->dev = fst.st_dev;
 	a->ino = fst.st_ino;
@@ -150,7 +152,7 @@ static int local_archive_open(struct source_local *s, struct local_archive **ret
 		return set_error(s, r, "'%s' is not a tar archive (%s: expects one)", path,
 				 transport_name(a->transport));
 	if (r < 0)
-		return set_error(s, r, "cannot read '%s': %s", path, strerror(-r));
+		return set_error(s, r, "cannot read '%s'", path);
 
 	if (a->transport == REFERENCE_OCI_ARCHIVE) {
 		if (!tar_index_find(a->tar, "index.json"))
@@ -163,8 +165,7 @@ static int local_archive_open(struct source_local *s, struct local_archive **ret
 		if (r < 0 && why[0])
 			return set_error(s, r, "'%s' is not a usable docker-archive: %s", path, why);
 		if (r < 0)
-			return set_error(s, r, "cannot read docker-archive '%s': %s", path,
-					 strerror(-r));
+			return set_error(s, r, "cannot read docker-archive '%s'", path);
 		s->bytes += a->docker->bytes_read;
 	}
 	a->n_ref = 1;
@@ -187,8 +188,8 @@ static int archive_acquire(struct source_local *s)
 	int r = 0;
 
 	if (stat(path, &st) < 0)
-		return set_error(s, -errno, "cannot open %s '%s': %s",
-				 transport_name(s->ref->transport), path, strerror(errno));
+		return set_error(s, -errno, "cannot open %s '%s'",
+				 transport_name(s->ref->transport), path);
 	if (S_ISDIR(st.st_mode))
 		return set_error(s, -EPROTO, "'%s' is a directory: %s: expects a tar file (use oci:%s)",
 				 path, transport_name(s->ref->transport), path);
@@ -226,8 +227,7 @@ static int ensure_open(struct source_local *s)
 					 "'%s' is not a directory: oci: expects an OCI image layout "
 					 "(use oci-archive: or docker-archive: for a tar)", path);
 		if (s->dir_fd < 0)
-			return set_error(s, -errno, "cannot open OCI layout '%s': %s", path,
-					 strerror(errno));
+			return set_error(s, -errno, "cannot open OCI layout '%s'", path);
 	} else {
 		r = archive_acquire(s);
 		if (r < 0)
@@ -266,11 +266,6 @@ struct source_local *source_local_free(struct source_local *s)
 	return NULL;
 }
 
-const char *source_local_last_error(struct source_local *s)
-{
-	return s->error[0] ? s->error : "no error";
-}
-
 void source_local_get_counters(struct source_local *s, uint64_t *ret_requests,
 			       uint64_t *ret_bytes)
 {
@@ -299,12 +294,10 @@ static int read_layout_file(struct source_local *s, const char *name, size_t max
 			return set_error(s, -EPROTO, "'%s' is not an OCI image layout (it has no %s)",
 					 s->ref->path, name);
 		if (fd < 0)
-			return set_error(s, -errno, "cannot open '%s/%s': %s", s->ref->path, name,
-					 strerror(errno));
+			return set_error(s, -errno, "cannot open '%s/%s'", s->ref->path, name);
 		r = read_full_fd(fd, max, &buf, &len);
 		if (r < 0)
-			return set_error(s, r, "cannot read '%s/%s': %s", s->ref->path, name,
-					 strerror(-r));
+			return set_error(s, r, "cannot read '%s/%s'", s->ref->path, name);
 	} else {
 		m = tar_index_find(s->archive->tar, name);
 		if (!m)
@@ -350,8 +343,8 @@ static int blob_locate(struct source_local *s, const char *digest, struct blob_l
 			return set_error(s, -ENOENT, "blob '%s' not found in '%s'", digest,
 					 s->ref->path);
 		if (fd < 0 || fstat(fd, &st) < 0)
-			return set_error(s, -errno, "cannot open blob '%s' in '%s': %s", digest,
-					 s->ref->path, strerror(errno));
+			return set_error(s, -errno, "cannot open blob '%s' in '%s'", digest,
+					 s->ref->path);
 		if (!S_ISREG(st.st_mode))
 			return set_error(s, -EPROTO, "blob '%s' in '%s' is not a regular file", digest,
 					 s->ref->path);
@@ -387,8 +380,7 @@ static int blob_pread(struct source_local *s, const struct blob_loc *l, const ch
 	if (r == -ENODATA)
 		return set_error(s, -EPROTO, "blob '%s' in '%s' is truncated", digest, s->ref->path);
 	if (r < 0)
-		return set_error(s, r, "cannot read blob '%s' in '%s': %s", digest, s->ref->path,
-				 strerror(-r));
+		return set_error(s, r, "cannot read blob '%s' in '%s'", digest, s->ref->path);
 	s->bytes += len;
 	return 0;
 }

@@ -19,7 +19,6 @@ int source_local_new(const struct reference *ref, struct source_local **ret);
 struct source_local *source_local_free(struct source_local *s);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct source_local *, source_local_free);
 
-const char *source_local_last_error(struct source_local *s);
 void source_local_get_counters(struct source_local *s, uint64_t *ret_requests,
 			       uint64_t *ret_bytes);
 

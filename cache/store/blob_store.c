@@ -151,32 +151,34 @@ int blob_store_open_blob_sized(struct blob_store *bs, const char *digest, uint64
 	return 0;
 }
 
-int blob_store_has(struct blob_store *bs, const char *digest)
+/* 1 with *st when the blob is stored (a regular file), 0 when it is not. */
+static int blob_stat(struct blob_store *bs, const char *digest, struct stat *st)
 {
 	char rel[3 + DIGEST_HEX_LEN + 1];
-	struct stat st;
 	int r;
 
 	r = blob_relpath(digest, rel);
 	if (r < 0)
 		return r;
-	if (fstatat(bs->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(bs->blobs_fd, rel, st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	return S_ISREG(st.st_mode) ? 1 : 0;
+	return S_ISREG(st->st_mode) ? 1 : 0;
+}
+
+int blob_store_has(struct blob_store *bs, const char *digest)
+{
+	struct stat st;
+
+	return blob_stat(bs, digest, &st);
 }
 
 int blob_store_has_size(struct blob_store *bs, const char *digest, uint64_t size)
 {
-	char rel[3 + DIGEST_HEX_LEN + 1];
 	struct stat st;
 	int r;
 
-	r = blob_relpath(digest, rel);
-	if (r < 0)
-		return r;
-	if (fstatat(bs->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	return S_ISREG(st.st_mode) && (uint64_t)st.st_size == size ? 1 : 0;
+	r = blob_stat(bs, digest, &st);
+	return r <= 0 ? r : (uint64_t)st.st_size == size;
 }
 
 int blob_store_remove(struct blob_store *bs, const char *digest)

@@ -2,9 +2,11 @@
  * blob store inside it. */
 #include "cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cache/base/util.h"
 
@@ -103,4 +105,35 @@ int cache_lock_file(const char *cache_dir, const char *name, int operation, int 
 			return -errno;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+int cache_tmp_foreach_old(struct cache *c, int64_t min_age,
+			  int (*cb)(void *userdata, int dir_fd, const char *name,
+				    const struct stat *st),
+			  void *userdata)
+{
+	_cleanup_free_ char *path = NULL;
+	time_t now = time(NULL);
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	if (asprintf(&path, "%s/tmp", c->dir) < 0)
+		return -ENOMEM;
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (r >= 0 && (de = readdir(d))) {
+		struct stat st;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if ((int64_t)(now - st.st_mtime) < min_age)
+			continue;
+		r = cb(userdata, dirfd(d), de->d_name, &st);
+	}
+	closedir(d);
+	return r;
 }

@@ -24,3 +24,11 @@ struct cache *cache_free(struct cache *c);  /* NULL-safe */
  * releases it.  With LOCK_NB, -EWOULDBLOCK when another process holds it. */
 int cache_lock_file(const char *cache_dir, const char *name, int operation, int *ret_fd);
 DEFINE_CLEANUP_FUNC(struct cache *, cache_free);
+/* Calls @cb for each entry of CACHE/tmp whose mtime is at least @min_age seconds old (a
+ * younger one may be a live writer's), with tmp's fd to act on it, until @cb fails; 0 when
+ * there is no tmp.  An entry that vanishes meanwhile is skipped. */
+struct stat;
+int cache_tmp_foreach_old(struct cache *c, int64_t min_age,
+			  int (*cb)(void *userdata, int dir_fd, const char *name,
+				    const struct stat *st),
+			  void *userdata);

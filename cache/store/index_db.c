@@ -443,23 +443,36 @@ static int column_dup(sqlite3_stmt *s, int i, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* Runs the cached statement @id with its text parameters ?1 = @a and ?2 = @b (unless NULL)
+ * to its first row: 0 on the row, -ENOENT when there is none.  *@s is the statement in every
+ * case, so that the caller's _cleanup_stmt_done_ puts it back. */
+static int db_stmt_row(struct index_db *db, enum stmt_id id, const char *a, const char *b,
+		       sqlite3_stmt **s)
+{
+	int rc, r;
+
+	r = db_stmt(db, id, s);
+	if (r < 0)
+		return r;
+	bind_text(*s, 1, a, &r);
+	if (b)
+		bind_text(*s, 2, b, &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(*s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	return rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
+}
+
 int index_db_ref_get(struct index_db *db, const char *ref, const char *platform, char **ret_digest)
 {
 	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
-	int rc, r;
+	int r;
 
-	r = db_stmt(db, STMT_REF_GET, &s);
+	r = db_stmt_row(db, STMT_REF_GET, ref, platform ?: "", &s);
 	if (r < 0)
 		return r;
-	bind_text(s, 1, ref, &r);
-	bind_text(s, 2, platform ?: "", &r);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return sqlite_errno(rc);
 	return column_dup(s, 0, ret_digest, NULL);
 }
 
@@ -507,19 +520,11 @@ int index_db_image_get(struct index_db *db, const char *manifest_digest, char **
 	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
 	_cleanup_free_ char *media_type = NULL, *manifest = NULL, *config = NULL;
 	size_t manifest_len = 0, config_len = 0;
-	int rc, r;
+	int r;
 
-	r = db_stmt(db, STMT_IMAGE_GET, &s);
+	r = db_stmt_row(db, STMT_IMAGE_GET, manifest_digest, NULL, &s);
 	if (r < 0)
 		return r;
-	bind_text(s, 1, manifest_digest, &r);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return sqlite_errno(rc);
 
 	if (ret_media_type)
 		r = column_dup(s, 0, &media_type, NULL);
@@ -547,19 +552,11 @@ int index_db_image_get(struct index_db *db, const char *manifest_digest, char **
 static int db_layer_id(struct index_db *db, const char *digest, int64_t *ret_id)
 {
 	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
-	int rc, r;
+	int r;
 
-	r = db_stmt(db, STMT_LAYER_ID, &s);
+	r = db_stmt_row(db, STMT_LAYER_ID, digest, NULL, &s);
 	if (r < 0)
 		return r;
-	bind_text(s, 1, digest, &r);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return sqlite_errno(rc);
 	*ret_id = sqlite3_column_int64(s, 0);
 	return 0;
 }
@@ -642,14 +639,8 @@ static int xattrs_unpack(const uint8_t *blob, size_t size, struct xattr **buf, s
 	/* Each xattr takes at least 9 bytes, which also bounds the allocation below. */
 	if (n > (size - 4) / 9)
 		return -EBADMSG;
-	if (n > *n_allocated) {
-		struct xattr *nb = realloc(*buf, n * sizeof(struct xattr));
-
-		if (!nb)
-			return -ENOMEM;
-		*buf = nb;
-		*n_allocated = n;
-	}
+	if (greedy_realloc((void **)buf, n_allocated, n, sizeof(**buf)) < 0)
+		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t len;
 
@@ -706,19 +697,11 @@ int index_db_layer_begin(struct index_db *db, const char *digest, const char *me
 int index_db_layer_get_format(struct index_db *db, const char *digest, char **ret_format)
 {
 	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
-	int rc, r;
+	int r;
 
-	r = db_stmt(db, STMT_LAYER_FORMAT, &s);
+	r = db_stmt_row(db, STMT_LAYER_FORMAT, digest, NULL, &s);
 	if (r < 0)
 		return r;
-	bind_text(s, 1, digest, &r);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return sqlite_errno(rc);
 	return column_dup(s, 0, ret_format, NULL);
 }
 
@@ -774,15 +757,9 @@ int layer_writer_add(struct layer_writer *w, const struct entry *e)
 		if (e->chunks[i].digest)
 			size += strlen(e->chunks[i].digest) + 1;
 
-	if (w->n_entries == w->n_allocated) {
-		size_t n = w->n_allocated ? w->n_allocated * 2 : 256;
-		struct pending_entry **ne = realloc(w->entries, n * sizeof(*ne));
-
-		if (!ne)
-			return -ENOMEM;
-		w->entries = ne;
-		w->n_allocated = n;
-	}
+	r = GREEDY_REALLOC(w->entries, w->n_allocated, w->n_entries + 1);
+	if (r < 0)
+		return r;
 
 	pe = malloc(size);
 	if (!pe)
@@ -954,6 +931,7 @@ struct chunk_buf {
 	struct chunk *chunks;
 	size_t n, n_allocated;
 	size_t *digest_off;     /* into @strs; SIZE_MAX for a zeros chunk */
+	size_t off_allocated;
 	char *strs;
 	size_t strs_len, strs_allocated;
 };
@@ -970,31 +948,10 @@ static int chunk_buf_push(struct chunk_buf *b, sqlite3_stmt *s)
 	const char *digest = (const char *)sqlite3_column_text(s, 5);
 	size_t len = digest ? (size_t)sqlite3_column_bytes(s, 5) + 1 : 0;
 
-	if (b->n == b->n_allocated) {
-		size_t n = b->n_allocated ? b->n_allocated * 2 : 64;
-		struct chunk *nc;
-		size_t *no;
-
-		nc = reallocarray(b->chunks, n, sizeof(*nc));
-		if (!nc)
-			return -ENOMEM;
-		b->chunks = nc;
-		no = reallocarray(b->digest_off, n, sizeof(*no));
-		if (!no)
-			return -ENOMEM;
-		b->digest_off = no;
-		b->n_allocated = n;
-	}
-	if (b->strs_len + len > b->strs_allocated) {
-		size_t n = b->strs_allocated * 2 > b->strs_len + len + 4096 ?
-			   b->strs_allocated * 2 : b->strs_len + len + 4096;
-		char *ns = realloc(b->strs, n);
-
-		if (!ns)
-			return -ENOMEM;
-		b->strs = ns;
-		b->strs_allocated = n;
-	}
+	if (GREEDY_REALLOC(b->chunks, b->n_allocated, b->n + 1) < 0 ||
+	    GREEDY_REALLOC(b->digest_off, b->off_allocated, b->n + 1) < 0 ||
+	    GREEDY_REALLOC(b->strs, b->strs_allocated, b->strs_len + len) < 0)
+		return -ENOMEM;
 	b->chunks[b->n] = (struct chunk) {
 		.file_offset = (uint64_t)sqlite3_column_int64(s, 1),
 		.size = (uint64_t)sqlite3_column_int64(s, 2),
@@ -1131,123 +1088,143 @@ static int db_step_end(int rc)
 	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
 }
 
-int index_db_ref_foreach(struct index_db *db,
-			 int (*cb)(void *userdata, const struct index_db_ref_row *row), void *userdata)
+/* Prepares @sql, binds ?1 to @id unless it is negative, and hands each result row to @row
+ * until it fails; the statement is finalized on return.  Returns @row's error or the walk's. */
+static int db_walk(struct index_db *db, const char *sql, int64_t id,
+		   int (*row)(sqlite3_stmt *s, void *userdata), void *userdata)
 {
 	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
 	int rc, r;
 
-	r = db_prepare(db, "SELECT ref, platform, digest, updated FROM refs ORDER BY ref, platform",
-		       &s);
+	r = db_prepare(db, sql, &s);
+	if (r < 0)
+		return r;
+	if (id >= 0)
+		bind_int(s, 1, id, &r);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct index_db_ref_row row = {
-			.ref = (const char *)sqlite3_column_text(s, 0),
-			.platform = (const char *)sqlite3_column_text(s, 1),
-			.digest = (const char *)sqlite3_column_text(s, 2),
-			.updated = sqlite3_column_int64(s, 3),
-		};
-
-		if (!row.ref || !row.platform || !row.digest)
-			return -ENOMEM;
-		r = cb(userdata, &row);
+		r = row(s, userdata);
 		if (r < 0)
 			return r;
 	}
 	return db_step_end(rc);
+}
+
+/* A public walk's callback, for the row adapters below. */
+struct walk {
+	union {
+		int (*ref)(void *userdata, const struct index_db_ref_row *row);
+		int (*image)(void *userdata, const struct index_db_image_row *row);
+		int (*layer)(void *userdata, const struct index_db_layer_row *row);
+		int (*blob)(void *userdata, const char *digest, bool chunk);
+	};
+	void *userdata;
+};
+
+static int ref_row(sqlite3_stmt *s, void *userdata)
+{
+	const struct walk *w = userdata;
+	struct index_db_ref_row row = {
+		.ref = (const char *)sqlite3_column_text(s, 0),
+		.platform = (const char *)sqlite3_column_text(s, 1),
+		.digest = (const char *)sqlite3_column_text(s, 2),
+		.updated = sqlite3_column_int64(s, 3),
+	};
+
+	if (!row.ref || !row.platform || !row.digest)
+		return -ENOMEM;
+	return w->ref(w->userdata, &row);
+}
+
+int index_db_ref_foreach(struct index_db *db,
+			 int (*cb)(void *userdata, const struct index_db_ref_row *row), void *userdata)
+{
+	struct walk w = { .ref = cb, .userdata = userdata };
+
+	return db_walk(db, "SELECT ref, platform, digest, updated FROM refs ORDER BY ref, platform",
+		       -1, ref_row, &w);
+}
+
+static int image_row(sqlite3_stmt *s, void *userdata)
+{
+	const struct walk *w = userdata;
+	struct index_db_image_row row = {
+		.digest = (const char *)sqlite3_column_text(s, 0),
+		.media_type = (const char *)sqlite3_column_text(s, 1),
+		.manifest = sqlite3_column_blob(s, 2),
+		.manifest_len = (size_t)sqlite3_column_bytes(s, 2),
+		.created = sqlite3_column_int64(s, 3),
+		.last_used = sqlite3_column_int64(s, 4),
+	};
+
+	if (!row.digest || !row.media_type)
+		return -ENOMEM;
+	if (!row.manifest)
+		row.manifest = "";
+	return w->image(w->userdata, &row);
 }
 
 int index_db_image_foreach(struct index_db *db,
 			   int (*cb)(void *userdata, const struct index_db_image_row *row),
 			   void *userdata)
 {
-	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
-	int rc, r;
+	struct walk w = { .image = cb, .userdata = userdata };
 
-	r = db_prepare(db, "SELECT digest, media_type, manifest, created, last_used FROM images"
-		       " ORDER BY digest", &s);
-	if (r < 0)
-		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct index_db_image_row row = {
-			.digest = (const char *)sqlite3_column_text(s, 0),
-			.media_type = (const char *)sqlite3_column_text(s, 1),
-			.manifest = sqlite3_column_blob(s, 2),
-			.manifest_len = (size_t)sqlite3_column_bytes(s, 2),
-			.created = sqlite3_column_int64(s, 3),
-			.last_used = sqlite3_column_int64(s, 4),
-		};
+	return db_walk(db, "SELECT digest, media_type, manifest, created, last_used FROM images"
+		       " ORDER BY digest", -1, image_row, &w);
+}
 
-		if (!row.digest || !row.media_type)
-			return -ENOMEM;
-		if (!row.manifest)
-			row.manifest = "";
-		r = cb(userdata, &row);
-		if (r < 0)
-			return r;
-	}
-	return db_step_end(rc);
+static int layer_row(sqlite3_stmt *s, void *userdata)
+{
+	const struct walk *w = userdata;
+	struct index_db_layer_row row = {
+		.digest = (const char *)sqlite3_column_text(s, 0),
+		.media_type = (const char *)sqlite3_column_text(s, 1),
+		.format = (const char *)sqlite3_column_text(s, 2),
+		.n_entries = sqlite3_column_int64(s, 3),
+	};
+
+	if (!row.digest || !row.format)
+		return -ENOMEM;
+	return w->layer(w->userdata, &row);
 }
 
 int index_db_layer_foreach_row(struct index_db *db,
 			       int (*cb)(void *userdata, const struct index_db_layer_row *row),
 			       void *userdata)
 {
-	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
-	int rc, r;
+	struct walk w = { .layer = cb, .userdata = userdata };
 
-	r = db_prepare(db, "SELECT digest, media_type, format, n_entries FROM layers ORDER BY digest",
-		       &s);
-	if (r < 0)
-		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct index_db_layer_row row = {
-			.digest = (const char *)sqlite3_column_text(s, 0),
-			.media_type = (const char *)sqlite3_column_text(s, 1),
-			.format = (const char *)sqlite3_column_text(s, 2),
-			.n_entries = sqlite3_column_int64(s, 3),
-		};
+	return db_walk(db, "SELECT digest, media_type, format, n_entries FROM layers ORDER BY digest",
+		       -1, layer_row, &w);
+}
 
-		if (!row.digest || !row.format)
-			return -ENOMEM;
-		r = cb(userdata, &row);
-		if (r < 0)
-			return r;
-	}
-	return db_step_end(rc);
+static int blob_row(sqlite3_stmt *s, void *userdata)
+{
+	const struct walk *w = userdata;
+	const char *d = (const char *)sqlite3_column_text(s, 0);
+
+	if (!d)
+		return -ENOMEM;
+	return w->blob(w->userdata, d, sqlite3_column_int(s, 1) != 0);
 }
 
 int index_db_layer_foreach_blob(struct index_db *db, const char *layer_digest,
 				int (*cb)(void *userdata, const char *digest, bool chunk),
 				void *userdata)
 {
-	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	struct walk w = { .blob = cb, .userdata = userdata };
 	int64_t layer_id;
-	int rc, r;
+	int r;
 
 	r = db_layer_id(db, layer_digest, &layer_id);
 	if (r < 0)
 		return r;
-	r = db_prepare(db, "SELECT DISTINCT digest, 0 FROM entries"
+	return db_walk(db, "SELECT DISTINCT digest, 0 FROM entries"
 		       " WHERE layer_id = ?1 AND digest IS NOT NULL"
 		       " UNION SELECT DISTINCT digest, 1 FROM chunks"
-		       " WHERE layer_id = ?1 AND digest IS NOT NULL", &s);
-	if (r < 0)
-		return r;
-	bind_int(s, 1, layer_id, &r);
-	if (r < 0)
-		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *d = (const char *)sqlite3_column_text(s, 0);
-
-		if (!d)
-			return -ENOMEM;
-		r = cb(userdata, d, sqlite3_column_int(s, 1) != 0);
-		if (r < 0)
-			return r;
-	}
-	return db_step_end(rc);
+		       " WHERE layer_id = ?1 AND digest IS NOT NULL", layer_id, blob_row, &w);
 }
 
 int index_db_blob_is_referenced(struct index_db *db, const char *digest)
@@ -1342,28 +1319,24 @@ void index_db_transaction_rollback(struct index_db *db)
 	db_rollback(db);
 }
 
+/* Keeps each line of PRAGMA integrity_check that is not "ok". */
+static int problem_row(sqlite3_stmt *s, void *userdata)
+{
+	const char *m = (const char *)sqlite3_column_text(s, 0);
+
+	if (!m)
+		return -ENOMEM;
+	return streq(m, "ok") ? 0 : strv_push(userdata, m);
+}
+
 int index_db_integrity_check(struct index_db *db, char ***ret_problems)
 {
-	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
 	_cleanup_strv_free_ char **l = NULL;
-	int rc, r;
+	int r;
 
-	r = db_prepare(db, "PRAGMA integrity_check", &s);
+	r = db_walk(db, "PRAGMA integrity_check", -1, problem_row, &l);
 	if (r < 0)
 		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *m = (const char *)sqlite3_column_text(s, 0);
-
-		if (!m)
-			return -ENOMEM;
-		if (streq(m, "ok"))
-			continue;
-		r = strv_push(&l, m);
-		if (r < 0)
-			return r;
-	}
-	if (rc != SQLITE_DONE)
-		return sqlite_errno(rc);
 	*ret_problems = TAKE_PTR(l);
 	return 0;
 }

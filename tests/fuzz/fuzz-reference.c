@@ -13,7 +13,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	_cleanup_(reference_freep) struct reference *ref = NULL, *copy = NULL, *again = NULL;
 	_cleanup_free_ char *s = NULL, *canonical = NULL, *short_name = NULL, *canonical2 = NULL;
-	const char *error = NULL;
 
 	/* a reference longer than this is rejected by its length alone */
 	if (size > 4096)
@@ -24,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	memcpy(s, data, size);
 	s[size] = '\0';
-	if (reference_parse(s, &ref, &error) < 0)
+	if (reference_parse(s, &ref) < 0)
 		return 0;
 
 	canonical = reference_to_string(ref);
@@ -37,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (reference_is_local(ref))
 		return 0;  /* a local path is resolved against the file system: no fixed point */
-	if (reference_parse(canonical, &again, &error) < 0)
+	if (reference_parse(canonical, &again) < 0)
 		abort();
 	canonical2 = reference_to_string(again);
 	if (!canonical2 || strcmp(canonical, canonical2) != 0)

@@ -3,6 +3,7 @@
 image, 5 mount), prints exactly one line on stderr that says what is wrong, and leaves nothing
 behind: nothing mounted, no daemon, and a cache that still works."""
 
+import json
 import os
 import subprocess
 
@@ -210,3 +211,31 @@ def test_usage_errors(lazyroot, test_dir, args, rc, words):
     for w in words:
         assert w in line, (w, line)
     assert not mounts_under(test_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# the line itself: "lazyroot: what failed: CLASS: object and reason" (lazyroot(1), DIAGNOSTICS)
+
+EXACT_CASES = [
+    ("unknown-tag", lambda reg: "%s/fixtures/oci-gzip:no-such-tag" % reg.addr, (), 3,
+     "No such file or directory: manifest unknown: {addr}/fixtures/oci-gzip:no-such-tag "
+     "(GET http://{addr}/v2/fixtures/oci-gzip/manifests/no-such-tag: 404 MANIFEST_UNKNOWN)"),
+    ("unknown-platform", lambda reg: reg.ref("multiarch"), ("--platform", "linux/s390x"), 3,
+     "No such file or directory: image index '{index}' has no manifest for platform "
+     "'linux/s390x' (it has: {available})"),
+    ("invalid-platform", lambda reg: reg.ref("multiarch"), ("--platform", "bogus"), 2,
+     "Invalid argument: invalid platform 'bogus'"),
+]
+
+
+@pytest.mark.parametrize("case", EXACT_CASES, ids=[c[0] for c in EXACT_CASES])
+def test_error_line_is_exact(lazyroot, registry, test_dir, mountpoint, before, case):
+    _, make_ref, extra, rc, want = case
+    ref = make_ref(registry)
+    r = lazyroot.mount(ref, mountpoint, *extra)
+    line = assert_clean_failure(r, rc, [], test_dir, before, related=(registry.addr, ref),
+                                mnt=mountpoint)
+    index = json.loads((registry.layout("multiarch") / "index.json").read_text())
+    want = want.format(addr=registry.addr, index=index["manifests"][0]["digest"],
+                       available="linux/amd64, linux/arm64/v8")
+    assert line == "lazyroot: cannot pull '%s': %s" % (ref, want)

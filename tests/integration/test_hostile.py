@@ -5,6 +5,7 @@ layer kept, nothing written outside the cache.  test_verify.py covers wrong byte
 and the plain '../' path; the generator is tests/tools/hostile.py."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -195,3 +196,48 @@ def status_kib(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact line a user reads when a layer's descriptor is refused: the errno's class, then the
+# object and the reason (lazyroot(1), DIAGNOSTICS).
+
+MT_UNKNOWN = "application/vnd.example.layer.v1.tar+lz4"
+
+
+def test_unknown_layer_media_type_is_named(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    blob = mkdemo.gzip_bytes(hostile.tarfile_bytes([("f", "f", b"x\n")]))
+    ref = push_case(registry, test_dir, "unknown-media-type", [(MT_UNKNOWN, blob)])
+    layer = mkdemo.sha256(blob)
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, [])
+    assert line.startswith("lazyroot: cannot pull '%s': Protocol error: manifest sha256:" % ref), line
+    assert line.endswith(": layer %s: unsupported media type %s" % (layer, MT_UNKNOWN)), line
+    assert not blob_files(cache_dir)
+
+
+@pytest.mark.parametrize("declared", ["shorter", "longer"])
+def test_layer_size_mismatch_is_named(lazyroot, registry, test_dir, cache_dir, mountpoint,
+                                      monkeypatch, declared):
+    """The blob is what its digest says; only the descriptor's size is wrong (the registry
+    takes such a manifest; our pusher, which refuses it, is told to trust the layout).  Both
+    sizes and the digest are in the line, and nothing of the layer is kept."""
+    monkeypatch.setattr(push, "_check_digest", lambda path, digest, size=None:
+                        os.path.getsize(path))
+    blob = mkdemo.gzip_bytes(hostile.tarfile_bytes([("f", "f", b"some bytes\n" * 100)]))
+    size = len(blob) + 100 if declared == "shorter" else len(blob) - 100
+    ref = push_case(registry, test_dir, "size-" + declared, [(mkdemo.MT_LAYER_GZIP, blob, size)])
+    layer = mkdemo.sha256(blob)
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, [])
+    prefix = "lazyroot: cannot pull '%s': Bad message: layer %s failed verification: " % (ref, layer)
+    if declared == "shorter":
+        want = prefix + "the blob is %d bytes, the manifest says %d: nothing of it was kept" % (
+            len(blob), size)
+        assert line == want, line
+    else:
+        # how many bytes arrived before the stream was cut depends on the reads' sizes
+        assert re.fullmatch(re.escape(prefix) + r"the blob is larger than the manifest says "
+                            r"\(%d bytes; (\d+) arrived\): nothing of it was kept" % size,
+                            line), line
+        assert size < int(re.search(r"(\d+) arrived", line).group(1)) <= len(blob), line
+    assert indexed_layers(cache_dir) == 0
+    assert not blob_files(cache_dir)

@@ -754,6 +754,7 @@ def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mo
     mdesc = index["manifests"][0]
     manifest = json.loads((blobs / mdesc["digest"].split(":")[1]).read_bytes())
     lazy = [l for l in manifest["layers"] if "annotations" in l][0]
+    toc_digest = lazy["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
     lazy["annotations"]["containerd.io/snapshot/stargz/toc.digest"] = "sha256:" + "ab" * 32
     data = json.dumps(manifest).encode()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -766,7 +767,9 @@ def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mo
     r = lazyroot.mount(ref, mountpoint)
     line = helpers.assert_clean_failure(r, 3, ["toc", lazy["digest"][:19]], test_dir, before,
                                         related=(registry.addr, ref), mnt=mountpoint)
-    assert "verification" in line, line
+    assert line == ("lazyroot: cannot pull '%s': Bad message: layer %s (estargz): TOC failed "
+                    "verification: it hashes to %s, the annotation says sha256:%s"
+                    % (ref, lazy["digest"], toc_digest, "ab" * 32)), line
     assert not helpers.sqlite(cache_dir / "index.db", "SELECT 1 FROM layers WHERE digest = ?",
                               (lazy["digest"],))
     assert info["layers"][1]["kind"] == "estargz"

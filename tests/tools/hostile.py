@@ -227,7 +227,8 @@ def zstd_bytes(data, level=19):
 
 
 def write_layout(outdir, layers, tag="latest"):
-    """An OCI layout of one image whose layers are (media_type, blob bytes), bottom first."""
+    """An OCI layout of one image whose layers are (media_type, blob bytes), bottom first; a
+    third member, when there is one, is the size the descriptor declares instead of the blob's."""
     outdir = Path(outdir)
     blobdir = outdir / "blobs" / "sha256"
     blobdir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +238,8 @@ def write_layout(outdir, layers, tag="latest"):
         (blobdir / d.split(":", 1)[1]).write_bytes(data)
         return d
 
-    descs = [{"mediaType": mt, "digest": put(b), "size": len(b)} for mt, b in layers]
+    descs = [{"mediaType": l[0], "digest": put(l[1]), "size": l[2] if len(l) > 2 else len(l[1])}
+             for l in layers]
     arch = mkdemo.goarch()
     cfg = mkdemo.canon({"architecture": arch, "os": "linux", "config": {},
                         "rootfs": {"type": "layers", "diff_ids": []}})

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cache/registry/credentials.h"
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 #include "tap.h"
 
@@ -64,8 +65,9 @@ static const char *found(const struct credentials_options *o, const char *regist
 	struct credentials *c = NULL;
 	int r;
 
-	error[0] = 0;
-	r = credentials_lookup(o, registry, repository, &c, error, sizeof(error));
+	error_clear();
+	r = credentials_lookup(o, registry, repository, &c);
+	snprintf(error, sizeof(error), "%s", error_message() ?: "");
 	if (r < 0)
 		return "error";
 	if (!c)
@@ -80,8 +82,9 @@ static int lookup_errno(const char *registry)
 	struct credentials *c = NULL;
 	int r;
 
-	error[0] = 0;
-	r = credentials_lookup(NULL, registry, "repo", &c, error, sizeof(error));
+	error_clear();
+	r = credentials_lookup(NULL, registry, "repo", &c);
+	snprintf(error, sizeof(error), "%s", error_message() ?: "");
 	credentials_free(c);
 	return r;
 }

@@ -4,15 +4,25 @@
 
 #include <stdlib.h>
 
+#include "cache/base/error.h"
 #include "tap.h"
+
+/* The thread's message (error.h) after the call that returned @r, as a copy: NULL for none. */
+static int message(int r, char **ret_error)
+{
+	*ret_error = error_message() ? strdup(error_message()) : NULL;
+	error_clear();
+	return r;
+}
 
 /* Parses @text as FILE; returns the error code and keeps the message in *ret_error. */
 static int parse(struct registries_conf **c, const char *text, char **ret_error)
 {
+	error_clear();
 	*c = registries_conf_new();
 	if (!*c)
 		return -ENOMEM;
-	return registries_conf_add_text(*c, text, strlen(text), "FILE", ret_error);
+	return message(registries_conf_add_text(*c, text, strlen(text), "FILE"), ret_error);
 }
 
 /* The endpoints for @name as "name[flags] name[flags]…", flags m(irror) t(ag) d(igest)
@@ -28,7 +38,8 @@ static char *plan(const struct registries_conf *c, const char *name, bool by_dig
 	f = open_memstream(&out, &len);
 	if (!f)
 		abort();
-	r = registries_conf_endpoints(c, name, by_digest, &e, &n, &error);
+	error_clear();
+	r = message(registries_conf_endpoints(c, name, by_digest, &e, &n), &error);
 	if (r < 0)
 		fprintf(f, "ERR:%d:%s", -r, error ? error : "");
 	for (size_t i = 0; r >= 0 && i < n; i++)
@@ -176,7 +187,7 @@ int main(void)
 				     "[[registry]]\nprefix = \"a.example/x\"\n"
 				     "location = \"b.example\"\n";
 
-		r = registries_conf_add_text(c, dropin, strlen(dropin), "DROPIN", &error);
+		r = message(registries_conf_add_text(c, dropin, strlen(dropin), "DROPIN"), &error);
 	}
 	check(r == 0, "a second file adds to the first");
 	check(plan_is(c, "docker.io/library/debian", false, "other.example/library/debian[td]"),
@@ -262,7 +273,7 @@ int main(void)
 	/* A loaded file: CONTAINERS_REGISTRIES_CONF names one file, a missing one is empty. */
 	setenv("CONTAINERS_REGISTRIES_CONF", "/nonexistent/registries.conf", 1);
 	c = NULL;
-	r = registries_conf_load(&c, &error);
+	r = message(registries_conf_load(&c), &error);
 	check(r == 0 && c, "a missing file named by CONTAINERS_REGISTRIES_CONF is an empty one");
 	check(plan_is(c, "docker.io/library/debian", false, "docker.io/library/debian[td]"),
 	      "... which configures nothing");

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/registry/tar_index.h"
 #include "tap.h"
 
@@ -129,7 +130,7 @@ static void test_oci_layout(void)
 	unsigned char range[16];
 	size_t len = 0, idx_len = 0;
 
-	check(reference_parse("oci:fixtures/oci-gzip:edge", &ref, NULL) == 0, "parse oci: ref");
+	check(reference_parse("oci:fixtures/oci-gzip:edge", &ref) == 0, "parse oci: ref");
 	check(source_local_new(ref, &s) == 0, "a local source is created");
 	check(source_local_ping(s) == 0, "the layout opens");
 	check(source_local_head_manifest(s, head_digest, &head_size, &head_type) == 0 &&
@@ -151,7 +152,7 @@ static void test_oci_layout(void)
 	check(source_local_get_blob_range(s, head_digest, head_size, 1, range) == -EPROTO,
 	      "a range past the end is -EPROTO");
 	check(source_local_get_blob(s, "sha256:" ZERO64, 1024, &buf, &len) == -ENOENT &&
-	      strstr(source_local_last_error(s), "not found"), "a missing blob is -ENOENT, said so");
+	      strstr(error_message(), "not found"), "a missing blob is -ENOENT, said so");
 	source_local_get_counters(s, &requests, &bytes);
 	check(requests == 0 && bytes > head_size, "no requests, bytes read counted");
 	free(buf);
@@ -161,10 +162,10 @@ static void test_oci_layout(void)
 	source_local_free(s);
 	reference_free(ref);
 
-	check(reference_parse("oci:fixtures/oci-gzip:nope", &ref, NULL) == 0 &&
+	check(reference_parse("oci:fixtures/oci-gzip:nope", &ref) == 0 &&
 	      source_local_new(ref, &s) == 0, "a source for an unknown tag");
 	check(source_local_head_manifest(s, head_digest, &head_size, &head_type) == -ENOENT &&
-	      strstr(source_local_last_error(s), "tag 'nope' not found"), "an unknown tag is -ENOENT");
+	      strstr(error_message(), "tag 'nope' not found"), "an unknown tag is -ENOENT");
 	source_local_free(s);
 	reference_free(ref);
 }
