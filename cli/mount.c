@@ -615,7 +615,6 @@ static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob_store *bs,
 		      const struct image *img, const struct fs_tree *tree)
 {
-	_cleanup_free_ struct fetch_layer *layers = NULL;
 	const struct manifest *m = img->manifest;
 	bool lazy = false;
 	int r;
@@ -626,22 +625,12 @@ static int setup_lazy(struct daemon *d, const struct reference *ref, struct blob
 	if (!lazy)
 		return 0;
 
-	layers = calloc(m->n_layers, sizeof(*layers));
-	if (!layers)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n_layers; i++)
-		layers[i] = (struct fetch_layer) {
-			.digest = m->layers[i].digest,
-			.compression = m->layers[i].compression,
-			.size = m->layers[i].size,
-		};
 	d->ro = mount_request_registry_options(d->req);
 	d->ro.scheme = img->registry_scheme;
-	r = fetcher_new(&(struct fetcher_source) {
-				.ref = ref, .ro = &d->ro,
-				.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
-									     FETCH_TIMEOUT_MS_DEFAULT,
-			}, bs, layers, m->n_layers, &d->fetcher);
+	r = fetcher_new_for_image(ref, m, &d->ro, &(struct fetcher_options) {
+					  .timeout_ms = d->req->fetch_timeout_ms > 0 ?
+							d->req->fetch_timeout_ms : FETCH_TIMEOUT_MS_DEFAULT,
+				  }, bs, &d->fetcher);
 	if (r < 0)
 		return r;
 	if (d->req->prefetch == PREFETCH_NONE)

@@ -149,25 +149,15 @@ static int take_lock(const char *cache_dir, bool wait, int *ret_fd)
 static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			const struct mount_request *req, struct rate_limit *rl, struct fetcher **ret)
 {
-	_cleanup_free_ struct fetch_layer *layers = NULL;
-	const struct manifest *m = it->img->manifest;
 	struct registry_options ro = mount_request_registry_options(req);
 
 	ro.scheme = it->img->registry_scheme;
 	ro.rate_limit = rl;
-	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
-	if (!layers)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n_layers; i++)
-		layers[i] = (struct fetch_layer) {
-			.digest = m->layers[i].digest,
-			.compression = m->layers[i].compression,
-			.size = m->layers[i].size,
-		};
 	/* prewarm_run() sizes each call by the rate it sees: one request each. */
-	return fetcher_new(&(struct fetcher_source) { .ref = it->ref, .ro = &ro, .defer_sync = true,
-						      .request_max = PREWARM_BATCH_LIMIT },
-			   bs, layers, m->n_layers, ret);
+	return fetcher_new_for_image(it->ref, it->img->manifest, &ro,
+				     &(struct fetcher_options) { .defer_sync = true,
+								 .request_max = PREWARM_BATCH_LIMIT },
+				     bs, ret);
 }
 
 static void item_pull(struct prewarm_item *it, struct cache *c, const struct mount_request *req,

@@ -55,8 +55,8 @@ struct read_waiter {
 
 /* Reads up to @size bytes of regular file @ino at @off (clamped to the file's size: a short
  * blob shows as a short read, not as extra bytes).  -ENOENT for a bad inode, -EINVAL for a
- * negative offset, -EINTR when @w's interrupt ended the wait
- * for a fetch, -EIO when bytes cannot be had (not in the store and not fetched or verified
- * within the fetcher's timeout, or @ino has no content), -ENOMEM.  On success the caller owns *ret (read_reply_done()). */
+ * negative offset, -EINTR when @w's interrupt ended the wait for a fetch, -EIO when bytes
+ * cannot be had (not in the store and not fetched or verified within the fetcher's timeout,
+ * or @ino has no content), -ENOMEM.  On success the caller owns *ret (read_reply_done()). */
 int read_path_read(struct read_path *rp, fs_ino_t ino, off_t off, size_t size,
 		   const struct read_waiter *w, struct read_reply *ret);
