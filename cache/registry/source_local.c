@@ -654,7 +654,8 @@ int source_local_stream_blob(struct source_local *s, const char *digest, uint64_
 		return set_error(s, -EPROTO, "range %llu+%llu is beyond the end of blob '%s' "
 				 "(%llu bytes)", (unsigned long long)offset,
 				 (unsigned long long)len, digest, (unsigned long long)l.size);
-	buf = malloc(STREAM_CHUNK);
+	/* A chunk's range is small: no buffer larger than it. */
+	buf = malloc(len < STREAM_CHUNK ? (size_t)len + 1 : STREAM_CHUNK);
 	if (!buf)
 		return -ENOMEM;
 	for (uint64_t done = 0; done < len;) {
