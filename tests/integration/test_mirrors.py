@@ -155,9 +155,10 @@ def test_layer_cut_short_at_the_mirror_continues_from_the_origin(lazyroot, test_
     env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
     lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
     try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
+        diffs = helpers.compare_with_oracle(lazyroot.mountpoint, conftest.FIXTURES / "oci-gzip")
     finally:
         lazyroot.umount(env=env)
+    assert not diffs, "\n".join(diffs)
     # The first layer broke off at the mirror; the origin, which served its rest, serves the
     # later blobs from then on (the endpoint that served last is asked first).
     by_path = {}

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,14 +286,10 @@ static void test_local_and_edges(void)
 	env_done(&e);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	return remove(path);
-}
-
 int main(void)
 {
+	char cmd[64];
+
 	if (getenv("TEST_DEBUG"))
 		log_set_level(LOG_LEVEL_DEBUG);
 	for (size_t k = 0; k < sizeof(tar_bytes); k++)
@@ -310,6 +305,8 @@ int main(void)
 
 	for (unsigned i = 0; i < N_CHUNKS; i++)
 		free(plain[i]);
-	(void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", dir);
 	return tap_done();
 }
