@@ -15,22 +15,23 @@
  * storing overlaps receiving and a reader waiting for the run's first chunk gets it before
  * the rest is in.  A run cut short fails only the chunks not complete yet; a retry asks only
  * for the bytes not received.  Memory per fetch: one chunk's compressed and decompressed
- * bytes (more while chunks overlap).  At most FETCH_SLOTS_MAX requests run at once; with a
- * registry each slot is one struct source (created on first need, reused).
+ * bytes (more while chunks overlap).  At most FETCH_SLOTS_MAX requests run at once, each slot
+ * a connection of the range source (cache/registry/range_source.h; created on first need,
+ * reused): the image's registry with its mirrors, or its local layout or archive.
  *
- * Time: a fetcher_ensure() call gives up after f->timeout_ms (fetcher_source.timeout_ms, else
- * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  registry.c already retries 429/5xx
- * and connection failures within its request timeout (the same timeout, else
- * FETCH_REQUEST_TIMEOUT_MS), so a registry request is repeated here only after a truncated
- * answer (-EPROTO), and only if a reasonable part of the timeout is left.  Test readers are
- * retried on any transient error.  No failure is remembered: the next call tries again.
+ * Time: a fetcher_ensure() call gives up after f->timeout_ms (fetcher_options.timeout_ms, else
+ * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  The source (registry.c) already
+ * retries 429/5xx and connection failures within its request timeout (for an image's fetcher
+ * the same timeout, else FETCH_REQUEST_TIMEOUT_MS), so a request is repeated here only after
+ * a truncated answer (-EPROTO), and only if a reasonable part of the timeout is left.  No
+ * failure is remembered: the next call tries again.
  *
  * Interrupts: fetcher_ensure_interruptible() hands the chunks it owns to a task thread of their
  * own (at most FETCH_TASKS_MAX at once, else it fetches them itself) and then waits for their
  * flights like any waiter, so fetcher_interrupt() can end its wait while the fetch goes on for
  * the other waiters.  Calls are told apart by an id (f->next_owner), not an address: a task may
  * still own a flight when its caller's thread makes the next call.  fetcher_free() cancels
- * the registry requests of the tasks (registry_options.cancel) and waits for them.
+ * the requests of the tasks (range_source_cancel()) and waits for them.
  *
  * Ahead: a chunk marked fetch_chunk.ahead (a read's fetch-ahead and read-around) is fetched
  * like the others but nobody waits for it: the call's waits and result cover only the chunks
@@ -56,7 +57,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache/registry/credentials.h"
 #include "cache/link_estimate.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
@@ -74,9 +74,7 @@
 #define FETCH_CHUNK_MAX (64U * 1024 * 1024)       /* compressed or decompressed, one chunk */
 #define FETCH_DEADLINE_MS 60000L
 #define FETCH_REQUEST_TIMEOUT_MS 30000L
-#define FETCH_ATTEMPTS_READER 3U
-#define FETCH_READER_PIECE 4000U                 /* not a power of two: pieces end mid-chunk */
-#define FETCH_ATTEMPTS_REGISTRY 2U
+#define FETCH_ATTEMPTS 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
 #define FETCH_TASKS_MAX 64U
 #define OWNER_PREFETCH 1U
@@ -109,14 +107,10 @@ struct fetcher {
 	struct blob_store *bs;
 	struct fetch_layer *layers;
 	size_t n_layers;
-	struct blob_range_reader *readers;        /* NULL: use the registry */
-	bool defer_sync;                          /* fetcher_source.defer_sync */
+	struct range_source *src;                 /* owned */
+	bool defer_sync;                          /* fetcher_options.defer_sync */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
 	uint64_t request_max;                     /* of one Range request of an ensure */
-	struct reference *ref;
-	struct registry_options ro;               /* strings owned by the fields below */
-	char *username, *password, *cert_dir, *scheme;
-	struct credentials_options *credentials;
 
 	pthread_mutex_t lock;
 	pthread_cond_t flight_done;               /* broadcast when any flight completes */
@@ -126,7 +120,7 @@ struct fetcher {
 
 	/* All below guarded by lock. */
 	struct flight *flights[FLIGHT_BUCKETS];
-	struct source **idle;                   /* FETCH_SLOTS_MAX entries */
+	struct range_conn **idle;                 /* FETCH_SLOTS_MAX entries */
 	size_t n_idle;
 	unsigned n_slots;                         /* slots in use or idle */
 	unsigned ensures_active;
@@ -354,11 +348,11 @@ static bool chunk_valid(const struct fetcher *f, const struct fetch_chunk *c)
 	return true;
 }
 
-/* Takes a fetch slot: a registry client (NULL with test readers).  Waits while all
- * FETCH_SLOTS_MAX are in use, until @deadline. */
-static int slot_acquire(struct fetcher *f, int64_t deadline, struct source **ret)
+/* Takes a fetch slot: a connection of the range source.  Waits while all FETCH_SLOTS_MAX are
+ * in use, until @deadline. */
+static int slot_acquire(struct fetcher *f, int64_t deadline, struct range_conn **ret)
 {
-	struct source *reg = NULL;
+	struct range_conn *conn;
 	int r;
 
 	pthread_mutex_lock(&f->lock);
@@ -379,35 +373,31 @@ static int slot_acquire(struct fetcher *f, int64_t deadline, struct source **ret
 	}
 	pthread_mutex_unlock(&f->lock);
 
-	if (!f->readers) {
-		r = source_new(f->ref, &f->ro, &reg);
-		if (r < 0) {
-			pthread_mutex_lock(&f->lock);
-			f->n_slots--;
-			(void)pthread_cond_signal(&f->slot_free);
-			pthread_mutex_unlock(&f->lock);
-			return r;
-		}
+	r = range_source_connect(f->src, &conn);
+	if (r < 0) {
+		pthread_mutex_lock(&f->lock);
+		f->n_slots--;
+		(void)pthread_cond_signal(&f->slot_free);
+		pthread_mutex_unlock(&f->lock);
+		return r;
 	}
-	*ret = reg;
+	*ret = conn;
 	return 0;
 }
 
-static void slot_release(struct fetcher *f, struct source *reg)
+static void slot_release(struct fetcher *f, struct range_conn *conn)
 {
 	pthread_mutex_lock(&f->lock);
-	f->idle[f->n_idle++] = reg;
+	f->idle[f->n_idle++] = conn;
 	(void)pthread_cond_signal(&f->slot_free);
 	pthread_mutex_unlock(&f->lock);
 }
 
-static bool error_transient(int r, bool registry)
+/* The source retried -EAGAIN and -EHOSTUNREACH already (registry.c); a body cut short it
+ * does not. */
+static bool error_transient(int r)
 {
-	if (registry)
-		/* registry.c retried -EAGAIN and -EHOSTUNREACH already; a body cut short is not. */
-		return r == -EPROTO;
-	return r == -EAGAIN || r == -EHOSTUNREACH || r == -ETIMEDOUT || r == -EPROTO || r == -EIO ||
-	       r == -EINTR || r == -ECONNRESET;
+	return r == -EPROTO;
 }
 
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
@@ -516,7 +506,7 @@ static void run_store_ready(struct run_sink *s)
 	}
 }
 
-/* The sink of the run's stream; each byte comes once, in order (registry_stream_blob_range). */
+/* The sink of the run's stream; each byte comes once, in order (range_conn_stream()). */
 static int run_sink_write(void *userdata, const void *buf, size_t n)
 {
 	struct run_sink *s = userdata;
@@ -568,22 +558,21 @@ static int run_sink_write(void *userdata, const void *buf, size_t n)
 static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline)
 {
 	const struct fetch_layer *l = &f->layers[layer];
-	bool registry = !f->readers;
-	unsigned attempts = registry ? FETCH_ATTEMPTS_REGISTRY : FETCH_ATTEMPTS_READER;
 	/* Worth another try: half the call's time, or a whole request if that is less. */
-	long attempt_ms = registry ? (f->ro.timeout_ms < f->timeout_ms / 2 ? f->ro.timeout_ms :
-								f->timeout_ms / 2) : 0;
+	long request_ms = f->src->timeout_ms, attempt_ms = f->timeout_ms / 2;
 	long backoff = FETCH_BACKOFF_MS_FIRST;
 	uint64_t first = s->pos;
 	char error[256] = "";
 	int r;
 
+	if (request_ms > 0 && request_ms < attempt_ms)
+		attempt_ms = request_ms;
 	for (unsigned attempt = 1;; attempt++) {
 		uint64_t from = s->pos, len = s->end - s->pos;
-		struct source *reg;
+		struct range_conn *conn;
 		int64_t start_us;
 
-		r = slot_acquire(f, deadline, &reg);
+		r = slot_acquire(f, deadline, &conn);
 		start_us = now_us();
 		s->first_us = 0;
 		if (r < 0) {
@@ -591,27 +580,10 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 				       strerror(-r));
 			break;
 		}
-		if (registry) {
-			/* Content-Range totals must then match the manifest's size. */
-			if (l->size > 0)
-				source_expect_blob_size(reg, l->digest, l->size);
-			r = source_stream_blob_range(reg, l->digest, from, len, run_sink_write, s);
-			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", error_take(r));
-		} else {
-			/* Test readers fill a buffer: one read per attempt, handed on in pieces
-			 * that end anywhere in a chunk, as a stream's do. */
-			_cleanup_free_ uint8_t *buf = malloc(len);
-
-			r = buf ? f->readers[layer].read(f->readers[layer].userdata, from, len, buf) :
-				  -ENOMEM;
-			for (uint64_t k = 0; r >= 0 && k < len; k += FETCH_READER_PIECE)
-				r = run_sink_write(s, buf + k, len - k < FETCH_READER_PIECE ?
-							      (size_t)(len - k) : FETCH_READER_PIECE);
-			if (r < 0)
-				(void)snprintf(error, sizeof(error), "%s", strerror(-r));
-		}
-		slot_release(f, reg);
+		r = range_conn_stream(conn, l->digest, l->size, from, len, run_sink_write, s);
+		if (r < 0)
+			(void)snprintf(error, sizeof(error), "%s", error_take(r));
+		slot_release(f, conn);
 
 		pthread_mutex_lock(&f->lock);
 		f->stats.requests++;
@@ -622,7 +594,7 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 		if (r >= 0)
 			return 0;
 
-		if (attempt >= attempts || !error_transient(r, registry) ||
+		if (attempt >= FETCH_ATTEMPTS || !error_transient(r) ||
 		    now_ms() + backoff + attempt_ms > deadline ||
 		    __atomic_load_n(&f->cancel, __ATOMIC_RELAXED))
 			break;
@@ -1160,15 +1132,6 @@ int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t
 	return r;
 }
 
-static int strdup_opt(const char *s, char **ret)
-{
-	*ret = NULL;
-	if (!s)
-		return 0;
-	*ret = strdup(s);
-	return *ret ? 0 : -ENOMEM;
-}
-
 static int fetcher_init_sync(struct fetcher *f)
 {
 	pthread_condattr_t attr;
@@ -1190,31 +1153,35 @@ static int fetcher_init_sync(struct fetcher *f)
 	return r;
 }
 
-int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
+int fetcher_new(struct range_source *src, const struct fetcher_options *o, struct blob_store *bs,
 		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret)
 {
 	_cleanup_(fetcher_freep) struct fetcher *f = NULL;
-	long request_ms;
 	int r;
 
-	if (!src || !bs || (!src->reader && !src->ref))
+	if (!src || !bs) {
+		range_source_free(src);
 		return -EINVAL;
-
+	}
 	f = calloc(1, sizeof(*f));
-	if (!f)
+	if (!f) {
+		range_source_free(src);
 		return -ENOMEM;
+	}
 	/* fetcher_free() destroys these: initialise them first. */
 	(void)pthread_mutex_init(&f->lock, NULL);
 	r = fetcher_init_sync(f);
 	if (r < 0) {
+		range_source_free(src);
 		free(TAKE_PTR(f));
 		return r;
 	}
+	f->src = src;
 	f->bs = bs;
-	f->defer_sync = src->defer_sync;
-	f->timeout_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_DEADLINE_MS;
-	f->request_max = src->request_max == 0 ? FETCH_REQUEST_MAX :
-			 src->request_max < FETCH_REQUEST_LIMIT ? src->request_max : FETCH_REQUEST_LIMIT;
+	f->defer_sync = o && o->defer_sync;
+	f->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : FETCH_DEADLINE_MS;
+	f->request_max = !o || o->request_max == 0 ? FETCH_REQUEST_MAX :
+			 o->request_max < FETCH_REQUEST_LIMIT ? o->request_max : FETCH_REQUEST_LIMIT;
 	f->next_owner = OWNER_PREFETCH + 1;
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
@@ -1231,38 +1198,36 @@ int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
 		if (!f->layers[i].digest)
 			return -ENOMEM;
 	}
-
-	if (src->reader) {
-		f->readers = calloc(n_layers ?: 1, sizeof(*f->readers));
-		if (!f->readers)
-			return -ENOMEM;
-		memcpy(f->readers, src->reader, n_layers * sizeof(*f->readers));
-	} else {
-		r = reference_dup(src->ref, &f->ref);
-		if (r < 0)
-			return r;
-		if (src->ro)
-			f->ro = *src->ro;
-		if (strdup_opt(f->ro.username, &f->username) < 0 ||
-		    strdup_opt(f->ro.password, &f->password) < 0 ||
-		    strdup_opt(f->ro.cert_dir, &f->cert_dir) < 0 ||
-		    strdup_opt(f->ro.scheme, &f->scheme) < 0 ||
-		    credentials_options_dup(f->ro.credentials, &f->credentials) < 0)
-			return -ENOMEM;
-		f->ro.credentials = f->credentials;
-		f->ro.username = f->username;
-		f->ro.password = f->password;
-		f->ro.cert_dir = f->cert_dir;
-		f->ro.scheme = f->scheme;
-		f->ro.cancel = &f->cancel;
-		/* Bounds one source_get_blob_range(), its own retries included. */
-		request_ms = src->timeout_ms > 0 ? src->timeout_ms : FETCH_REQUEST_TIMEOUT_MS;
-		if (f->ro.timeout_ms <= 0 || f->ro.timeout_ms > request_ms)
-			f->ro.timeout_ms = request_ms;
-	}
-
 	*ret = TAKE_PTR(f);
 	return 0;
+}
+
+int fetcher_new_for_image(const struct reference *ref, const struct manifest *m,
+			  const struct registry_options *ro, const struct fetcher_options *o,
+			  struct blob_store *bs, struct fetcher **ret)
+{
+	struct registry_options rso = ro ? *ro : (struct registry_options) {};
+	long request_ms = o && o->timeout_ms > 0 ? o->timeout_ms : FETCH_REQUEST_TIMEOUT_MS;
+	_cleanup_free_ struct fetch_layer *layers = NULL;
+	struct range_source *src = NULL;
+	int r;
+
+	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		layers[i] = (struct fetch_layer) {
+			.digest = m->layers[i].digest,
+			.compression = m->layers[i].compression,
+			.size = m->layers[i].size,
+		};
+	/* Bounds one request, its own retries included: never past the call's timeout. */
+	if (rso.timeout_ms <= 0 || rso.timeout_ms > request_ms)
+		rso.timeout_ms = request_ms;
+	r = source_range_new(ref, &rso, &src);
+	if (r < 0)
+		return r;
+	return fetcher_new(src, o, bs, layers, m->n_layers, ret);
 }
 
 struct fetcher *fetcher_free(struct fetcher *f)
@@ -1272,6 +1237,8 @@ struct fetcher *fetcher_free(struct fetcher *f)
 
 	/* Nobody waits for what is still in flight any more (the mount is gone). */
 	__atomic_store_n(&f->cancel, true, __ATOMIC_RELAXED);
+	if (f->src)
+		range_source_cancel(f->src);
 	pthread_mutex_lock(&f->lock);
 	f->stop = true;
 	(void)pthread_cond_broadcast(&f->prefetch_wake);
@@ -1280,7 +1247,7 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	if (f->thread_started)
 		(void)pthread_join(f->thread, NULL);
 	/* Fetches that readers stopped waiting for: cancelled above, each ends within about a
-	 * second (test readers: by its deadline). */
+	 * second. */
 	pthread_mutex_lock(&f->lock);
 	while (f->tasks_active > 0)
 		(void)pthread_cond_wait(&f->task_done, &f->lock);
@@ -1295,23 +1262,15 @@ struct fetcher *fetcher_free(struct fetcher *f)
 			log_debug_errno(r, "syncing the chunks fetched ahead failed: %m");
 	}
 	for (size_t i = 0; i < f->n_idle; i++)
-		source_free(f->idle[i]);
+		range_conn_free(f->idle[i]);
 	free(f->idle);
+	range_source_free(f->src);
 	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
 		assert(!f->flights[i]);
 
 	for (size_t i = 0; i < f->n_layers; i++)
 		free((char *)f->layers[i].digest);
 	free(f->layers);
-	free(f->readers);
-	reference_free(f->ref);
-	free(f->username);
-	if (f->password)
-		explicit_bzero(f->password, strlen(f->password));
-	free(f->password);
-	free(f->cert_dir);
-	free(f->scheme);
-	credentials_options_free(f->credentials);
 	free(f->queue);
 	digest_set_done(&f->queued);
 

@@ -20,6 +20,7 @@
 #include "cache/base/digest.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/manifest.h"
+#include "cache/registry/range_source.h"
 #include "cache/registry/source.h"
 
 struct fetcher;
@@ -54,20 +55,14 @@ struct fetch_stats {
 	bool prefetch_running;
 };
 
-/* Where chunk bytes come from: normally the registry; tests may pass a reader over a local
- * file.  @reader, when non-NULL, is used instead of the registry (ref/ro then unused); its
- * read() may be called from several threads at once (at most 8).  fetcher_new() copies
- * @ref, @ro (with its strings) and the reader array, not what the readers' userdata point to. */
-struct fetcher_source {
-	const struct reference *ref;
-	const struct registry_options *ro;
-	const struct blob_range_reader *reader;   /* layer index -> reader: reader[layer] */
+struct fetcher_options {
 	/* Store chunks without an fsync each; the caller calls blob_store_sync() when it is
 	 * done (prewarm: hundreds of chunks a second, where one fsync each would stall the
 	 * receiving connection).  A mount's reads keep one fsync per chunk. */
 	bool defer_sync;
-	/* Bound of one fetcher_ensure() call, waits and retries included, and of each registry
-	 * request in it; 0: 60 s per call and 30 s per request (a mount's --timeout sets it). */
+	/* Bound of one fetcher_ensure() call, waits and retries included (and, for
+	 * fetcher_new_for_image(), of each request in it); 0: 60 s per call and 30 s per request
+	 * (a mount's --timeout sets it). */
 	long timeout_ms;
 	/* Largest Range request a fetcher_ensure() call merges its chunks into; 0: 16 MiB, at
 	 * most 64 MiB.  Runs are streamed (memory: one chunk), so what bounds it is that a
@@ -76,9 +71,17 @@ struct fetcher_source {
 	uint64_t request_max;
 };
 
-/* Copies @layers.  Makes no network request yet. */
-int fetcher_new(const struct fetcher_source *src, struct blob_store *bs,
+/* Reads chunks through @src, which it takes (freed by fetcher_free(), or at once on failure);
+ * copies @layers and @o.  Makes no request yet. */
+int fetcher_new(struct range_source *src, const struct fetcher_options *o, struct blob_store *bs,
 		const struct fetch_layer *layers, size_t n_layers, struct fetcher **ret);
+/* The fetcher of an image's lazy layers, as the mount daemon and prewarm build it: the layers
+ * of @m (fetch_chunk.layer indexes @m->layers), read through source_range_new(@ref, @ro) (the
+ * image's registry, mirrors first, or its local layout or archive; @ro copied once), each
+ * request bounded by @o's timeout. */
+int fetcher_new_for_image(const struct reference *ref, const struct manifest *m,
+			  const struct registry_options *ro, const struct fetcher_options *o,
+			  struct blob_store *bs, struct fetcher **ret);
 struct fetcher *fetcher_free(struct fetcher *f);  /* NULL-safe; stops prefetch first */
 DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 

@@ -296,7 +296,8 @@ static void *layer_stream_thread(void *userdata)
 {
 	struct layer_stream *s = userdata;
 
-	s->r = source_stream_blob(s->reg, s->layer->digest, layer_stream_sink, s);
+	s->r = source_stream_blob(s->reg, s->layer->digest, 0, REGISTRY_TO_END, layer_stream_sink,
+				  s);
 	error_save(&s->error);
 	(void)close(TAKE_FD(s->fd));
 	return NULL;

@@ -320,7 +320,7 @@ int prewarm_run(const struct prewarm_plan *p, struct fetcher *f, struct blob_sto
 	for (unsigned i = 0; i < started; i++)
 		(void)pthread_join(threads[i], NULL);
 
-	/* The fetcher stored without fsync (fetcher_source.defer_sync): what we report as
+	/* The fetcher stored without fsync (fetcher_options.defer_sync): what we report as
 	 * prewarmed must be on disk.  Until here a power loss leaves at most short blobs, which
 	 * every reader treats as missing (blob_store_has_size). */
 	r = blob_store_sync(bs);

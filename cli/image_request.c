@@ -176,26 +176,12 @@ int image_option_apply(int c, char *arg, struct mount_request *req)
 
 int mount_request_fetcher_new(const struct mount_request *req, const struct reference *ref,
 			      const struct image *img, struct rate_limit *rl,
-			      struct fetcher_source *src, struct blob_store *bs,
+			      const struct fetcher_options *o, struct blob_store *bs,
 			      struct fetcher **ret)
 {
-	_cleanup_free_ struct fetch_layer *layers = NULL;
-	const struct manifest *m = img->manifest;
 	struct registry_options ro = mount_request_registry_options(req);
 
 	ro.scheme = img->registry_scheme;
 	ro.rate_limit = rl;
-	layers = calloc(m->n_layers ?: 1, sizeof(*layers));
-	if (!layers)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n_layers; i++)
-		layers[i] = (struct fetch_layer) {
-			.digest = m->layers[i].digest,
-			.compression = m->layers[i].compression,
-			.size = m->layers[i].size,
-		};
-	/* fetcher_new() copies the options and the layers. */
-	src->ref = ref;
-	src->ro = &ro;
-	return fetcher_new(src, bs, layers, m->n_layers, ret);
+	return fetcher_new_for_image(ref, img->manifest, &ro, o, bs, ret);
 }

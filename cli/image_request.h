@@ -96,9 +96,9 @@ struct registry_options mount_request_registry_options(const struct mount_reques
 int image_option_apply(int c, char *arg, struct mount_request *req);
 
 /* The fetcher of @img's lazy layers (@img pulled for @ref), with @req's registry options and
- * @rl charged (NULL: no limit).  @src gives what differs between verbs (timeouts, request
- * sizes); its ref and ro are filled in here. */
+ * @rl charged (NULL: no limit), through fetcher_new_for_image(): the one way mount and prewarm
+ * make it.  @o gives what differs between the verbs (timeouts, request sizes, syncs). */
 int mount_request_fetcher_new(const struct mount_request *req, const struct reference *ref,
 			      const struct image *img, struct rate_limit *rl,
-			      struct fetcher_source *src, struct blob_store *bs,
+			      const struct fetcher_options *o, struct blob_store *bs,
 			      struct fetcher **ret);

@@ -141,7 +141,7 @@ static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struc
 	if (!lazy)
 		return 0;
 
-	r = mount_request_fetcher_new(d->req, ref, img, NULL, &(struct fetcher_source) {
+	r = mount_request_fetcher_new(d->req, ref, img, NULL, &(struct fetcher_options) {
 			.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
 								     FETCH_TIMEOUT_MS_DEFAULT,
 		}, bs, &d->fetcher);

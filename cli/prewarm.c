@@ -151,7 +151,7 @@ static int take_lock(const char *cache_dir, bool wait, int *ret_fd)
 static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			const struct mount_request *req, struct rate_limit *rl, struct fetcher **ret)
 {
-	return mount_request_fetcher_new(req, it->ref, it->img, rl, &(struct fetcher_source) {
+	return mount_request_fetcher_new(req, it->ref, it->img, rl, &(struct fetcher_options) {
 			.defer_sync = true, .request_max = PREWARM_BATCH_LIMIT,
 		}, bs, ret);
 }

@@ -3,18 +3,13 @@
  * are the FUSE node ids (root = 1 = FUSE_ROOT_ID) and nodes are never freed, so lookup counts
  * need no bookkeeping: forget only replies.  Everything is read-only and immutable, so entries,
  * attributes, misses, directory listings and page cache contents are cached for a year.
- * File contents are chunks (fs_tree_file_chunks), each a blob of the store named by its
- * digest.  Opens carry no state: open and opendir reply ENOSYS, so the kernel opens files
- * itself, keeping their pages and listings, and sends neither open nor release.  A read takes
- * its chunk's blob fd from fs->fds (a cache of open blobs, the only shared mutable state, with
- * its own locks) and hands the kernel (fd, offset), which libfuse splices when it can.  A file
- * of a tar layer is one chunk that is always local.  A file of a lazy layer may have chunks that are not stored yet: read collects the missing chunks
- * it overlaps and has the fetcher fetch them all in one call (adjacent ones in one request),
- * then serves the bytes from the store, or EIO if they cannot be had (within the fetcher's
- * timeout).  Such a read blocks its thread for the fetch, so the loop runs up to 64 threads by
- * default: reads of stored files keep being served while others wait for the network.  A
- * signal to the reading process (the kernel sends INTERRUPT) ends the wait with EINTR; the
- * fetch goes on for other readers of the same chunks.
+ * Opens carry no state: open and opendir reply ENOSYS, so the kernel opens files itself,
+ * keeping their pages and listings, and sends neither open nor release.  A read asks
+ * fs/read_path.h once (which serves stored chunks from their open blobs and fetches missing
+ * ones) and replies with the bytes, or with (blob fd, offset), which libfuse splices when it
+ * can.  A read waiting for a fetch blocks its thread, so the loop runs up to 64 threads by
+ * default: reads of stored files keep being served meanwhile.  A signal to the reading process
+ * (the kernel sends INTERRUPT) ends the wait with EINTR; the fetch goes on for other readers.
  * Handlers hold no locks across replies; the loop runs them on many threads.
  */
 #include "fs/fs.h"
@@ -29,9 +24,7 @@
 
 #include "cache/base/log.h"
 #include "cache/base/util.h"
-#include "fs/blob_fds.h"
-#include "fs/local_readahead.h"
-#include "fs/read_around.h"
+#include "fs/read_path.h"
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(fs_ino_t), "tree inode numbers are FUSE node ids");
 _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
@@ -49,11 +42,7 @@ _Static_assert(FS_ROOT_INO == FUSE_ROOT_ID, "the tree's root is the FUSE root");
 
 struct fs {
 	struct fs_tree *tree;
-	struct blob_store *bs;      /* borrowed */
-	struct fetcher *fetcher;    /* borrowed; NULL when the image has no lazy layer */
-	struct blob_fds *fds;       /* open blobs of recently read chunks */
-	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
-	struct local_ra *ra;        /* opens the next files' blobs while one is read */
+	struct read_path *rp;       /* what reads do: blobs, fetches, read-ahead */
 	struct fuse_session *se;
 	unsigned max_threads;
 	uint64_t total_bytes;       /* of regular files, for statfs */
@@ -282,18 +271,7 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 
 /* ---- files ---- */
 
-/* "sha256:<hex>" of a chunk (not of a zeros one). */
-static void chunk_digest(const struct fs_chunk_ref *c, char ret[DIGEST_STRING_MAX])
-{
-	digest_format_sha256(c->digest, ret);
-}
-
-static inline bool chunk_is_local(const struct fs_chunk_ref *c)
-{
-	return !c->zeros && c->blob_length == 0;
-}
-
-/* Only checks: reads find their blobs through fs->fds, an open file has no state. */
+/* Only checks: reads find their blobs through fs->rp, an open file has no state. */
 static int do_open(struct fs *fs, fuse_ino_t ino, int flags)
 {
 	struct stat st;
@@ -334,369 +312,59 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
-/* What a read replies with: bytes assembled in @buf, or, when the read lies in one chunk,
- * @len bytes of that chunk's blob at @pos (spliced when libfuse can). */
-struct read_reply {
-	char *buf;
-	struct blob_fd fd;
-	off_t pos;
-	size_t len;
-};
-
-/* The chunk holding byte @off, or @n if none does. */
-static size_t chunk_find(const struct fs_chunk_ref *c, size_t n, uint64_t off)
-{
-	size_t lo = 0, hi = n;
-
-	/* The chunks tile the file in order (fs_tree_add checked): the last one starting at
-	 * or before @off holds it. */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (c[mid].file_offset <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == 0 || off - c[lo - 1].file_offset >= c[lo - 1].size)
-		return n;
-	return lo - 1;
-}
-
-struct chunk_open_args {
-	struct fs *fs;
-	fuse_ino_t ino;
-	const struct fs_chunk_ref *c;
-};
-
-/* Opens a chunk's blob (for blob_fds_get(), on a miss): 0, -ENOENT if it is not stored, -EIO
- * for anything else. */
-static int chunk_open(void *userdata, int *ret_fd)
-{
-	const struct chunk_open_args *a = userdata;
-	const struct fs_chunk_ref *c = a->c;
-	struct fs *fs = a->fs;
-	fuse_ino_t ino = a->ino;
-	char digest[DIGEST_STRING_MAX];
-	int r;
-
-	chunk_digest(c, digest);
-	/* A fetched chunk may be stored short (see blob_store_open_blob_sized()): then it is
-	 * missing and gets fetched again. */
-	r = c->blob_length > 0 ? blob_store_open_blob_sized(fs->bs, digest, c->size, ret_fd) :
-				 blob_store_open_blob(fs->bs, digest, ret_fd);
-	if (r < 0 && r != -ENOENT) {
-		log_debug_errno(r, "failed to open chunk '%s' of inode %" PRIu64 ", EIO: %m", digest,
-				(uint64_t)ino);
-		return -EIO;
-	}
-	return r;
-}
-
-/* Copies bytes [from, from + n) of the file, all inside chunk @c, into @dst. */
-static int chunk_read(fuse_ino_t ino, const struct fs_chunk_ref *c, int fd, uint64_t from,
-		      size_t n, char *dst)
-{
-	char digest[DIGEST_STRING_MAX];
-	off_t pos = (off_t)(from - c->file_offset);
-
-	while (n > 0) {
-		ssize_t k = pread(fd, dst, n, pos);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			chunk_digest(c, digest);
-			if (k < 0)
-				log_debug_errno(errno, "failed to read chunk '%s' of inode %" PRIu64
-						", EIO: %m", digest, (uint64_t)ino);
-			else
-				log_debug("chunk '%s' of inode %" PRIu64 " is shorter than its %" PRIu64
-					  " bytes, EIO", digest, (uint64_t)ino, c->size);
-			return -EIO;
-		}
-		dst += k;
-		n -= (size_t)k;
-		pos += k;
-	}
-	return 0;
-}
-
-/* Serves chunk @c's part of the read [off, end): copies it to its place in @buf or, with
- * @buf NULL, hands out the chunk's open blob in *ret_fd (to give back with blob_fds_put()).
- * -ENOENT if the blob is not stored, -EIO for any other failure. */
-static int chunk_serve(struct fs *fs, fuse_ino_t ino, const struct fs_chunk_ref *c, uint64_t off,
-		       uint64_t end, char *buf, struct blob_fd *ret_fd)
-{
-	uint64_t from = off > c->file_offset ? off : c->file_offset;
-	uint64_t to = c->file_offset + c->size < end ? c->file_offset + c->size : end;
-	struct chunk_open_args args = { .fs = fs, .ino = ino, .c = c };
-	_cleanup_blob_fd_ struct blob_fd fd = BLOB_FD_NONE;
-	int r;
-
-	if (c->zeros) {
-		memset(buf + (from - off), 0, to - from);
-		return 0;
-	}
-	r = blob_fds_get(fs->fds, c->digest, chunk_open, &args, &fd);
-	if (r < 0)
-		return r;
-	if (!buf) {
-		*ret_fd = fd;
-		fd = BLOB_FD_NONE;
-		return 0;
-	}
-	return chunk_read(ino, c, fd.fd, from, to - from, buf + (from - off));
-}
-
-#define FETCH_AHEAD (2u << 20)
-/* How far past the end of a missed file, in the layer's blob, its neighbours come along
- * (fs/read_around.h): what the link moves in one round trip (so the extra bytes delay the next
- * request by less than the round trip they may save it), at most this much: of 32 KiB to
- * 512 KiB, 128 KiB gave the benchmark's python3 start its shortest time (simulated over its
- * recorded reads, both link settings; tests/bench/README.md). */
-#define READ_AROUND_BYTES (128u << 10)
-#define READ_AROUND_CHUNKS 64u
-
-static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, const char *digest, bool ahead,
-				 struct fetch_chunk *ret)
-{
-	*ret = (struct fetch_chunk) {
-		.layer = c->layer,
-		.blob_offset = c->blob_offset,
-		.blob_length = c->blob_length,
-		.size = c->size,
-		.ahead = ahead,
-	};
-	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
-}
-
+/* Lets the kernel's INTERRUPT of a read (its process got a signal) end the read's wait for a
+ * fetch: see struct read_waiter. */
 struct read_interrupt {
+	fuse_req_t req;
 	struct fetcher *fetcher;
-	struct fetch_interrupt intr;
+	struct fetch_interrupt *intr;
 };
 
-/* libfuse calls this when the kernel interrupts the read (its process got a signal), or at
- * once on registration if that happened already. */
+/* libfuse calls this when the kernel interrupts the read, or at once on registration if that
+ * happened already. */
 static void read_interrupted(fuse_req_t req, void *userdata)
 {
 	struct read_interrupt *ri = userdata;
 
 	(void)req;
-	fetcher_interrupt(ri->fetcher, &ri->intr);
+	fetcher_interrupt(ri->fetcher, ri->intr);
 }
 
-/* fetcher_ensure(), ended early with -EINTR if the kernel interrupts @req. */
-static int fetch_for_request(struct fs *fs, fuse_req_t req, const struct fetch_chunk *chunks,
-			     size_t n)
+static void read_wait_begin(void *userdata, struct fetcher *f, struct fetch_interrupt *intr)
 {
-	struct read_interrupt ri = { .fetcher = fs->fetcher };
-	int r;
+	struct read_interrupt *ri = userdata;
 
-	fuse_req_interrupt_func(req, read_interrupted, &ri);
-	r = fetcher_ensure_interruptible(fs->fetcher, chunks, n, &ri.intr);
+	ri->fetcher = f;
+	ri->intr = intr;
+	fuse_req_interrupt_func(ri->req, read_interrupted, ri);
+}
+
+static void read_wait_end(void *userdata)
+{
+	struct read_interrupt *ri = userdata;
+
 	/* Waits for a callback in progress: ri must outlive it. */
-	fuse_req_interrupt_func(req, NULL, NULL);
-	return r;
-}
-
-/* Fills @ret (room for READ_AROUND_CHUNKS) with the chunks that follow file @c (@n chunks) in
- * its layer's blob within the read-around window, marked ahead; returns how many. */
-static size_t read_around(struct fs *fs, const struct fs_chunk_ref *c, size_t n,
-			  struct fetch_chunk *ret)
-{
-	const struct fs_chunk_ref *near[READ_AROUND_CHUNKS];
-	char digest[DIGEST_STRING_MAX];
-	const struct fs_chunk_ref *tail = NULL;
-	size_t k = 0, n_near;
-	uint64_t window;
-
-	for (size_t i = 0; i < n; i++)
-		if (!c[i].zeros && c[i].blob_length > 0 &&
-		    (!tail || c[i].blob_offset > tail->blob_offset))
-			tail = &c[i];
-	if (!tail || !fs->read_around)
-		return 0;
-	window = fetcher_read_around_bytes(fs->fetcher, READ_AROUND_BYTES);
-	if (window == 0)
-		return 0;
-	n_near = read_around_pick(fs->read_around, tail->layer,
-				  tail->blob_offset + tail->blob_length, window, near,
-				  READ_AROUND_CHUNKS);
-	/* Stored ones are left out by the fetcher, which looks anyway. */
-	for (size_t i = 0; i < n_near; i++) {
-		chunk_digest(near[i], digest);
-		fetch_chunk_from_ref(near[i], digest, true, &ret[k++]);
-	}
-	return k;
-}
-
-/* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk.  Chunks not in the
- * store are collected and fetched with one fetcher_ensure() call, then served.  -EINTR if
- * @req is interrupted while waiting for the fetch. */
-static int do_read_chunks(struct fs *fs, fuse_req_t req, fuse_ino_t ino, uint64_t off,
-			  size_t len, struct read_reply *ret)
-{
-	_cleanup_free_ struct fetch_chunk *missing = NULL;
-	_cleanup_free_ size_t *missing_idx = NULL;
-	_cleanup_free_ char *buf = NULL;
-	_cleanup_blob_fd_ struct blob_fd fd = BLOB_FD_NONE;
-	char digest[DIGEST_STRING_MAX];
-	const struct fs_chunk_ref *c;
-	uint64_t end = off + len;
-	size_t n, first, last, n_missing = 0, n_serve;
-	int r;
-
-	r = fs_tree_file_chunks(fs->tree, ino, &c, &n);
-	if (r < 0) {
-		log_debug_errno(r, "inode %" PRIu64 " has no content chunks, EIO: %m", (uint64_t)ino);
-		return -EIO;
-	}
-	first = chunk_find(c, n, off);
-	if (first == n) {
-		log_debug("inode %" PRIu64 " has no chunk at offset %" PRIu64 ", EIO", (uint64_t)ino,
-			  off);
-		return -EIO;
-	}
-	for (last = first; last < n && c[last].file_offset < end; last++)
-		;
-	if (c[last - 1].file_offset + c[last - 1].size < end) {
-		log_debug("the chunks of inode %" PRIu64 " end before offset %" PRIu64 ", EIO",
-			  (uint64_t)ino, end);
-		return -EIO;
-	}
-
-	/* A read inside one chunk is spliced from its blob, like a tar file's; any other is
-	 * assembled in memory. */
-	if (last - first > 1 || c[first].zeros) {
-		buf = malloc(len);
-		if (!buf)
-			return -ENOMEM;
-	}
-
-	for (size_t i = first; i < last; i++) {
-		r = chunk_serve(fs, ino, &c[i], off, end, buf, &fd);
-		if (r == 0) {
-			if (fs->fetcher && !c[i].zeros && c[i].blob_length > 0)
-				fetcher_note_hit(fs->fetcher);
-			continue;
-		}
-		if (r != -ENOENT)
-			return r;
-		chunk_digest(&c[i], digest);
-		if (c[i].blob_length == 0 || !fs->fetcher) {
-			log_debug("chunk '%s' of inode %" PRIu64 " is not in the store and %s, EIO",
-				  digest, (uint64_t)ino,
-				  c[i].blob_length == 0 ? "is never fetched" : "there is no fetcher");
-			return -EIO;
-		}
-		if (!missing) {
-			/* Room for the rest of the file and its neighbours: fetch-ahead and
-			 * read-around below may add to it. */
-			missing = calloc(n - i + READ_AROUND_CHUNKS, sizeof(*missing));
-			missing_idx = calloc(n - i, sizeof(*missing_idx));
-			if (!missing || !missing_idx)
-				return -ENOMEM;
-		}
-		fetch_chunk_from_ref(&c[i], digest, false, &missing[n_missing]);
-		missing_idx[n_missing++] = i;
-	}
-	n_serve = n_missing;
-
-	if (n_missing > 0) {
-		/* On a miss, fetch the chunks that follow in the file too, up to FETCH_AHEAD bytes:
-		 * containers read binaries and libraries front to back, and a request for several
-		 * small chunks costs about what a request for one does (on a 10 ms link, a 2 MiB
-		 * binary in 40 KiB chunks is 50 round trips one read at a time, 2 with this).  The
-		 * read waits only for its own chunks: these come after them in the request. */
-		uint64_t ahead = 0;
-		size_t i;
-
-		for (i = last; i < n; i++) {
-			if (c[i].zeros || c[i].blob_length == 0)
-				continue;
-			if (ahead + c[i].size > FETCH_AHEAD)
-				break;
-			ahead += c[i].size;
-			chunk_digest(&c[i], digest);
-			if (blob_store_has_size(fs->bs, digest, c[i].size) > 0)
-				continue;
-			fetch_chunk_from_ref(&c[i], digest, true, &missing[n_missing++]);
-		}
-		/* The whole file is coming: its neighbours in the layer come along. */
-		if (i == n)
-			n_missing += read_around(fs, c, n, missing + n_missing);
-
-		/* All at once: the fetcher merges adjacent chunks into one Range request. */
-		r = fetch_for_request(fs, req, missing, n_missing);
-		if (r == -EINTR) {
-			log_debug("read of inode %" PRIu64 " at %" PRIu64 " interrupted while "
-				  "fetching '%s', EINTR", (uint64_t)ino, off, missing[0].digest);
-			return -EINTR;
-		}
-		if (r < 0)
-			/* Maybe only a chunk fetched ahead failed: the read fails only if one of
-			 * its own chunks is missing below. */
-			log_debug_errno(r, "failed to fetch some of %zu chunks of inode %" PRIu64
-					" (first '%s'): %m", n_missing, (uint64_t)ino,
-					missing[0].digest);
-		for (size_t k = 0; k < n_serve; k++) {
-			r = chunk_serve(fs, ino, &c[missing_idx[k]], off, end, buf, &fd);
-			if (r == -ENOENT) {
-				log_debug("chunk '%s' of inode %" PRIu64 " could not be fetched or "
-					  "verified, EIO", missing[k].digest, (uint64_t)ino);
-				return -EIO;
-			}
-			if (r < 0)
-				return r;
-		}
-	}
-
-	if (buf) {
-		*ret = (struct read_reply) { .buf = TAKE_PTR(buf), .fd = BLOB_FD_NONE, .len = len };
-	} else {
-		*ret = (struct read_reply) {
-			.fd = fd, .pos = (off_t)(off - c[first].file_offset), .len = len,
-		};
-		fd = BLOB_FD_NONE;
-	}
-	return 0;
+	fuse_req_interrupt_func(ri->req, NULL, NULL);
 }
 
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct read_interrupt ri = { .req = req };
+	const struct read_waiter w = { read_wait_begin, read_wait_end, &ri };
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
-	struct read_reply rr;
-	struct stat st;
+	_cleanup_(read_reply_done) struct read_reply rr = READ_REPLY_NONE;
 	int r;
 
 	(void)fi;
-	r = fs_tree_stat(fs->tree, ino, &st);
-	if (r == 0 && off < 0)
-		r = -EINVAL;
+	r = read_path_read(fs->rp, ino, off, size, &w, &rr);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	if (off >= st.st_size || size == 0) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	/* Never ask a blob for more than the file holds: a short blob is then visible as a
-	 * short read instead of extra bytes. */
-	size = (size_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
-	local_ra_note_read(fs->ra, ino);
-	r = do_read_chunks(fs, req, ino, (uint64_t)off, size, &rr);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-
-	if (rr.buf) {
+	if (rr.buf || rr.len == 0) {
 		fuse_reply_buf(req, rr.buf, rr.len);
-		free(rr.buf);
 		return;
 	}
 	bv.buf[0].size = rr.len;
@@ -706,7 +374,6 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* fuse_reply_data() replies with the error itself if reading the fd fails.  The fd
 	 * stays in use until it returns: the cache closes no fd a reader holds. */
 	(void)fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-	blob_fds_put(&rr.fd);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -979,16 +646,8 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 	if (!fs)
 		return -ENOMEM;
 	fs->tree = tree;
-	fs->bs = bs;
-	fs->fetcher = fetcher;
-	r = blob_fds_new(blob_fds_slots(), &fs->fds);
-	if (r >= 0 && fetcher)
-		r = read_around_new(tree, &fs->read_around);
-	if (r >= 0)
-		r = local_ra_new(tree, bs, fs->fds, blob_fds_slots(), &fs->ra);
+	r = read_path_new(tree, bs, fetcher, blob_fds_slots(), &fs->rp);
 	if (r < 0) {
-		read_around_free(fs->read_around);
-		blob_fds_free(fs->fds);
 		free(fs);
 		return r;
 	}
@@ -1012,12 +671,10 @@ struct fs *fs_free(struct fs *fs)
 		fs_unmount(fs);
 		fuse_session_destroy(fs->se);
 	}
-	/* After the session: no read uses them any more.  Before the tree and the fds: the
-	 * read-ahead workers use both, the read-around index points into the tree. */
-	local_ra_free(fs->ra);
-	read_around_free(fs->read_around);
+	/* After the session: no read uses it any more.  Before the tree: the read-ahead
+	 * workers and the read-around index use it. */
+	read_path_free(fs->rp);
 	fs_tree_free(fs->tree);
-	blob_fds_free(fs->fds);
 	free(fs);
 	return NULL;
 }

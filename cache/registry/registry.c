@@ -1,8 +1,8 @@
 /*
  * cache/registry/registry.c: the OCI distribution API for one (host, repository): /v2/ ping, the
- * Bearer token challenge, manifests, blobs whole, streamed or by Range.  Owns one struct http
- * and the current Authorization header (a secret: it is never formatted into an error or a
- * log line, and is wiped on free).  A 401 on any request renews the token once.
+ * Bearer token challenge, manifests, blobs (a whole blob is a range open at its end).  Owns one
+ * struct http and the current Authorization header (a secret: it is never formatted into an
+ * error or a log line, and is wiped on free).  A 401 on any request renews the token once.
  *
  * Retries, as skopeo does them: connection failures, 429 and 5xx are retried with exponential
  * backoff and jitter (five attempts at most; waits of 250 ms doubling, each drawn from the
@@ -24,9 +24,9 @@
  * the blob's size when it is known (registry_expect_blob_size(), or the first total seen).  A
  * server that ignores Range and sends the whole blob with 200 still works: the range is cut
  * out of the stream and the transfer stopped there; it is noted once per host and process.
- * A range goes to its sink as it arrives (registry_get_blob_range() is a sink into a buffer);
- * the Content-Range is checked before the first byte is handed on, and a retry asks only for
- * the bytes the sink has not had, so the sink sees each byte once, as a resumed stream does.
+ * Every blob call is one stream to a sink (registry_get_blob() is a sink into a buffer): the
+ * Content-Range is checked before the first byte is handed on, and a retry asks only for the
+ * bytes the sink has not had, so the sink sees each byte once.
  *
  * TLS, as docker and podman do it.  The scheme is decided once per object, at the first ping:
  * - Every registry is tried over HTTPS first, trusting the system CAs plus the *.crt files of
@@ -1131,69 +1131,6 @@ int registry_head_manifest(struct registry *r, const char *tag_or_digest,
 	return 0;
 }
 
-int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
-		      size_t *ret_len)
-{
-	_cleanup_(http_response_done) struct http_response resp = {};
-	_cleanup_free_ char *url = NULL, *object = NULL;
-	struct http_request req = {};
-	struct exchange x = {};
-	int e;
-
-	if (digest_validate(digest) < 0) {
-		set_error(r, "invalid digest '%.80s'", digest);
-		return -EINVAL;
-	}
-	e = ensure_pinged(r);
-	if (e < 0)
-		return e;
-	e = object_names(r, "blobs", digest, &url, &object);
-	if (e < 0)
-		return e;
-	x.object = object;
-
-	req = (struct http_request) { .url = url, .follow_redirects = true, .max_body = max };
-	e = registry_exchange(r, &req, &x, &resp);
-	if (e < 0)
-		return e;
-
-	if (digest_verify_buffer(resp.body, resp.body_len, digest) < 0) {
-		set_error(r, "blob %s does not match its digest (GET %s)", object, url);
-		return -EBADMSG;
-	}
-
-	*ret_buf = TAKE_PTR(resp.body);
-	*ret_len = resp.body_len;
-	return 0;
-}
-
-/* A stream that resumes: after a failure, the next attempt asks for the bytes from where the
- * sink stopped, and the sink never sees a byte twice. */
-struct resume_sink {
-	struct registry *r;
-	struct http_request *req;
-	int (*sink)(void *userdata, const void *buf, size_t n);
-	void *userdata;
-	uint64_t delivered;      /* bytes handed to @sink over all attempts */
-	uint64_t from;           /* where this attempt starts */
-	uint64_t skipped;        /* of a 200's whole body, bytes before @from */
-	bool checked;            /* this attempt's status and Content-Range were looked at */
-};
-
-static void resume_restart(void *userdata)
-{
-	struct resume_sink *s = userdata;
-
-	s->from = s->delivered;
-	s->skipped = 0;
-	s->checked = false;
-	s->req->range = s->from > 0;
-	s->req->range_open = s->from > 0;
-	s->req->range_offset = s->from;
-	if (s->from > 0)
-		log_debug("resuming blob stream at byte %llu", (unsigned long long)s->from);
-}
-
 /* "bytes START-END/TOTAL": START and TOTAL (UINT64_MAX for "*"); false if malformed. */
 static bool content_range_parse(const char *cr, uint64_t *ret_start, uint64_t *ret_end,
 				uint64_t *ret_total)
@@ -1221,71 +1158,6 @@ static bool content_range_parse(const char *cr, uint64_t *ret_start, uint64_t *r
 	return true;
 }
 
-static int resume_write(void *userdata, const void *buf, size_t n)
-{
-	struct resume_sink *s = userdata;
-	const struct http_response *resp = http_current_response(s->r->http);
-	const uint8_t *p = buf;
-
-	if (!s->checked) {
-		uint64_t start, end, total;
-
-		s->checked = true;
-		if (s->from > 0 && resp->status == 206 &&
-		    (!content_range_parse(resp->content_range, &start, &end, &total) ||
-		     start != s->from))
-			return -EPROTO;
-	}
-	if (s->from > 0 && resp->status == 200 && s->skipped < s->from) {
-		uint64_t skip = s->from - s->skipped;
-
-		if (skip >= n) {
-			s->skipped += n;
-			return 0;
-		}
-		s->skipped += skip;
-		p += skip;
-		n -= skip;
-	}
-	s->delivered += n;
-	return s->sink(s->userdata, p, n);
-}
-
-int registry_stream_blob(struct registry *r, const char *digest,
-			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
-{
-	_cleanup_(http_response_done) struct http_response resp = {};
-	_cleanup_free_ char *url = NULL, *object = NULL;
-	struct http_request req = {};
-	struct resume_sink rs = { .r = r, .req = &req, .sink = sink, .userdata = userdata };
-	struct exchange x = { .streaming = true, .restart = resume_restart };
-	int e;
-
-	if (digest_validate(digest) < 0) {
-		set_error(r, "invalid digest '%.80s'", digest);
-		return -EINVAL;
-	}
-	e = ensure_pinged(r);
-	if (e < 0)
-		return e;
-	e = object_names(r, "blobs", digest, &url, &object);
-	if (e < 0)
-		return e;
-	x.object = object;
-
-	req = (struct http_request) {
-		.url = url,
-		.follow_redirects = true,
-		.sink = resume_write,
-		.userdata = &rs,
-	};
-	e = registry_exchange(r, &req, &x, &resp);
-	if (e == -EPROTO && resp.status == 206)
-		set_error(r, "resumed stream of blob %s started at the wrong offset (GET %s: "
-			  "Content-Range %s)", object, url, resp.content_range ?: "none");
-	return e;
-}
-
 void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size)
 {
 	(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
@@ -1293,64 +1165,95 @@ void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t 
 	r->size_from_manifest = true;
 }
 
-/* A range streamed to a sink.  Every attempt asks for the bytes the sink has not taken yet
- * ([offset + delivered, offset + len)), and a 206's Content-Range is checked before its first
- * byte goes to the sink, so the sink sees each byte of the range once, in order, and never a
- * byte of an answer that names other bytes. */
-struct range_stream {
+/* A blob, or a range of one, streamed to a sink.  Every attempt asks for the bytes the sink
+ * has not had yet ([offset + delivered, offset + len), or to the end), and a 206's
+ * Content-Range is checked before its first byte goes to the sink, so the sink sees each byte
+ * once, in order, and never a byte of an answer that names other bytes.  A whole blob (from 0,
+ * open-ended) is asked for without a Range header; a 200 to a request with one carries the
+ * whole blob, whose head is skipped and whose tail is not waited for. */
+struct blob_stream {
 	struct registry *r;
 	struct http_request *req;
-	const char *digest, *object, *url;
-	uint64_t offset, len;
-	uint64_t delivered;  /* bytes handed to @sink over all attempts */
-	uint64_t at;         /* blob offset of this attempt's next byte (a 200 starts at 0) */
-	bool checked;        /* this attempt's status and Content-Range were looked at */
-	int check_error;     /* what the check found wrong, for the caller */
+	const char *digest;
+	char *object, *url;    /* for messages, once known */
+	uint64_t offset, len;  /* len REGISTRY_TO_END: to the blob's end */
+	uint64_t delivered;    /* bytes handed to @sink over all attempts */
+	uint64_t at;           /* blob offset of this attempt's next byte (a 200 starts at 0) */
+	bool checked;          /* this attempt's status and Content-Range were looked at */
+	int check_error;       /* what the check found wrong, for the caller */
 	int (*sink)(void *userdata, const void *buf, size_t n);
 	void *userdata;
 };
 
-static void range_stream_restart(void *userdata)
-{
-	struct range_stream *s = userdata;
-	uint64_t left = s->len - s->delivered;
-
-	/* Nothing left would be a range of no bytes: ask for the last one again (skipped). */
-	s->req->range_offset = s->offset + s->delivered - (left == 0);
-	s->req->range_len = left ?: 1;
-	s->checked = false;
-	s->check_error = 0;
-}
-
 /* Sentinel: a 200 delivered the range; the rest of the blob is not needed. */
 #define RANGE_DONE (-ECANCELED)
 
-/* A 206's Content-Range must name exactly the bytes asked for, and a total that agrees with
- * the blob's known size; the first total seen becomes the known size. */
-static int range_answer_check(struct registry *r, const char *digest, const char *object,
-			      const char *url, const char *cr, uint64_t offset, size_t len)
+static bool blob_stream_open_ended(const struct blob_stream *s)
 {
-	uint64_t start, end, total;
+	return s->len == REGISTRY_TO_END;
+}
 
-	if (!content_range_parse(cr, &start, &end, &total) || start != offset ||
-	    end - start + 1 != len) {
-		set_error(r, "range %llu+%zu of blob %s: the registry sent Content-Range %s (GET %s)",
-			  (unsigned long long)offset, len, object, cr ?: "none", url);
+/* "OFFSET+LENGTH", or "OFFSET-" to the end, for messages. */
+static const char *range_name(char buf[48], uint64_t offset, uint64_t len, bool open)
+{
+	if (open)
+		(void)snprintf(buf, 48, "%llu-", (unsigned long long)offset);
+	else
+		(void)snprintf(buf, 48, "%llu+%llu", (unsigned long long)offset,
+			       (unsigned long long)len);
+	return buf;
+}
+
+static void blob_stream_restart(void *userdata)
+{
+	struct blob_stream *s = userdata;
+	uint64_t from = s->offset + s->delivered, left;
+
+	s->checked = false;
+	s->check_error = 0;
+	if (blob_stream_open_ended(s)) {
+		s->req->range = s->req->range_open = from > 0;
+		s->req->range_offset = from;
+		if (s->delivered > 0)
+			log_debug("resuming blob stream at byte %llu", (unsigned long long)from);
+		return;
+	}
+	/* Nothing left would be a range of no bytes: ask for the last one again (skipped). */
+	left = s->len - s->delivered;
+	s->req->range = true;
+	s->req->range_offset = from - (left == 0);
+	s->req->range_len = left ?: 1;
+}
+
+/* A 206's Content-Range must name exactly the bytes asked for (any end for an open range), and
+ * a total that agrees with the blob's known size; the first total seen becomes the known size. */
+static int range_answer_check(struct blob_stream *s, const char *cr)
+{
+	const struct http_request *req = s->req;
+	struct registry *r = s->r;
+	uint64_t start, end, total;
+	char range[48];
+
+	if (!content_range_parse(cr, &start, &end, &total) || start != req->range_offset ||
+	    (!req->range_open && end - start + 1 != req->range_len)) {
+		set_error(r, "range %s of blob %s: the registry sent Content-Range %s (GET %s)",
+			  range_name(range, req->range_offset, req->range_len, req->range_open),
+			  s->object, cr ?: "none", s->url);
 		return -EPROTO;
 	}
 	if (total == UINT64_MAX)
 		return 0;
-	if (!streq(r->size_digest, digest)) {
-		(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", digest);
+	if (!streq(r->size_digest, s->digest)) {
+		(void)snprintf(r->size_digest, sizeof(r->size_digest), "%s", s->digest);
 		r->size = total;
 		r->size_from_manifest = false;
 		return 0;
 	}
 	if (total != r->size) {
-		set_error(r, "blob %s is %llu bytes at the registry, %s says %llu (GET %s)", object,
-			  (unsigned long long)total,
+		set_error(r, "blob %s is %llu bytes at the registry, %s says %llu (GET %s)",
+			  s->object, (unsigned long long)total,
 			  r->size_from_manifest ? "the manifest" : "an earlier answer",
-			  (unsigned long long)r->size, url);
+			  (unsigned long long)r->size, s->url);
 		return -EBADMSG;
 	}
 	return 0;
@@ -1366,35 +1269,43 @@ static void range_ignored(struct registry *r, const struct http_response *resp)
 			 host);
 }
 
-static int range_stream_write(void *userdata, const void *buf, size_t n)
+/* The first bytes of an attempt: only a 200 or a 206 carries the blob's bytes, and a 206
+ * only those it names. */
+static int blob_stream_check(struct blob_stream *s, long status)
 {
-	struct range_stream *s = userdata;
+	const struct http_response *resp = http_current_response(s->r->http);
+	int e;
+
+	s->checked = true;
+	s->at = 0;
+	if (status != 200 && status != 206)
+		return -EPROTO;
+	if (status == 206) {
+		e = range_answer_check(s, resp ? resp->content_range : NULL);
+		if (e < 0)
+			return e;
+		s->at = s->req->range_offset;
+	}
+	return 0;
+}
+
+static int blob_stream_write(void *userdata, const void *buf, size_t n)
+{
+	struct blob_stream *s = userdata;
 	long status = http_current_status(s->r->http);
-	uint64_t want = s->offset + s->delivered, end = s->offset + s->len;
+	uint64_t want = s->offset + s->delivered;
+	uint64_t end = blob_stream_open_ended(s) ? UINT64_MAX : s->offset + s->len;
 	const uint8_t *p = buf;
 	int e;
 
 	if (!s->checked) {
-		const struct http_response *resp = http_current_response(s->r->http);
-
-		s->checked = true;
-		s->at = 0;
-		if (status != 200 && status != 206) {
-			s->check_error = -EPROTO;
-			return -EPROTO;  /* no other status carries the blob's bytes */
-		}
-		if (status == 206) {
-			e = range_answer_check(s->r, s->digest, s->object, s->url,
-					       resp ? resp->content_range : NULL,
-					       s->req->range_offset, s->req->range_len);
-			if (e < 0) {
-				s->check_error = e;
-				return e;
-			}
-			s->at = s->req->range_offset;
+		e = blob_stream_check(s, status);
+		if (e < 0) {
+			s->check_error = e;
+			return e;
 		}
 	}
-	if (s->at + n > end && status != 200)
+	if (n > end - s->at && status != 200)
 		return -EPROTO;  /* a 206 longer than asked for (the check makes it unlikely) */
 
 	/* Bytes before the ones the sink wants: a 200's head, or a byte asked for again. */
@@ -1418,109 +1329,159 @@ static int range_stream_write(void *userdata, const void *buf, size_t n)
 		s->at += n;
 		s->delivered += n;
 	}
-	if (s->delivered == s->len && status == 200)
+	if (s->at == end && status == 200)
 		return RANGE_DONE;
 	return 0;
 }
 
-int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
-			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
-			       void *userdata)
+/* What the exchange of @s ended with, described. */
+static int blob_stream_result(struct blob_stream *s, const struct http_request *req,
+			      const struct http_response *resp, int e)
 {
-	_cleanup_(http_response_done) struct http_response resp = {};
-	_cleanup_free_ char *url = NULL, *object = NULL;
-	struct http_request req = {};
-	struct range_stream s = {
-		.r = r, .req = &req, .digest = digest, .offset = offset, .len = len,
-		.sink = sink, .userdata = userdata,
-	};
-	struct exchange x = { .restart = range_stream_restart };
-	int e;
+	struct registry *r = s->r;
+	bool open = blob_stream_open_ended(s);
+	char range[48];
 
-	if (digest_validate(digest) < 0) {
-		set_error(r, "invalid digest '%.80s'", digest);
-		return -EINVAL;
-	}
-	if (len == 0)
+	(void)range_name(range, s->offset, s->len, open);
+	if (resp->status == 200 && req->range && !open && (e >= 0 || e == RANGE_DONE))
+		range_ignored(r, resp);
+	if (e == RANGE_DONE && s->delivered == s->len)
 		return 0;
-	if (offset > UINT64_MAX - len)
-		return -EINVAL;
-	e = ensure_pinged(r);
-	if (e < 0)
-		return e;
-	e = object_names(r, "blobs", digest, &url, &object);
-	if (e < 0)
-		return e;
-	x.object = s.object = object;
-	s.url = url;
-
-	req = (struct http_request) {
-		.url = url,
-		.follow_redirects = true,
-		.range = true,
-		.range_offset = offset,
-		.range_len = len,
-		.sink = range_stream_write,
-		.userdata = &s,
-	};
-	e = registry_exchange(r, &req, &x, &resp);
-	if (resp.status == 200 && (e >= 0 || e == RANGE_DONE))
-		range_ignored(r, &resp);
-	if (e == RANGE_DONE && s.delivered == len)
-		return 0;
-	if (e == -EPROTO && resp.status == 416) {
-		set_error(r, "range %llu+%llu lies outside blob %s (GET %s: 416)",
-			  (unsigned long long)offset, (unsigned long long)len, object, url);
+	if (e == -EPROTO && resp->status == 416) {
+		set_error(r, "range %s lies outside blob %s (GET %s: 416)", range, s->object,
+			  s->url);
 		return -EPROTO;
 	}
-	if (e < 0 && e == s.check_error && resp.status == 206)
+	if (e < 0 && e == s->check_error && resp->status == 206)
 		/* registry_exchange() described the aborted transfer: say what was wrong. */
-		return range_answer_check(r, digest, object, url, resp.content_range,
-					  req.range_offset, req.range_len);
-	if (e < 0 && e == s.check_error)
-		set_error(r, "range %llu+%llu of blob %s: the registry answered %ld (GET %s)",
-			  (unsigned long long)offset, (unsigned long long)len, object, resp.status,
-			  url);
+		return range_answer_check(s, resp->content_range);
+	if (e < 0 && e == s->check_error)
+		set_error(r, "range %s of blob %s: the registry answered %ld (GET %s)", range,
+			  s->object, resp->status, s->url);
 	if (e < 0)
 		return e;
 
 	/* A 206 with no body was not checked yet. */
-	if (resp.status == 206 && !s.checked) {
-		e = range_answer_check(r, digest, object, url, resp.content_range,
-				       req.range_offset, req.range_len);
+	if (resp->status == 206 && !s->checked) {
+		e = range_answer_check(s, resp->content_range);
 		if (e < 0)
 			return e;
 	}
-	if (s.delivered != len || (resp.status != 200 && resp.status != 206)) {
-		set_error(r, "range %llu+%llu of blob %s: got %llu bytes (GET %s: %ld, "
-			  "Content-Range %s)", (unsigned long long)offset, (unsigned long long)len,
-			  object, (unsigned long long)s.delivered, url, resp.status,
-			  resp.content_range ?: "none");
+	if ((!open && s->delivered != s->len) || (resp->status != 200 && resp->status != 206)) {
+		set_error(r, "range %s of blob %s: got %llu bytes (GET %s: %ld, Content-Range %s)",
+			  range, s->object, (unsigned long long)s->delivered, s->url, resp->status,
+			  resp->content_range ?: "none");
 		return -EPROTO;
 	}
 	return 0;
 }
 
-struct range_buffer {
-	uint8_t *buf;
-	size_t filled;
+/* Performs the exchange @s describes (its registry, digest, range, sink); @streaming: a
+ * download of its own, bounded by the deadline only until it makes progress (struct exchange).
+ * Leaves the URL and object name in @s for messages (blob_stream_done() frees them). */
+static int blob_exchange(struct blob_stream *s, bool streaming)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	struct http_request req = {
+		.follow_redirects = true, .sink = blob_stream_write, .userdata = s,
+	};
+	struct exchange x = { .streaming = streaming, .restart = blob_stream_restart };
+	struct registry *r = s->r;
+	int e;
+
+	if (digest_validate(s->digest) < 0) {
+		set_error(r, "invalid digest '%.80s'", s->digest);
+		return -EINVAL;
+	}
+	if (s->len == 0)
+		return 0;
+	if (s->len != REGISTRY_TO_END && s->offset > UINT64_MAX - s->len)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", s->digest, &s->url, &s->object);
+	if (e < 0)
+		return e;
+	x.object = s->object;
+	req.url = s->url;
+	s->req = &req;
+	e = registry_exchange(r, &req, &x, &resp);
+	e = blob_stream_result(s, &req, &resp, e);
+	s->req = NULL;
+	return e;
+}
+
+static void blob_stream_done(struct blob_stream *s)
+{
+	free(s->url);
+	free(s->object);
+}
+
+int registry_stream_blob(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
+			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
+{
+	_cleanup_(blob_stream_done) struct blob_stream s = {
+		.r = r, .digest = digest, .offset = offset, .len = len,
+		.sink = sink, .userdata = userdata,
+	};
+
+	return blob_exchange(&s, len == REGISTRY_TO_END);
+}
+
+/* A whole small blob, in memory: at most @max bytes. */
+struct blob_buffer {
+	char *buf;
+	size_t len, alloc, max;
 };
 
-static int range_buffer_write(void *userdata, const void *buf, size_t n)
+static int blob_buffer_write(void *userdata, const void *buf, size_t n)
 {
-	struct range_buffer *b = userdata;
+	struct blob_buffer *b = userdata;
 
-	memcpy(b->buf + b->filled, buf, n);
-	b->filled += n;
+	if (n > b->max - b->len)
+		return -EFBIG;
+	if (b->len + n + 1 > b->alloc) {
+		size_t na = b->alloc * 2 > b->len + n + 1 ? b->alloc * 2 : b->len + n + 1;
+		char *p = realloc(b->buf, na);
+
+		if (!p)
+			return -ENOMEM;
+		b->buf = p;
+		b->alloc = na;
+	}
+	memcpy(b->buf + b->len, buf, n);
+	b->len += n;
+	b->buf[b->len] = 0;
 	return 0;
 }
 
-int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
-			    size_t len, void *buf)
+int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
+		      size_t *ret_len)
 {
-	struct range_buffer b = { .buf = buf };
+	struct blob_buffer b = { .max = max };
+	_cleanup_(blob_stream_done) struct blob_stream s = {
+		.r = r, .digest = digest, .offset = 0, .len = REGISTRY_TO_END,
+		.sink = blob_buffer_write, .userdata = &b,
+	};
+	int e;
 
-	/* The stream hands over exactly the range's bytes, each once: the buffer cannot
-	 * overflow. */
-	return registry_stream_blob_range(r, digest, offset, len, range_buffer_write, &b);
+	/* A config, not a layer: the call's deadline bounds it whole. */
+	e = blob_exchange(&s, false);
+	if (e >= 0 && digest_verify_buffer(b.buf ?: "", b.len, digest) < 0) {
+		set_error(r, "blob %s does not match its digest (GET %s)", s.object, s.url);
+		e = -EBADMSG;
+	}
+	if (e >= 0 && !b.buf) {
+		b.buf = strdup("");
+		if (!b.buf)
+			e = -ENOMEM;
+	}
+	if (e < 0) {
+		free(b.buf);
+		return e;
+	}
+	*ret_buf = b.buf;
+	*ret_len = b.len;
+	return 0;
 }

@@ -95,26 +95,20 @@ int registry_head_manifest(struct registry *r, const char *tag_or_digest,
 int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
 		      size_t *ret_len);
 
-/* Streams a blob to @sink as it arrives (redirects followed).  Does not verify: the caller
- * hashes.  A negative return from @sink aborts the transfer and is returned.  A transfer
- * that breaks is resumed from the last byte @sink took, so @sink sees each byte once. */
-int registry_stream_blob(struct registry *r, const char *digest,
+/* registry_stream_blob()'s length of a range that runs to the blob's end. */
+#define REGISTRY_TO_END UINT64_MAX
+
+/* Streams bytes [offset, offset+len) of a blob to @sink as they arrive (redirects followed), in
+ * order, each byte once: a transfer that breaks is resumed with a request for the bytes @sink
+ * has not had, and a 206 is handed on only once its Content-Range names the bytes asked for.
+ * @len REGISTRY_TO_END: to the blob's end; a whole blob (offset 0 to the end) is asked for
+ * without a Range header and, being a download of its own, its deadline starts again whenever
+ * it made progress.  Does not verify: the caller hashes.  A negative return from @sink aborts
+ * the transfer and is returned.  -EPROTO unless exactly the range comes back (a 200 with the
+ * whole blob is cut to the range), -EBADMSG if the Content-Range total contradicts the blob's
+ * known size; @sink may have had part of the range by then: how much is up to it to count. */
+int registry_stream_blob(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
 			 int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
-
-/* GETs bytes [offset, offset+len) of a blob into @buf; fails with -EPROTO unless exactly
- * @len bytes come back (a 200 with the whole body is sliced to the range), -EBADMSG if the
- * Content-Range total contradicts the blob's known size. */
-int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset,
-			    size_t len, void *buf);
-
-/* The same, streamed: bytes [offset, offset+len) go to @sink in order as they arrive, each
- * byte once (a retry after a broken transfer asks only for the rest), and none before the
- * answer's status and Content-Range were checked.  A negative return from @sink aborts the
- * transfer and is returned.  Errors as registry_get_blob_range(), after which @sink may have
- * had part of the range: how much is up to it to count. */
-int registry_stream_blob_range(struct registry *r, const char *digest, uint64_t offset,
-			       uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
-			       void *userdata);
 
 /* The size the manifest declares for blob @digest: later Content-Range totals of its ranges
  * must agree (-EBADMSG).  One blob at a time per client. */

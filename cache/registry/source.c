@@ -7,8 +7,9 @@
  * mirror that lacks an image costs one miss per object, not one per blob.
  *
  * What moves on to the next endpoint: every failure except -ENOMEM and -EINVAL (ours, the same
- * everywhere), and a stream that already handed bytes to its sink (they cannot be taken back).
- * A streamed range may move on after a part: the next endpoint is asked for the rest only.
+ * everywhere) and a failure of the caller's sink.  A stream (a range, or a whole blob: a range
+ * open at its end) may move on after a part: the next endpoint is asked for the rest only, as
+ * every endpoint serves the same bytes under one digest.
  * So a mirror that is down (-EHOSTUNREACH, -ETIMEDOUT), busy (-EAGAIN), lacks the image
  * (-ENOENT), refuses us (-EACCES), or serves bytes that fail verification (-EBADMSG, -EPROTO,
  * -EFBIG) does not fail the pull while the origin can serve it.
@@ -20,11 +21,9 @@
 
 #include "cache/base/error.h"
 #include "cache/base/log.h"
+#include "cache/registry/credentials.h"
 #include "cache/registry/registries_conf.h"
 #include "cache/registry/source_local.h"
-
-/* Bytes of a local blob read at once for a streamed range. */
-#define LOCAL_RANGE_PIECE (1U << 20)
 
 struct endpoint {
 	struct registry *registry;
@@ -350,10 +349,11 @@ int source_get_blob(struct source *s, const char *digest, size_t max, char **ret
 	return source_try(s, REQUEST_BY_DIGEST, call_get_blob, &a, NULL);
 }
 
-/* The caller's sink, counting what it took over every endpoint tried, so that a retry on
- * another endpoint knows where the stream stands.  Must be the first member of the call's
- * arguments: counted_sink_write() gets the arguments' address. */
-struct counted_sink {
+/* One stream over the endpoints: the caller's sink, counting what it took over every
+ * endpoint tried, so that the next endpoint is asked only for what the sink has not had. */
+struct stream_blob_args {
+	const char *digest;
+	uint64_t offset, len;   /* len REGISTRY_TO_END: to the end */
 	int (*sink)(void *userdata, const void *buf, size_t n);
 	void *userdata;
 	uint64_t delivered;     /* bytes the sink took */
@@ -362,141 +362,69 @@ struct counted_sink {
 
 static int counted_sink_write(void *userdata, const void *buf, size_t n)
 {
-	struct counted_sink *c = userdata;
+	struct stream_blob_args *a = userdata;
 	int r;
 
-	r = c->sink(c->userdata, buf, n);
+	r = a->sink(a->userdata, buf, n);
 	if (r < 0)
-		c->sink_failed = true;
+		a->sink_failed = true;
 	else
-		c->delivered += n;
+		a->delivered += n;
 	return r;
 }
 
-struct stream_blob_args {
-	struct counted_sink out;  /* first: see counted_sink */
-	const char *digest;
-};
-
 static int call_stream_blob(struct registry *r, void *userdata)
 {
-	return registry_stream_blob(r, ((struct stream_blob_args *)userdata)->digest,
-				    counted_sink_write, userdata);
+	struct stream_blob_args *a = userdata;
+
+	return registry_stream_blob(r, a->digest, a->offset + a->delivered,
+				    a->len == REGISTRY_TO_END ? a->len : a->len - a->delivered,
+				    counted_sink_write, a);
 }
 
-/* A whole blob streams from its start: once the sink took any byte, no other endpoint may
- * add to it. */
 static bool stream_may_retry(void *userdata)
 {
 	struct stream_blob_args *a = userdata;
 
-	return a->out.delivered == 0 && !a->out.sink_failed;
+	return !a->sink_failed && (a->len == REGISTRY_TO_END || a->delivered < a->len);
 }
 
-int source_stream_blob(struct source *s, const char *digest,
+int source_stream_blob(struct source *s, const char *digest, uint64_t offset, uint64_t len,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
 {
-	struct stream_blob_args a = { .out = { .sink = sink, .userdata = userdata },
-				      .digest = digest };
+	struct stream_blob_args a = {
+		.digest = digest, .offset = offset, .len = len, .sink = sink, .userdata = userdata,
+	};
 
 	if (s->local)
-		return source_local_stream_blob(s->local, digest, sink, userdata);
-
+		return source_local_stream_blob(s->local, digest, offset, len, sink, userdata);
+	if (len == 0)
+		return 0;
 	return source_try(s, REQUEST_BY_DIGEST, call_stream_blob, &a, stream_may_retry);
 }
 
-struct get_blob_range_args {
-	const char *digest;
-	uint64_t offset;
-	size_t len;
-	void *buf;
+struct range_buffer {
+	uint8_t *buf;
+	size_t filled;
 };
 
-static int call_get_blob_range(struct registry *r, void *userdata)
+static int range_buffer_write(void *userdata, const void *buf, size_t n)
 {
-	struct get_blob_range_args *a = userdata;
+	struct range_buffer *b = userdata;
 
-	return registry_get_blob_range(r, a->digest, a->offset, a->len, a->buf);
+	memcpy(b->buf + b->filled, buf, n);
+	b->filled += n;
+	return 0;
 }
 
 int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
 			  void *buf)
 {
-	struct get_blob_range_args a = { digest, offset, len, buf };
+	struct range_buffer b = { .buf = buf };
 
-	if (s->local)
-		return source_local_get_blob_range(s->local, digest, offset, len, buf);
-
-	return source_try(s, REQUEST_BY_DIGEST, call_get_blob_range, &a, NULL);
-}
-
-struct stream_blob_range_args {
-	struct counted_sink out;  /* first: see counted_sink */
-	const char *digest;
-	uint64_t offset, len;
-};
-
-/* Each endpoint is asked only for what the sink has not had yet. */
-static int call_stream_blob_range(struct registry *r, void *userdata)
-{
-	struct stream_blob_range_args *a = userdata;
-
-	return registry_stream_blob_range(r, a->digest, a->offset + a->out.delivered,
-					  a->len - a->out.delivered, counted_sink_write, a);
-}
-
-static bool stream_range_may_retry(void *userdata)
-{
-	struct stream_blob_range_args *a = userdata;
-
-	return !a->out.sink_failed && a->out.delivered < a->len;
-}
-
-/* A local blob: read in pieces, so that the sink works as with a registry. */
-static int local_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
-				   uint64_t len,
-				   int (*sink)(void *userdata, const void *buf, size_t n),
-				   void *userdata)
-{
-	_cleanup_free_ uint8_t *buf = NULL;
-	size_t piece = len < LOCAL_RANGE_PIECE ? (size_t)len : LOCAL_RANGE_PIECE;
-	int r;
-
-	if (len == 0)
-		return 0;
-	buf = malloc(piece);
-	if (!buf)
-		return -ENOMEM;
-	for (uint64_t done = 0; done < len;) {
-		size_t n = len - done < piece ? (size_t)(len - done) : piece;
-
-		r = source_local_get_blob_range(s->local, digest, offset + done, n, buf);
-		if (r < 0)
-			return r;
-		r = sink(userdata, buf, n);
-		if (r < 0)
-			return r;
-		done += n;
-	}
-	return 0;
-}
-
-int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
-			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
-			     void *userdata)
-{
-	struct stream_blob_range_args a = {
-		.out = { .sink = sink, .userdata = userdata },
-		.digest = digest, .offset = offset, .len = len,
-	};
-
-	if (s->local)
-		return local_stream_blob_range(s, digest, offset, len, sink, userdata);
-	if (len == 0)
-		return 0;
-
-	return source_try(s, REQUEST_BY_DIGEST, call_stream_blob_range, &a,
-			  stream_range_may_retry);
+	/* The stream hands over exactly the range's bytes, each once: the buffer cannot
+	 * overflow. */
+	return source_stream_blob(s, digest, offset, len, range_buffer_write, &b);
 }
 
 struct head_manifest_args {
@@ -529,4 +457,129 @@ void source_expect_blob_size(struct source *s, const char *digest, uint64_t size
 	/* Every endpoint serves the same blob; a local source checks sizes itself. */
 	for (size_t i = 0; i < s->n; i++)
 		registry_expect_blob_size(s->endpoints[i].registry, digest, size);
+}
+
+/* ---- an image's range source (range_source.h): a source per connection ---- */
+
+struct source_range {
+	struct range_source base;
+	struct reference *ref;
+	struct registry_options ro;    /* strings owned by the fields below */
+	char *username, *password, *cert_dir, *scheme;
+	struct credentials_options *credentials;
+	bool cancel;                   /* atomic; ro.cancel points here */
+};
+
+struct source_conn {
+	struct range_conn base;
+	struct source *source;
+};
+
+static int source_range_connect(struct range_source *rs, struct range_conn **ret)
+{
+	struct source_range *sr = (struct source_range *)rs;
+	_cleanup_free_ struct source_conn *c = NULL;
+	int r;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	r = source_new(sr->ref, &sr->ro, &c->source);
+	if (r < 0)
+		return r;
+	c->base.source = rs;
+	*ret = &TAKE_PTR(c)->base;
+	return 0;
+}
+
+static int source_range_stream(struct range_conn *rc, const char *digest, uint64_t size,
+			       uint64_t offset, uint64_t len,
+			       int (*sink)(void *userdata, const void *buf, size_t n),
+			       void *userdata)
+{
+	struct source_conn *c = (struct source_conn *)rc;
+
+	/* Content-Range totals must then match the manifest's size. */
+	if (size > 0)
+		source_expect_blob_size(c->source, digest, size);
+	return source_stream_blob(c->source, digest, offset, len, sink, userdata);
+}
+
+static void source_range_disconnect(struct range_conn *rc)
+{
+	struct source_conn *c = (struct source_conn *)rc;
+
+	source_free(c->source);
+	free(c);
+}
+
+static void source_range_cancel(struct range_source *rs)
+{
+	__atomic_store_n(&((struct source_range *)rs)->cancel, true, __ATOMIC_RELAXED);
+}
+
+static void source_range_free(struct range_source *rs)
+{
+	struct source_range *sr = (struct source_range *)rs;
+
+	reference_free(sr->ref);
+	free(sr->username);
+	if (sr->password)
+		explicit_bzero(sr->password, strlen(sr->password));
+	free(sr->password);
+	free(sr->cert_dir);
+	free(sr->scheme);
+	credentials_options_free(sr->credentials);
+	free(sr);
+}
+
+static const struct range_source_ops source_range_ops = {
+	.connect = source_range_connect,
+	.stream = source_range_stream,
+	.disconnect = source_range_disconnect,
+	.cancel = source_range_cancel,
+	.free = source_range_free,
+};
+
+static int strdup_opt(const char *s, char **ret)
+{
+	*ret = NULL;
+	if (!s)
+		return 0;
+	*ret = strdup(s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int source_range_new(const struct reference *ref, const struct registry_options *o,
+		     struct range_source **ret)
+{
+	struct source_range *sr;
+	int r;
+
+	sr = calloc(1, sizeof(*sr));
+	if (!sr)
+		return -ENOMEM;
+	sr->base.ops = &source_range_ops;
+	if (o)
+		sr->ro = *o;
+	r = reference_dup(ref, &sr->ref);
+	if (r >= 0 && (strdup_opt(sr->ro.username, &sr->username) < 0 ||
+		       strdup_opt(sr->ro.password, &sr->password) < 0 ||
+		       strdup_opt(sr->ro.cert_dir, &sr->cert_dir) < 0 ||
+		       strdup_opt(sr->ro.scheme, &sr->scheme) < 0 ||
+		       credentials_options_dup(sr->ro.credentials, &sr->credentials) < 0))
+		r = -ENOMEM;
+	if (r < 0) {
+		source_range_free(&sr->base);
+		return r;
+	}
+	sr->ro.username = sr->username;
+	sr->ro.password = sr->password;
+	sr->ro.cert_dir = sr->cert_dir;
+	sr->ro.scheme = sr->scheme;
+	sr->ro.credentials = sr->credentials;
+	sr->ro.cancel = &sr->cancel;
+	sr->base.timeout_ms = sr->ro.timeout_ms > 0 ? sr->ro.timeout_ms : 0;
+	*ret = &sr->base;
+	return 0;
 }

@@ -10,6 +10,7 @@
  * were tried first. */
 #pragma once
 
+#include "cache/registry/range_source.h"
 #include "cache/registry/registry.h"
 
 struct source;
@@ -36,17 +37,24 @@ int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_
 			size_t *ret_len, char **ret_content_type, char ret_digest[72]);
 int source_get_blob(struct source *s, const char *digest, size_t max, char **ret_buf,
 		    size_t *ret_len);
-int source_stream_blob(struct source *s, const char *digest,
+/* registry_stream_blob() over the endpoints: bytes [offset, offset+len) (@len REGISTRY_TO_END:
+ * to the end) to @sink, each once, in order; when an endpoint fails midway, the next is asked
+ * only for the rest. */
+int source_stream_blob(struct source *s, const char *digest, uint64_t offset, uint64_t len,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
+/* The same into @buf: exactly @len bytes. */
 int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
 			  void *buf);
-/* registry_stream_blob_range(): each byte of the range once, in order, to @sink. */
-int source_stream_blob_range(struct source *s, const char *digest, uint64_t offset,
-			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
-			     void *userdata);
 /* HEAD of a manifest: its digest (and Content-Type) without its body, so that a tag whose
  * manifest is cached costs no GET (see registry_head_manifest()). */
 int source_head_manifest(struct source *s, const char *tag_or_digest, char ret_digest[72],
 			 char **ret_content_type);
 /* The size the manifest declares for a blob: Content-Range totals must agree with it. */
 void source_expect_blob_size(struct source *s, const char *digest, uint64_t size);
+
+/* The range source of the image @ref names (range_source.h): each connection a source of its
+ * own, so the registry's mirrors first, or its local layout or archive.  Copies @ref and @o
+ * (its strings and credentials) once; @o->cancel is replaced by the source's own (see
+ * range_source_cancel()), @o->rate_limit is shared.  Its timeout_ms is @o->timeout_ms. */
+int source_range_new(const struct reference *ref, const struct registry_options *o,
+		     struct range_source **ret);

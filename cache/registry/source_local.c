@@ -18,6 +18,7 @@
 #include "cache/base/digest.h"
 #include "cache/base/error.h"
 #include "cache/registry/docker_archive.h"
+#include "cache/registry/registry.h"
 #include "cache/format/manifest.h"
 #include "cache/registry/tar_index.h"
 
@@ -628,8 +629,8 @@ int source_local_get_blob(struct source_local *s, const char *digest, size_t max
 	return blob_read_verified(s, digest, max, ret_buf, ret_len);
 }
 
-int source_local_stream_blob(struct source_local *s, const char *digest,
-			     int (*sink)(void *userdata, const void *buf, size_t n),
+int source_local_stream_blob(struct source_local *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
 			     void *userdata)
 {
 	_cleanup_(blob_loc_done) struct blob_loc l = { .fd = -EBADF };
@@ -639,35 +640,26 @@ int source_local_stream_blob(struct source_local *s, const char *digest,
 	r = blob_locate(s, digest, &l);
 	if (r < 0)
 		return r;
-	buf = malloc(STREAM_CHUNK);
+	if (len == REGISTRY_TO_END && offset <= l.size)
+		len = l.size - offset;
+	if (offset > l.size || len > l.size - offset)
+		return set_error(s, -EPROTO, "range %llu+%llu is beyond the end of blob '%s' "
+				 "(%llu bytes)", (unsigned long long)offset,
+				 (unsigned long long)len, digest, (unsigned long long)l.size);
+	/* A chunk's range is small: no buffer larger than it. */
+	buf = malloc(len < STREAM_CHUNK ? (size_t)len + 1 : STREAM_CHUNK);
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t off = 0; off < l.size;) {
-		size_t n = l.size - off < STREAM_CHUNK ? (size_t)(l.size - off) : STREAM_CHUNK;
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < STREAM_CHUNK ? (size_t)(len - done) : STREAM_CHUNK;
 
-		r = blob_pread(s, &l, digest, buf, n, off);
+		r = blob_pread(s, &l, digest, buf, n, offset + done);
 		if (r < 0)
 			return r;
 		r = sink(userdata, buf, n);
 		if (r < 0)
 			return r;
-		off += n;
+		done += n;
 	}
 	return 0;
-}
-
-int source_local_get_blob_range(struct source_local *s, const char *digest, uint64_t offset,
-				size_t len, void *buf)
-{
-	_cleanup_(blob_loc_done) struct blob_loc l = { .fd = -EBADF };
-	int r;
-
-	r = blob_locate(s, digest, &l);
-	if (r < 0)
-		return r;
-	if (offset > l.size || len > l.size - offset)
-		return set_error(s, -EPROTO, "range %llu+%zu is beyond the end of blob '%s' (%llu bytes)",
-				 (unsigned long long)offset, len, digest,
-				 (unsigned long long)l.size);
-	return blob_pread(s, &l, digest, buf, len, offset);
 }

@@ -32,11 +32,11 @@ int source_local_get_manifest(struct source_local *s, const char *tag_or_digest,
 			      size_t *ret_len, char **ret_content_type, char ret_digest[72]);
 int source_local_get_blob(struct source_local *s, const char *digest, size_t max,
 			  char **ret_buf, size_t *ret_len);
-int source_local_stream_blob(struct source_local *s, const char *digest,
-			     int (*sink)(void *userdata, const void *buf, size_t n),
+/* Bytes [offset, offset+len) of a blob (@len REGISTRY_TO_END: to its end) to @sink, in pieces;
+ * -EPROTO for a range past the blob's end. */
+int source_local_stream_blob(struct source_local *s, const char *digest, uint64_t offset,
+			     uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
 			     void *userdata);
-int source_local_get_blob_range(struct source_local *s, const char *digest, uint64_t offset,
-				size_t len, void *buf);
 /* The descriptor the reference selects, without reading the manifest: its digest, size and
  * media type (NULL if the layout names none). */
 int source_local_head_manifest(struct source_local *s, char ret_digest[72], uint64_t *ret_size,

@@ -23,7 +23,7 @@ import helpers
 import push
 import registry as registry_mod
 import tls
-from proxy import Proxy
+from proxy import Fault, Proxy
 
 EXIT_REGISTRY = 3
 REPO = "fixtures/oci-gzip"
@@ -134,6 +134,39 @@ def test_second_mirror_serves_when_the_first_lacks_the_image(lazyroot, test_dir,
         lazyroot.umount(env=env)
     assert origin.requests == [], api_requests(origin)
     assert any("/blobs/" in r for r in api_requests(mirror))
+
+
+def test_layer_cut_short_at_the_mirror_continues_from_the_origin(lazyroot, test_dir, origin,
+                                                                  mirror):
+    """A whole layer is a range open at its end: when the mirror breaks off a layer and then
+    cannot serve the rest, the origin is asked only for the bytes not taken yet."""
+    cut = 100000
+    seen = set()
+
+    def hook(req):
+        if req["method"] != "GET" or "/blobs/" not in req["path"]:
+            return None
+        if req["path"] not in seen:
+            seen.add(req["path"])
+            return Fault.truncate(cut)
+        return Fault.status(404) if req["range"] else None
+
+    mirror.set_fault(hook)
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    try:
+        diffs = helpers.compare_with_oracle(lazyroot.mountpoint, conftest.FIXTURES / "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    assert not diffs, "\n".join(diffs)
+    # The first layer broke off at the mirror; the origin, which served its rest, serves the
+    # later blobs from then on (the endpoint that served last is asked first).
+    by_path = {}
+    for r in origin.blob_requests():
+        by_path.setdefault(r["path"], []).append(r["range"])
+    resumed = [p for p, ranges in by_path.items() if "bytes=%d-" % cut in ranges]
+    assert resumed, by_path
+    assert all(by_path[p] == ["bytes=%d-" % cut] for p in resumed), by_path
 
 
 def test_mirror_by_digest_only_resolves_tags_at_the_origin(lazyroot, test_dir, origin, mirror):

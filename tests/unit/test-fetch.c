@@ -1,7 +1,8 @@
 /* tests/unit/test-fetch.c: missing chunks become verified blobs, once per digest, with as few
  * Range reads as possible; prefetch fills the store behind reads.  Layers are real
- * multi-member gzip (eStargz-like) and multi-frame zstd (zstd:chunked-like) files read
- * through a counting, optionally slow or failing, blob_range_reader. */
+ * multi-member gzip (eStargz-like) and multi-frame zstd (zstd:chunked-like) blobs of an OCI
+ * layout, read through the real range source of a local image (source_range_new()) that the
+ * tests wrap to count its streams and make them slow or fail. */
 #include "cache/fetch.h"
 
 #include <errno.h>
@@ -19,8 +20,10 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
+#include "cache/registry/source.h"
 #include "tap.h"
 
 #define N_CHUNKS 6            /* adjacent chunks at the start of each layer */
@@ -43,7 +46,6 @@ static size_t n_events;
 
 struct test_reader {
 	unsigned layer;
-	int fd;
 	atomic_int calls;
 	atomic_int in_read;
 	atomic_bool fail;              /* reads fail with -EHOSTUNREACH */
@@ -91,10 +93,61 @@ static bool take_one(atomic_int *n)
 	return v > 0;
 }
 
-static int test_read(void *userdata, uint64_t offset, size_t len, void *buf)
+/* The fetcher's range source here: the real one of the local layout, each stream counted,
+ * logged, and slowed or failed as the layer's test_reader says. */
+struct test_source {
+	struct range_source base;
+	struct range_source *local;
+};
+
+struct test_conn {
+	struct range_conn base;
+	struct range_conn *local;
+};
+
+/* A stream's bytes handed on in pieces that end anywhere in a chunk, as a network's do. */
+#define PIECE 4000U
+
+struct piece_sink {
+	int (*sink)(void *userdata, const void *buf, size_t n);
+	void *userdata;
+};
+
+static int piece_write(void *userdata, const void *buf, size_t n)
 {
-	struct test_reader *rd = userdata;
-	ssize_t n;
+	struct piece_sink *p = userdata;
+	int r = 0;
+
+	for (size_t k = 0; r >= 0 && k < n; k += PIECE)
+		r = p->sink(p->userdata, (const char *)buf + k, n - k < PIECE ? n - k : PIECE);
+	return r;
+}
+
+static int test_connect(struct range_source *s, struct range_conn **ret)
+{
+	struct test_source *ts = (struct test_source *)s;
+	struct test_conn *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	r = range_source_connect(ts->local, &c->local);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
+	c->base.source = s;
+	*ret = &c->base;
+	return 0;
+}
+
+static int test_stream(struct range_conn *rc, const char *digest, uint64_t size,
+		       uint64_t offset, uint64_t len,
+		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata)
+{
+	struct test_conn *c = (struct test_conn *)rc;
+	struct test_reader *rd = &L[strcmp(digest, L[0].fl.digest) == 0 ? 0 : 1].rd;
+	struct piece_sink p = { sink, userdata };
 
 	rd->calls++;
 	rd->in_read++;
@@ -106,11 +159,45 @@ static int test_read(void *userdata, uint64_t offset, size_t len, void *buf)
 	log_event(EV_END, rd->layer, offset);
 	rd->in_read--;
 	if (rd->fail || take_one(&rd->fail_next))
-		return -EHOSTUNREACH;
-	n = pread(rd->fd, buf, len, offset);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EPROTO;
+		return error_set(-EHOSTUNREACH, "failed as the test asked");
+	return range_conn_stream(c->local, digest, size, offset, len, piece_write, &p);
+}
+
+static void test_disconnect(struct range_conn *rc)
+{
+	range_conn_free(((struct test_conn *)rc)->local);
+	free(rc);
+}
+
+static void test_cancel(struct range_source *s)
+{
+	range_source_cancel(((struct test_source *)s)->local);
+}
+
+static void test_source_free(struct range_source *s)
+{
+	range_source_free(((struct test_source *)s)->local);
+	free(s);
+}
+
+static const struct range_source_ops test_source_ops = {
+	.connect = test_connect, .stream = test_stream,
+	.disconnect = test_disconnect, .cancel = test_cancel, .free = test_source_free,
+};
+
+/* The local layout's range source, wrapped. */
+static struct range_source *test_source_new(void)
+{
+	_cleanup_(reference_freep) struct reference *ref = NULL;
+	struct test_source *ts = calloc(1, sizeof(*ts));
+	char name[600];
+
+	snprintf(name, sizeof(name), "oci:%s/layout", dir);
+	if (!ts || reference_parse(name, &ref) < 0 ||
+	    source_range_new(ref, NULL, &ts->local) < 0)
+		abort();
+	ts->base.ops = &test_source_ops;
+	return &ts->base;
 }
 
 static void reader_reset(void)
@@ -149,8 +236,28 @@ static size_t gzip_member(const uint8_t *in, size_t len, uint8_t *out, size_t ma
 	return n;
 }
 
-/* Writes layer @l: N_CHUNKS chunks back to back (layer 0 also a hole and one more chunk),
- * each its own gzip member or zstd frame, with contents that compress only partly. */
+/* Moves the layer file @path (open as @fd, @ld->size bytes) into the layout, named by its
+ * digest. */
+static int layer_store(struct layer_data *ld, int fd, const char *path)
+{
+	char digest[DIGEST_STRING_MAX], blob[600];
+	uint8_t *bytes = malloc(ld->size);
+
+	if (!bytes || pread(fd, bytes, ld->size, 0) != (ssize_t)ld->size)
+		return -EIO;
+	digest_buffer(bytes, ld->size, digest);
+	free(bytes);
+	snprintf(blob, sizeof(blob), "%s/layout/blobs/sha256/%s", dir, digest + strlen("sha256:"));
+	if (rename(path, blob) < 0)
+		return -errno;
+	ld->fl.digest = strdup(digest);
+	ld->fl.size = ld->size;
+	return 0;
+}
+
+/* Writes layer @l into the layout, named by its digest: N_CHUNKS chunks back to back (layer
+ * 0 also a hole and one more chunk), each its own gzip member or zstd frame, with contents
+ * that compress only partly. */
 static int layer_build(unsigned l, enum layer_compression comp)
 {
 	struct layer_data *ld = &L[l];
@@ -164,6 +271,7 @@ static int layer_build(unsigned l, enum layer_compression comp)
 	out = malloc(max);
 	snprintf(path, sizeof(path), "%s/layer%u", dir, l);
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ld->fl.compression = comp;
 	if (fd < 0 || !out)
 		return -errno;
 
@@ -195,10 +303,28 @@ static int layer_build(unsigned l, enum layer_compression comp)
 
 	ld->size = off;
 	ld->rd.layer = l;
-	ld->rd.fd = TAKE_FD(fd);
-	snprintf(path, sizeof(path), "sha256:%064u", l);
-	ld->fl = (struct fetch_layer) { .digest = strdup(path), .compression = comp, .size = off };
-	return 0;
+	return layer_store(ld, fd, path);
+}
+
+/* An OCI layout of the two layers (a layout without images: only its blobs are read). */
+static int layout_build(void)
+{
+	const char *parts[] = { "layout", "layout/blobs", "layout/blobs/sha256" };
+	_cleanup_close_ int fd = -EBADF;
+	char path[600];
+	int r;
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, parts[i]);
+		if (mkdir(path, 0700) < 0)
+			return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/layout/oci-layout", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || dprintf(fd, "{\"imageLayoutVersion\": \"1.0.0\"}\n") < 0)
+		return -EIO;
+	r = layer_build(0, LAYER_COMPRESSION_GZIP);
+	return r < 0 ? r : layer_build(1, LAYER_COMPRESSION_ZSTD);
 }
 
 struct env {
@@ -208,11 +334,8 @@ struct env {
 
 static void env_new_timeout(struct env *e, long timeout_ms)
 {
-	struct blob_range_reader readers[2] = {
-		{ test_read, &L[0].rd }, { test_read, &L[1].rd },
-	};
 	struct fetch_layer layers[2] = { L[0].fl, L[1].fl };
-	struct fetcher_source src = { .reader = readers, .timeout_ms = timeout_ms };
+	struct fetcher_options o = { .timeout_ms = timeout_ms };
 	char path[512];
 	int r;
 
@@ -221,7 +344,7 @@ static void env_new_timeout(struct env *e, long timeout_ms)
 	r = blob_store_open(path, &e->bs);
 	if (r < 0)
 		abort();
-	r = fetcher_new(&src, e->bs, layers, 2, &e->f);
+	r = fetcher_new(test_source_new(), &o, e->bs, layers, 2, &e->f);
 	if (r < 0)
 		abort();
 }
@@ -810,7 +933,7 @@ int main(void)
 		printf("Bail out! mkdtemp: %m\n");
 		return 1;
 	}
-	if (layer_build(0, LAYER_COMPRESSION_GZIP) < 0 || layer_build(1, LAYER_COMPRESSION_ZSTD) < 0) {
+	if (layout_build() < 0) {
 		printf("Bail out! building layers: %m\n");
 		return 1;
 	}
@@ -831,7 +954,6 @@ int main(void)
 	test_free_stops_prefetch();
 
 	for (unsigned l = 0; l < 2; l++) {
-		close(L[l].rd.fd);
 		free((char *)L[l].fl.digest);
 		for (unsigned i = 0; i < L[l].n; i++)
 			free(L[l].plain[i]);

@@ -12,6 +12,7 @@
 
 #include "cache/base/digest.h"
 #include "cache/base/error.h"
+#include "cache/registry/registry.h"
 #include "cache/registry/tar_index.h"
 #include "tap.h"
 
@@ -121,13 +122,30 @@ static void test_formats(void)
 	}
 }
 
+struct range_buf {
+	unsigned char *buf;
+	size_t n, size;
+};
+
+static int range_fill(void *userdata, const void *buf, size_t n)
+{
+	struct range_buf *b = userdata;
+
+	if (n > b->size - b->n)
+		return -EFBIG;
+	memcpy(b->buf + b->n, buf, n);
+	b->n += n;
+	return 0;
+}
+
 static void test_oci_layout(void)
 {
 	struct reference *ref = NULL;
 	struct source_local *s = NULL;
 	char digest[72], head_digest[72], *buf = NULL, *ct = NULL, *head_type = NULL, *idx = NULL;
 	uint64_t head_size = 0, requests = 1, bytes = 0;
-	unsigned char range[16];
+	unsigned char range[1 << 16];
+	struct range_buf rb = { .buf = range, .size = sizeof(range) };
 	size_t len = 0, idx_len = 0;
 
 	check(reference_parse("oci:fixtures/oci-gzip:edge", &ref) == 0, "parse oci: ref");
@@ -147,9 +165,12 @@ static void test_oci_layout(void)
 	buf = ct = NULL;
 	check(source_local_get_manifest(s, head_digest, &buf, &len, &ct, digest) == 0 &&
 	      len == head_size, "get_manifest by digest");
-	check(source_local_get_blob_range(s, head_digest, 0, 1, range) == 0 && range[0] == '{',
-	      "a blob range is read");
-	check(source_local_get_blob_range(s, head_digest, head_size, 1, range) == -EPROTO,
+	check(source_local_stream_blob(s, head_digest, 0, 1, range_fill, &rb) == 0 &&
+	      rb.n == 1 && range[0] == '{', "a blob range is read");
+	rb.n = 0;
+	check(source_local_stream_blob(s, head_digest, 1, REGISTRY_TO_END, range_fill, &rb) == 0 &&
+	      rb.n == head_size - 1, "a range open at its end is read to the blob's end");
+	check(source_local_stream_blob(s, head_digest, head_size, 1, range_fill, &rb) == -EPROTO,
 	      "a range past the end is -EPROTO");
 	check(source_local_get_blob(s, "sha256:" ZERO64, 1024, &buf, &len) == -ENOENT &&
 	      strstr(error_message(), "not found"), "a missing blob is -ENOENT, said so");

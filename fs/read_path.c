@@ -1,0 +1,451 @@
+/*
+ * fs/read_path.c: see read_path.h.  A read finds the chunks it overlaps (a binary search in
+ * the tree's chunk list), serves each stored one from its open blob and collects the missing
+ * ones; if any is missing, one fetcher call brings them in, together with fetch-ahead and
+ * read-around chunks that it does not wait for, and the collected chunks are served then.
+ * A read inside one chunk hands out that chunk's blob fd (splice); any other is assembled in
+ * a buffer.
+ *
+ * Load: every FUSE read of a file comes here, from up to 64 threads; a read of a stored file
+ * costs a stat of the tree, a binary search, a blob fd cache lookup and no allocation unless
+ * it spans chunks.  Only a miss allocates its plan and calls the fetcher.
+ */
+#include "read_path.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/base/log.h"
+#include "cache/base/util.h"
+#include "cache/store/blob_store.h"
+#include "fs/local_readahead.h"
+#include "fs/read_around.h"
+
+/* On a miss, the chunks that follow in the file come along, up to this many bytes. */
+#define FETCH_AHEAD (2u << 20)
+/* How far past the end of a missed file, in the layer's blob, its neighbours come along
+ * (fs/read_around.h): what the link moves in one round trip (so the extra bytes delay the next
+ * request by less than the round trip they may save it), at most this much: of 32 KiB to
+ * 512 KiB, 128 KiB gave the benchmark's python3 start its shortest time (simulated over its
+ * recorded reads, both link settings; tests/bench/README.md). */
+#define READ_AROUND_BYTES (128u << 10)
+#define READ_AROUND_CHUNKS 64u
+
+struct read_path {
+	const struct fs_tree *tree;
+	struct blob_store *bs;
+	struct fetcher *fetcher;          /* NULL when the image has no lazy layer */
+	struct blob_fds *fds;             /* open blobs of recently read chunks */
+	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
+	struct local_ra *ra;              /* opens the next files' blobs while one is read */
+};
+
+/* One read: bytes [off, end) of inode @ino, which lie in chunks [first, last) of its @n. */
+struct read_span {
+	fs_ino_t ino;
+	const struct fs_chunk_ref *c;
+	size_t n, first, last;
+	uint64_t off, end;
+	char *buf;               /* NULL: inside one chunk, served as its blob @fd */
+	struct blob_fd fd;
+};
+
+/* What a read fetches: chunks[0..n_own) are its own (span chunk own[k] each), the rest are
+ * fetched ahead and not waited for.  Room for the rest of the file and READ_AROUND_CHUNKS. */
+struct read_plan {
+	struct fetch_chunk *chunks;
+	size_t *own;
+	size_t n, n_own;
+};
+
+int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
+		  unsigned fds_slots, struct read_path **ret)
+{
+	_cleanup_(read_path_freep) struct read_path *rp = NULL;
+	int r;
+
+	rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return -ENOMEM;
+	rp->tree = tree;
+	rp->bs = bs;
+	rp->fetcher = fetcher;
+	r = blob_fds_new(fds_slots, &rp->fds);
+	if (r >= 0 && fetcher)
+		r = read_around_new(tree, &rp->read_around);
+	if (r >= 0)
+		r = local_ra_new(tree, bs, rp->fds, fds_slots, &rp->ra);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(rp);
+	return 0;
+}
+
+struct read_path *read_path_free(struct read_path *rp)
+{
+	if (!rp)
+		return NULL;
+	/* The read-ahead workers use the fds: stop them first. */
+	local_ra_free(rp->ra);
+	read_around_free(rp->read_around);
+	blob_fds_free(rp->fds);
+	free(rp);
+	return NULL;
+}
+
+void read_reply_done(struct read_reply *rr)
+{
+	free(rr->buf);
+	rr->buf = NULL;
+	blob_fds_put(&rr->fd);
+}
+
+/* "sha256:<hex>" of a chunk (not of a zeros one). */
+static void chunk_digest(const struct fs_chunk_ref *c, char ret[DIGEST_STRING_MAX])
+{
+	digest_format_sha256(c->digest, ret);
+}
+
+static bool chunk_fetchable(const struct fs_chunk_ref *c)
+{
+	return !c->zeros && c->blob_length > 0;
+}
+
+/* The chunk holding byte @off, or @n if none does. */
+static size_t chunk_find(const struct fs_chunk_ref *c, size_t n, uint64_t off)
+{
+	size_t lo = 0, hi = n;
+
+	/* The chunks tile the file in order (fs_tree_add checked): the last one starting at
+	 * or before @off holds it. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c[mid].file_offset <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0 || off - c[lo - 1].file_offset >= c[lo - 1].size)
+		return n;
+	return lo - 1;
+}
+
+struct chunk_open_args {
+	struct read_path *rp;
+	fs_ino_t ino;
+	const struct fs_chunk_ref *c;
+};
+
+/* Opens a chunk's blob (for blob_fds_get(), on a miss): 0, -ENOENT if it is not stored, -EIO
+ * for anything else. */
+static int chunk_open(void *userdata, int *ret_fd)
+{
+	const struct chunk_open_args *a = userdata;
+	const struct fs_chunk_ref *c = a->c;
+	char digest[DIGEST_STRING_MAX];
+	int r;
+
+	chunk_digest(c, digest);
+	/* A fetched chunk may be stored short (see blob_store_open_blob_sized()): then it is
+	 * missing and gets fetched again. */
+	r = c->blob_length > 0 ? blob_store_open_blob_sized(a->rp->bs, digest, c->size, ret_fd) :
+				 blob_store_open_blob(a->rp->bs, digest, ret_fd);
+	if (r < 0 && r != -ENOENT) {
+		log_debug_errno(r, "failed to open chunk '%s' of inode %" PRIu64 ", EIO: %m", digest,
+				(uint64_t)a->ino);
+		return -EIO;
+	}
+	return r;
+}
+
+/* Copies bytes [from, from + n) of the file, all inside chunk @c, into @dst. */
+static int chunk_read(fs_ino_t ino, const struct fs_chunk_ref *c, int fd, uint64_t from,
+		      size_t n, char *dst)
+{
+	char digest[DIGEST_STRING_MAX];
+	off_t pos = (off_t)(from - c->file_offset);
+
+	while (n > 0) {
+		ssize_t k = pread(fd, dst, n, pos);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			chunk_digest(c, digest);
+			if (k < 0)
+				log_debug_errno(errno, "failed to read chunk '%s' of inode %" PRIu64
+						", EIO: %m", digest, (uint64_t)ino);
+			else
+				log_debug("chunk '%s' of inode %" PRIu64 " is shorter than its %" PRIu64
+					  " bytes, EIO", digest, (uint64_t)ino, c->size);
+			return -EIO;
+		}
+		dst += k;
+		n -= (size_t)k;
+		pos += k;
+	}
+	return 0;
+}
+
+/* Serves chunk @i's part of the read: copies it to its place in s->buf or, with no buffer,
+ * keeps the chunk's open blob in s->fd.  -ENOENT if the blob is not stored, -EIO for any
+ * other failure. */
+static int chunk_serve(struct read_path *rp, struct read_span *s, size_t i)
+{
+	const struct fs_chunk_ref *c = &s->c[i];
+	uint64_t from = s->off > c->file_offset ? s->off : c->file_offset;
+	uint64_t to = c->file_offset + c->size < s->end ? c->file_offset + c->size : s->end;
+	struct chunk_open_args args = { .rp = rp, .ino = s->ino, .c = c };
+	_cleanup_blob_fd_ struct blob_fd fd = BLOB_FD_NONE;
+	int r;
+
+	if (c->zeros) {
+		memset(s->buf + (from - s->off), 0, to - from);
+		return 0;
+	}
+	r = blob_fds_get(rp->fds, c->digest, chunk_open, &args, &fd);
+	if (r < 0)
+		return r;
+	if (!s->buf) {
+		s->fd = fd;
+		fd = BLOB_FD_NONE;
+		return 0;
+	}
+	return chunk_read(s->ino, c, fd.fd, from, to - from, s->buf + (from - s->off));
+}
+
+/* Finds the chunks of [off, off + len) (len > 0, inside the file), and the buffer the read is
+ * assembled in unless it lies in one chunk of a blob. */
+static int span_find(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t len,
+		     struct read_span *ret)
+{
+	struct read_span s = { .ino = ino, .off = off, .end = off + len, .fd = BLOB_FD_NONE };
+	int r;
+
+	r = fs_tree_file_chunks(rp->tree, ino, &s.c, &s.n);
+	if (r < 0)
+		return log_debug_errno(-EIO, "inode %" PRIu64 " has no content chunks (%s), EIO",
+				       (uint64_t)ino, strerror(-r));
+	s.first = chunk_find(s.c, s.n, off);
+	if (s.first == s.n) {
+		log_debug("inode %" PRIu64 " has no chunk at offset %" PRIu64 ", EIO", (uint64_t)ino,
+			  off);
+		return -EIO;
+	}
+	for (s.last = s.first; s.last < s.n && s.c[s.last].file_offset < s.end; s.last++)
+		;
+	if (s.c[s.last - 1].file_offset + s.c[s.last - 1].size < s.end) {
+		log_debug("the chunks of inode %" PRIu64 " end before offset %" PRIu64 ", EIO",
+			  (uint64_t)ino, s.end);
+		return -EIO;
+	}
+	/* A read inside one chunk is spliced from its blob, like a tar file's; any other is
+	 * assembled in memory. */
+	if (s.last - s.first > 1 || s.c[s.first].zeros) {
+		s.buf = malloc(len);
+		if (!s.buf)
+			return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead,
+				 struct fetch_chunk *ret)
+{
+	*ret = (struct fetch_chunk) {
+		.layer = c->layer,
+		.blob_offset = c->blob_offset,
+		.blob_length = c->blob_length,
+		.size = c->size,
+		.ahead = ahead,
+	};
+	chunk_digest(c, ret->digest);
+}
+
+/* Serves the stored chunks of @s and adds the missing ones to @p, as the read's own. */
+static int serve_stored(struct read_path *rp, struct read_span *s, struct read_plan *p)
+{
+	int r;
+
+	for (size_t i = s->first; i < s->last; i++) {
+		r = chunk_serve(rp, s, i);
+		if (r == 0) {
+			if (rp->fetcher && chunk_fetchable(&s->c[i]))
+				fetcher_note_hit(rp->fetcher);
+			continue;
+		}
+		if (r != -ENOENT)
+			return r;
+		if (s->c[i].blob_length == 0 || !rp->fetcher) {
+			char digest[DIGEST_STRING_MAX];
+
+			chunk_digest(&s->c[i], digest);
+			log_debug("chunk '%s' of inode %" PRIu64 " is not in the store and %s, EIO",
+				  digest, (uint64_t)s->ino,
+				  s->c[i].blob_length == 0 ? "is never fetched" : "there is no fetcher");
+			return -EIO;
+		}
+		if (!p->chunks) {
+			p->chunks = calloc(s->n - i + READ_AROUND_CHUNKS, sizeof(*p->chunks));
+			p->own = calloc(s->n - i, sizeof(*p->own));
+			if (!p->chunks || !p->own)
+				return -ENOMEM;
+		}
+		fetch_chunk_from_ref(&s->c[i], false, &p->chunks[p->n]);
+		p->own[p->n++] = i;
+	}
+	p->n_own = p->n;
+	return 0;
+}
+
+/* Adds to @p the chunks that follow file @s in its layer's blob within the read-around window,
+ * marked ahead (stored ones too: the fetcher leaves them out, as it looks anyway). */
+static void plan_read_around(struct read_path *rp, const struct read_span *s,
+			     struct read_plan *p)
+{
+	const struct fs_chunk_ref *near[READ_AROUND_CHUNKS];
+	const struct fs_chunk_ref *tail = NULL;
+	size_t n_near;
+	uint64_t window;
+
+	for (size_t i = 0; i < s->n; i++)
+		if (chunk_fetchable(&s->c[i]) && (!tail || s->c[i].blob_offset > tail->blob_offset))
+			tail = &s->c[i];
+	if (!tail || !rp->read_around)
+		return;
+	window = fetcher_read_around_bytes(rp->fetcher, READ_AROUND_BYTES);
+	if (window == 0)
+		return;
+	n_near = read_around_pick(rp->read_around, tail->layer,
+				  tail->blob_offset + tail->blob_length, window, near,
+				  READ_AROUND_CHUNKS);
+	for (size_t i = 0; i < n_near; i++)
+		fetch_chunk_from_ref(near[i], true, &p->chunks[p->n++]);
+}
+
+/* On a miss, the chunks that follow in the file come along too, up to FETCH_AHEAD bytes:
+ * containers read binaries and libraries front to back, and a request for several small
+ * chunks costs about what a request for one does (on a 10 ms link, a 2 MiB binary in 40 KiB
+ * chunks is 50 round trips one read at a time, 2 with this).  The read waits only for its own
+ * chunks: these come after them in the request.  When that reaches the file's end, its
+ * neighbours in the layer come along as well. */
+static void plan_ahead(struct read_path *rp, const struct read_span *s, struct read_plan *p)
+{
+	char digest[DIGEST_STRING_MAX];
+	uint64_t ahead = 0;
+	size_t i;
+
+	for (i = s->last; i < s->n; i++) {
+		const struct fs_chunk_ref *c = &s->c[i];
+
+		if (!chunk_fetchable(c))
+			continue;
+		if (ahead + c->size > FETCH_AHEAD)
+			break;
+		ahead += c->size;
+		chunk_digest(c, digest);
+		if (blob_store_has_size(rp->bs, digest, c->size) > 0)
+			continue;
+		fetch_chunk_from_ref(c, true, &p->chunks[p->n++]);
+	}
+	if (i == s->n)
+		plan_read_around(rp, s, p);
+}
+
+/* Fetches @p in one fetcher call (the fetcher merges adjacent chunks into one request), which
+ * @w may interrupt; then serves the read's own chunks. */
+static int fetch_and_serve(struct read_path *rp, struct read_span *s, const struct read_plan *p,
+			   const struct read_waiter *w)
+{
+	struct fetch_interrupt intr = {};
+	int r;
+
+	if (w && w->begin)
+		w->begin(w->userdata, rp->fetcher, &intr);
+	r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, &intr);
+	/* Waits for an interrupt in progress: @intr must outlive it. */
+	if (w && w->end)
+		w->end(w->userdata);
+	if (r == -EINTR) {
+		log_debug("read of inode %" PRIu64 " at %" PRIu64 " interrupted while fetching '%s', "
+			  "EINTR", (uint64_t)s->ino, s->off, p->chunks[0].digest);
+		return -EINTR;
+	}
+	if (r < 0)
+		/* Maybe only a chunk fetched ahead failed: the read fails only if one of its own
+		 * chunks is missing below. */
+		log_debug_errno(r, "failed to fetch some of %zu chunks of inode %" PRIu64
+				" (first '%s'): %m", p->n, (uint64_t)s->ino, p->chunks[0].digest);
+	for (size_t k = 0; k < p->n_own; k++) {
+		r = chunk_serve(rp, s, p->own[k]);
+		if (r == -ENOENT) {
+			log_debug("chunk '%s' of inode %" PRIu64 " could not be fetched or verified, "
+				  "EIO", p->chunks[k].digest, (uint64_t)s->ino);
+			return -EIO;
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk. */
+static int read_chunks(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t len,
+		       const struct read_waiter *w, struct read_reply *ret)
+{
+	_cleanup_free_ struct fetch_chunk *chunks = NULL;
+	_cleanup_free_ size_t *own = NULL;
+	struct read_plan p = {};
+	struct read_span s;
+	int r;
+
+	r = span_find(rp, ino, off, len, &s);
+	if (r < 0)
+		return r;
+	r = serve_stored(rp, &s, &p);
+	chunks = p.chunks;
+	own = p.own;
+	if (r >= 0 && p.n_own > 0) {
+		plan_ahead(rp, &s, &p);
+		r = fetch_and_serve(rp, &s, &p, w);
+	}
+	if (r < 0) {
+		free(s.buf);
+		blob_fds_put(&s.fd);
+		return r;
+	}
+	*ret = (struct read_reply) {
+		.buf = s.buf, .fd = s.fd, .len = len,
+		.pos = s.buf ? 0 : (off_t)(off - s.c[s.first].file_offset),
+	};
+	return 0;
+}
+
+int read_path_read(struct read_path *rp, fs_ino_t ino, off_t off, size_t size,
+		   const struct read_waiter *w, struct read_reply *ret)
+{
+	struct stat st;
+	int r;
+
+	r = fs_tree_stat(rp->tree, ino, &st);
+	if (r < 0)
+		return r;
+	if (off < 0)
+		return -EINVAL;
+	if (off >= st.st_size || size == 0) {
+		*ret = READ_REPLY_NONE;
+		return 0;
+	}
+	/* Never ask a blob for more than the file holds: a short blob is then visible as a
+	 * short read instead of extra bytes. */
+	if ((uint64_t)(st.st_size - off) < size)
+		size = (size_t)(st.st_size - off);
+	local_ra_note_read(rp->ra, ino);
+	return read_chunks(rp, ino, (uint64_t)off, size, w, ret);
+}
