@@ -10,7 +10,7 @@ import pytest
 
 from conftest import mounts_under, run_cmd
 from helpers import (assert_clean_failure, assert_no_daemon, assert_one_line, blob_files,
-                     compare_with_oracle, daemons_for, lazyroot_mounts, mountinfo_options)
+                     compare_with_oracle, daemons, lazyroot_mounts, mountinfo_options)
 from registry import free_port
 
 
@@ -95,7 +95,7 @@ def test_already_mounted(lazyroot, registry, test_dir, mountpoint, before):
     first = lazyroot.mount(ref, mountpoint)
     assert first.ok, str(first)
     mounted = mounts_under(test_dir)
-    pids = set(daemons_for(mountpoint))
+    pids = set(daemons(mountpoint))
     assert mounted and pids
     second = lazyroot.mount(ref, mountpoint)
     assert not second.timed_out and second.returncode == 5, str(second)
@@ -103,7 +103,7 @@ def test_already_mounted(lazyroot, registry, test_dir, mountpoint, before):
     assert "already" in line and "mount" in line, line
     # nothing stacked, no second daemon, the first mount still serves
     assert mounts_under(test_dir) == mounted
-    assert set(daemons_for(mountpoint)) == pids
+    assert set(daemons(mountpoint)) == pids
     assert (mountpoint / "sizes" / "one").stat().st_size == 1
     # then umount cleans everything
     u = lazyroot.umount(mountpoint)
