@@ -29,7 +29,7 @@ Per-test fixtures
                   Result: .returncode .stdout .stderr .timed_out .duration .args, .ok,
                   str(result) = command + rc + output (for assertion messages), .check()
 
-Helpers (import from conftest): wait_until(get, timeout), mounts_under(path), is_mounted(path),
+Helpers (import from conftest): need_tool(tool, package), wait_until(get, timeout), mounts_under(path), is_mounted(path),
 wait_mounted(path, timeout), unmount_all_under(path), run_cmd(argv, timeout, ...), FIXTURE_NAMES.
 """
 
@@ -117,6 +117,30 @@ def run_cmd(argv, timeout=60, input=None, env=None, cwd=None):
         err.seek(0)
         return Result(argv, p.returncode, out.read().decode("utf-8", "replace"),
                       err.read().decode("utf-8", "replace"), dur, timed_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# tools the tests need
+
+PACKAGES_TXT = TOOLS / "packages.txt"
+
+
+def promised_packages():
+    """The Debian packages tests/tools/packages.txt lists (what CI and tests/run install)."""
+    return {ln.split("#", 1)[0].strip() for ln in PACKAGES_TXT.read_text().splitlines()} - {""}
+
+
+def need_tool(tool, package):
+    """The path of `tool` (a command name or an absolute path). When it is missing the test
+    is skipped -- unless packages.txt lists `package`: the set-up promised the tool, so its
+    absence is a broken set-up and the test fails rather than quietly not running."""
+    found = shutil.which(str(tool))
+    if found:
+        return found
+    if package in promised_packages():
+        pytest.fail("%s missing although tests/tools/packages.txt lists %s (apt-get install %s)"
+                    % (tool, package, package), pytrace=False)
+    pytest.skip("%s missing (apt-get install %s)" % (tool, package))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +277,7 @@ def fixtures_dir():
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     reg = registry_mod.Registry()
     reg.start()
     try:

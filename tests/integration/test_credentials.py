@@ -36,10 +36,8 @@ EXIT_USAGE, EXIT_REGISTRY = 2, 3
 
 @pytest.fixture(scope="module")
 def seeded_storage(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
-    if not os.path.exists(registry_mod.HTPASSWD_BIN):
-        pytest.skip("%s missing (apt-get install apache2-utils)" % registry_mod.HTPASSWD_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
+    conftest.need_tool(registry_mod.HTPASSWD_BIN, "apache2-utils")
     storage = tmp_path_factory.mktemp("creds-storage") / "storage"
     with registry_mod.Registry(storage=str(storage)) as reg:
         push.push_layout(reg.addr, str(conftest.FIXTURES / FIXTURE), REPO, TAG)

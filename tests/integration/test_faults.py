@@ -53,8 +53,7 @@ LONG = 60          # --timeout of the tests that must not wait for it
 @pytest.fixture(scope="module")
 def fault_registry():
     """A registry of this module with the lazy fixtures as faults/NAME:edge."""
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("docker-registry missing")
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     reg = registry_mod.Registry()
     reg.start()
     try:

@@ -161,8 +161,7 @@ def lazy_images(tmp_path_factory):
       mixed    gzip / eStargz / gzip / eStargz layers with whiteouts across formats
       landmark gzip base + an eStargz layer whose first 8 files are marked for prefetch
       corrupt  gzip base + a stored-deflate eStargz layer; one chunk corrupted in storage"""
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("docker-registry missing")
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     work = tmp_path_factory.mktemp("lazy-images")
     reg = registry_mod.Registry()
     reg.start()
@@ -287,8 +286,7 @@ def test_mkestargz_landmark_chunks_and_tar(tmp_path):
 
 
 def test_proxy_counts_and_forwards():
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("docker-registry missing")
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     import http.client
     with registry_mod.Registry() as reg, Proxy(reg.addr) as p:
         d = Path(conftest.FIXTURES / "estargz")

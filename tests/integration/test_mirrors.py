@@ -40,8 +40,7 @@ def tag_asked(requests):
                for r in requests)
 
 def _have_registry():
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
 
 
 @pytest.fixture(scope="module")

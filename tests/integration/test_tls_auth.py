@@ -49,8 +49,7 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seeded_storage(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     storage = tmp_path_factory.mktemp("tls-auth-storage") / "storage"
     layout = str(conftest.FIXTURES / FIXTURE)
     with registry_mod.Registry(storage=str(storage)) as reg:
