@@ -529,7 +529,10 @@ def blob_order_singles(es, files):
 def test_read_around_stays_off_on_a_slow_link(lazyroot, lazy_images, mountpoint):
     """Read-around carries what the link moves in one round trip: on a link of 100 kB/s with
     a 20 ms round trip that is 2 kB, too little to bother, so once the daemon has measured the
-    link a miss fetches only its own file and the next file costs its own request."""
+    link a miss fetches only its own file and a file 64-124 KiB on (which the full 128 KiB
+    window of a fast link would bring) costs its own request. The round trip the daemon
+    measures includes the proxy's and the registry's time, which a loaded machine stretches:
+    the check holds for any measured round trip under 0.65 s (64 KiB at 100 kB/s)."""
     im = lazy_images
     layer = im.big["layers"][1]
     files = im.big["files"]
@@ -538,10 +541,11 @@ def test_read_around_stays_off_on_a_slow_link(lazyroot, lazy_images, mountpoint)
     # daemon the link's rate and round trip without fetching anything along
     w = next(c for k, c in enumerate(order[:-1]) if 40000 <= c["end"] - c["offset"] <= 80000
              and order[k + 1]["end"] > c["end"] + READ_AROUND)
-    # f: small, followed closely by g (8-64 KiB away): read-around would bring g along
-    f, g = next((a, b) for a, b in zip(order, order[1:])
+    # f: small, followed by g ending 64-124 KiB past f: a 128 KiB window would bring g along
+    f, g = next((a, b) for k, a in enumerate(order) for b in order[k + 1:]
                 if a is not w and b is not w and a["end"] - a["offset"] < 20000 and
-                b["offset"] >= a["end"] and 8192 < b["end"] - a["end"] <= READ_AROUND // 2)
+                b["offset"] >= a["end"] and
+                READ_AROUND // 2 < b["end"] - a["end"] <= READ_AROUND - 4096)
     with Proxy(im.addr) as p:
         mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
         p.set_fault(lambda req: Fault.pace(100000, latency=0.02) if req["range"] else None)
@@ -695,8 +699,9 @@ def test_nspawn_on_lazy_estargz(lazyroot, lazy_images, mountpoint):
 
 
 def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoint):
-    """While one reader waits on a slow fetch, reads of files already in the cache go on at
-    full speed: the fetch blocks only the readers that need its bytes."""
+    """While one reader waits on a slow fetch, reads of files already in the cache go on: each
+    of them is done while the slow reader still waits (the fetch blocks only the readers that
+    need its bytes)."""
     im = lazy_images
     layer = im.big["layers"][1]
     es = layer["estargz"]
@@ -728,8 +733,8 @@ def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoin
                 finally:
                     os.close(fd)
                 assert data == es.files[cached]
-                assert took < 1.0, "a cached read took %.2fs behind a slow fetch" % took
-            assert slow.poll() is None, "the slow reader finished before the cached reads"
+                # ordering, not a time bound: the read is done while the slow one still waits
+                assert slow.poll() is None, "the cached read (%.2fs) waited for the slow fetch" % took
         finally:
             assert slow.wait(timeout=120) == 0
         assert time.monotonic() - t0 >= 5.5
