@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -452,9 +451,7 @@ def test_secret_never_leaks(lr, basic_registry, test_dir):
     lr.umount().check()
 
     for proc in (p, p2):
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        conftest.wait_until(lambda: proc.poll() is not None, 30)
     for n in (0, 1):
         err = (test_dir / ("spawn-%d.err" % n)).read_text(errors="replace")
         out = (test_dir / ("spawn-%d.out" % n)).read_text(errors="replace")

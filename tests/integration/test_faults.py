@@ -113,15 +113,12 @@ class Env:
         assert r.ok, "mount failed:\n%s" % r
 
     def wait_prefetched(self, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def done():
             r = self.lazyroot.run("stats", "--json", str(self.mnt), timeout=30)
             assert r.ok, str(r)
             pf = json.loads(r.stdout)["prefetch"]
-            if pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]:
-                return
-            time.sleep(0.2)
-        raise AssertionError("prefetch not done after %ds" % timeout)
+            return pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]
+        assert conftest.wait_until(done, timeout, 0.2), "prefetch not done after %ds" % timeout
 
     def fault_lazy(self, fault_for):
         """Apply fault_for(n) (n: 0, 1, ... per lazy read; None: pass) to lazy reads, and
@@ -417,12 +414,8 @@ sys.stdout.write("%d\\n" % m[int(sys.argv[2])])
 
 
 def _wait_stalled(env, n, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(env.faulted()) >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no stalled lazy read after %ds: %s" % (timeout, env.p.requests))
+    assert conftest.wait_until(lambda: len(env.faulted()) >= n, timeout), \
+        "no stalled lazy read after %ds: %s" % (timeout, env.p.requests)
 
 
 def _default_sigint():

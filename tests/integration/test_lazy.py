@@ -62,15 +62,15 @@ def stats(lazyroot, mnt):
 
 def wait_prefetch(lazyroot, mnt, timeout=180):
     """Poll stats until prefetch is done (done == total, not running); returns the stats."""
-    deadline = time.monotonic() + timeout
-    s = stats(lazyroot, mnt)
-    while time.monotonic() < deadline:
+    last = [None]
+
+    def done():
+        s = last[0] = stats(lazyroot, mnt)
         pf = s["prefetch"]
-        if pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]:
-            return s
-        time.sleep(0.2)
-        s = stats(lazyroot, mnt)
-    raise AssertionError("prefetch not done after %ds: %s" % (timeout, s))
+        return pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]
+    assert conftest.wait_until(done, timeout, 0.2), \
+        "prefetch not done after %ds: %s" % (timeout, last[0])
+    return last[0]
 
 
 def mount_ok(lazyroot, ref, *extra, mnt=None):

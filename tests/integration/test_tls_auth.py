@@ -15,7 +15,6 @@ falling back to plain HTTP when TLS fails; with CAs in the certificate directory
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -261,9 +260,7 @@ def test_token_never_leaks(lazyroot, auth_registry, token_server, test_dir):
             for s in secrets:
                 assert s not in data, "token in /proc/%d/%s" % (pid, what)
     lazyroot.umount().check()
-    deadline = time.monotonic() + 30
-    while p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    conftest.wait_until(lambda: p.poll() is not None, 30)
     err = (test_dir / "spawn-0.err").read_text(errors="replace")
     out = (test_dir / "spawn-0.out").read_text(errors="replace")
     assert "token" in err.lower() or auth_registry.addr in err, "verbose log is empty:\n" + err
