@@ -253,3 +253,31 @@ def test_gc_during_a_mounts_pull_keeps_the_image(lazyroot, registry, mountpoint,
     assert not compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
     assert [row["mounted"] for row in _images(lazyroot)] == [True]
     assert lazyroot.umount().ok
+
+
+def test_rm_force_forgets_the_reference_of_a_mounted_image(lazyroot, registry, mountpoint,
+                                                          cache_dir):
+    """rm --force on a mounted image: only the reference goes; the mount keeps reading (from
+    the cache, its blobs untouched); once unmounted, the image (known by its digest alone)
+    is evicted by gc --max-size like any image (a plain gc keeps it: lazyroot(1), rm)."""
+    ref, layout = registry.ref("oci-gzip"), FIXTURES / "oci-gzip"
+    assert lazyroot.mount(ref).ok
+    r = lazyroot.run("rm", ref)
+    assert r.returncode == 1 and "mounted" in r.stderr, str(r)
+    r = lazyroot.run("rm", "--force", ref)
+    assert r.ok, str(r)
+    rows = _images(lazyroot)
+    assert [(x["reference"], x["digest"], x["mounted"]) for x in rows] == \
+        [(None, registry.digest("oci-gzip"), True)], rows
+    assert set(_blob_sizes(cache_dir)) == set(layer_contents(layout))
+    for p in mountpoint.rglob("*"):   # the page cache may not hold these: reads reach lazyroot
+        if p.is_file() and not p.is_symlink():
+            p.read_bytes()
+    assert not compare_with_oracle(mountpoint, layout)
+    assert lazyroot.umount().ok
+    assert lazyroot.run("gc").ok and len(_images(lazyroot)) == 1
+    r = lazyroot.run("gc", "--max-size", "1")
+    assert r.ok and [l for l in r.stdout.splitlines() if l.startswith("evicted ")] == \
+        ["evicted " + registry.digest("oci-gzip")], str(r)
+    assert _images(lazyroot) == [] and blob_files(cache_dir) == set()
+    assert sqlite(_db(cache_dir), "SELECT count(*) FROM layers")[0][0] == 0

@@ -14,7 +14,12 @@ XDG_CONFIG_HOME or DOCKER_CONFIG, so that only the files a test writes are found
 import base64
 import json
 import os
+import pty
+import select
 import stat
+import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -394,6 +399,75 @@ def test_logout(lr, basic_registry, test_dir):
     res = lr.run("logout", "--all")
     assert res.ok, str(res)
     assert json.loads(path.read_text()) == {"auths": {}, "credsStore": "x"}
+
+
+def _read_until(fd, want, timeout=30):
+    """What the terminal's master side gives until `want` appears (bytes)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while want not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, "no %r from the terminal, got %r" % (want, out)
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:   # EIO: the other side is closed
+                chunk = b""
+            assert chunk, "terminal closed before %r, got %r" % (want, out)
+            out += chunk
+    return out
+
+
+def test_login_prompts_on_a_terminal(lr, basic_registry, test_dir):
+    """On a terminal, login asks for the username (echoed) and the password (not echoed),
+    then stores them as with --password-stdin."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(lr.binary), "login", basic_registry.addr], stdin=slave,
+                                stdout=slave, stderr=slave, env=lr._env(None),
+                                start_new_session=True)
+        os.close(slave)
+        seen = _read_until(master, b"Username: ")
+        os.write(master, USER.encode() + b"\n")
+        seen += _read_until(master, b"Password: ")
+        assert USER.encode() in seen, seen   # the username is echoed
+        # echo goes off after the prompt (TCSAFLUSH drops what was typed before): wait for it
+        assert conftest.wait_until(lambda: not termios.tcgetattr(master)[3] & termios.ECHO, 10)
+        os.write(master, PASSWORD.encode() + b"\n")
+        assert proc.wait(60) == 0
+        while True:   # the rest of what it wrote, to check for the password
+            ready, _, _ = select.select([master], [], [], 0.5)
+            try:
+                chunk = os.read(master, 4096) if ready else b""
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert PASSWORD.encode() not in seen, "the password was echoed: %r" % seen
+    path = test_dir / "xdgrun/containers/auth.json"
+    assert json.loads(path.read_text()) == auth_doc(basic_registry.addr, USER, PASSWORD)
+
+
+def test_logout_authfile(lr, basic_registry, test_dir):
+    """logout --authfile FILE edits FILE only: the default auth file keeps its entry."""
+    default = test_dir / "xdgrun/containers/auth.json"
+    other = test_dir / "elsewhere/auth.json"
+    entry = {"auth": b64(USER, PASSWORD)}
+    write_json(default, {"auths": {basic_registry.addr: entry}})
+    write_json(other, {"auths": {basic_registry.addr: entry, "keep.example": {"auth": b64("k", "k")}}})
+    res = lr.run("logout", "--authfile", str(other), basic_registry.addr)
+    assert res.ok, str(res)
+    assert json.loads(other.read_text()) == {"auths": {"keep.example": {"auth": b64("k", "k")}}}
+    assert json.loads(default.read_text()) == {"auths": {basic_registry.addr: entry}}
+    res = lr.run("logout", "--authfile", str(other), basic_registry.addr)
+    assert res.returncode == 1 and str(other) in res.stderr, str(res)
+    res = lr.run("logout", "--authfile=%s" % other, "--all")
+    assert res.ok and json.loads(other.read_text()) == {"auths": {}}, str(res)
+    assert json.loads(default.read_text()) == {"auths": {basic_registry.addr: entry}}
 
 
 # ---------------------------------------------------------------------------------------------

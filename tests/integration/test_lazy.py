@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import struct
 import subprocess
 import threading
@@ -773,3 +774,36 @@ def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mo
     assert not helpers.sqlite(cache_dir / "index.db", "SELECT 1 FROM layers WHERE digest = ?",
                               (lazy["digest"],))
     assert info["layers"][1]["kind"] == "estargz"
+
+
+def test_stats_human_output(lazyroot, registry, mountpoint):
+    """`lazyroot stats DIR` without --json: one line per figure, with what the registry side
+    counted (at the proxy) for the mount and for an on-demand read."""
+    with Proxy(registry.addr) as p:
+        ref = "%s/%s:edge" % (p.addr, registry.pushed["estargz"]["repo"])
+        mount_ok(lazyroot, ref, "--prefetch=none")
+        at_mount = p.requests
+        print("DBG", lazyroot.run("umount", str(mountpoint)).ok, lazyroot.run("mount", "-v", "--cache-dir", str(lazyroot.cache_dir) + "2", "--prefetch=none", ref, str(mountpoint)).stderr)
+        p.reset()
+        read_file(mountpoint / "bin/busybox")
+        js = helpers.settled(lambda: stats(lazyroot, mountpoint))
+        ranged = [r for r in p.requests if r["range"]]
+        r = lazyroot.run("stats", str(mountpoint))
+    assert r.ok, str(r)
+    lines = dict(ln.split(":", 1) for ln in r.stdout.splitlines())
+    lines = {k: v.strip() for k, v in lines.items()}
+    assert lines["mountpoint"] == str(mountpoint) and lines["image"] == ref, r.stdout
+    assert lines["digest"] == registry.digest("estargz"), r.stdout
+    # bytes exactly; requests at least those the proxy answered: lazyroot also counts its
+    # HTTPS attempt on the loopback registry, which fails in the TLS handshake and never
+    # becomes an HTTP request (then it speaks plain HTTP)
+    m = re.match(r"(\d+) bytes in (\d+) requests \(manifest, config, TOCs, whole layers\)$",
+                 lines["fetched at mount"])
+    assert m and int(m.group(1)) == sum(q["bytes"] for q in at_mount) and \
+        int(m.group(2)) >= len(at_mount), (r.stdout, at_mount)
+    assert lines["fetched on demand"] == "%d bytes in %d requests" % (
+        sum(q["bytes"] for q in ranged), len(ranged)), (r.stdout, ranged)
+    assert lines["chunks"] == "%d fetched, %d served from the cache, 0 failed" % (
+        js["chunks_fetched"], js["chunks_cached"]) and js["chunks_fetched"] > 0, r.stdout
+    assert lines["prefetch"] == "0/0 chunks", r.stdout
+    assert lazyroot.umount().ok
