@@ -11,9 +11,13 @@ go to the front of their layer, before `.prefetch.landmark`, so `lazyroot mount
 
 How the record is taken: a loopback registry serves the plain eStargz layout, lazyroot mounts
 it with --prefetch=none into an empty cache, systemd-nspawn runs the workload, and then the
-cache says what was read: every chunk in the blob store was fetched for a read, index.db maps
-it to its layer and path, and the blob's mtime orders the files (a read fetches the chunks it
-needs plus, at most, the rest of the same file: never another file).
+cache says what was fetched: every chunk in the blob store was fetched for a read, index.db
+maps it to its layer and path, and the blob's mtime orders the files.  That is what was read
+plus its neighbours: a read fetches the chunks it needs, the rest of the same file (fetch-ahead)
+and, by read-around (fs/read_around.c), the chunks that follow the file in its layer up to
+what the link moves in one round trip (at most 128 KiB past its end).  So the record also
+names files the workload never read, ordered with the file they came along with; they cost
+at most those 128 KiB each in front of `.prefetch.landmark`.
 
     /usr/bin/python3 tests/bench/optimize.py [--cache DIR]   # record + build, print the record
 """

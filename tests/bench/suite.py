@@ -503,7 +503,9 @@ def markdown(res, png_name):
                  "setting, on a shared and loaded machine. These numbers only show that the "
                  "suite works; they are not the measurement.**\n")
     L.append("Written by `tests/bench/suite.py` (how to run it: tests/bench/README.md) on %s, "
-             "%s, %d CPUs, kernel %s; lazyroot %s. Medians of %d run(s) per cell.\n"
+             "%s, %d CPUs, kernel %s; lazyroot %s. Medians of %d run(s) per cell, except "
+             "part 2's `mount s` (each tree is mounted once, then read run after run) and "
+             "part 3 (million.py mounts once per size): one run each.\n"
              % (res["date"], res["host"], os.cpu_count(), platform.release(), res["commit"],
                 res["runs"]))
     L.append("The image: Debian bookworm `debootstrap --variant=minbase` + a layer from "

@@ -29,8 +29,8 @@ Per-test fixtures
                   Result: .returncode .stdout .stderr .timed_out .duration .args, .ok,
                   str(result) = command + rc + output (for assertion messages), .check()
 
-Helpers (import from conftest): mounts_under(path), is_mounted(path), wait_mounted(path, timeout),
-unmount_all_under(path), run_cmd(argv, timeout, ...), FIXTURE_NAMES.
+Helpers (import from conftest): need_tool(tool, package), wait_until(get, timeout), mounts_under(path), is_mounted(path),
+wait_mounted(path, timeout), unmount_all_under(path), run_cmd(argv, timeout, ...), FIXTURE_NAMES.
 """
 
 import os
@@ -120,6 +120,46 @@ def run_cmd(argv, timeout=60, input=None, env=None, cwd=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# tools the tests need
+
+PACKAGES_TXT = TOOLS / "packages.txt"
+
+
+def promised_packages():
+    """The Debian packages tests/tools/packages.txt lists (what CI and tests/run install)."""
+    return {ln.split("#", 1)[0].strip() for ln in PACKAGES_TXT.read_text().splitlines()} - {""}
+
+
+def need_tool(tool, package):
+    """The path of `tool` (a command name or an absolute path). When it is missing the test
+    is skipped -- unless packages.txt lists `package`: the set-up promised the tool, so its
+    absence is a broken set-up and the test fails rather than quietly not running."""
+    found = shutil.which(str(tool))
+    if found:
+        return found
+    if package in promised_packages():
+        pytest.fail("%s missing although tests/tools/packages.txt lists %s (apt-get install %s)"
+                    % (tool, package, package), pytrace=False)
+    pytest.skip("%s missing (apt-get install %s)" % (tool, package))
+
+
+# ---------------------------------------------------------------------------------------------
+# polling
+
+
+def wait_until(get, timeout, interval=0.05):
+    """Calls get() every `interval` seconds until it returns something true, and returns that;
+    after `timeout` seconds returns what the last call returned (false). The one polling loop
+    of the harness: every "wait until ..." is this with its own get()."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = get()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
 # mounts
 
 def _unescape_mountinfo(s):
@@ -159,15 +199,14 @@ def is_mounted(path):
 
 
 def wait_mounted(path, timeout=30, fstype_prefix=None):
-    """Wait until something is mounted on path (optionally with fstype starting with prefix)."""
+    """Wait until something is mounted on path (optionally with fstype starting with prefix);
+    its mountinfo entry, or None."""
     p = os.path.realpath(str(path))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for m in read_mountinfo():
-            if m["mountpoint"] == p and (fstype_prefix is None or m["fstype"].startswith(fstype_prefix)):
-                return m
-        time.sleep(0.05)
-    return None
+
+    def entry():
+        return next((m for m in read_mountinfo() if m["mountpoint"] == p and
+                     (fstype_prefix is None or m["fstype"].startswith(fstype_prefix))), None)
+    return wait_until(entry, timeout)
 
 
 def _abort_fuse(dev):
@@ -238,8 +277,7 @@ def fixtures_dir():
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     reg = registry_mod.Registry()
     reg.start()
     try:

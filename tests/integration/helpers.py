@@ -5,20 +5,27 @@ test_offline). Builds on conftest.py; nothing here starts processes on its own.
                                                   documented oracle override applied
   lazyroot_mounts()                               {mount_id: entry} of every fuse.lazyroot mount
   new_lazyroot_mounts(before, ...)                those that appeared since `before`
-  daemons_for(path)                               pids whose command line names path
-  assert_no_daemon(path)                          ... and none of them left (short grace period)
+  daemons(path=, test_dir=)                       live lazyroot processes naming path / of test_dir
+  wait_no_daemons(path=, test_dir=, timeout)      ... until there are none
+  pid_exited(pid)                                 the process is gone (or a finished zombie)
+  assert_no_daemon(path)                          none naming path left (short grace period)
   assert_one_line(result)                         stderr is exactly one non-empty line
   assert_clean_failure(result, rc, words, ...)    the usual checks for a failed command
   blob_files(cache)                               set of blob file names in cache/blobs
   sqlite(db, sql)                                 rows of a query (sqlite3 module, read-only)
   layout_layers(layout)                           layer descriptors of a fixture layout
+  layer_contents(layout)                          {sha256: size} of its tar layers' file contents
+  cache_problems(cache, trees) / assert_cache_consistent(...)
+                                                  blobs, index rows and mounted trees checked
+                                                  without lazyroot (its fsck judges itself)
 """
 
+import hashlib
 import json
 import os
 import re
 import sqlite3
-import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -104,12 +111,76 @@ def new_lazyroot_mounts(before, related=()):
     return new
 
 
-def daemons_for(path):
-    """pids of processes whose command line contains path (pgrep -f, pattern escaped)."""
-    r = subprocess.run(["pgrep", "-f", "--", re.escape(str(path))], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True, timeout=10)
-    own = os.getpid()
-    return [int(x) for x in r.stdout.split() if int(x) != own]
+def proc_state(pid):
+    """The state letter of /proc/PID/status, or None when there is no such process."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split()[1]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def pid_exited(pid):
+    """True once the process has exited: /proc/PID is gone, or it is a zombie (the daemon's
+    parent is PID 1 of this machine, which reaps when it pleases) whose threads have all
+    exited too -- a thread group leader shows "Z" while its other threads are still exiting,
+    and only the last one releases the open files (the /dev/fuse connection)."""
+    st = proc_state(pid)
+    if st is None:
+        return True
+    if st not in ("Z", "X"):
+        return False
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return True
+    return all(t == str(pid) for t in tasks)
+
+
+def _proc_strings(pid, what):
+    with open("/proc/%d/%s" % (pid, what), "rb") as f:
+        return [x.decode("utf-8", "surrogateescape") for x in f.read().split(b"\0") if x]
+
+
+def daemons(path=None, test_dir=None):
+    """Live lazyroot processes (a mount's daemon, or a command still running) of this test:
+    with `path`, those with path among their arguments (a mount's daemon keeps the argv of
+    the `lazyroot mount` it was forked from); with `test_dir`, those whose environment names
+    test_dir/run as LAZYROOT_RUNTIME_DIR (every process the `lazyroot` fixture starts
+    inherits it). The one way the harness finds a mount's daemon."""
+    # normpath, not realpath: no lstat, which a hung FUSE mount at path would not answer
+    want_arg = os.path.normpath(str(path)) if path is not None else None
+    want_env = "LAZYROOT_RUNTIME_DIR=%s/run" % test_dir if test_dir is not None else None
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() != "lazyroot":
+                    continue
+            args = _proc_strings(pid, "cmdline")
+            env = _proc_strings(pid, "environ") if want_env else []
+        except OSError:
+            continue
+        if want_arg is not None and want_arg not in (os.path.normpath(a) for a in args[1:]):
+            continue
+        if want_env is not None and want_env not in env:
+            continue
+        if not pid_exited(pid):
+            found.append(pid)
+    return sorted(found)
+
+
+def wait_no_daemons(path=None, test_dir=None, timeout=15.0):
+    """[] once daemons(path, test_dir) finds none, else those left after `timeout` seconds."""
+    if conftest.wait_until(lambda: not daemons(path, test_dir), timeout):
+        return []
+    return daemons(path, test_dir)
 
 
 def _cmdline(pid):
@@ -121,12 +192,9 @@ def _cmdline(pid):
 
 
 def assert_no_daemon(path, grace=3.0):
-    """No process naming path may be left; a daemon gets `grace` seconds to finish exiting."""
-    deadline = time.monotonic() + grace
-    pids = daemons_for(path)
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.1)
-        pids = daemons_for(path)
+    """No lazyroot process naming path may be left; a daemon gets `grace` seconds to finish
+    exiting."""
+    pids = wait_no_daemons(path=path, timeout=grace)
     assert not pids, "processes left for %s: %s" % (
         path, "; ".join("%d: %s" % (p, _cmdline(p)) for p in pids))
 
@@ -201,12 +269,98 @@ def settled(get, timeout=30.0, interval=0.3):
     """get()'s answer once it stops changing (two answers `interval` apart agree): for
     `lazyroot stats` after a read, which returns as soon as its own chunks are in while what
     its request carries along (fetch-ahead, read-around) may still stream and be counted."""
-    deadline = time.monotonic() + timeout
-    v = get()
-    while time.monotonic() < deadline:
-        time.sleep(interval)
-        v2 = get()
-        if v2 == v:
-            return v
-        v = v2
-    raise AssertionError("still changing after %gs: %s" % (timeout, v))
+    last = [get()]
+
+    def same():
+        time.sleep(interval)   # each answer `interval` after the one before
+        v = get()
+        agree, last[0] = v == last[0], v
+        return agree
+    if not conftest.wait_until(same, timeout, 0):
+        raise AssertionError("still changing after %gs: %s" % (timeout, last[0]))
+    return last[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache judged without lazyroot: blob files, index rows, mounted trees
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def blob_problems(cache):
+    """Every file below cache/blobs must be blobs/sha256/XX/NAME, NAME 64 lower-case hex
+    starting with XX, its content hashing to NAME. Returns ({NAME}, [problems])."""
+    root = Path(cache) / "blobs"
+    names, bad = set(), []
+    for p in sorted(root.rglob("*")) if root.exists() else ():
+        if p.is_dir():
+            continue
+        rel = p.relative_to(root)
+        if len(rel.parts) != 3 or rel.parts[0] != "sha256" or not HEX64.match(p.name) or \
+                rel.parts[1] != p.name[:2] or not p.is_file():
+            bad.append("unexpected file blobs/%s" % rel)
+        elif _sha256_file(p) != p.name:
+            bad.append("blobs/%s does not hash to its name" % rel)
+        else:
+            names.add(p.name)
+    return names, bad
+
+
+def index_problems(cache, blobs):
+    """The rows of cache/index.db (read-only, sqlite3 module) against the blob names `blobs`:
+    every file content a tar layer's entry names is a blob (a lazy layer's entries and chunks
+    may be missing: fetched when read), and every blob is named by some entry or chunk."""
+    db = Path(cache) / "index.db"
+    if not db.exists():
+        return ["no index.db"] if blobs else []
+    named = sqlite(db, "SELECT l.format, e.path, e.digest FROM entries e JOIN layers l"
+                       " ON l.id = e.layer_id WHERE e.digest IS NOT NULL")
+    chunks = sqlite(db, "SELECT digest FROM chunks WHERE digest IS NOT NULL")
+    bad, referenced = [], set()
+    for fmt, path, digest in named:
+        hexd = digest.split(":", 1)[-1]
+        referenced.add(hexd)
+        if fmt == "tar" and hexd not in blobs:
+            bad.append("entry %s of a tar layer names %s, which is not in the store" % (path, digest))
+    referenced |= {d.split(":", 1)[-1] for (d,) in chunks}
+    bad += ["blob %s: no entry or chunk names it" % b for b in sorted(blobs - referenced)]
+    return bad
+
+
+def cache_problems(cache, trees=None):
+    """What is wrong with a cache, found without lazyroot's own fsck: blob_problems,
+    index_problems, and for each mountpoint of `trees` ({mountpoint: fixture layout}) the
+    differences between the mounted tree and the layout's oracle (expected-tree.tsv, and the
+    hard links and mtimes files)."""
+    blobs, bad = blob_problems(cache)
+    bad += index_problems(cache, blobs)
+    for mnt, layout in (trees or {}).items():
+        bad += ["%s: %s" % (mnt, d) for d in compare_with_oracle(mnt, layout)]
+    return bad
+
+
+def assert_cache_consistent(cache, trees=None, what=""):
+    bad = cache_problems(cache, trees)
+    assert not bad, "cache %s inconsistent %s:\n%s" % (cache, what, "\n".join(bad[:40]))
+
+
+def layer_contents(layout):
+    """{sha256 hex: size} of the contents of every regular file in the tar layers (gzip or
+    uncompressed) of a single-manifest layout, read with Python's tarfile: what a cache that
+    pulled the image holds as blobs, computed without lazyroot."""
+    out = {}
+    for layer in layout_layers(layout):
+        with tarfile.open(layout_blob(layout, layer["digest"]), "r:*") as tar:
+            for m in tar:
+                if m.isreg():
+                    data = tar.extractfile(m).read()
+                    out[hashlib.sha256(data).hexdigest()] = len(data)
+    return out

@@ -11,6 +11,7 @@ through the functions that say so.
   assert_all_clean(test_dir, pid)       nothing mounted, no state, daemon gone
   pid_exited(pid) / wait_pid_gone(pid)  the daemon exited (gone, or a zombie not yet reaped)
   daemons_of(test_dir)                  live lazyroot processes started for this test_dir
+                                        (helpers.daemons: the harness's one way to find them)
   cache_snapshot(cache)                 {blob path: sha256} + {table: row count}
   files_outside(test_dir, skip)         non-directories below test_dir, outside `skip` subdirs
   build_image(outdir, extra, config)    an OCI layout: mkdemo's layer 1 + an extra layer
@@ -24,7 +25,9 @@ import time
 from pathlib import Path
 
 import conftest
+import helpers
 import mkdemo
+from helpers import pid_exited, proc_state  # noqa: F401 (used by the tests through lh)
 import push
 
 # ---------------------------------------------------------------------------------------------
@@ -97,74 +100,17 @@ def assert_all_clean(test_dir, pid=None):
         assert wait_pid_gone(pid), "daemon %d still running (state %s)" % (pid, proc_state(pid))
 
 
-def proc_state(pid):
-    """The state letter of /proc/PID/status, or None when there is no such process."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return line.split()[1]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
-def pid_exited(pid):
-    """True once the process has exited: /proc/PID is gone, or it is a zombie (the daemon's
-    parent is PID 1 of this machine, which reaps when it pleases) whose threads have all
-    exited too -- a thread group leader shows "Z" while its other threads are still exiting,
-    and only the last one releases the open files (the /dev/fuse connection)."""
-    st = proc_state(pid)
-    if st is None:
-        return True
-    if st not in ("Z", "X"):
-        return False
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return True
-    return all(t == str(pid) for t in tasks)
-
-
 def wait_pid_gone(pid, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pid_exited(pid):
-            return True
-        time.sleep(0.05)
-    return pid_exited(pid)
+    return conftest.wait_until(lambda: pid_exited(pid), timeout)
 
 
 def daemons_of(test_dir):
-    """Live lazyroot processes whose environment names test_dir/run as LAZYROOT_RUNTIME_DIR
-    (every daemon started by the `lazyroot` fixture inherits it)."""
-    needle = ("LAZYROOT_RUNTIME_DIR=%s/run" % test_dir).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        try:
-            with open("/proc/%d/comm" % pid) as f:
-                if f.read().strip() != "lazyroot":
-                    continue
-            with open("/proc/%d/environ" % pid, "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if needle in env and not pid_exited(pid):
-            found.append(pid)
-    return found
+    """Live lazyroot processes started for this test_dir (helpers.daemons)."""
+    return helpers.daemons(test_dir=test_dir)
 
 
 def wait_no_daemons(test_dir, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = daemons_of(test_dir)
-        if not left:
-            return []
-        time.sleep(0.05)
-    return daemons_of(test_dir)
+    return helpers.wait_no_daemons(test_dir=test_dir, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ counts only what no test claimed (reports written outside any test).
 """
 
 import os
-import time
 from pathlib import Path
 
 
@@ -39,9 +38,8 @@ def _live_binaries(binary):
 def wait_lazyroot_exit(binary, timeout=20.0):
     """A daemon writes its leak report when it exits, after its mount is gone: wait for the
     processes of @binary to end (tests run one at a time, so all of them belong to this test)."""
-    deadline = time.monotonic() + timeout
-    while _live_binaries(binary) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    import conftest  # here, not at the top: conftest imports this module
+    conftest.wait_until(lambda: not _live_binaries(binary), timeout)
 
 
 def take_new():

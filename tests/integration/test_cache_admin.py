@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from conftest import FIXTURES
-from helpers import blob_files, compare_with_oracle, sqlite, tmp_files
+from helpers import (blob_files, compare_with_oracle, layer_contents, layout_blob,
+                     layout_layers, sqlite, tmp_files)
 
 KEYS = {"reference", "digest", "platform", "layers", "size", "cached_bytes", "last_used", "mounted"}
 
@@ -30,6 +31,14 @@ def _blob_sizes(cache):
     return {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
+def _layout_platform(layout):
+    """OS/ARCH of the single-manifest layout's config, read from the layout itself."""
+    idx = json.loads((Path(layout) / "index.json").read_bytes())
+    manifest = json.loads(layout_blob(layout, idx["manifests"][0]["digest"]).read_bytes())
+    config = json.loads(layout_blob(layout, manifest["config"]["digest"]).read_bytes())
+    return "%s/%s" % (config["os"], config["architecture"])
+
+
 def _db(cache):
     return Path(cache) / "index.db"
 
@@ -43,9 +52,14 @@ def test_images_sizes_and_mounted(lazyroot, registry, mountpoint, cache_dir):
     row = rows[0]
     assert set(row) == KEYS
     assert row["reference"] == ref and row["digest"] == registry.digest("oci-gzip")
-    assert row["layers"] > 0 and row["size"] > 0
-    # a tar image is wholly cached: every blob file of this lone image is its own
-    assert row["cached_bytes"] == sum(_blob_sizes(cache_dir).values())
+    # the layout's manifest gives the layers and their sizes
+    layers = layout_layers(FIXTURES / "oci-gzip")
+    assert row["layers"] == len(layers) and row["size"] == sum(l["size"] for l in layers)
+    assert row["platform"] == _layout_platform(FIXTURES / "oci-gzip")
+    # a tar image is wholly cached: one blob per distinct file content of its layers
+    contents = layer_contents(FIXTURES / "oci-gzip")
+    assert _blob_sizes(cache_dir) == contents
+    assert row["cached_bytes"] == sum(contents.values())
     assert row["mounted"] is True
     assert row["last_used"].endswith("Z")
     assert lazyroot.umount().ok
@@ -69,15 +83,15 @@ def test_inspect_formats(lazyroot, registry, mountpoint):
 
 
 def test_rm_keeps_shared_blobs(lazyroot, registry, mountpoint, cache_dir):
+    a, b = layer_contents(FIXTURES / "oci-gzip"), layer_contents(FIXTURES / "docker-v2s2-gzip")
     _pull(lazyroot, registry.ref("oci-gzip"), mountpoint)
-    only_a = blob_files(cache_dir)
+    assert set(_blob_sizes(cache_dir)) == set(a)
     _pull(lazyroot, registry.ref("docker-v2s2-gzip"), mountpoint)
-    both = blob_files(cache_dir)
+    assert set(_blob_sizes(cache_dir)) == set(a) | set(b)
     r = lazyroot.run("rm", registry.ref("docker-v2s2-gzip"))
     assert r.ok, str(r)
     # exactly the blobs the other image does not use are gone
-    assert blob_files(cache_dir) == only_a
-    assert only_a <= both
+    assert set(_blob_sizes(cache_dir)) == set(a)
     assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("oci-gzip")]
     assert sqlite(_db(cache_dir), "SELECT count(*) FROM images")[0][0] == 1
     # the survivor still mounts from the cache alone
@@ -140,7 +154,9 @@ def test_fsck(lazyroot, registry, mountpoint, cache_dir):
     ref = registry.ref("oci-gzip")
     _pull(lazyroot, ref, mountpoint)
     r = lazyroot.run("fsck")
-    assert r.ok and r.stdout.strip().endswith("clean"), str(r)
+    contents = layer_contents(FIXTURES / "oci-gzip")
+    assert r.ok and r.stdout.strip() == "cache %s: %d blobs, %d bytes, clean" % (
+        cache_dir, len(contents), sum(contents.values())), str(r)
 
     # a flipped byte
     sizes = _blob_sizes(cache_dir)
@@ -277,3 +293,31 @@ def test_mounted_is_decided_per_cache(lazyroot, registry, test_dir, mountpoint, 
         assert f.ok and "clean" in f.stdout, str(f)
     finally:
         assert lazyroot.umount().ok
+
+
+def test_rm_force_forgets_the_reference_of_a_mounted_image(lazyroot, registry, mountpoint,
+                                                          cache_dir):
+    """rm --force on a mounted image: only the reference goes; the mount keeps reading (from
+    the cache, its blobs untouched); once unmounted, the image (known by its digest alone)
+    is evicted by gc --max-size like any image (a plain gc keeps it: lazyroot(1), rm)."""
+    ref, layout = registry.ref("oci-gzip"), FIXTURES / "oci-gzip"
+    assert lazyroot.mount(ref).ok
+    r = lazyroot.run("rm", ref)
+    assert r.returncode == 1 and "mounted" in r.stderr, str(r)
+    r = lazyroot.run("rm", "--force", ref)
+    assert r.ok, str(r)
+    rows = _images(lazyroot)
+    assert [(x["reference"], x["digest"], x["mounted"]) for x in rows] == \
+        [(None, registry.digest("oci-gzip"), True)], rows
+    assert set(_blob_sizes(cache_dir)) == set(layer_contents(layout))
+    for p in mountpoint.rglob("*"):   # the page cache may not hold these: reads reach lazyroot
+        if p.is_file() and not p.is_symlink():
+            p.read_bytes()
+    assert not compare_with_oracle(mountpoint, layout)
+    assert lazyroot.umount().ok
+    assert lazyroot.run("gc").ok and len(_images(lazyroot)) == 1
+    r = lazyroot.run("gc", "--max-size", "1")
+    assert r.ok and [l for l in r.stdout.splitlines() if l.startswith("evicted ")] == \
+        ["evicted " + registry.digest("oci-gzip")], str(r)
+    assert _images(lazyroot) == [] and blob_files(cache_dir) == set()
+    assert sqlite(_db(cache_dir), "SELECT count(*) FROM layers")[0][0] == 0

@@ -14,7 +14,11 @@ XDG_CONFIG_HOME or DOCKER_CONFIG, so that only the files a test writes are found
 import base64
 import json
 import os
+import pty
+import select
 import stat
+import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -36,10 +40,8 @@ EXIT_USAGE, EXIT_REGISTRY = 2, 3
 
 @pytest.fixture(scope="module")
 def seeded_storage(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
-    if not os.path.exists(registry_mod.HTPASSWD_BIN):
-        pytest.skip("%s missing (apt-get install apache2-utils)" % registry_mod.HTPASSWD_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
+    conftest.need_tool(registry_mod.HTPASSWD_BIN, "apache2-utils")
     storage = tmp_path_factory.mktemp("creds-storage") / "storage"
     with registry_mod.Registry(storage=str(storage)) as reg:
         push.push_layout(reg.addr, str(conftest.FIXTURES / FIXTURE), REPO, TAG)
@@ -399,6 +401,75 @@ def test_logout(lr, basic_registry, test_dir):
     assert json.loads(path.read_text()) == {"auths": {}, "credsStore": "x"}
 
 
+def _read_until(fd, want, timeout=30):
+    """What the terminal's master side gives until `want` appears (bytes)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while want not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, "no %r from the terminal, got %r" % (want, out)
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:   # EIO: the other side is closed
+                chunk = b""
+            assert chunk, "terminal closed before %r, got %r" % (want, out)
+            out += chunk
+    return out
+
+
+def test_login_prompts_on_a_terminal(lr, basic_registry, test_dir):
+    """On a terminal, login asks for the username (echoed) and the password (not echoed),
+    then stores them as with --password-stdin."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(lr.binary), "login", basic_registry.addr], stdin=slave,
+                                stdout=slave, stderr=slave, env=lr._env(None),
+                                start_new_session=True)
+        os.close(slave)
+        seen = _read_until(master, b"Username: ")
+        os.write(master, USER.encode() + b"\n")
+        seen += _read_until(master, b"Password: ")
+        assert USER.encode() in seen, seen   # the username is echoed
+        # echo goes off after the prompt (TCSAFLUSH drops what was typed before): wait for it
+        assert conftest.wait_until(lambda: not termios.tcgetattr(master)[3] & termios.ECHO, 10)
+        os.write(master, PASSWORD.encode() + b"\n")
+        assert proc.wait(60) == 0
+        while True:   # the rest of what it wrote, to check for the password
+            ready, _, _ = select.select([master], [], [], 0.5)
+            try:
+                chunk = os.read(master, 4096) if ready else b""
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert PASSWORD.encode() not in seen, "the password was echoed: %r" % seen
+    path = test_dir / "xdgrun/containers/auth.json"
+    assert json.loads(path.read_text()) == auth_doc(basic_registry.addr, USER, PASSWORD)
+
+
+def test_logout_authfile(lr, basic_registry, test_dir):
+    """logout --authfile FILE edits FILE only: the default auth file keeps its entry."""
+    default = test_dir / "xdgrun/containers/auth.json"
+    other = test_dir / "elsewhere/auth.json"
+    entry = {"auth": b64(USER, PASSWORD)}
+    write_json(default, {"auths": {basic_registry.addr: entry}})
+    write_json(other, {"auths": {basic_registry.addr: entry, "keep.example": {"auth": b64("k", "k")}}})
+    res = lr.run("logout", "--authfile", str(other), basic_registry.addr)
+    assert res.ok, str(res)
+    assert json.loads(other.read_text()) == {"auths": {"keep.example": {"auth": b64("k", "k")}}}
+    assert json.loads(default.read_text()) == {"auths": {basic_registry.addr: entry}}
+    res = lr.run("logout", "--authfile", str(other), basic_registry.addr)
+    assert res.returncode == 1 and str(other) in res.stderr, str(res)
+    res = lr.run("logout", "--authfile=%s" % other, "--all")
+    assert res.ok and json.loads(other.read_text()) == {"auths": {}}, str(res)
+    assert json.loads(default.read_text()) == {"auths": {basic_registry.addr: entry}}
+
+
 # ---------------------------------------------------------------------------------------------
 # the secret stays secret
 
@@ -454,9 +525,7 @@ def test_secret_never_leaks(lr, basic_registry, test_dir):
     lr.umount().check()
 
     for proc in (p, p2):
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        conftest.wait_until(lambda: proc.poll() is not None, 30)
     for n in (0, 1):
         err = (test_dir / ("spawn-%d.err" % n)).read_text(errors="replace")
         out = (test_dir / ("spawn-%d.out" % n)).read_text(errors="replace")

@@ -9,7 +9,6 @@ import errno
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -48,15 +47,13 @@ def holder():
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         procs.append(p)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        def in_cwd():
             try:
-                if os.readlink("/proc/%d/cwd" % p.pid) == str(cwd):
-                    return p
+                return os.readlink("/proc/%d/cwd" % p.pid) == str(cwd)
             except OSError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError("sleep did not start in %s" % cwd)
+                return False
+        assert conftest.wait_until(in_cwd, 5, 0.02), "sleep did not start in %s" % cwd
+        return p
 
     yield start
     for p in procs:

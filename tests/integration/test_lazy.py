@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import struct
 import subprocess
 import threading
@@ -62,15 +63,15 @@ def stats(lazyroot, mnt):
 
 def wait_prefetch(lazyroot, mnt, timeout=180):
     """Poll stats until prefetch is done (done == total, not running); returns the stats."""
-    deadline = time.monotonic() + timeout
-    s = stats(lazyroot, mnt)
-    while time.monotonic() < deadline:
+    last = [None]
+
+    def done():
+        s = last[0] = stats(lazyroot, mnt)
         pf = s["prefetch"]
-        if pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]:
-            return s
-        time.sleep(0.2)
-        s = stats(lazyroot, mnt)
-    raise AssertionError("prefetch not done after %ds: %s" % (timeout, s))
+        return pf["total"] > 0 and pf["done"] == pf["total"] and not pf["running"]
+    assert conftest.wait_until(done, timeout, 0.2), \
+        "prefetch not done after %ds: %s" % (timeout, last[0])
+    return last[0]
 
 
 def mount_ok(lazyroot, ref, *extra, mnt=None):
@@ -161,8 +162,7 @@ def lazy_images(tmp_path_factory):
       mixed    gzip / eStargz / gzip / eStargz layers with whiteouts across formats
       landmark gzip base + an eStargz layer whose first 8 files are marked for prefetch
       corrupt  gzip base + a stored-deflate eStargz layer; one chunk corrupted in storage"""
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("docker-registry missing")
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     work = tmp_path_factory.mktemp("lazy-images")
     reg = registry_mod.Registry()
     reg.start()
@@ -287,8 +287,7 @@ def test_mkestargz_landmark_chunks_and_tar(tmp_path):
 
 
 def test_proxy_counts_and_forwards():
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("docker-registry missing")
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     import http.client
     with registry_mod.Registry() as reg, Proxy(reg.addr) as p:
         d = Path(conftest.FIXTURES / "estargz")
@@ -531,7 +530,10 @@ def blob_order_singles(es, files):
 def test_read_around_stays_off_on_a_slow_link(lazyroot, lazy_images, mountpoint):
     """Read-around carries what the link moves in one round trip: on a link of 100 kB/s with
     a 20 ms round trip that is 2 kB, too little to bother, so once the daemon has measured the
-    link a miss fetches only its own file and the next file costs its own request."""
+    link a miss fetches only its own file and a file 64-124 KiB on (which the full 128 KiB
+    window of a fast link would bring) costs its own request. The round trip the daemon
+    measures includes the proxy's and the registry's time, which a loaded machine stretches:
+    the check holds for any measured round trip under 0.65 s (64 KiB at 100 kB/s)."""
     im = lazy_images
     layer = im.big["layers"][1]
     files = im.big["files"]
@@ -540,10 +542,11 @@ def test_read_around_stays_off_on_a_slow_link(lazyroot, lazy_images, mountpoint)
     # daemon the link's rate and round trip without fetching anything along
     w = next(c for k, c in enumerate(order[:-1]) if 40000 <= c["end"] - c["offset"] <= 80000
              and order[k + 1]["end"] > c["end"] + READ_AROUND)
-    # f: small, followed closely by g (8-64 KiB away): read-around would bring g along
-    f, g = next((a, b) for a, b in zip(order, order[1:])
+    # f: small, followed by g ending 64-124 KiB past f: a 128 KiB window would bring g along
+    f, g = next((a, b) for k, a in enumerate(order) for b in order[k + 1:]
                 if a is not w and b is not w and a["end"] - a["offset"] < 20000 and
-                b["offset"] >= a["end"] and 8192 < b["end"] - a["end"] <= READ_AROUND // 2)
+                b["offset"] >= a["end"] and
+                READ_AROUND // 2 < b["end"] - a["end"] <= READ_AROUND - 4096)
     with Proxy(im.addr) as p:
         mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
         p.set_fault(lambda req: Fault.pace(100000, latency=0.02) if req["range"] else None)
@@ -697,8 +700,9 @@ def test_nspawn_on_lazy_estargz(lazyroot, lazy_images, mountpoint):
 
 
 def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoint):
-    """While one reader waits on a slow fetch, reads of files already in the cache go on at
-    full speed: the fetch blocks only the readers that need its bytes."""
+    """While one reader waits on a slow fetch, reads of files already in the cache go on: each
+    of them is done while the slow reader still waits (the fetch blocks only the readers that
+    need its bytes)."""
     im = lazy_images
     layer = im.big["layers"][1]
     es = layer["estargz"]
@@ -730,8 +734,8 @@ def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoin
                 finally:
                     os.close(fd)
                 assert data == es.files[cached]
-                assert took < 1.0, "a cached read took %.2fs behind a slow fetch" % took
-            assert slow.poll() is None, "the slow reader finished before the cached reads"
+                # ordering, not a time bound: the read is done while the slow one still waits
+                assert slow.poll() is None, "the cached read (%.2fs) waited for the slow fetch" % took
         finally:
             assert slow.wait(timeout=120) == 0
         assert time.monotonic() - t0 >= 5.5
@@ -773,3 +777,36 @@ def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mo
     assert not helpers.sqlite(cache_dir / "index.db", "SELECT 1 FROM layers WHERE digest = ?",
                               (lazy["digest"],))
     assert info["layers"][1]["kind"] == "estargz"
+
+
+def test_stats_human_output(lazyroot, registry, mountpoint):
+    """`lazyroot stats DIR` without --json: one line per figure, with what the registry side
+    counted (at the proxy) for the mount and for an on-demand read."""
+    with Proxy(registry.addr) as p:
+        ref = "%s/%s:edge" % (p.addr, registry.pushed["estargz"]["repo"])
+        mount_ok(lazyroot, ref, "--prefetch=none")
+        at_mount = p.requests
+        print("DBG", lazyroot.run("umount", str(mountpoint)).ok, lazyroot.run("mount", "-v", "--cache-dir", str(lazyroot.cache_dir) + "2", "--prefetch=none", ref, str(mountpoint)).stderr)
+        p.reset()
+        read_file(mountpoint / "bin/busybox")
+        js = helpers.settled(lambda: stats(lazyroot, mountpoint))
+        ranged = [r for r in p.requests if r["range"]]
+        r = lazyroot.run("stats", str(mountpoint))
+    assert r.ok, str(r)
+    lines = dict(ln.split(":", 1) for ln in r.stdout.splitlines())
+    lines = {k: v.strip() for k, v in lines.items()}
+    assert lines["mountpoint"] == str(mountpoint) and lines["image"] == ref, r.stdout
+    assert lines["digest"] == registry.digest("estargz"), r.stdout
+    # bytes exactly; requests at least those the proxy answered: lazyroot also counts its
+    # HTTPS attempt on the loopback registry, which fails in the TLS handshake and never
+    # becomes an HTTP request (then it speaks plain HTTP)
+    m = re.match(r"(\d+) bytes in (\d+) requests \(manifest, config, TOCs, whole layers\)$",
+                 lines["fetched at mount"])
+    assert m and int(m.group(1)) == sum(q["bytes"] for q in at_mount) and \
+        int(m.group(2)) >= len(at_mount), (r.stdout, at_mount)
+    assert lines["fetched on demand"] == "%d bytes in %d requests" % (
+        sum(q["bytes"] for q in ranged), len(ranged)), (r.stdout, ranged)
+    assert lines["chunks"] == "%d fetched, %d served from the cache, 0 failed" % (
+        js["chunks_fetched"], js["chunks_cached"]) and js["chunks_fetched"] > 0, r.stdout
+    assert lines["prefetch"] == "0/0 chunks", r.stdout
+    assert lazyroot.umount().ok

@@ -10,10 +10,10 @@
 import hashlib
 import json
 import os
-import time
 
 import pytest
 
+import conftest
 import lifecycle_helpers as h
 
 
@@ -49,12 +49,8 @@ def open_blobs(pid):
 
 def wait_open(pid, digests, timeout=20.0):
     """Polls until the daemon has every blob of `digests` open; the set it has at the end."""
-    deadline = time.monotonic() + timeout
-    while True:
-        have = open_blobs(pid)
-        if set(digests) <= have or time.monotonic() > deadline:
-            return have
-        time.sleep(0.05)
+    conftest.wait_until(lambda: set(digests) <= open_blobs(pid), timeout)
+    return open_blobs(pid)
 
 
 def small_files_in_order(mnt, rows, directory, max_size):

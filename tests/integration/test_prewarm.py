@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 import helpers
 import push
 import registry as registry_mod
@@ -205,9 +206,7 @@ def test_two_prewarms_fetch_once(lazyroot, registry, test_dir):
     with Proxy(registry.addr, fault=delay_ranges(0.05)) as p:
         refs = [ref_at(p.addr, n) for n in names]
         first = lazyroot.spawn("prewarm", "--cache-dir", str(lazyroot.cache_dir), *refs)
-        deadline = time.monotonic() + 30
-        while not lock_held(lazyroot.cache_dir) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        conftest.wait_until(lambda: lock_held(lazyroot.cache_dir), 30, 0.005)
         # The second one starts while the first holds the lock (so the order is known).
         second = lazyroot.spawn("prewarm", "--wait", "--cache-dir", str(lazyroot.cache_dir), *refs)
         if first.poll() is None:

@@ -103,8 +103,7 @@ def is_manifest(req):
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     d = tmp_path_factory.mktemp("protocol-storage") / "storage"
     with registry_mod.Registry(storage=str(d)) as reg:
         for name in ("oci-gzip", "estargz"):

@@ -15,7 +15,6 @@ falling back to plain HTTP when TLS fails; with CAs in the certificate directory
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +48,7 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seeded_storage(tmp_path_factory):
-    if not os.path.exists(registry_mod.REGISTRY_BIN):
-        pytest.skip("%s missing (apt-get install docker-registry)" % registry_mod.REGISTRY_BIN)
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     storage = tmp_path_factory.mktemp("tls-auth-storage") / "storage"
     layout = str(conftest.FIXTURES / FIXTURE)
     with registry_mod.Registry(storage=str(storage)) as reg:
@@ -262,9 +260,7 @@ def test_token_never_leaks(lazyroot, auth_registry, token_server, test_dir):
             for s in secrets:
                 assert s not in data, "token in /proc/%d/%s" % (pid, what)
     lazyroot.umount().check()
-    deadline = time.monotonic() + 30
-    while p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    conftest.wait_until(lambda: p.poll() is not None, 30)
     err = (test_dir / "spawn-0.err").read_text(errors="replace")
     out = (test_dir / "spawn-0.out").read_text(errors="replace")
     assert "token" in err.lower() or auth_registry.addr in err, "verbose log is empty:\n" + err

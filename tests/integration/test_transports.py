@@ -32,8 +32,6 @@ from helpers import (assert_clean_failure, assert_no_daemon, compare_with_oracle
 
 FIXTURES = sorted(p.name for p in conftest.FIXTURES.iterdir()
                   if (p / "index.json").exists())
-SKOPEO = shutil.which("skopeo")
-needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="skopeo missing (tests/tools/packages.txt)")
 
 
 def _host_is_amd64():
@@ -71,7 +69,8 @@ def tar_layout(src, out):
 
 
 def skopeo_docker_archive(layout, out, ref="fixtures/x:edge"):
-    subprocess.run([SKOPEO, "copy", "--quiet", "oci:%s:edge" % layout,
+    skopeo = conftest.need_tool("skopeo", "skopeo")
+    subprocess.run([skopeo, "copy", "--quiet", "oci:%s:edge" % layout,
                     "docker-archive:%s:%s" % (out, ref)], check=True, capture_output=True)
     return out
 
@@ -145,7 +144,6 @@ def test_oci_archive_matches_oracle(lazyroot, test_dir, mountpoint, name):
 # ---------------------------------------------------------------------------------------------
 # (c) docker-archive:
 
-@needs_skopeo
 @pytest.mark.parametrize("name", ["oci-gzip", "oci-uncompressed"])
 def test_docker_archive_from_skopeo(lazyroot, test_dir, mountpoint, name):
     archive = skopeo_docker_archive(fixture(name), test_dir / "d.tar")

@@ -7,11 +7,14 @@ machine: there, like `lazyroot run`, --register=no is added to systemd-nspawn.""
 import os
 import re
 import shlex
+import signal
+import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, mounts_under
+import helpers
+from conftest import REPO_ROOT, is_mounted, mounts_under
 from lifecycle_helpers import host_runs_systemd
 
 EXAMPLES = REPO_ROOT / "docs" / "examples"
@@ -120,3 +123,26 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     problems = [l for l in (r.stdout + r.stderr).splitlines()
                 if l.strip() and "/usr/bin/lazyroot is not executable" not in l]
     assert not problems, "\n".join(problems)
+
+
+def test_foreground_mount_reports_readiness(lazyroot, registry, test_dir, mountpoint):
+    """mount -f (Type=notify in a unit): READY=1 reaches $NOTIFY_SOCKET only once the tree is
+    mounted and serves the image; SIGTERM unmounts it and the process exits 0."""
+    path = str(test_dir / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(120)
+    try:
+        proc = lazyroot.spawn("mount", "-f", registry.ref("oci-gzip"), mountpoint, "--cache-dir",
+                              lazyroot.cache_dir, env={"NOTIFY_SOCKET": path})
+        msg = b""
+        while b"READY=1" not in msg.split(b"\n"):
+            msg = sock.recv(4096)
+        mounted = is_mounted(mountpoint)   # at once: ready means mounted
+    finally:
+        sock.close()
+    assert mounted, "READY=1 came before the mount: %r" % msg
+    assert not helpers.compare_with_oracle(mountpoint, registry.layout("oci-gzip"))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, (test_dir / "spawn-0.err").read_text()
+    assert not mounts_under(test_dir)

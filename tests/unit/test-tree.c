@@ -290,7 +290,18 @@ static void test_readdir(void)
 			distinct = distinct && seen[i] != seen[j];
 	check(distinct, "every file has its own inode number");
 	check(fs_tree_count(t) == 1 + 2 + 8 + 1, "inode numbers are 1..count");
-	check(resolve(t, "d") == 2 || resolve(t, "emptydir") == 2, "numbers are given breadth first");
+	/* Breadth first, a directory's children consecutive and in name order: the root's
+	 * children "d" and "emptydir" get 2 and 3, then d's nine children 4..12. */
+	check(resolve(t, "") == 1 && resolve(t, "d") == 2 && resolve(t, "emptydir") == 3,
+	      "the root is 1, its children 2 and 3 in name order");
+	ok = true;
+	for (size_t i = 0; i < ELEMENTSOF(sorted); i++) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "d/%s", sorted[i]);
+		ok = ok && resolve(t, path) == 4 + i + (i >= 6);
+	}
+	check(ok && resolve(t, "d/sub") == 10, "d's children are 4..12 in name order, sub at 10");
 
 	fs_tree_free(t);
 }
