@@ -15,6 +15,17 @@
 #define DEFINE_CLEANUP_FUNC(type, func) \
 	static inline void func##p(type *p) { if (*p) *p = func(*p); }
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+/* Defines the destructor `type *name(type *p)` of STYLE.md once: NULL-safe, @done releases what
+ * the object owns, then the object is freed; returns NULL, for `x = name(x)`. */
+#define DEFINE_FREE_FUNC(type, name, done) \
+	type *name(type *p)                 \
+	{                                   \
+		if (p) {                    \
+			done(p);            \
+			free(p);            \
+		}                           \
+		return NULL;                \
+	}
 
 static inline void freep(void *p)
 {

@@ -35,16 +35,13 @@ int cache_dir_default(char **ret)
 	return 0;
 }
 
-struct cache *cache_free(struct cache *c)
+static void cache_done(struct cache *c)
 {
-	if (!c)
-		return NULL;
 	index_db_free(c->db);
 	blob_store_free(c->bs);
 	free(c->dir);
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct cache, cache_free, cache_done);
 
 void cache_close_db(struct cache *c)
 {
