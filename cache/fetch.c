@@ -1230,11 +1230,8 @@ int fetcher_new_for_image(const struct reference *ref, const struct manifest *m,
 	return fetcher_new(src, o, bs, layers, m->n_layers, ret);
 }
 
-struct fetcher *fetcher_free(struct fetcher *f)
+static void fetcher_done(struct fetcher *f)
 {
-	if (!f)
-		return NULL;
-
 	/* Nobody waits for what is still in flight any more (the mount is gone). */
 	__atomic_store_n(&f->cancel, true, __ATOMIC_RELAXED);
 	if (f->src)
@@ -1279,6 +1276,5 @@ struct fetcher *fetcher_free(struct fetcher *f)
 	(void)pthread_cond_destroy(&f->prefetch_wake);
 	(void)pthread_cond_destroy(&f->task_done);
 	(void)pthread_mutex_destroy(&f->lock);
-	free(f);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct fetcher, fetcher_free, fetcher_done);

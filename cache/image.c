@@ -25,18 +25,15 @@
 #define MANIFEST_MAX_DEPTH 4
 #define CONFIG_MAX (4u << 20)
 
-struct image *image_free(struct image *img)
+static void image_done(struct image *img)
 {
-	if (!img)
-		return NULL;
 	free(img->ref);
 	free(img->manifest_digest);
 	manifest_free(img->manifest);
 	image_config_free(img->config);
 	free(img->registry_scheme);
-	free(img);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct image, image_free, image_done);
 
 /* A failure of the pull, of class @kind, with its message (error.h) set from @fmt. */
 static int pull_fail(enum pull_failure *err, enum pull_failure kind, int r, const char *fmt, ...)

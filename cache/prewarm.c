@@ -51,14 +51,11 @@ struct plan_builder {
 	unsigned layer;
 };
 
-struct prewarm_plan *prewarm_plan_free(struct prewarm_plan *p)
+static void prewarm_plan_done(struct prewarm_plan *p)
 {
-	if (!p)
-		return NULL;
 	free(p->chunks);
-	free(p);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct prewarm_plan, prewarm_plan_free, prewarm_plan_done);
 
 static int plan_add_entry(void *userdata, const struct entry *e)
 {

@@ -85,14 +85,11 @@ int digest_ctx_new(struct digest_ctx **ret)
 	return 0;
 }
 
-struct digest_ctx *digest_ctx_free(struct digest_ctx *c)
+static void digest_ctx_done(struct digest_ctx *c)
 {
-	if (!c)
-		return NULL;
 	EVP_MD_CTX_free(c->md);
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct digest_ctx, digest_ctx_free, digest_ctx_done);
 
 void digest_ctx_update(struct digest_ctx *c, const void *buf, size_t n)
 {

@@ -215,19 +215,16 @@ static void layer_desc_done(struct layer_desc *l)
 	free(l->annotations);
 }
 
-struct manifest *manifest_free(struct manifest *m)
+static void manifest_done(struct manifest *m)
 {
-	if (!m)
-		return NULL;
 	free(m->media_type);
 	free(m->config_digest);
 	free(m->config_media_type);
 	for (size_t i = 0; i < m->n_layers; i++)
 		layer_desc_done(&m->layers[i]);
 	free(m->layers);
-	free(m);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct manifest, manifest_free, manifest_done);
 
 static int parse_annotations(json_t *obj, struct layer_desc *l)
 {
@@ -673,19 +670,16 @@ int index_select_platform(const void *buf, size_t len, const struct platform *wa
 	return 0;
 }
 
-struct image_config *image_config_free(struct image_config *c)
+static void image_config_done(struct image_config *c)
 {
-	if (!c)
-		return NULL;
 	strv_free(c->entrypoint);
 	strv_free(c->cmd);
 	strv_free(c->env);
 	free(c->working_dir);
 	free(c->user);
 	platform_done(&c->platform);
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct image_config, image_config_free, image_config_done);
 
 /* An optional array of strings: NULL when absent or null. */
 static int json_get_strv(json_t *obj, const char *key, char ***ret)

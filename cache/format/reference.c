@@ -36,18 +36,15 @@ static const char *const unsupported_transports[] = {
 	"dir:", "containers-storage:", "docker-daemon:", "ostree:", "sif:", "tarball:",
 };
 
-struct reference *reference_free(struct reference *r)
+static void reference_done(struct reference *r)
 {
-	if (!r)
-		return NULL;
 	free(r->domain);
 	free(r->repository);
 	free(r->tag);
 	free(r->digest);
 	free(r->path);
-	free(r);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct reference, reference_free, reference_done);
 
 static int strdup_opt(const char *s, char **ret)
 {

@@ -38,16 +38,13 @@ static const char *const docker_io_aliases[] = {
 	"docker.io", "index.docker.io", "registry-1.docker.io",
 };
 
-struct credentials *credentials_free(struct credentials *c)
+static void credentials_done(struct credentials *c)
 {
-	if (!c)
-		return NULL;
 	free_secret(c->username);
 	free_secret(c->password);
 	free(c->source);
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct credentials, credentials_free, credentials_done);
 
 /* The reason a lookup failed, as this thread's message (error.h). */
 static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -820,11 +817,8 @@ int credentials_options_dup(const struct credentials_options *o, struct credenti
 	return 0;
 }
 
-struct credentials_options *credentials_options_free(struct credentials_options *o)
+static void credentials_options_done(struct credentials_options *o)
 {
-	if (!o)
-		return NULL;
 	free((char *)o->authfile);
-	free(o);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct credentials_options, credentials_options_free, credentials_options_done);

@@ -19,19 +19,16 @@
 static const unsigned char gzip_magic[] = { 0x1f, 0x8b };
 static const unsigned char zstd_magic[] = { 0x28, 0xb5, 0x2f, 0xfd };
 
-struct docker_archive *docker_archive_free(struct docker_archive *a)
+static void docker_archive_done(struct docker_archive *a)
 {
-	if (!a)
-		return NULL;
 	for (size_t i = 0; i < a->n_images; i++) {
 		strv_free(a->images[i].repo_tags);
 		free(a->images[i].manifest);
 	}
 	free(a->images);
 	free(a->blobs);
-	free(a);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct docker_archive, docker_archive_free, docker_archive_done);
 
 static int fail(char *err, size_t err_size, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

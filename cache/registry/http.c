@@ -92,14 +92,11 @@ int http_new(struct http **ret)
 	return 0;
 }
 
-struct http *http_free(struct http *h)
+static void http_done(struct http *h)
 {
-	if (!h)
-		return NULL;
 	curl_easy_cleanup(h->curl);
-	free(h);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct http, http_free, http_done);
 
 static void response_headers_clear(struct http_response *resp)
 {

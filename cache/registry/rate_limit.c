@@ -43,14 +43,11 @@ int rate_limit_new(uint64_t bytes_per_sec, struct rate_limit **ret)
 	return 0;
 }
 
-struct rate_limit *rate_limit_free(struct rate_limit *rl)
+static void rate_limit_done(struct rate_limit *rl)
 {
-	if (!rl)
-		return NULL;
 	(void)pthread_mutex_destroy(&rl->lock);
-	free(rl);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct rate_limit, rate_limit_free, rate_limit_done);
 
 uint64_t rate_limit_rate(const struct rate_limit *rl)
 {

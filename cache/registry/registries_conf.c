@@ -62,14 +62,11 @@ struct registries_conf *registries_conf_new(void)
 	return calloc(1, sizeof(struct registries_conf));
 }
 
-struct registries_conf *registries_conf_free(struct registries_conf *c)
+static void registries_conf_done(struct registries_conf *c)
 {
-	if (!c)
-		return NULL;
 	entries_free(c->entries, c->n);
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct registries_conf, registries_conf_free, registries_conf_done);
 
 /* ---- the TOML subset ------------------------------------------------------------------- */
 

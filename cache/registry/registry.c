@@ -142,10 +142,8 @@ static bool range_ignorer_add(const char *host)
 	return added;
 }
 
-struct registry *registry_free(struct registry *r)
+static void registry_done(struct registry *r)
 {
-	if (!r)
-		return NULL;
 	http_free(r->http);
 	free(r->domain);
 	free(r->repository);
@@ -157,9 +155,8 @@ struct registry *registry_free(struct registry *r)
 	free_secret(r->basic);
 	credentials_options_free(r->credentials);
 	free(r->credentials_source);
-	free(r);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct registry, registry_free, registry_done);
 
 /* A failure of @r's, described for the user as this thread's message (error.h): a client is
  * used by one thread at a time, so the message is that of its last call. */

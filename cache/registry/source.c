@@ -51,16 +51,13 @@ static void endpoints_free(struct endpoint *e, size_t n)
 	free(e);
 }
 
-struct source *source_free(struct source *s)
+static void source_done(struct source *s)
 {
-	if (!s)
-		return NULL;
 	endpoints_free(s->endpoints, s->n);
 	free(s->hint);
 	source_local_free(s->local);
-	free(s);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct source, source_free, source_done);
 
 /* The hint is "SCHEME ENDPOINT-NAME"; a bare "http"/"https" (older callers) is the origin's. */
 static bool hint_for(const char *hint, const char *name, bool origin, const char **ret_scheme)

@@ -81,17 +81,14 @@ static int set_error(struct source_local *s, int r, const char *fmt, ...)
 	return r;
 }
 
-static struct local_archive *local_archive_free(struct local_archive *a)
+static void local_archive_done(struct local_archive *a)
 {
-	if (!a)
-		return NULL;
 	closep(&a->fd);
 	tar_index_free(a->tar);
 	docker_archive_free(a->docker);
 	free(a->path);
-	free(a);
-	return NULL;
 }
+static DEFINE_FREE_FUNC(struct local_archive, local_archive_free, local_archive_done);
 DEFINE_CLEANUP_FUNC(struct local_archive *, local_archive_free);
 
 static void local_archive_unref(struct local_archive *a)
@@ -256,16 +253,13 @@ int source_local_new(const struct reference *ref, struct source_local **ret)
 	return 0;
 }
 
-struct source_local *source_local_free(struct source_local *s)
+static void source_local_done(struct source_local *s)
 {
-	if (!s)
-		return NULL;
 	closep(&s->dir_fd);
 	local_archive_unref(s->archive);
 	reference_free(s->ref);
-	free(s);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct source_local, source_local_free, source_local_done);
 
 void source_local_get_counters(struct source_local *s, uint64_t *ret_requests,
 			       uint64_t *ret_bytes)

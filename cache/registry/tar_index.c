@@ -26,18 +26,15 @@ static void pending_done(struct pending *p)
 	*p = (struct pending) {};
 }
 
-struct tar_index *tar_index_free(struct tar_index *t)
+static void tar_index_done(struct tar_index *t)
 {
-	if (!t)
-		return NULL;
 	for (size_t i = 0; i < t->n_members; i++) {
 		free(t->members[i].name);
 		free(t->members[i].link);
 	}
 	free(t->members);
-	free(t);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct tar_index, tar_index_free, tar_index_done);
 
 int tar_pread(int fd, void *buf, size_t len, uint64_t offset)
 {

@@ -47,16 +47,13 @@ struct blob_txn {
 	bool no_sync;           /* BLOB_TXN_NO_SYNC: the caller calls blob_store_sync() */
 };
 
-struct blob_store *blob_store_free(struct blob_store *bs)
+static void blob_store_done(struct blob_store *bs)
 {
-	if (!bs)
-		return NULL;
 	closep(&bs->blobs_fd);
 	closep(&bs->tmp_fd);
 	free(bs->tmp_path);
-	free(bs);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct blob_store, blob_store_free, blob_store_done);
 
 static int open_dir(const char *path, int *ret_fd)
 {
@@ -194,19 +191,16 @@ int blob_store_remove(struct blob_store *bs, const char *digest)
 	return 0;
 }
 
-static struct blob_txn *blob_txn_free(struct blob_txn *t)
+static void blob_txn_done(struct blob_txn *t)
 {
-	if (!t)
-		return NULL;
 	if (t->tmp_name)
 		(void)unlinkat(t->bs->tmp_fd, t->tmp_name, 0);
 	closep(&t->fd);
 	digest_ctx_free(t->digest);
 	free(t->buf);
 	free(t->tmp_name);
-	free(t);
-	return NULL;
 }
+static DEFINE_FREE_FUNC(struct blob_txn, blob_txn_free, blob_txn_done);
 DEFINE_CLEANUP_FUNC(struct blob_txn *, blob_txn_free);
 
 int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret)

@@ -339,16 +339,13 @@ fail:
 	return r;
 }
 
-struct index_db *index_db_free(struct index_db *db)
+static void index_db_done(struct index_db *db)
 {
-	if (!db)
-		return NULL;
 	for (size_t i = 0; i < _STMT_MAX; i++)
 		(void)sqlite3_finalize(db->stmts[i]);
 	(void)sqlite3_close(db->conn);
-	free(db);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct index_db, index_db_free, index_db_done);
 
 int index_db_open(const char *path, struct index_db **ret)
 {
