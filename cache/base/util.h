@@ -15,6 +15,14 @@
 #define DEFINE_CLEANUP_FUNC(type, func) \
 	static inline void func##p(type *p) { if (*p) *p = func(*p); }
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+static inline void free_array(void **p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(p[i]);
+}
+/* Frees each of its pointer arguments: a struct's owned strings in one statement. */
+#define free_many(...) \
+	free_array((void *[]){ __VA_ARGS__ }, ELEMENTSOF(((void *[]){ __VA_ARGS__ })))
 /* Defines the destructor `type *name(type *p)` of STYLE.md once: NULL-safe, @done releases what
  * the object owns, then the object is freed; returns NULL, for `x = name(x)`. */
 #define DEFINE_FREE_FUNC(type, name, done) \

@@ -653,11 +653,7 @@ static void toc_pending_done(struct toc_pending *p)
 {
 	for (size_t i = 0; i < p->n_xattrs; i++)
 		free((void *)p->xattrs[i].value);
-	free(p->xattrs);
-	free(p->path);
-	free(p->link_target);
-	free(p->chunks);
-	free(p->extra);
+	free_many(p->xattrs, p->path, p->link_target, p->chunks, p->extra);
 	*p = (struct toc_pending) {};
 }
 

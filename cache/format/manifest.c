@@ -217,9 +217,7 @@ static void layer_desc_done(struct layer_desc *l)
 
 static void manifest_done(struct manifest *m)
 {
-	free(m->media_type);
-	free(m->config_digest);
-	free(m->config_media_type);
+	free_many(m->media_type, m->config_digest, m->config_media_type);
 	for (size_t i = 0; i < m->n_layers; i++)
 		layer_desc_done(&m->layers[i]);
 	free(m->layers);
@@ -368,9 +366,7 @@ const char *layer_desc_annotation(const struct layer_desc *l, const char *key)
 
 void platform_done(struct platform *p)
 {
-	free(p->os);
-	free(p->architecture);
-	free(p->variant);
+	free_many(p->os, p->architecture, p->variant);
 	*p = (struct platform) {};
 }
 

@@ -38,11 +38,7 @@ static const char *const unsupported_transports[] = {
 
 static void reference_done(struct reference *r)
 {
-	free(r->domain);
-	free(r->repository);
-	free(r->tag);
-	free(r->digest);
-	free(r->path);
+	free_many(r->domain, r->repository, r->tag, r->digest, r->path);
 }
 DEFINE_FREE_FUNC(struct reference, reference_free, reference_done);
 

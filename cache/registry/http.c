@@ -100,11 +100,8 @@ DEFINE_FREE_FUNC(struct http, http_free, http_done);
 
 static void response_headers_clear(struct http_response *resp)
 {
-	free(resp->content_type);
-	free(resp->www_authenticate);
-	free(resp->docker_content_digest);
-	free(resp->content_range);
-	free(resp->location);
+	free_many(resp->content_type, resp->www_authenticate, resp->docker_content_digest,
+		  resp->content_range, resp->location);
 	resp->content_type = resp->www_authenticate = resp->docker_content_digest = NULL;
 	resp->content_range = resp->location = NULL;
 	resp->content_length = -1;

@@ -145,11 +145,7 @@ static bool range_ignorer_add(const char *host)
 static void registry_done(struct registry *r)
 {
 	http_free(r->http);
-	free(r->domain);
-	free(r->repository);
-	free(r->host);
-	free(r->base_url);
-	free(r->cert_dir);
+	free_many(r->domain, r->repository, r->host, r->base_url, r->cert_dir);
 	cert_dir_tls_done(&r->certs);
 	free_secret(r->authorization);
 	free_secret(r->basic);

@@ -523,9 +523,7 @@ static void source_range_free(struct range_source *rs)
 	free(sr->username);
 	if (sr->password)
 		explicit_bzero(sr->password, strlen(sr->password));
-	free(sr->password);
-	free(sr->cert_dir);
-	free(sr->scheme);
+	free_many(sr->password, sr->cert_dir, sr->scheme);
 	credentials_options_free(sr->credentials);
 	free(sr);
 }

@@ -708,11 +708,7 @@ void layer_writer_abort(struct layer_writer *w)
 		return;
 	for (size_t i = 0; i < w->n_entries; i++)
 		free(w->entries[i]);
-	free(w->entries);
-	free(w->digest);
-	free(w->media_type);
-	free(w->format);
-	free(w);
+	free_many(w->entries, w->digest, w->media_type, w->format, w);
 }
 
 static char *copy_string(char **p, const char *s)
@@ -935,9 +931,7 @@ struct chunk_buf {
 
 static void chunk_buf_done(struct chunk_buf *b)
 {
-	free(b->chunks);
-	free(b->digest_off);
-	free(b->strs);
+	free_many(b->chunks, b->digest_off, b->strs);
 }
 
 static int chunk_buf_push(struct chunk_buf *b, sqlite3_stmt *s)

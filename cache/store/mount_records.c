@@ -86,13 +86,8 @@ int mount_record_write(const struct mount_record *rec)
 
 void mount_record_done(struct mount_record *rec)
 {
-	free(rec->dir);
-	free(rec->target);
-	free(rec->fuse_mountpoint);
-	free(rec->upper);
-	free(rec->image);
-	free(rec->digest);
-	free(rec->cache_dir);
+	free_many(rec->dir, rec->target, rec->fuse_mountpoint, rec->upper, rec->image,
+		  rec->digest, rec->cache_dir);
 	*rec = (struct mount_record) {};
 }
 
