@@ -96,12 +96,10 @@ static int hash_one(struct fsck *f, struct fsck_blob *b, uint8_t *buf)
 	if (r < 0)
 		return r;
 	for (;;) {
-		ssize_t n = read(fd, buf, READ_BUF);
+		ssize_t n = read_full(fd, buf, READ_BUF);
 
-		if (n < 0 && errno == EINTR)
-			continue;
 		if (n < 0)
-			return -errno;
+			return (int)n;
 		if (n == 0)
 			break;
 		digest_ctx_update(ctx, buf, (size_t)n);

@@ -115,6 +115,25 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	return read_full_fd(fd, max, ret, ret_len);
 }
 
+ssize_t read_full(int fd, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, (char *)buf + done, len - done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
 int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

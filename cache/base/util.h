@@ -90,6 +90,9 @@ static inline void free_secretp(char **s)
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* The same from an open fd, read to its end. */
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len);
+/* Reads until @len bytes or end of file, retrying on EINTR and short reads: the bytes read
+ * (fewer than @len only at end of file), or -errno. */
+ssize_t read_full(int fd, void *buf, size_t len);
 /* Writes @len bytes fully, retrying on EINTR and short writes. */
 int write_all(int fd, const void *buf, size_t len);
 /* mkdir -p with @mode for each created component. */

@@ -88,7 +88,7 @@ static int read_secret_file(const char *path, size_t max, char **ret, size_t *re
 {
 	_cleanup_close_ int fd = -EBADF;
 	struct stat st;
-	size_t len = 0;
+	ssize_t n;
 	char *buf;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -105,25 +105,16 @@ static int read_secret_file(const char *path, size_t max, char **ret, size_t *re
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf)
 		return -ENOMEM;
-	while (len < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int e = -errno;
-
-			explicit_bzero(buf, len);
-			free(buf);
-			return e;
-		}
-		if (n == 0)
-			break;  /* shrank under us */
-		len += (size_t)n;
+	/* Fewer bytes than its size when it shrank under us. */
+	n = read_full(fd, buf, (size_t)st.st_size);
+	if (n < 0) {
+		explicit_bzero(buf, (size_t)st.st_size);
+		free(buf);
+		return (int)n;
 	}
-	buf[len] = 0;
+	buf[n] = 0;
 	*ret = buf;
-	*ret_len = len;
+	*ret_len = (size_t)n;
 	return 0;
 }
 
