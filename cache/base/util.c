@@ -64,12 +64,32 @@ bool strv_contains(char *const *l, const char *s)
 	return false;
 }
 
+ssize_t read_full(int fd, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, (char *)buf + done, len - done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len)
 {
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, cap = 0;
 
 	for (;;) {
+		size_t want;
 		ssize_t n;
 
 		if (cap - len < 4096) {
@@ -81,17 +101,15 @@ int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len)
 				return -ENOMEM;
 			buf = nb;
 		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		len += n;
+		want = cap - len;
+		n = read_full(fd, buf + len, want);
+		if (n < 0)
+			return (int)n;
+		len += (size_t)n;
 		if (len > max)
 			return -EFBIG;
+		if ((size_t)n < want)
+			break;  /* end of file */
 	}
 	if (!buf) {
 		buf = malloc(1);
@@ -113,25 +131,6 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	if (fd < 0)
 		return -errno;
 	return read_full_fd(fd, max, ret, ret_len);
-}
-
-ssize_t read_full(int fd, void *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = read(fd, (char *)buf + done, len - done);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
 }
 
 int write_all(int fd, const void *buf, size_t len)
