@@ -836,6 +836,26 @@ static int toc_parse_xattrs(struct toc_pending *p, json_t *o)
 static const char EMPTY_DIGEST[] =
 	"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/* The entry type a TOC record's "type" names; -EBADMSG for one no TOC writer uses. */
+static int toc_entry_type(const char *type, enum entry_type *ret)
+{
+	static const struct {
+		const char *name;
+		enum entry_type type;
+	} types[] = {
+		{ "reg", ENTRY_REG }, { "dir", ENTRY_DIR }, { "symlink", ENTRY_SYMLINK },
+		{ "hardlink", ENTRY_HARDLINK }, { "char", ENTRY_CHR }, { "block", ENTRY_BLK },
+		{ "fifo", ENTRY_FIFO },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(types); i++)
+		if (streq(type, types[i].name)) {
+			*ret = types[i].type;
+			return 0;
+		}
+	return -EBADMSG;
+}
+
 /* Starts a pending entry from a non-chunk TOC record. */
 static int toc_pending_start(struct toc_pending *p, const struct toc_ctx *c, json_t *o,
 			     const char *type, char *path, bool prefetch)
@@ -849,22 +869,9 @@ static int toc_pending_start(struct toc_pending *p, const struct toc_ctx *c, jso
 	p->e.path = path;
 	p->e.prefetch = prefetch;
 
-	if (streq(type, "reg"))
-		p->e.type = ENTRY_REG;
-	else if (streq(type, "dir"))
-		p->e.type = ENTRY_DIR;
-	else if (streq(type, "symlink"))
-		p->e.type = ENTRY_SYMLINK;
-	else if (streq(type, "hardlink"))
-		p->e.type = ENTRY_HARDLINK;
-	else if (streq(type, "char"))
-		p->e.type = ENTRY_CHR;
-	else if (streq(type, "block"))
-		p->e.type = ENTRY_BLK;
-	else if (streq(type, "fifo"))
-		p->e.type = ENTRY_FIFO;
-	else
-		return -EBADMSG;
+	r = toc_entry_type(type, &p->e.type);
+	if (r < 0)
+		return r;
 
 	if ((r = json_u64(o, "size", INT64_MAX, &size)) < 0 ||
 	    (r = json_u64(o, "mode", UINT32_MAX, &mode)) < 0 ||

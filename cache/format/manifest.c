@@ -756,18 +756,14 @@ int image_config_parse(const void *buf, size_t len, struct image_config **ret)
 		if (!json_is_object(config))
 			return -EPROTO;
 		r = json_get_strv(config, "Entrypoint", &c->entrypoint);
-		if (r < 0)
-			return r;
-		r = json_get_strv(config, "Cmd", &c->cmd);
-		if (r < 0)
-			return r;
-		r = json_get_strv(config, "Env", &c->env);
-		if (r < 0)
-			return r;
-		r = json_dup_nonempty(config, "WorkingDir", &c->working_dir);
-		if (r < 0)
-			return r;
-		r = json_dup_nonempty(config, "User", &c->user);
+		if (r >= 0)
+			r = json_get_strv(config, "Cmd", &c->cmd);
+		if (r >= 0)
+			r = json_get_strv(config, "Env", &c->env);
+		if (r >= 0)
+			r = json_dup_nonempty(config, "WorkingDir", &c->working_dir);
+		if (r >= 0)
+			r = json_dup_nonempty(config, "User", &c->user);
 		if (r < 0)
 			return r;
 	}
