@@ -85,17 +85,14 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	return 0;
 }
 
-struct read_path *read_path_free(struct read_path *rp)
+static void read_path_done(struct read_path *rp)
 {
-	if (!rp)
-		return NULL;
 	/* The read-ahead workers use the fds: stop them first. */
 	local_ra_free(rp->ra);
 	read_around_free(rp->read_around);
 	blob_fds_free(rp->fds);
-	free(rp);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct read_path, read_path_free, read_path_done);
 
 void read_reply_done(struct read_reply *rr)
 {
