@@ -408,22 +408,29 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* Replies the error @r, or the @len bytes of @value; only their size when the caller offered no
+ * room (@size 0), to ask again with enough. */
+static void reply_xattr(fuse_req_t req, int r, size_t size, const void *value, size_t len)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	const void *value;
-	size_t len;
-	int r;
-
-	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
-	if (r == 0 && size > 0 && size < len)
-		r = -ERANGE;
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (size == 0)
 		fuse_reply_xattr(req, len);
 	else
 		fuse_reply_buf(req, value, len);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	const void *value = NULL;
+	size_t len = 0;
+	int r;
+
+	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
+	if (r == 0 && size > 0 && size < len)
+		r = -ERANGE;
+	reply_xattr(req, r, size, value, len);
 }
 
 /* The names, each NUL-terminated, into @buf (NULL: only measure). */
@@ -475,12 +482,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	int r;
 
 	r = do_listxattr(fs, ino, size, &buf, &len);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else if (size == 0)
-		fuse_reply_xattr(req, len);
-	else
-		fuse_reply_buf(req, buf, len);
+	reply_xattr(req, r, size, buf, len);
 }
 
 /* ---- everything that writes: the image is read-only ---- */

@@ -68,12 +68,10 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	_cleanup_(read_path_freep) struct read_path *rp = NULL;
 	int r;
 
-	rp = calloc(1, sizeof(*rp));
+	rp = malloc(sizeof(*rp));
 	if (!rp)
 		return -ENOMEM;
-	rp->tree = tree;
-	rp->bs = bs;
-	rp->fetcher = fetcher;
+	*rp = (struct read_path) { .tree = tree, .bs = bs, .fetcher = fetcher };
 	r = blob_fds_new(fds_slots, &rp->fds);
 	if (r >= 0 && fetcher)
 		r = read_around_new(tree, &rp->read_around);

@@ -588,8 +588,16 @@ static int digest_to_raw(const char *s, uint8_t ret[32])
 	return 0;
 }
 
-static int chunk_push(struct fs_tree *t, const struct fs_chunk_ref *c)
+/* Appends @c, named by @digest unless it is a chunk of zeros. */
+static int chunk_push(struct fs_tree *t, struct fs_chunk_ref *c, const char *digest)
 {
+	int r;
+
+	if (!c->zeros) {
+		r = digest_to_raw(digest, c->digest);
+		if (r < 0)
+			return r;
+	}
 	if (t->n_chunks == UINT32_MAX)
 		return -ENOMEM;
 	if (GREEDY_REALLOC(t->chunks, t->cap_chunks, t->n_chunks + 1) < 0)
@@ -620,10 +628,7 @@ static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_fi
 		/* A file of a tar layer: one blob in the store, never fetched. */
 		struct fs_chunk_ref c = { .size = e->size, .layer = layer };
 
-		r = digest_to_raw(e->digest, c.digest);
-		if (r < 0)
-			return r;
-		r = chunk_push(t, &c);
+		r = chunk_push(t, &c, e->digest);
 		if (r < 0)
 			return r;
 		*ret_first = first;
@@ -647,12 +652,7 @@ static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_fi
 		end += ec->size;
 		if (ec->size == 0)
 			continue;
-		if (ec->digest) {
-			r = digest_to_raw(ec->digest, c.digest);
-			if (r < 0)
-				return r;
-		}
-		r = chunk_push(t, &c);
+		r = chunk_push(t, &c, ec->digest);
 		if (r < 0)
 			return r;
 	}
@@ -806,12 +806,22 @@ int fs_tree_new(struct fs_tree **ret)
 	return 0;
 }
 
+/* Frees the build side: the dentries and their hash table, which a frozen tree has no use for. */
+static void tree_build_done(struct fs_tree *t)
+{
+	free(t->dentries);
+	t->dentries = NULL;
+	t->n_dentries = 0;
+	t->cap_dentries = 0;
+	free(t->slots);
+	t->slots = NULL;
+}
+
 static void fs_tree_done(struct fs_tree *t)
 {
 	arena_done(&t->arena);
+	tree_build_done(t);
 	free(t->inodes);
-	free(t->dentries);
-	free(t->slots);
 	free(t->dirents);
 	free(t->chunks);
 	free(t->prefetch);
@@ -1052,12 +1062,7 @@ int fs_tree_finish(struct fs_tree *t)
 	t->cap_inodes = t->n_inodes;
 	t->dirents = realloc(dirents, ((size_t)nd + 1) * sizeof(struct dirent_rec)) ?: dirents;
 	t->n_dirents = nd;
-	free(t->dentries);
-	t->dentries = NULL;
-	t->n_dentries = 0;
-	t->cap_dentries = 0;
-	free(t->slots);
-	t->slots = NULL;
+	tree_build_done(t);
 	t->frozen = true;
 	return 0;
 }
@@ -1185,13 +1190,11 @@ static int tree_inode_typed(const struct fs_tree *t, fs_ino_t ino, mode_t type,
 int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret)
 {
 	const struct inode *i;
-	int r;
+	int r = tree_inode_typed(t, ino, S_IFLNK, &i);
 
-	r = tree_inode_typed(t, ino, S_IFLNK, &i);
-	if (r < 0)
-		return r;
-	*ret = tree_str(t, i->data);
-	return 0;
+	if (r >= 0)
+		*ret = tree_str(t, i->data);
+	return r;
 }
 
 int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret)
@@ -1212,9 +1215,8 @@ int fs_tree_file_chunks(const struct fs_tree *t, fs_ino_t ino, const struct fs_c
 			size_t *ret_n)
 {
 	const struct inode *i;
-	int r;
+	int r = tree_inode_typed(t, ino, S_IFREG, &i);
 
-	r = tree_inode_typed(t, ino, S_IFREG, &i);
 	if (r < 0)
 		return r;
 	*ret = i->n_chunks > 0 ? &t->chunks[i->data2] : NULL;
