@@ -49,18 +49,15 @@ int blob_fds_new(unsigned n_slots, struct blob_fds **ret)
 	return 0;
 }
 
-struct blob_fds *blob_fds_free(struct blob_fds *c)
+static void blob_fds_done(struct blob_fds *c)
 {
-	if (!c)
-		return NULL;
 	for (unsigned i = 0; i < c->n_slots; i++) {
 		if (c->slots[i].fd >= 0)
 			(void)close(c->slots[i].fd);
 		pthread_mutex_destroy(&c->slots[i].lock);
 	}
-	free(c);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct blob_fds, blob_fds_free, blob_fds_done);
 
 static unsigned slot_of(const struct blob_fds *c, const uint8_t digest[32])
 {

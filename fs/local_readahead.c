@@ -88,12 +88,10 @@ int local_ra_new(const struct fs_tree *tree, struct blob_store *bs, struct blob_
 	return 0;
 }
 
-struct local_ra *local_ra_free(struct local_ra *ra)
+static void local_ra_done(struct local_ra *ra)
 {
 	unsigned n;
 
-	if (!ra)
-		return NULL;
 	pthread_mutex_lock(&ra->lock);
 	ra->stop = true;
 	n = ra->n_threads;
@@ -106,9 +104,8 @@ struct local_ra *local_ra_free(struct local_ra *ra)
 	free(ra->order);
 	free(ra->pos);
 	free(ra->bytes);
-	free(ra);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct local_ra, local_ra_free, local_ra_done);
 
 uint64_t local_ra_opened(struct local_ra *ra)
 {
@@ -142,15 +139,14 @@ static int order_build(const struct fs_tree *t, uint32_t **ret_order, size_t *re
 	_cleanup_free_ struct frame *stack = NULL;
 	_cleanup_free_ uint32_t *order = NULL, *pos = NULL;
 	_cleanup_free_ uint64_t *bytes = NULL;
-	size_t count = fs_tree_count(t), depth = 0, cap = 64, n = 0;
+	size_t count = fs_tree_count(t), depth = 0, cap = 0, n = 0;
 
 	if (count >= UINT32_MAX)
 		return -EFBIG;
 	order = malloc(count * sizeof(*order));
 	pos = calloc(count + 1, sizeof(*pos));
 	bytes = malloc((count + 1) * sizeof(*bytes));
-	stack = malloc(cap * sizeof(*stack));
-	if (!order || !pos || !bytes || !stack)
+	if (!order || !pos || !bytes || GREEDY_REALLOC(stack, cap, 64) < 0)
 		return -ENOMEM;
 
 	bytes[0] = 0;
@@ -168,14 +164,8 @@ static int order_build(const struct fs_tree *t, uint32_t **ret_order, size_t *re
 		if (fs_tree_stat(t, ino, &st) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
-			if (depth == cap) {
-				struct frame *s = realloc(stack, 2 * cap * sizeof(*stack));
-
-				if (!s)
-					return -ENOMEM;
-				stack = s;
-				cap *= 2;
-			}
+			if (GREEDY_REALLOC(stack, cap, depth + 1) < 0)
+				return -ENOMEM;
 			stack[depth++] = (struct frame) { .dir = ino };
 			continue;
 		}

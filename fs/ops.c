@@ -143,6 +143,30 @@ static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, target);
 }
 
+/* ---- opens ---- */
+
+/* Zero-message opens (see fs_op_init()): replies ENOSYS and returns true when the kernel opens
+ * files and directories itself. */
+static bool reply_no_open(fuse_req_t req, struct fs *fs)
+{
+	if (!__atomic_load_n(&fs->no_open, __ATOMIC_RELAXED))
+		return false;
+	fuse_reply_err(req, ENOSYS);
+	return true;
+}
+
+/* Replies the error @r, or the open of a file or directory whose pages and listings the kernel
+ * may keep across opens: nothing in the tree ever changes. */
+static void reply_open(fuse_req_t req, struct fuse_file_info *fi, int r)
+{
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
 /* ---- directories ---- */
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -154,21 +178,13 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	/* ENOSYS: the kernel opens directories itself from now on, keeping listings cached
 	 * (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE is what it assumes then): no opendir and
 	 * releasedir round trips.  readdir needs no state of an open directory. */
-	if (__atomic_load_n(&fs->no_open, __ATOMIC_RELAXED)) {
-		fuse_reply_err(req, ENOSYS);
+	if (reply_no_open(req, fs))
 		return;
-	}
 	r = fs_tree_stat(fs->tree, ino, &st);
 	if (r == 0 && !S_ISDIR(st.st_mode))
 		r = -ENOTDIR;
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	/* Listings never change: let the kernel keep them across opens. */
 	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
-	fuse_reply_open(req, fi);
+	reply_open(req, fi, r);
 }
 
 /* Offsets: 0 is ".", 1 is "..", 2 + k is the tree's position k; each entry carries the offset
@@ -292,24 +308,15 @@ static int do_open(struct fs *fs, fuse_ino_t ino, int flags)
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	int r;
 
 	/* ENOSYS: the kernel does every later open itself, with FOPEN_KEEP_CACHE, and sends
 	 * neither open nor release: reading a file whose pages are cached costs no round trip.
 	 * What do_open() checks the kernel checks too: the mount is read-only (EROFS for
 	 * writes and O_TRUNC), and only regular files are opened through here. */
-	if (__atomic_load_n(&fs->no_open, __ATOMIC_RELAXED)) {
-		fuse_reply_err(req, ENOSYS);
+	if (reply_no_open(req, fs))
 		return;
-	}
-	r = do_open(fs, ino, fi->flags);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	fi->keep_cache = 1;
 	fi->noflush = 1;
-	fuse_reply_open(req, fi);
+	reply_open(req, fi, do_open(fs, ino, fi->flags));
 }
 
 /* Lets the kernel's INTERRUPT of a read (its process got a signal) end the read's wait for a
@@ -401,22 +408,29 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* Replies the error @r, or the @len bytes of @value; only their size when the caller offered no
+ * room (@size 0), to ask again with enough. */
+static void reply_xattr(fuse_req_t req, int r, size_t size, const void *value, size_t len)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	const void *value;
-	size_t len;
-	int r;
-
-	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
-	if (r == 0 && size > 0 && size < len)
-		r = -ERANGE;
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (size == 0)
 		fuse_reply_xattr(req, len);
 	else
 		fuse_reply_buf(req, value, len);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	const void *value = NULL;
+	size_t len = 0;
+	int r;
+
+	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
+	if (r == 0 && size > 0 && size < len)
+		r = -ERANGE;
+	reply_xattr(req, r, size, value, len);
 }
 
 /* The names, each NUL-terminated, into @buf (NULL: only measure). */
@@ -468,12 +482,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	int r;
 
 	r = do_listxattr(fs, ino, size, &buf, &len);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else if (size == 0)
-		fuse_reply_xattr(req, len);
-	else
-		fuse_reply_buf(req, buf, len);
+	reply_xattr(req, r, size, buf, len);
 }
 
 /* ---- everything that writes: the image is read-only ---- */
@@ -661,10 +670,8 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 	return 0;
 }
 
-struct fs *fs_free(struct fs *fs)
+static void fs_done(struct fs *fs)
 {
-	if (!fs)
-		return NULL;
 	if (fs->se) {
 		if (fs->signals)
 			fuse_remove_signal_handlers(fs->se);
@@ -675,9 +682,8 @@ struct fs *fs_free(struct fs *fs)
 	 * workers and the read-around index use it. */
 	read_path_free(fs->rp);
 	fs_tree_free(fs->tree);
-	free(fs);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct fs, fs_free, fs_done);
 
 /* Appends @s to the option string, with the separators fuse_opt treats specially escaped. */
 static int opt_append_escaped(char *buf, size_t size, const char *key, const char *s)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "cache/base/log.h"
+#include "cache/base/util.h"
 
 struct read_around {
 	const struct fs_tree *tree;
@@ -37,29 +38,21 @@ int read_around_new(const struct fs_tree *tree, struct read_around **ret)
 	return 0;
 }
 
-struct read_around *read_around_free(struct read_around *ra)
+static void read_around_done(struct read_around *ra)
 {
-	if (!ra)
-		return NULL;
 	pthread_mutex_destroy(&ra->lock);
 	free(ra->by_blob);
-	free(ra);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct read_around, read_around_free, read_around_done);
 
 static int collect(void *userdata, const struct fs_chunk_ref *c)
 {
 	struct read_around *ra = userdata;
+	int r;
 
-	if (ra->n == ra->alloc) {
-		size_t na = ra->alloc ? ra->alloc * 2 : 1024;
-		const struct fs_chunk_ref **p = realloc(ra->by_blob, na * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		ra->by_blob = p;
-		ra->alloc = na;
-	}
+	r = GREEDY_REALLOC(ra->by_blob, ra->alloc, ra->n + 1);
+	if (r < 0)
+		return r;
 	ra->by_blob[ra->n++] = c;
 	return 0;
 }

@@ -68,12 +68,10 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	_cleanup_(read_path_freep) struct read_path *rp = NULL;
 	int r;
 
-	rp = calloc(1, sizeof(*rp));
+	rp = malloc(sizeof(*rp));
 	if (!rp)
 		return -ENOMEM;
-	rp->tree = tree;
-	rp->bs = bs;
-	rp->fetcher = fetcher;
+	*rp = (struct read_path) { .tree = tree, .bs = bs, .fetcher = fetcher };
 	r = blob_fds_new(fds_slots, &rp->fds);
 	if (r >= 0 && fetcher)
 		r = read_around_new(tree, &rp->read_around);
@@ -85,17 +83,14 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	return 0;
 }
 
-struct read_path *read_path_free(struct read_path *rp)
+static void read_path_done(struct read_path *rp)
 {
-	if (!rp)
-		return NULL;
 	/* The read-ahead workers use the fds: stop them first. */
 	local_ra_free(rp->ra);
 	read_around_free(rp->read_around);
 	blob_fds_free(rp->fds);
-	free(rp);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct read_path, read_path_free, read_path_done);
 
 void read_reply_done(struct read_reply *rr)
 {

@@ -54,7 +54,8 @@
 
 struct arena {
 	char **chunks;
-	uint32_t n_chunks, cap_chunks;
+	uint32_t n_chunks;
+	size_t cap_chunks;
 	uint32_t cur;   /* chunk small objects go to, NONE before the first */
 	uint32_t used;  /* bytes used in chunks[cur] */
 };
@@ -111,20 +112,24 @@ struct fs_tree {
 	struct arena arena;
 
 	struct inode *inodes;   /* build: in creation order; frozen: by number - 1 */
-	uint32_t n_inodes, cap_inodes;
+	uint32_t n_inodes;
+	size_t cap_inodes;
 
 	/* Build side, freed by fs_tree_finish(). */
 	struct dentry *dentries;  /* [0] is the root */
-	uint32_t n_dentries, cap_dentries;
+	uint32_t n_dentries;
+	size_t cap_dentries;
 	uint32_t *slots;          /* dentry indexes or NONE, linear probing */
 	uint32_t slots_mask, n_slots_used;
 	uint32_t layer;
 
 	/* Both sides: build appends (garbage included), fs_tree_finish() compacts. */
 	struct fs_chunk_ref *chunks;
-	uint32_t n_chunks, cap_chunks;
+	uint32_t n_chunks;
+	size_t cap_chunks;
 	struct prefetch_rec *prefetch;
-	uint32_t n_prefetch, cap_prefetch;
+	uint32_t n_prefetch;
+	size_t cap_prefetch;
 
 	/* Frozen side. */
 	struct dirent_rec *dirents;
@@ -148,15 +153,8 @@ static int arena_new_chunk(struct arena *a, size_t size, uint32_t *ret_index)
 
 	if (a->n_chunks >= ARENA_MAX_CHUNKS)
 		return -ENOMEM;
-	if (a->n_chunks == a->cap_chunks) {
-		uint32_t cap = a->cap_chunks ? a->cap_chunks * 2 : 16;
-		char **n = realloc(a->chunks, cap * sizeof(char *));
-
-		if (!n)
-			return -ENOMEM;
-		a->chunks = n;
-		a->cap_chunks = cap;
-	}
+	if (GREEDY_REALLOC(a->chunks, a->cap_chunks, a->n_chunks + 1) < 0)
+		return -ENOMEM;
 	c = malloc(size ? size : 1);
 	if (!c)
 		return -ENOMEM;
@@ -333,15 +331,8 @@ static int inode_new(struct fs_tree *t, uint32_t *ret)
 {
 	if (t->n_inodes == NONE)
 		return -ENOMEM;
-	if (t->n_inodes == t->cap_inodes) {
-		uint32_t cap = t->cap_inodes ? t->cap_inodes * 2 : 1024;
-		struct inode *n = realloc(t->inodes, (size_t)cap * sizeof(struct inode));
-
-		if (!n)
-			return -ENOMEM;
-		t->inodes = n;
-		t->cap_inodes = cap;
-	}
+	if (GREEDY_REALLOC(t->inodes, t->cap_inodes, t->n_inodes + 1) < 0)
+		return -ENOMEM;
 	t->inodes[t->n_inodes] = (struct inode) {
 		.data = NONE,
 		.parent = NONE,
@@ -379,15 +370,9 @@ static int dentry_new(struct fs_tree *t, uint32_t parent, const char *name, size
 	}
 	if (t->n_dentries == NONE)
 		return -ENOMEM;
-	if (t->n_dentries == t->cap_dentries) {
-		uint32_t cap = t->cap_dentries * 2;
-		struct dentry *n = realloc(t->dentries, (size_t)cap * sizeof(struct dentry));
-
-		if (!n)
-			return -ENOMEM;
-		t->dentries = n;
-		t->cap_dentries = cap;
-	}
+	r = GREEDY_REALLOC(t->dentries, t->cap_dentries, t->n_dentries + 1);
+	if (r < 0)
+		return r;
 	r = arena_strndup(&t->arena, name, len, &name_ref);
 	if (r < 0)
 		return r;
@@ -603,20 +588,20 @@ static int digest_to_raw(const char *s, uint8_t ret[32])
 	return 0;
 }
 
-static int chunk_push(struct fs_tree *t, const struct fs_chunk_ref *c)
+/* Appends @c, named by @digest unless it is a chunk of zeros. */
+static int chunk_push(struct fs_tree *t, struct fs_chunk_ref *c, const char *digest)
 {
+	int r;
+
+	if (!c->zeros) {
+		r = digest_to_raw(digest, c->digest);
+		if (r < 0)
+			return r;
+	}
 	if (t->n_chunks == UINT32_MAX)
 		return -ENOMEM;
-	if (t->n_chunks == t->cap_chunks) {
-		uint32_t cap = t->cap_chunks ? (t->cap_chunks > UINT32_MAX / 2 ? UINT32_MAX :
-						t->cap_chunks * 2) : 1024;
-		struct fs_chunk_ref *n = reallocarray(t->chunks, cap, sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		t->chunks = n;
-		t->cap_chunks = cap;
-	}
+	if (GREEDY_REALLOC(t->chunks, t->cap_chunks, t->n_chunks + 1) < 0)
+		return -ENOMEM;
 	t->chunks[t->n_chunks++] = *c;
 	return 0;
 }
@@ -643,10 +628,7 @@ static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_fi
 		/* A file of a tar layer: one blob in the store, never fetched. */
 		struct fs_chunk_ref c = { .size = e->size, .layer = layer };
 
-		r = digest_to_raw(e->digest, c.digest);
-		if (r < 0)
-			return r;
-		r = chunk_push(t, &c);
+		r = chunk_push(t, &c, e->digest);
 		if (r < 0)
 			return r;
 		*ret_first = first;
@@ -670,12 +652,7 @@ static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_fi
 		end += ec->size;
 		if (ec->size == 0)
 			continue;
-		if (ec->digest) {
-			r = digest_to_raw(ec->digest, c.digest);
-			if (r < 0)
-				return r;
-		}
-		r = chunk_push(t, &c);
+		r = chunk_push(t, &c, ec->digest);
 		if (r < 0)
 			return r;
 	}
@@ -688,18 +665,10 @@ static int chunks_add(struct fs_tree *t, const struct entry *e, uint32_t *ret_fi
 
 static int prefetch_push(struct fs_tree *t, uint32_t inode, bool prefetch)
 {
-	if (t->n_prefetch == t->cap_prefetch) {
-		uint32_t cap = t->cap_prefetch ? t->cap_prefetch * 2 : 256;
-		struct prefetch_rec *n;
-
-		if (cap < t->cap_prefetch)
-			return -ENOMEM;
-		n = reallocarray(t->prefetch, cap, sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		t->prefetch = n;
-		t->cap_prefetch = cap;
-	}
+	if (t->n_prefetch == UINT32_MAX)
+		return -ENOMEM;
+	if (GREEDY_REALLOC(t->prefetch, t->cap_prefetch, t->n_prefetch + 1) < 0)
+		return -ENOMEM;
 	t->prefetch[t->n_prefetch++] = (struct prefetch_rec) { .ino = inode, .prefetch = prefetch };
 	return 0;
 }
@@ -799,7 +768,7 @@ static int tree_whiteout(struct fs_tree *t, const struct entry *e, size_t dir_le
 
 int fs_tree_new(struct fs_tree **ret)
 {
-	_cleanup_free_ struct fs_tree *t = NULL;
+	_cleanup_(fs_tree_freep) struct fs_tree *t = NULL;
 	uint32_t root_name;
 	int r;
 
@@ -809,20 +778,21 @@ int fs_tree_new(struct fs_tree **ret)
 	t->arena.cur = NONE;
 
 	t->slots = malloc(1024 * sizeof(uint32_t));
-	t->dentries = malloc(1024 * sizeof(struct dentry));
-	if (!t->slots || !t->dentries)
-		goto fail;
+	if (!t->slots)
+		return -ENOMEM;
 	memset(t->slots, 0xff, 1024 * sizeof(uint32_t));
 	t->slots_mask = 1023;
-	t->cap_dentries = 1024;
+	r = GREEDY_REALLOC(t->dentries, t->cap_dentries, 1024);
+	if (r < 0)
+		return r;
 
 	r = inode_new(t, &(uint32_t) { 0 });
 	if (r < 0)
-		goto fail;
+		return r;
 	t->inodes[0].mode = S_IFDIR | 0755;
 	r = arena_strndup(&t->arena, "", 0, &root_name);
 	if (r < 0)
-		goto fail;
+		return r;
 	t->dentries[0] = (struct dentry) {
 		.name = root_name,
 		.inode = 0,
@@ -834,29 +804,29 @@ int fs_tree_new(struct fs_tree **ret)
 
 	*ret = TAKE_PTR(t);
 	return 0;
-
-fail:
-	free(t->slots);
-	free(t->dentries);
-	free(t->inodes);
-	arena_done(&t->arena);
-	return -ENOMEM;
 }
 
-struct fs_tree *fs_tree_free(struct fs_tree *t)
+/* Frees the build side: the dentries and their hash table, which a frozen tree has no use for. */
+static void tree_build_done(struct fs_tree *t)
 {
-	if (!t)
-		return NULL;
-	arena_done(&t->arena);
-	free(t->inodes);
 	free(t->dentries);
+	t->dentries = NULL;
+	t->n_dentries = 0;
+	t->cap_dentries = 0;
 	free(t->slots);
+	t->slots = NULL;
+}
+
+static void fs_tree_done(struct fs_tree *t)
+{
+	arena_done(&t->arena);
+	tree_build_done(t);
+	free(t->inodes);
 	free(t->dirents);
 	free(t->chunks);
 	free(t->prefetch);
-	free(t);
-	return NULL;
 }
+DEFINE_FREE_FUNC(struct fs_tree, fs_tree_free, fs_tree_done);
 
 int fs_tree_begin_layer(struct fs_tree *t)
 {
@@ -991,7 +961,8 @@ static int chunks_compact(struct fs_tree *t, struct inode *final, uint32_t n)
 	}
 	free(t->chunks);
 	t->chunks = chunks;
-	t->n_chunks = t->cap_chunks = total;
+	t->n_chunks = total;
+	t->cap_chunks = total;
 
 	for (uint32_t i = 0; i < t->n_prefetch; i++) {
 		uint32_t ino = t->inodes[t->prefetch[i].ino].ino;
@@ -1087,14 +1058,11 @@ int fs_tree_finish(struct fs_tree *t)
 
 	free(t->inodes);
 	t->inodes = final;
-	t->n_inodes = t->cap_inodes = next_ino - 1;
+	t->n_inodes = next_ino - 1;
+	t->cap_inodes = t->n_inodes;
 	t->dirents = realloc(dirents, ((size_t)nd + 1) * sizeof(struct dirent_rec)) ?: dirents;
 	t->n_dirents = nd;
-	free(t->dentries);
-	t->dentries = NULL;
-	t->n_dentries = t->cap_dentries = 0;
-	free(t->slots);
-	t->slots = NULL;
+	tree_build_done(t);
 	t->frozen = true;
 	return 0;
 }
@@ -1204,16 +1172,29 @@ fs_ino_t fs_tree_parent(const struct fs_tree *t, fs_ino_t dir)
 	return d->parent;
 }
 
-int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret)
+/* The inode @ino, which must be of @type (S_IFREG, S_IFLNK, ...): -ENOENT if there is no such
+ * inode, -EINVAL if it is of another type. */
+static int tree_inode_typed(const struct fs_tree *t, fs_ino_t ino, mode_t type,
+			    const struct inode **ret)
 {
 	const struct inode *i = tree_inode(t, ino);
 
 	if (!i)
 		return -ENOENT;
-	if (!S_ISLNK(i->mode))
+	if ((i->mode & S_IFMT) != type)
 		return -EINVAL;
-	*ret = tree_str(t, i->data);
+	*ret = i;
 	return 0;
+}
+
+int fs_tree_readlink(const struct fs_tree *t, fs_ino_t ino, const char **ret)
+{
+	const struct inode *i;
+	int r = tree_inode_typed(t, ino, S_IFLNK, &i);
+
+	if (r >= 0)
+		*ret = tree_str(t, i->data);
+	return r;
 }
 
 int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret)
@@ -1233,12 +1214,11 @@ int fs_tree_digest(const struct fs_tree *t, fs_ino_t ino, const char **ret)
 int fs_tree_file_chunks(const struct fs_tree *t, fs_ino_t ino, const struct fs_chunk_ref **ret,
 			size_t *ret_n)
 {
-	const struct inode *i = tree_inode(t, ino);
+	const struct inode *i;
+	int r = tree_inode_typed(t, ino, S_IFREG, &i);
 
-	if (!i)
-		return -ENOENT;
-	if (!S_ISREG(i->mode))
-		return -EINVAL;
+	if (r < 0)
+		return r;
 	*ret = i->n_chunks > 0 ? &t->chunks[i->data2] : NULL;
 	*ret_n = i->n_chunks;
 	return 0;
