@@ -1,7 +1,6 @@
 /* cli/cache_args.c: what the cache verbs share (see cache_args.h). */
 #include "cache_args.h"
 
-#include <getopt.h>
 #include <stdio.h>
 
 #include "cache/base/digest.h"
@@ -30,33 +29,6 @@ int cli_cache_open(const char *dir, struct cache **ret)
 	}
 	return 0;
 }
-
-int cache_args_parse(int argc, char **argv, const char *usage, const char *optstring,
-		     const struct option *options, int (*opt)(int c, const char *arg),
-		     const char **ret_cache_dir)
-{
-	int c, r;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, optstring, options, NULL)) >= 0) {
-		switch (c) {
-		case 'C':
-			*ret_cache_dir = optarg;
-			break;
-		case 'h':
-			printf("%s", usage);
-			return 1;
-		case '?':
-			return -ERR_USAGE;
-		default:
-			r = opt ? opt(c, optarg) : -ERR_USAGE;
-			if (r != 0)
-				return r;
-		}
-	}
-	return 0;
-}
-
 
 void ref_query_done(struct ref_query *q)
 {

@@ -1,7 +1,7 @@
 /* cli/cache_args.h: what the cache verbs (images, inspect, rm, gc, fsck) share: opening the
- * cache, their option loop, and what a REF argument names in the cache.  A reference is looked
- * up as mount resolves it (canonical form, the refs table); an image known only by digest is
- * named "sha256:…". */
+ * cache, their --cache-dir (verb_args.h parses it), and what a REF argument names in the
+ * cache.  A reference is looked up as mount resolves it (canonical form, the refs table); an
+ * image known only by digest is named "sha256:…". */
 #pragma once
 
 #include <getopt.h>
@@ -15,14 +15,11 @@ struct option;
 	{ "cache-dir", required_argument, NULL, 'C' },              \
 	{ "help", no_argument, NULL, 'h' }
 
+/* The verb_arg entry that sets @p from --cache-dir. */
+#define CACHE_DIR_ARG(p) VERB_VALUE('C', (p))
+
 /* Opens @dir (NULL: the default cache); 0 or -ERR_CACHE (logged). */
 int cli_cache_open(const char *dir, struct cache **ret);
-
-/* getopt_long() over @options: --cache-dir ('C') and --help ('h', prints @usage) here, the
- * rest through @opt (0 or -errno).  0, 1 after --help (exit 0), or -ERR_USAGE. */
-int cache_args_parse(int argc, char **argv, const char *usage, const char *optstring,
-		     const struct option *options, int (*opt)(int c, const char *arg),
-		     const char **ret_cache_dir);
 
 struct ref_query {
 	const char *want, *platform;

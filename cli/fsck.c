@@ -10,17 +10,12 @@
 #include "cache/fsck.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
 
-static bool arg_repair;
-
-static int fsck_opt(int c, const char *arg)
-{
-	(void)arg;
-	if (c != 'r')
-		return -ERR_USAGE;
-	arg_repair = true;
-	return 0;
-}
+static const char fsck_usage[] =
+	"Usage: lazyroot fsck [--repair] [--cache-dir=DIR]\n\n"
+	"Check that every blob hashes to its name, that the index and the blobs\n"
+	"agree, and the index's integrity; --repair deletes what is wrong.\n";
 
 static void print_problem(void *userdata, const char *line, bool repaired)
 {
@@ -39,21 +34,17 @@ int verb_fsck(int argc, char **argv)
 	_cleanup_(cache_freep) struct cache *cache = NULL;
 	_cleanup_free_ char *dir = NULL;
 	const char *cache_dir = NULL;
+	bool repair = false;
 	struct fsck_result res;
 	struct stat st;
 	int r;
+	const struct verb_arg args[] = { VERB_SWITCH('r', &repair), CACHE_DIR_ARG(&cache_dir), {} };
 
-	arg_repair = false;
-	r = cache_args_parse(argc, argv,
-		"Usage: lazyroot fsck [--repair] [--cache-dir=DIR]\n\n"
-		"Check that every blob hashes to its name, that the index and the blobs\n"
-		"agree, and the index's integrity; --repair deletes what is wrong.\n",
-		"rC:h", options, fsck_opt, &cache_dir);
+	r = verb_args_parse(argc, argv, &(struct verb_args) { .name = "fsck",
+		.usage = fsck_usage, .operands = "takes no arguments", .optstring = "rC:h",
+		.options = options, .args = args });
 	if (r != 0)
 		return r > 0 ? 0 : r;
-	if (optind != argc)
-		return log_error_errno(-ERR_USAGE, "fsck takes no arguments (see 'lazyroot fsck "
-				       "--help')");
 	dir = cache_dir ? strdup(cache_dir) : NULL;
 	if (!dir && cache_dir_default(&dir) < 0)
 		dir = NULL;
@@ -66,7 +57,7 @@ int verb_fsck(int argc, char **argv)
 	r = cli_cache_open(dir, &cache);
 	if (r < 0)
 		return r;
-	r = cache_fsck(cache, &(struct fsck_options) { .repair = arg_repair }, print_problem, NULL,
+	r = cache_fsck(cache, &(struct fsck_options) { .repair = repair }, print_problem, NULL,
 		       &res);
 	if (r < 0) {
 		log_error_errno(r, "cannot read cache '%s': %m", cache->dir);

@@ -10,12 +10,14 @@
 #include "cache/gc.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
 
 static uint64_t arg_max_size;
 static bool arg_have_max;
 
-static int gc_opt(int c, const char *arg)
+static int gc_opt(int c, char *arg, void *userdata)
 {
+	(void)userdata;
 	if (c != 'm')
 		return -ERR_USAGE;
 	if (parse_size(arg, &arg_max_size) < 0)
@@ -58,11 +60,13 @@ int verb_gc(int argc, char **argv)
 		     "(default: max-size in %s), evict the least recently used\n"
 		     "images that are not mounted until the cache fits.\n", config_path()) < 0)
 		return -ENOMEM;
-	r = cache_args_parse(argc, argv, usage, "m:C:h", options, gc_opt, &cache_dir);
+	r = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "gc", .operands = "takes no arguments", .usage = usage,
+		.optstring = "m:C:h", .options = options, .opt = gc_opt,
+		.args = (const struct verb_arg[]) { CACHE_DIR_ARG(&cache_dir), {} },
+	});
 	if (r != 0)
 		return r > 0 ? 0 : r;
-	if (optind != argc)
-		return log_error_errno(-ERR_USAGE, "gc takes no arguments (see 'lazyroot gc --help')");
 	o.max_size = arg_max_size;
 	if (!arg_have_max) {
 		r = config_max_size(&o.max_size, NULL);

@@ -16,6 +16,12 @@
 #include "cache/store/mount_records.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
+
+static const char images_usage[] =
+	"Usage: lazyroot images [--json] [--cache-dir=DIR]\n\n"
+	"List the images in the cache: reference, manifest digest, platform, layers,"
+	" size,\nbytes cached, last use, and whether a mount uses it.\n";
 
 /* One row of `images`. */
 struct image_row {
@@ -250,17 +256,6 @@ static int print_images(struct inventory *inv, bool json)
 	return 0;
 }
 
-static bool arg_json;
-
-static int images_opt(int c, const char *arg)
-{
-	(void)arg;
-	if (c != 'j')
-		return -ERR_USAGE;
-	arg_json = true;
-	return 0;
-}
-
 int verb_images(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -273,20 +268,15 @@ int verb_images(int argc, char **argv)
 	_cleanup_close_ int dir_fd = -EBADF;
 	struct inventory inv = {};
 	const char *cache_dir = NULL;
+	bool json = false;
 	int status, r;
+	const struct verb_arg args[] = { VERB_SWITCH('j', &json), CACHE_DIR_ARG(&cache_dir), {} };
 
-	arg_json = false;
-	status = cache_args_parse(argc, argv,
-		"Usage: lazyroot images [--json] [--cache-dir=DIR]\n\n"
-		"List the images in the cache: reference, manifest digest, platform, layers, size,\n"
-		"bytes cached, last use, and whether a mount uses it.\n",
-		"jC:h", options, images_opt, &cache_dir);
+	status = verb_args_parse(argc, argv, &(struct verb_args) { .name = "images",
+		.usage = images_usage, .operands = "takes no arguments", .optstring = "jC:h",
+		.options = options, .args = args });
 	if (status != 0)
 		return status > 0 ? 0 : status;
-	if (optind != argc) {
-		log_error("images takes no arguments (see 'lazyroot images --help')");
-		return -ERR_USAGE;
-	}
 	status = cli_cache_open(cache_dir, &c);
 	if (status != 0)
 		return status;
@@ -308,7 +298,7 @@ int verb_images(int argc, char **argv)
 		log_error_errno(r, "cannot read cache '%s': %m", c->dir);
 		return -ERR_CACHE;
 	}
-	r = print_images(&inv, arg_json);
+	r = print_images(&inv, json);
 	inventory_done(&inv);
 	return r;
 }

@@ -13,6 +13,7 @@
 #include "cache/store/cache.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
 
 static bool arg_json;
 static const char *arg_platform;
@@ -149,17 +150,6 @@ static void print_text(const char *canonical, const char *digest, const struct i
 		       json_string_value(json_object_get(l, "media_type")));
 }
 
-static int inspect_opt(int c, const char *arg)
-{
-	if (c == 'j')
-		arg_json = true;
-	else if (c == 'P')
-		arg_platform = arg;
-	else
-		return -ERR_USAGE;
-	return 0;
-}
-
 /* The image @arg names in @c, loaded; errors logged. */
 static int inspect_resolve(struct cache *c, const char *arg, char **ret_canonical,
 			   char **ret_digest, struct inspected *ret)
@@ -203,15 +193,19 @@ int verb_inspect(int argc, char **argv)
 
 	arg_json = false;
 	arg_platform = NULL;
-	r = cache_args_parse(argc, argv,
-		"Usage: lazyroot inspect [--json] [--platform=OS/ARCH] [--cache-dir=DIR] REF\n\n"
-		"Show an image from the cache (never the registry): manifest, config and layers.\n",
-		"jP:C:h", options, inspect_opt, &cache_dir);
+	r = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "inspect", .operands = "needs one image reference",
+		.min_operands = 1, .max_operands = 1,
+		.usage = "Usage: lazyroot inspect [--json] [--platform=OS/ARCH] [--cache-dir=DIR] REF"
+			 "\n\nShow an image from the cache (never the registry): manifest, config and"
+			 " layers.\n",
+		.optstring = "jP:C:h", .options = options,
+		.args = (const struct verb_arg[]) {
+			VERB_SWITCH('j', &arg_json), VERB_VALUE('P', &arg_platform), CACHE_DIR_ARG(&cache_dir), {}
+		},
+	});
 	if (r != 0)
 		return r > 0 ? 0 : r;
-	if (argc - optind != 1)
-		return log_error_errno(-ERR_USAGE, "inspect needs one image reference (see "
-				       "'lazyroot inspect --help')");
 	r = cli_cache_open(cache_dir, &c);
 	if (r >= 0)
 		r = inspect_resolve(c, argv[optind], &canonical, &digest, &in);

@@ -1,18 +1,15 @@
 /*
- * cli/login.c: `lazyroot login REGISTRY` and `lazyroot logout REGISTRY`.  login checks the
- * credentials against the registry (a /v2/ ping that must authenticate with them), then stores
- * them in an auth.json as podman and skopeo read it (containers-auth.json(5)): every other key
- * and entry of the file is kept, the file is replaced atomically (temporary file, fsync,
- * rename) with mode 0600 in a directory created 0700.  logout removes the entry again.
+ * cli/login.c: `lazyroot login REGISTRY`.  It checks the credentials against the registry (a
+ * /v2/ ping that must authenticate with them), then stores them in an auth.json as podman and
+ * skopeo read it (containers-auth.json(5), see auth_file.h): every other key and entry of the
+ * file is kept, the file is replaced atomically (temporary file, fsync, rename) with mode 0600
+ * in a directory created 0700.  `lazyroot logout` (logout.c) removes the entry again.
  *
  * The password never goes into a log line or an error; -p's argument is overwritten in argv
  * as soon as it is copied, and the buffers that held it are wiped.
  */
-#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
-#include <sys/stat.h>
 #include <termios.h>
 
 #include "cache/registry/credentials.h"
@@ -20,10 +17,11 @@
 #include "cache/base/log.h"
 #include "cache/registry/registry.h"
 #include "cache/base/util.h"
+#include "cli/auth_file.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
 
 #define SECRET_INPUT_MAX 4096
-#define AUTH_FILE_MAX (4U * 1024 * 1024)
 
 /* Reads one line from @fd with read(2) into a fixed buffer (stdio would keep copies); a pipe
  * is read to its end, and its first line taken.  -EFBIG over SECRET_INPUT_MAX. */
@@ -85,136 +83,6 @@ static int prompt(const char *what, bool secret, char **ret)
 	return r;
 }
 
-/* The auth file to write: --authfile, else the default first one, else (not root, no
- * XDG_RUNTIME_DIR) ${XDG_CONFIG_HOME:-$HOME/.config}/containers/auth.json. */
-static int auth_file_path(const char *option, char **ret)
-{
-	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-	int r;
-
-	if (option)
-		return (*ret = strdup(option)) ? 0 : -ENOMEM;
-	r = credentials_default_auth_file(ret);
-	if (r != -ENOENT)
-		return r;
-	if (xdg && xdg[0] == '/')
-		r = asprintf(ret, "%s/containers/auth.json", xdg);
-	else if (home && home[0] == '/')
-		r = asprintf(ret, "%s/.config/containers/auth.json", home);
-	else
-		return -ENOENT;
-	return r < 0 ? -ENOMEM : 0;
-}
-
-/* Parses @path into an object; a missing file is an empty one. */
-static int auth_file_load(const char *path, json_t **ret)
-{
-	json_error_t jerr;
-	char *buf = NULL;
-	size_t len;
-	json_t *root;
-	int r;
-
-	r = read_full_file(path, AUTH_FILE_MAX, &buf, &len);
-	if (r == -ENOENT) {
-		*ret = json_object();
-		return *ret ? 0 : -ENOMEM;
-	}
-	if (r < 0)
-		return log_error_errno(r, "cannot read '%s': %m", path);
-	root = json_loadb(buf, len, 0, &jerr);
-	explicit_bzero(buf, len);
-	free(buf);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		/* Position only: jansson's text may quote a secret. */
-		log_error("'%s' is not a JSON object (line %d, column %d), not touching it", path,
-			  jerr.line, jerr.column);
-		return -EBADMSG;
-	}
-	*ret = root;
-	return 0;
-}
-
-/* Writes @root to @path atomically: mode 0600, directory created 0700. */
-static int auth_file_save(const char *path, json_t *root)
-{
-	_cleanup_free_ char *dir_copy = strdup(path), *tmp = NULL;
-	_cleanup_(free_secretp) char *text = NULL;
-	_cleanup_close_ int fd = -EBADF, dir_fd = -EBADF;
-	const char *dir;
-	int r;
-
-	if (!dir_copy)
-		return log_error("out of memory"), -ENOMEM;
-	dir = dirname(dir_copy);
-	r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return log_error_errno(r, "cannot create directory '%s': %m", dir);
-	if (asprintf(&tmp, "%s/.auth.json.XXXXXX", dir) < 0) {
-		tmp = NULL;
-		return log_error("out of memory"), -ENOMEM;
-	}
-	text = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
-	if (!text)
-		return log_error("out of memory"), -ENOMEM;
-
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return log_error_errno(errno, "cannot create a temporary file in '%s': %m", dir);
-	if (fchmod(fd, 0600) < 0 || write_all(fd, text, strlen(text)) < 0 ||
-	    write_all(fd, "\n", 1) < 0 || fsync(fd) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (rename(tmp, path) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir_fd >= 0)
-		(void)fsync(dir_fd);
-	return 0;
-
-fail:
-	(void)unlink(tmp);
-	return log_error_errno(r, "cannot write '%s': %m", path);
-}
-
-/* Removes every "auths" entry that names @key; returns how many. */
-static size_t auths_remove(json_t *auths, const char *key)
-{
-	const char *k;
-	json_t *v;
-	void *tmp;
-	size_t n = 0;
-
-	json_object_foreach_safe(auths, tmp, k, v) {
-		if (credentials_key_names_registry(k, key)) {
-			(void)json_object_del(auths, k);
-			n++;
-		}
-	}
-	return n;
-}
-
-static int get_auths(json_t *root, const char *path, bool create, json_t **ret)
-{
-	json_t *auths = json_object_get(root, "auths");
-
-	if (!auths && create) {
-		auths = json_object();
-		if (!auths || json_object_set_new(root, "auths", auths) < 0)
-			return log_error("out of memory"), -ENOMEM;
-	}
-	if (auths && !json_is_object(auths)) {
-		log_error("\"auths\" in '%s' is not an object, not touching it", path);
-		return -EBADMSG;
-	}
-	*ret = auths;
-	return 0;
-}
-
 /* /v2/ with the credentials: the registry or its token service must accept them. */
 static int verify_login(const char *key, const char *user, const char *password,
 			const char *cert_dir)
@@ -250,7 +118,7 @@ static int store_login(const char *path, const char *key, const char *user, cons
 	r = auth_file_load(path, &root);
 	if (r < 0)
 		return -ERR_OTHER;
-	r = get_auths(root, path, true, &auths);
+	r = auth_file_auths(root, path, true, &auths);
 	if (r >= 0) {
 		(void)auths_remove(auths, key);
 		r = credentials_encode_auth(user, password, &auth);
@@ -326,21 +194,36 @@ static int login_ask(char **user_p, char **password_p, bool password_stdin)
 	return 0;
 }
 
-static void login_help(void)
+static const char login_usage[] =
+	"Usage: lazyroot login [OPTIONS] REGISTRY\n\n"
+	"Check a username and password against REGISTRY (host[:port] or docker.io) and\n"
+	"store them in an auth.json that lazyroot, podman and skopeo read.\n\n"
+	"  -u, --username=USER    the username (prompted for on a terminal)\n"
+	"  -p, --password=PASS    the password (visible to ps until parsed: prefer\n"
+	"                         --password-stdin or the prompt)\n"
+	"      --password-stdin   read the password from stdin\n"
+	"      --authfile=FILE    write FILE (default: $REGISTRY_AUTH_FILE, else\n"
+	"                         $XDG_RUNTIME_DIR/containers/auth.json)\n"
+	"      --cert-dir=DIR     CA and client certificates for the registry\n"
+	"      --get-login        print the username lazyroot would use, and exit\n"
+	"  -v, --verbose          more messages\n"
+	"  -h, --help             this help\n";
+
+/* -u and -p are copied (the password hidden in argv at once); the copies are wiped later. */
+static int login_opt(int c, char *arg, void *userdata)
 {
-	printf("Usage: lazyroot login [OPTIONS] REGISTRY\n\n"
-	       "Check a username and password against REGISTRY (host[:port] or docker.io) and\n"
-	       "store them in an auth.json that lazyroot, podman and skopeo read.\n\n"
-	       "  -u, --username=USER    the username (prompted for on a terminal)\n"
-	       "  -p, --password=PASS    the password (visible to ps until parsed: prefer\n"
-	       "                         --password-stdin or the prompt)\n"
-	       "      --password-stdin   read the password from stdin\n"
-	       "      --authfile=FILE    write FILE (default: $REGISTRY_AUTH_FILE, else\n"
-	       "                         $XDG_RUNTIME_DIR/containers/auth.json)\n"
-	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
-	       "      --get-login        print the username lazyroot would use, and exit\n"
-	       "  -v, --verbose          more messages\n"
-	       "  -h, --help             this help\n");
+	char **secrets = userdata, **p;
+
+	if (c != 'u' && c != 'p')
+		return 1;
+	p = &secrets[c == 'p'];
+	free_secret(*p);
+	*p = strdup(arg);
+	if (c == 'p')
+		cli_hide_argument(arg);
+	if (!*p)
+		return log_error_errno(-ENOMEM, "out of memory");
+	return 0;
 }
 
 int verb_login(int argc, char **argv)
@@ -361,67 +244,36 @@ int verb_login(int argc, char **argv)
 	_cleanup_(free_secretp) char *user = NULL, *password = NULL;
 	const char *authfile = NULL, *cert_dir = NULL;
 	bool password_stdin = false, get = false;
-	int c, r;
+	char *secrets[2] = {};
+	int r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "u:p:vh", options, NULL)) >= 0) {
-		switch (c) {
-		case 'u':
-			free_secret(user);
-			user = strdup(optarg);
-			if (!user)
-				return log_error_errno(-ENOMEM, "out of memory");
-			break;
-		case 'p':
-			free_secret(password);
-			password = strdup(optarg);
-			cli_hide_argument(optarg);
-			if (!password)
-				return log_error_errno(-ENOMEM, "out of memory");
-			break;
-		case OPT_PASSWORD_STDIN:
-			password_stdin = true;
-			break;
-		case OPT_LOGIN_AUTHFILE:
-			authfile = optarg;
-			break;
-		case OPT_CERT_DIR:
-			cert_dir = optarg;
-			break;
-		case OPT_GET_LOGIN:
-			get = true;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			login_help();
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (argc - optind != 1) {
-		log_error("login needs one registry (see 'lazyroot login --help')");
-		return -ERR_USAGE;
-	}
-	r = credentials_registry_key(argv[optind], &key);
-	if (r < 0) {
-		log_error("invalid registry '%s': use host[:port] or docker.io", argv[optind]);
-		return -ERR_USAGE;
-	}
+	r = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "login", .operands = "needs one registry", .min_operands = 1,
+		.max_operands = 1,
+		.usage = login_usage, .optstring = "u:p:vh", .options = options,
+		.opt = login_opt, .userdata = secrets,
+		.args = (const struct verb_arg[]) {
+			VERB_SWITCH(OPT_PASSWORD_STDIN, &password_stdin),
+			VERB_VALUE(OPT_LOGIN_AUTHFILE, &authfile), VERB_VALUE(OPT_CERT_DIR, &cert_dir),
+			VERB_SWITCH(OPT_GET_LOGIN, &get), {}
+		},
+	});
+	user = secrets[0];
+	password = secrets[1];
+	if (r != 0)
+		return r > 0 ? 0 : r;
+	r = auth_registry_key(argv[optind], &key);
+	if (r < 0)
+		return r;
 	if (get)
 		return get_login(key, authfile);
 	if (password && password_stdin) {
 		log_error("--password and --password-stdin exclude each other");
 		return -ERR_USAGE;
 	}
-	r = auth_file_path(authfile, &path);
-	if (r < 0) {
-		log_error("no auth file to write: set XDG_RUNTIME_DIR or REGISTRY_AUTH_FILE, or use "
-			  "--authfile");
-		return -ERR_USAGE;
-	}
+	r = auth_file_choose(authfile, " to write", &path);
+	if (r < 0)
+		return r;
 
 	r = login_ask(&user, &password, password_stdin);
 	if (r < 0)
@@ -435,96 +287,4 @@ int verb_login(int argc, char **argv)
 		return r;
 	printf("Login succeeded\n");
 	return 0;
-}
-
-static void logout_help(void)
-{
-	printf("Usage: lazyroot logout [OPTIONS] REGISTRY\n"
-	       "       lazyroot logout [OPTIONS] --all\n\n"
-	       "Remove REGISTRY's credentials from the auth file that 'lazyroot login' writes.\n\n"
-	       "      --authfile=FILE    the auth file (default: as for login)\n"
-	       "  -a, --all              remove every registry's credentials\n"
-	       "  -h, --help             this help\n");
-}
-
-int verb_logout(int argc, char **argv)
-{
-	enum { OPT_LOGOUT_AUTHFILE = 0x100 };
-	static const struct option options[] = {
-		{ "authfile", required_argument, NULL, OPT_LOGOUT_AUTHFILE },
-		{ "all", no_argument, NULL, 'a' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{}
-	};
-	_cleanup_free_ char *key = NULL, *path = NULL;
-	const char *authfile = NULL;
-	json_t *root = NULL, *auths = NULL;
-	bool all = false;
-	size_t removed;
-	int c, r, status;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "avh", options, NULL)) >= 0) {
-		switch (c) {
-		case OPT_LOGOUT_AUTHFILE:
-			authfile = optarg;
-			break;
-		case 'a':
-			all = true;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			logout_help();
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (argc - optind != (all ? 0 : 1)) {
-		log_error("logout needs one registry, or --all (see 'lazyroot logout --help')");
-		return -ERR_USAGE;
-	}
-	if (!all && credentials_registry_key(argv[optind], &key) < 0) {
-		log_error("invalid registry '%s': use host[:port] or docker.io", argv[optind]);
-		return -ERR_USAGE;
-	}
-	r = auth_file_path(authfile, &path);
-	if (r < 0) {
-		log_error("no auth file: set XDG_RUNTIME_DIR or REGISTRY_AUTH_FILE, or use "
-			  "--authfile");
-		return -ERR_USAGE;
-	}
-	if (access(path, F_OK) < 0 && errno == ENOENT) {
-		if (all)
-			return 0;
-		log_error("not logged in to %s ('%s' does not exist)", key, path);
-		return -ERR_OTHER;
-	}
-
-	if (auth_file_load(path, &root) < 0 || get_auths(root, path, false, &auths) < 0) {
-		status = -ERR_OTHER;
-		goto finish;
-	}
-	if (all) {
-		removed = auths ? json_object_size(auths) : 0;
-		if (auths)
-			(void)json_object_clear(auths);
-	} else {
-		removed = auths ? auths_remove(auths, key) : 0;
-	}
-	if (removed == 0 && !all) {
-		log_error("not logged in to %s (no entry in '%s')", key, path);
-		status = -ERR_OTHER;
-		goto finish;
-	}
-	status = removed == 0 || auth_file_save(path, root) >= 0 ? 0 : -ERR_OTHER;
-	if (status == 0 && !all)
-		printf("Removed login credentials for %s\n", key);
-
-finish:
-	json_decref(root);
-	return status;
 }

@@ -24,6 +24,18 @@
 #include "cli/mountinfo.h"
 #include "cli/overlay.h"
 #include "cli/progress.h"
+#include "cli/verb_args.h"
+
+static const char mount_usage[] =
+	"Usage: lazyroot mount [OPTIONS] REF DIR\n\n"
+	"Mount image REF read-only at DIR; file contents come from the cache.\n\n"
+	"  -o, --overlay=DIR      mount overlayfs at DIR, writes go to DIR/upper\n"
+	"      --volatile         like --overlay, with writes in memory (tmpfs)\n"
+	IMAGE_OPTIONS_HELP
+	"  -f, --foreground       serve in the foreground (for systemd units)\n"
+	"  -d, --debug            log every FUSE request (implies --foreground)\n"
+	"  -v, --verbose          more messages\n"
+	"  -h, --help             this help\n";
 
 /* A lazy read that cannot get its bytes fails after this long (--timeout): long enough for a
  * slow registry to answer a few MiB and retry, short enough that a program sees EIO before a
@@ -344,19 +356,6 @@ finish:
 	return r;
 }
 
-static void mount_help(void)
-{
-	printf("Usage: lazyroot mount [OPTIONS] REF DIR\n\n"
-	       "Mount image REF read-only at DIR; file contents come from the cache.\n\n"
-	       "  -o, --overlay=DIR      mount overlayfs at DIR, writes go to DIR/upper\n"
-	       "      --volatile         like --overlay, with writes in memory (tmpfs)\n"
-	       IMAGE_OPTIONS_HELP
-	       "  -f, --foreground       serve in the foreground (for systemd units)\n"
-	       "  -d, --debug            log every FUSE request (implies --foreground)\n"
-	       "  -v, --verbose          more messages\n"
-	       "  -h, --help             this help\n");
-}
-
 int verb_mount(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -370,43 +369,20 @@ int verb_mount(int argc, char **argv)
 		{}
 	};
 	_cleanup_(mount_request_done) struct mount_request req = {};
-	int c;
+	int r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:fdvh", options, NULL)) >= 0) {
-		int k = image_option_apply(c, optarg, &req);
-
-		if (k < 0)
-			return k;
-		if (k > 0)
-			continue;
-		switch (c) {
-		case 'o':
-			req.overlay_dir = optarg;
-			break;
-		case 'V':
-			req.volatile_upper = true;
-			break;
-		case 'f':
-			req.foreground = true;
-			break;
-		case 'd':
-			req.debug_fuse = req.foreground = true;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			mount_help();
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (argc - optind != 2) {
-		log_error("mount needs an image reference and a mountpoint (see 'lazyroot mount --help')");
-		return -ERR_USAGE;
-	}
+	r = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "mount", .operands = "needs an image reference and a mountpoint",
+		.min_operands = 2, .max_operands = 2,
+		.usage = mount_usage, .optstring = "o:fdvh", .options = options, .image = &req,
+		.args = (const struct verb_arg[]) {
+			VERB_VALUE('o', &req.overlay_dir), VERB_SWITCH('V', &req.volatile_upper),
+			VERB_SWITCH('f', &req.foreground), VERB_SWITCH('d', &req.foreground),
+			VERB_SWITCH('d', &req.debug_fuse), {}
+		},
+	});
+	if (r != 0)
+		return r > 0 ? 0 : r;
 	if (req.overlay_dir && req.volatile_upper) {
 		log_error("--overlay and --volatile exclude each other");
 		return -ERR_USAGE;

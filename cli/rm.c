@@ -13,20 +13,10 @@
 #include "cache/store/mount_records.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/verb_args.h"
 
 static const char *arg_platform;
 static bool arg_force;
-
-static int rm_opt(int c, const char *arg)
-{
-	if (c == 'P')
-		arg_platform = arg;
-	else if (c == 'f')
-		arg_force = true;
-	else
-		return -ERR_USAGE;
-	return 0;
-}
 
 struct ref_count {
 	const char *digest;
@@ -118,17 +108,20 @@ int verb_rm(int argc, char **argv)
 
 	arg_force = false;
 	arg_platform = NULL;
-	status = cache_args_parse(argc, argv,
-		"Usage: lazyroot rm [--force] [--platform=OS/ARCH] [--cache-dir=DIR] REF...\n\n"
-		"Forget images: the reference, and the image, its layers and blobs when nothing\n"
-		"else uses them.  A mounted image is refused; --force forgets only its reference.\n",
-		"fP:C:h", options, rm_opt, &cache_dir);
+	status = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "rm", .operands = "needs an image reference", .min_operands = 1,
+		.max_operands = -1,
+		.usage = "Usage: lazyroot rm [--force] [--platform=OS/ARCH] [--cache-dir=DIR] REF...\n\n"
+			 "Forget images: the reference, and the image, its layers and blobs when nothing\n"
+			 "else uses them.  A mounted image is refused; --force forgets only its"
+			 " reference.\n",
+		.optstring = "fP:C:h", .options = options,
+		.args = (const struct verb_arg[]) {
+			VERB_SWITCH('f', &arg_force), VERB_VALUE('P', &arg_platform), CACHE_DIR_ARG(&cache_dir), {}
+		},
+	});
 	if (status != 0)
 		return status > 0 ? 0 : status;
-	if (optind >= argc) {
-		log_error("rm needs an image reference (see 'lazyroot rm --help')");
-		return -ERR_USAGE;
-	}
 	status = cli_cache_open(cache_dir, &c);
 	if (status != 0)
 		return status;

@@ -15,6 +15,7 @@
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
 #include "cli/nspawn.h"
+#include "cli/verb_args.h"
 
 /* Written once before the handlers are installed and read only by them: the one process
  * that SIGTERM/SIGHUP are passed on to. */
@@ -76,17 +77,35 @@ static int run_nspawn(char **argv)
 	return -ECHILD;
 }
 
-static void run_help(void)
+static const char run_usage[] =
+	"Usage: lazyroot run [OPTIONS] REF [NSPAWN-OPTIONS...] [-- COMMAND [ARG...]]\n\n"
+	"Mount REF with a writable overlay, run COMMAND (default: the image's\n"
+	"Entrypoint and Cmd) in systemd-nspawn, unmount, and exit with its status.\n"
+	"Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
+	"      --overlay=DIR      keep the container's writes in DIR/upper\n"
+	"                         (default: in memory, dropped at exit)\n"
+	IMAGE_OPTIONS_HELP
+	"  -v, --verbose          more messages, and nspawn's own\n"
+	"  -h, --help             this help\n";
+
+struct run_opts {
+	struct mount_request *req;
+	bool *verbose;
+};
+
+/* --overlay keeps the writes, so the upper is not volatile; -v is also nspawn's. */
+static int run_opt(int c, char *arg, void *userdata)
 {
-	printf("Usage: lazyroot run [OPTIONS] REF [NSPAWN-OPTIONS...] [-- COMMAND [ARG...]]\n\n"
-	       "Mount REF with a writable overlay, run COMMAND (default: the image's\n"
-	       "Entrypoint and Cmd) in systemd-nspawn, unmount, and exit with its status.\n"
-	       "Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
-	       "      --overlay=DIR      keep the container's writes in DIR/upper\n"
-	       "                         (default: in memory, dropped at exit)\n"
-	       IMAGE_OPTIONS_HELP
-	       "  -v, --verbose          more messages, and nspawn's own\n"
-	       "  -h, --help             this help\n");
+	struct run_opts *o = userdata;
+
+	if (c == 'o') {
+		o->req->overlay_dir = arg;
+		o->req->volatile_upper = false;
+		return 0;
+	}
+	if (c == 'v')
+		*o->verbose = true;
+	return 1;
 }
 
 /* A private, empty mountpoint: RUNTIME/run/root.XXXXXX. */
@@ -127,37 +146,17 @@ int verb_run(int argc, char **argv)
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
 	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
 	bool verbose = false, after_dashes = false;
-	int c, r, status;
+	int r, status;
 
-	optind = 1;
 	/* '+': stop at REF; what follows belongs to nspawn and the command. */
-	while ((c = getopt_long(argc, argv, "+vh", options, NULL)) >= 0) {
-		int k = image_option_apply(c, optarg, &req);
-
-		if (k < 0)
-			return k;
-		if (k > 0)
-			continue;
-		switch (c) {
-		case 'o':
-			req.overlay_dir = optarg;
-			req.volatile_upper = false;
-			break;
-		case 'v':
-			verbose = true;
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			run_help();
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		log_error("run needs an image reference (see 'lazyroot run --help')");
-		return -ERR_USAGE;
-	}
+	r = verb_args_parse(argc, argv, &(struct verb_args) {
+		.name = "run", .operands = "needs an image reference",
+		.min_operands = 1, .max_operands = -1,
+		.usage = run_usage, .optstring = "+vh", .options = options, .image = &req,
+		.opt = run_opt, .userdata = &(struct run_opts) { &req, &verbose },
+	});
+	if (r != 0)
+		return r > 0 ? 0 : r;
 	req.ref = argv[optind];
 	for (int i = optind + 1; i < argc; i++) {
 		if (!after_dashes && streq(argv[i], "--")) {

@@ -20,6 +20,12 @@
 #include "cli/cli.h"
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
+#include "cli/verb_args.h"
+
+static const char stats_usage[] =
+	"Usage: lazyroot stats [--json] MOUNTPOINT\n\n"
+	"Show what a mount fetched: bytes, requests, chunks fetched, served from\n"
+	"the cache and failed, and the progress of its prefetch.\n";
 
 #define STATS_REPLY_MAX (64 * 1024)
 
@@ -232,27 +238,14 @@ int verb_stats(int argc, char **argv)
 	_cleanup_free_ char *target = NULL, *dir = NULL, *sock = NULL, *text = NULL;
 	bool json = false;
 	json_t *o;
-	int c, r;
+	int r;
+	const struct verb_arg args[] = { VERB_SWITCH('j', &json), {} };
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "jh", options, NULL)) >= 0) {
-		switch (c) {
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			printf("Usage: lazyroot stats [--json] MOUNTPOINT\n\n"
-			       "Show what a mount fetched: bytes, requests, chunks fetched, served from\n"
-			       "the cache and failed, and the progress of its prefetch.\n");
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (argc - optind != 1) {
-		log_error("stats needs a mountpoint (see 'lazyroot stats --help')");
-		return -ERR_USAGE;
-	}
+	r = verb_args_parse(argc, argv, &(struct verb_args) { .name = "stats",
+		.usage = stats_usage, .operands = "needs a mountpoint", .min_operands = 1,
+		.max_operands = 1, .optstring = "jh", .options = options, .args = args });
+	if (r != 0)
+		return r > 0 ? 0 : r;
 	r = path_make_absolute(argv[optind], &target);
 	if (r >= 0)
 		r = mount_record_dir_for(target, &dir);

@@ -18,6 +18,12 @@
 #include "cli/cli.h"
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
+#include "cli/verb_args.h"
+
+static const char umount_usage[] =
+	"Usage: lazyroot umount [--lazy] DIR...\n\n"
+	"Unmount lazyroot mounts (overlay and FUSE tree) and stop their daemons.\n\n"
+	"  -l, --lazy     detach even if the mount is busy\n";
 
 #define DAEMON_EXIT_TIMEOUT_MS 10000
 
@@ -162,30 +168,14 @@ int verb_umount(int argc, char **argv)
 		{}
 	};
 	bool lazy = false;
-	int c, status = 0;
+	int status;
+	const struct verb_arg args[] = { VERB_SWITCH('l', &lazy), {} };
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "lvh", options, NULL)) >= 0) {
-		switch (c) {
-		case 'l':
-			lazy = true;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			printf("Usage: lazyroot umount [--lazy] DIR...\n\n"
-			       "Unmount lazyroot mounts (overlay and FUSE tree) and stop their daemons.\n\n"
-			       "  -l, --lazy     detach even if the mount is busy\n");
-			return 0;
-		default:
-			return -ERR_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		log_error("umount needs a mountpoint (see 'lazyroot umount --help')");
-		return -ERR_USAGE;
-	}
+	status = verb_args_parse(argc, argv, &(struct verb_args) { .name = "umount",
+		.usage = umount_usage, .operands = "needs a mountpoint", .min_operands = 1,
+		.max_operands = -1, .optstring = "lvh", .options = options, .args = args });
+	if (status != 0)
+		return status > 0 ? 0 : status;
 	for (int i = optind; i < argc; i++) {
 		int r = umount_path(argv[i], lazy);
 
