@@ -234,7 +234,9 @@ def warm_read(args, img, addr, workdir):
     targets = [("local disk", img["tree"], None)]   # (name, path, mount seconds)
     caches = []
     with contextlib.ExitStack() as stack:
-        for kind, src in (("squashfuse", img["squashfs"]), ("archivemount", img["flat_tar"])):
+        peers = () if args.no_peers else (("squashfuse", img["squashfs"]),
+                                            ("archivemount", img["flat_tar"]))
+        for kind, src in peers:
             m = stack.enter_context(Mounted(kind, workdir, src))
             targets.append((kind, m.dir, m.mount_s))
         for fmt in LAZY_FORMATS:
@@ -597,6 +599,8 @@ def main(argv=None):
                     help="1 run, one link setting, 10,000 files in part 3")
     ap.add_argument("--lazyroot", default=os.path.join(ROOT, "build", "cli", "lazyroot"))
     ap.add_argument("--image-cache", default=debimage.DEFAULT_CACHE)
+    ap.add_argument("--no-peers", action="store_true", help="part 2 without squashfuse and "
+                    "archivemount (archivemount's tar alone takes minutes): for --baseline runs")
     ap.add_argument("--baseline", help="part 2 also reads each lazy format through this older "
                     "lazyroot binary, mounted from the same cache, and prints now/before ratios")
     ap.add_argument("--runs", type=int)
