@@ -56,15 +56,8 @@ static void inventory_done(struct inventory *inv)
 
 static struct image_row *inventory_push(struct inventory *inv)
 {
-	if (inv->n == inv->n_allocated) {
-		size_t n = inv->n_allocated ? inv->n_allocated * 2 : 16;
-		struct image_row *nr = reallocarray(inv->rows, n, sizeof(*nr));
-
-		if (!nr)
-			return NULL;
-		inv->rows = nr;
-		inv->n_allocated = n;
-	}
+	if (GREEDY_REALLOC(inv->rows, inv->n_allocated, inv->n + 1) < 0)
+		return NULL;
 	inv->rows[inv->n] = (struct image_row) {};
 	return &inv->rows[inv->n++];
 }

@@ -122,13 +122,8 @@ static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 	struct mount_daemon *d = userdata;
 	struct fetch_chunk *fc;
 
-	if (d->n_prefetch % 1024 == 0) {
-		struct fetch_chunk *n = reallocarray(d->prefetch, d->n_prefetch + 1024, sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		d->prefetch = n;
-	}
+	if (GREEDY_REALLOC(d->prefetch, d->n_prefetch_allocated, d->n_prefetch + 1) < 0)
+		return -ENOMEM;
 	fc = &d->prefetch[d->n_prefetch++];
 	*fc = (struct fetch_chunk) {
 		.layer = c->layer, .blob_offset = c->blob_offset, .blob_length = c->blob_length,

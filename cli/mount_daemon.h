@@ -29,7 +29,7 @@ struct mount_daemon {
 	int status;                /* what the setup thread concluded: 0 or -errno */
 	struct fetcher *fetcher;   /* NULL without lazy layers */
 	struct fetch_chunk *prefetch;
-	size_t n_prefetch;
+	size_t n_prefetch, n_prefetch_allocated;
 	struct stats_server *stats;
 	bool state_created;        /* by this process: remove it if the mount fails */
 	uint64_t pull_requests, pull_bytes;

@@ -29,14 +29,14 @@ struct registry_entry {
 	char *location;          /* NULL or "" for a wildcard prefix */
 	bool insecure, blocked, mirror_by_digest_only;
 	struct mirror *mirrors;
-	size_t n_mirrors;
+	size_t n_mirrors, mirrors_allocated;
 	char *file;              /* where it was read, for messages */
 	unsigned line;           /* of its [[registry]] */
 };
 
 struct registries_conf {
 	struct registry_entry *entries;
-	size_t n;
+	size_t n, n_allocated;
 };
 
 static void entry_done(struct registry_entry *e)
@@ -96,7 +96,7 @@ struct parser {
 	enum table table;
 	bool v1, v2;
 	struct registry_entry *entries;  /* this file's, in order */
-	size_t n;
+	size_t n, n_allocated;
 	unsigned v1_line;
 	char **v1_insecure, **v1_block;
 };
@@ -532,25 +532,19 @@ static int apply_key(struct parser *ps, const char *key, struct value *v)
 static int begin_table(struct parser *ps, const char *name, bool array)
 {
 	if (array && streq(name, "registry")) {
-		struct registry_entry *n = realloc(ps->entries, (ps->n + 1) * sizeof(*n));
-
-		if (!n)
+		if (GREEDY_REALLOC(ps->entries, ps->n_allocated, ps->n + 1) < 0)
 			return -ENOMEM;
-		ps->entries = n;
 		ps->entries[ps->n++] = (struct registry_entry) { .line = ps->line };
 		ps->table = TABLE_REGISTRY;
 		ps->v2 = true;
 	} else if (array && streq(name, "registry.mirror")) {
 		struct registry_entry *e;
-		struct mirror *m;
 
 		if (ps->n == 0)
 			return fail(ps, "[[registry.mirror]] before any [[registry]]");
 		e = &ps->entries[ps->n - 1];
-		m = realloc(e->mirrors, (e->n_mirrors + 1) * sizeof(*m));
-		if (!m)
+		if (GREEDY_REALLOC(e->mirrors, e->mirrors_allocated, e->n_mirrors + 1) < 0)
 			return -ENOMEM;
-		e->mirrors = m;
 		e->mirrors[e->n_mirrors++] = (struct mirror) { .line = ps->line };
 		ps->table = TABLE_MIRROR;
 	} else if (!array && startswith(name, "registries.")) {
@@ -708,16 +702,14 @@ static int v1_entries(struct parser *ps)
 
 	for (size_t l = 0; l < ELEMENTSOF(lists); l++)
 		for (char **s = lists[l]; s && *s; s++) {
-			struct registry_entry *e = NULL, *n;
+			struct registry_entry *e = NULL;
 
 			for (size_t i = 0; i < ps->n; i++)
 				if (streq(ps->entries[i].prefix, *s))
 					e = &ps->entries[i];
 			if (!e) {
-				n = realloc(ps->entries, (ps->n + 1) * sizeof(*n));
-				if (!n)
+				if (GREEDY_REALLOC(ps->entries, ps->n_allocated, ps->n + 1) < 0)
 					return -ENOMEM;
-				ps->entries = n;
 				e = &ps->entries[ps->n++];
 				*e = (struct registry_entry) { .line = ps->v1_line };
 				e->prefix = strdup(*s);
@@ -737,7 +729,7 @@ static int v1_entries(struct parser *ps)
 static int merge(struct registries_conf *c, struct parser *ps)
 {
 	for (size_t i = 0; i < ps->n; i++) {
-		struct registry_entry *e = &ps->entries[i], *n;
+		struct registry_entry *e = &ps->entries[i];
 		size_t j;
 
 		for (j = 0; j < c->n; j++)
@@ -747,10 +739,8 @@ static int merge(struct registries_conf *c, struct parser *ps)
 			entry_done(&c->entries[j]);
 			c->entries[j] = *e;
 		} else {
-			n = realloc(c->entries, (c->n + 1) * sizeof(*n));
-			if (!n)
+			if (GREEDY_REALLOC(c->entries, c->n_allocated, c->n + 1) < 0)
 				return -ENOMEM;
-			c->entries = n;
 			c->entries[c->n++] = *e;
 		}
 		*e = (struct registry_entry) {};

@@ -206,7 +206,7 @@ static int add_member(struct tar_index *t, const unsigned char *h, struct pendin
 		      uint64_t offset, uint64_t size)
 {
 	_cleanup_free_ char *raw = NULL;
-	struct tar_member *m, *grown;
+	struct tar_member *m;
 
 	if (p->name) {
 		raw = TAKE_PTR(p->name);
@@ -221,10 +221,8 @@ static int add_member(struct tar_index *t, const unsigned char *h, struct pendin
 	if (!raw)
 		return -ENOMEM;
 
-	grown = reallocarray(t->members, t->n_members + 1, sizeof(*t->members));
-	if (!grown)
+	if (GREEDY_REALLOC(t->members, t->members_allocated, t->n_members + 1) < 0)
 		return -ENOMEM;
-	t->members = grown;
 	m = &t->members[t->n_members];
 	*m = (struct tar_member) {
 		.type = h[156] ? (char)h[156] : '0', .offset = offset, .size = size,

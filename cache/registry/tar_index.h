@@ -18,7 +18,7 @@ struct tar_member {
 
 struct tar_index {
 	struct tar_member *members;  /* in archive order */
-	size_t n_members;
+	size_t n_members, members_allocated;
 };
 
 /* Scans the headers of the tar in @fd (@file_size bytes).  -EPROTO if it is not a tar (bad
