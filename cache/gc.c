@@ -176,7 +176,7 @@ static int blob_relpath(const char *digest, char rel[3 + DIGEST_HEX_LEN + 1])
 	return 0;
 }
 
-/* Removes blob @digest if no layer names it; adds its size to *freed. */
+/* Removes blob @digest if no layer names it; adds its size to *freed.  1 if it removed it. */
 static int blob_remove_if_unreferenced(struct cache *c, int dir_fd, const char *digest,
 				       uint64_t *freed)
 {
@@ -211,8 +211,9 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Deletes the rows of image @idx and of its layers no other image uses, then the blobs nobody
- * names any more. */
-static int gc_image_drop(struct cache *c, struct gc_images *s, size_t idx, uint64_t *freed)
+ * names any more: their bytes are added to *@freed, their number to *@removed (if not NULL). */
+static int gc_image_drop(struct cache *c, struct gc_images *s, size_t idx, uint64_t *freed,
+			 uint64_t *removed)
 {
 	struct gc_image *img = &s->v[idx];
 	_cleanup_strv_free_ char **drop = NULL, **blobs = NULL;
@@ -263,6 +264,8 @@ static int gc_image_drop(struct cache *c, struct gc_images *s, size_t idx, uint6
 		r = blob_remove_if_unreferenced(c, dir_fd, blobs[i], freed);
 		if (r < 0)
 			return r;
+		if (r > 0 && removed)
+			(*removed)++;
 	}
 	return 0;
 }
@@ -278,7 +281,7 @@ int cache_image_remove(struct cache *c, const char *digest, uint64_t *ret_freed)
 		return r;
 	for (size_t i = 0; i < s.n; i++)
 		if (streq(s.v[i].digest, digest)) {
-			r = gc_image_drop(c, &s, i, &freed);
+			r = gc_image_drop(c, &s, i, &freed, NULL);
 			if (ret_freed)
 				*ret_freed += freed;
 			return r;
@@ -398,7 +401,7 @@ static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_resu
 
 	while (res->blob_bytes > o->max_size) {
 		size_t victim = SIZE_MAX;
-		uint64_t freed = 0;
+		uint64_t freed = 0, removed = 0;
 
 		for (size_t i = 0; i < s.n; i++) {
 			if (s.v[i].gone || i == keep || strv_contains(mounted, s.v[i].digest))
@@ -410,7 +413,7 @@ static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_resu
 		}
 		if (victim == SIZE_MAX)
 			return -ENOSPC;
-		r = gc_image_drop(c, &s, victim, &freed);
+		r = gc_image_drop(c, &s, victim, &freed, &removed);
 		if (r < 0)
 			return r;
 		r = strv_push(&res->evicted, s.v[victim].digest);
@@ -418,6 +421,7 @@ static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_resu
 			return r;
 		res->evicted_bytes += freed;
 		res->blob_bytes = res->blob_bytes > freed ? res->blob_bytes - freed : 0;
+		res->n_blobs = res->n_blobs > removed ? res->n_blobs - removed : 0;
 	}
 	return 0;
 }

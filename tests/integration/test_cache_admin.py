@@ -286,6 +286,8 @@ def test_mounted_is_decided_per_cache(lazyroot, registry, test_dir, mountpoint, 
         assert r.ok, str(r)
         assert r.stdout.splitlines()[0] == "evicted " + registry.digest("oci-gzip"), r.stdout
         assert blob_files(cache_b) == set()
+        # the summary counts what is left, as the files say
+        assert r.stdout.rstrip().endswith("cache now 0 blobs, 0 bytes"), r.stdout
 
         diffs = compare_with_oracle(mountpoint, FIXTURES / "oci-gzip")
         assert not diffs, "\n".join(diffs)
