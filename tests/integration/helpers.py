@@ -287,7 +287,8 @@ def settled(get, timeout=30.0, interval=0.3):
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _sha256_file(path):
+def sha256_file(path):
+    """The sha256 of a file's content, in hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -307,7 +308,7 @@ def blob_problems(cache):
         if len(rel.parts) != 3 or rel.parts[0] != "sha256" or not HEX64.match(p.name) or \
                 rel.parts[1] != p.name[:2] or not p.is_file():
             bad.append("unexpected file blobs/%s" % rel)
-        elif _sha256_file(p) != p.name:
+        elif sha256_file(p) != p.name:
             bad.append("blobs/%s does not hash to its name" % rel)
         else:
             names.add(p.name)

@@ -7,7 +7,6 @@
       oracle's bytes: the daemon's cache of open blob fds hands every read its own blob
 """
 
-import hashlib
 import json
 import os
 import random
@@ -39,12 +38,7 @@ def oracle_files(layout):
     return {r["path"]: r["sha256"] for r in rows if r["type"] == "f"}
 
 
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_of = helpers.sha256_file
 
 
 @pytest.mark.parametrize("name", ["estargz", "zstdchunked"])
