@@ -45,6 +45,7 @@
 #define OPAQUE_MARKER ".wh..wh..opq"
 #define WHITEOUT_PREFIX ".wh."
 #define AUFS_META_PREFIX ".wh..wh."
+#define SYMLINKS_MAX 40          /* Linux's MAXSYMLINKS */
 
 #define ARENA_CHUNK_SHIFT 18
 #define ARENA_CHUNK_SIZE (UINT32_C(1) << ARENA_CHUNK_SHIFT)
@@ -435,44 +436,97 @@ static void dentry_prune_lower(struct fs_tree *t, uint32_t dir)
 	}
 }
 
-/* Walks the first @len bytes of @path (a normalised directory path, "" for the root).  With
- * @create, makes missing or non-directory components implicit directories and marks each
- * component as touched by the current layer; without, -ENOENT / -ENOTDIR. */
+/* One step of tree_walk() to the non-symlink @child (NONE if missing) named @name in @cur. */
+static int walk_step(struct fs_tree *t, uint32_t cur, const char *name, size_t n, uint32_t child,
+		     bool create, int64_t mtime, uint32_t *ret)
+{
+	uint32_t inode;
+	int r;
+
+	if (child != NONE && dentry_is_dir(t, child)) {
+		*ret = child;
+		return 0;
+	}
+	if (!create)
+		return child == NONE ? -ENOENT : -ENOTDIR;
+	/* A symlink's target may name what no tar entry could: not as a directory. */
+	if (n > NAME_MAX_LEN)
+		return -ENAMETOOLONG;
+	if (n >= strlen(WHITEOUT_PREFIX) && memcmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0)
+		return -EINVAL;
+	r = inode_new_implicit_dir(t, mtime, &inode);
+	if (r < 0)
+		return r;
+	if (child == NONE)
+		return dentry_new(t, cur, name, n, inode, ret);
+	t->dentries[child].inode = inode;
+	*ret = child;
+	return 0;
+}
+
+/* Walks the first @len bytes of @path (a normalised directory path, "" for the root) as
+ * containerd's fs.RootPath() and umoci's securejoin do: a symlink on the way, written by this
+ * layer or a lower one, is followed inside the tree (an absolute target starts again at the
+ * root, ".." stops at the root), so an entry below "lib -> usr/lib" lands in usr/lib and no
+ * path resolves outside the image.  At most SYMLINKS_MAX symlinks are followed (-ELOOP), as
+ * Linux does.  With @create, missing or non-directory components become implicit directories
+ * and the directory reached and its ancestors are marked as touched by the current layer;
+ * without, -ENOENT / -ENOTDIR.  An empty symlink target is -ENOENT, as for Linux. */
 static int tree_walk(struct fs_tree *t, const char *path, size_t len, bool create, int64_t mtime,
 		     uint32_t *ret)
 {
-	const char *p = path, *end = path + len;
+	/* What is left to walk: the path, then each symlink target being followed.  Targets
+	 * live in the arena, which never moves what it holds. */
+	struct { const char *p, *end; } stack[SYMLINKS_MAX + 1] = { { path, path + len } };
+	unsigned depth = 0, links = 0;
 	uint32_t cur = 0;
 	int r;
 
-	while (p < end) {
-		const char *slash = memchr(p, '/', end - p);
-		size_t n = (slash ? slash : end) - p;
-		uint32_t child, inode;
+	for (;;) {
+		const char *name, *slash;
+		uint32_t child;
+		size_t n;
 
-		child = hash_find(t, cur, p, n);
-		if (child == NONE) {
-			if (!create)
-				return -ENOENT;
-			r = inode_new_implicit_dir(t, mtime, &inode);
-			if (r < 0)
-				return r;
-			r = dentry_new(t, cur, p, n, inode, &child);
-			if (r < 0)
-				return r;
-		} else if (!dentry_is_dir(t, child)) {
-			if (!create)
-				return -ENOTDIR;
-			r = inode_new_implicit_dir(t, mtime, &inode);
-			if (r < 0)
-				return r;
-			t->dentries[child].inode = inode;
+		while (stack[depth].p < stack[depth].end && *stack[depth].p == '/')
+			stack[depth].p++;
+		if (stack[depth].p == stack[depth].end) {
+			if (depth == 0)
+				break;
+			depth--;
+			continue;
 		}
-		if (create)
-			t->dentries[child].layer = t->layer;
-		cur = child;
-		p += n + 1;
+		name = stack[depth].p;
+		slash = memchr(name, '/', stack[depth].end - name);
+		n = (slash ? slash : stack[depth].end) - name;
+		stack[depth].p = name + n;
+
+		if (n == 1 && name[0] == '.')
+			continue;
+		if (n == 2 && name[0] == '.' && name[1] == '.') {
+			cur = t->dentries[cur].parent;  /* the root's is the root */
+			continue;
+		}
+		child = hash_find(t, cur, name, n);
+		if (child != NONE && S_ISLNK(t->inodes[t->dentries[child].inode].mode)) {
+			const char *target = tree_str(t, t->inodes[t->dentries[child].inode].data);
+
+			if (++links > SYMLINKS_MAX)
+				return -ELOOP;
+			if (!*target)
+				return -ENOENT;
+			stack[++depth].p = target;
+			stack[depth].end = target + strlen(target);
+			if (target[0] == '/')
+				cur = 0;
+			continue;
+		}
+		r = walk_step(t, cur, name, n, child, create, mtime, &cur);
+		if (r < 0)
+			return r;
 	}
+	if (create)
+		for (uint32_t d = cur; d != 0; d = t->dentries[d].parent)
+			t->dentries[d].layer = t->layer;
 	*ret = cur;
 	return 0;
 }
@@ -750,7 +804,7 @@ static int tree_whiteout(struct fs_tree *t, const struct entry *e, size_t dir_le
 
 	base += strlen(WHITEOUT_PREFIX);
 	if (base[0] == 0)
-		return 0;
+		return -EINVAL;         /* entry_check_whiteout() refuses it first */
 	r = tree_walk(t, e->path, dir_len, false, 0, &dir);
 	if (r == -ENOENT || r == -ENOTDIR)
 		return 0;
@@ -863,6 +917,9 @@ int fs_tree_add(struct fs_tree *t, const struct entry *e)
 		return 0;
 	}
 
+	r = entry_check_whiteout(e->path, e->type);
+	if (r < 0)
+		return r;
 	r = path_check(e->path);
 	if (r != 0)
 		return r < 0 ? r : 0;

@@ -23,14 +23,17 @@ struct fs_tree *fs_tree_free(struct fs_tree *t);  /* NULL-safe */
 
 /* Starts the next layer: entries added after this belong to it. */
 int fs_tree_begin_layer(struct fs_tree *t);
-/* Copies what it needs from @e.  -EINVAL for an entry that cannot apply (a hardlink to a
- * missing or non-regular target, a path under a non-directory is replaced silently like
- * umoci does: the non-directory gives way to an implicit directory).  Like umoci, a hard link
- * to any non-directory (symlink, device, fifo) is accepted; only a missing or directory
- * target is -EINVAL, and so is a regular file whose chunks do not tile [0, size) in order or
- * whose content digest (a tar file's, or a chunk's) is not "sha256:" + 64 lower-case hex
- * digits.  -ENAMETOOLONG for a component over 255 bytes, -EBUSY once frozen.
- * Entries below a ".wh.*" directory (aufs's ".wh..wh.plnk/…") are skipped, returning 0. */
+/* Copies what it needs from @e.  The directories of @e's path (and of a hard link's target)
+ * are resolved in the tree built so far, following symlinks inside it as containerd and umoci
+ * do when they extract: "lib -> usr/lib" then "lib/x" puts x in usr/lib; an absolute target
+ * starts at the root, ".." stops there; -ELOOP after 40 symlinks.  A missing directory, or a
+ * non-directory in the way (not a symlink), becomes an implicit directory, as umoci does.
+ * -EINVAL for an entry that cannot apply: a hardlink to a missing or directory target (like
+ * umoci, a hard link to any non-directory is accepted), a regular file whose chunks do not
+ * tile [0, size) in order or whose content digest (a tar file's, or a chunk's) is not
+ * "sha256:" + 64 lower-case hex digits, a whiteout name entry_check_whiteout() refuses.
+ * -ENAMETOOLONG for a component over 255 bytes, -EBUSY once frozen.
+ * Entries below aufs's ".wh..wh.*" directories (".wh..wh.plnk/…") are skipped, returning 0. */
 int fs_tree_add(struct fs_tree *t, const struct entry *e);
 /* Freezes the tree: assigns inode numbers, counts links and directory sizes. */
 int fs_tree_finish(struct fs_tree *t);

@@ -791,6 +791,8 @@ static int toc_pending_flush(struct toc_pending *p, const struct toc_ctx *c)
 		p->e.chunks = p->chunks;
 		p->e.n_chunks = p->n_chunks;
 	}
+	if (entry_check_whiteout(p->e.path, p->e.type) < 0)
+		return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", p->e.path);
 	r = c->add(c->userdata, &p->e);
 	toc_pending_done(p);
 	return r;

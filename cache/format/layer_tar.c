@@ -30,6 +30,7 @@
 #include <archive_entry.h>
 
 #include "cache/store/entry.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
@@ -262,6 +263,8 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 			return -EFBIG;
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
+		if (entry_check_whiteout(e.path, e.type) < 0)
+			return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", e.path);
 		return layer_writer_add(w, &e);
 	}
 
@@ -305,6 +308,8 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	/* Only the root may have the empty path, and only as a directory. */
 	if (!*e.path && e.type != ENTRY_DIR)
 		return -EBADMSG;
+	if (entry_check_whiteout(e.path, e.type) < 0)
+		return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", e.path);
 	if (b->header_bytes > HEADER_BYTES_MAX)
 		return -EFBIG;
 

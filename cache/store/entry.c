@@ -6,12 +6,16 @@
 #include "entry.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* Linux's NAME_MAX and PATH_MAX: a name the kernel could not look up is refused when the layer
  * is indexed, not later when the tree is built from an index that already holds it. */
 #define COMPONENT_MAX 255
 #define PATH_MAX_LEN 4095
+#define WHITEOUT_PREFIX ".wh."
+#define AUFS_META_PREFIX ".wh..wh."
+#define OPAQUE_MARKER ".wh..wh..opq"
 
 int entry_path_normalize(char *path)
 {
@@ -54,4 +58,39 @@ int entry_path_normalize(char *path)
 	if (out - path > PATH_MAX_LEN)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+static bool has_prefix(const char *s, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+int entry_check_whiteout(const char *path, enum entry_type type)
+{
+	const char *p = path;
+
+	for (;;) {
+		const char *end = strchrnul(p, '/');
+		size_t len = end - p;
+		bool last = *end == '\0';
+
+		if (!has_prefix(p, len, WHITEOUT_PREFIX)) {
+			/* not a whiteout name */
+		} else if (has_prefix(p, len, AUFS_META_PREFIX) &&
+			   !(len == strlen(OPAQUE_MARKER) && memcmp(p, OPAQUE_MARKER, len) == 0)) {
+			/* aufs's own ".wh..wh.plnk/...", ".wh..wh.aufs": skipped as a whole */
+			return 0;
+		} else if (!last) {
+			return -EINVAL;         /* a whiteout is a name, it holds nothing */
+		} else if (len == strlen(WHITEOUT_PREFIX)) {
+			return -EINVAL;         /* ".wh." whites out nothing */
+		} else if (type != ENTRY_REG && type != ENTRY_HARDLINK) {
+			return -EINVAL;         /* docker, containerd and umoci write empty files */
+		}
+		if (last)
+			return 0;
+		p = end + 1;
+	}
 }

@@ -66,3 +66,9 @@ struct entry {
  * must be rejected, not clamped.  -ENAMETOOLONG for a component over 255 bytes or a
  * normalised path over 4095 bytes (Linux's limits). */
 int entry_path_normalize(char *path);
+
+/* Whiteout names that mean nothing, on a normalised @path: ".wh." alone, a ".wh.NAME" or
+ * ".wh..wh..opq" component with entries below it, or one that is not a regular file or a
+ * hard link (the empty files docker, containerd and umoci write).  aufs's own ".wh..wh.*"
+ * names (".wh..wh.plnk/...") are not whiteouts: fs/ skips them.  -EINVAL for those, else 0. */
+int entry_check_whiteout(const char *path, enum entry_type type);

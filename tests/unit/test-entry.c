@@ -83,5 +83,27 @@ int main(void)
 		check(entry_path_normalize(big) == 0, "a 4095-byte path is accepted");
 	}
 
+	/* Whiteout names that mean nothing are refused; real ones pass. */
+	check(entry_check_whiteout("d/.wh.f", ENTRY_REG) == 0, "a whiteout file is accepted");
+	check(entry_check_whiteout("d/.wh.f", ENTRY_HARDLINK) == 0, "a hard-linked whiteout is accepted");
+	check(entry_check_whiteout("d/.wh..wh..opq", ENTRY_REG) == 0, "an opaque marker is accepted");
+	check(entry_check_whiteout(".wh..wh.plnk/1.2", ENTRY_REG) == 0 &&
+	      entry_check_whiteout(".wh..wh.aufs", ENTRY_REG) == 0 &&
+	      entry_check_whiteout(".wh..wh.orph", ENTRY_DIR) == 0, "aufs's own names are left to fs/");
+	check(entry_check_whiteout("a/.wh.", ENTRY_REG) == -EINVAL, "'.wh.' alone is refused");
+	check(entry_check_whiteout(".wh.", ENTRY_REG) == -EINVAL, "'.wh.' alone in the root is refused");
+	check(entry_check_whiteout("a/.wh.b/c", ENTRY_REG) == -EINVAL,
+	      "an entry below a whiteout name is refused");
+	check(entry_check_whiteout("a/.wh..wh..opq/c", ENTRY_REG) == -EINVAL,
+	      "an entry below an opaque marker is refused");
+	check(entry_check_whiteout("a/.wh..wh..opq", ENTRY_DIR) == -EINVAL &&
+	      entry_check_whiteout("a/.wh..wh..opq", ENTRY_SYMLINK) == -EINVAL,
+	      "an opaque marker that is not a file is refused");
+	check(entry_check_whiteout("a/.wh.b", ENTRY_DIR) == -EINVAL &&
+	      entry_check_whiteout("a/.wh.b", ENTRY_CHR) == -EINVAL &&
+	      entry_check_whiteout("a/.wh.b", ENTRY_FIFO) == -EINVAL,
+	      "a whiteout that is not a file is refused");
+	check(entry_check_whiteout("a/b.wh.c/d", ENTRY_DIR) == 0, "'.wh.' inside a name is a name");
+
 	return tap_done();
 }

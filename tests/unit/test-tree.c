@@ -504,8 +504,64 @@ static void test_replacements(void)
 	check(is_type(t, "tree", S_IFDIR) && (stat_of(t, "tree").st_mode & 07777) == 0750 &&
 	      !exists(t, "tree/a") && exists(t, "tree/c"),
 	      "dir -> file -> dir: the old subtree stays gone");
-	check(is_type(t, "link", S_IFDIR) && exists(t, "link/again") && !exists(t, "link/inner"),
-	      "a symlink in a path is replaced by an implicit directory");
+	check(is_type(t, "link", S_IFLNK) && is_type(t, "f/again", S_IFDIR) &&
+	      !exists(t, "f/inner"), "a path through a symlink lands where the symlink points");
+	fs_tree_free(t);
+}
+
+/* Paths through symlinks resolve inside the tree, as containerd and umoci extract them. */
+static void test_symlink_paths(void)
+{
+	struct fs_tree *t = NULL;
+	const char *s;
+	bool ok = true;
+
+	check(fs_tree_new(&t) == 0 && fs_tree_begin_layer(t) == 0, "symlink paths: tree created");
+	ok = ok && add_dir(t, "usr/lib", 0755) == 0;
+	ok = ok && add_file(t, "usr/lib/old", D1, 1) == 0;
+	ok = ok && add_file(t, "usr/lib/keep", D1, 1) == 0;
+	ok = ok && add_symlink(t, "lib", "usr/lib") == 0;
+	ok = ok && add_file(t, "lib/x", D1, 1) == 0;                 /* the same layer's symlink */
+	ok = ok && add_symlink(t, "abs", "/usr/lib") == 0;
+	ok = ok && add_symlink(t, "usr/up", "../../../..") == 0;
+	ok = ok && add_symlink(t, "chain1", "chain2/") == 0;
+	ok = ok && add_symlink(t, "chain2", "./usr//") == 0;
+	ok = ok && add_symlink(t, "dangling", "/opt/new") == 0;
+	ok = ok && add_symlink(t, "loop1", "loop2") == 0;
+	ok = ok && add_symlink(t, "loop2", "/loop1") == 0;
+	ok = ok && add_symlink(t, "tofile", "usr/lib/keep") == 0;
+	ok = ok && add_symlink(t, "empty", "") == 0;
+	ok = ok && add_dir(t, "usr/lib/o", 0755) == 0;
+	ok = ok && add_file(t, "usr/lib/o/lower", D1, 1) == 0;
+	ok = ok && fs_tree_begin_layer(t) == 0;                      /* lower layers' symlinks */
+	ok = ok && add_file(t, "abs/y", D2, 1) == 0;
+	ok = ok && add_file(t, "usr/up/z", D2, 1) == 0;
+	ok = ok && add_file(t, "chain1/lib/w", D2, 1) == 0;
+	ok = ok && add_file(t, "dangling/deep/d", D2, 1) == 0;
+	ok = ok && add_whiteout(t, "lib/.wh.old") == 0;
+	ok = ok && add_whiteout(t, "abs/o/.wh..wh..opq") == 0;
+	ok = ok && add_hardlink(t, "hl", "lib/x") == 0;
+	check(ok, "symlink paths: layers added");
+	check(add_file(t, "loop1/f", D2, 1) == -ELOOP, "a symlink loop is -ELOOP");
+	check(add_hardlink(t, "hl2", "loop2/x") == -EINVAL, "a hard link through a loop is refused");
+	check(add_file(t, "empty/f", D2, 1) == -ENOENT, "an empty symlink target resolves to nothing");
+	check(fs_tree_finish(t) == 0, "symlink paths: frozen");
+
+	check(is_type(t, "lib", S_IFLNK) && fs_tree_readlink(t, resolve(t, "lib"), &s) == 0 &&
+	      streq(s, "usr/lib"), "the symlink stays a symlink");
+	check(exists(t, "usr/lib/x"), "an entry below a symlink of its own layer lands at the target");
+	check(exists(t, "usr/lib/y"), "an absolute target resolves from the image's root");
+	check(exists(t, "z") && !exists(t, "usr/z"), "'..' in a target stops at the image's root");
+	check(exists(t, "usr/lib/w"), "chains of symlinks are followed");
+	check(is_type(t, "opt/new/deep", S_IFDIR) && exists(t, "opt/new/deep/d") &&
+	      is_type(t, "dangling", S_IFLNK), "a dangling target's directories are made implicitly");
+	check(!exists(t, "usr/lib/old") && exists(t, "usr/lib/keep"),
+	      "a whiteout through a symlink hides the target's entry");
+	check(is_type(t, "usr/lib/o", S_IFDIR) && dir_count(t, resolve(t, "usr/lib/o")) == 0,
+	      "an opaque marker through a symlink hides the target's lower entries");
+	check(resolve(t, "hl") == resolve(t, "usr/lib/x") && stat_of(t, "hl").st_nlink == 2,
+	      "a hard link's target is resolved through symlinks");
+	check(is_type(t, "loop1", S_IFLNK) && !exists(t, "f"), "nothing of a refused entry is added");
 	fs_tree_free(t);
 }
 
@@ -606,6 +662,10 @@ static void test_skipped(void)
 	check(fs_tree_new(&t) == 0 && fs_tree_begin_layer(t) == 0, "skip: tree created");
 	check(add_file(t, ".wh..wh.plnk/123.456", D1, 1) == 0, "aufs hard-link storage is skipped");
 	check(add_whiteout(t, ".wh..wh..opq") == 0, "an opaque marker in the root is accepted");
+	check(add_whiteout(t, ".wh.") == -EINVAL, "'.wh.' alone is refused");
+	check(add_whiteout(t, "d/.wh.x/y") == -EINVAL, "an entry below a whiteout name is refused");
+	check(add_dir(t, ".wh..wh..opq", 0755) == -EINVAL, "an opaque marker as a directory is refused");
+	check(add_symlink(t, "d/.wh.x", "y") == -EINVAL, "a whiteout as a symlink is refused");
 	check(fs_tree_finish(t) == 0 && fs_tree_count(t) == 1 && dir_count(t, FS_ROOT_INO) == 0,
 	      "skipped entries leave nothing");
 	fs_tree_free(t);
@@ -788,6 +848,7 @@ int main(void)
 	test_fixture_layers();
 	test_opaque_same_layer();
 	test_replacements();
+	test_symlink_paths();
 	test_hardlinks();
 	test_many();
 	test_skipped();
