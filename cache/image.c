@@ -547,6 +547,9 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 		return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
 				 "layer '%s' failed verification (got %s, %llu bytes): nothing of "
 				 "it was kept", layer->digest, got, (unsigned long long)s->received);
+	if (r == -EBADMSG && error_message())
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "layer '%s' is not a valid tar archive", layer->digest));
 	if (r == -EBADMSG)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r,
 				 "layer '%s' is not a valid tar archive", layer->digest);
@@ -601,6 +604,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 		goto finish;
 	}
 
+	error_clear();
 	r = layer_tar_index(read_fd, c->bs, w, &created);
 	/* A layer that does not parse is usually one whose bytes are not what the digest says:
 	 * read it to the end so the error can say which.  Any other failure stops the fetch (its

@@ -47,6 +47,8 @@ def test_refused_at_import(lazyroot, registry, test_dir, cache_dir, mountpoint, 
     line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
                           ["not a valid tar archive"])
     print("%s: %s" % (case, line))
+    if case in hostile.BAD_WHITEOUTS:
+        assert line.endswith(": entry '%s' is not a valid whiteout" % hostile.BAD_WHITEOUTS[case]), line
     assert indexed_layers(cache_dir) == 0, "a refused layer was indexed"
     assert not blob_files(cache_dir), "blobs kept from a refused layer"
     for p in (test_dir / "escape", test_dir.parent / "pax-escape", test_dir / "pax-escape"):
@@ -64,6 +66,47 @@ def test_bad_hardlinks_refuse_the_mount(lazyroot, registry, test_dir, cache_dir,
     line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref,
                           ["cannot apply layer"])
     print("%s: %s" % (case, line))
+
+
+def test_symlink_loop_names_the_entry(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    ref = push_case(registry, test_dir, "loop", [gz(hostile.symlink_loop())])
+    line = assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, [])
+    assert line.endswith("(entry 'loop1/f'): Too many levels of symbolic links"), line
+
+
+def test_paths_through_symlinks(lazyroot, registry, test_dir, mountpoint):
+    """An entry whose directory is a symlink (of its own layer or a lower one) lands where the
+    symlink points, resolved inside the image as containerd and umoci extract it: absolute
+    targets from the image's root, '..' stopping there, chains followed, a dangling target's
+    directories made.  Whiteouts and hard link targets resolve the same way.  Nothing is
+    written on the host, even through a symlink that names a host directory."""
+    host_dir = test_dir / "host-target"
+    host_dir.mkdir()
+    ref = push_case(registry, test_dir, "symlink-paths",
+                    [gz(hostile.symlink_paths_lower(str(host_dir))),
+                     gz(hostile.symlink_paths_upper())])
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        m = mountpoint
+        for link, target in [("lib", "usr/lib"), ("abs", "/usr/lib"), ("usr/up", "../../../.."),
+                             ("dangling", "/opt/new"), ("host", str(host_dir))]:
+            assert os.readlink(m / link) == target, link
+        assert (m / "usr/lib/same-layer").read_bytes() == b"same\n"
+        assert (m / "usr/lib/abs-file").read_bytes() == b"abs\n"
+        assert (m / "climbed").read_bytes() == b"up\n"
+        assert (m / "usr/lib/chained").read_bytes() == b"chain\n"
+        assert (m / "opt/new/deep/d").read_bytes() == b"dangling\n"
+        assert (m / str(host_dir).lstrip("/") / "pwned").read_bytes() == b"not on the host\n"
+        assert not (m / "usr/lib/old").exists() and (m / "usr/lib/keep").exists()
+        assert os.stat(m / "hl").st_ino == os.stat(m / "usr/lib/same-layer").st_ino
+        assert sorted(os.listdir(m / "usr/lib")) == ["abs-file", "chained", "keep", "same-layer"]
+        assert sorted(os.listdir(m)) == sorted(["usr", "lib", "abs", "chain1", "chain2",
+                                                "dangling", "host", "opt", "climbed", "hl",
+                                                str(host_dir).lstrip("/").split("/")[0]])
+        assert list(host_dir.iterdir()) == []
+    finally:
+        assert lazyroot.umount(mountpoint).ok
 
 
 def test_hardlink_to_a_lower_layer(lazyroot, registry, test_dir, mountpoint):

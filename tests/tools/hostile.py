@@ -146,6 +146,49 @@ def whiteout_escape():
     return tarfile_bytes([("a", "d", None), ("a/../.wh.etc", "f", b"")])
 
 
+def whiteout_empty():
+    """'.wh.' with nothing after it: it whites out nothing."""
+    return tarfile_bytes([("d", "d", None), ("d/.wh.", "f", b"")])
+
+
+def whiteout_below():
+    """An entry below a whiteout name, as if the whiteout were a directory."""
+    return tarfile_bytes([("d", "d", None), ("d/.wh.x/y", "f", b"y\n")])
+
+
+def opaque_as_dir():
+    return tarfile_bytes([("d", "d", None), ("d/.wh..wh..opq", "d", None)])
+
+
+def whiteout_symlink():
+    return tarfile_bytes([("d", "d", None), ("d/.wh.x", "l", "/etc")])
+
+
+def symlink_loop():
+    """loop1 -> loop2 -> /loop1, then an entry below loop1."""
+    return tarfile_bytes([("loop1", "l", "loop2"), ("loop2", "l", "/loop1"),
+                          ("loop1/f", "f", b"f\n")])
+
+
+def symlink_paths_lower(host_dir="/nonexistent-host-dir"):
+    """Symlinks that later entries and layers write through: relative, absolute, climbing
+    out of the root, chained, dangling, and one that names a host directory."""
+    return tarfile_bytes([("usr", "d", None), ("usr/lib", "d", None),
+                          ("usr/lib/old", "f", b"old\n"), ("usr/lib/keep", "f", b"keep\n"),
+                          ("lib", "l", "usr/lib"), ("lib/same-layer", "f", b"same\n"),
+                          ("abs", "l", "/usr/lib"), ("usr/up", "l", "../../../.."),
+                          ("chain1", "l", "chain2/"), ("chain2", "l", "./usr"),
+                          ("dangling", "l", "/opt/new"), ("host", "l", host_dir)])
+
+
+def symlink_paths_upper():
+    return tarfile_bytes([("abs/abs-file", "f", b"abs\n"), ("usr/up/climbed", "f", b"up\n"),
+                          ("chain1/lib/chained", "f", b"chain\n"),
+                          ("dangling/deep/d", "f", b"dangling\n"),
+                          ("host/pwned", "f", b"not on the host\n"),
+                          ("lib/.wh.old", "f", b""), ("hl", "h", "lib/same-layer")])
+
+
 def hardlink_missing():
     return tarfile_bytes([("f", "f", b"x\n"), ("link", "h", "nowhere")])
 
@@ -205,11 +248,15 @@ REFUSED = {
     "whiteout-escape": whiteout_escape, "long-component": long_component,
     "size-beyond-data": size_beyond_data, "truncated-stream": truncated_stream,
     "pax-huge-header": pax_huge_header, "pax-absurd-record": pax_absurd_record,
-    "pax-path-escape": pax_path_escape,
+    "pax-path-escape": pax_path_escape, "whiteout-empty": whiteout_empty,
+    "whiteout-below": whiteout_below, "opaque-as-dir": opaque_as_dir,
+    "whiteout-symlink": whiteout_symlink,
 }
+BAD_WHITEOUTS = {"whiteout-empty": "d/.wh.", "whiteout-below": "d/.wh.x/y",
+                 "opaque-as-dir": "d/.wh..wh..opq", "whiteout-symlink": "d/.wh.x"}
 MOUNT_REFUSED = {
     "hardlink-missing": hardlink_missing, "hardlink-later": hardlink_later,
-    "hardlink-cycle": hardlink_cycle,
+    "hardlink-cycle": hardlink_cycle, "symlink-loop": symlink_loop,
 }
 DEFINED = {
     "absolute-paths": absolute_paths, "same-path-twice": same_path_twice,
