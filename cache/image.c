@@ -73,6 +73,18 @@ static int pull_source_new(const struct reference *ref, const struct registry_op
 	return 0;
 }
 
+/* A config names one diff_id for each layer of the manifest, or the image is refused. */
+static int image_check_diff_id_count(const struct image *img, enum pull_failure *err)
+{
+	size_t n = strv_length(img->config->diff_ids);
+
+	if (n == img->manifest->n_layers)
+		return 0;
+	return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			 "config %s lists %zu diff_ids for the manifest's %zu layers",
+			 img->manifest->config_digest, n, img->manifest->n_layers);
+}
+
 /* The image as the cache knows it, or -ENOENT. */
 static int image_load_local(struct cache *c, const char *digest, struct image **ret)
 {
@@ -191,6 +203,9 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const char *t
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "cannot parse image config '%s'",
 				 img->manifest->config_digest);
+	r = image_check_diff_id_count(img, err);
+	if (r < 0)
+		return r;
 
 	r = index_db_image_put(c->db, img->manifest_digest, media_type, buf, len, config,
 			       config_len);
@@ -565,9 +580,10 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 }
 
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
-			const struct layer_desc *layer, unsigned index, unsigned n_layers,
-			enum pull_failure *err)
+			const struct layer_desc *layer, const char *config_digest, const char *diff_id,
+			unsigned index, unsigned n_layers, enum pull_failure *err)
 {
+	char got_diff_id[DIGEST_STRING_MAX] = "";
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
 	struct layer_writer *w = NULL;
@@ -605,7 +621,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	}
 
 	error_clear();
-	r = layer_tar_index(read_fd, c->bs, w, &created);
+	r = layer_tar_index(read_fd, c->bs, w, &created, got_diff_id);
 	/* A layer that does not parse is usually one whose bytes are not what the digest says:
 	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
 	 * next write fails with EPIPE). */
@@ -615,6 +631,16 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	(void)pthread_join(thread, NULL);
 
 	r = layer_verdict(c, &s, r, err);
+	if (r < 0)
+		goto finish;
+	if (!streq(got_diff_id, diff_id)) {
+		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			      "layer %s failed verification: its uncompressed content is %s, the "
+			      "config %s says %s: nothing of it was kept", layer->digest, got_diff_id,
+			      config_digest, diff_id);
+		goto finish;
+	}
+	r = layer_writer_set_diff_id(w, got_diff_id);
 	if (r < 0)
 		goto finish;
 
@@ -745,6 +771,27 @@ static int pull_remote(struct pull *p, struct image **ret_img)
 	return 0;
 }
 
+/* A layer read whole keeps the diff_id it had when it was imported, and it must be the one
+ * this image's config names: a layer shared with another image was checked against that
+ * image's config, not this one's.  Lazy layers have none (docs/formats.md). */
+static int layer_check_diff_id(struct pull *p, const struct image *img, size_t i)
+{
+	const struct manifest *m = img->manifest;
+	_cleanup_free_ char *got = NULL;
+	int r;
+
+	r = index_db_layer_get_diff_id(p->c->db, m->layers[i].digest, &got);
+	if (r < 0)
+		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'",
+				 p->c->dir);
+	if (!got || streq(got, img->config->diff_ids[i]))
+		return 0;
+	return pull_fail(p->err, PULL_FAILURE_REGISTRY, -EBADMSG,
+			 "layer %s does not match the image's config: its uncompressed content "
+			 "is %s, the config %s says %s", m->layers[i].digest, got,
+			 m->config_digest, img->config->diff_ids[i]);
+}
+
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
  * others streamed whole. */
 static int pull_layers(struct pull *p, struct image *img)
@@ -756,6 +803,10 @@ static int pull_layers(struct pull *p, struct image *img)
 	r = cache_lock(p->c, LOCK_SH, &p->gc_lock_fd);
 	if (r < 0)
 		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s'", p->c->dir);
+	/* Also for an image the cache already held (the count is checked before it is stored). */
+	r = image_check_diff_id_count(img, p->err);
+	if (r < 0)
+		return r;
 	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img, p->err);
 	if (r < 0)
 		return r;
@@ -778,7 +829,13 @@ static int pull_layers(struct pull *p, struct image *img)
 			if (r < 0)
 				return r;
 		}
-		r = layer_import(p->c, p->reg, p->o, l, i + 1, m->n_layers, p->err);
+		r = layer_import(p->c, p->reg, p->o, l, m->config_digest, img->config->diff_ids[i],
+				 i + 1, m->n_layers, p->err);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < m->n_layers; i++) {
+		r = layer_check_diff_id(p, img, i);
 		if (r < 0)
 			return r;
 	}

@@ -24,17 +24,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "cache/format/layer_unpack.h"
 #include "cache/store/entry.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
-#define READ_BLOCK_SIZE (128 * 1024)
 #define MAX_XATTRS 1024
 #define XATTR_VALUE_MAX (64 * 1024)      /* Linux's XATTR_SIZE_MAX: no bigger one can be set */
 
@@ -48,7 +47,7 @@
 #define HEADER_BYTES_MAX (1ULL << 30)
 
 struct budget {
-	struct archive *a;
+	const struct layer_unpack *u;
 	uint64_t zeros;         /* hole bytes written for sparse entries */
 	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
 	uint64_t n_entries;
@@ -57,16 +56,14 @@ struct budget {
 /* -EFBIG once the layer has expanded more than a real one would (see EXPAND_RATIO). */
 static int budget_check(const struct budget *b)
 {
-	la_int64_t in = archive_filter_bytes(b->a, -1), out = archive_filter_bytes(b->a, 0);
-	uint64_t total;
+	uint64_t in, out, total;
 
-	if (in < 0 || out < 0)
-		return 0;       /* not counted by this libarchive: nothing to compare */
-	total = (uint64_t)out + b->zeros;
-	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= (uint64_t)in)
+	layer_unpack_counts(b->u, &in, &out);
+	total = out + b->zeros;
+	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= in)
 		return 0;
 	log_debug("layer expands to %" PRIu64 " bytes from %" PRIu64 " compressed, refusing",
-		  total, (uint64_t)in);
+		  total, in);
 	return -EFBIG;
 }
 
@@ -317,42 +314,56 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 }
 
 /* The end-of-archive blocks need not be the end of the stream (padding, a trailing gzip
- * member); whoever hashes the blob on the other side of @fd must see every byte. */
-static int drain(int fd)
+ * member): the diff_id covers every uncompressed byte, and whoever hashes the blob on the
+ * other side of the fd must see every compressed one. */
+static int unpack_to_end(struct layer_unpack *u, const struct budget *b)
 {
-	char buf[65536];
-
 	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
+		const void *buf;
+		size_t n;
+		int r;
 
-		if (n == 0)
-			return 0;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -EIO;
-		}
+		r = layer_unpack_read(u, &buf, &n);
+		if (r < 0 || n == 0)
+			return r;
+		r = budget_check(b);
+		if (r < 0)
+			return r;
 	}
 }
 
-static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+/* libarchive's read callback: the uncompressed stream (libarchive's own filters are not
+ * used, see layer_unpack.c). */
+static la_ssize_t unpack_read_cb(struct archive *a, void *userdata, const void **ret_buf)
+{
+	size_t n;
+	int r;
+
+	r = layer_unpack_read(userdata, ret_buf, &n);
+	if (r < 0) {
+		archive_set_error(a, -r, "cannot read the layer's stream");
+		return -1;
+	}
+	return (la_ssize_t)n;
+}
+
+static int index_archive(struct layer_unpack *u, struct blob_store *bs, struct layer_writer *w,
+			 char ***created)
 {
 	_cleanup_(archive_read_freep) struct archive *a = NULL;
 	struct archive_entry *ae;
-	struct budget b = {};
+	struct budget b = { .u = u };
 	int ar, r;
 
 	a = archive_read_new();
 	if (!a)
 		return -ENOMEM;
-	if (archive_read_support_filter_all(a) < ARCHIVE_WARN ||
-	    archive_read_support_format_tar(a) != ARCHIVE_OK)
+	if (archive_read_support_format_tar(a) != ARCHIVE_OK)
 		return -ENOMEM;
-	if (archive_read_open_fd(a, fd, READ_BLOCK_SIZE) != ARCHIVE_OK) {
+	if (archive_read_open(a, u, NULL, unpack_read_cb, NULL) != ARCHIVE_OK) {
 		log_debug("failed to open tar stream: %s", archive_error_string(a));
 		return archive_to_errno(a);
 	}
-	b.a = a;
 
 	for (;;) {
 		ar = archive_read_next_header(a, &ae);
@@ -384,20 +395,31 @@ static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, 
 
 	if (archive_read_close(a) != ARCHIVE_OK)
 		return archive_to_errno(a);
-	return drain(fd);
+	return unpack_to_end(u, &b);
 }
 
-int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created,
+		    char ret_diff_id[DIGEST_STRING_MAX])
 {
+	_cleanup_(layer_unpack_freep) struct layer_unpack *u = NULL;
 	locale_t c, old;
-	int r;
+	int r, ru;
 
+	r = layer_unpack_new(fd, &u);
+	if (r < 0)
+		return r;
 	c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 	if (c == (locale_t)0)
 		return -ENOMEM;
 	old = uselocale(c);
-	r = index_archive(fd, bs, w, created);
+	r = index_archive(u, bs, w, created);
 	(void)uselocale(old);
 	freelocale(c);
-	return r;
+	/* A stream that does not decompress is what failed, whatever libarchive made of it. */
+	ru = layer_unpack_error(u);
+	if (ru < 0)
+		return ru;
+	if (r < 0)
+		return r;
+	return layer_unpack_diff_id(u, ret_diff_id);
 }

@@ -673,6 +673,7 @@ static void image_config_done(struct image_config *c)
 	strv_free(c->env);
 	free(c->working_dir);
 	free(c->user);
+	strv_free(c->diff_ids);
 	platform_done(&c->platform);
 }
 DEFINE_FREE_FUNC(struct image_config, image_config_free, image_config_done);
@@ -730,7 +731,7 @@ int image_config_parse(const void *buf, size_t len, struct image_config **ret)
 {
 	_cleanup_(image_config_freep) struct image_config *c = NULL;
 	_cleanup_json_ json_t *root = NULL;
-	json_t *config;
+	json_t *config, *rootfs;
 	int r;
 
 	r = json_parse_object(buf, len, CONFIG_MAX, 0, &root);
@@ -764,6 +765,14 @@ int image_config_parse(const void *buf, size_t len, struct image_config **ret)
 			r = json_dup_nonempty(config, "WorkingDir", &c->working_dir);
 		if (r >= 0)
 			r = json_dup_nonempty(config, "User", &c->user);
+		if (r < 0)
+			return r;
+	}
+
+	/* Absent or not an object: no diff_ids, which no manifest with layers agrees with. */
+	rootfs = json_object_get(root, "rootfs");
+	if (json_is_object(rootfs)) {
+		r = json_get_strv(rootfs, "diff_ids", &c->diff_ids);
 		if (r < 0)
 			return r;
 	}

@@ -54,6 +54,7 @@ struct image_config {
 	char **env;          /* strv of "K=V" or NULL */
 	char *working_dir;   /* or NULL */
 	char *user;          /* or NULL */
+	char **diff_ids;     /* rootfs.diff_ids, strv, bottom layer first; NULL if absent */
 	struct platform platform;
 };
 

@@ -94,6 +94,10 @@ static const char *const migrations[] = {
 	 * statements (the parentheses tell clang the missing comma is meant). */
 	("CREATE INDEX entries_digest ON entries (digest) WHERE digest IS NOT NULL;"
 	 "CREATE INDEX chunks_digest ON chunks (digest) WHERE digest IS NOT NULL;"),
+	/* 3 -> 4: the sha256 of a layer read whole, uncompressed, which every image's config
+	 * must name as that layer's diff_id.  NULL for lazy layers (never read whole) and for
+	 * layers indexed before. */
+	"ALTER TABLE layers ADD COLUMN diff_id TEXT;",
 };
 
 enum stmt_id {
@@ -105,6 +109,7 @@ enum stmt_id {
 	STMT_LAYER_DELETE,
 	STMT_LAYER_INSERT,
 	STMT_LAYER_FORMAT,
+	STMT_LAYER_DIFF_ID,
 	STMT_ENTRY_INSERT,
 	STMT_CHUNK_INSERT,
 	_STMT_MAX,
@@ -124,8 +129,9 @@ static const char *const stmt_sql[_STMT_MAX] = {
 	[STMT_LAYER_ID] = "SELECT id FROM layers WHERE digest = ?1",
 	[STMT_LAYER_DELETE] = "DELETE FROM layers WHERE digest = ?1",
 	[STMT_LAYER_INSERT] = "INSERT INTO layers (digest, media_type, indexed_at, n_entries,"
-			      " format) VALUES (?1, ?2, ?3, ?4, ?5)",
+			      " format, diff_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[STMT_LAYER_FORMAT] = "SELECT format FROM layers WHERE digest = ?1",
+	[STMT_LAYER_DIFF_ID] = "SELECT diff_id FROM layers WHERE digest = ?1",
 	[STMT_ENTRY_INSERT] = "INSERT INTO entries (layer_id, seq, path, type, mode, uid, gid,"
 			      " size, mtime_sec, mtime_nsec, dev_major, dev_minor, link_target,"
 			      " digest, xattrs, prefetch)"
@@ -157,6 +163,7 @@ struct layer_writer {
 	char *digest;
 	char *media_type;
 	char *format;
+	char *diff_id;
 	struct pending_entry **entries;
 	size_t n_entries, n_allocated;
 };
@@ -702,13 +709,39 @@ int index_db_layer_get_format(struct index_db *db, const char *digest, char **re
 	return column_dup(s, 0, ret_format, NULL);
 }
 
+int layer_writer_set_diff_id(struct layer_writer *w, const char *diff_id)
+{
+	char *d = strdup(diff_id);
+
+	if (!d)
+		return -ENOMEM;
+	free(w->diff_id);
+	w->diff_id = d;
+	return 0;
+}
+
+int index_db_layer_get_diff_id(struct index_db *db, const char *digest, char **ret_diff_id)
+{
+	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_stmt_row(db, STMT_LAYER_DIFF_ID, digest, NULL, &s);
+	if (r < 0)
+		return r;
+	if (sqlite3_column_type(s, 0) == SQLITE_NULL) {
+		*ret_diff_id = NULL;
+		return 0;
+	}
+	return column_dup(s, 0, ret_diff_id, NULL);
+}
+
 void layer_writer_abort(struct layer_writer *w)
 {
 	if (!w)
 		return;
 	for (size_t i = 0; i < w->n_entries; i++)
 		free(w->entries[i]);
-	free_many(w->entries, w->digest, w->media_type, w->format, w);
+	free_many(w->entries, w->digest, w->media_type, w->format, w->diff_id, w);
 }
 
 static char *copy_string(char **p, const char *s)
@@ -867,6 +900,7 @@ static int layer_writer_write(struct layer_writer *w)
 	bind_int(s, 3, now_sec(), &r);
 	bind_int(s, 4, w->n_entries, &r);
 	bind_text(s, 5, w->format, &r);
+	bind_text(s, 6, w->diff_id, &r);
 	if (r >= 0)
 		r = db_step_done(s);
 	stmt_donep(&s);

@@ -53,6 +53,8 @@ int index_db_layer_begin_format(struct index_db *db, const char *digest, const c
 /* Copies everything, the chunks and their digests included.  -EINVAL without a path or with
  * n_chunks > 0 and no chunks. */
 int layer_writer_add(struct layer_writer *w, const struct entry *e);
+/* Records the sha256 of the layer's uncompressed stream (a layer read whole). */
+int layer_writer_set_diff_id(struct layer_writer *w, const char *diff_id);
 int layer_writer_commit(struct layer_writer *w);  /* always frees w */
 void layer_writer_abort(struct layer_writer *w);  /* NULL-safe, frees w */
 static inline void layer_writer_abortp(struct layer_writer **w)
@@ -63,6 +65,10 @@ static inline void layer_writer_abortp(struct layer_writer **w)
 /* The format an indexed layer was recorded with (layers indexed before lazy layers existed are
  * "tar"); the string is the caller's to free.  -ENOENT if the layer is not indexed. */
 int index_db_layer_get_format(struct index_db *db, const char *digest, char **ret_format);
+
+/* The diff_id recorded with an indexed layer, or NULL in *@ret_diff_id when none was (a lazy
+ * layer, or one indexed before layers recorded it: schema 3).  -ENOENT if the layer is not indexed. */
+int index_db_layer_get_diff_id(struct index_db *db, const char *digest, char **ret_diff_id);
 
 /* Calls @cb for each entry of an indexed layer, in the order they were added, with its chunks
  * and prefetch flag as added; the entry's pointers (chunks included) are valid only during

@@ -57,6 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	_cleanup_(layer_writer_abortp) struct layer_writer *w = NULL;
 	_cleanup_strv_free_ char **created = NULL;
 	_cleanup_close_ int fd = -EBADF;
+	char diff_id[DIGEST_STRING_MAX];
 	int r;
 
 	fd = memfd_create("layer", MFD_CLOEXEC);
@@ -69,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (index_db_layer_begin(db, LAYER_DIGEST, NULL, &w) < 0)
 		abort();
 
-	r = layer_tar_index(fd, store, w, &created);
+	r = layer_tar_index(fd, store, w, &created, diff_id);
 	(void)r;
 	for (char **d = created; d && *d; d++)
 		if (blob_store_remove(store, *d) < 0)

@@ -296,7 +296,7 @@ static void test_migration(const char *dir)
 	if (r < 0)
 		return;
 	snprintf(dbpath, sizeof(dbpath), "%s", path);
-	check(sql_int("PRAGMA user_version") == 3, "v1: it is upgraded to the current schema (3) in place");
+	check(sql_int("PRAGMA user_version") == 4, "v1: it is upgraded to the current schema (4) in place");
 	check(index_db_layer_is_indexed(db, L1) == 1 &&
 	      index_db_layer_foreach(db, L1, cb_v1, &c) == 0 && c.n == 2 && c.mismatches == 0,
 	      "v1: its entries read back unchanged, without chunks or prefetch flags (%zu, %zu)",
@@ -304,6 +304,9 @@ static void test_migration(const char *dir)
 	check(index_db_layer_get_format(db, L1, &s) == 0 && streq(s, "tar"),
 	      "v1: its layers are 'tar' layers");
 	free(s);
+	s = (char *)"unset";
+	check(index_db_layer_get_diff_id(db, L1, &s) == 0 && !s,
+	      "v1: its layers have no diff_id recorded");
 	s = NULL;
 	check(index_db_ref_get(db, "old", "linux/amd64", &s) == 0 && streq(s, L2),
 	      "v1: its refs are kept");
@@ -321,12 +324,19 @@ static void test_migration(const char *dir)
 	      c.n == ELEMENTSOF(sample) && c.mismatches == 0,
 	      "v1: an upgraded database stores lazy layers with their chunks (%zu, %zu)", c.n,
 	      c.mismatches);
-	check(index_db_layer_begin(db, L1, NULL, &w) == 0 && layer_writer_commit(w) == 0 &&
+	check(index_db_layer_begin(db, L1, NULL, &w) == 0 && layer_writer_set_diff_id(w, L2) == 0 &&
+	      layer_writer_commit(w) == 0 &&
 	      sql_int("SELECT count(*) FROM entries WHERE layer_id = 7") == 0,
 	      "v1: an upgraded layer can be replaced");
+	check(index_db_layer_get_diff_id(db, L1, &s) == 0 && s && streq(s, L2),
+	      "the diff_id a layer is committed with reads back");
+	free(s);
+	s = NULL;
+	check(index_db_layer_get_diff_id(db, "sha256:none", &s) == -ENOENT,
+	      "a layer not indexed has no diff_id");
 
 	db = index_db_free(db);
-	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 3,
+	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 4,
 	      "v1: an upgraded database reopens as is");
 }
 
@@ -352,7 +362,7 @@ int main(void)
 	if (r < 0)
 		return tap_done();
 	check(stat(dbpath, &st) == 0 && (st.st_mode & 0777) == 0600, "the file is created 0600");
-	check(sql_int("PRAGMA user_version") == 3, "the schema version is recorded");
+	check(sql_int("PRAGMA user_version") == 4, "the schema version is recorded");
 	{
 		char wal[sizeof(dbpath) + 8];
 

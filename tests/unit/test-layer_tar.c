@@ -17,7 +17,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 #include "tap.h"
 
@@ -398,6 +400,9 @@ static size_t compare_with_oracle(struct layer *layers, size_t *ret_compared)
 }
 
 /* Indexes one layer file from @dir into @db and @bs, then reads it back into @l. */
+/* The diff_id of the last layer index_file() indexed. */
+static char last_diff_id[DIGEST_STRING_MAX];
+
 static int index_file(const char *path, const char *digest, struct blob_store *bs,
 		      struct index_db *db, struct layer *l, char ***created, double *ret_secs)
 {
@@ -413,7 +418,8 @@ static int index_file(const char *path, const char *digest, struct blob_store *b
 	r = index_db_layer_begin(db, digest, NULL, &w);
 	if (r < 0)
 		return r;
-	r = layer_tar_index(fd, bs, w, created);
+	last_diff_id[0] = 0;
+	r = layer_tar_index(fd, bs, w, created, last_diff_id);
 	if (r < 0) {
 		layer_writer_abort(w);
 		return r;
@@ -586,6 +592,107 @@ static int index_path(const char *path, struct blob_store *bs, struct index_db *
 			  bs, db, l, created, NULL);
 }
 
+/* Appends one gzip member holding @in to @f. */
+static bool gzip_member(FILE *f, const void *in, size_t n)
+{
+	z_stream zs = {};
+	static uint8_t out[1 << 20];
+	bool ok = true;
+	int zr;
+
+	if (deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return false;
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)n;
+	do {
+		zs.next_out = out;
+		zs.avail_out = sizeof(out);
+		zr = deflate(&zs, Z_FINISH);
+		ok = ok && fwrite(out, 1, sizeof(out) - zs.avail_out, f) == sizeof(out) - zs.avail_out;
+	} while (zr == Z_OK);
+	(void)deflateEnd(&zs);
+	return ok && zr == Z_STREAM_END;
+}
+
+/* Writes @tar to @path as gzip members of at most @piece bytes each, then @tail. */
+static bool write_gzip(const char *path, const char *tar, size_t len, size_t piece,
+		       const void *tail, size_t tail_len)
+{
+	FILE *f = fopen(path, "we");
+	bool ok = f != NULL;
+
+	for (size_t off = 0; ok && off < len; off += piece)
+		ok = gzip_member(f, tar + off, len - off < piece ? len - off : piece);
+	if (ok && tail_len > 0)
+		ok = fwrite(tail, 1, tail_len, f) == tail_len;
+	if (f && fclose(f) != 0)
+		ok = false;
+	return ok;
+}
+
+/* Flips one byte @from_end bytes before the end of @path. */
+static void flip_from_end(const char *path, off_t from_end)
+{
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+	struct stat st;
+	uint8_t b;
+
+	if (fd < 0 || fstat(fd, &st) < 0 || pread(fd, &b, 1, st.st_size - from_end) != 1)
+		return;
+	b ^= 0x5a;
+	(void)!pwrite(fd, &b, 1, st.st_size - from_end);
+}
+
+/* Gzip members are checked whole: CRC32, ISIZE, one after another, nothing after the last;
+ * the diff_id is the sha256 of the uncompressed stream, however it is cut into members. */
+static void gzip_integrity(const char *dir, struct blob_store *bs, struct index_db *db,
+			   const char *tar_path, const char *diff_id)
+{
+	_cleanup_strv_free_ char **created = NULL;
+	_cleanup_free_ char *tar = NULL;
+	char path[512];
+	size_t len;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/members.tar.gz", dir);
+	if (read_full_file(tar_path, 64 << 20, &tar, &len) < 0 ||
+	    !write_gzip(path, tar, len, 100000, NULL, 0)) {
+		check(false, "gzip layers are written");
+		return;
+	}
+	r = index_path(path, bs, db, NULL, &created);
+	check(r == 0 && streq(last_diff_id, diff_id),
+	      "a layer of %zu gzip members indexes with the diff_id of its tar (r=%d)",
+	      len / 100000 + 1, r);
+
+	error_clear();
+	flip_from_end(path, 8);
+	r = index_path(path, bs, db, NULL, &created);
+	check(r == -EBADMSG && error_message() && strstr(error_message(), "CRC32"),
+	      "a wrong CRC32 in the last member's trailer is refused: %s", error_message());
+	flip_from_end(path, 8);
+
+	error_clear();
+	flip_from_end(path, 2);
+	r = index_path(path, bs, db, NULL, &created);
+	check(r == -EBADMSG && error_message() && strstr(error_message(), "ISIZE"),
+	      "a wrong ISIZE in the last member's trailer is refused: %s", error_message());
+
+	error_clear();
+	(void)write_gzip(path, tar, len, len, "\0\0\0\0garbage", 11);
+	r = index_path(path, bs, db, NULL, &created);
+	check(r == -EBADMSG && error_message() && strstr(error_message(), "after gzip member 1"),
+	      "bytes after the last gzip member are refused: %s", error_message());
+
+	error_clear();
+	(void)write_gzip(path, tar, len, len, NULL, 0);
+	flip_from_end(path, 4000);
+	r = index_path(path, bs, db, NULL, &created);
+	check(r == -EBADMSG, "a flipped byte in the deflate data is refused (r=%d): %s", r,
+	      error_message() ?: "");
+	error_clear();
+}
+
 static void odd_archives(const char *dir, struct blob_store *bs, struct index_db *db,
 			 const char *layer_path)
 {
@@ -663,7 +770,7 @@ static void odd_archives(const char *dir, struct blob_store *bs, struct index_db
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		(void)fstat(fd, &st);
 		r = index_db_layer_begin(db, "sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, &w);
-		r = layer_tar_index(fd, bs, w, &created);
+		r = layer_tar_index(fd, bs, w, &created, last_diff_id);
 		layer_writer_abort(w);
 		check(r == 0 && lseek(fd, 0, SEEK_CUR) == st.st_size,
 		      "the fd is drained past 1 MiB of trailing bytes (r=%d)", r);
@@ -676,6 +783,7 @@ int main(void)
 	static const char *const variants[] = { "fixtures/oci-gzip", "fixtures/oci-zstd",
 						"fixtures/oci-uncompressed" };
 	struct layer ref[N_LAYERS] = {}, layers[N_LAYERS] = {};
+	char diff_ids[N_LAYERS][DIGEST_STRING_MAX] = {};
 	char dir[] = "/tmp/test-layer_tar-XXXXXX";
 	char path[512], layer1_gzip[512] = "";
 	_cleanup_(blob_store_freep) struct blob_store *bs = NULL;
@@ -713,6 +821,15 @@ int main(void)
 			r = index_file(path, digests[k], bs, db, &layers[k], &created, &secs);
 			check(r == 0, "%s: layer %d indexes (r=%d, %zu entries, %.3f s)", variants[v],
 			      k + 1, r, layers[k].n, secs);
+			/* The uncompressed variant's blob digests are the diff_ids of all three. */
+			if (v == 0)
+				snprintf(diff_ids[k], sizeof(diff_ids[k]), "%s", last_diff_id);
+			else
+				check(streq(diff_ids[k], last_diff_id),
+				      "%s: layer %d has the diff_id of the gzip layer", variants[v], k + 1);
+			if (v == ELEMENTSOF(variants) - 1)
+				check(streq(last_diff_id, digests[k]),
+				      "%s: layer %d's diff_id is its digest", variants[v], k + 1);
 		}
 		for (size_t i = 0; i < layers[0].n + layers[1].n + layers[2].n; i++) {
 			struct rec *x = i < layers[0].n ? &layers[0].v[i] :
@@ -772,6 +889,13 @@ int main(void)
 	}
 
 	odd_archives(dir, bs, db, layer1_gzip);
+	{
+		char tar_path[512];
+
+		snprintf(tar_path, sizeof(tar_path), "%s/blobs/sha256/%s", variants[2],
+			 diff_ids[0] + 7);
+		gzip_integrity(dir, bs, db, tar_path, diff_ids[0]);
+	}
 
 	for (int k = 0; k < N_LAYERS; k++) {
 		layer_done(&ref[k]);
