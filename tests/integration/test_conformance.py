@@ -228,7 +228,8 @@ def test_gnu_tar_long_names(lazyroot, registry, test_dir, mountpoint):
         tf.addfile(ti)
     assert b"././@LongLink" in buf.getvalue()
     from test_verify import _layout_with_layer
-    _layout_with_layer(test_dir / "gnu-layout", mkdemo.gzip_bytes(buf.getvalue()))
+    _layout_with_layer(test_dir / "gnu-layout", mkdemo.gzip_bytes(buf.getvalue()),
+                       mkdemo.sha256(buf.getvalue()))
     ref = __import__("push").push_layout(registry.addr, str(test_dir / "gnu-layout"),
                                          "lrtest/gnu", "latest")["ref"]
     r = lazyroot.mount(ref, mountpoint)

@@ -165,7 +165,7 @@ def test_corrupt_layer_is_rejected(lazyroot, own_registry, test_dir, mountpoint,
     assert_no_daemon(mountpoint)
 
 
-def _layout_with_layer(outdir, layer_bytes):
+def _layout_with_layer(outdir, layer_bytes, diff_id):
     """An OCI layout whose one gzip layer is @layer_bytes, digested correctly: the registry
     serves exactly what the manifest promises, so only the content can be wrong."""
     import mkdemo  # tests/tools, on sys.path through conftest
@@ -178,7 +178,7 @@ def _layout_with_layer(outdir, layer_bytes):
         return d
 
     cfg = mkdemo.canon({"architecture": mkdemo.goarch(), "os": "linux", "config": {},
-                        "rootfs": {"type": "layers", "diff_ids": []}})
+                        "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
     manifest = mkdemo.canon({"schemaVersion": 2, "mediaType": mkdemo.MT_MANIFEST,
                              "config": {"mediaType": mkdemo.MT_CONFIG, "digest": put(cfg),
                                         "size": len(cfg)},
@@ -212,7 +212,7 @@ def test_bad_layer_with_right_digest(lazyroot, registry, test_dir, cache_dir, mo
     nothing is written outside the cache."""
     import mkdemo
     payload = os.urandom(200000) if kind == "not-tar" else _hostile_tar()
-    _layout_with_layer(test_dir / "layout", mkdemo.gzip_bytes(payload))
+    _layout_with_layer(test_dir / "layout", mkdemo.gzip_bytes(payload), mkdemo.sha256(payload))
     ref = push.push_layout(registry.addr, str(test_dir / "layout"), "lrtest/bad-" + kind,
                            "latest")["ref"]
     before = lazyroot_mounts()

@@ -273,9 +273,26 @@ def zstd_bytes(data, level=19):
                           stdout=subprocess.PIPE).stdout
 
 
-def write_layout(outdir, layers, tag="latest"):
+def uncompressed(blob):
+    """A layer blob's tar stream, as lazyroot and containerd read it: gzip members one after
+    another, zstd frames, or the bytes as they are."""
+    if blob[:2] == b"\x1f\x8b":
+        out = []
+        while blob:
+            d = zlib.decompressobj(16 + 15)
+            out.append(d.decompress(blob))
+            blob = d.unused_data
+        return b"".join(out)
+    if blob[:4] == b"\x28\xb5\x2f\xfd":
+        return subprocess.run(["zstd", "-q", "-d", "-c"], input=blob, check=True,
+                              stdout=subprocess.PIPE).stdout
+    return blob
+
+
+def write_layout(outdir, layers, tag="latest", diff_ids=None):
     """An OCI layout of one image whose layers are (media_type, blob bytes), bottom first; a
-    third member, when there is one, is the size the descriptor declares instead of the blob's."""
+    third member, when there is one, is the size the descriptor declares instead of the blob's.
+    The config's diff_ids are the sha256 of each layer's tar stream unless given."""
     outdir = Path(outdir)
     blobdir = outdir / "blobs" / "sha256"
     blobdir.mkdir(parents=True, exist_ok=True)
@@ -287,9 +304,11 @@ def write_layout(outdir, layers, tag="latest"):
 
     descs = [{"mediaType": l[0], "digest": put(l[1]), "size": l[2] if len(l) > 2 else len(l[1])}
              for l in layers]
+    if diff_ids is None:
+        diff_ids = [mkdemo.sha256(uncompressed(l[1])) for l in layers]
     arch = mkdemo.goarch()
     cfg = mkdemo.canon({"architecture": arch, "os": "linux", "config": {},
-                        "rootfs": {"type": "layers", "diff_ids": []}})
+                        "rootfs": {"type": "layers", "diff_ids": diff_ids}})
     manifest = mkdemo.canon({"schemaVersion": 2, "mediaType": mkdemo.MT_MANIFEST,
                              "config": {"mediaType": mkdemo.MT_CONFIG, "digest": put(cfg),
                                         "size": len(cfg)},
