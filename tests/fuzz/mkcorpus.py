@@ -105,7 +105,51 @@ def main():
                         write("zstdchunked-toc", b"\1" + toc)
                     if len(data) <= SMALL:
                         write("zstdchunked-toc", b"\0" + data)
+    tree_seeds()
     return 0
+
+
+def tree_lines(blob):
+    """A layer as fuzz-tree's lines (see fuzz-tree.c)."""
+    if blob[:2] == b"\x1f\x8b":
+        blob = gzip.decompress(blob)
+    elif blob[:4] == b"\x28\xb5\x2f\xfd":
+        blob = zstd_decompress(blob)
+    kinds = {tarfile.REGTYPE: b"f", tarfile.DIRTYPE: b"d", tarfile.SYMTYPE: b"s",
+             tarfile.LNKTYPE: b"h", tarfile.CHRTYPE: b"c", tarfile.BLKTYPE: b"b",
+             tarfile.FIFOTYPE: b"p"}
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+        for m in t:
+            line = kinds.get(m.type, b"f") + b" " + os.fsencode(m.name)
+            if m.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                line += b"\t" + os.fsencode(m.linkname)
+            out.append(line)
+    return out
+
+
+# Hand-written merges: paths through symlinks (absolute, climbing, chained, dangling, loops)
+# and whiteouts, valid and not.
+TREE_CASES = [
+    b"d usr/lib\nf usr/lib/old\ns lib\tusr/lib\nf lib/x\ns abs\t/usr/lib\ns usr/up\t../../..\n"
+    b"L\nf abs/y\nf usr/up/z\nf lib/.wh.old\nh hl\tlib/x\nf lib/.wh..wh..opq\n",
+    b"s a\tb\ns b\t/a\nf a/f\ns c\tc/c\nd c/d\ns e\t\nf e/f\n",
+    b"s chain1\tchain2/\ns chain2\t./usr//\nf chain1/lib/w\ns dangling\t/opt/new\n"
+    b"f dangling/deep/d\nL\nf .wh.dangling\nf opt/.wh.new\n",
+    b"d d\nf d/.wh.\nf d/.wh.x/y\nd d/.wh..wh..opq\ns d/.wh.x\t/etc\nf .wh..wh.plnk/1\n",
+]
+
+
+def tree_seeds():
+    fixture = FIXTURES / "oci-gzip"
+    b = blobs("oci-gzip")
+    for _, m in manifests("oci-gzip"):
+        layers = [tree_lines(b[l["digest"]].read_bytes()) for l in m["layers"]]
+        # a small piece of each layer keeps seeds short
+        write("tree", b"\nL\n".join(b"\n".join(l[:60]) for l in layers))
+    for case in TREE_CASES:
+        write("tree", case)
+    assert fixture.exists()
 
 
 if __name__ == "__main__":
