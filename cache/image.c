@@ -579,6 +579,20 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 	return 0;
 }
 
+/* A whole layer's uncompressed stream must be what the config's diff_id says; the writer
+ * records it, for the next image that names this layer. */
+static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc *layer,
+				 const char *config_digest, const char *want, const char *got,
+				 enum pull_failure *err)
+{
+	if (!streq(got, want))
+		return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
+				 "layer %s failed verification: its uncompressed content is %s, the "
+				 "config %s says %s: nothing of it was kept", layer->digest, got,
+				 config_digest, want);
+	return layer_writer_set_diff_id(w, got);
+}
+
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_desc *layer, const char *config_digest, const char *diff_id,
 			unsigned index, unsigned n_layers, enum pull_failure *err)
@@ -633,14 +647,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	r = layer_verdict(c, &s, r, err);
 	if (r < 0)
 		goto finish;
-	if (!streq(got_diff_id, diff_id)) {
-		r = pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
-			      "layer %s failed verification: its uncompressed content is %s, the "
-			      "config %s says %s: nothing of it was kept", layer->digest, got_diff_id,
-			      config_digest, diff_id);
-		goto finish;
-	}
-	r = layer_writer_set_diff_id(w, got_diff_id);
+	r = layer_diff_id_verdict(w, layer, config_digest, diff_id, got_diff_id, err);
 	if (r < 0)
 		goto finish;
 

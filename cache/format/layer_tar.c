@@ -210,6 +210,13 @@ static int collect_xattrs(struct archive_entry *ae, struct budget *b, struct xat
 	return 0;
 }
 
+static int check_whiteout(const struct entry *e)
+{
+	if (entry_check_whiteout(e->path, e->type) < 0)
+		return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", e->path);
+	return 0;
+}
+
 static int index_one(struct archive *a, struct archive_entry *ae, struct blob_store *bs,
 		     struct budget *b, struct layer_writer *w, char ***created)
 {
@@ -260,9 +267,8 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 			return -EFBIG;
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
-		if (entry_check_whiteout(e.path, e.type) < 0)
-			return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", e.path);
-		return layer_writer_add(w, &e);
+		r = check_whiteout(&e);
+		return r < 0 ? r : layer_writer_add(w, &e);
 	}
 
 	switch (archive_entry_filetype(ae)) {
@@ -305,8 +311,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	/* Only the root may have the empty path, and only as a directory. */
 	if (!*e.path && e.type != ENTRY_DIR)
 		return -EBADMSG;
-	if (entry_check_whiteout(e.path, e.type) < 0)
-		return error_set(-EBADMSG, "entry '%s' is not a valid whiteout", e.path);
+	r = check_whiteout(&e);
+	if (r < 0)
+		return r;
 	if (b->header_bytes > HEADER_BYTES_MAX)
 		return -EFBIG;
 
