@@ -181,3 +181,30 @@ def test_read_only_cache(lazyroot, registry, test_dir, cache_dir, mountpoint):
     # nothing was written through the read-only view, and the writable cache is still whole
     f = lazyroot.run("fsck", "--cache-dir", str(cache_dir))
     assert f.ok and f.stdout.strip().endswith("clean"), str(f)
+
+
+def test_read_only_cache_with_a_wal_is_refused(lazyroot, registry, test_dir, cache_dir):
+    """A cache copied while a writer had it open (its -wal holds changes) cannot be read
+    read-only without them: refused with one line, not read as an older index."""
+    import shutil
+    import sqlite3
+    r = lazyroot.run("prewarm", "--cache-dir", str(cache_dir), registry.ref("oci-gzip"),
+                     timeout=120)
+    assert r.ok, str(r)
+    copy = test_dir / "copy"
+    db = sqlite3.connect(str(cache_dir / "index.db"))
+    try:
+        db.execute("UPDATE images SET last_used = last_used + 1")
+        db.commit()
+        assert (cache_dir / "index.db-wal").stat().st_size > 0
+        shutil.copytree(cache_dir, copy, ignore=shutil.ignore_patterns("*-shm"))
+    finally:
+        db.close()
+    ro = test_dir / "ro"
+    ro_bind(copy, ro)
+    try:
+        r = lazyroot.run("images", "--cache-dir", str(ro))
+        assert r.returncode == 4 and "not checkpointed" in r.stderr, str(r)
+        helpers.assert_one_line(r)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
