@@ -208,3 +208,33 @@ def test_read_only_cache_with_a_wal_is_refused(lazyroot, registry, test_dir, cac
         helpers.assert_one_line(r)
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_read_only_cache_lazy_layer_partly_cached(lazyroot, registry, test_dir, cache_dir,
+                                                  mountpoint):
+    """An eStargz image whose TOC is cached but whose chunks are not mounts from a read-only
+    cache; reading an uncached file fails with EIO (its chunks cannot be stored)."""
+    ref = registry.ref("estargz")
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    assert lazyroot.umount().ok
+    ro = test_dir / "ro"
+    ro_bind(cache_dir, ro)
+    try:
+        r = lazyroot.run("mount", "--cache-dir", str(ro), "--prefetch=none", ref,
+                         str(mountpoint), timeout=120)
+        assert r.ok, str(r)
+        try:
+            errors = 0
+            for p in sorted(mountpoint.rglob("*")):
+                if p.is_file() and not p.is_symlink() and p.stat().st_size > 0:
+                    try:
+                        p.read_bytes()
+                    except OSError as e:
+                        assert e.errno == 5, "%s: %s" % (p, e)
+                        errors += 1
+            assert errors > 0
+        finally:
+            assert lazyroot.umount().ok
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
