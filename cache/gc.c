@@ -99,6 +99,14 @@ static bool layer_in_use(const struct gc_images *s, const char *layer, size_t ex
 
 int cache_lock(struct cache *c, int operation, int *ret_fd)
 {
+	/* Nothing can change a read-only cache through this process: there is nothing to pin,
+	 * and no file to lock. */
+	if (c->read_only) {
+		if (operation & LOCK_EX)
+			return -EROFS;
+		*ret_fd = -EBADF;
+		return 0;
+	}
 	return cache_lock_file(c->dir, "gc.lock", operation, ret_fd);
 }
 
@@ -447,6 +455,8 @@ int cache_gc_auto(struct cache *c)
 	struct gc_result res;
 	int r;
 
+	if (c->read_only)
+		return 0;
 	r = config_max_size(&o.max_size, NULL);
 	if (r < 0)
 		return r;

@@ -337,6 +337,8 @@ static int layer_lock(struct cache *c, const char *digest, int *ret_fd)
 {
 	_cleanup_free_ char *name = NULL;
 
+	if (c->read_only)
+		return error_set(-EROFS, "layer '%s' is not in read-only cache '%s'", digest, c->dir);
 	if (asprintf(&name, "%s.lock", digest + strlen("sha256:")) < 0)
 		return -ENOMEM;
 	return cache_lock_file(c->dir, name, LOCK_EX, ret_fd);
@@ -772,6 +774,9 @@ static int pull_remote(struct pull *p, struct image **ret_img)
 		}
 	}
 	r = index_db_ref_put(p->c->db, p->canonical, p->platform_str, (*ret_img)->manifest_digest);
+	/* A read-only cache keeps its old resolution; this one serves the mount all the same. */
+	if (r == -EROFS && p->c->read_only)
+		r = 0;
 	if (r < 0)
 		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot record '%s' in '%s'",
 				 p->canonical, p->c->dir);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/format/reference.h"
@@ -24,9 +25,25 @@ int cli_cache_open(const char *dir, struct cache **ret)
 	}
 	r = cache_open(d, ret);
 	if (r < 0) {
-		log_error_errno(r, "cannot open cache '%s': %m", d);
+		log_error("cannot open cache '%s': %s", d, error_take(r));
 		return -ERR_CACHE;
 	}
+	return 0;
+}
+
+int cli_cache_open_writable(const char *dir, const char *verb, struct cache **ret)
+{
+	_cleanup_(cache_freep) struct cache *c = NULL;
+	int r;
+
+	r = cli_cache_open(dir, &c);
+	if (r < 0)
+		return r;
+	if (c->read_only) {
+		log_error("cannot %s cache '%s': it is read-only", verb, c->dir);
+		return -ERR_CACHE;
+	}
+	*ret = TAKE_PTR(c);
 	return 0;
 }
 

@@ -20,6 +20,9 @@ struct option;
 
 /* Opens @dir (NULL: the default cache); 0 or -ERR_CACHE (logged). */
 int cli_cache_open(const char *dir, struct cache **ret);
+/* The same for a verb that writes the cache (@verb: "gc", "rm from", ...): a read-only cache
+ * is refused with one line. */
+int cli_cache_open_writable(const char *dir, const char *verb, struct cache **ret);
 
 struct ref_query {
 	const char *want, *platform;

@@ -54,7 +54,7 @@ int verb_fsck(int argc, char **argv)
 	/* Checking must not create a cache where there is none. */
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		return log_error_errno(-ERR_CACHE, "cannot read cache '%s': no such directory", dir);
-	r = cli_cache_open(dir, &cache);
+	r = cli_cache_open_writable(dir, "check", &cache);
 	if (r < 0)
 		return r;
 	r = cache_fsck(cache, &(struct fsck_options) { .repair = repair }, print_problem, NULL,

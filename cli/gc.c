@@ -76,7 +76,7 @@ int verb_gc(int argc, char **argv)
 			return -ERR_USAGE;
 		}
 	}
-	r = cli_cache_open(cache_dir, &cache);
+	r = cli_cache_open_writable(cache_dir, "collect garbage in", &cache);
 	if (r < 0)
 		return r;
 	r = cache_gc(cache, &o, &res);

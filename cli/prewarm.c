@@ -416,7 +416,7 @@ int verb_prewarm(int argc, char **argv)
 	if (r >= 0 && a.rate > 0 && rate_limit_new(a.rate, &limiter) < 0)
 		r = log_error_errno(-ENOMEM, "out of memory");
 	if (r >= 0)
-		r = cli_cache_open(a.req.cache_dir, &cache);
+		r = cli_cache_open_writable(a.req.cache_dir, "prewarm", &cache);
 	if (r < 0)
 		goto finish;
 	r = take_lock(cache->dir, a.wait, &lock_fd);

@@ -122,7 +122,7 @@ int verb_rm(int argc, char **argv)
 	});
 	if (status != 0)
 		return status > 0 ? 0 : status;
-	status = cli_cache_open(cache_dir, &c);
+	status = cli_cache_open_writable(cache_dir, "remove images from", &c);
 	if (status != 0)
 		return status;
 	r = cache_lock(c, LOCK_EX, &lock_fd);

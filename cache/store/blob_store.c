@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +67,9 @@ static int open_dir(const char *path, int *ret_fd)
 	return 0;
 }
 
-int blob_store_open(const char *cache_dir, struct blob_store **ret)
+/* @read_only: the cache directory cannot be written (a read-only mount, a baked image): blobs
+ * are read, nothing is created, and a transaction fails with -EROFS. */
+static int blob_store_open_mode(const char *cache_dir, bool read_only, struct blob_store **ret)
 {
 	_cleanup_(blob_store_freep) struct blob_store *bs = NULL;
 	_cleanup_free_ char *blobs = NULL;
@@ -84,21 +87,33 @@ int blob_store_open(const char *cache_dir, struct blob_store **ret)
 		return -ENOMEM;
 	}
 
-	r = mkdir_p(blobs, 0700);
-	if (r < 0)
-		return r;
-	r = mkdir_p(bs->tmp_path, 0700);
-	if (r < 0)
-		return r;
+	if (!read_only) {
+		r = mkdir_p(blobs, 0700);
+		if (r < 0)
+			return r;
+		r = mkdir_p(bs->tmp_path, 0700);
+		if (r < 0)
+			return r;
+		r = open_dir(bs->tmp_path, &bs->tmp_fd);
+		if (r < 0)
+			return r;
+	}
 	r = open_dir(blobs, &bs->blobs_fd);
-	if (r < 0)
-		return r;
-	r = open_dir(bs->tmp_path, &bs->tmp_fd);
 	if (r < 0)
 		return r;
 
 	*ret = TAKE_PTR(bs);
 	return 0;
+}
+
+int blob_store_open(const char *cache_dir, struct blob_store **ret)
+{
+	return blob_store_open_mode(cache_dir, false, ret);
+}
+
+int blob_store_open_readonly(const char *cache_dir, struct blob_store **ret)
+{
+	return blob_store_open_mode(cache_dir, true, ret);
 }
 
 /* "sha256:abcd…" -> "ab/abcd…", relative to blobs_fd. */
@@ -213,6 +228,8 @@ int blob_txn_begin_flags(struct blob_store *bs, unsigned flags, struct blob_txn 
 	_cleanup_(blob_txn_freep) struct blob_txn *t = NULL;
 	int r;
 
+	if (bs->tmp_fd < 0)
+		return -EROFS;  /* opened read-only */
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;

@@ -15,6 +15,9 @@ struct blob_txn;
 
 /* Opens (creating if needed, mode 0700) the store under @cache_dir. */
 int blob_store_open(const char *cache_dir, struct blob_store **ret);
+/* For a cache directory that cannot be written: creates nothing; blob_txn_begin*() then fail
+ * with -EROFS. */
+int blob_store_open_readonly(const char *cache_dir, struct blob_store **ret);
 struct blob_store *blob_store_free(struct blob_store *bs);  /* NULL-safe */
 static inline void blob_store_freep(struct blob_store **bs)
 {

@@ -2,6 +2,8 @@
  * Created 0700; everything in it is private to the owner. */
 #pragma once
 
+#include <stdbool.h>
+
 #include "cache/store/blob_store.h"
 #include "cache/store/index_db.h"
 #include "cache/base/util.h"
@@ -10,12 +12,17 @@ struct cache {
 	char *dir;
 	struct index_db *db;     /* NULL after cache_close_db() */
 	struct blob_store *bs;
+	bool read_only;          /* the directory cannot be written: see cache_open() */
 };
 
 /* The directory to use when --cache-dir is not given: $LAZYROOT_CACHE_DIR, else
  * /var/cache/lazyroot for root, else $XDG_CACHE_HOME/lazyroot (~/.cache/lazyroot). */
 int cache_dir_default(char **ret);
 
+/* Creates @dir if needed.  An existing @dir this process cannot write (a read-only mount, a
+ * baked machine image) is opened read-only: its index must exist and be checkpointed,
+ * read_only is set, and every write fails with -EROFS.  Waits (bounded; -ETIMEDOUT with a
+ * message past it) while another process creates or migrates the index. */
 int cache_open(const char *dir, struct cache **ret);
 /* Closes the SQLite connection only: a process about to fork() must not carry it over. */
 void cache_close_db(struct cache *c);

@@ -28,7 +28,9 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include "cache/base/error.h"
 #include "cache/base/util.h"
 
 #define BUSY_TIMEOUT_MS 10000
@@ -261,6 +263,15 @@ static int db_step_done(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : rc == SQLITE_ROW ? -EPROTO : sqlite_errno(rc);
 }
 
+/* The bound on every wait for the index is the busy timeout: past it, say so. */
+static int db_busy_message(int r)
+{
+	if (r != -EAGAIN)
+		return r;
+	return error_set(-ETIMEDOUT, "the index stayed locked by another process for more than %d s",
+			 BUSY_TIMEOUT_MS / 1000);
+}
+
 /* BEGIN IMMEDIATE takes the write lock up front.  The busy handler covers most contention, but
  * SQLite returns SQLITE_BUSY without waiting when waiting could deadlock (e.g. the WAL is being
  * recovered by another connection), so retry a bounded number of times. */
@@ -274,7 +285,7 @@ static int db_begin(struct index_db *db)
 			break;
 		(void)usleep(10000 * (i < 10 ? i + 1 : 10));
 	}
-	return sqlite_errno(rc);
+	return db_busy_message(sqlite_errno(rc));
 }
 
 static void db_rollback(struct index_db *db)
@@ -384,7 +395,7 @@ int index_db_open(const char *path, struct index_db **ret)
 	 * means re-indexing a layer. */
 	r = db_exec(db, "PRAGMA journal_mode = WAL");
 	if (r < 0)
-		return r;
+		return db_busy_message(r);
 	r = db_exec(db, "PRAGMA synchronous = NORMAL");
 	if (r < 0)
 		return r;
@@ -394,8 +405,66 @@ int index_db_open(const char *path, struct index_db **ret)
 
 	r = db_migrate(db);
 	if (r < 0)
-		return r;
+		return db_busy_message(r);
 
+	*ret = TAKE_PTR(db);
+	return 0;
+}
+
+/* "file:" URI of @path: the characters a URI gives a meaning to are escaped. */
+static int path_uri(const char *path, const char *query, char **ret)
+{
+	_cleanup_free_ char *u = NULL;
+	size_t n = 0;
+
+	u = malloc(strlen("file:") + 3 * strlen(path) + strlen(query) + 1);
+	if (!u)
+		return -ENOMEM;
+	n += sprintf(u, "file:");
+	for (const char *p = path; *p; p++)
+		if (*p == '%' || *p == '?' || *p == '#')
+			n += sprintf(u + n, "%%%02X", (unsigned char)*p);
+		else
+			u[n++] = *p;
+	strcpy(u + n, query);
+	*ret = TAKE_PTR(u);
+	return 0;
+}
+
+int index_db_open_readonly(const char *path, struct index_db **ret)
+{
+	_cleanup_(index_db_freep) struct index_db *db = NULL;
+	_cleanup_free_ char *wal = NULL, *uri = NULL;
+	struct stat st;
+	int version, r;
+
+	/* Nothing changes a read-only directory under us, and it cannot hold the -shm file that
+	 * WAL readers need: immutable=1 reads the file without locks or -shm.  It would also
+	 * ignore a -wal file, so one with frames in it (the cache was copied while a writer had
+	 * it open) is refused rather than read as an older index. */
+	if (asprintf(&wal, "%s-wal", path) < 0)
+		return -ENOMEM;
+	if (stat(wal, &st) == 0 && st.st_size > 0)
+		return error_set(-EROFS, "'%s' holds changes not checkpointed into the index; "
+				 "open the cache writable once to fold them in", wal);
+	r = path_uri(path, "?immutable=1", &uri);
+	if (r < 0)
+		return r;
+	db = calloc(1, sizeof(*db));
+	if (!db)
+		return -ENOMEM;
+	r = sqlite_errno(sqlite3_open_v2(uri, &db->conn, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+					 SQLITE_OPEN_NOMUTEX, NULL));
+	if (r < 0)
+		return r;
+	(void)sqlite3_extended_result_codes(db->conn, 1);
+	r = db_user_version(db, &version);
+	if (r < 0)
+		return r;
+	if (version != (int)ELEMENTSOF(migrations))
+		return error_set(-EPROTO, "the index has schema version %d, this lazyroot reads %d "
+				 "and cannot migrate a read-only cache", version,
+				 (int)ELEMENTSOF(migrations));
 	*ret = TAKE_PTR(db);
 	return 0;
 }

@@ -17,6 +17,11 @@ struct layer_writer;
  * migrated; -EPROTO if the file was written by a newer schema version, -EBADMSG if it is not
  * an SQLite database, -EAGAIN if another process kept it locked past the busy timeout. */
 int index_db_open(const char *path, struct index_db **ret);
+/* Opens an existing index in a directory that cannot be written (a read-only mount, a baked
+ * machine image), without locks: nothing may change it meanwhile.  Writes then fail with
+ * -EROFS.  -EROFS too if a -wal file with changes sits beside it, -EPROTO if its schema is not
+ * this version's (a read-only index cannot be migrated). */
+int index_db_open_readonly(const char *path, struct index_db **ret);
 struct index_db *index_db_free(struct index_db *db);  /* NULL-safe */
 static inline void index_db_freep(struct index_db **db)
 {
