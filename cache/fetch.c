@@ -76,6 +76,7 @@
 #define FETCH_REQUEST_TIMEOUT_MS 30000L
 #define FETCH_ATTEMPTS 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
+#define FETCH_TIMED_OUT_MS 1000L     /* a failure with less than this left ran out of time */
 #define FETCH_TASKS_MAX 64U
 #define OWNER_PREFETCH 1U
 #define PREFETCH_FAILURE_PAUSE_MS 1000L
@@ -917,6 +918,9 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 		log_debug("a fetch this read waited for failed, fetching again");
 		r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	}
+	/* A failure that took (nearly) the whole timeout: the registry did not answer in time. */
+	if (r == -EIO && deadline - now_ms() < MAX(f->timeout_ms / 10, FETCH_TIMED_OUT_MS))
+		r = -ETIMEDOUT;
 	return r;
 }
 

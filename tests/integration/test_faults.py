@@ -502,3 +502,45 @@ def test_umount_does_not_wait_for_abandoned_fetches(env):
     assert took < 5, "umount took %.1fs: the daemon waited for the abandoned fetch" % took
     assert not conftest.is_mounted(env.mnt)
     assert bad_blobs(env.cache) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a black hole: connections accepted, requests read, nothing ever answered
+
+BLACK_HOLE_TIMEOUT = 8
+
+
+def _black_hole_read(env, timeout):
+    """A file read once (so the daemon holds kept-alive connections), then the registry turns
+    into a black hole: an uncached read gets EIO after about one --timeout, not two (the kernel
+    retries the page of a failed read-ahead at once); back: the same read succeeds at once, on
+    the same mount."""
+    first, second = victims(env.name, 2)
+    env.read_ok(first)
+    assert env.p.requests, "the first read asked nothing"
+    env.p.reset()
+    env.p.black_hole = True
+    took = env.read_eio(second, timeout + SLACK)
+    assert took >= timeout - 1, "EIO after %.1fs: the black hole was not waited for" % took
+    assert any(r["fault"] == "black hole" for r in env.p.requests), env.p.requests
+    print("black hole, --timeout %d: EIO after %.1fs" % (timeout, took))
+    env.p.black_hole = False
+    env.read_ok(second)
+    env.assert_alive_and_clean()
+    return took
+
+
+@pytest.mark.parametrize("env", ["estargz"], indirect=True)
+def test_black_hole_eio_within_one_timeout(env):
+    env.mount(timeout=BLACK_HOLE_TIMEOUT)
+    _black_hole_read(env, BLACK_HOLE_TIMEOUT)
+
+
+@pytest.mark.parametrize("env", ["zstdchunked"], indirect=True)
+def test_black_hole_default_timeout(env):
+    """The same with the default --timeout of 30 s (the one test here that waits that long:
+    about 35 s)."""
+    r = env.lazyroot.mount("%s/%s:%s" % (env.p.addr, REPO % env.name, TAG), None,
+                           "--prefetch=none", timeout=120)
+    assert r.ok, "mount failed:\n%s" % r
+    _black_hole_read(env, 30)
