@@ -50,6 +50,7 @@ struct fetch_stats {
 	uint64_t chunks_fetched;       /* chunks fetched, verified and stored */
 	uint64_t chunks_cached;        /* chunk reads served from the blob store (fetch_note_hit) */
 	uint64_t chunks_failed;        /* chunks that could not be fetched or failed verification */
+	uint64_t chunks_refetched;     /* chunks asked for again after wrong or short bytes */
 	uint64_t prefetch_total;       /* chunks queued for prefetch */
 	uint64_t prefetch_done;        /* of those, now in the store (fetched or found) */
 	bool prefetch_running;
