@@ -23,7 +23,11 @@
  * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  The source (registry.c) already
  * retries 429/5xx and connection failures within its request timeout (for an image's fetcher
  * the same timeout, else FETCH_REQUEST_TIMEOUT_MS), so a request is repeated here only after
- * a truncated answer (-EPROTO), and only if a reasonable part of the timeout is left.  No
+ * a truncated answer (-EPROTO), and only if a reasonable part of the timeout is left.  Chunks
+ * whose bytes fail verification, or that an answer cut short did not reach, are fetched again
+ * (fetch_run()) from where the source says (struct blob_retry: the same endpoint a few times,
+ * then the next mirror) while a quarter of the timeout is left.  A call that failed at the end
+ * of its time returns -ETIMEDOUT, so that the read path can tell the kernel's retry of it.  No
  * failure is remembered: the next call tries again.
  *
  * Interrupts: fetcher_ensure_interruptible() hands the chunks it owns to a task thread of their

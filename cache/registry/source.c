@@ -12,7 +12,9 @@
  * every endpoint serves the same bytes under one digest.
  * So a mirror that is down (-EHOSTUNREACH, -ETIMEDOUT), busy (-EAGAIN), lacks the image
  * (-ENOENT), refuses us (-EACCES), or serves bytes that fail verification (-EBADMSG, -EPROTO,
- * -EFBIG) does not fail the pull while the origin can serve it.
+ * -EFBIG) does not fail the pull while the origin can serve it.  Bytes that a caller found
+ * wrong after a call succeeded (a layer's digest, a chunk's) go through source_retry_bad(): the
+ * same endpoint again, then the next.
  *
  * A local transport (oci:, oci-archive:, docker-archive:) has no endpoints: every call goes
  * to its source_local instead.
