@@ -389,9 +389,10 @@ static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_
 /* Whether read @s of process @pid is the kernel's retry of a read that just timed out: when a
  * read-ahead fails, the kernel at once reads the first page the reader wants again, on its
  * own, and that read would wait a whole timeout too (an uncached read then failed after twice
- * --timeout).  So a read by the same process, inside the range of a read of the same file
- * that timed out less than TIMED_OUT_WINDOW_MS ago, fails at once, once: the entry is taken,
- * so the next read (the reader trying again, or after the registry is back) fetches. */
+ * --timeout).  So a read by the same thread, inside the range of a read of the same file
+ * that timed out less than TIMED_OUT_WINDOW_MS ago, fails at once, once: that thread's entries
+ * for the file are taken (the read(2) they failed has ended), so its next read (trying again,
+ * or after the registry is back) fetches. */
 static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_t pid,
 			   int64_t *ret_ago_ms)
 {
@@ -399,15 +400,16 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 	bool found = false;
 
 	pthread_mutex_lock(&rp->lock);
-	for (size_t i = 0; i < TIMED_OUT_SLOTS && !found; i++) {
+	for (size_t i = 0; i < TIMED_OUT_SLOTS; i++) {
 		struct timed_out_read *t = &rp->timed_out[i];
 
-		if (t->at_ms == 0 || now - t->at_ms >= TIMED_OUT_WINDOW_MS || t->ino != s->ino ||
-		    t->pid != pid || s->off < t->off || s->end > t->end)
+		if (t->at_ms == 0 || t->ino != s->ino || t->pid != pid)
 			continue;
-		*ret_ago_ms = now - t->at_ms;
+		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end) {
+			*ret_ago_ms = now - t->at_ms;
+			found = true;
+		}
 		t->at_ms = 0;
-		found = true;
 	}
 	pthread_mutex_unlock(&rp->lock);
 	return found;
