@@ -389,7 +389,7 @@ static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_
 /* Whether read @s of process @pid is the kernel's retry of a read that just timed out: when a
  * read-ahead fails, the kernel at once reads the first page the reader wants again, on its
  * own, and that read would wait a whole timeout too (an uncached read then failed after twice
- * --timeout).  So a read by the same thread, inside the range of a read of the same file
+ * --timeout).  So a smaller read by the same thread, inside the range of a read of the same file
  * that timed out less than TIMED_OUT_WINDOW_MS ago, fails at once, once: that thread's entries
  * for the file are taken (the read(2) they failed has ended), so its next read (trying again,
  * or after the registry is back) fetches. */
@@ -405,7 +405,9 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 
 		if (t->at_ms == 0 || t->ino != s->ino || t->pid != pid)
 			continue;
-		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end) {
+		/* The retry is one folio of the failed read-ahead: smaller than it. */
+		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end &&
+		    s->end - s->off < t->end - t->off) {
 			*ret_ago_ms = now - t->at_ms;
 			found = true;
 		}
