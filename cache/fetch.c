@@ -23,7 +23,11 @@
  * FETCH_DEADLINE_MS) with -EIO, whether it fetches or waits.  The source (registry.c) already
  * retries 429/5xx and connection failures within its request timeout (for an image's fetcher
  * the same timeout, else FETCH_REQUEST_TIMEOUT_MS), so a request is repeated here only after
- * a truncated answer (-EPROTO), and only if a reasonable part of the timeout is left.  No
+ * a truncated answer (-EPROTO), and only if a reasonable part of the timeout is left.  Chunks
+ * whose bytes fail verification, or that an answer cut short did not reach, are fetched again
+ * (fetch_run()) from where the source says (struct blob_retry: the same endpoint a few times,
+ * then the next mirror) while a quarter of the timeout is left.  A call that failed at the end
+ * of its time returns -ETIMEDOUT, so that the read path can tell the kernel's retry of it.  No
  * failure is remembered: the next call tries again.
  *
  * Interrupts: fetcher_ensure_interruptible() hands the chunks it owns to a task thread of their
@@ -76,6 +80,7 @@
 #define FETCH_REQUEST_TIMEOUT_MS 30000L
 #define FETCH_ATTEMPTS 2U
 #define FETCH_BACKOFF_MS_FIRST 100L
+#define FETCH_TIMED_OUT_MS 1000L     /* a failure with less than this left ran out of time */
 #define FETCH_TASKS_MAX 64U
 #define OWNER_PREFETCH 1U
 #define PREFETCH_FAILURE_PAUSE_MS 1000L
@@ -452,6 +457,7 @@ struct run_sink {
 	size_t win_alloc;
 	void *out;               /* one chunk's decompressed bytes */
 	unsigned failed;
+	bool exhausted;          /* the source has no try left for bytes that failed */
 	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
 };
 
@@ -494,7 +500,10 @@ static void run_store_ready(struct run_sink *s)
 		if (j->c.blob_offset + j->c.blob_length > s->pos)
 			break;
 		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out);
-		run_complete(s, j, r < 0 ? -EIO : 0);
+		if (r == -EBADMSG)
+			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
+		else
+			run_complete(s, j, r < 0 ? -EIO : 0);
 		s->next++;
 	}
 
@@ -553,9 +562,11 @@ static int run_sink_write(void *userdata, const void *buf, size_t n)
 }
 
 /* Streams [s->pos, s->end) of layer @layer into @s, retrying transient failures while a whole
- * new attempt fits before @deadline; a retry asks only for what @s has not had.  Logs the
- * final failure once. */
-static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline)
+ * new attempt fits before @deadline; a retry asks only for what @s has not had.  With @rt, the
+ * bytes are asked for again after wrong ones: the source picks where (struct blob_retry), or
+ * sets s->exhausted.  Logs the final failure once. */
+static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline,
+			struct blob_retry *rt)
 {
 	const struct fetch_layer *l = &f->layers[layer];
 	/* Worth another try: half the call's time, or a whole request if that is less. */
@@ -579,6 +590,13 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 			(void)snprintf(error, sizeof(error), "no registry connection: %s",
 				       strerror(-r));
 			break;
+		}
+		if (rt && attempt == 1 && !range_conn_retry_bad(conn, rt)) {
+			slot_release(f, conn);
+			s->exhausted = true;
+			return log_debug_errno(-EBADMSG, "layer '%s': no try left for %llu bytes at "
+					       "%llu that failed verification", l->digest,
+					       (unsigned long long)len, (unsigned long long)from);
 		}
 		r = range_conn_stream(conn, l->digest, l->size, from, len, run_sink_write, s);
 		if (r < 0)
@@ -608,32 +626,102 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 	return r;
 }
 
-/* Fetches one run: @jobs of one layer, sorted, all inside [start, start+len).  Completes every
- * job's flight (each as soon as it is stored); returns how many failed. */
-static unsigned fetch_run(struct fetcher *f, struct job *jobs, size_t n, uint64_t start,
-			  size_t len, int64_t deadline)
+/* Bytes that came, well framed, but wrong or short: worth asking for again. */
+static bool bad_bytes(int r)
 {
-	struct run_sink s = {
-		.f = f, .jobs = jobs, .n = n, .pos = start, .end = start + len, .base = start,
-	};
-	uint64_t out_max = 1;
+	return r == -EPROTO || r == -EBADMSG;
+}
 
-	for (size_t i = 0; i < n; i++)
+/* Moves the jobs of @s worth another try -- those whose bytes failed verification, and after
+ * an answer cut short (@r) those not reached -- with their flights into a new array *ret,
+ * in order.  Returns how many (0: *ret is NULL). */
+static size_t run_take_again(struct run_sink *s, int r, struct job **ret)
+{
+	struct job *again;
+	size_t k = 0;
+
+	*ret = NULL;
+	again = calloc(s->n, sizeof(*again));
+	if (!again)
+		return 0;
+	for (size_t i = 0; i < s->n; i++) {
+		struct job *j = &s->jobs[i];
+
+		if (!j->fl || !(j->result == -EBADMSG || (i >= s->next && bad_bytes(r))))
+			continue;
+		again[k] = *j;
+		again[k++].result = 0;
+		j->fl = NULL;
+	}
+	if (k == 0)
+		free(again);
+	else
+		*ret = again;
+	return k;
+}
+
+/* One try at @jobs (of one layer, sorted): streams the range they lie in, stores each chunk
+ * that verifies, and completes every flight but those of jobs worth another try, which go to
+ * *ret_again (@rt: this is such a try).  Returns how many chunks not marked ahead failed. */
+static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t deadline,
+			struct blob_retry *rt, struct job **ret_again, size_t *ret_n_again)
+{
+	struct run_sink s = { .f = f, .jobs = jobs, .n = n };
+	uint64_t out_max = 1, end = 0;
+	int r = -ENOMEM;
+
+	for (size_t i = 0; i < n; i++) {
 		out_max = MAX(out_max, jobs[i].c.size);
+		end = MAX(end, jobs[i].c.blob_offset + jobs[i].c.blob_length);
+	}
+	s.pos = s.base = jobs[0].c.blob_offset;
+	s.end = end;
 	s.out = malloc(out_max);
 	if (!s.out)
-		log_debug("fetching %zu bytes of layer '%s' failed: out of memory", len,
-			  f->layers[jobs[0].c.layer].digest);
+		log_debug("fetching %llu bytes of layer '%s' failed: out of memory",
+			  (unsigned long long)(end - s.pos), f->layers[jobs[0].c.layer].digest);
 	else
-		(void)fetch_stream(f, jobs[0].c.layer, &s, deadline);  /* it logged a failure */
+		r = fetch_stream(f, jobs[0].c.layer, &s, deadline, rt);  /* it logged a failure */
 
-	/* What did not arrive whole (or at all) is not stored, whether the stream failed or
-	 * ended early: those flights fail. */
-	for (; s.next < n; s.next++)
-		run_complete(&s, &jobs[s.next], -EIO);
+	*ret_n_again = 0;
+	*ret_again = NULL;
+	/* Another try only with a good part of the call's time left. */
+	if (s.out && !s.exhausted && deadline - now_ms() >= f->timeout_ms / 4)
+		*ret_n_again = run_take_again(&s, r, ret_again);
+	/* What did not arrive whole (or at all) or failed verification is not stored: those
+	 * flights fail. */
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].fl)
+			run_complete(&s, &jobs[i], -EIO);
 	free(s.win);
 	free(s.out);
 	return s.failed;
+}
+
+/* Fetches one run: @jobs of one layer, sorted.  Chunks whose bytes fail verification (or come
+ * short) are fetched again, from where struct blob_retry says, while tries and time are left.
+ * Completes every job's flight (each as soon as it is stored or has failed for good); returns
+ * how many failed. */
+static unsigned fetch_run(struct fetcher *f, struct job *jobs, size_t n, int64_t deadline)
+{
+	struct blob_retry rt = {};
+	struct job *again;
+	size_t n_again;
+	unsigned failed;
+
+	failed = run_try(f, jobs, n, deadline, NULL, &again, &n_again);
+	while (n_again > 0) {
+		struct job *cur = again;
+
+		log_debug("fetching %zu chunks of layer '%s' again: their bytes failed verification",
+			  n_again, f->layers[cur[0].c.layer].digest);
+		pthread_mutex_lock(&f->lock);
+		f->stats.chunks_refetched += n_again;
+		pthread_mutex_unlock(&f->lock);
+		failed += run_try(f, cur, n_again, deadline, &rt, &again, &n_again);
+		free(cur);
+	}
+	return failed;
 }
 
 static int job_compare(const void *a, const void *b)
@@ -690,7 +778,7 @@ static unsigned fetch_jobs(struct fetcher *f, struct job *jobs, size_t n, uint64
 
 			k = run_end(jobs, n, i, request_max, &start, &len, &needed);
 			if (needed == (pass == 0))
-				failed += fetch_run(f, jobs + i, k - i, start, (size_t)len, deadline);
+				failed += fetch_run(f, jobs + i, k - i, deadline);
 		}
 	return failed;
 }
@@ -917,6 +1005,9 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 		log_debug("a fetch this read waited for failed, fetching again");
 		r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	}
+	/* A failure that took (nearly) the whole timeout: the registry did not answer in time. */
+	if (r == -EIO && deadline - now_ms() < MAX(f->timeout_ms / 10, FETCH_TIMED_OUT_MS))
+		r = -ETIMEDOUT;
 	return r;
 }
 

@@ -50,6 +50,7 @@ struct fetch_stats {
 	uint64_t chunks_fetched;       /* chunks fetched, verified and stored */
 	uint64_t chunks_cached;        /* chunk reads served from the blob store (fetch_note_hit) */
 	uint64_t chunks_failed;        /* chunks that could not be fetched or failed verification */
+	uint64_t chunks_refetched;     /* chunks asked for again after wrong or short bytes */
 	uint64_t prefetch_total;       /* chunks queued for prefetch */
 	uint64_t prefetch_done;        /* of those, now in the store (fetched or found) */
 	bool prefetch_running;
@@ -87,7 +88,8 @@ DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 
 /* Makes sure each of @chunks (any order, any layers) is in the blob store, fetching what is
  * missing, within the fetcher's timeout.  Returns 0 when all are stored, -EIO if any could not
- * be fetched or verified in time (the others may still have been stored).  Fetches on the
+ * be fetched or verified (the others may still have been stored), -ETIMEDOUT instead when the
+ * call failed at the end of its timeout (the registry did not answer in time).  Fetches on the
  * calling thread: the call cannot be interrupted, and it waits for chunks marked ahead too
  * (their failure still does not count). */
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);

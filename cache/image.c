@@ -284,6 +284,7 @@ struct layer_stream {
 	struct digest_ctx *hash;
 	uint64_t received;
 	uint64_t over;               /* bytes seen when they passed the descriptor's size, or 0 */
+	bool bad;                    /* the bytes failed verification (layer_verdict()) */
 	int r;
 	struct error_carry error;    /* the thread's message about r */
 };
@@ -545,6 +546,7 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 
 	if (s->r < 0 && s->r != -EPIPE) {
 		(void)error_restore(s->r, &s->error);
+		s->bad = s->over > 0;
 		if (s->over > 0)
 			return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
 					 "layer %s failed verification: the blob is larger than the "
@@ -555,6 +557,8 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 				 error_wrap(s->r, "cannot fetch layer %s", layer->digest));
 	}
 	digest_ctx_final(s->hash, got);
+	s->bad = (r >= 0 || r == -EBADMSG) &&
+		 (s->received != layer->size || !streq(got, layer->digest));
 	if ((r >= 0 || r == -EBADMSG) && s->received != layer->size)
 		return pull_fail(err, PULL_FAILURE_REGISTRY, -EBADMSG,
 				 "layer %s failed verification: the blob is %llu bytes, the manifest "
@@ -595,12 +599,15 @@ static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc
 	return layer_writer_set_diff_id(w, got);
 }
 
-static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
-			const struct layer_desc *layer, const char *config_digest, const char *diff_id,
-			unsigned index, unsigned n_layers, enum pull_failure *err)
+/* One try at importing @layer: streamed through the indexer, verified, committed.  On failure
+ * nothing of it is kept; *ret_bad: its bytes failed verification. */
+static int layer_import_try(struct cache *c, struct source *reg, const struct pull_options *o,
+			    const struct layer_desc *layer, const char *config_digest,
+			    const char *diff_id, unsigned index, unsigned n_layers,
+			    enum pull_failure *err, bool *ret_bad)
 {
 	char got_diff_id[DIGEST_STRING_MAX] = "";
-	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
+	_cleanup_close_ int read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
 	struct layer_writer *w = NULL;
 	struct layer_stream s = {
@@ -610,14 +617,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	pthread_t thread;
 	int pipe_fds[2], r;
 
-	r = layer_lock(c, layer->digest, &lock_fd);
-	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
-				 layer->digest, c->dir);
-	/* Another process may have imported it while we waited for the lock. */
-	r = index_db_layer_is_indexed(c->db, layer->digest);
-	if (r != 0)
-		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
+	*ret_bad = false;
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
@@ -647,6 +647,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	(void)pthread_join(thread, NULL);
 
 	r = layer_verdict(c, &s, r, err);
+	*ret_bad = s.bad;
 	if (r < 0)
 		goto finish;
 	r = layer_diff_id_verdict(w, layer, config_digest, diff_id, got_diff_id, err);
@@ -671,6 +672,38 @@ finish:
 	}
 	digest_ctx_free(s.hash);
 	return r;
+}
+
+/* Imports @layer unless another process did while we waited for its lock.  A layer whose
+ * bytes fail verification (wrong, or a well-framed answer cut short: a proxy's accident as
+ * often as the registry's) is fetched again: RANGE_BAD_TRIES tries from an endpoint, then
+ * from the next mirror (source_retry_bad()); nothing of a failed try is kept. */
+static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
+			const struct layer_desc *layer, const char *config_digest, const char *diff_id,
+			unsigned index, unsigned n_layers, enum pull_failure *err)
+{
+	_cleanup_close_ int lock_fd = -EBADF;
+	struct blob_retry rt = {};
+	bool bad;
+	int r;
+
+	r = layer_lock(c, layer->digest, &lock_fd);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
+				 layer->digest, c->dir);
+	/* Another process may have imported it while we waited for the lock. */
+	r = index_db_layer_is_indexed(c->db, layer->digest);
+	if (r != 0)
+		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
+	for (;;) {
+		r = layer_import_try(c, reg, o, layer, config_digest, diff_id, index, n_layers, err,
+				     &bad);
+		if (r >= 0 && rt.chosen)
+			error_clear();  /* a failed try's message is no failure of the pull */
+		if (r >= 0 || !bad || !source_retry_bad(reg, &rt))
+			return r;
+		log_debug("%s, fetching it again", error_message() ?: "layer failed verification");
+	}
 }
 
 /* What one pull works with, from its start to its end. */

@@ -359,7 +359,9 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct read_interrupt ri = { .req = req };
-	const struct read_waiter w = { read_wait_begin, read_wait_end, &ri };
+	const struct read_waiter w = {
+		read_wait_begin, read_wait_end, &ri, fuse_req_ctx(req)->pid,
+	};
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	_cleanup_(read_reply_done) struct read_reply rr = READ_REPLY_NONE;
 	int r;

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,6 +35,18 @@
  * recorded reads, both link settings; tests/bench/README.md). */
 #define READ_AROUND_BYTES (128u << 10)
 #define READ_AROUND_CHUNKS 64u
+/* A read that failed because the registry did not answer within the timeout is remembered
+ * this long, in this many slots (the oldest is replaced), for the kernel's retry of its first
+ * page (see timed_out_take()). */
+#define TIMED_OUT_WINDOW_MS 2000
+#define TIMED_OUT_SLOTS 16u
+
+struct timed_out_read {
+	fs_ino_t ino;
+	uint64_t off, end;
+	pid_t pid;
+	int64_t at_ms;          /* 0: free */
+};
 
 struct read_path {
 	const struct fs_tree *tree;
@@ -42,6 +55,8 @@ struct read_path {
 	struct blob_fds *fds;             /* open blobs of recently read chunks */
 	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
 	struct local_ra *ra;              /* opens the next files' blobs while one is read */
+	pthread_mutex_t lock;
+	struct timed_out_read timed_out[TIMED_OUT_SLOTS];   /* guarded by lock */
 };
 
 /* One read: bytes [off, end) of inode @ino, which lie in chunks [first, last) of its @n. */
@@ -72,6 +87,7 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	if (!rp)
 		return -ENOMEM;
 	*rp = (struct read_path) { .tree = tree, .bs = bs, .fetcher = fetcher };
+	(void)pthread_mutex_init(&rp->lock, NULL);
 	r = blob_fds_new(fds_slots, &rp->fds);
 	if (r >= 0 && fetcher)
 		r = read_around_new(tree, &rp->read_around);
@@ -89,6 +105,7 @@ static void read_path_done(struct read_path *rp)
 	local_ra_free(rp->ra);
 	read_around_free(rp->read_around);
 	blob_fds_free(rp->fds);
+	(void)pthread_mutex_destroy(&rp->lock);
 }
 DEFINE_FREE_FUNC(struct read_path, read_path_free, read_path_done);
 
@@ -353,17 +370,72 @@ static void plan_ahead(struct read_path *rp, const struct read_span *s, struct r
 		plan_read_around(rp, s, p);
 }
 
+/* Remembers that the read @s of process @pid failed because the registry did not answer in
+ * time. */
+static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_t pid)
+{
+	struct timed_out_read *oldest = &rp->timed_out[0];
+
+	pthread_mutex_lock(&rp->lock);
+	for (size_t i = 1; i < TIMED_OUT_SLOTS; i++)
+		if (rp->timed_out[i].at_ms < oldest->at_ms)
+			oldest = &rp->timed_out[i];
+	*oldest = (struct timed_out_read) {
+		.ino = s->ino, .off = s->off, .end = s->end, .pid = pid, .at_ms = now_ms(),
+	};
+	pthread_mutex_unlock(&rp->lock);
+}
+
+/* Whether read @s of process @pid is the kernel's retry of a read that just timed out: when a
+ * read-ahead fails, the kernel at once reads the first page the reader wants again, on its
+ * own, and that read would wait a whole timeout too (an uncached read then failed after twice
+ * --timeout).  So a smaller read by the same thread, inside the range of a read of the same file
+ * that timed out less than TIMED_OUT_WINDOW_MS ago, fails at once, once: that thread's entries
+ * for the file are taken (the read(2) they failed has ended), so its next read (trying again,
+ * or after the registry is back) fetches. */
+static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_t pid,
+			   int64_t *ret_ago_ms)
+{
+	int64_t now = now_ms();
+	bool found = false;
+
+	pthread_mutex_lock(&rp->lock);
+	for (size_t i = 0; i < TIMED_OUT_SLOTS; i++) {
+		struct timed_out_read *t = &rp->timed_out[i];
+
+		if (t->at_ms == 0 || t->ino != s->ino || t->pid != pid)
+			continue;
+		/* The retry is one folio of the failed read-ahead: smaller than it. */
+		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end &&
+		    s->end - s->off < t->end - t->off) {
+			*ret_ago_ms = now - t->at_ms;
+			found = true;
+		}
+		t->at_ms = 0;
+	}
+	pthread_mutex_unlock(&rp->lock);
+	return found;
+}
+
 /* Fetches @p in one fetcher call (the fetcher merges adjacent chunks into one request), which
  * @w may interrupt; then serves the read's own chunks. */
 static int fetch_and_serve(struct read_path *rp, struct read_span *s, const struct read_plan *p,
 			   const struct read_waiter *w)
 {
 	struct fetch_interrupt intr = {};
-	int r;
+	pid_t pid = w ? w->pid : 0;
+	int64_t ago_ms;
+	int fetched, r;
 
+	if (pid > 0 && timed_out_take(rp, s, pid, &ago_ms)) {
+		log_debug("read of inode %" PRIu64 " at %" PRIu64 "+%" PRIu64 " by %d repeats one that "
+			  "timed out %" PRId64 " ms ago, EIO", (uint64_t)s->ino, s->off,
+			  s->end - s->off, (int)pid, ago_ms);
+		return -EIO;
+	}
 	if (w && w->begin)
 		w->begin(w->userdata, rp->fetcher, &intr);
-	r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, &intr);
+	fetched = r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, &intr);
 	/* Waits for an interrupt in progress: @intr must outlive it. */
 	if (w && w->end)
 		w->end(w->userdata);
@@ -379,9 +451,12 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 				" (first '%s'): %m", p->n, (uint64_t)s->ino, p->chunks[0].digest);
 	for (size_t k = 0; k < p->n_own; k++) {
 		r = chunk_serve(rp, s, p->own[k]);
+		if (r == -ENOENT && fetched == -ETIMEDOUT && pid > 0)
+			timed_out_note(rp, s, pid);
 		if (r == -ENOENT) {
-			log_debug("chunk '%s' of inode %" PRIu64 " could not be fetched or verified, "
-				  "EIO", p->chunks[k].digest, (uint64_t)s->ino);
+			log_debug("chunk '%s' of inode %" PRIu64 " could not be fetched or verified%s, "
+				  "EIO", p->chunks[k].digest, (uint64_t)s->ino,
+				  fetched == -ETIMEDOUT ? " in time" : "");
 			return -EIO;
 		}
 		if (r < 0)

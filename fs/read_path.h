@@ -51,6 +51,8 @@ struct read_waiter {
 	void (*begin)(void *userdata, struct fetcher *f, struct fetch_interrupt *intr);
 	void (*end)(void *userdata);
 	void *userdata;
+	pid_t pid;           /* the reading thread, 0 if unknown: tells the kernel's retry of a
+			      * read that timed out from other reads (read_path.c) */
 };
 
 /* Reads up to @size bytes of regular file @ino at @off (clamped to the file's size: a short

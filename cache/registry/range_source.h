@@ -7,10 +7,22 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct range_source;
+
+/* Where the bytes of a blob that failed verification (or came short in a well-framed answer)
+ * are asked for again: the same endpoint until RANGE_BAD_TRIES tries failed there, then the
+ * next endpoint that serves blobs, each in turn.  Zero-initialise it per blob (or run). */
+#define RANGE_BAD_TRIES 3U
+struct blob_retry {
+	unsigned tries;         /* failed tries at the current endpoint */
+	unsigned moves;         /* endpoints left behind */
+	size_t endpoint;        /* the current one, once chosen */
+	bool chosen;
+};
 
 struct range_conn {
 	struct range_source *source;
@@ -29,6 +41,10 @@ struct range_source_ops {
 	int (*stream)(struct range_conn *c, const char *digest, uint64_t size, uint64_t offset,
 		      uint64_t len, int (*sink)(void *userdata, const void *buf, size_t n),
 		      void *userdata);
+	/* Before bytes asked for through @c are asked for again because those of the last try
+	 * failed verification: counts that try in @rt and makes @c ask the endpoint @rt chooses.
+	 * False when no try is left (NULL: never try again, e.g. a local file). */
+	bool (*retry_bad)(struct range_conn *c, struct blob_retry *rt);
 	void (*disconnect)(struct range_conn *c);
 	/* From any thread: streams in progress end within about a second, later ones at once,
 	 * with -ECANCELED (nobody waits for them any more). */
@@ -53,6 +69,11 @@ static inline int range_conn_stream(struct range_conn *c, const char *digest, ui
 				    void *userdata)
 {
 	return c->source->ops->stream(c, digest, size, offset, len, sink, userdata);
+}
+
+static inline bool range_conn_retry_bad(struct range_conn *c, struct blob_retry *rt)
+{
+	return c->source->ops->retry_bad && c->source->ops->retry_bad(c, rt);
 }
 
 /* NULL-safe. */

@@ -61,6 +61,7 @@
 #include "cache/base/digest.h"
 #include "cache/base/error.h"
 #include "cache/registry/http.h"
+#include "cache/registry/range_source.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
@@ -1449,21 +1450,40 @@ static int blob_buffer_write(void *userdata, const void *buf, size_t n)
 	return 0;
 }
 
-int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
-		      size_t *ret_len)
+/* One try at a small blob: the bytes in *b, verified against @digest. */
+static int get_blob_try(struct registry *r, const char *digest, struct blob_buffer *b)
 {
-	struct blob_buffer b = { .max = max };
 	_cleanup_(blob_stream_done) struct blob_stream s = {
 		.r = r, .digest = digest, .offset = 0, .len = REGISTRY_TO_END,
-		.sink = blob_buffer_write, .userdata = &b,
+		.sink = blob_buffer_write, .userdata = b,
 	};
 	int e;
 
 	/* A config, not a layer: the call's deadline bounds it whole. */
 	e = blob_exchange(&s, false);
-	if (e >= 0 && digest_verify_buffer(b.buf ?: "", b.len, digest) < 0) {
+	if (e >= 0 && digest_verify_buffer(b->buf ?: "", b->len, digest) < 0) {
 		set_error(r, "blob %s does not match its digest (GET %s)", s.object, s.url);
 		e = -EBADMSG;
+	}
+	return e;
+}
+
+int registry_get_blob(struct registry *r, const char *digest, size_t max, char **ret_buf,
+		      size_t *ret_len)
+{
+	struct blob_buffer b = { .max = max };
+	int e;
+
+	/* Wrong bytes (or a well-framed answer cut short) are asked for again, RANGE_BAD_TRIES
+	 * times in all; then the source tries the next endpoint. */
+	for (unsigned tries = 1;; tries++) {
+		e = get_blob_try(r, digest, &b);
+		if (e != -EBADMSG || tries >= RANGE_BAD_TRIES)
+			break;
+		log_debug("%s, fetching it again", error_message() ?: "blob does not match");
+		b.len = 0;
+		if (b.buf)
+			b.buf[0] = 0;
 	}
 	if (e >= 0 && !b.buf) {
 		b.buf = strdup("");

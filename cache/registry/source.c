@@ -12,7 +12,9 @@
  * every endpoint serves the same bytes under one digest.
  * So a mirror that is down (-EHOSTUNREACH, -ETIMEDOUT), busy (-EAGAIN), lacks the image
  * (-ENOENT), refuses us (-EACCES), or serves bytes that fail verification (-EBADMSG, -EPROTO,
- * -EFBIG) does not fail the pull while the origin can serve it.
+ * -EFBIG) does not fail the pull while the origin can serve it.  Bytes that a caller found
+ * wrong after a call succeeded (a layer's digest, a chunk's) go through source_retry_bad(): the
+ * same endpoint again, then the next.
  *
  * A local transport (oci:, oci-archive:, docker-archive:) has no endpoints: every call goes
  * to its source_local instead.
@@ -277,6 +279,34 @@ static int source_try(struct source *s, enum request kind,
 	return r;
 }
 
+bool source_retry_bad(struct source *s, struct blob_retry *rt)
+{
+	size_t serving = 0, k;
+
+	if (s->local)
+		return false;  /* one copy: reading it again gives the same bytes */
+	for (size_t i = 0; i < s->n; i++)
+		serving += s->endpoints[i].by_digest;
+	if (!rt->chosen) {
+		rt->endpoint = s->preferred;
+		rt->chosen = true;
+	}
+	if (++rt->tries >= RANGE_BAD_TRIES) {
+		if (++rt->moves >= serving)
+			return false;
+		k = rt->endpoint;
+		do
+			k = (k + 1) % s->n;
+		while (!s->endpoints[k].by_digest);
+		log_debug("blob bytes from '%s' failed verification %u times, asking '%s'",
+			  s->endpoints[rt->endpoint].name, rt->tries, s->endpoints[k].name);
+		rt->endpoint = k;
+		rt->tries = 0;
+	}
+	s->preferred = rt->endpoint;
+	return true;
+}
+
 static int call_ping(struct registry *r, void *userdata)
 {
 	(void)userdata;
@@ -502,6 +532,11 @@ static int source_range_stream(struct range_conn *rc, const char *digest, uint64
 	return source_stream_blob(c->source, digest, offset, len, sink, userdata);
 }
 
+static bool source_range_retry_bad(struct range_conn *rc, struct blob_retry *rt)
+{
+	return source_retry_bad(((struct source_conn *)rc)->source, rt);
+}
+
 static void source_range_disconnect(struct range_conn *rc)
 {
 	struct source_conn *c = (struct source_conn *)rc;
@@ -531,6 +566,7 @@ static void source_range_free(struct range_source *rs)
 static const struct range_source_ops source_range_ops = {
 	.connect = source_range_connect,
 	.stream = source_range_stream,
+	.retry_bad = source_range_retry_bad,
 	.disconnect = source_range_disconnect,
 	.cancel = source_range_cancel,
 	.free = source_range_free,

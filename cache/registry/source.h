@@ -42,6 +42,11 @@ int source_get_blob(struct source *s, const char *digest, size_t max, char **ret
  * only for the rest. */
 int source_stream_blob(struct source *s, const char *digest, uint64_t offset, uint64_t len,
 		       int (*sink)(void *userdata, const void *buf, size_t n), void *userdata);
+/* Bytes of a blob that @s streamed failed verification (whole, or came short in a
+ * well-framed answer): counts the try in @rt and makes @s's next calls by digest ask the
+ * endpoint @rt chooses (struct blob_retry).  False when no try is left, and always for a
+ * local source. */
+bool source_retry_bad(struct source *s, struct blob_retry *rt);
 /* The same into @buf: exactly @len bytes. */
 int source_get_blob_range(struct source *s, const char *digest, uint64_t offset, size_t len,
 			  void *buf);

@@ -36,7 +36,7 @@ import helpers
 import push
 import registry as registry_mod
 import treewalk
-from proxy import Fault, Proxy
+from proxy import Fault, Proxy, first_answers
 
 FIXTURES = ["estargz", "zstdchunked"]
 REPO = "faults/%s"
@@ -502,3 +502,129 @@ def test_umount_does_not_wait_for_abandoned_fetches(env):
     assert took < 5, "umount took %.1fs: the daemon waited for the abandoned fetch" % took
     assert not conftest.is_mounted(env.mnt)
     assert bad_blobs(env.cache) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a black hole: connections accepted, requests read, nothing ever answered
+
+BLACK_HOLE_TIMEOUT = 8
+
+
+def _black_hole_read(env, timeout):
+    """A file read once (so the daemon holds kept-alive connections), then the registry turns
+    into a black hole: an uncached read gets EIO after about one --timeout, not two (the kernel
+    retries the page of a failed read-ahead at once); back: the same read succeeds at once, on
+    the same mount."""
+    first, second = victims(env.name, 2)
+    env.read_ok(first)
+    assert env.p.requests, "the first read asked nothing"
+    env.p.reset()
+    env.p.black_hole = True
+    took = env.read_eio(second, timeout + SLACK)
+    assert took >= timeout - 1, "EIO after %.1fs: the black hole was not waited for" % took
+    assert any(r["fault"] == "black hole" for r in env.p.requests), env.p.requests
+    print("black hole, --timeout %d: EIO after %.1fs" % (timeout, took))
+    env.p.black_hole = False
+    env.read_ok(second)
+    env.assert_alive_and_clean()
+    return took
+
+
+@pytest.mark.parametrize("env", ["estargz"], indirect=True)
+def test_black_hole_eio_within_one_timeout(env):
+    env.mount(timeout=BLACK_HOLE_TIMEOUT)
+    _black_hole_read(env, BLACK_HOLE_TIMEOUT)
+
+
+@pytest.mark.parametrize("env", ["zstdchunked"], indirect=True)
+def test_black_hole_default_timeout(env):
+    """The same with the default --timeout of 30 s (the one test here that waits that long:
+    about 35 s)."""
+    r = env.lazyroot.mount("%s/%s:%s" % (env.p.addr, REPO % env.name, TAG), None,
+                           "--prefetch=none", timeout=120)
+    assert r.ok, "mount failed:\n%s" % r
+    _black_hole_read(env, 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# transient corruption: wrong or short (but well-framed) bytes are fetched again
+
+WHOLE = "oci-gzip"      # a whole-layer image: its config and layers are whole blob GETs
+WRONG = {"short": lambda: Fault.short(0.5), "flip": lambda: Fault.corrupt(_flip)}
+
+
+def _blob_gets(p):
+    """{digest: number of GETs} of the whole blobs (no Range) the proxy saw."""
+    out = {}
+    for r in p.blob_requests():
+        if not r["range"]:
+            d = r["path"].split("?")[0].rsplit("/", 1)[-1]
+            out[d] = out.get(d, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG))
+def test_whole_blobs_wrong_twice_are_fetched_again(lazyroot, registry, kind):
+    """Config and layers answered wrong twice each (a proxy's accident): each is fetched a
+    third time and the mount succeeds, with the right tree and only right blobs."""
+    with Proxy(registry.addr) as p:
+        p.set_fault(first_answers(2, lambda req: WRONG[kind](), lambda req: not req["range"]))
+        r = lazyroot.mount("%s/fixtures/%s:edge" % (p.addr, WHOLE), None, "--verbose")
+        assert r.ok, "mount failed:\n%s" % r
+        try:
+            diff = helpers.compare_with_oracle(lazyroot.mountpoint, conftest.FIXTURES / WHOLE)
+            assert diff == [], "\n".join(diff)
+        finally:
+            assert lazyroot.umount().ok
+        gets = _blob_gets(p)
+    assert gets and all(n == 3 for n in gets.values()), gets
+    assert bad_blobs(lazyroot.cache_dir) == []
+
+
+def test_whole_blobs_always_wrong_fail_and_keep_nothing(lazyroot, registry):
+    """Wrong every time: the mount fails after three tries of the first blob, saying it did
+    not match its digest, and nothing is cached or mounted."""
+    with Proxy(registry.addr) as p:
+        p.set_fault(lambda req: Fault.short(0.5)
+                    if req["method"] == "GET" and "/blobs/" in req["path"] else None)
+        r = lazyroot.mount("%s/fixtures/%s:edge" % (p.addr, WHOLE))
+        gets = _blob_gets(p)
+    assert not r.ok and r.returncode == 3, str(r)
+    assert "does not match its digest" in r.stderr, r.stderr
+    assert list(gets.values()) == [3], gets
+    assert helpers.blob_files(lazyroot.cache_dir) == set()
+    assert not conftest.is_mounted(lazyroot.mountpoint)
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG))
+@lazy_envs
+def test_wrong_chunks_twice_are_fetched_again(env, kind):
+    """The first two answers of lazy reads wrong (flipped, or short with a Content-Length that
+    says so): the chunks are fetched again and the read gets the right bytes; the stats count
+    the chunks fetched again."""
+    env.mount(timeout=10)
+    path = victims(env.name)[0]
+    env.fault_lazy(lambda n: WRONG[kind]() if n < 2 else None)
+    env.read_ok(path)
+    assert len(env.faulted()) == 2, env.p.requests
+    r = env.lazyroot.run("stats", "--json", str(env.mnt), timeout=30)
+    assert r.ok, str(r)
+    st = json.loads(r.stdout)
+    assert st["chunks_refetched"] >= 1 and st["chunks_failed"] == 0, st
+    env.assert_alive_and_clean()
+
+
+@lazy_envs
+def test_wrong_chunks_every_time_are_tried_a_bounded_number_of_times(env):
+    """Wrong every time: EIO after three tries (not one, not until the timeout), nothing
+    stored; fine once the registry serves the right bytes."""
+    env.mount(timeout=LONG)
+    path = victims(env.name)[0]
+    before = helpers.blob_files(env.cache)
+    env.fault_lazy(lambda n: Fault.corrupt(_flip))
+    env.read_eio(path, 20)
+    assert 3 <= len(env.faulted()) <= 12, env.p.requests
+    assert helpers.blob_files(env.cache) == before, "blobs stored from wrong bytes"
+    env.clear()
+    env.read_ok(path)
+    env.assert_alive_and_clean()

@@ -44,7 +44,8 @@ LAZY_FIXTURES = ["estargz", "zstdchunked", "zstdchunked-skopeo"]
 ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "chunks_fetched",
-              "chunks_cached", "chunks_failed", "prefetch", "pull_bytes", "pull_requests"}
+              "chunks_cached", "chunks_failed", "chunks_refetched", "prefetch", "pull_bytes",
+              "pull_requests"}
 MiB = 1 << 20
 
 
@@ -806,7 +807,8 @@ def test_stats_human_output(lazyroot, registry, mountpoint):
         int(m.group(2)) >= len(at_mount), (r.stdout, at_mount)
     assert lines["fetched on demand"] == "%d bytes in %d requests" % (
         sum(q["bytes"] for q in ranged), len(ranged)), (r.stdout, ranged)
-    assert lines["chunks"] == "%d fetched, %d served from the cache, 0 failed" % (
+    assert lines["chunks"] == ("%d fetched, %d served from the cache, 0 failed, 0 fetched "
+                               "again after wrong bytes") % (
         js["chunks_fetched"], js["chunks_cached"]) and js["chunks_fetched"] > 0, r.stdout
     assert lines["prefetch"] == "0/0 chunks", r.stdout
     assert lazyroot.umount().ok

@@ -11,6 +11,7 @@ machine (a dummy interface, or an extra address on lo where dummy links are unav
 a non-loopback address, so lazyroot treats the registries as secure unless told otherwise.
 """
 
+import hashlib
 import ipaddress
 import os
 import subprocess
@@ -24,6 +25,7 @@ import push
 import registry as registry_mod
 import tls
 from proxy import Fault, Proxy
+from test_faults import bad_blobs, expected_files, victims
 
 EXIT_USAGE = 2
 EXIT_REGISTRY = 3
@@ -343,3 +345,56 @@ def test_insecure_mirror_of_a_secure_registry(lazyroot, test_dir, origin, outsid
     lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
     lazyroot.umount(env=env)
     assert origin.requests == [], api_requests(origin)
+
+
+def _blob_get(req):
+    return req["method"] == "GET" and "/blobs/" in req["path"]
+
+
+def _short(req):
+    return Fault.short(0.5) if _blob_get(req) else None
+
+
+def test_origin_serves_blobs_a_mirror_keeps_answering_wrong(lazyroot, test_dir, origin, mirror):
+    """A mirror whose blob answers are always short (well framed: Content-Length says so):
+    each blob is asked there three times, then from the origin, and the mount succeeds."""
+    mirror.set_fault(_short)
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+    try:
+        assert_tree(lazyroot.mountpoint, "oci-gzip")
+    finally:
+        lazyroot.umount(env=env)
+    at_mirror = [r["path"] for r in mirror.blob_requests()]
+    assert at_mirror and all(at_mirror.count(p) == 3 for p in at_mirror), at_mirror
+    assert origin.blob_requests(), api_requests(origin)
+
+
+def _flip(b):
+    i = len(b) // 2
+    return b[:i] + bytes([b[i] ^ 0x55]) + b[i + 1:] if b else b
+
+
+def test_origin_serves_chunks_a_mirror_keeps_answering_wrong(lazyroot, test_dir, origin,
+                                                             mirror):
+    """The same for lazy reads: chunks whose bytes the mirror flips every time are asked there
+    three times, then from the origin, within the read's timeout: the right bytes, and only
+    right blobs in the cache."""
+    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
+    lazyroot.mount("%s/%s:%s" % (origin.addr, LAZY_REPO, TAG), None, "--prefetch=none",
+                   "--timeout=20", env=env).check()
+    try:
+        mirror.set_fault(lambda req: Fault.corrupt(_flip)
+                         if _blob_get(req) and req["range"] else None)
+        mirror.reset()
+        origin.reset()
+        files = expected_files("estargz")
+        for path in victims("estargz", 3):
+            data = (Path(lazyroot.mountpoint) / path.lstrip("/")).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == files[path][1], path
+    finally:
+        lazyroot.umount(env=env)
+    flipped = [r for r in mirror.blob_requests() if r["fault"]]
+    assert len(flipped) >= 3, api_requests(mirror)
+    assert any(r["range"] for r in origin.blob_requests()), api_requests(origin)
+    assert bad_blobs(lazyroot.cache_dir) == []

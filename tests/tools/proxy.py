@@ -40,13 +40,22 @@ a Fault:
     Fault.corrupt(fn)            forward, buffer the body, send fn(body) (keep its length to
                                  stay HTTP-correct; Content-Length is set to the new length)
     Fault.truncate(n)            send the headers and only the first n body bytes, then close
+    Fault.short(keep)            a well-framed but short answer: the body cut to its first `keep`
+                                 bytes (keep < 1: that fraction of it) and Content-Length set to
+                                 the cut length, other headers (Content-Range) as they came
     Fault.delay(seconds)         sleep, then forward normally
     Fault.pace(rate, latency=0)  sleep `latency` s, then forward with the body paced to `rate`
                                  bytes per second (4 KiB at a time): a slow link
+    first_answers(n, fault_fn, match=None)  a hook: fault_fn(req) for the first n requests of
+                                 each blob digest (GETs of /blobs/, those match(req) accepts),
+                                 then pass: wrong bytes n times, then the right ones
     Fault.stall(seconds=None, after=None)  hold the connection open without sending anything
                                  (after=n: forward the headers and the first n body bytes
                                  first) until p.release(), p.down(), p.stop() or `seconds`
                                  passed, then close it without another byte
+Black hole: p.black_hole = True swallows every request from then on, on new connections and on
+kept-alive ones alike (a TLS hello too): read, recorded with fault "black hole", never answered,
+the connection held open until p.black_hole = False, p.release() or p.stop() closes it.
 Parsing helpers: parse_range("bytes=a-b") -> (a, b) or None.
 
 Forward proxy: Proxy(upstream, forward=True[, proxy_auth=("user", "password")]) is an HTTP
@@ -127,6 +136,15 @@ class Fault:
         return cls("truncate", n)
 
     @classmethod
+    def short(cls, keep):
+        def cut(b):
+            n = int(len(b) * keep) if keep < 1 else int(keep)
+            return b[:min(n, max(len(b) - 1, 0))]
+        f = cls("corrupt", cut)
+        f.short = keep
+        return f
+
+    @classmethod
     def delay(cls, seconds):
         return cls("delay", seconds)
 
@@ -144,6 +162,25 @@ class Fault:
 
     def __repr__(self):
         return "Fault.%s(%r)" % (self.kind, self.arg if not callable(self.arg) else "fn")
+
+
+def first_answers(n, fault_fn, match=None):
+    """A fault hook: fault_fn(req) for the first n GETs of each blob digest (that match(req)
+    accepts, if given), None (pass) after."""
+    seen = {}
+    lock = threading.Lock()
+
+    def hook(req):
+        if req["method"] != "GET" or "/blobs/" not in req["path"]:
+            return None
+        if match is not None and not match(req):
+            return None
+        digest = req["path"].split("?")[0].rsplit("/", 1)[-1]
+        with lock:
+            k = seen.get(digest, 0)
+            seen[digest] = k + 1
+        return fault_fn(req) if k < n else None
+    return hook
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -195,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
         if first[0] == 0x16:  # TLS handshake record: a ClientHello
             with self.proxy._lock:
                 self.proxy.tls_hellos += 1
+            if self.proxy.black_hole:
+                self._swallow(None)
+                return
             if self.proxy.tls_hello != "close":
                 try:
                     self.connection.settimeout(1.0)
@@ -298,6 +338,10 @@ class _Handler(BaseHTTPRequestHandler):
                "conn": self.conn_no, "fault": None, "target": target}
         body = self._read_body()
         p._record(rec)  # listed at once; status/bytes are filled in as they happen
+        if p.black_hole:
+            rec["fault"] = "black hole"
+            self._swallow(rec)
+            return
         if p.offline:
             rec["fault"] = "offline"
             self.close_connection = True
@@ -465,6 +509,27 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _swallow(self, rec):
+        """A black hole: answer nothing until p.black_hole is cleared (or released, or the
+        proxy stops), then close the connection."""
+        p = self.proxy
+        t0 = time.monotonic()
+        with p._lock:
+            gen = p._stall_gen
+        while True:
+            with p._lock:
+                if not p.black_hole or p._stall_gen != gen or p.offline:
+                    break
+            time.sleep(0.02)
+        if rec is not None:
+            with p._lock:
+                rec["stalled"] = time.monotonic() - t0
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _request(self, method, path, body, headers):
         for attempt in (0, 1):
             c = self._upstream()
@@ -494,6 +559,7 @@ class Proxy:
         self.timeout = timeout
         self.verbose = verbose
         self.offline = False
+        self.black_hole = False
         self.tls_hellos = 0
         self._stall_gen = 0
         self._lock = threading.Lock()

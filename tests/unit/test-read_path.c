@@ -195,7 +195,7 @@ static bool stored(struct env *e, unsigned i)
  * '!' wrong bytes, or the -errno. */
 static int read_check(struct env *e, const char *path, off_t off, size_t size, const uint8_t *want)
 {
-	const struct read_waiter w = { wait_begin, wait_end, e };
+	const struct read_waiter w = { wait_begin, wait_end, e, 0 };
 	_cleanup_(read_reply_done) struct read_reply rr = READ_REPLY_NONE;
 	_cleanup_free_ uint8_t *got = malloc(size ?: 1);
 	int r;
