@@ -14,6 +14,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
@@ -553,8 +554,8 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 	/* The bytes were what the digest says (or the stream stopped early): the layer itself
 	 * is over a limit of layer_tar.h, not the network's fault. */
 	if (r == -EFBIG)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is refused: %s",
-				 layer->digest, LAYER_TAR_LIMITS);
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "layer '%s' is refused", layer->digest));
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s'",
 				 layer->digest, c->dir);
@@ -562,8 +563,8 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 }
 
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
-			const struct layer_desc *layer, unsigned index, unsigned n_layers,
-			enum pull_failure *err)
+			const struct layer_limits *limits, const struct layer_desc *layer,
+			unsigned index, unsigned n_layers, enum pull_failure *err)
 {
 	_cleanup_close_ int lock_fd = -EBADF, read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
@@ -601,7 +602,8 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 		goto finish;
 	}
 
-	r = layer_tar_index(read_fd, c->bs, w, &created);
+	error_clear();
+	r = layer_tar_index(read_fd, c->bs, limits, w, &created);
 	/* A layer that does not parse is usually one whose bytes are not what the digest says:
 	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
 	 * next write fails with EPIPE). */
@@ -743,9 +745,26 @@ static int pull_remote(struct pull *p, struct image **ret_img)
 
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
  * others streamed whole. */
+/* The config file, read when a layer is to be imported: its limits bound what one may cost. */
+static int pull_config(struct pull *p, struct config *ret)
+{
+	unsigned line = 0;
+	int r;
+
+	r = config_read(ret, &line);
+	if (r == -EINVAL)
+		return pull_fail(p->err, PULL_FAILURE_USAGE, r, "bad line %u in '%s'", line,
+				 config_path());
+	if (r < 0)
+		return pull_fail(p->err, PULL_FAILURE_USAGE, r, "cannot read '%s'", config_path());
+	return 0;
+}
+
 static int pull_layers(struct pull *p, struct image *img)
 {
 	const struct manifest *m = img->manifest;
+	struct config cfg = {};
+	bool have_cfg = false;
 	int r;
 
 	/* gc, rm and fsck take this lock exclusively: what the import writes is never deleted. */
@@ -774,7 +793,13 @@ static int pull_layers(struct pull *p, struct image *img)
 			if (r < 0)
 				return r;
 		}
-		r = layer_import(p->c, p->reg, p->o, l, i + 1, m->n_layers, p->err);
+		if (!have_cfg) {
+			r = pull_config(p, &cfg);
+			if (r < 0)
+				return r;
+			have_cfg = true;
+		}
+		r = layer_import(p->c, p->reg, p->o, &cfg.layer, l, i + 1, m->n_layers, p->err);
 		if (r < 0)
 			return r;
 	}

@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <locale.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #include <archive_entry.h>
 
 #include "cache/store/entry.h"
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 
@@ -37,36 +39,77 @@
 #define MAX_XATTRS 1024
 #define XATTR_VALUE_MAX (64 * 1024)      /* Linux's XATTR_SIZE_MAX: no bigger one can be set */
 
-/* Expansion: at most EXPAND_RATIO bytes out per compressed byte in, once EXPAND_FREE bytes are
- * out.  Deflate cannot exceed ~1032:1, so gzip layers never reach the ratio; zstd, xz and bzip2
- * can encode runs far more densely, and a sparse entry's holes cost no input at all. */
-#define EXPAND_RATIO 2048
-#define EXPAND_FREE (256ULL << 20)
+/* Expansion (struct layer_limits): deflate cannot exceed ~1032:1, so gzip layers never reach
+ * the default ratio; zstd, xz and bzip2 can encode runs far more densely, and a sparse entry's
+ * holes cost no input at all.  The absolute limit bounds the time a layer takes to inflate and
+ * hash even where its zeros cost no disk (the blob store keeps them as holes). */
 /* What the layer writer buffers until commit: a million-entry layer is about 100 MiB. */
 #define ENTRIES_MAX 4000000
 #define HEADER_BYTES_MAX (1ULL << 30)
 
 struct budget {
 	struct archive *a;
-	uint64_t zeros;         /* hole bytes written for sparse entries */
+	const struct layer_limits *limits;
+	uint64_t zeros;         /* hole bytes of sparse entries */
 	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
 	uint64_t n_entries;
 };
 
-/* -EFBIG once the layer has expanded more than a real one would (see EXPAND_RATIO). */
+/* "64 GiB", "256 MiB", "1000 bytes": a limit as a user would write it. */
+static void format_limit(uint64_t v, char buf[32])
+{
+	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	unsigned u = 0;
+
+	while (u + 1 < sizeof(units) / sizeof(units[0]) && v >= 1024 && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, 32, "%" PRIu64 " %s", v, units[u]);
+}
+
+/* -EFBIG with the limit and the config key that sets it. */
+static int budget_refuse(const struct budget *b, const char *what, const char *key)
+{
+	const char *source = b->limits->source;
+
+	return error_set(-EFBIG, "it expands to more than %s (%s%s%s)", what, key,
+			 source ? " in " : "", source ?: "");
+}
+
+/* -EFBIG once the layer has expanded more than a real one would (see struct layer_limits). */
 static int budget_check(const struct budget *b)
 {
+	const struct layer_limits *l = b->limits;
 	la_int64_t in = archive_filter_bytes(b->a, -1), out = archive_filter_bytes(b->a, 0);
+	char what[96], size[32];
 	uint64_t total;
 
 	if (in < 0 || out < 0)
 		return 0;       /* not counted by this libarchive: nothing to compare */
 	total = (uint64_t)out + b->zeros;
-	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= (uint64_t)in)
+	if (l->max_expanded && total > l->max_expanded) {
+		format_limit(l->max_expanded, size);
+		return budget_refuse(b, size, "layer-max-expanded");
+	}
+	if (!l->max_ratio || total <= LAYER_EXPAND_FREE || total / l->max_ratio <= (uint64_t)in)
 		return 0;
 	log_debug("layer expands to %" PRIu64 " bytes from %" PRIu64 " compressed, refusing",
 		  total, (uint64_t)in);
-	return -EFBIG;
+	format_limit(LAYER_EXPAND_FREE, size);
+	snprintf(what, sizeof(what), "%" PRIu64 " times its compressed size beyond %s",
+		 l->max_ratio, size);
+	return budget_refuse(b, what, "layer-max-ratio");
+}
+
+/* -EFBIG for a layer whose headers alone would take more memory than a real one's. */
+static int budget_headers_check(const struct budget *b)
+{
+	if (b->n_entries > ENTRIES_MAX)
+		return error_set(-EFBIG, "it has more than %d entries", ENTRIES_MAX);
+	if (b->header_bytes > HEADER_BYTES_MAX)
+		return error_set(-EFBIG, "it has more than 1 GiB of names, link targets and xattrs");
+	return 0;
 }
 
 static void archive_read_freep(struct archive **a)
@@ -203,7 +246,7 @@ static int collect_xattrs(struct archive_entry *ae, struct budget *b, struct xat
 		if (!name || !*name || strlen(name) > 255)
 			return -EBADMSG;
 		if (value && size > XATTR_VALUE_MAX)
-			return -EFBIG;
+			return error_set(-EFBIG, "xattr '%s' is larger than 64 KiB", name);
 		b->header_bytes += strlen(name) + (value ? size : 0);
 		x[i] = (struct xattr) { .name = name, .value = value ?: "", .size = value ? size : 0 };
 	}
@@ -228,9 +271,11 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	if (r < 0)
 		return r;
 	e.path = path;
-	if (++b->n_entries > ENTRIES_MAX)
-		return -EFBIG;
+	b->n_entries++;
 	b->header_bytes += strlen(path) + 1;
+	r = budget_headers_check(b);
+	if (r < 0)
+		return r;
 
 	uid = archive_entry_uid(ae);
 	gid = archive_entry_gid(ae);
@@ -258,8 +303,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 		if (!*link || streq(link, path))
 			return -EBADMSG;
 		b->header_bytes += strlen(link) + 1;
-		if (b->header_bytes > HEADER_BYTES_MAX)
-			return -EFBIG;
+		r = budget_headers_check(b);
+		if (r < 0)
+			return r;
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
 		return layer_writer_add(w, &e);
@@ -305,8 +351,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	/* Only the root may have the empty path, and only as a directory. */
 	if (!*e.path && e.type != ENTRY_DIR)
 		return -EBADMSG;
-	if (b->header_bytes > HEADER_BYTES_MAX)
-		return -EFBIG;
+	r = budget_headers_check(b);
+	if (r < 0)
+		return r;
 
 	return layer_writer_add(w, &e);
 }
@@ -330,11 +377,12 @@ static int drain(int fd)
 	}
 }
 
-static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+static int index_archive(int fd, struct blob_store *bs, const struct layer_limits *limits,
+			 struct layer_writer *w, char ***created)
 {
 	_cleanup_(archive_read_freep) struct archive *a = NULL;
 	struct archive_entry *ae;
-	struct budget b = {};
+	struct budget b = { .limits = limits };
 	int ar, r;
 
 	a = archive_read_new();
@@ -382,8 +430,10 @@ static int index_archive(int fd, struct blob_store *bs, struct layer_writer *w, 
 	return drain(fd);
 }
 
-int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created)
+int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *limits,
+		    struct layer_writer *w, char ***created)
 {
+	const struct layer_limits defaults = LAYER_LIMITS_DEFAULT;
 	locale_t c, old;
 	int r;
 
@@ -391,7 +441,7 @@ int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char 
 	if (c == (locale_t)0)
 		return -ENOMEM;
 	old = uselocale(c);
-	r = index_archive(fd, bs, w, created);
+	r = index_archive(fd, bs, limits ?: &defaults, w, created);
 	(void)uselocale(old);
 	freelocale(c);
 	return r;
