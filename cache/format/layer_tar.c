@@ -12,9 +12,12 @@
  * memory use is bounded by libarchive's buffers plus the layer writer's copy of the headers.
  *
  * A layer comes from whoever could push to the registry, so what it may cost is bounded
- * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the zeros of
- * sparse files) against the compressed bytes read so far, and the number and size of the
- * headers the layer writer keeps in memory until the digest is checked.
+ * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the holes of
+ * sparse files), in all and against the compressed bytes read so far (struct layer_limits),
+ * and the number and size of the headers the layer writer keeps in memory until the digest is
+ * checked.  Zeros cost no disk: the blob store keeps their blocks as holes, so a sparse entry's
+ * holes and a bomb's zeros cost time (inflate and hash, ~3 s a GiB on a 2-core VM) but not
+ * space.
  */
 #include "layer_tar.h"
 
@@ -167,8 +170,9 @@ static int write_zeros(struct blob_txn *t, struct budget *b, uint64_t *pos, uint
 	return 0;
 }
 
-/* Streams the current entry's data into a new blob.  Sparse entries come as blocks with
- * offsets: the holes become zeros, so the blob is the file as a reader sees it. */
+/* Streams the current entry's data into a new blob.  Sparse entries (GNU 'S' headers, PAX
+ * 0.0, 0.1 and 1.0) come as blocks with offsets: the holes are written as zeros, so the blob is
+ * the file as a reader sees it, and the blob store turns them back into holes. */
 static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
 			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
 {
