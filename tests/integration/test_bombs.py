@@ -98,6 +98,22 @@ def test_gzip_bomb_over_a_configured_ratio(lazyroot, registry, test_dir, cache_d
     assert_nothing_kept(cache_dir)
 
 
+def test_zero_means_no_limit(lazyroot, registry, test_dir, cache_dir, mountpoint):
+    """The zstd layer test_hostile.py sees refused for its ratio (300 MiB of zeros in ~10 KiB)
+    mounts when layer-max-ratio is 0, and takes no disk for its zeros either."""
+    blob = hostile.zstd_bytes(hostile.zero_file(300 << 20))
+    assert len(blob) * 2048 < 256 << 20
+    ref = push_case(registry, test_dir, "zstd-no-ratio", [(hostile.MT_LAYER_ZSTD, blob)])
+    env, _ = write_conf(test_dir, "layer-max-ratio = 0\nlayer-max-expanded = 0\n")
+    r = lazyroot.mount(ref, mountpoint, env=env)
+    assert r.ok, str(r)
+    try:
+        assert os.stat(mountpoint / "zeros").st_size == 300 << 20
+        assert disk_use(cache_dir / "blobs") < 1 << 20
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
 def test_bad_limit_in_the_config_file(lazyroot, registry, test_dir, cache_dir, mountpoint):
     blob = mkdemo.gzip_bytes(hostile.tarfile_bytes([("f", "f", b"x\n")]))
     ref = push_case(registry, test_dir, "bad-conf", [(mkdemo.MT_LAYER_GZIP, blob)])
