@@ -79,17 +79,30 @@ static char *strip(char *s)
 	return s;
 }
 
-int config_max_size(uint64_t *ret_max_size, unsigned *ret_line)
+/* Sets the field @key names from @value; unknown keys are ignored.  -EINVAL if malformed. */
+static int config_apply(struct config *cfg, const char *key, const char *value)
+{
+	if (streq(key, "max-size"))
+		return parse_size(value, &cfg->max_size) < 0 ? -EINVAL : 0;
+	if (streq(key, "layer-max-expanded"))
+		return parse_size(value, &cfg->layer.max_expanded) < 0 ? -EINVAL : 0;
+	if (streq(key, "layer-max-ratio"))
+		return parse_size(value, &cfg->layer.max_ratio) < 0 ? -EINVAL : 0;
+	return 0;
+}
+
+int config_read(struct config *ret, unsigned *ret_line)
 {
 	_cleanup_free_ char *buf = NULL;
+	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT };
 	char *line, *save = NULL;
-	uint64_t max_size = 0;
 	unsigned n = 0;
 	int r;
 
+	cfg.layer.source = config_path();
 	r = read_full_file(config_path(), CONFIG_MAX, &buf, NULL);
 	if (r == -ENOENT) {
-		*ret_max_size = 0;
+		*ret = cfg;
 		return 0;
 	}
 	if (r < 0)
@@ -112,16 +125,25 @@ int config_max_size(uint64_t *ret_max_size, unsigned *ret_line)
 		*eq = '\0';
 		value = strip(eq + 1);
 		key = strip(key);
-		if (streq(key, "max-size")) {
-			r = parse_size(value, &max_size);
-			if (r < 0)
-				goto bad;
-		}
+		if (config_apply(&cfg, key, value) < 0)
+			goto bad;
 	}
-	*ret_max_size = max_size;
+	*ret = cfg;
 	return 0;
 bad:
 	if (ret_line)
 		*ret_line = n;
 	return -EINVAL;
+}
+
+int config_max_size(uint64_t *ret_max_size, unsigned *ret_line)
+{
+	struct config cfg;
+	int r;
+
+	r = config_read(&cfg, ret_line);
+	if (r < 0)
+		return r;
+	*ret_max_size = cfg.max_size;
+	return 0;
 }

@@ -1,13 +1,25 @@
 /* cache/config.h: the configuration file, /etc/lazyroot/lazyroot.conf or $LAZYROOT_CONFIG:
  * `key = value` lines, `#` starts a comment line, blank lines are ignored.  Known keys:
- * max-size (the cache size `lazyroot gc` and the automatic gc keep to, see parse_size()).
+ * max-size (the cache size `lazyroot gc` and the automatic gc keep to, see parse_size());
+ * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
 #include <stdint.h>
 
+#include "cache/format/layer_tar.h"
+
+struct config {
+	uint64_t max_size;              /* 0 when unset */
+	struct layer_limits layer;      /* the defaults where unset; .source is the file's path */
+};
+
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */
 const char *config_path(void);
+
+/* Reads the whole file; a missing file gives the defaults.  -EINVAL (with the line number in
+ * *ret_line when non-NULL) for a malformed line or value. */
+int config_read(struct config *ret, unsigned *ret_line);
 
 /* Sets *ret_max_size to the file's max-size, 0 when the file or the key is absent.
  * -EINVAL (with the line number in *ret_line when non-NULL) for a malformed line or value. */

@@ -14,6 +14,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
@@ -577,8 +578,8 @@ static int layer_verdict(struct cache *c, struct layer_stream *s, int r, enum pu
 	/* The bytes were what the digest says (or the stream stopped early): the layer itself
 	 * is over a limit of layer_tar.h, not the network's fault. */
 	if (r == -EFBIG)
-		return pull_fail(err, PULL_FAILURE_REGISTRY, r, "layer '%s' is refused: %s",
-				 layer->digest, LAYER_TAR_LIMITS);
+		return pull_kept(err, PULL_FAILURE_REGISTRY,
+				 error_wrap(r, "layer '%s' is refused", layer->digest));
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot store layer '%s' in '%s'",
 				 layer->digest, c->dir);
@@ -602,7 +603,8 @@ static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc
 /* One try at importing @layer: streamed through the indexer, verified, committed.  On failure
  * nothing of it is kept; *ret_bad: its bytes failed verification. */
 static int layer_import_try(struct cache *c, struct source *reg, const struct pull_options *o,
-			    const struct layer_desc *layer, const char *config_digest,
+			    const struct layer_limits *limits, const struct layer_desc *layer,
+			    const char *config_digest,
 			    const char *diff_id, unsigned index, unsigned n_layers,
 			    enum pull_failure *err, bool *ret_bad)
 {
@@ -637,7 +639,7 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	}
 
 	error_clear();
-	r = layer_tar_index(read_fd, c->bs, w, &created, got_diff_id);
+	r = layer_tar_index(read_fd, c->bs, limits, w, &created, got_diff_id);
 	/* A layer that does not parse is usually one whose bytes are not what the digest says:
 	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
 	 * next write fails with EPIPE). */
@@ -679,8 +681,9 @@ finish:
  * often as the registry's) is fetched again: RANGE_BAD_TRIES tries from an endpoint, then
  * from the next mirror (source_retry_bad()); nothing of a failed try is kept. */
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
-			const struct layer_desc *layer, const char *config_digest, const char *diff_id,
-			unsigned index, unsigned n_layers, enum pull_failure *err)
+			const struct layer_limits *limits, const struct layer_desc *layer,
+			const char *config_digest, const char *diff_id, unsigned index,
+			unsigned n_layers, enum pull_failure *err)
 {
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct blob_retry rt = {};
@@ -696,8 +699,8 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	if (r != 0)
 		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	for (;;) {
-		r = layer_import_try(c, reg, o, layer, config_digest, diff_id, index, n_layers, err,
-				     &bad);
+		r = layer_import_try(c, reg, o, limits, layer, config_digest, diff_id, index,
+				     n_layers, err, &bad);
 		if (r >= 0 && rt.chosen)
 			error_clear();  /* a failed try's message is no failure of the pull */
 		if (r >= 0 || !bad || !source_retry_bad(reg, &rt))
@@ -837,11 +840,28 @@ static int layer_check_diff_id(struct pull *p, const struct image *img, size_t i
 			 m->config_digest, img->config->diff_ids[i]);
 }
 
+/* The config file, read when a layer is to be imported: its limits bound what one may cost. */
+static int pull_config(struct pull *p, struct config *ret)
+{
+	unsigned line = 0;
+	int r;
+
+	r = config_read(ret, &line);
+	if (r == -EINVAL)
+		return pull_fail(p->err, PULL_FAILURE_USAGE, r, "bad line %u in '%s'", line,
+				 config_path());
+	if (r < 0)
+		return pull_fail(p->err, PULL_FAILURE_USAGE, r, "cannot read '%s'", config_path());
+	return 0;
+}
+
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
  * others streamed whole. */
 static int pull_layers(struct pull *p, struct image *img)
 {
 	const struct manifest *m = img->manifest;
+	struct config cfg = {};
+	bool have_cfg = false;
 	int r;
 
 	/* gc, rm and fsck take this lock exclusively: what the import writes is never deleted. */
@@ -874,8 +894,14 @@ static int pull_layers(struct pull *p, struct image *img)
 			if (r < 0)
 				return r;
 		}
-		r = layer_import(p->c, p->reg, p->o, l, m->config_digest, img->config->diff_ids[i],
-				 i + 1, m->n_layers, p->err);
+		if (!have_cfg) {
+			r = pull_config(p, &cfg);
+			if (r < 0)
+				return r;
+			have_cfg = true;
+		}
+		r = layer_import(p->c, p->reg, p->o, &cfg.layer, l, m->config_digest,
+				 img->config->diff_ids[i], i + 1, m->n_layers, p->err);
 		if (r < 0)
 			return r;
 	}

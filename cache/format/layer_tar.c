@@ -12,9 +12,12 @@
  * memory use is bounded by libarchive's buffers plus the layer writer's copy of the headers.
  *
  * A layer comes from whoever could push to the registry, so what it may cost is bounded
- * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the zeros of
- * sparse files) against the compressed bytes read so far, and the number and size of the
- * headers the layer writer keeps in memory until the digest is checked.
+ * (-EFBIG beyond, see struct budget): the bytes it expands to (tar stream plus the holes of
+ * sparse files), in all and against the compressed bytes read so far (struct layer_limits),
+ * and the number and size of the headers the layer writer keeps in memory until the digest is
+ * checked.  Zeros cost no disk: the blob store keeps their blocks as holes, so a sparse entry's
+ * holes and a bomb's zeros cost time (inflate and hash, ~3 s a GiB on a 2-core VM) but not
+ * space.
  */
 #include "layer_tar.h"
 
@@ -22,6 +25,7 @@
 #include <inttypes.h>
 #include <locale.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,34 +41,75 @@
 #define MAX_XATTRS 1024
 #define XATTR_VALUE_MAX (64 * 1024)      /* Linux's XATTR_SIZE_MAX: no bigger one can be set */
 
-/* Expansion: at most EXPAND_RATIO bytes out per compressed byte in, once EXPAND_FREE bytes are
- * out.  Deflate cannot exceed ~1032:1, so gzip layers never reach the ratio; zstd, xz and bzip2
- * can encode runs far more densely, and a sparse entry's holes cost no input at all. */
-#define EXPAND_RATIO 2048
-#define EXPAND_FREE (256ULL << 20)
+/* Expansion (struct layer_limits): deflate cannot exceed ~1032:1, so gzip layers never reach
+ * the default ratio; zstd, xz and bzip2 can encode runs far more densely, and a sparse entry's
+ * holes cost no input at all.  The absolute limit bounds the time a layer takes to inflate and
+ * hash even where its zeros cost no disk (the blob store keeps them as holes). */
 /* What the layer writer buffers until commit: a million-entry layer is about 100 MiB. */
 #define ENTRIES_MAX 4000000
 #define HEADER_BYTES_MAX (1ULL << 30)
 
 struct budget {
 	const struct layer_unpack *u;
-	uint64_t zeros;         /* hole bytes written for sparse entries */
+	const struct layer_limits *limits;
+	uint64_t zeros;         /* hole bytes of sparse entries */
 	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
 	uint64_t n_entries;
 };
 
-/* -EFBIG once the layer has expanded more than a real one would (see EXPAND_RATIO). */
+/* "64 GiB", "256 MiB", "1000 bytes": a limit as a user would write it. */
+static void format_limit(uint64_t v, char buf[32])
+{
+	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	unsigned u = 0;
+
+	while (u + 1 < sizeof(units) / sizeof(units[0]) && v >= 1024 && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, 32, "%" PRIu64 " %s", v, units[u]);
+}
+
+/* -EFBIG with the limit and the config key that sets it. */
+static int budget_refuse(const struct budget *b, const char *what, const char *key)
+{
+	const char *source = b->limits->source;
+
+	return error_set(-EFBIG, "it expands to more than %s (%s%s%s)", what, key,
+			 source ? " in " : "", source ?: "");
+}
+
+/* -EFBIG once the layer has expanded more than a real one would (see struct layer_limits). */
 static int budget_check(const struct budget *b)
 {
+	const struct layer_limits *l = b->limits;
 	uint64_t in, out, total;
+	char what[96], size[32];
 
 	layer_unpack_counts(b->u, &in, &out);
 	total = out + b->zeros;
-	if (total <= EXPAND_FREE || total / EXPAND_RATIO <= in)
+	if (l->max_expanded && total > l->max_expanded) {
+		format_limit(l->max_expanded, size);
+		return budget_refuse(b, size, "layer-max-expanded");
+	}
+	if (!l->max_ratio || total <= LAYER_EXPAND_FREE || total / l->max_ratio <= in)
 		return 0;
 	log_debug("layer expands to %" PRIu64 " bytes from %" PRIu64 " compressed, refusing",
 		  total, in);
-	return -EFBIG;
+	format_limit(LAYER_EXPAND_FREE, size);
+	snprintf(what, sizeof(what), "%" PRIu64 " times its compressed size beyond %s",
+		 l->max_ratio, size);
+	return budget_refuse(b, what, "layer-max-ratio");
+}
+
+/* -EFBIG for a layer whose headers alone would take more memory than a real one's. */
+static int budget_headers_check(const struct budget *b)
+{
+	if (b->n_entries > ENTRIES_MAX)
+		return error_set(-EFBIG, "it has more than %d entries", ENTRIES_MAX);
+	if (b->header_bytes > HEADER_BYTES_MAX)
+		return error_set(-EFBIG, "it has more than 1 GiB of names, link targets and xattrs");
+	return 0;
 }
 
 static void archive_read_freep(struct archive **a)
@@ -122,8 +167,9 @@ static int write_zeros(struct blob_txn *t, struct budget *b, uint64_t *pos, uint
 	return 0;
 }
 
-/* Streams the current entry's data into a new blob.  Sparse entries come as blocks with
- * offsets: the holes become zeros, so the blob is the file as a reader sees it. */
+/* Streams the current entry's data into a new blob.  Sparse entries (GNU 'S' headers, PAX
+ * 0.0, 0.1 and 1.0) come as blocks with offsets: the holes are written as zeros, so the blob is
+ * the file as a reader sees it, and the blob store turns them back into holes. */
 static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
 			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
 {
@@ -201,7 +247,7 @@ static int collect_xattrs(struct archive_entry *ae, struct budget *b, struct xat
 		if (!name || !*name || strlen(name) > 255)
 			return -EBADMSG;
 		if (value && size > XATTR_VALUE_MAX)
-			return -EFBIG;
+			return error_set(-EFBIG, "xattr '%s' is larger than 64 KiB", name);
 		b->header_bytes += strlen(name) + (value ? size : 0);
 		x[i] = (struct xattr) { .name = name, .value = value ?: "", .size = value ? size : 0 };
 	}
@@ -233,9 +279,11 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	if (r < 0)
 		return r;
 	e.path = path;
-	if (++b->n_entries > ENTRIES_MAX)
-		return -EFBIG;
+	b->n_entries++;
 	b->header_bytes += strlen(path) + 1;
+	r = budget_headers_check(b);
+	if (r < 0)
+		return r;
 
 	uid = archive_entry_uid(ae);
 	gid = archive_entry_gid(ae);
@@ -263,8 +311,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 		if (!*link || streq(link, path))
 			return -EBADMSG;
 		b->header_bytes += strlen(link) + 1;
-		if (b->header_bytes > HEADER_BYTES_MAX)
-			return -EFBIG;
+		r = budget_headers_check(b);
+		if (r < 0)
+			return r;
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
 		r = check_whiteout(&e);
@@ -314,8 +363,9 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	r = check_whiteout(&e);
 	if (r < 0)
 		return r;
-	if (b->header_bytes > HEADER_BYTES_MAX)
-		return -EFBIG;
+	r = budget_headers_check(b);
+	if (r < 0)
+		return r;
 
 	return layer_writer_add(w, &e);
 }
@@ -354,12 +404,12 @@ static la_ssize_t unpack_read_cb(struct archive *a, void *userdata, const void *
 	return (la_ssize_t)n;
 }
 
-static int index_archive(struct layer_unpack *u, struct blob_store *bs, struct layer_writer *w,
-			 char ***created)
+static int index_archive(struct layer_unpack *u, struct blob_store *bs,
+			 const struct layer_limits *limits, struct layer_writer *w, char ***created)
 {
 	_cleanup_(archive_read_freep) struct archive *a = NULL;
 	struct archive_entry *ae;
-	struct budget b = { .u = u };
+	struct budget b = { .u = u, .limits = limits };
 	int ar, r;
 
 	a = archive_read_new();
@@ -405,9 +455,10 @@ static int index_archive(struct layer_unpack *u, struct blob_store *bs, struct l
 	return unpack_to_end(u, &b);
 }
 
-int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created,
-		    char ret_diff_id[DIGEST_STRING_MAX])
+int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *limits,
+		    struct layer_writer *w, char ***created, char ret_diff_id[DIGEST_STRING_MAX])
 {
+	const struct layer_limits defaults = LAYER_LIMITS_DEFAULT;
 	_cleanup_(layer_unpack_freep) struct layer_unpack *u = NULL;
 	locale_t c, old;
 	int r, ru;
@@ -419,7 +470,7 @@ int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char 
 	if (c == (locale_t)0)
 		return -ENOMEM;
 	old = uselocale(c);
-	r = index_archive(u, bs, w, created);
+	r = index_archive(u, bs, limits ?: &defaults, w, created);
 	(void)uselocale(old);
 	freelocale(c);
 	/* A stream that does not decompress is what failed, whatever libarchive made of it. */

@@ -3,13 +3,23 @@
  * file's content in the blob store. */
 #pragma once
 
+#include <stdint.h>
+
 #include "cache/store/blob_store.h"
 #include "cache/store/index_db.h"
 
-/* What -EFBIG means, for the user: the limits of layer_tar.c in words. */
-#define LAYER_TAR_LIMITS \
-	"it expands to more than 2048 times its compressed size (beyond 256 MiB), " \
-	"or has more than 4000000 entries or 1 GiB of names, link targets and xattrs"
+/* What one layer may expand to (docs/security.md, "Bombs"): the tar stream plus the holes of
+ * sparse entries, counted as they are read.  The config file can change both (config.h). */
+struct layer_limits {
+	uint64_t max_expanded;  /* bytes in all; 0 for no limit */
+	uint64_t max_ratio;     /* bytes per compressed byte once LAYER_EXPAND_FREE are out */
+	const char *source;     /* where they were set, named in a refusal; may be NULL */
+};
+#define LAYER_MAX_EXPANDED_DEFAULT (64ULL << 30)
+#define LAYER_MAX_RATIO_DEFAULT 2048
+#define LAYER_EXPAND_FREE (256ULL << 20)
+#define LAYER_LIMITS_DEFAULT \
+	((struct layer_limits) { LAYER_MAX_EXPANDED_DEFAULT, LAYER_MAX_RATIO_DEFAULT, NULL })
 
 /* Reads the layer from @fd (gzip, zstd or plain, see layer_unpack.h), then reads @fd to EOF
  * (bytes after the end-of-archive blocks must still reach the writer that hashes the blob,
@@ -19,6 +29,7 @@
  * *@created (a strv), so that the caller can remove them if the layer as a whole fails
  * verification.  Returns -EBADMSG for a corrupt or hostile archive (e.g. a path with "..", a
  * gzip member whose CRC32 or ISIZE is wrong; error.h's message says which when known),
- * -EFBIG for one over the limits LAYER_TAR_LIMITS describes, -EIO for read errors. */
-int layer_tar_index(int fd, struct blob_store *bs, struct layer_writer *w, char ***created,
-		    char ret_diff_id[DIGEST_STRING_MAX]);
+ * -EFBIG over @limits (NULL: the defaults) or the fixed limits on entries (the message,
+ * error.h, says which limit and its config key), -EIO for read errors. */
+int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *limits,
+		    struct layer_writer *w, char ***created, char ret_diff_id[DIGEST_STRING_MAX]);

@@ -13,6 +13,13 @@
  * syncing and linking a temporary file costs ~0.5 ms on ext4, so a blob's first
  * BLOB_BUFFER_MAX bytes are kept in memory: a small blob that is already stored (re-indexing,
  * the same file in several layers) then costs no file I/O at all.
+ *
+ * Runs of zeros are not written: every aligned SPARSE_BLOCK of zeros becomes a hole (the write
+ * offset skips it, ftruncate() gives the file its size), so a file of zeros -- a layer's
+ * preallocated image, a sparse tar entry's holes, a decompression bomb -- costs no disk
+ * blocks.  Reads of a hole give zeros, so the content and its digest are unchanged.  Writes go
+ * through the same buffer once the temporary exists, so that blocks stay aligned to the file
+ * whatever the callers' write sizes.
  */
 #include "blob_store.h"
 
@@ -30,6 +37,9 @@
 #include "cache/base/util.h"
 
 #define BLOB_BUFFER_MAX (64 * 1024)
+/* The unit of holes: ext4's, xfs's and tmpfs's block (and page) size. */
+#define SPARSE_BLOCK 4096
+_Static_assert(BLOB_BUFFER_MAX % SPARSE_BLOCK == 0, "flushes of a full buffer stay aligned");
 
 struct blob_store {
 	int blobs_fd;   /* DIR/blobs/sha256 */
@@ -40,9 +50,13 @@ struct blob_store {
 struct blob_txn {
 	struct blob_store *bs;
 	struct digest_ctx *digest;
-	uint8_t *buf;           /* the content while it fits in BLOB_BUFFER_MAX and fd < 0 */
+	uint8_t *buf;           /* the content while it fits in BLOB_BUFFER_MAX and fd < 0,
+				 * then the bytes not yet flushed to fd */
 	size_t buf_len;
 	uint64_t size;          /* bytes written */
+	uint64_t flushed;       /* bytes flushed to fd (holes included): a multiple of
+				 * SPARSE_BLOCK until the last flush */
+	uint64_t data_end;      /* end of the last block actually written to fd */
 	int fd;                 /* the temporary, once the content spilled or at commit */
 	char *tmp_name;         /* NULL for an O_TMPFILE, else the name in DIR/tmp */
 	bool no_sync;           /* BLOB_TXN_NO_SYNC: the caller calls blob_store_sync() */
@@ -248,11 +262,9 @@ int blob_txn_begin_flags(struct blob_store *bs, unsigned flags, struct blob_txn 
 	return 0;
 }
 
-/* Creates the temporary file and moves the buffered bytes into it. */
-static int blob_txn_spill(struct blob_txn *t)
+/* Creates the temporary file. */
+static int blob_txn_open_tmp(struct blob_txn *t)
 {
-	int r;
-
 	t->fd = openat(t->bs->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
 	if (t->fd < 0) {
 		_cleanup_free_ char *path = NULL;
@@ -271,18 +283,85 @@ static int blob_txn_spill(struct blob_txn *t)
 			return -ENOMEM;
 		}
 	}
+	return 0;
+}
 
-	r = write_all(t->fd, t->buf, t->buf_len);
+static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
+static bool block_is_zero(const uint8_t *p, size_t len)
+{
+	static const uint8_t zeros[SPARSE_BLOCK];
+
+	return memcmp(p, zeros, len) == 0;
+}
+
+/* Appends @len bytes to the temporary at t->flushed, each run of non-zero blocks in one write,
+ * each zero block left a hole.  @len is a multiple of SPARSE_BLOCK except on the last flush. */
+static int blob_txn_flush(struct blob_txn *t, const uint8_t *p, size_t len)
+{
+	size_t i = 0;
+	int r;
+
+	while (i < len) {
+		size_t start = i, n = min_size(SPARSE_BLOCK, len - i);
+
+		if (block_is_zero(p + i, n)) {
+			i += n;
+			continue;
+		}
+		/* Grow the run of data blocks, then write it at once. */
+		do {
+			i += n;
+			n = min_size(SPARSE_BLOCK, len - i);
+		} while (i < len && !block_is_zero(p + i, n));
+		r = pwrite_all(t->fd, p + start, i - start, t->flushed + start);
+		if (r < 0)
+			return r;
+		t->data_end = t->flushed + i;
+	}
+	t->flushed += len;
+	return 0;
+}
+
+/* Moves the buffered bytes to the temporary, which is created first when needed. */
+static int blob_txn_spill(struct blob_txn *t)
+{
+	int r;
+
+	if (t->fd < 0) {
+		r = blob_txn_open_tmp(t);
+		if (r < 0)
+			return r;
+	}
+	r = blob_txn_flush(t, t->buf, t->buf_len);
 	if (r < 0)
 		return r;
-	free(t->buf);
-	t->buf = NULL;
 	t->buf_len = 0;
 	return 0;
 }
 
 int blob_txn_write(struct blob_txn *t, const void *buf, size_t n)
 {
+	const uint8_t *p = buf;
 	int r;
 
 	digest_ctx_update(t->digest, buf, n);
@@ -293,12 +372,29 @@ int blob_txn_write(struct blob_txn *t, const void *buf, size_t n)
 		t->buf_len += n;
 		return 0;
 	}
-	if (t->fd < 0) {
-		r = blob_txn_spill(t);
-		if (r < 0)
-			return r;
+	while (n > 0) {
+		size_t k;
+
+		if (t->fd >= 0 && t->buf_len == 0 && n >= BLOB_BUFFER_MAX) {
+			/* Whole blocks straight from the caller's buffer: no copy. */
+			k = n - n % SPARSE_BLOCK;
+			r = blob_txn_flush(t, p, k);
+			if (r < 0)
+				return r;
+		} else {
+			k = min_size(n, BLOB_BUFFER_MAX - t->buf_len);
+			memcpy(t->buf + t->buf_len, p, k);
+			t->buf_len += k;
+			if (t->buf_len == BLOB_BUFFER_MAX) {
+				r = blob_txn_spill(t);
+				if (r < 0)
+					return r;
+			}
+		}
+		p += k;
+		n -= k;
 	}
-	return write_all(t->fd, buf, n);
+	return 0;
 }
 
 /* Gives the finished temporary its final name; -EEXIST if that name is taken. */
@@ -363,11 +459,12 @@ static int blob_txn_store(struct blob_txn *t, char rel[3 + DIGEST_HEX_LEN + 1], 
 {
 	int r;
 
-	if (t->fd < 0) {
-		r = blob_txn_spill(t);
-		if (r < 0)
-			return r;
-	}
+	r = blob_txn_spill(t);
+	if (r < 0)
+		return r;
+	/* A hole at the end has no block that would give the file its size. */
+	if (t->data_end < t->size && ftruncate(t->fd, (off_t)t->size) < 0)
+		return -errno;
 	if (!t->no_sync && fsync(t->fd) < 0)
 		return -errno;
 	/* Unsynced blobs get durable at the caller's blob_store_sync(); start their writeback

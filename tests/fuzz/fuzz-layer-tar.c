@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (index_db_layer_begin(db, LAYER_DIGEST, NULL, &w) < 0)
 		abort();
 
-	r = layer_tar_index(fd, store, w, &created, diff_id);
+	r = layer_tar_index(fd, store, NULL, w, &created, diff_id);
 	(void)r;
 	for (char **d = created; d && *d; d++)
 		if (blob_store_remove(store, *d) < 0)

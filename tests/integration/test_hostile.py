@@ -32,9 +32,9 @@ def indexed_layers(cache_dir):
     return sqlite(db, "SELECT COUNT(*) FROM layers")[0][0] if db.exists() else 0
 
 
-def assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, words):
+def assert_refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref, words, env=None):
     before = lazyroot_mounts()
-    r = lazyroot.mount(ref, mountpoint)
+    r = lazyroot.mount(ref, mountpoint, env=env)
     line = assert_clean_failure(r, 3, words, test_dir, before, related=(registry.addr, ref),
                                 mnt=mountpoint)
     assert os.listdir(mountpoint) == []

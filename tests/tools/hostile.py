@@ -34,8 +34,10 @@ def header(name, size=0, typ=b"0", linkname=b"", mode=0o644):
     h[100:108] = b"%07o\0" % mode
     h[108:116] = b"0000000\0"
     h[116:124] = b"0000000\0"
-    assert size < 8 << 30, "the octal size field holds 11 digits"
-    h[124:136] = b"%011o\0" % size
+    if size < 8 << 30:
+        h[124:136] = b"%011o\0" % size
+    else:   # GNU's base-256 form: the octal field holds 11 digits
+        h[124:136] = b"\x80" + size.to_bytes(11, "big")
     h[136:148] = b"00000000000\0"
     h[156:157] = typ
     h[157:157 + len(linkname)] = linkname
@@ -237,6 +239,31 @@ def sparse_bomb(real_size=1 << 40):
     sparse_map = pad(b"1\n%d\n1\n" % (real_size - 1))
     return (pax(records) + header("GNUSparseFile.0/sparse", len(sparse_map) + BLOCK) +
             sparse_map + pad(b"X") + end())
+
+
+def gzip_zeros(size, name="zeros"):
+    """A gzip layer of one file of @size zeros (a multiple of 1 MiB), made without inflating
+    it: after a full flush deflate starts afresh, so every MiB of zeros compresses to the same
+    bytes, which are repeated.  Only the CRC goes over all the data.  16 GiB take ~16 MB and
+    a few seconds."""
+    mib = 1 << 20
+    assert size % mib == 0
+    zeros = bytes(mib)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = header(name, size)
+    body = [c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)]
+    one = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH) == one
+    body.append(one * (size // mib))
+    body.append(c.compress(end()) + c.flush(zlib.Z_FINISH))
+    crc = zlib.crc32(head)
+    for _ in range(size // mib):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(end(), crc)
+    total = len(head) + size + len(end())
+    gz_head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return gz_head + b"".join(body) + crc.to_bytes(4, "little") + \
+        (total & 0xffffffff).to_bytes(4, "little")
 
 
 def zero_file(size):

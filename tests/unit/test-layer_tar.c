@@ -419,7 +419,7 @@ static int index_file(const char *path, const char *digest, struct blob_store *b
 	if (r < 0)
 		return r;
 	last_diff_id[0] = 0;
-	r = layer_tar_index(fd, bs, w, created, last_diff_id);
+	r = layer_tar_index(fd, bs, NULL, w, created, last_diff_id);
 	if (r < 0) {
 		layer_writer_abort(w);
 		return r;
@@ -770,7 +770,7 @@ static void odd_archives(const char *dir, struct blob_store *bs, struct index_db
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		(void)fstat(fd, &st);
 		r = index_db_layer_begin(db, "sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, &w);
-		r = layer_tar_index(fd, bs, w, &created, last_diff_id);
+		r = layer_tar_index(fd, bs, NULL, w, &created, last_diff_id);
 		layer_writer_abort(w);
 		check(r == 0 && lseek(fd, 0, SEEK_CUR) == st.st_size,
 		      "the fd is drained past 1 MiB of trailing bytes (r=%d)", r);
