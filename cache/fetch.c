@@ -44,7 +44,10 @@
  * fetcher_ensure() is in progress (f->ensures_active), so reads always go first; between
  * requests it checks f->stop, so fetcher_free() waits for at most one request.
  *
- * Full store: a chunk whose store fails with ENOSPC or EDQUOT (after f->make_room freed
+ * Full store: f->make_room (the mount's eviction, with max-size configured) is asked for room
+ * when the file system has less than a chunk and ROOM_MARGIN free, and when a write fails with
+ * ENOSPC or EDQUOT (at most one call at a time; after one that freed nothing, none for
+ * ROOM_RETRY_MS).  A chunk whose store fails with ENOSPC or EDQUOT (after make_room freed
  * nothing, or once more after it did) is verified in memory and kept in f->unstored (at most
  * UNSTORED_BYTES_MAX, oldest first out), so the readers waiting for it are answered from
  * there; its flight fails with -ENOSPC and counts as chunks_no_space, not as a failure.  The
@@ -92,6 +95,9 @@
 #define FULL_RETRY_MS 5000L
 #define FULL_LOG_MS 60000L
 #define FULL_ROOM_MIN (2 * PREFETCH_REQUEST_MAX)
+#define ROOM_MARGIN (4U * 1024 * 1024)
+#define STORE_RESERVE (1U * 1024 * 1024)
+#define ROOM_RETRY_MS 30000L
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -460,6 +466,14 @@ static bool error_no_space(int r)
 	return r == -ENOSPC || r == -EDQUOT;
 }
 
+/* The bytes free on the store's file system, UINT64_MAX if unknown. */
+static uint64_t store_avail(struct fetcher *f)
+{
+	uint64_t avail;
+
+	return blob_store_free_bytes(f->bs, &avail) >= 0 ? avail : UINT64_MAX;
+}
+
 /* Asks f->make_room for room, unless another thread does or the last call freed nothing a
  * moment ago.  Returns true if it freed some. */
 static bool store_make_room(struct fetcher *f, uint64_t need)
@@ -484,7 +498,7 @@ static bool store_make_room(struct fetcher *f, uint64_t need)
 	pthread_mutex_lock(&f->lock);
 	f->making_room = false;
 	if (r <= 0)
-		f->room_retry_ms = now_ms() + FULL_RETRY_MS;
+		f->room_retry_ms = now_ms() + ROOM_RETRY_MS;
 	pthread_mutex_unlock(&f->lock);
 	return r > 0;
 }
@@ -529,7 +543,7 @@ static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void
 	int64_t now = now_ms();
 
 	pthread_mutex_lock(&f->lock);
-	say = !f->full || now - f->full_logged_ms >= FULL_LOG_MS;
+	say = f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS;
 	if (say)
 		f->full_logged_ms = now;
 	f->full = true;
@@ -548,21 +562,52 @@ static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void
 	return -ENOSPC;
 }
 
+static bool store_is_full(struct fetcher *f)
+{
+	return __atomic_load_n(&f->full, __ATOMIC_RELAXED);
+}
+
+/* After a chunk was stored while the store was marked full: the mark goes once the file system
+ * has FULL_ROOM_MIN free (a small chunk fitting in the last free bytes is no reason to
+ * prefetch again). */
+static void store_check_room(struct fetcher *f)
+{
+	uint64_t avail;
+	bool was_full;
+
+	if (blob_store_free_bytes(f->bs, &avail) < 0 || avail < FULL_ROOM_MIN)
+		return;
+	pthread_mutex_lock(&f->lock);
+	was_full = f->full;
+	f->full = false;
+	(void)pthread_cond_broadcast(&f->prefetch_wake);
+	pthread_mutex_unlock(&f->lock);
+	if (was_full)
+		log_info("cache '%s' has room again, fetching ahead again", f->cache_dir ?: "?");
+}
+
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
  * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
 		       void *out)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
+	uint64_t avail;
 	int r;
 
 	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
-	r = store_write(f, c, out);
+	/* Evicting needs some room itself (the index's WAL grows before rows go), so it is asked
+	 * for before the file system is full; and a chunk never takes the last STORE_RESERVE
+	 * bytes, so that `lazyroot gc`, `rm` and `images` can still open the index. */
+	avail = store_avail(f);
+	if (f->make_room && avail < c->size + ROOM_MARGIN && store_make_room(f, c->size))
+		avail = store_avail(f);
+	r = avail < c->size + STORE_RESERVE ? -ENOSPC : store_write(f, c, out);
 	if (error_no_space(r) && store_make_room(f, c->size))
-		r = store_write(f, c, out);
+		r = store_avail(f) < c->size + STORE_RESERVE ? -ENOSPC : store_write(f, c, out);
 	if (error_no_space(r))
 		return store_full(f, c, out, r);
 	if (r == -EBADMSG)
@@ -570,15 +615,8 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 				       (unsigned long long)c->blob_offset, l->digest, c->digest);
 	if (r < 0)
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
-	if (__atomic_load_n(&f->full, __ATOMIC_RELAXED)) {
-		pthread_mutex_lock(&f->lock);
-		if (f->full)
-			log_info("cache '%s' has room again, fetching ahead again",
-				 f->cache_dir ?: "?");
-		f->full = false;
-		(void)pthread_cond_broadcast(&f->prefetch_wake);
-		pthread_mutex_unlock(&f->lock);
-	}
+	if (store_is_full(f))
+		store_check_room(f);
 	return 0;
 }
 
@@ -843,10 +881,6 @@ static bool store_holds_back(struct fetcher *f)
 	return blob_store_free_bytes(f->bs, &avail) >= 0 && avail < FULL_ROOM_MIN;
 }
 
-static bool store_is_full(struct fetcher *f)
-{
-	return __atomic_load_n(&f->full, __ATOMIC_RELAXED);
-}
 
 /* Completes the flights of @jobs with @result, without fetching them. */
 static void jobs_release(struct fetcher *f, struct job *jobs, size_t n, int result)

@@ -160,8 +160,11 @@ static int make_room_gc(struct cache *c, uint64_t max_size, uint64_t need)
 		gc_result_done(&res);
 		return r;
 	}
-	log_warning("cache '%s' is full: evicted %zu least recently used images not mounted "
-		    "(%llu bytes freed)", c->dir, n, (unsigned long long)freed);
+	if (freed > 0)
+		log_warning("cache '%s' is full: evicted %zu unmounted image(s), least recently used "
+			    "first (%llu bytes freed)", c->dir, n, (unsigned long long)freed);
+	else
+		log_debug("cache '%s' is full and no image can be evicted", c->dir);
 	gc_result_done(&res);
 	return freed > 0 ? 1 : 0;
 }
