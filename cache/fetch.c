@@ -1260,6 +1260,24 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 	return failed;
 }
 
+/* What cannot be stored is not fetched: while the store holds back, waits until a read stored
+ * a chunk or until the next look at its free space, and returns true.  Called with f->lock
+ * held. */
+static bool prefetch_wait_for_room(struct fetcher *f)
+{
+	bool held;
+
+	if (!f->full)
+		return false;
+	pthread_mutex_unlock(&f->lock);
+	held = store_holds_back(f);
+	pthread_mutex_lock(&f->lock);
+	if (!held || f->stop)
+		return false;
+	(void)cond_wait_until(&f->prefetch_wake, &f->lock, f->full_retry_ms);
+	return true;
+}
+
 static void *prefetch_thread(void *userdata)
 {
 	struct fetcher *f = userdata;
@@ -1294,20 +1312,8 @@ static void *prefetch_thread(void *userdata)
 			(void)pthread_cond_wait(&f->prefetch_wake, &f->lock);
 			continue;
 		}
-		/* What cannot be stored is not fetched: wait until a read stored a chunk, or
-		 * try one batch again after a while. */
-		if (f->full) {
-			bool held;
-
-			pthread_mutex_unlock(&f->lock);
-			held = store_holds_back(f);
-			pthread_mutex_lock(&f->lock);
-			if (held && !f->stop) {
-				(void)cond_wait_until(&f->prefetch_wake, &f->lock,
-						      f->full_retry_ms);
-				continue;
-			}
-		}
+		if (prefetch_wait_for_room(f))
+			continue;
 
 		n = prefetch_take(f, batch);
 		pthread_mutex_unlock(&f->lock);
