@@ -48,6 +48,17 @@
  * fetcher_ensure() is in progress (f->ensures_active), so reads always go first; between
  * requests it checks f->stop, so fetcher_free() waits for at most one request.
  *
+ * Full store: f->make_room (the mount's eviction, with max-size configured) is asked for room
+ * when the file system has less than a chunk and ROOM_MARGIN free, and when a write fails with
+ * ENOSPC or EDQUOT (at most one call at a time; after one that freed nothing, none for
+ * ROOM_RETRY_MS).  A chunk whose store fails with ENOSPC or EDQUOT (after make_room freed
+ * nothing, or once more after it did) is verified in memory and kept in f->unstored (at most
+ * UNSTORED_BYTES_MAX, oldest first out), so the readers waiting for it are answered from
+ * there; its flight fails with -ENOSPC and counts as chunks_no_space, not as a failure.  The
+ * store is then marked full: ahead chunks and prefetch are not fetched until a chunk a read
+ * needed was stored, or the file system shows FULL_ROOM_MIN free (looked at every
+ * FULL_RETRY_MS); the condition is logged at most once per FULL_LOG_MS.
+ *
  * Expected load: many FUSE threads calling fetcher_ensure() for one or a few chunks of a
  * file at a time, mostly cold misses right after mount; chunks of tens of KiB to a few MiB.
  */
@@ -85,6 +96,13 @@
 #define OWNER_PREFETCH 1U
 #define PREFETCH_FAILURE_PAUSE_MS 1000L
 #define FLIGHT_BUCKETS 256U
+#define UNSTORED_BYTES_MAX (64U * 1024 * 1024)
+#define FULL_RETRY_MS 5000L
+#define FULL_LOG_MS 60000L
+#define FULL_ROOM_MIN (2 * PREFETCH_REQUEST_MAX)
+#define ROOM_MARGIN (4U * 1024 * 1024)
+#define STORE_RESERVE (1U * 1024 * 1024)
+#define ROOM_RETRY_MS 30000L
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -95,6 +113,14 @@ struct flight {
 	bool done;
 	int result;
 	char digest[DIGEST_STRING_MAX];
+};
+
+/* A verified chunk the store had no room for, held for its readers. */
+struct unstored {
+	struct unstored *next;         /* newer */
+	size_t size;
+	char digest[DIGEST_STRING_MAX];
+	uint8_t data[];
 };
 
 /* A set of digest strings, for the prefetch queue's deduplication. */
@@ -114,6 +140,9 @@ struct fetcher {
 	size_t n_layers;
 	struct range_source *src;                 /* owned */
 	bool defer_sync;                          /* fetcher_options.defer_sync */
+	int (*make_room)(void *userdata, uint64_t need);  /* fetcher_options.make_room */
+	void *make_room_userdata;
+	char *cache_dir;                          /* for messages; may be NULL */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
 	uint64_t request_max;                     /* of one Range request of an ensure */
 
@@ -138,6 +167,14 @@ struct fetcher {
 	/* Set (atomically) by fetcher_free(): registry requests in flight abort within about a
 	 * second and none starts, so abandoned fetches do not hold up the daemon's exit. */
 	bool cancel;
+	/* The store had no room at its last write: no ahead chunk or prefetch until
+	 * full_retry_ms.  Cleared by the next chunk stored. */
+	bool full;
+	int64_t full_retry_ms, full_logged_ms;
+	bool making_room;                     /* a make_room call is running */
+	int64_t room_retry_ms;                /* no make_room call before this */
+	struct unstored *unstored_old, *unstored_new;   /* oldest first */
+	size_t unstored_bytes;
 	pthread_t thread;
 	struct link_estimate link;            /* guarded by lock: from every request that got
 					       * its bytes */
@@ -405,40 +442,186 @@ static bool error_transient(int r)
 	return r == -EPROTO;
 }
 
+/* Writes the verified-by-commit chunk @c (@data, c->size bytes) to the store. */
+static int store_write(struct fetcher *f, const struct fetch_chunk *c, const void *data)
+{
+	struct blob_txn *t = NULL;
+	int r;
+
+	/* A chunk fetched ahead is not synced one by one: dozens of fsyncs a second would queue
+	 * the journal commits of the chunks readers wait for behind theirs, and a blob a power
+	 * loss leaves short is fetched again (fetcher_free() syncs them all). */
+	if (c->ahead && !f->defer_sync)
+		__atomic_store_n(&f->unsynced, true, __ATOMIC_RELAXED);
+	r = blob_txn_begin_flags(f->bs, f->defer_sync || c->ahead ? BLOB_TXN_NO_SYNC : 0, &t);
+	if (r < 0)
+		return r;
+	r = blob_txn_write(t, data, c->size);
+	if (r < 0) {
+		blob_txn_abort(t);
+		return r;
+	}
+	/* Verified by the commit, which hashes as it writes and links the blob under its name
+	 * only when it matches @c->digest: one pass over the bytes, not two. */
+	return blob_txn_commit(t, c->digest, NULL, NULL);
+}
+
+static bool error_no_space(int r)
+{
+	return r == -ENOSPC || r == -EDQUOT;
+}
+
+/* The bytes free on the store's file system, UINT64_MAX if unknown. */
+static uint64_t store_avail(struct fetcher *f)
+{
+	uint64_t avail;
+
+	return blob_store_free_bytes(f->bs, &avail) >= 0 ? avail : UINT64_MAX;
+}
+
+/* Asks f->make_room for room, unless another thread does or the last call freed nothing a
+ * moment ago.  Returns true if it freed some. */
+static bool store_make_room(struct fetcher *f, uint64_t need)
+{
+	bool ask;
+	int r = 0;
+
+	if (!f->make_room)
+		return false;
+	pthread_mutex_lock(&f->lock);
+	ask = !f->making_room && now_ms() >= f->room_retry_ms;
+	if (ask)
+		f->making_room = true;
+	pthread_mutex_unlock(&f->lock);
+	if (!ask)
+		return false;
+
+	r = f->make_room(f->make_room_userdata, need);
+	if (r < 0)
+		log_debug_errno(r, "making room in the cache failed: %m");
+
+	pthread_mutex_lock(&f->lock);
+	f->making_room = false;
+	if (r <= 0)
+		f->room_retry_ms = now_ms() + ROOM_RETRY_MS;
+	pthread_mutex_unlock(&f->lock);
+	return r > 0;
+}
+
+/* Keeps verified chunk @c in memory for its readers, forgetting the oldest kept ones beyond
+ * UNSTORED_BYTES_MAX.  Called with f->lock held. */
+static void unstored_add(struct fetcher *f, const struct fetch_chunk *c, const void *data)
+{
+	struct unstored *u;
+
+	if (c->size > UNSTORED_BYTES_MAX)
+		return;
+	u = malloc(sizeof(*u) + c->size);
+	if (!u)
+		return;
+	*u = (struct unstored) { .size = c->size };
+	memcpy(u->digest, c->digest, sizeof(u->digest));
+	memcpy(u->data, data, c->size);
+	while (f->unstored_old && f->unstored_bytes + u->size > UNSTORED_BYTES_MAX) {
+		struct unstored *old = f->unstored_old;
+
+		f->unstored_old = old->next;
+		f->unstored_bytes -= old->size;
+		free(old);
+	}
+	if (!f->unstored_old)
+		f->unstored_new = NULL;
+	if (f->unstored_new)
+		f->unstored_new->next = u;
+	else
+		f->unstored_old = u;
+	f->unstored_new = u;
+	f->unstored_bytes += u->size;
+}
+
+/* The store refused chunk @c for lack of space (@error): marks the store full, says so in the
+ * log (at most once per FULL_LOG_MS), and keeps the chunk for its readers if it verifies. */
+static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void *data, int error)
+{
+	bool verified = digest_verify_buffer(data, c->size, c->digest) >= 0;
+	bool say;
+	int64_t now = now_ms();
+
+	pthread_mutex_lock(&f->lock);
+	say = f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS;
+	if (say)
+		f->full_logged_ms = now;
+	f->full = true;
+	f->full_retry_ms = now + FULL_RETRY_MS;
+	if (verified)
+		unstored_add(f, c, data);
+	pthread_mutex_unlock(&f->lock);
+
+	if (say)
+		log_error_errno(error, "cache '%s' is full: %m; reads are served from memory without "
+				"being stored, and nothing is fetched ahead until there is room",
+				f->cache_dir ?: "?");
+	if (!verified)
+		return log_debug_errno(-EBADMSG, "chunk of layer '%s' does not hash to '%s'",
+				       f->layers[c->layer].digest, c->digest);
+	return -ENOSPC;
+}
+
+static bool store_is_full(struct fetcher *f)
+{
+	return __atomic_load_n(&f->full, __ATOMIC_RELAXED);
+}
+
+/* After a chunk was stored while the store was marked full: the mark goes once the file system
+ * has FULL_ROOM_MIN free (a small chunk fitting in the last free bytes is no reason to
+ * prefetch again). */
+static void store_check_room(struct fetcher *f)
+{
+	uint64_t avail;
+	bool was_full;
+
+	if (blob_store_free_bytes(f->bs, &avail) < 0 || avail < FULL_ROOM_MIN)
+		return;
+	pthread_mutex_lock(&f->lock);
+	was_full = f->full;
+	f->full = false;
+	(void)pthread_cond_broadcast(&f->prefetch_wake);
+	pthread_mutex_unlock(&f->lock);
+	if (was_full)
+		log_info("cache '%s' has room again, fetching ahead again", f->cache_dir ?: "?");
+}
+
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
- * c->size bytes (one or more). */
+ * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
 		       void *out)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
-	struct blob_txn *t = NULL;
+	uint64_t avail;
 	int r;
 
 	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
-	/* Verified by the commit, which hashes as it writes and links the blob under its name
-	 * only when it matches @c->digest: one pass over the bytes, not two.  A chunk fetched
-	 * ahead is not synced one by one either: dozens of fsyncs a second would queue the
-	 * journal commits of the chunks readers wait for behind theirs, and a blob a power loss
-	 * leaves short is fetched again (fetcher_free() syncs them all). */
-	if (c->ahead && !f->defer_sync)
-		__atomic_store_n(&f->unsynced, true, __ATOMIC_RELAXED);
-	r = blob_txn_begin_flags(f->bs, f->defer_sync || c->ahead ? BLOB_TXN_NO_SYNC : 0, &t);
-	if (r < 0)
-		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
-	r = blob_txn_write(t, out, c->size);
-	if (r < 0) {
-		blob_txn_abort(t);
-		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
-	}
-	r = blob_txn_commit(t, c->digest, NULL, NULL);
+	/* Evicting needs some room itself (the index's WAL grows before rows go), so it is asked
+	 * for before the file system is full; and a chunk never takes the last STORE_RESERVE
+	 * bytes, so that `lazyroot gc`, `rm` and `images` can still open the index. */
+	avail = store_avail(f);
+	if (f->make_room && avail < c->size + ROOM_MARGIN && store_make_room(f, c->size))
+		avail = store_avail(f);
+	r = avail < c->size + STORE_RESERVE ? -ENOSPC : store_write(f, c, out);
+	if (error_no_space(r) && store_make_room(f, c->size))
+		r = store_avail(f) < c->size + STORE_RESERVE ? -ENOSPC : store_write(f, c, out);
+	if (error_no_space(r))
+		return store_full(f, c, out, r);
 	if (r == -EBADMSG)
 		return log_debug_errno(r, "chunk at %llu of layer '%s' does not hash to '%s'",
 				       (unsigned long long)c->blob_offset, l->digest, c->digest);
 	if (r < 0)
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
+	if (store_is_full(f))
+		store_check_room(f);
 	return 0;
 }
 
@@ -476,7 +659,10 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	j->result = result;
 	pthread_mutex_lock(&f->lock);
 	if (result < 0) {
-		f->stats.chunks_failed++;
+		if (result == -ENOSPC)
+			f->stats.chunks_no_space++;
+		else
+			f->stats.chunks_failed++;
 		if (!j->c.ahead)
 			s->failed++;
 	} else {
@@ -503,7 +689,7 @@ static void run_store_ready(struct run_sink *s)
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
-			run_complete(s, j, r < 0 ? -EIO : 0);
+			run_complete(s, j, r < 0 && r != -ENOSPC ? -EIO : r);
 		s->next++;
 	}
 
@@ -761,6 +947,41 @@ static size_t run_end(const struct job *jobs, size_t n, size_t i, uint64_t reque
 	return k;
 }
 
+/* Whether chunks nobody waits for are held back: the store was full at its last write, and
+ * either that was less than FULL_RETRY_MS ago or its file system still has less than
+ * FULL_ROOM_MIN free (looked at once per FULL_RETRY_MS, by one caller, which then may try). */
+static bool store_holds_back(struct fetcher *f)
+{
+	bool full, due;
+	uint64_t avail;
+	int64_t now = now_ms();
+
+	pthread_mutex_lock(&f->lock);
+	full = f->full;
+	due = now >= f->full_retry_ms;
+	if (full && due)
+		f->full_retry_ms = now + FULL_RETRY_MS;
+	pthread_mutex_unlock(&f->lock);
+	if (!full)
+		return false;
+	if (!due)
+		return true;
+	return blob_store_free_bytes(f->bs, &avail) >= 0 && avail < FULL_ROOM_MIN;
+}
+
+
+/* Completes the flights of @jobs with @result, without fetching them. */
+static void jobs_release(struct fetcher *f, struct job *jobs, size_t n, int result)
+{
+	pthread_mutex_lock(&f->lock);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].result = result;
+		flight_complete(f, jobs[i].fl, result);
+		jobs[i].fl = NULL;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* Fetches the chunks of @jobs (whose flights the caller owns), merging neighbours into
  * requests of at most @request_max bytes: first the runs that hold a chunk some read waits
  * for, then the runs of chunks marked ahead only.  Returns how many chunks not marked ahead
@@ -777,7 +998,13 @@ static unsigned fetch_jobs(struct fetcher *f, struct job *jobs, size_t n, uint64
 			bool needed;
 
 			k = run_end(jobs, n, i, request_max, &start, &len, &needed);
-			if (needed == (pass == 0))
+			if (needed != (pass == 0))
+				continue;
+			/* The store filled up during the first pass: what nobody waits for is
+			 * not fetched (its flights fail without a request). */
+			if (pass == 1 && store_holds_back(f))
+				jobs_release(f, jobs + i, k - i, -ENOSPC);
+			else
 				failed += fetch_run(f, jobs + i, k - i, deadline);
 		}
 	return failed;
@@ -936,7 +1163,7 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	_cleanup_free_ struct flight **waits = NULL;
 	size_t n_missing = 0, n_jobs = 0, n_waits = 0, n_joined;
 	unsigned failed = 0, invalid = 0, joined_failed;
-	bool interrupted = false;
+	bool interrupted = false, hold_back = store_holds_back(f);
 	uint64_t owner;
 
 	*ret_joined_failed = false;
@@ -952,6 +1179,9 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 				invalid++;
 			continue;
 		}
+		/* What cannot be stored is not fetched unless a reader waits for it. */
+		if (chunks[i].ahead && hold_back)
+			continue;
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
 		if (blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
 			missing[n_missing++] = &chunks[i];
@@ -985,7 +1215,9 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	if (interrupted)
 		return -EINTR;
 	*ret_joined_failed = joined_failed > 0;
-	return failed + invalid > 0 ? -EIO : 0;
+	if (failed + invalid == 0)
+		return 0;
+	return store_is_full(f) ? -ENOSPC : -EIO;
 }
 
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
@@ -1001,7 +1233,7 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
 	 * just now (the registry it waited for came back and closed the stalled connection): its
 	 * failure is not this call's.  With time left, fetch what is still missing ourselves. */
-	if (r == -EIO && joined_failed && deadline - now_ms() >= f->timeout_ms / 4) {
+	if ((r == -EIO || r == -ENOSPC) && joined_failed && deadline - now_ms() >= f->timeout_ms / 4) {
 		log_debug("a fetch this read waited for failed, fetching again");
 		r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	}
@@ -1019,6 +1251,24 @@ uint64_t fetcher_read_around_bytes(struct fetcher *f, uint64_t max)
 	b = link_estimate_bytes_per_round_trip(&f->link, max);
 	pthread_mutex_unlock(&f->lock);
 	return b;
+}
+
+int fetcher_read_unstored(struct fetcher *f, const char *digest, uint64_t off, size_t n,
+			  void *dst)
+{
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&f->lock);
+	for (struct unstored *u = f->unstored_old; u; u = u->next)
+		if (streq(u->digest, digest) && off <= u->size && n <= u->size - off) {
+			memcpy(dst, u->data + off, n);
+			r = 0;
+			break;
+		}
+	if (r < 0 && f->full)
+		r = -ENOSPC;
+	pthread_mutex_unlock(&f->lock);
+	return r;
 }
 
 void fetcher_note_hit(struct fetcher *f)
@@ -1101,6 +1351,24 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 	return failed;
 }
 
+/* What cannot be stored is not fetched: while the store holds back, waits until a read stored
+ * a chunk or until the next look at its free space, and returns true.  Called with f->lock
+ * held. */
+static bool prefetch_wait_for_room(struct fetcher *f)
+{
+	bool held;
+
+	if (!f->full)
+		return false;
+	pthread_mutex_unlock(&f->lock);
+	held = store_holds_back(f);
+	pthread_mutex_lock(&f->lock);
+	if (!held || f->stop)
+		return false;
+	(void)cond_wait_until(&f->prefetch_wake, &f->lock, f->full_retry_ms);
+	return true;
+}
+
 static void *prefetch_thread(void *userdata)
 {
 	struct fetcher *f = userdata;
@@ -1135,6 +1403,8 @@ static void *prefetch_thread(void *userdata)
 			(void)pthread_cond_wait(&f->prefetch_wake, &f->lock);
 			continue;
 		}
+		if (prefetch_wait_for_room(f))
+			continue;
 
 		n = prefetch_take(f, batch);
 		pthread_mutex_unlock(&f->lock);
@@ -1270,6 +1540,13 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 	f->src = src;
 	f->bs = bs;
 	f->defer_sync = o && o->defer_sync;
+	f->make_room = o ? o->make_room : NULL;
+	f->make_room_userdata = o ? o->make_room_userdata : NULL;
+	if (o && o->cache_dir) {
+		f->cache_dir = strdup(o->cache_dir);
+		if (!f->cache_dir)
+			return -ENOMEM;
+	}
 	f->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : FETCH_DEADLINE_MS;
 	f->request_max = !o || o->request_max == 0 ? FETCH_REQUEST_MAX :
 			 o->request_max < FETCH_REQUEST_LIMIT ? o->request_max : FETCH_REQUEST_LIMIT;
@@ -1361,6 +1638,13 @@ static void fetcher_done(struct fetcher *f)
 	free(f->layers);
 	free(f->queue);
 	digest_set_done(&f->queued);
+	while (f->unstored_old) {
+		struct unstored *u = f->unstored_old;
+
+		f->unstored_old = u->next;
+		free(u);
+	}
+	free(f->cache_dir);
 
 	(void)pthread_cond_destroy(&f->flight_done);
 	(void)pthread_cond_destroy(&f->slot_free);

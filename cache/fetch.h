@@ -51,6 +51,8 @@ struct fetch_stats {
 	uint64_t chunks_cached;        /* chunk reads served from the blob store (fetch_note_hit) */
 	uint64_t chunks_failed;        /* chunks that could not be fetched or failed verification */
 	uint64_t chunks_refetched;     /* chunks asked for again after wrong or short bytes */
+	uint64_t chunks_no_space;      /* chunks fetched and verified that the store had no room
+					* for (ENOSPC, EDQUOT): served from memory, not stored */
 	uint64_t prefetch_total;       /* chunks queued for prefetch */
 	uint64_t prefetch_done;        /* of those, now in the store (fetched or found) */
 	bool prefetch_running;
@@ -70,6 +72,13 @@ struct fetcher_options {
 	 * request must end within the per-request timeout: prewarm, which sizes its calls by
 	 * the rate it sees, raises it. */
 	uint64_t request_max;
+	/* Called (from a fetching thread, one call at a time) when storing a chunk of @need bytes
+	 * failed for lack of space: returns 1 if it freed room (then the chunk is stored again,
+	 * once), 0 if not, -errno.  NULL: nothing to evict. */
+	int (*make_room)(void *userdata, uint64_t need);
+	void *make_room_userdata;
+	/* The cache directory, for the message a full store logs; copied.  May be NULL. */
+	const char *cache_dir;
 };
 
 /* Reads chunks through @src, which it takes (freed by fetcher_free(), or at once on failure);
@@ -89,7 +98,10 @@ DEFINE_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 /* Makes sure each of @chunks (any order, any layers) is in the blob store, fetching what is
  * missing, within the fetcher's timeout.  Returns 0 when all are stored, -EIO if any could not
  * be fetched or verified (the others may still have been stored), -ETIMEDOUT instead when the
- * call failed at the end of its timeout (the registry did not answer in time).  Fetches on the
+ * call failed at the end of its timeout (the registry did not answer in time), -ENOSPC instead
+ * when the store is full (chunks verified but not stored: fetcher_read_unstored()).
+ * While the store is full, chunks marked ahead and prefetch are not fetched (retried every few
+ * seconds, and at once after a chunk was stored).  Fetches on the
  * calling thread: the call cannot be interrupted, and it waits for chunks marked ahead too
  * (their failure still does not count). */
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
@@ -114,6 +126,13 @@ void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr);
  * in one round trip, as this fetcher's requests measured it (cache/link_estimate.h), at most
  * @max; @max before anything is measured; 0 on a link too slow for it to pay. */
 uint64_t fetcher_read_around_bytes(struct fetcher *f, uint64_t max);
+
+/* Copies @n bytes at @off of chunk @digest to @dst if the chunk was fetched and verified but
+ * could not be stored (the cache file system was full) and is still held in memory (up to
+ * 64 MiB of such chunks, the oldest forgotten first).  -ENOENT if it is not held and the store
+ * has room, -ENOSPC if it is not held and the store was full at its last write. */
+int fetcher_read_unstored(struct fetcher *f, const char *digest, uint64_t off, size_t n,
+			  void *dst);
 
 /* Counts a chunk served from the store, for the stats. */
 void fetcher_note_hit(struct fetcher *f);

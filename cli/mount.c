@@ -15,6 +15,7 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/format/layer_lazy.h"
+#include "cache/config.h"
 #include "cache/gc.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
@@ -133,6 +134,60 @@ static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 	return 0;
 }
 
+/* Evicts least recently used images no mount uses: first down to max-size; if that
+ * evicted nothing, down to @need bytes less than what is left (at least the least recently
+ * used image).  Returns how many it evicted. */
+static int make_room_gc(struct cache *c, uint64_t max_size, uint64_t need)
+{
+	struct gc_options o = { .max_size = max_size, .tmp_min_age = GC_TMP_MIN_AGE_SEC };
+	struct gc_result res = {};
+	uint64_t freed;
+	size_t n;
+	int r;
+
+	r = cache_gc(c, &o, &res);
+	n = strv_length(res.evicted);
+	freed = res.evicted_bytes + res.orphan_bytes;
+	if (r >= -ENOSPC && n == 0 && res.blob_bytes > 0) {
+		o.max_size = res.blob_bytes > need ? res.blob_bytes - need : 1;
+		gc_result_done(&res);
+		res = (struct gc_result) {};
+		r = cache_gc(c, &o, &res);
+		n = strv_length(res.evicted);
+		freed += res.evicted_bytes + res.orphan_bytes;
+	}
+	if (r < 0 && r != -ENOSPC) {
+		gc_result_done(&res);
+		return r;
+	}
+	if (freed > 0)
+		log_warning("cache '%s' is full: evicted %zu unmounted image(s), least recently used "
+			    "first (%llu bytes freed)", c->dir, n, (unsigned long long)freed);
+	else
+		log_debug("cache '%s' is full and no image can be evicted", c->dir);
+	gc_result_done(&res);
+	return freed > 0 ? 1 : 0;
+}
+
+/* The fetcher's make_room (fetcher_options): with max-size in the configuration file, a store
+ * that has no room evicts images no mount uses, as `lazyroot gc` does.  @userdata: the cache
+ * directory.  Runs in the daemon, which opens the index anew (it must not carry the mount
+ * command's connection across fork()). */
+static int make_room(void *userdata, uint64_t need)
+{
+	_cleanup_(cache_freep) struct cache *c = NULL;
+	uint64_t max_size;
+	int r;
+
+	r = config_max_size(&max_size, NULL);
+	if (r < 0 || max_size == 0)
+		return r < 0 ? r : 0;
+	r = cache_open(userdata, &c);
+	if (r < 0)
+		return r;
+	return make_room_gc(c, max_size, need);
+}
+
 /* Images with eStargz or zstd:chunked layers get a fetcher for the chunks not yet stored, and
  * the list of chunks to prefetch. */
 static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struct blob_store *bs,
@@ -151,6 +206,8 @@ static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struc
 	r = mount_request_fetcher_new(d->req, ref, img, NULL, &(struct fetcher_options) {
 			.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
 								     FETCH_TIMEOUT_MS_DEFAULT,
+			.make_room = make_room, .make_room_userdata = d->state.cache_dir,
+			.cache_dir = d->state.cache_dir,
 		}, bs, &d->fetcher);
 	if (r < 0)
 		return r;

@@ -46,7 +46,7 @@ static char *stats_json(const struct stats_server *s)
 
 	if (s->fetcher)
 		fetcher_get_stats(s->fetcher, &st);
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
 		      "mountpoint", s->target, "image", s->image, "digest", s->digest,
 		      "pull_bytes", (json_int_t)s->pull_bytes,
 		      "pull_requests", (json_int_t)s->pull_requests,
@@ -56,6 +56,7 @@ static char *stats_json(const struct stats_server *s)
 		      "chunks_cached", (json_int_t)st.chunks_cached,
 		      "chunks_failed", (json_int_t)st.chunks_failed,
 		      "chunks_refetched", (json_int_t)st.chunks_refetched,
+		      "chunks_no_space", (json_int_t)st.chunks_no_space,
 		      "prefetch", "total", (json_int_t)st.prefetch_total,
 		      "done", (json_int_t)st.prefetch_done, "running", st.prefetch_running);
 	if (!o)
@@ -226,6 +227,9 @@ static void print_human(json_t *o)
 	       " fetched again after wrong bytes\n", get_int(o, "chunks_fetched"),
 	       get_int(o, "chunks_cached"), get_int(o, "chunks_failed"),
 	       get_int(o, "chunks_refetched"));
+	if (get_int(o, "chunks_no_space") > 0)
+		printf("not stored:         %" JSON_INTEGER_FORMAT " chunks (the cache is full: "
+		       "No space left on device)\n", get_int(o, "chunks_no_space"));
 	printf("prefetch:           %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
 	       get_int(p, "done"), get_int(p, "total"),
 	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");

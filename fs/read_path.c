@@ -231,6 +231,37 @@ static int chunk_serve(struct read_path *rp, struct read_span *s, size_t i)
 	return chunk_read(s->ino, c, fd.fd, from, to - from, s->buf + (from - s->off));
 }
 
+/* Serves chunk @i's part of the read from the fetcher's memory when the chunk was fetched but
+ * the store had no room for it (the read is then assembled in a buffer).  -ENOENT if it is not
+ * there, -ENOSPC if it is not there and the store is full. */
+static int chunk_serve_unstored(struct read_path *rp, struct read_span *s, size_t i)
+{
+	const struct fs_chunk_ref *c = &s->c[i];
+	uint64_t from = s->off > c->file_offset ? s->off : c->file_offset;
+	uint64_t to = c->file_offset + c->size < s->end ? c->file_offset + c->size : s->end;
+	char digest[DIGEST_STRING_MAX];
+	bool own_buf = false;
+	int r;
+
+	if (!rp->fetcher || !chunk_fetchable(c))
+		return -ENOENT;
+	if (!s->buf) {
+		/* A read inside this one chunk: nothing else is in a buffer yet. */
+		s->buf = malloc(s->end - s->off);
+		if (!s->buf)
+			return -ENOMEM;
+		own_buf = true;
+	}
+	chunk_digest(c, digest);
+	r = fetcher_read_unstored(rp->fetcher, digest, from - c->file_offset, to - from,
+				  s->buf + (from - s->off));
+	if (r < 0 && own_buf) {
+		free(s->buf);
+		s->buf = NULL;
+	}
+	return r;
+}
+
 /* Finds the chunks of [off, off + len) (len > 0, inside the file), and the buffer the read is
  * assembled in unless it lies in one chunk of a blob. */
 static int span_find(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t len,
@@ -287,6 +318,8 @@ static int serve_stored(struct read_path *rp, struct read_span *s, struct read_p
 
 	for (size_t i = s->first; i < s->last; i++) {
 		r = chunk_serve(rp, s, i);
+		if (r == -ENOENT && chunk_serve_unstored(rp, s, i) == 0)
+			continue;
 		if (r == 0) {
 			if (rp->fetcher && chunk_fetchable(&s->c[i]))
 				fetcher_note_hit(rp->fetcher);
@@ -451,6 +484,14 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 				" (first '%s'): %m", p->n, (uint64_t)s->ino, p->chunks[0].digest);
 	for (size_t k = 0; k < p->n_own; k++) {
 		r = chunk_serve(rp, s, p->own[k]);
+		if (r == -ENOENT)
+			r = chunk_serve_unstored(rp, s, p->own[k]);
+		if (r == -ENOSPC) {
+			log_debug("chunk '%s' of inode %" PRIu64 " was fetched but the cache is full "
+				  "and it is no longer in memory, ENOSPC", p->chunks[k].digest,
+				  (uint64_t)s->ino);
+			return -ENOSPC;
+		}
 		if (r == -ENOENT && fetched == -ETIMEDOUT && pid > 0)
 			timed_out_note(rp, s, pid);
 		if (r == -ENOENT) {

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cache/base/digest.h"
@@ -531,6 +532,17 @@ int blob_txn_commit(struct blob_txn *t, const char *expected, char ret_digest[DI
 void blob_txn_abort(struct blob_txn *t)
 {
 	blob_txn_free(t);
+}
+
+int blob_store_free_bytes(struct blob_store *bs, uint64_t *ret)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(bs->blobs_fd, &sv) < 0)
+		return -errno;
+	/* What an unprivileged writer may use: root's reserve is not ours to fill either. */
+	*ret = (uint64_t)sv.f_bavail * sv.f_frsize;
+	return 0;
 }
 
 int blob_store_sync(struct blob_store *bs)

@@ -48,6 +48,8 @@ int blob_txn_begin(struct blob_store *bs, struct blob_txn **ret);
  * replaced by the next writer of the same digest (its size gives it away). */
 #define BLOB_TXN_NO_SYNC 1u
 int blob_txn_begin_flags(struct blob_store *bs, unsigned flags, struct blob_txn **ret);
+/* Sets *ret to the bytes free for new blobs on the store's file system (statvfs). */
+int blob_store_free_bytes(struct blob_store *bs, uint64_t *ret);
 /* Makes every blob written so far durable (syncfs of the store's file system). */
 int blob_store_sync(struct blob_store *bs);
 int blob_txn_write(struct blob_txn *t, const void *buf, size_t n);

@@ -217,6 +217,20 @@ static int sqlite_errno(int rc)
 	}
 }
 
+/* As sqlite_errno(), but an I/O error that ENOSPC or EDQUOT caused is -ENOSPC: SQLite reports a
+ * full file system so when it cannot grow the WAL or its shared memory file. */
+static int db_errno(sqlite3 *conn, int rc)
+{
+	int e;
+
+	if ((rc & 0xff) == SQLITE_IOERR && conn) {
+		e = sqlite3_system_errno(conn);
+		if (e == ENOSPC || e == EDQUOT)
+			return -ENOSPC;
+	}
+	return sqlite_errno(rc);
+}
+
 static int64_t now_sec(void)
 {
 	return (int64_t)time(NULL);
@@ -224,7 +238,7 @@ static int64_t now_sec(void)
 
 static int db_exec(struct index_db *db, const char *sql)
 {
-	return sqlite_errno(sqlite3_exec(db->conn, sql, NULL, NULL, NULL));
+	return db_errno(db->conn, sqlite3_exec(db->conn, sql, NULL, NULL, NULL));
 }
 
 /* Hands out a cached statement, reset and unbound; put it back with stmt_done(). */
@@ -260,7 +274,8 @@ static int db_step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 
-	return rc == SQLITE_DONE ? 0 : rc == SQLITE_ROW ? -EPROTO : sqlite_errno(rc);
+	return rc == SQLITE_DONE ? 0 : rc == SQLITE_ROW ? -EPROTO :
+	       db_errno(sqlite3_db_handle(s), rc);
 }
 
 /* The bound on every wait for the index is the busy timeout: past it, say so. */
@@ -285,7 +300,7 @@ static int db_begin(struct index_db *db)
 			break;
 		(void)usleep(10000 * (i < 10 ? i + 1 : 10));
 	}
-	return db_busy_message(sqlite_errno(rc));
+	return db_busy_message(db_errno(db->conn, rc));
 }
 
 static void db_rollback(struct index_db *db)

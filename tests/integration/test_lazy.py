@@ -44,8 +44,8 @@ LAZY_FIXTURES = ["estargz", "zstdchunked", "zstdchunked-skopeo"]
 ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "chunks_fetched",
-              "chunks_cached", "chunks_failed", "chunks_refetched", "prefetch", "pull_bytes",
-              "pull_requests"}
+              "chunks_cached", "chunks_failed", "chunks_refetched", "chunks_no_space", "prefetch",
+              "pull_bytes", "pull_requests"}
 MiB = 1 << 20
 
 
