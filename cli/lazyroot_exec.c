@@ -170,19 +170,23 @@ static int set_ids(const struct opts *o)
 	return 0;
 }
 
-/* As docker reports it: 127 and "executable file not found in $PATH" / "no such file or
- * directory", 126 and the reason otherwise. */
+/* As docker reports it (Go's lowercase errno texts): 127 and "executable file not found in
+ * $PATH" or "stat PATH: no such file or directory", 126 and the reason otherwise. */
 static int exec_failed(const char *cmd, int err, bool searched)
 {
-	char what[PATH_MAX + 16];
+	char what[PATH_MAX + 16], reason[128];
 
+	snprintf(reason, sizeof(reason), "%s", strerror(err));
+	if (reason[0] >= 'A' && reason[0] <= 'Z')
+		reason[0] = (char)(reason[0] - 'A' + 'a');
 	snprintf(what, sizeof(what), "exec: \"%s\"", cmd);
-	if (err == ENOENT || err == ENOTDIR) {
-		if (searched)
-			return fail(EXIT_NOTFOUND, "%s: executable file not found in $PATH", what, 0);
-		return fail(EXIT_NOTFOUND, "%s", what, ENOENT);
-	}
-	return fail(EXIT_NOEXEC, "%s", what, err);
+	if (searched && (err == ENOENT || err == ENOTDIR))
+		return fail(EXIT_NOTFOUND, "%s: executable file not found in $PATH", what, 0);
+	fprintf(stderr, "lazyroot-exec: %s: ", what);
+	if (err == ENOENT || err == ENOTDIR)
+		fprintf(stderr, "stat %s: ", cmd);
+	fprintf(stderr, "%s\n", reason);
+	return err == ENOENT || err == ENOTDIR ? EXIT_NOTFOUND : EXIT_NOEXEC;
 }
 
 /* execve of @cmd, searched in $PATH without a slash.  Unlike execvp, a file that is not a

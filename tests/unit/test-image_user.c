@@ -3,7 +3,11 @@
 #include "cli/image_user.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cache/base/error.h"
 #include "tap.h"
@@ -191,8 +195,90 @@ static void test_hostile(void)
 	u = image_user_free(u);
 }
 
+static void put(const char *dir, const char *rel, const char *text)
+{
+	char p[512];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, rel);
+	f = fopen(p, "w");
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+/* A tree on disk: what image_user_resolve() opens is the tree's, whatever the links say. */
+static void test_tree(void)
+{
+	char dir[] = "/tmp/test-image_user.XXXXXX", p[512], q[512];
+	struct image_user *u = NULL;
+	int fd, r;
+
+	if (!mkdtemp(dir)) {
+		check(false, "a temporary directory");
+		return;
+	}
+	snprintf(p, sizeof(p), "%s/etc", dir);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/srv", dir);
+	mkdir(p, 0755);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	r = image_user_resolve(fd, "1000", &u);
+	check(r == 0 && u && u->uid == 1000 && u->gid == 0, "no /etc/passwd: numbers still work");
+	u = image_user_free(u);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == -ESRCH, "no /etc/passwd: 'root' does not resolve");
+
+	/* etc/passwd -> ../../../../../srv/pw: inside the tree that is /srv/pw, never the host's */
+	put(dir, "srv/pw", "root:x:4321:4321:r:/inside:/bin/sh\n");
+	snprintf(p, sizeof(p), "%s/etc/passwd", dir);
+	r = symlink("../../../../../../../../srv/pw", p);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == 0 && u && u->uid == 4321 && streq(u->home, "/inside"),
+	      "a symlink climbing out of the tree resolves inside it");
+	u = image_user_free(u);
+	unlink(p);
+	r = symlink("/srv/pw", p);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == 0 && u && u->uid == 4321, "an absolute symlink resolves inside the tree");
+	u = image_user_free(u);
+
+	snprintf(q, sizeof(q), "%s/etc/group", dir);
+	r = mkfifo(q, 0644);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == -EINVAL && !u && error_message() && strstr(error_message(), "/etc/group"),
+	      "a FIFO for /etc/group is refused, without blocking on it");
+	unlink(q);
+	r = mkdir(q, 0755);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == -EINVAL && !u, "a directory for /etc/group is refused");
+	rmdir(q);
+
+	/* a sparse file over the limit: refused by its size, not read */
+	r = open(q, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	check(r >= 0 && ftruncate(r, (off_t)IMAGE_USER_FILE_MAX + 1) == 0, "a sparse 16 MiB group");
+	if (r >= 0)
+		close(r);
+	r = image_user_resolve(fd, "root", &u);
+	check(r == -EFBIG && !u, "an /etc/group over 16 MiB is refused");
+	unlink(q);
+
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/srv/pw", dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/srv", dir);
+	rmdir(p);
+	snprintf(p, sizeof(p), "%s/etc", dir);
+	rmdir(p);
+	rmdir(dir);
+	close(fd);
+}
+
 int main(void)
 {
+	test_tree();
 	test_names_and_numbers();
 	test_groups();
 	test_unknown();
