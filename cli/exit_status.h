@@ -23,7 +23,8 @@ enum {
 	EXIT_REGISTRY = 3,
 	EXIT_CACHE = 4,
 	EXIT_MOUNT = 5,
-	EXIT_RUN_FAILED = 125,    /* `run`: lazyroot itself failed before or after the container */
+	EXIT_RUN_FAILED = 125,    /* `run`: lazyroot or nspawn failed before the command ran, or
+	                           * lazyroot after it; 126 and 127 come from lazyroot-exec */
 };
 
 /* The exit status for verb result @r; @failure, when not 0, is the status of every failure

@@ -100,20 +100,20 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 		if (strcmp(a, "--") == 0)
 			return i + 1 < argc ? i + 1 : -1;
-		if (strncmp(a, "--started=", 10) == 0)
+		if (strncmp(a, "--started=", 10) == 0) {
 			o->started = a + 10;
-		else if (strncmp(a, "--home=", 7) == 0)
+		} else if (strncmp(a, "--home=", 7) == 0) {
 			o->home = a + 7;
-		else if (strcmp(a, "--escaped") == 0)
+		} else if (strcmp(a, "--escaped") == 0) {
 			o->escaped = true;
-		else if (strncmp(a, "--uid=", 6) == 0 && parse_id(a + 6, &end, &v) && !*end)
-			o->uid = (uid_t)v, o->ids = true;
-		else if (strncmp(a, "--gid=", 6) == 0 && parse_id(a + 6, &end, &v) && !*end)
+		} else if (strncmp(a, "--uid=", 6) == 0 && parse_id(a + 6, &end, &v) && !*end) {
+			o->uid = (uid_t)v;
+			o->ids = true;
+		} else if (strncmp(a, "--gid=", 6) == 0 && parse_id(a + 6, &end, &v) && !*end) {
 			o->gid = (gid_t)v;
-		else if (strncmp(a, "--groups=", 9) == 0 && parse_groups(a + 9, o))
-			continue;
-		else
+		} else if (strncmp(a, "--groups=", 9) != 0 || !parse_groups(a + 9, o)) {
 			return fail(-1, "bad argument '%s'", a, 0);
+		}
 	}
 	return -1;
 }

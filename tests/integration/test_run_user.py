@@ -249,3 +249,41 @@ def test_machine_settings_run_the_image(lazyroot, user_images, test_dir, setting
         assert r.stdout.splitlines() == MACHINE_EXPECTED, (r, text)
     finally:
         assert lazyroot.umount(mnt).ok
+
+
+def _run_settings(lazyroot, ref, settings_file, test_dir, config, base=None):
+    name, path = settings_file
+    mnt = test_dir / "machine"
+    mnt.mkdir()
+    assert lazyroot.mount(ref, mnt, "--volatile").ok
+    try:
+        text = settings_text(lazyroot, config, mnt, base)
+        path.write_text(text)
+        r = conftest.run_cmd(["systemd-nspawn", "--settings=override", "-M", name, "-D", mnt,
+                              *h.nspawn_host_flags(), "--quiet", "--console=pipe"], timeout=120)
+        return r, text
+    finally:
+        assert lazyroot.umount(mnt).ok
+
+
+def test_machine_settings_command_with_newlines(lazyroot, user_images, test_dir, settings_file):
+    """A Cmd with newlines and a tab (a script, common in images) cannot sit on a settings line:
+    it reaches lazyroot-exec C-escaped, and runs as written."""
+    config = {"Entrypoint": ["/bin/sh", "-c"],
+              "Cmd": ["echo one\necho 'two\twords \\ end'\nid -u"],
+              "Env": [PATH_ENV], "User": "app"}
+    r, text = _run_settings(lazyroot, user_images["machine"], settings_file, test_dir, config)
+    assert '"--escaped"' in text, text
+    assert r.ok and r.stdout.splitlines() == ["one", "two\twords \\ end", "1000"], (r, text)
+
+
+def test_machine_settings_private_users(lazyroot, user_images, test_dir, settings_file):
+    """PrivateUsers=BASE from the spec: the container's uid_map shows the range, and the
+    helper still sets the image's user inside it."""
+    config = {"Cmd": ["/bin/sh", "-c", "cat /proc/self/uid_map; id -u"], "Env": [PATH_ENV],
+              "User": "app"}
+    r, text = _run_settings(lazyroot, user_images["machine"], settings_file, test_dir, config,
+                            base=1879048192)
+    assert "PrivateUsers=1879048192\n" in text, text
+    assert r.ok, (r, text)
+    assert r.stdout.split() == ["0", "1879048192", "65536", "1000"], (r, text)
