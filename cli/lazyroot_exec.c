@@ -155,9 +155,24 @@ static bool unescape(char *s)
 	return true;
 }
 
+/* A terminal on stdio becomes the user's, as runc does, so that the command can open it again
+ * (/dev/stdout, /dev/tty); pipes and files are left alone.  Best effort: under private users
+ * the terminal may belong to no mapped uid. */
+static void give_terminal(uid_t uid)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		struct stat st;
+
+		if (isatty(fd) && fstat(fd, &st) == 0 && st.st_uid != uid)
+			(void)fchown(fd, uid, (gid_t)-1);
+	}
+}
+
 static int set_ids(const struct opts *o)
 {
 	char num[32];
+
+	give_terminal(o->uid);
 
 	if (setgroups(o->n_groups, o->groups) < 0)
 		return fail(EXIT_SETUP, "cannot set the supplementary groups%s", "", errno);

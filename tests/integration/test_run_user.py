@@ -287,3 +287,34 @@ def test_machine_settings_private_users(lazyroot, user_images, test_dir, setting
     assert "PrivateUsers=1879048192\n" in text, text
     assert r.ok, (r, text)
     assert r.stdout.split() == ["0", "1879048192", "65536", "1000"], (r, text)
+
+
+def test_terminal_belongs_to_the_user(lazyroot, user_images, test_dir):
+    """On a terminal (nspawn's interactive console), the command running as the image's user
+    can open its terminal again (/dev/stdout), as under docker run -t."""
+    import pty
+    import select
+    import time
+
+    argv = [str(lazyroot.binary), "run", "--cache-dir", str(lazyroot.cache_dir),
+            user_images["users"], "--", "/bin/sh", "-c", "echo reopened > /dev/stdout; id -u"]
+    env = lazyroot._env(None)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    out, deadline = b"", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace").replace("\r", "")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "reopened\n" in text and "1000\n" in text, text
+    assert_run_clean(test_dir)
