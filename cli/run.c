@@ -82,7 +82,10 @@ static const char run_usage[] =
 	"Usage: lazyroot run [OPTIONS] REF [NSPAWN-OPTIONS...] [-- COMMAND [ARG...]]\n\n"
 	"Mount REF with a writable overlay, run COMMAND (default: the image's\n"
 	"Entrypoint and Cmd) in systemd-nspawn, unmount, and exit with its status.\n"
-	"Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
+	"Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...),\n"
+	"but --user/-u, which lazyroot resolves from the image's /etc/passwd as docker does.\n"
+	"Exit status: the command's; 125 lazyroot or nspawn failed first, 126 not executable,\n"
+	"127 not found.\n\n"
 	"      --overlay=DIR      keep the container's writes in DIR/upper\n"
 	"                         (default: in memory, dropped at exit)\n"
 	IMAGE_OPTIONS_HELP
