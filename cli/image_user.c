@@ -323,3 +323,14 @@ int image_user_resolve(int root_fd, const char *spec, struct image_user **ret)
 		return r;
 	return image_user_resolve_buf(spec, passwd, passwd_len, group, group_len, ret);
 }
+
+int image_user_resolve_or_root(int root_fd, const char *spec, struct image_user **ret)
+{
+	int r = image_user_resolve(root_fd, spec, ret);
+
+	if (r >= 0 || (spec && *spec))
+		return r;
+	error_clear();
+	*ret = NULL;
+	return 0;
+}

@@ -47,3 +47,9 @@ int image_user_resolve_buf(const char *spec, const char *passwd, size_t passwd_l
  * is refused (-EINVAL) before it is opened.  A missing file counts as absent; -EFBIG for one
  * over IMAGE_USER_FILE_MAX. */
 int image_user_resolve(int root_fd, const char *spec, struct image_user **ret);
+
+/* image_user_resolve(), except that without a user (@spec NULL or "") a failure to read the
+ * files is no error: *ret is then NULL, meaning root as nspawn sets it up (uid 0, gid 0, no
+ * groups, HOME=/root).  An image that names no user thus runs when /etc/passwd cannot be
+ * fetched (a registry down, a partial cache). */
+int image_user_resolve_or_root(int root_fd, const char *spec, struct image_user **ret);

@@ -130,17 +130,22 @@ static int image_command(const struct image_config *cfg, char ***ret)
 	return 0;
 }
 
-/* The user's ids: given, or resolved from the tree (without one, numbers only). */
+/* The user's ids: given, or resolved from the tree (without one, numbers only); NULL for
+ * nspawn's root when the image names no user and its files cannot tell more. */
 static int settings_user(const struct nspawn_settings_spec *spec, struct image_user **ret)
 {
 	_cleanup_close_ int fd = -EBADF;
 
+	if (!spec->root_dir && (!spec->config->user || !*spec->config->user)) {
+		*ret = NULL;   /* root as nspawn sets it up */
+		return 0;
+	}
 	if (!spec->root_dir)
 		return image_user_resolve_buf(spec->config->user, NULL, 0, NULL, 0, ret);
 	fd = open(spec->root_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return error_set(-errno, "cannot open '%s'", spec->root_dir);
-	return image_user_resolve(fd, spec->config->user, ret);
+	return image_user_resolve_or_root(fd, spec->config->user, ret);
 }
 
 /* Boot=no and the helper's command line; *ret_helper the host path to bind. */
@@ -176,7 +181,7 @@ static int put_helper_command(FILE *f, const struct nspawn_settings_spec *spec, 
 		escape = escape || exec_helper_needs_escape(*a);
 	r = exec_helper_argv(&(struct exec_helper_args) {
 		.user = user, .escape = escape,
-		.home = env_has(spec->config->env, "HOME") ? NULL : user->home,
+		.home = !user || env_has(spec->config->env, "HOME") ? NULL : user->home,
 	}, command, &argv);
 	if (r < 0)
 		return r;

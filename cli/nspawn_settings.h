@@ -12,7 +12,8 @@
 struct nspawn_settings_spec {
 	const struct image_config *config;  /* Entrypoint, Cmd, Env, WorkingDir, User */
 	/* The ids to run the command as.  NULL: config->user is resolved against root_dir's
-	 * /etc/passwd and /etc/group (root when the image names no user, or root_dir is NULL). */
+	 * /etc/passwd and /etc/group (without root_dir, or when an image that names no user has
+	 * files that cannot be read, numbers only: a name is -ESRCH, no user nspawn's root). */
 	const struct image_user *user;
 	const char *root_dir;               /* the container's tree, mounted; may be NULL */
 	const char *exec_helper;            /* host path of lazyroot-exec; NULL: exec_helper_path() */

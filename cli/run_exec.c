@@ -74,7 +74,7 @@ static int resolve_user(const char *root, const char *spec, struct image_user **
 	if (fd < 0)
 		return log_error_errno(errno, "cannot open '%s': %m", root);
 	error_clear();
-	r = image_user_resolve(fd, spec, ret);
+	r = image_user_resolve_or_root(fd, spec, ret);
 	if (r == -ESRCH) {
 		/* docker's words: "unable to find user NAME: no matching entries in passwd file" */
 		log_error("%s", error_message());
@@ -190,7 +190,8 @@ int run_exec_prepare(struct run_exec *x, const char *root, const struct image_co
 		r = exec_helper_argv(&(struct exec_helper_args) {
 			.user = user,
 			.started = EXEC_HELPER_STARTED_PATH,
-			.home = env_sets_home(x->config.env) || args_set_home(rest) ? NULL : user->home,
+			.home = !user || env_sets_home(x->config.env) || args_set_home(rest) ?
+				NULL : user->home,
 		}, cmd, &x->command);
 	if (r < 0)
 		return log_error_errno(r, "out of memory");

@@ -250,6 +250,11 @@ static void test_tree(void)
 	r = image_user_resolve(fd, "root", &u);
 	check(r == -EINVAL && !u && error_message() && strstr(error_message(), "/etc/group"),
 	      "a FIFO for /etc/group is refused, without blocking on it");
+	u = (struct image_user *)1;
+	r = image_user_resolve_or_root(fd, "", &u);
+	check(r == 0 && !u, "no user: files that cannot be read leave nspawn's root");
+	r = image_user_resolve_or_root(fd, "root", &u);
+	check(r == -EINVAL, "a user: files that cannot be read are an error");
 	unlink(q);
 	r = mkdir(q, 0755);
 	r = image_user_resolve(fd, "root", &u);

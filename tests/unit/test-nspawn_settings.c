@@ -106,6 +106,11 @@ static void test_inits_and_refusals(void)
 	cfg.user = "nobody";
 	text = format(&cfg, NULL, 0, &r);
 	check(r == -ESRCH && !text, "a user name without a tree to look it up in does not resolve");
+	cfg.user = NULL;
+	text = format(&cfg, NULL, 0, &r);
+	check(r == 0 && strstr(text, "Parameters= \"/run/lazyroot/exec\" \"--\" \"/bin/true\"\n"),
+	      "no user and no tree: nspawn's root, no ids, no HOME");
+	free(text);
 	cfg.user = "7:8";
 	text = format(&cfg, NULL, 0, &r);
 	check(r == 0 && strstr(text, "\"--uid=7\" \"--gid=8\" \"--groups=\""),
