@@ -186,7 +186,7 @@ int verb_run(int argc, char **argv)
 	machine = machine_name_from(short_name);
 	/* The image's user, resolved here, set by lazyroot-exec: nspawn's --user needs getent. */
 	r = run_exec_prepare(&rx, mnt, config, nspawn_args, command);
-	if (r >= 0)
+	if (r >= 0) {
 		r = nspawn_build_argv(&(struct nspawn_request) {
 			.directory = mnt,
 			.machine = machine ? machine : "lazyroot",
@@ -195,6 +195,9 @@ int verb_run(int argc, char **argv)
 			.config = &rx.config,
 			.quiet = !verbose,
 		}, &argv_nspawn);
+		if (r < 0 && r != -ENOEXEC)
+			log_error_errno(r, "cannot build the systemd-nspawn command line: %m");
+	}
 	if (r == -ENOEXEC) {
 		log_error("image '%s' has no Entrypoint or Cmd: give a command after '--'", req.ref);
 		status = -ENOEXEC;

@@ -90,12 +90,19 @@ static int started_file_new(const char *root, char **ret)
 {
 	_cleanup_free_ char *p = NULL;
 	_cleanup_close_ int fd = -EBADF;
+	int r;
 
 	if (asprintf(&p, "%s.started", root) < 0)
 		return -ENOMEM;
 	fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
-	if (fd < 0 || fchmod(fd, 0666) < 0)
+	if (fd < 0)
 		return log_error_errno(errno, "cannot create '%s': %m", p);
+	/* 0666 whatever the umask */
+	if (fchmod(fd, 0666) < 0) {
+		r = log_error_errno(errno, "cannot make '%s' writable: %m", p);
+		(void)unlink(p);
+		return r;
+	}
 	*ret = TAKE_PTR(p);
 	return 0;
 }
@@ -149,6 +156,18 @@ static int nspawn_args_with_binds(const char *helper, const char *started, char 
 	return 0;
 }
 
+/* --boot: an init runs as root and takes its arguments from nspawn; all goes as it is. */
+static int prepare_boot(struct run_exec *x, char **nspawn_args, char **command)
+{
+	for (char **a = nspawn_args; a && *a; a++)
+		if (strv_push(&x->nspawn_args, *a) < 0)
+			return log_error_errno(ENOMEM, "out of memory");
+	for (char **a = command; a && *a; a++)
+		if (strv_push(&x->command, *a) < 0)
+			return log_error_errno(ENOMEM, "out of memory");
+	return 0;
+}
+
 int run_exec_prepare(struct run_exec *x, const char *root, const struct image_config *config,
 		     char **nspawn_args, char **command)
 {
@@ -160,28 +179,22 @@ int run_exec_prepare(struct run_exec *x, const char *root, const struct image_co
 
 	if (config)
 		x->config = *config;
-	if (nspawn_args_have(nspawn_args, "--boot", 'b')) {
-		/* An init runs as root and takes its arguments from nspawn: nothing to do. */
-		for (char **a = nspawn_args; a && *a; a++)
-			if (strv_push(&x->nspawn_args, *a) < 0)
-				return -ENOMEM;
-		for (char **a = command; a && *a; a++)
-			if (strv_push(&x->command, *a) < 0)
-				return -ENOMEM;
-		return 0;
-	}
+	if (nspawn_args_have(nspawn_args, "--boot", 'b'))
+		return prepare_boot(x, nspawn_args, command);
 	x->config.user = NULL;
 	r = command_of(&x->config, command, &cmd);
-	if (r < 0)
+	if (r == -ENOEXEC)
 		return r;
-	if (take_user_option(nspawn_args, &rest, &user_spec) < 0)
+	if (r < 0 || take_user_option(nspawn_args, &rest, &user_spec) < 0)
 		return log_error_errno(ENOMEM, "out of memory");
 	r = resolve_user(root, user_spec ? user_spec : config ? config->user : NULL, &user);
 	if (r < 0)
 		return r;
 	r = exec_helper_path(&helper);
-	if (r < 0)
-		return log_error("cannot start the command: %s", error_take(r)), r;
+	if (r < 0) {
+		log_error("cannot start the command: %s", error_take(r));
+		return r;
+	}
 	r = started_file_new(root, &x->started);
 	if (r < 0)
 		return r;
