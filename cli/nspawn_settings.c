@@ -244,8 +244,10 @@ int nspawn_settings_format(const struct nspawn_settings_spec *spec, char **ret_t
 		r = put_working_dir(f, spec->config->working_dir);
 	if (r >= 0 && spec->private_users > 0)
 		fprintf(f, "PrivateUsers=%u\n", spec->private_users);
+	if (r >= 0)
+		fputs("\n[Files]\n", f);
 	if (r >= 0 && helper)
-		fprintf(f, "\n[Files]\nBindReadOnly=%s:%s\n", helper, EXEC_HELPER_CONTAINER_PATH);
+		fprintf(f, "BindReadOnly=%s:%s\n", helper, EXEC_HELPER_CONTAINER_PATH);
 	if (fclose(f) != 0 && r >= 0)
 		r = -ENOMEM;
 	if (r < 0)

@@ -21,7 +21,8 @@ struct nspawn_settings_spec {
 	const char *comment;                /* one line for the file's head ("image REF"); may be NULL */
 };
 
-/* Writes the settings text into *ret_text (malloc'd, ends with a newline).
+/* Writes the settings text into *ret_text (malloc'd, ends with a newline): an [Exec] section,
+ * then a [Files] section, always last, so that a caller may append [Files] lines.
  * -ENOEXEC: the image has neither Entrypoint nor Cmd; -ESRCH: the user does not resolve;
  * -EINVAL: a value a settings file cannot hold (a newline in an Env entry or WorkingDir, a
  * relative WorkingDir); the message is in error_message(). */

@@ -84,6 +84,8 @@ static void test_inits_and_refusals(void)
 	text = format(&cfg, NULL, 0, &r);
 	check(r == 0 && has_line(text, "Boot=yes") && has_line(text, "Parameters= \"--log-level=debug\"") &&
 	      !strstr(text, "lazyroot/exec"), "an init image boots, without the helper");
+	check(r == 0 && strlen(text) > 8 && streq(text + strlen(text) - 9, "\n[Files]\n"),
+	      "the text ends with a [Files] section, for lines a caller appends");
 	free(text);
 	cfg.cmd = (char *[]) { "/init", NULL };
 	text = format(&cfg, NULL, 0, &r);
