@@ -281,7 +281,13 @@ static int read_image_file(int root_fd, const char *path, char **ret, size_t *re
 	struct stat st;
 	int r;
 
-	pfd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+	/* EAGAIN: a ".." raced with a rename or a mount anywhere on the system, and the kernel
+	 * could not prove it stayed inside; openat2(2) says to try again. */
+	for (int i = 0; i < 100; i++) {
+		pfd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+		if (pfd >= 0 || errno != EAGAIN)
+			break;
+	}
 	if (pfd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
 		*ret = NULL;
 		*ret_len = 0;

@@ -6,7 +6,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cache/base/error.h"
@@ -208,6 +212,35 @@ static void put(const char *dir, const char *rel, const char *text)
 	}
 }
 
+/* Mounts anywhere on the system make openat2() RESOLVE_IN_ROOT fail with EAGAIN after a ".."
+ * now and then: a child mounts and unmounts a tmpfs in a loop (in a mount namespace of its
+ * own) while etc/passwd, a symlink full of "..", is resolved many times. */
+static void test_racing_mounts(int fd)
+{
+	struct image_user *u = NULL;
+	int failed = 0, r;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			_exit(1);
+		for (;;)
+			if (mount("tmpfs", "/mnt", "tmpfs", 0, NULL) == 0)
+				(void)umount2("/mnt", MNT_DETACH);
+	}
+	for (int i = 0; i < 20000; i++) {
+		r = image_user_resolve(fd, "root", &u);
+		failed += r < 0;
+		u = image_user_free(u);
+	}
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	check(pid > 0 && failed == 0, "20000 resolutions racing mounts: %d failed", failed);
+}
+
 /* A tree on disk: what image_user_resolve() opens is the tree's, whatever the links say. */
 static void test_tree(void)
 {
@@ -239,6 +272,7 @@ static void test_tree(void)
 	check(r == 0 && u && u->uid == 4321 && streq(u->home, "/inside"),
 	      "a symlink climbing out of the tree resolves inside it");
 	u = image_user_free(u);
+	test_racing_mounts(fd);
 	unlink(p);
 	r = symlink("/srv/pw", p);
 	r = image_user_resolve(fd, "root", &u);
