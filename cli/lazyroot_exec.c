@@ -204,13 +204,14 @@ static int exec_failed(const char *cmd, int err, bool searched)
 	return err == ENOENT || err == ENOTDIR ? EXIT_NOTFOUND : EXIT_NOEXEC;
 }
 
-/* execve of @cmd, searched in $PATH without a slash.  Unlike execvp, a file that is not a
- * binary or script is an error (126), never handed to /bin/sh. */
+/* execve of @cmd, searched in $PATH without a slash as docker (runc, Go's LookPath) searches:
+ * the first regular file with an execute bit; a directory or a file nobody may execute is no
+ * match (127 when none is), and an exec that fails on the match found is final.  Unlike
+ * execvp, a file that is not a binary or script is an error (126), never handed to /bin/sh. */
 static int exec_command(char **argv)
 {
 	const char *path = getenv("PATH"), *p;
 	char buf[PATH_MAX];
-	int err = ENOENT;
 
 	if (strchr(argv[0], '/')) {
 		execve(argv[0], argv, environ);
@@ -220,20 +221,21 @@ static int exec_command(char **argv)
 		path = DEFAULT_PATH;
 	for (p = path;; p++) {
 		size_t n = strcspn(p, ":");
+		struct stat st;
 
-		/* An empty element is the current directory for execvp; docker ignores it. */
+		/* An empty element would be the current directory: docker ignores it too. */
 		if (n > 0 && n + 1 + strlen(argv[0]) < sizeof(buf)) {
 			snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, p, argv[0]);
-			execve(buf, argv, environ);
-			/* A later directory may hold an executable one: remember why, go on. */
-			if (errno != ENOENT && errno != ENOTDIR)
-				err = errno;
+			if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111)) {
+				execve(buf, argv, environ);
+				return exec_failed(buf, errno, false);
+			}
 		}
 		p += n;
 		if (!*p)
 			break;
 	}
-	return exec_failed(argv[0], err, true);
+	return exec_failed(argv[0], ENOENT, true);
 }
 
 int main(int argc, char **argv)

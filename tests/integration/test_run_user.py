@@ -136,10 +136,14 @@ def test_unknown_user_is_125_with_one_line(lazyroot, user_images, test_dir, imag
     (["/bin/notexec"], 126, 'exec: "/bin/notexec": permission denied'),
     (["/bin/noshebang"], 126, 'exec: "/bin/noshebang": exec format error'),
     (["/etc"], 126, 'exec: "/etc": permission denied'),
+    # found in $PATH as docker (Go's LookPath) finds: a file nobody may execute is no match
+    (["notexec"], 127, 'exec: "notexec": executable file not found in $PATH'),
+    (["noshebang"], 126, 'exec: "/bin/noshebang": exec format error'),
     (["/bin/sh", "-c", "exit 3"], 3, None),
     (["/bin/sh", "-c", "exit 1"], 1, None),
     (["/bin/sh", "-c", "exit 125"], 125, None),
-], ids=["not-found", "no-such-path", "not-executable", "no-shebang", "directory", "exit-3",
+], ids=["not-found", "no-such-path", "not-executable", "no-shebang", "directory",
+        "path-not-executable", "path-no-shebang", "exit-3",
         "exit-1", "exit-125"])
 def test_exit_statuses(lazyroot, user_images, test_dir, command, status, message):
     r = lr_run(lazyroot, user_images["users"], "--", *command)
