@@ -5,6 +5,7 @@ set in the config file; a refusal is one line naming the layer, the limit and it
 leaves nothing behind.  The layers are made by tests/tools/hostile.py and by GNU tar."""
 
 import hashlib
+import json
 import os
 import subprocess
 
@@ -106,6 +107,29 @@ def test_zero_means_no_limit(lazyroot, registry, test_dir, cache_dir, mountpoint
         assert disk_use(cache_dir / "blobs") < 1 << 20
     finally:
         assert lazyroot.umount(mountpoint).ok
+
+
+def test_holes_do_not_count_against_max_size(lazyroot, registry, test_dir, cache_dir,
+                                             mountpoint):
+    """gc's max-size and the bytes `images` shows are disk space: 300 MiB of zeros stored as
+    holes are well under a 16 MiB max-size, and the image stays.  (Counted by length, the blob
+    would be evicted at once.)"""
+    blob = hostile.zstd_bytes(hostile.zero_file(300 << 20))
+    ref = push_case(registry, test_dir, "zstd-holes-gc", [(hostile.MT_LAYER_ZSTD, blob)])
+    env, _ = write_conf(test_dir, "layer-max-ratio = 0\n")
+    r = lazyroot.mount(ref, mountpoint, env=env)
+    assert r.ok, str(r)
+    assert lazyroot.umount(mountpoint).ok
+    r = lazyroot.run("images", "--json")
+    assert r.ok, str(r)
+    (row,) = json.loads(r.stdout)
+    print("images: size %d, cached_bytes %d" % (row["size"], row["cached_bytes"]))
+    assert row["cached_bytes"] < 1 << 20, row
+    r = lazyroot.run("gc", "--max-size=16M")
+    assert r.ok, str(r)
+    print(r.stdout.strip())
+    assert "evicted 0 images" in r.stdout, r.stdout
+    assert [i["reference"] for i in json.loads(lazyroot.run("images", "--json").stdout)] == [ref]
 
 
 def test_bad_limit_in_the_config_file(lazyroot, registry, test_dir, cache_dir, mountpoint):
