@@ -140,6 +140,7 @@ struct fetcher {
 	size_t n_layers;
 	struct range_source *src;                 /* owned */
 	bool defer_sync;                          /* fetcher_options.defer_sync */
+	bool store_only;                          /* fetcher_options.store_only */
 	int (*make_room)(void *userdata, uint64_t need);  /* fetcher_options.make_room */
 	void *make_room_userdata;
 	char *cache_dir;                          /* for messages; may be NULL */
@@ -540,7 +541,8 @@ static void unstored_add(struct fetcher *f, const struct fetch_chunk *c, const v
 }
 
 /* The store refused chunk @c for lack of space (@error): marks the store full, says so in the
- * log (at most once per FULL_LOG_MS), and keeps the chunk for its readers if it verifies. */
+ * log (at most once per FULL_LOG_MS), and keeps the chunk for its readers if it verifies
+ * (unless fetcher_options.store_only). */
 static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void *data, int error)
 {
 	bool verified = digest_verify_buffer(data, c->size, c->digest) >= 0;
@@ -548,12 +550,13 @@ static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void
 	int64_t now = now_ms();
 
 	pthread_mutex_lock(&f->lock);
-	say = f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS;
+	say = !f->store_only &&
+	      (f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS);
 	if (say)
 		f->full_logged_ms = now;
 	f->full = true;
 	f->full_retry_ms = now + FULL_RETRY_MS;
-	if (verified)
+	if (verified && !f->store_only)
 		unstored_add(f, c, data);
 	pthread_mutex_unlock(&f->lock);
 
@@ -1540,6 +1543,7 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 	f->src = src;
 	f->bs = bs;
 	f->defer_sync = o && o->defer_sync;
+	f->store_only = o && o->store_only;
 	f->make_room = o ? o->make_room : NULL;
 	f->make_room_userdata = o ? o->make_room_userdata : NULL;
 	if (o && o->cache_dir) {

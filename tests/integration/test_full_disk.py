@@ -187,12 +187,13 @@ def test_mount_on_full_disk_fails_cleanly(lazyroot, images, small_cache, mountpo
     assert not os.listdir(mountpoint)
     helpers.assert_no_daemon(mountpoint)
     assert not helpers.tmp_files(small_cache), helpers.tmp_files(small_cache)
-    # What is left, as after any pull that failed midway: the image's record and the layers
-    # imported whole before the one that did not fit (kept for the next try), consistent;
-    # none of the layer that failed.  `rm` takes them.
+    # What is left, as after any pull refused midway: no image or tag (`images` lists
+    # nothing), the layers imported whole before the one that did not fit (verified, kept for
+    # the next try), consistent; none of the layer that failed.  gc takes them.
+    helpers.assert_nothing_recorded(lazyroot, small_cache, layers=1)
     r = lazyroot.run("fsck")
     assert r.ok and r.stdout.strip().endswith(", clean"), str(r)
-    assert lazyroot.run("rm", images["small"]["ref"]).ok
+    assert lazyroot.run("gc").ok
     assert not helpers.blob_files(small_cache), helpers.blob_files(small_cache)
 
 
@@ -209,3 +210,18 @@ def test_full_cache_keeps_room_for_the_index(lazyroot, images, small_cache, moun
     assert r.ok and [row["reference"] for row in json.loads(r.stdout)] == [big["ref"]], str(r)
     assert lazyroot.umount().ok
     p.wait(timeout=30)
+
+
+def test_prewarm_on_full_disk_says_the_cache_is_full(lazyroot, images, small_cache):
+    """prewarm of a 24 MB lazy image into a 12 MB cache: the chunks that arrive are verified but
+    cannot be stored.  That is the cache's failure (exit status 4) and the line says the cache
+    is full, not that chunks could not be fetched or verified."""
+    r = lazyroot.run("prewarm", images["big"]["ref"], timeout=180)
+    assert r.returncode == 4, str(r)
+    line = helpers.assert_one_line(r)
+    print(line)
+    assert "cache '%s' is full: " % small_cache in line and \
+        line.endswith("chunks not stored: No space left on device"), line
+    assert "verified" not in line, line
+    assert not helpers.tmp_files(small_cache), helpers.tmp_files(small_cache)
+    assert lazyroot.run("fsck").ok
