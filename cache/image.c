@@ -393,16 +393,41 @@ struct toc_job {
 	bool started;
 	pthread_t thread;
 	struct lazy_source src;
+	size_t n_entries;          /* added to w so far */
 	int r;
 	struct error_carry error;  /* the thread's message about r */
 };
 
+static int toc_job_add(void *userdata, const struct entry *e)
+{
+	struct toc_job *j = userdata;
+
+	j->n_entries++;
+	return layer_writer_add(j->w, e);
+}
+
+/* The footer and TOC are read with Range requests; bytes that fail verification (wrong, or a
+ * well-framed answer cut short) are fetched again as blobs are (layer_import()): before the
+ * TOC verified, no entry was added, so a try leaves nothing to undo.  A TOC that verified and
+ * does not parse is the image's, and is not fetched again. */
 static void *toc_job_thread(void *userdata)
 {
 	struct toc_job *j = userdata;
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
+	struct blob_retry rt = {};
 
-	j->r = layer_lazy_index(j->layer, j->format, &rd, j->w);
+	for (;;) {
+		j->src.failed_at_registry = false;
+		j->r = layer_lazy_parse(j->layer, j->format, &rd, toc_job_add, j);
+		if (j->r >= 0 || (j->r != -EBADMSG && j->r != -EPROTO) || j->n_entries > 0 ||
+		    !source_retry_bad(j->reg, &rt))
+			break;
+		log_debug("the TOC of layer %s failed verification (%s), fetching it again",
+			  j->layer->digest, error_message() ?: strerror(-j->r));
+		error_clear();
+	}
+	if (j->r >= 0)
+		error_clear();  /* a failed try's message is no failure of the pull */
 	error_save(&j->error);
 	return NULL;
 }
