@@ -441,7 +441,7 @@ int cache_gc(struct cache *c, const struct gc_options *o, struct gc_result *ret)
 	int r;
 
 	*ret = (struct gc_result) {};
-	r = cache_lock(c, LOCK_EX, &lock_fd);
+	r = cache_lock(c, LOCK_EX | (o->no_wait ? LOCK_NB : 0), &lock_fd);
 	if (r < 0)
 		return r;
 	r = gc_locked(c, o, ret);

@@ -33,6 +33,7 @@ struct gc_options {
 	uint64_t max_size;      /* evict images while blobs take more disk; 0: evict nothing */
 	bool keep_most_recent;  /* never evict the most recently used image (the caller's own) */
 	int64_t tmp_min_age;    /* seconds: older files in CACHE/tmp are removed */
+	bool no_wait;           /* -EWOULDBLOCK instead of waiting for a pull or another gc */
 };
 
 struct gc_result {
