@@ -57,7 +57,12 @@
  * there; its flight fails with -ENOSPC and counts as chunks_no_space, not as a failure.  The
  * store is then marked full: ahead chunks and prefetch are not fetched until a chunk a read
  * needed was stored, or the file system shows FULL_ROOM_MIN free (looked at every
- * FULL_RETRY_MS); the condition is logged at most once per FULL_LOG_MS.
+ * FULL_RETRY_MS); the condition is logged at most once per FULL_LOG_MS.  When it ends, the
+ * chunks kept in memory are stored (store_flush_unstored()).
+ *
+ * Max-size on a file system with room: every TRIM_BYTES stored (at most once per
+ * TRIM_INTERVAL_MS), f->make_room is asked for no room (need 0): the mount's gc down to
+ * max-size, so the cache is kept to it while a mount fills it, not only at the next pull.
  *
  * Expected load: many FUSE threads calling fetcher_ensure() for one or a few chunks of a
  * file at a time, mostly cold misses right after mount; chunks of tens of KiB to a few MiB.
@@ -103,6 +108,8 @@
 #define ROOM_MARGIN (4U * 1024 * 1024)
 #define STORE_RESERVE (1U * 1024 * 1024)
 #define ROOM_RETRY_MS 30000L
+#define TRIM_BYTES (16U * 1024 * 1024)
+#define TRIM_INTERVAL_MS 60000L
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -140,6 +147,7 @@ struct fetcher {
 	size_t n_layers;
 	struct range_source *src;                 /* owned */
 	bool defer_sync;                          /* fetcher_options.defer_sync */
+	bool store_only;                          /* fetcher_options.store_only */
 	int (*make_room)(void *userdata, uint64_t need);  /* fetcher_options.make_room */
 	void *make_room_userdata;
 	char *cache_dir;                          /* for messages; may be NULL */
@@ -173,6 +181,8 @@ struct fetcher {
 	int64_t full_retry_ms, full_logged_ms;
 	bool making_room;                     /* a make_room call is running */
 	int64_t room_retry_ms;                /* no make_room call before this */
+	uint64_t stored_since_trim;           /* bytes stored since the last trim */
+	int64_t trim_next_ms;                 /* no trim before this */
 	struct unstored *unstored_old, *unstored_new;   /* oldest first */
 	size_t unstored_bytes;
 	pthread_t thread;
@@ -508,6 +518,37 @@ static bool store_make_room(struct fetcher *f, uint64_t need)
 	return r > 0;
 }
 
+/* Keeps the cache to max-size while chunks are stored on a file system with room (the top of
+ * this file): after TRIM_BYTES more were stored, at most once per TRIM_INTERVAL_MS, and never
+ * while another thread makes room.  A trim that frees nothing does not hold back the next
+ * store_make_room(). */
+static void store_trim(struct fetcher *f, uint64_t stored)
+{
+	int64_t now = now_ms();
+	bool due;
+	int r;
+
+	if (!f->make_room)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stored_since_trim += stored;
+	due = !f->making_room && f->stored_since_trim >= TRIM_BYTES && now >= f->trim_next_ms;
+	if (due) {
+		f->making_room = true;
+		f->stored_since_trim = 0;
+		f->trim_next_ms = now + TRIM_INTERVAL_MS;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!due)
+		return;
+	r = f->make_room(f->make_room_userdata, 0);
+	if (r < 0)
+		log_debug_errno(r, "keeping the cache to its max-size failed: %m");
+	pthread_mutex_lock(&f->lock);
+	f->making_room = false;
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* Keeps verified chunk @c in memory for its readers, forgetting the oldest kept ones beyond
  * UNSTORED_BYTES_MAX.  Called with f->lock held. */
 static void unstored_add(struct fetcher *f, const struct fetch_chunk *c, const void *data)
@@ -540,7 +581,8 @@ static void unstored_add(struct fetcher *f, const struct fetch_chunk *c, const v
 }
 
 /* The store refused chunk @c for lack of space (@error): marks the store full, says so in the
- * log (at most once per FULL_LOG_MS), and keeps the chunk for its readers if it verifies. */
+ * log (at most once per FULL_LOG_MS), and keeps the chunk for its readers if it verifies
+ * (unless fetcher_options.store_only). */
 static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void *data, int error)
 {
 	bool verified = digest_verify_buffer(data, c->size, c->digest) >= 0;
@@ -548,12 +590,13 @@ static int store_full(struct fetcher *f, const struct fetch_chunk *c, const void
 	int64_t now = now_ms();
 
 	pthread_mutex_lock(&f->lock);
-	say = f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS;
+	say = !f->store_only &&
+	      (f->full_logged_ms == 0 || now - f->full_logged_ms >= FULL_LOG_MS);
 	if (say)
 		f->full_logged_ms = now;
 	f->full = true;
 	f->full_retry_ms = now + FULL_RETRY_MS;
-	if (verified)
+	if (verified && !f->store_only)
 		unstored_add(f, c, data);
 	pthread_mutex_unlock(&f->lock);
 
@@ -572,6 +615,40 @@ static bool store_is_full(struct fetcher *f)
 	return __atomic_load_n(&f->full, __ATOMIC_RELAXED);
 }
 
+/* The store has room again: the chunks kept in memory while it was full are stored, oldest
+ * first, so that they survive the mount.  The list is taken whole: a reader that misses one
+ * while it is written fetches it again (never wrong bytes: the commit verifies them); a chunk
+ * that does not fit now is dropped, as one forgotten beyond UNSTORED_BYTES_MAX is. */
+static void store_flush_unstored(struct fetcher *f)
+{
+	struct unstored *u;
+	size_t stored = 0, dropped = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&f->lock);
+	u = f->unstored_old;
+	f->unstored_old = f->unstored_new = NULL;
+	f->unstored_bytes = 0;
+	pthread_mutex_unlock(&f->lock);
+	while (u) {
+		struct unstored *next = u->next;
+		struct fetch_chunk c = { .size = u->size, .ahead = true };
+
+		memcpy(c.digest, u->digest, sizeof(c.digest));
+		if (r >= 0)
+			r = store_avail(f) < c.size + ROOM_MARGIN ? -ENOSPC : store_write(f, &c, u->data);
+		if (r >= 0)
+			stored++;
+		else
+			dropped++;
+		free(u);
+		u = next;
+	}
+	if (stored + dropped > 0)
+		log_info("cache '%s': stored %zu chunks served from memory while it was full "
+			 "(%zu dropped)", f->cache_dir ?: "?", stored, dropped);
+}
+
 /* After a chunk was stored while the store was marked full: the mark goes once the file system
  * has FULL_ROOM_MIN free (a small chunk fitting in the last free bytes is no reason to
  * prefetch again). */
@@ -587,8 +664,10 @@ static void store_check_room(struct fetcher *f)
 	f->full = false;
 	(void)pthread_cond_broadcast(&f->prefetch_wake);
 	pthread_mutex_unlock(&f->lock);
-	if (was_full)
+	if (was_full) {
 		log_info("cache '%s' has room again, fetching ahead again", f->cache_dir ?: "?");
+		store_flush_unstored(f);
+	}
 }
 
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
@@ -622,6 +701,7 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 		return log_debug_errno(r, "storing chunk '%s' failed: %m", c->digest);
 	if (store_is_full(f))
 		store_check_room(f);
+	store_trim(f, c->size);
 	return 0;
 }
 
@@ -1540,6 +1620,7 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 	f->src = src;
 	f->bs = bs;
 	f->defer_sync = o && o->defer_sync;
+	f->store_only = o && o->store_only;
 	f->make_room = o ? o->make_room : NULL;
 	f->make_room_userdata = o ? o->make_room_userdata : NULL;
 	if (o && o->cache_dir) {

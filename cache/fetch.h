@@ -79,6 +79,10 @@ struct fetcher_options {
 	void *make_room_userdata;
 	/* The cache directory, for the message a full store logs; copied.  May be NULL. */
 	const char *cache_dir;
+	/* Prewarm: a chunk the store has no room for only fails its call with -ENOSPC; it is
+	 * neither kept in memory (nobody reads it) nor logged (the caller says the cache is
+	 * full).  A mount serves such chunks from memory. */
+	bool store_only;
 };
 
 /* Reads chunks through @src, which it takes (freed by fetcher_free(), or at once on failure);

@@ -20,6 +20,7 @@
 #include "cache/base/log.h"
 #include "cache/format/manifest.h"
 #include "cache/base/util.h"
+#include "cache/store/blob_store.h"
 #include "cache/store/mount_records.h"
 
 struct gc_image {
@@ -203,7 +204,7 @@ static int blob_remove_if_unreferenced(struct cache *c, int dir_fd, const char *
 	if (unlinkat(dir_fd, rel, 0) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (freed)
-		*freed += (uint64_t)st.st_size;
+		*freed += blob_disk_bytes(&st);
 	return 1;
 }
 
@@ -350,11 +351,11 @@ static int sweep_blob(void *userdata, int dir_fd, const char *rel, const char *d
 		if (unlinkat(dir_fd, rel, 0) < 0)
 			return errno == ENOENT ? 0 : -errno;
 		sw->res->orphans++;
-		sw->res->orphan_bytes += (uint64_t)st->st_size;
+		sw->res->orphan_bytes += blob_disk_bytes(st);
 		return 0;
 	}
 	sw->res->n_blobs++;
-	sw->res->blob_bytes += (uint64_t)st->st_size;
+	sw->res->blob_bytes += blob_disk_bytes(st);
 	return 0;
 }
 
@@ -440,7 +441,7 @@ int cache_gc(struct cache *c, const struct gc_options *o, struct gc_result *ret)
 	int r;
 
 	*ret = (struct gc_result) {};
-	r = cache_lock(c, LOCK_EX, &lock_fd);
+	r = cache_lock(c, LOCK_EX | (o->no_wait ? LOCK_NB : 0), &lock_fd);
 	if (r < 0)
 		return r;
 	r = gc_locked(c, o, ret);

@@ -30,9 +30,10 @@ int cache_blob_foreach(struct cache *c,
 		       void *userdata);
 
 struct gc_options {
-	uint64_t max_size;      /* evict images while blob bytes exceed it; 0: evict nothing */
+	uint64_t max_size;      /* evict images while blobs take more disk; 0: evict nothing */
 	bool keep_most_recent;  /* never evict the most recently used image (the caller's own) */
 	int64_t tmp_min_age;    /* seconds: older files in CACHE/tmp are removed */
+	bool no_wait;           /* -EWOULDBLOCK instead of waiting for a pull or another gc */
 };
 
 struct gc_result {
@@ -42,7 +43,7 @@ struct gc_result {
 	char **evicted;                  /* manifest digests, in eviction order */
 	uint64_t evicted_bytes;
 	uint64_t n_blobs, blob_bytes;    /* what is left */
-};
+};  /* bytes are disk space (blob_disk_bytes()), holes not counted */
 void gc_result_done(struct gc_result *r);
 
 /* Takes the cache lock, drops layers no image uses, removes orphan blobs and old temporaries,

@@ -172,9 +172,25 @@ static int fetch_platform_manifest(struct source *reg, const char *tag_or_digest
 			 "image indexes nested deeper than %d levels", MANIFEST_MAX_DEPTH);
 }
 
-static int image_fetch_remote(struct cache *c, struct source *reg, const char *tag_or_digest,
+/* What a pull fetched and records only once every layer is in, so that a refused layer leaves
+ * no image and no tag behind (docs/security.md, "Integrity rules"). */
+struct pulled {
+	char *media_type, *manifest, *config;
+	size_t manifest_len, config_len;
+	char top_digest[DIGEST_STRING_MAX];  /* what the reference resolved to first */
+};
+
+static void pulled_done(struct pulled *f)
+{
+	free(f->media_type);
+	free(f->manifest);
+	free(f->config);
+	*f = (struct pulled){};
+}
+
+static int image_fetch_remote(struct source *reg, const char *tag_or_digest,
 			      const struct platform *want, struct image **ret,
-			      char ret_top_digest[DIGEST_STRING_MAX], enum pull_failure *err)
+			      struct pulled *ret_pulled, enum pull_failure *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
 	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
@@ -186,7 +202,7 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const char *t
 		return -ENOMEM;
 
 	r = fetch_platform_manifest(reg, tag_or_digest, want, &buf, &len, &media_type,
-				    &img->manifest_digest, ret_top_digest, err);
+				    &img->manifest_digest, ret_pulled->top_digest, err);
 	if (r < 0)
 		return r;
 
@@ -208,12 +224,11 @@ static int image_fetch_remote(struct cache *c, struct source *reg, const char *t
 	if (r < 0)
 		return r;
 
-	r = index_db_image_put(c->db, img->manifest_digest, media_type, buf, len, config,
-			       config_len);
-	if (r < 0)
-		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot record image in '%s'",
-				 c->dir);
-
+	ret_pulled->media_type = TAKE_PTR(media_type);
+	ret_pulled->manifest = TAKE_PTR(buf);
+	ret_pulled->manifest_len = len;
+	ret_pulled->config = TAKE_PTR(config);
+	ret_pulled->config_len = config_len;
 	*ret = TAKE_PTR(img);
 	return 0;
 }
@@ -378,16 +393,41 @@ struct toc_job {
 	bool started;
 	pthread_t thread;
 	struct lazy_source src;
+	size_t n_entries;          /* added to w so far */
 	int r;
 	struct error_carry error;  /* the thread's message about r */
 };
 
+static int toc_job_add(void *userdata, const struct entry *e)
+{
+	struct toc_job *j = userdata;
+
+	j->n_entries++;
+	return layer_writer_add(j->w, e);
+}
+
+/* The footer and TOC are read with Range requests; bytes that fail verification (wrong, or a
+ * well-framed answer cut short) are fetched again as blobs are (layer_import()): before the
+ * TOC verified, no entry was added, so a try leaves nothing to undo.  A TOC that verified and
+ * does not parse is the image's, and is not fetched again. */
 static void *toc_job_thread(void *userdata)
 {
 	struct toc_job *j = userdata;
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
+	struct blob_retry rt = {};
 
-	j->r = layer_lazy_index(j->layer, j->format, &rd, j->w);
+	for (;;) {
+		j->src.failed_at_registry = false;
+		j->r = layer_lazy_parse(j->layer, j->format, &rd, toc_job_add, j);
+		if (j->r >= 0 || (j->r != -EBADMSG && j->r != -EPROTO) || j->n_entries > 0 ||
+		    !source_retry_bad(j->reg, &rt))
+			break;
+		log_debug("the TOC of layer %s failed verification (%s), fetching it again",
+			  j->layer->digest, error_message() ?: strerror(-j->r));
+		error_clear();
+	}
+	if (j->r >= 0)
+		error_clear();  /* a failed try's message is no failure of the pull */
 	error_save(&j->error);
 	return NULL;
 }
@@ -720,6 +760,8 @@ struct pull {
 	char *platform_str;          /* platform_to_string(&want) */
 	struct source *reg;          /* made when the registry is first needed */
 	int gc_lock_fd;              /* held shared from the first layer on */
+	bool resolved;               /* the source was asked what the reference names */
+	struct pulled fetched;       /* empty when the cache had the image */
 	enum pull_failure *err;
 };
 
@@ -729,6 +771,7 @@ static void pull_done(struct pull *p)
 	platform_done(&p->want);
 	free(p->canonical);
 	free(p->platform_str);
+	pulled_done(&p->fetched);
 	closep(&p->gc_lock_fd);
 }
 
@@ -770,12 +813,11 @@ static int pull_cached(struct pull *p, struct image **ret_img)
 	return 0;
 }
 
-/* Fetches the manifest and config from the source and records what the reference names. */
+/* Fetches the manifest and config from the source; pull_record() stores them. */
 static int pull_remote(struct pull *p, struct image **ret_img)
 {
 	const struct reference *ref = p->ref;
-	char head_digest[DIGEST_STRING_MAX] = "", top_digest[DIGEST_STRING_MAX] = "";
-	_cleanup_free_ char *by_digest = NULL;
+	char head_digest[DIGEST_STRING_MAX] = "";
 	int r;
 
 	if (p->o->policy == PULL_NEVER)
@@ -785,31 +827,49 @@ static int pull_remote(struct pull *p, struct image **ret_img)
 	r = pull_source_new(ref, &p->ro, &p->reg, p->err);
 	if (r < 0)
 		return r;
+	p->resolved = true;
 	/* A local image is read from disk: HEAD saves nothing there. */
 	if (!ref->digest && !reference_is_local(ref)) {
 		r = resolve_tag(p->c, p->reg, ref, p->platform_str, ret_img, head_digest, p->err);
 		if (r < 0)
 			return r;
 	}
-	if (!*ret_img) {
-		r = image_fetch_remote(p->c, p->reg, ref->digest ?: head_digest[0] ? head_digest
-										 : ref->tag ?: "",
-				       &p->want, ret_img, top_digest, p->err);
+	if (*ret_img)
+		return 0;
+	return image_fetch_remote(p->reg, ref->digest ?: head_digest[0] ? head_digest
+								   : ref->tag ?: "",
+				  &p->want, ret_img, &p->fetched, p->err);
+}
+
+/* Records the image and what the reference names, once all its layers are in: a refusal
+ * before this leaves the index as it was. */
+static int pull_record(struct pull *p, const struct image *img)
+{
+	const struct pulled *f = &p->fetched;
+	_cleanup_free_ char *by_digest = NULL;
+	int r;
+
+	if (!p->resolved)
+		return 0;  /* the index named the image already */
+	if (f->manifest) {
+		r = index_db_image_put(p->c->db, img->manifest_digest, f->media_type, f->manifest,
+				       f->manifest_len, f->config, f->config_len);
 		if (r < 0)
-			return r;
+			return pull_fail(p->err, PULL_FAILURE_CACHE, r,
+					 "cannot record image in '%s'", p->c->dir);
 		/* Remember what an image index resolved to, so that the next HEAD of this tag
 		 * finds the image by the index's digest. */
-		if (!reference_is_local(ref) && !streq(top_digest, (*ret_img)->manifest_digest)) {
-			by_digest = ref_by_digest(ref, top_digest);
+		if (!reference_is_local(p->ref) && !streq(f->top_digest, img->manifest_digest)) {
+			by_digest = ref_by_digest(p->ref, f->top_digest);
 			r = by_digest ? index_db_ref_put(p->c->db, by_digest, p->platform_str,
-							 (*ret_img)->manifest_digest)
+							 img->manifest_digest)
 				      : -ENOMEM;
 			if (r < 0)
 				log_debug_errno(r, "cannot record '%s', ignoring: %m",
-						by_digest ?: top_digest);
+						by_digest ?: f->top_digest);
 		}
 	}
-	r = index_db_ref_put(p->c->db, p->canonical, p->platform_str, (*ret_img)->manifest_digest);
+	r = index_db_ref_put(p->c->db, p->canonical, p->platform_str, img->manifest_digest);
 	/* A read-only cache keeps its old resolution; this one serves the mount all the same. */
 	if (r == -EROFS && p->c->read_only)
 		r = 0;
@@ -951,6 +1011,8 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 		r = pull_remote(&p, &img);
 	if (r >= 0)
 		r = pull_layers(&p, img);
+	if (r >= 0)
+		r = pull_record(&p, img);
 	if (r >= 0)
 		r = pull_finish(&p, img);
 	if (r < 0) {

@@ -170,6 +170,7 @@ struct prewarm_run {
 	size_t next;        /* guarded by lock: the first chunk no worker has taken */
 	size_t failed;      /* guarded by lock: chunks of failed batches */
 	bool stop;          /* guarded by lock: a batch failed, start no new one */
+	bool no_space;      /* guarded by lock: a batch was verified but not stored (ENOSPC) */
 	pthread_mutex_t progress_lock;  /* serialises o->progress */
 };
 
@@ -244,6 +245,8 @@ static void *run_worker(void *userdata)
 			pthread_mutex_lock(&w->lock);
 			w->failed += n;
 			w->stop = true;
+			/* The fetcher's verdict on a full store: the bytes were right. */
+			w->no_space = w->no_space || r == -ENOSPC;
 			pthread_mutex_unlock(&w->lock);
 			log_debug_errno(r, "prewarming %zu chunks from '%s' failed: %m", n,
 					w->p->chunks[first].digest);
@@ -330,6 +333,8 @@ int prewarm_run(const struct prewarm_plan *p, struct fetcher *f, struct blob_sto
 		*ret_failed = w.failed;
 	if (w.failed == 0)
 		return 0;
+	if (w.no_space)
+		return -ENOSPC;
 	r = store_probe(bs);
 	if (r < 0)
 		return log_debug_errno(r, "the blob store cannot be written: %m");

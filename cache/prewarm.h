@@ -45,7 +45,8 @@ struct prewarm_options {
 /* Fetches every chunk of @p through @f, in batches of adjacent chunks (one Range request
  * each, as the fetcher merges them) taken in blob order by @o->jobs threads.  After the first
  * failed batch no new batch starts.  Returns 0 when every chunk is stored; -EIO if chunks
- * could not be fetched or verified (what was verified stays stored); the blob store's error
+ * could not be fetched or verified (what was verified stays stored); -ENOSPC when the fetcher
+ * verified chunks the store had no room for (fetcher_ensure()); the blob store's error
  * (-ENOSPC, -EROFS, -EACCES…) when a failure left the store unwritable; -ENOMEM.
  * @ret_failed (may be NULL) is set to the number of chunks not stored in every case.
  * The blob store is synced before it returns, so @f may store with defer_sync. */

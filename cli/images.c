@@ -12,6 +12,7 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/format/manifest.h"
+#include "cache/store/blob_store.h"
 #include "cache/store/cache.h"
 #include "cache/store/mount_records.h"
 #include "cli/cache_args.h"
@@ -112,7 +113,7 @@ static int sum_blob(void *userdata, const char *digest, bool chunk)
 	snprintf(rel, sizeof(rel), "%.2s/%s", digest + 7, digest + 7);
 	if (fstatat(bs->dir_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 		return 0;
-	bs->bytes += (uint64_t)st.st_size;
+	bs->bytes += blob_disk_bytes(&st);
 	return strv_push(&bs->seen, digest);
 }
 

@@ -136,10 +136,12 @@ static int prefetch_add(void *userdata, const struct fs_chunk_ref *c)
 
 /* Evicts least recently used images no mount uses: first down to max-size; if that
  * evicted nothing, down to @need bytes less than what is left (at least the least recently
- * used image).  Returns how many it evicted. */
+ * used image).  @need 0 (the fetcher's trim, the disk has room): max-size only, and not if a
+ * pull or gc holds the cache.  Returns how many it evicted. */
 static int make_room_gc(struct cache *c, uint64_t max_size, uint64_t need)
 {
-	struct gc_options o = { .max_size = max_size, .tmp_min_age = GC_TMP_MIN_AGE_SEC };
+	struct gc_options o = { .max_size = max_size, .tmp_min_age = GC_TMP_MIN_AGE_SEC,
+				.no_wait = need == 0 };
 	struct gc_result res = {};
 	uint64_t freed;
 	size_t n;
@@ -148,7 +150,7 @@ static int make_room_gc(struct cache *c, uint64_t max_size, uint64_t need)
 	r = cache_gc(c, &o, &res);
 	n = strv_length(res.evicted);
 	freed = res.evicted_bytes + res.orphan_bytes;
-	if (r >= -ENOSPC && n == 0 && res.blob_bytes > 0) {
+	if (r >= -ENOSPC && n == 0 && res.blob_bytes > 0 && need > 0) {
 		o.max_size = res.blob_bytes > need ? res.blob_bytes - need : 1;
 		gc_result_done(&res);
 		res = (struct gc_result) {};
@@ -161,8 +163,9 @@ static int make_room_gc(struct cache *c, uint64_t max_size, uint64_t need)
 		return r;
 	}
 	if (freed > 0)
-		log_warning("cache '%s' is full: evicted %zu unmounted image(s), least recently used "
-			    "first (%llu bytes freed)", c->dir, n, (unsigned long long)freed);
+		log_warning("cache '%s' is %s: evicted %zu unmounted image(s), least recently used "
+			    "first (%llu bytes freed)", c->dir, need > 0 ? "full" : "over max-size",
+			    n, (unsigned long long)freed);
 	else
 		log_debug("cache '%s' is full and no image can be evicted", c->dir);
 	gc_result_done(&res);

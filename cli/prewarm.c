@@ -152,7 +152,7 @@ static int item_fetcher(const struct prewarm_item *it, struct blob_store *bs,
 			const struct mount_request *req, struct rate_limit *rl, struct fetcher **ret)
 {
 	return mount_request_fetcher_new(req, it->ref, it->img, rl, &(struct fetcher_options) {
-			.defer_sync = true, .request_max = PREWARM_BATCH_LIMIT,
+			.defer_sync = true, .request_max = PREWARM_BATCH_LIMIT, .store_only = true,
 		}, bs, ret);
 }
 
@@ -221,7 +221,11 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 		item_fail(it, -ERR_REGISTRY,
 			  "%zu of %zu chunks could not be fetched or verified (see --verbose)",
 			  failed, n_chunks);
-	else if (r < 0) {
+	else if (r == -ENOSPC || r == -EDQUOT) {
+		errno = -r;
+		item_fail(it, -ERR_CACHE, "cache '%s' is full: %zu of %zu chunks not stored: %m",
+			  c->dir, failed, n_chunks);
+	} else if (r < 0) {
 		errno = -r;
 		item_fail(it, r == -ENOMEM ? -ENOMEM : -ERR_CACHE,
 			  "cannot store chunks in '%s': %m", c->dir);

@@ -7,11 +7,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "cache/base/digest.h"
 
 struct blob_store;
 struct blob_txn;
+
+/* What a blob file costs the cache's disk: zeros are stored as holes (docs/security.md,
+ * "Bombs"), so st_size, the blob's length, can be thousands of times more.  gc's max-size and
+ * the bytes `images` shows count this; digests and descriptors check st_size. */
+static inline uint64_t blob_disk_bytes(const struct stat *st)
+{
+	return (uint64_t)st->st_blocks * 512;
+}
 
 /* Opens (creating if needed, mode 0700) the store under @cache_dir. */
 int blob_store_open(const char *cache_dir, struct blob_store **ret);

@@ -13,31 +13,13 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
-import hostile  # noqa: E402
-import mkdemo  # noqa: E402
-import push  # noqa: E402
-from registry import Registry  # noqa: E402
-
-
-def disk_use(path):
-    n = 0
-    for d, _, files in os.walk(path):
-        for f in files:
-            try:
-                n += os.lstat(os.path.join(d, f)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return n
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LAZYROOT, disk_use, hostile, one_layer_run  # noqa: E402
 
 
 def timed_mount(lazyroot, env, ref, mnt, cache):
@@ -68,49 +50,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=int, default=16)
     ap.add_argument("--dir", default="/var/tmp")
-    ap.add_argument("--lazyroot", default=os.path.join(ROOT, "build", "cli", "lazyroot"))
+    ap.add_argument("--lazyroot", default=LAZYROOT)
     args = ap.parse_args()
 
-    work = tempfile.mkdtemp(prefix="lrbench-bomb-", dir=args.dir)
-    reg = Registry()
-    mnt = os.path.join(work, "mnt")
-    cache = os.path.join(work, "cache")
-    conf = os.path.join(work, "lazyroot.conf")
-    env = dict(os.environ, LAZYROOT_CACHE_DIR=cache, LAZYROOT_CONFIG=conf,
-               LAZYROOT_RUNTIME_DIR=os.path.join(work, "run"), LC_ALL="C.UTF-8")
     res = {"zeros_gib": args.gib}
-    mounted = False
-    try:
-        os.mkdir(mnt)
-        t0 = time.monotonic()
-        blob = hostile.gzip_zeros(args.gib << 30)
-        res["layer_bytes"] = len(blob)
-        res["generate_s"] = round(time.monotonic() - t0, 2)
-        hostile.write_layout(os.path.join(work, "layout"), [(mkdemo.MT_LAYER_GZIP, blob)])
-        del blob
-        reg.start()
-        ref = push.push_layout(reg.addr, os.path.join(work, "layout"), "bench/bomb",
-                               "latest")["ref"]
-
+    with one_layer_run("bomb", args.lazyroot, lambda: hostile.gzip_zeros(args.gib << 30), res,
+                       dir=args.dir) as run:
+        conf = os.path.join(run.work, "lazyroot.conf")
+        env = dict(run.env, LAZYROOT_CONFIG=conf)
         with open(conf, "w") as f:
             f.write("layer-max-expanded = 1G\n")
-        rc, err, wall, cpu, peak = timed_mount(args.lazyroot, env, ref, mnt, cache)
+        rc, err, wall, cpu, peak = timed_mount(args.lazyroot, env, run.ref, run.mnt, run.cache)
         res["refused_at_1g"] = {"exit": rc, "line": err, "wall_s": round(wall, 2),
                                 "cpu_s": round(cpu, 2), "cache_peak_bytes": peak}
 
         os.unlink(conf)
-        rc, err, wall, cpu, peak = timed_mount(args.lazyroot, env, ref, mnt, cache)
+        rc, err, wall, cpu, peak = timed_mount(args.lazyroot, env, run.ref, run.mnt, run.cache)
         if rc != 0:
             raise SystemExit("mount failed (%d): %s" % (rc, err))
-        mounted = True
         res["default"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                          "cache_peak_bytes": peak, "cache_after_bytes": disk_use(cache),
-                          "file_size": os.stat(os.path.join(mnt, "zeros")).st_size}
-    finally:
-        if mounted:
-            subprocess.run([args.lazyroot, "umount", mnt], env=env)
-        reg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+                          "cache_peak_bytes": peak, "cache_after_bytes": disk_use(run.cache),
+                          "file_size": os.stat(os.path.join(run.mnt, "zeros")).st_size}
 
     print(json.dumps(res, indent=2))
 

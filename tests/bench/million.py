@@ -14,19 +14,12 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
-import hostile  # noqa: E402
-import mkdemo  # noqa: E402
-import push  # noqa: E402
-from registry import Registry  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LAZYROOT, hostile, one_layer_run  # noqa: E402
 
 
 def status_kib(pid, key):
@@ -72,52 +65,29 @@ def walk_count(root):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=1000000)
-    ap.add_argument("--lazyroot", default=os.path.join(ROOT, "build", "cli", "lazyroot"))
+    ap.add_argument("--lazyroot", default=LAZYROOT)
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    work = tempfile.mkdtemp(prefix="lrbench-million-")
-    reg = Registry()
-    mnt = os.path.join(work, "mnt")
-    env = dict(os.environ, LAZYROOT_CACHE_DIR=os.path.join(work, "cache"),
-               LAZYROOT_RUNTIME_DIR=os.path.join(work, "run"), LC_ALL="C.UTF-8")
     res = {"entries": args.entries}
-    mounted = False
-    try:
-        os.mkdir(mnt)
-        t0 = time.monotonic()
-        blob = hostile.many_files_tar_gz(args.entries)
-        res["layer_bytes"] = len(blob)
-        res["generate_s"] = round(time.monotonic() - t0, 2)
-        hostile.write_layout(os.path.join(work, "layout"), [(mkdemo.MT_LAYER_GZIP, blob)])
-        del blob
-        reg.start()
-        ref = push.push_layout(reg.addr, os.path.join(work, "layout"), "bench/million",
-                               "latest")["ref"]
-
-        for run in ("cold", "indexed"):
-            dt, rss = mount(args.lazyroot, env, ref, mnt, work)
-            mounted = True
-            pid = daemon_pid(work)
-            res[run] = {"mount_s": round(dt, 2), "mount_process_peak_rss_mib":
-                        round(rss / 1024, 1) if rss else None,
-                        "daemon_vmhwm_mib": round(status_kib(pid, "VmHWM") / 1024, 1)}
-            if run == "cold":
+    with one_layer_run("million", args.lazyroot,
+                       lambda: hostile.many_files_tar_gz(args.entries), res) as run:
+        for phase in ("cold", "indexed"):
+            dt, rss = mount(args.lazyroot, run.env, run.ref, run.mnt, run.work)
+            pid = daemon_pid(run.work)
+            res[phase] = {"mount_s": round(dt, 2), "mount_process_peak_rss_mib":
+                          round(rss / 1024, 1) if rss else None,
+                          "daemon_vmhwm_mib": round(status_kib(pid, "VmHWM") / 1024, 1)}
+            if phase == "cold":
                 t0 = time.monotonic()
-                seen = walk_count(mnt)
-                res[run]["walk_s"] = round(time.monotonic() - t0, 2)
-                res[run]["walk_entries"] = seen
-                res[run]["daemon_vmhwm_after_walk_mib"] = round(
+                seen = walk_count(run.mnt)
+                res[phase]["walk_s"] = round(time.monotonic() - t0, 2)
+                res[phase]["walk_entries"] = seen
+                res[phase]["daemon_vmhwm_after_walk_mib"] = round(
                     status_kib(pid, "VmHWM") / 1024, 1)
-            subprocess.run([args.lazyroot, "umount", mnt], env=env, check=True)
-            mounted = False
+            subprocess.run([args.lazyroot, "umount", run.mnt], env=run.env, check=True)
         res["cache_index_db_mib"] = round(
-            os.path.getsize(os.path.join(work, "cache", "index.db")) / 2**20, 1)
-    finally:
-        if mounted:
-            subprocess.run([args.lazyroot, "umount", mnt], env=env)
-        reg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            os.path.getsize(os.path.join(run.cache, "index.db")) / 2**20, 1)
 
     print(json.dumps(res, indent=2))
     if args.json:

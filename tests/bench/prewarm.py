@@ -28,6 +28,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import coldstart as C  # noqa: E402
+from benchlib import disk_use  # noqa: E402
 
 GOAL = 0.90
 
@@ -66,17 +67,6 @@ def whole_blob_get(base_url, repo, digest):
         for buf in iter(lambda: r.read(1 << 20), b""):
             n += len(buf)
     return n, time.monotonic() - t0
-
-
-def cache_bytes(cache):
-    total = 0
-    for dp, _, fns in os.walk(cache):
-        for fn in fns:
-            try:
-                total += os.lstat(os.path.join(dp, fn)).st_blocks * 512
-            except OSError:
-                pass
-    return total
 
 
 class FreshExt4:
@@ -137,7 +127,7 @@ def _prewarm_run(lazyroot, ref, workdir, jobs, extra, cache):
     if r.returncode != 0:
         raise RuntimeError("lazyroot prewarm %s failed (rc %d): %s"
                            % (ref, r.returncode, r.stderr.strip()[-800:]))
-    return {"wall_s": wall, "cache_bytes": cache_bytes(cache)}
+    return {"wall_s": wall, "cache_bytes": disk_use(cache)}
 
 
 def main(argv=None):

@@ -245,6 +245,23 @@ def tmp_files(cache):
     return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
 
 
+def assert_nothing_recorded(lazyroot, cache_dir, layers=0):
+    """A refused pull left no image and no tag in the index, no more than @layers layers (those
+    of the image that were whole and verified before the refusal, which gc takes), no blob of
+    a refused layer, no temporary: `images` lists nothing and `fsck` finds the cache clean."""
+    db = Path(cache_dir) / "index.db"
+    for table, most in (("images", 0), ("refs", 0), ("layers", layers)):
+        n = sqlite(db, "SELECT COUNT(*) FROM " + table)[0][0] if db.exists() else 0
+        assert n <= most, "%d rows in %s after a refused pull" % (n, table)
+    if not layers:
+        assert not blob_files(cache_dir), "blobs kept: %s" % blob_files(cache_dir)
+    assert not tmp_files(cache_dir), "temporaries kept: %s" % tmp_files(cache_dir)
+    r = lazyroot.run("images", "--json")
+    assert r.ok and json.loads(r.stdout) == [], str(r)
+    r = lazyroot.run("fsck")
+    assert r.ok, str(r)
+
+
 def sqlite(db, sql, args=()):
     con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
     try:

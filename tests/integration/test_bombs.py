@@ -5,6 +5,7 @@ set in the config file; a refusal is one line naming the layer, the limit and it
 leaves nothing behind.  The layers are made by tests/tools/hostile.py and by GNU tar."""
 
 import hashlib
+import json
 import os
 import subprocess
 
@@ -12,7 +13,7 @@ import pytest
 
 import hostile
 import mkdemo
-from helpers import blob_files, sha256_file, tmp_files
+from helpers import assert_nothing_recorded, sha256_file
 from test_hostile import assert_refused, indexed_layers, push_case
 
 GIB = 1 << 30
@@ -40,12 +41,6 @@ def write_conf(test_dir, text):
     conf = test_dir / "lazyroot.conf"
     conf.write_text(text)
     return {"LAZYROOT_CONFIG": str(conf)}, str(conf)
-
-
-def assert_nothing_kept(cache_dir):
-    assert indexed_layers(cache_dir) == 0, "a refused layer was indexed"
-    assert not blob_files(cache_dir), "blobs kept from a refused layer"
-    assert not tmp_files(cache_dir), "temporaries kept from a refused layer"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def test_gzip_bomb_over_the_absolute_limit(lazyroot, registry, test_dir, cache_d
                           [mkdemo.sha256(bomb), "refused", "more than 1 GiB",
                            "(layer-max-expanded in %s)" % conf], env=env)
     print(line)
-    assert_nothing_kept(cache_dir)
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 def test_gzip_bomb_over_a_configured_ratio(lazyroot, registry, test_dir, cache_dir, mountpoint,
@@ -95,7 +90,7 @@ def test_gzip_bomb_over_a_configured_ratio(lazyroot, registry, test_dir, cache_d
                            "100 times its compressed size beyond 256 MiB",
                            "(layer-max-ratio in %s)" % conf], env=env)
     print(line)
-    assert_nothing_kept(cache_dir)
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 def test_zero_means_no_limit(lazyroot, registry, test_dir, cache_dir, mountpoint):
@@ -112,6 +107,29 @@ def test_zero_means_no_limit(lazyroot, registry, test_dir, cache_dir, mountpoint
         assert disk_use(cache_dir / "blobs") < 1 << 20
     finally:
         assert lazyroot.umount(mountpoint).ok
+
+
+def test_holes_do_not_count_against_max_size(lazyroot, registry, test_dir, cache_dir,
+                                             mountpoint):
+    """gc's max-size and the bytes `images` shows are disk space: 300 MiB of zeros stored as
+    holes are well under a 16 MiB max-size, and the image stays.  (Counted by length, the blob
+    would be evicted at once.)"""
+    blob = hostile.zstd_bytes(hostile.zero_file(300 << 20))
+    ref = push_case(registry, test_dir, "zstd-holes-gc", [(hostile.MT_LAYER_ZSTD, blob)])
+    env, _ = write_conf(test_dir, "layer-max-ratio = 0\n")
+    r = lazyroot.mount(ref, mountpoint, env=env)
+    assert r.ok, str(r)
+    assert lazyroot.umount(mountpoint).ok
+    r = lazyroot.run("images", "--json")
+    assert r.ok, str(r)
+    (row,) = json.loads(r.stdout)
+    print("images: size %d, cached_bytes %d" % (row["size"], row["cached_bytes"]))
+    assert row["cached_bytes"] < 1 << 20, row
+    r = lazyroot.run("gc", "--max-size=16M")
+    assert r.ok, str(r)
+    print(r.stdout.strip())
+    assert "evicted 0 images" in r.stdout, r.stdout
+    assert [i["reference"] for i in json.loads(lazyroot.run("images", "--json").stdout)] == [ref]
 
 
 def test_bad_limit_in_the_config_file(lazyroot, registry, test_dir, cache_dir, mountpoint):

@@ -598,6 +598,33 @@ def test_whole_blobs_always_wrong_fail_and_keep_nothing(lazyroot, registry):
 
 @pytest.mark.parametrize("kind", sorted(WRONG))
 @lazy_envs
+def test_wrong_toc_reads_twice_are_fetched_again(env, kind):
+    """The mount's own Range reads (the footer and TOC of the lazy layer) answered wrong twice
+    each: they are fetched again like blobs and chunks, the mount succeeds and its tree is the
+    fixture's."""
+    env.fault_lazy(lambda n: None)
+    env.p.set_fault(first_answers(2, lambda req: WRONG[kind](), lambda req: req["range"]))
+    env.mount(timeout=10)
+    assert len(env.faulted()) >= 2, env.p.requests
+    env.assert_alive_and_clean()
+
+
+@lazy_envs
+def test_wrong_toc_reads_every_time_fail_the_mount(env):
+    """A TOC read wrong every time: the mount fails after a bounded number of tries, at the
+    registry (exit status 3), and no layer is indexed, no image recorded."""
+    env.p.set_fault(lambda req: Fault.corrupt(_flip) if is_lazy_read(req) else None)
+    r = env.lazyroot.mount("%s/%s:%s" % (env.p.addr, REPO % env.name, TAG), None,
+                           "--prefetch=none", timeout=120)
+    assert r.returncode == 3, str(r)
+    print(helpers.assert_one_line(r))
+    assert 3 <= len(env.faulted()) <= 12, env.p.requests
+    helpers.assert_nothing_recorded(env.lazyroot, env.cache)
+    assert not conftest.is_mounted(env.mnt)
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG))
+@lazy_envs
 def test_wrong_chunks_twice_are_fetched_again(env, kind):
     """The first two answers of lazy reads wrong (flipped, or short with a Content-Length that
     says so): the chunks are fetched again and the read gets the right bytes; the stats count

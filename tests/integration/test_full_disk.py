@@ -187,12 +187,13 @@ def test_mount_on_full_disk_fails_cleanly(lazyroot, images, small_cache, mountpo
     assert not os.listdir(mountpoint)
     helpers.assert_no_daemon(mountpoint)
     assert not helpers.tmp_files(small_cache), helpers.tmp_files(small_cache)
-    # What is left, as after any pull that failed midway: the image's record and the layers
-    # imported whole before the one that did not fit (kept for the next try), consistent;
-    # none of the layer that failed.  `rm` takes them.
+    # What is left, as after any pull refused midway: no image or tag (`images` lists
+    # nothing), the layers imported whole before the one that did not fit (verified, kept for
+    # the next try), consistent; none of the layer that failed.  gc takes them.
+    helpers.assert_nothing_recorded(lazyroot, small_cache, layers=1)
     r = lazyroot.run("fsck")
     assert r.ok and r.stdout.strip().endswith(", clean"), str(r)
-    assert lazyroot.run("rm", images["small"]["ref"]).ok
+    assert lazyroot.run("gc").ok
     assert not helpers.blob_files(small_cache), helpers.blob_files(small_cache)
 
 
@@ -209,3 +210,78 @@ def test_full_cache_keeps_room_for_the_index(lazyroot, images, small_cache, moun
     assert r.ok and [row["reference"] for row in json.loads(r.stdout)] == [big["ref"]], str(r)
     assert lazyroot.umount().ok
     p.wait(timeout=30)
+
+
+def test_prewarm_on_full_disk_says_the_cache_is_full(lazyroot, images, small_cache):
+    """prewarm of a 24 MB lazy image into a 12 MB cache: the chunks that arrive are verified but
+    cannot be stored.  That is the cache's failure (exit status 4) and the line says the cache
+    is full, not that chunks could not be fetched or verified."""
+    r = lazyroot.run("prewarm", images["big"]["ref"], timeout=180)
+    assert r.returncode == 4, str(r)
+    line = helpers.assert_one_line(r)
+    print(line)
+    assert "cache '%s' is full: " % small_cache in line and \
+        line.endswith("chunks not stored: No space left on device"), line
+    assert "verified" not in line, line
+    assert not helpers.tmp_files(small_cache), helpers.tmp_files(small_cache)
+    assert lazyroot.run("fsck").ok
+
+
+def test_max_size_is_kept_while_the_disk_has_room(lazyroot, images, small_cache, mountpoint,
+                                                  test_dir):
+    """max-size 12M on a 64 MB file system: the mount of a 24 MB lazy image evicts the least
+    recently used unmounted image once the chunks it stored pass max-size (checked every
+    16 MiB stored), though the disk never fills; the mounted image stays."""
+    conf = test_dir / "lazyroot.conf"
+    conf.write_text("max-size = 12M\n")
+    env = {"LAZYROOT_CONFIG": str(conf)}
+    _resize(small_cache, "64m")
+    r = lazyroot.mount(images["small"]["ref"], mountpoint, env=env)
+    assert r.ok, str(r)
+    assert lazyroot.umount().ok
+    big = images["big"]
+    p, log = _spawn_mount(lazyroot, big["ref"], mountpoint, "--prefetch=none", env=env)
+    res = _read_all(mountpoint, big["files"])
+    assert all(v is None for v in res.values()), res
+    text = log.read_text()
+    print([ln for ln in text.splitlines() if "evicted" in ln])
+    assert "is over max-size: evicted 1 unmounted image(s)" in text, text
+    assert not _full_lines(log), text
+    refs = {row["reference"] for row in json.loads(lazyroot.run("images", "--json").stdout)}
+    assert refs == {big["ref"]}, refs
+    s = _stats(lazyroot, mountpoint)
+    assert s["chunks_no_space"] == 0 and s["chunks_failed"] == 0, s
+    assert lazyroot.umount().ok
+    p.wait(timeout=30)
+
+
+def test_chunks_served_from_memory_are_stored_when_room_returns(lazyroot, images, small_cache,
+                                                                 mountpoint):
+    """Half the files read on a full cache (served from memory), room again, the other half
+    read: the chunks kept in memory are stored then, so that a new mount reads the first half
+    without a single request."""
+    big = images["big"]
+    names = sorted(big["files"])
+    first = {n: big["files"][n] for n in names[:len(names) // 2]}
+    rest = {n: big["files"][n] for n in names[len(names) // 2:]}
+    p, log = _spawn_mount(lazyroot, big["ref"], mountpoint, "--prefetch=none")
+    res = _read_all(mountpoint, first)
+    assert all(v is None for v in res.values()), res
+    assert _stats(lazyroot, mountpoint)["chunks_no_space"] > 0
+    _resize(small_cache, "64m")
+    res = _read_all(mountpoint, rest)
+    assert all(v is None for v in res.values()), res
+    text = log.read_text()
+    print([ln for ln in text.splitlines() if "served from memory" in ln])
+    assert "stored" in text and "chunks served from memory while it was full (0 dropped)" \
+        in text, text
+    assert lazyroot.umount().ok
+    p.wait(timeout=30)
+
+    r = lazyroot.mount(big["ref"], mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    res = _read_all(mountpoint, first)
+    assert all(v is None for v in res.values()), res
+    s = _stats(lazyroot, mountpoint)
+    assert s["requests"] == 0 and s["bytes_fetched"] == 0, s
+    assert lazyroot.umount().ok

@@ -2,7 +2,7 @@
 is pushed as is to the real registry, so its blob matches the manifest's digest and size and
 only what the digest cannot see is wrong: a gzip trailer, the config's diff_ids.  A refusal is
 one line naming the layer and what disagrees, exit status 3, nothing mounted, nothing of the
-layer kept (no layers row, no blob, no image row when the config itself is refused)."""
+layer kept: no image or tag row, no layers row, no blob (helpers.assert_nothing_recorded)."""
 
 import os
 
@@ -11,7 +11,7 @@ import pytest
 import hostile
 import mkdemo
 import push
-from helpers import assert_clean_failure, blob_files, lazyroot_mounts, sqlite
+from helpers import assert_clean_failure, assert_nothing_recorded, lazyroot_mounts, sqlite
 
 
 def push_image(registry, test_dir, name, layers, diff_ids=None):
@@ -58,7 +58,7 @@ def test_gzip_trailer_is_checked(lazyroot, registry, test_dir, cache_dir, mountp
     line = refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref)
     assert line.endswith("Bad message: layer '%s' is not a valid tar archive: gzip member 1 is "
                          "corrupt: %s does not match its data" % (mkdemo.sha256(blob), words)), line
-    assert rows(cache_dir, "layers") == 0 and not blob_files(cache_dir)
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 def test_zstd_checksum_is_checked(lazyroot, registry, test_dir, cache_dir, mountpoint):
@@ -69,7 +69,7 @@ def test_zstd_checksum_is_checked(lazyroot, registry, test_dir, cache_dir, mount
     line = refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref)
     assert "layer '%s' is not a valid tar archive: the zstd stream is corrupt: " % (
         mkdemo.sha256(blob)) in line and "checksum" in line, line
-    assert rows(cache_dir, "layers") == 0 and not blob_files(cache_dir)
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 def test_gzip_members_back_to_back_mount(lazyroot, registry, test_dir, mountpoint):
@@ -99,7 +99,7 @@ def test_diff_id_mismatch_is_refused(lazyroot, registry, test_dir, cache_dir, mo
     assert "Bad message: layer %s failed verification: its uncompressed content is %s, the " \
            "config sha256:" % (mkdemo.sha256(blob), mkdemo.sha256(tar)) in line, line
     assert line.endswith(" says %s: nothing of it was kept" % wrong), line
-    assert rows(cache_dir, "layers") == 0 and not blob_files(cache_dir)
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 @pytest.mark.parametrize("n", [0, 2])
@@ -111,8 +111,7 @@ def test_diff_id_count_is_checked(lazyroot, registry, test_dir, cache_dir, mount
     line = refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref)
     assert line.endswith("Bad message: config sha256:%s lists %d diff_ids for the manifest's "
                          "1 layers" % (line.split("config sha256:")[1][:64], n)), line
-    assert rows(cache_dir, "layers") == 0 and not blob_files(cache_dir)
-    assert rows(cache_dir, "images") == 0, "the refused image was stored"
+    assert_nothing_recorded(lazyroot, cache_dir)
 
 
 def test_shared_layer_is_checked_per_image(lazyroot, registry, test_dir, cache_dir, mountpoint):
@@ -138,3 +137,21 @@ def test_shared_layer_is_checked_per_image(lazyroot, registry, test_dir, cache_d
     assert r.ok, str(r)
     assert (mountpoint / "shared").read_bytes() == b"shared\n"
     assert lazyroot.umount(mountpoint).ok
+
+
+def test_refused_layer_after_good_ones_records_no_image(lazyroot, registry, test_dir, cache_dir,
+                                                        mountpoint):
+    """The first layer is whole and right, the second's diff_id is wrong: the image and its tag
+    are recorded only once every layer is in, so `images` lists nothing and fsck is clean; the
+    first layer, verified, stays for gc (or for the next image that has it)."""
+    good, bad = tar_of("a", b"first\n"), tar_of("b", b"second\n")
+    ref = push_image(registry, test_dir, "second-bad",
+                     [(mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(good)),
+                      (mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(bad))],
+                     diff_ids=[mkdemo.sha256(good), mkdemo.sha256(b"not the second")])
+    line = refused(lazyroot, registry, test_dir, cache_dir, mountpoint, ref)
+    assert "layer %s failed verification" % mkdemo.sha256(mkdemo.gzip_bytes(bad)) in line, line
+    assert_nothing_recorded(lazyroot, cache_dir, layers=1)
+    r = lazyroot.run("gc")
+    assert r.ok, str(r)
+    assert rows(cache_dir, "layers") == 0

@@ -89,20 +89,29 @@ def assert_tree(mnt, fixture):
     assert not diffs, "\n".join(diffs)
 
 
-def mirror_conf(origin_addr, *mirrors, extra=""):
+def mirror_conf(origin_addr, *mirrors, extra="", mirror_extra=""):
+    """@extra: lines of the registry; @mirror_extra: lines of each mirror."""
     text = '[[registry]]\nprefix = "%s"\n%s' % (origin_addr, extra)
     for m in mirrors:
-        text += '[[registry.mirror]]\nlocation = "%s"\n' % m
+        text += '[[registry.mirror]]\nlocation = "%s"\n%s' % (m, mirror_extra)
     return text
 
 
-def test_mirror_serves_everything_when_it_has_the_image(lazyroot, test_dir, origin, mirror):
-    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
+def mount_oci_gzip(lazyroot, test_dir, origin, conf, *extra, ref=None):
+    """Mounts oci-gzip (the origin's REPO:TAG unless @ref) with registries.conf @conf and the
+    options @extra, checks its tree and unmounts; returns the mount's result."""
+    env = write_conf(test_dir, conf)
+    r = lazyroot.mount(ref or "%s/%s:%s" % (origin.addr, REPO, TAG), None, *extra, env=env)
+    r.check()
     try:
         assert_tree(lazyroot.mountpoint, "oci-gzip")
     finally:
         lazyroot.umount(env=env)
+    return r
+
+
+def test_mirror_serves_everything_when_it_has_the_image(lazyroot, test_dir, origin, mirror):
+    mount_oci_gzip(lazyroot, test_dir, origin, mirror_conf(origin.addr, mirror.addr))
     assert origin.requests == [], "the origin was asked: %s" % api_requests(origin)
     got = api_requests(mirror)
     assert tag_asked(got), got
@@ -115,25 +124,15 @@ def test_origin_serves_when_the_mirror_cannot(lazyroot, test_dir, origin, empty_
         mirrors = ["127.0.0.1:%d" % registry_mod.free_port()]
     else:
         mirrors = [empty_registry.addr]
-    env = write_conf(test_dir, mirror_conf(origin.addr, *mirrors))
-    r = lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), None, "--verbose", env=env)
-    r.check()
-    try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
-    finally:
-        lazyroot.umount(env=env)
+    r = mount_oci_gzip(lazyroot, test_dir, origin, mirror_conf(origin.addr, *mirrors), "--verbose")
     assert tag_asked(api_requests(origin)), api_requests(origin)
     assert "mirror '%s/%s' failed" % (mirrors[0], REPO) in r.stderr, str(r)
 
 
 def test_second_mirror_serves_when_the_first_lacks_the_image(lazyroot, test_dir, origin, mirror,
                                                              empty_registry):
-    env = write_conf(test_dir, mirror_conf(origin.addr, empty_registry.addr, mirror.addr))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
-    try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
-    finally:
-        lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin,
+                   mirror_conf(origin.addr, empty_registry.addr, mirror.addr))
     assert origin.requests == [], api_requests(origin)
     assert any("/blobs/" in r for r in api_requests(mirror))
 
@@ -172,13 +171,8 @@ def test_layer_cut_short_at_the_mirror_continues_from_the_origin(lazyroot, test_
 
 
 def test_mirror_by_digest_only_resolves_tags_at_the_origin(lazyroot, test_dir, origin, mirror):
-    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr,
-                                           extra="mirror-by-digest-only = true\n"))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
-    try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
-    finally:
-        lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin,
+                   mirror_conf(origin.addr, mirror.addr, extra="mirror-by-digest-only = true\n"))
     at_origin, at_mirror = api_requests(origin), api_requests(mirror)
     assert tag_asked(at_origin), at_origin
     assert not any("/blobs/" in r for r in at_origin), at_origin
@@ -187,24 +181,19 @@ def test_mirror_by_digest_only_resolves_tags_at_the_origin(lazyroot, test_dir, o
 
 
 def test_pull_from_mirror_digest_only_per_mirror(lazyroot, test_dir, origin, mirror):
-    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr).replace(
-        'location = "%s"\n' % mirror.addr,
-        'location = "%s"\npull-from-mirror = "digest-only"\n' % mirror.addr))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
-    lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin,
+                   mirror_conf(origin.addr, mirror.addr,
+                               mirror_extra='pull-from-mirror = "digest-only"\n'))
     assert tag_asked(api_requests(origin)), api_requests(origin)
     assert not any("/blobs/" in r for r in api_requests(origin))
     assert any("/blobs/" in r for r in api_requests(mirror))
 
 
 def test_prefix_rewritten_to_location(lazyroot, test_dir, origin):
-    env = write_conf(test_dir, '[[registry]]\nprefix = "registry.example:5000/fixtures"\n'
-                               'location = "%s/fixtures"\n' % origin.addr)
-    lazyroot.mount("registry.example:5000/fixtures/oci-gzip:edge", env=env).check()
-    try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
-    finally:
-        lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin,
+                   '[[registry]]\nprefix = "registry.example:5000/fixtures"\n'
+                   'location = "%s/fixtures"\n' % origin.addr,
+                   ref="registry.example:5000/fixtures/oci-gzip:edge")
     assert tag_asked(api_requests(origin)), api_requests(origin)
 
 
@@ -339,11 +328,9 @@ def test_tls_verify_true_is_the_default(lazyroot, test_dir, outside_tls_registry
 
 def test_insecure_mirror_of_a_secure_registry(lazyroot, test_dir, origin, outside_http_registry):
     """A mirror marked insecure is reached over plain HTTP; the origin is never asked."""
-    env = write_conf(test_dir, mirror_conf(origin.addr, outside_http_registry.addr).replace(
-        'location = "%s"\n' % outside_http_registry.addr,
-        'location = "%s"\ninsecure = true\n' % outside_http_registry.addr))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
-    lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin,
+                   mirror_conf(origin.addr, outside_http_registry.addr,
+                               mirror_extra="insecure = true\n"))
     assert origin.requests == [], api_requests(origin)
 
 
@@ -359,12 +346,7 @@ def test_origin_serves_blobs_a_mirror_keeps_answering_wrong(lazyroot, test_dir, 
     """A mirror whose blob answers are always short (well framed: Content-Length says so):
     each blob is asked there three times, then from the origin, and the mount succeeds."""
     mirror.set_fault(_short)
-    env = write_conf(test_dir, mirror_conf(origin.addr, mirror.addr))
-    lazyroot.mount("%s/%s:%s" % (origin.addr, REPO, TAG), env=env).check()
-    try:
-        assert_tree(lazyroot.mountpoint, "oci-gzip")
-    finally:
-        lazyroot.umount(env=env)
+    mount_oci_gzip(lazyroot, test_dir, origin, mirror_conf(origin.addr, mirror.addr))
     at_mirror = [r["path"] for r in mirror.blob_requests()]
     assert at_mirror and all(at_mirror.count(p) == 3 for p in at_mirror), at_mirror
     assert origin.blob_requests(), api_requests(origin)

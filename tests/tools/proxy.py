@@ -490,35 +490,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stall(self, fault, rec):
         """Send nothing until released or fault.arg seconds passed; then close."""
-        p = self.proxy
         t0 = time.monotonic()
-        with p._lock:
-            gen = p._stall_gen
-        while True:
-            with p._lock:
-                if p._stall_gen != gen or p.offline:
-                    break
-            if fault.arg is not None and time.monotonic() - t0 >= fault.arg:
-                break
-            time.sleep(0.02)
-        with p._lock:
-            rec["stalled"] = time.monotonic() - t0
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._hold(rec, lambda p: fault.arg is not None and time.monotonic() - t0 >= fault.arg)
 
     def _swallow(self, rec):
         """A black hole: answer nothing until p.black_hole is cleared (or released, or the
         proxy stops), then close the connection."""
+        self._hold(rec, lambda p: not p.black_hole)
+
+    def _hold(self, rec, done):
+        """Hold the connection without a byte until done(proxy) (called with the proxy's lock
+        held), p.release(), or the proxy goes down; then record how long (rec["stalled"],
+        if rec) and close it."""
         p = self.proxy
         t0 = time.monotonic()
         with p._lock:
             gen = p._stall_gen
         while True:
             with p._lock:
-                if not p.black_hole or p._stall_gen != gen or p.offline:
+                if done(p) or p._stall_gen != gen or p.offline:
                     break
             time.sleep(0.02)
         if rec is not None:

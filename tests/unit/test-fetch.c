@@ -52,6 +52,7 @@ struct test_reader {
 	atomic_int fail_next;          /* so many reads (ending from now on) fail so */
 	atomic_long slow_offset;       /* a read starting here sleeps slow_us; -1: none */
 	atomic_long slow_us;
+	atomic_bool slow_release;      /* the slow read ends now, however long it had left */
 	atomic_long all_us;            /* every read sleeps this long */
 };
 
@@ -123,6 +124,16 @@ static int piece_write(void *userdata, const void *buf, size_t n)
 	return r;
 }
 
+/* A slow read sleeps slow_us, or less if the test lets it go: a test that asserts what happens
+ * while it is still in progress gives it a bound no loaded machine reaches (SLOW_HELD_US: a call
+ * that wrongly waited for it returns only after that), then releases it. */
+#define SLOW_HELD_US ((long)(10000000 * TAP_TIME_SCALE))
+static void slow_read_wait(struct test_reader *rd)
+{
+	for (long t = 0; t < rd->slow_us && !rd->slow_release; t += 10000)
+		usleep(10000);
+}
+
 static int test_connect(struct range_source *s, struct range_conn **ret)
 {
 	struct test_source *ts = (struct test_source *)s;
@@ -155,7 +166,7 @@ static int test_stream(struct range_conn *rc, const char *digest, uint64_t size,
 	if (rd->all_us > 0)
 		usleep(rd->all_us);
 	if ((long)offset == rd->slow_offset)
-		usleep(rd->slow_us);
+		slow_read_wait(rd);
 	log_event(EV_END, rd->layer, offset);
 	rd->in_read--;
 	if (rd->fail || take_one(&rd->fail_next))
@@ -208,6 +219,7 @@ static void reader_reset(void)
 		L[l].rd.fail_next = 0;
 		L[l].rd.slow_offset = -1;
 		L[l].rd.slow_us = 0;
+		L[l].rd.slow_release = false;
 		L[l].rd.all_us = 0;
 	}
 	events_reset();
@@ -670,7 +682,7 @@ static void test_no_blocking(void)
 	check(r == 0, "chunk B is stored first");
 
 	L[0].rd.slow_offset = (long)L[0].chunks[4].blob_offset;
-	L[0].rd.slow_us = 800000;
+	L[0].rd.slow_us = SLOW_HELD_US;
 	a = (struct racer) { .f = e.f, .c = &L[0].chunks[4] };
 	pthread_create(&ta, NULL, racer_run, &a);
 	wait_until_reading(0);
@@ -688,6 +700,7 @@ static void test_no_blocking(void)
 	check(c.r == 0 && L[0].rd.in_read == 1,
 	      "a missing chunk of another layer is fetched while A's read sleeps");
 
+	L[0].rd.slow_release = true;
 	pthread_join(ta, NULL);
 	check(a.r == 0 && stored_right(&e, 0, 4) == 1, "the slow chunk A is stored in the end");
 	env_done(&e);
@@ -824,13 +837,14 @@ static void test_ahead_is_not_waited_for(void)
 	cs[0].ahead = true;
 	cs[1] = L[1].chunks[1];
 	L[0].rd.slow_offset = (long)L[0].chunks[1].blob_offset;
-	L[0].rd.slow_us = 800000;
+	L[0].rd.slow_us = SLOW_HELD_US;
 	t0 = now_ms();
 	r = fetcher_ensure_interruptible(e.f, cs, 2, &intr);
 	took = now_ms() - t0;
 	check(r == 0 && L[0].rd.in_read == 1 && stored_right(&e, 1, 1) == 1,
 	      "the call returns once its own chunk is in, not after the slow one fetched ahead "
 	      "(%d, %lld ms)", r, (long long)took);
+	L[0].rd.slow_release = true;
 	pthread_mutex_lock(&ev_lock);
 	first = events[0];
 	pthread_mutex_unlock(&ev_lock);
@@ -842,6 +856,7 @@ static void test_ahead_is_not_waited_for(void)
 	      calls());
 
 	/* Another call fetches a chunk slowly: asking for it ahead does not wait for it. */
+	L[0].rd.slow_release = false;
 	L[0].rd.slow_offset = (long)L[0].chunks[4].blob_offset;
 	a = (struct racer) { .f = e.f, .c = &L[0].chunks[4] };
 	pthread_create(&ta, NULL, racer_run, &a);
@@ -855,6 +870,7 @@ static void test_ahead_is_not_waited_for(void)
 	check(r == 0 && L[0].rd.in_read == 1 && stored_right(&e, 1, 4) == 1,
 	      "a chunk another call is fetching, asked for ahead, is not waited for (%lld ms)",
 	      (long long)took);
+	L[0].rd.slow_release = true;
 	pthread_join(ta, NULL);
 	check(a.r == 0 && stored_right(&e, 0, 4) == 1, "and that call gets it");
 
