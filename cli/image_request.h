@@ -36,6 +36,10 @@ struct mount_request {
 	char *username;
 	char *password;
 	struct credentials_options credentials;  /* authfile: --authfile made absolute, owned */
+	/* Called once the image is pulled, before the mount goes live (a machine writes its
+	 * settings here): < 0 (logged) fails the mount. */
+	int (*pulled)(void *userdata, const struct reference *ref, const struct image *img);
+	void *pulled_userdata;
 };
 
 /* Frees what image_option_apply() allocated in @req, wiping the password. */

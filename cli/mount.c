@@ -20,6 +20,7 @@
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
+#include "cli/machine.h"
 #include "cli/mount_daemon.h"
 #include "cli/mount_tree.h"
 #include "cli/mountinfo.h"
@@ -28,9 +29,12 @@
 #include "cli/verb_args.h"
 
 static const char mount_usage[] =
-	"Usage: lazyroot mount [OPTIONS] REF DIR\n\n"
+	"Usage: lazyroot mount [OPTIONS] REF DIR\n"
+	"       lazyroot mount [OPTIONS] --machine=NAME [REF]\n\n"
 	"Mount image REF read-only at DIR; file contents come from the cache.\n\n"
 	"  -o, --overlay=DIR      mount overlayfs at DIR, writes go to DIR/upper\n"
+	"  -M, --machine=NAME     mount as machine NAME for systemd-nspawn -M, machinectl\n"
+	"                         and systemd-nspawn@NAME.service (see MACHINES in lazyroot(1))\n"
 	"      --volatile         like --overlay, with writes in memory (tmpfs)\n"
 	IMAGE_OPTIONS_HELP
 	"  -f, --foreground       serve in the foreground (for systemd units)\n"
@@ -388,6 +392,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		r = mount_pull(req, ref, cache, &d, &img);
 	if (r >= 0)
 		r = mount_build(&d, ref, cache, img);
+	if (r >= 0 && req->pulled)
+		r = req->pulled(req->pulled_userdata, ref, img);
 	if (r < 0)
 		goto finish;
 	if (ret_config) {
@@ -408,11 +414,24 @@ finish:
 	return r;
 }
 
+/* --machine NAME [REF]: the machine's own mountpoint and overlay. */
+static int verb_mount_machine(struct mount_request *req, const char *name, int n, char **operands)
+{
+	if (n > 1)
+		return log_error_errno(-ERR_USAGE, "mount --machine takes at most an image reference, "
+				       "not a mountpoint (see 'lazyroot mount --help')");
+	if (req->overlay_dir || req->volatile_upper)
+		return log_error_errno(-ERR_USAGE, "a machine's writes are kept in its own overlay: "
+				       "--overlay and --volatile do not apply to --machine");
+	return machine_mount(req, name, n == 1 ? operands[0] : NULL);
+}
+
 int verb_mount(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "overlay", required_argument, NULL, 'o' },
 		{ "volatile", no_argument, NULL, 'V' },
+		{ "machine", required_argument, NULL, 'M' },
 		IMAGE_OPTIONS,
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -421,14 +440,15 @@ int verb_mount(int argc, char **argv)
 		{}
 	};
 	_cleanup_(mount_request_done) struct mount_request req = {};
+	const char *machine = NULL;
 	int r;
 
 	r = verb_args_parse(argc, argv, &(struct verb_args) {
-		.name = "mount", .operands = "needs an image reference and a mountpoint",
-		.min_operands = 2, .max_operands = 2,
-		.usage = mount_usage, .optstring = "o:fdvh", .options = options, .image = &req,
+		.name = "mount", .max_operands = 2,
+		.usage = mount_usage, .optstring = "o:M:fdvh", .options = options, .image = &req,
 		.args = (const struct verb_arg[]) {
 			VERB_VALUE('o', &req.overlay_dir), VERB_SWITCH('V', &req.volatile_upper),
+			VERB_VALUE('M', &machine),
 			VERB_SWITCH('f', &req.foreground), VERB_SWITCH('d', &req.foreground),
 			VERB_SWITCH('d', &req.debug_fuse), {}
 		},
@@ -439,6 +459,11 @@ int verb_mount(int argc, char **argv)
 		log_error("--overlay and --volatile exclude each other");
 		return -ERR_USAGE;
 	}
+	if (machine)
+		return verb_mount_machine(&req, machine, argc - optind, argv + optind);
+	if (argc - optind != 2)
+		return log_error_errno(-ERR_USAGE, "mount needs an image reference and a mountpoint "
+				       "(see 'lazyroot mount --help')");
 	req.ref = argv[optind];
 	req.mountpoint = argv[optind + 1];
 	return mount_image(&req, NULL, NULL);
