@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -25,6 +26,7 @@
 #include "cli/mount_tree.h"
 #include "cli/mountinfo.h"
 #include "cli/overlay.h"
+#include "cli/private_users.h"
 #include "cli/progress.h"
 #include "cli/verb_args.h"
 
@@ -36,6 +38,7 @@ static const char mount_usage[] =
 	"  -M, --machine=NAME     mount as machine NAME for systemd-nspawn -M, machinectl\n"
 	"                         and systemd-nspawn@NAME.service (see MACHINES in lazyroot(1))\n"
 	"      --volatile         like --overlay, with writes in memory (tmpfs)\n"
+	"      --private-users=BASE|pick  show uids and gids shifted by BASE (for nspawn -U)\n"
 	IMAGE_OPTIONS_HELP
 	"  -f, --foreground       serve in the foreground (for systemd units)\n"
 	"  -d, --debug            log every FUSE request (implies --foreground)\n"
@@ -268,6 +271,26 @@ static int prepare_state(struct mount_daemon *d, const struct mount_request *req
 	return 0;
 }
 
+/* An upper directory written in another id range would show the container wrong owners. */
+static int check_overlay_upper(const char *dir, uint32_t base)
+{
+	uid_t uid;
+	gid_t gid;
+	int r;
+
+	r = overlay_check_upper(dir, base, &uid, &gid);
+	if (r == -EXDEV)
+		return log_error_errno(-ERR_MOUNT, "overlay directory '%s' holds an upper directory "
+				       "owned by %u:%u, outside the ids %" PRIu32 "-%" PRIu32 " of this "
+				       "mount: use the --private-users it was written with, or another "
+				       "directory", dir, (unsigned)uid, (unsigned)gid, base,
+				       base + PRIVATE_USERS_RANGE - 1);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot check overlay directory '%s': %s", dir,
+				       strerror(-r));
+	return 0;
+}
+
 /* Everything that can be checked before the network: the mountpoint, /dev/fuse, the overlay
  * directory. */
 static int mount_check(const struct mount_request *req, struct mount_daemon *d)
@@ -279,6 +302,14 @@ static int mount_check(const struct mount_request *req, struct mount_daemon *d)
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "mountpoint '%s' does not exist: %s",
 				       req->mountpoint, strerror(-r));
+	if (req->private_users) {
+		/* pick's name: the machine's, else the mountpoint's path. */
+		r = private_users_parse(req->private_users,
+					req->private_users_name ? req->private_users_name : d->state.target,
+					&d->state.private_users);
+		if (r < 0)
+			return r;
+	}
 	r = check_mountpoint(d->state.target);
 	if (r == 0)
 		r = check_dev_fuse();
@@ -290,18 +321,22 @@ static int mount_check(const struct mount_request *req, struct mount_daemon *d)
 	}
 	if (!req->overlay_dir)
 		return 0;
-	r = overlay_prepare_dir(req->overlay_dir);
-	if (r == -EINVAL) {
+	if (overlay_check_path(req->overlay_dir) < 0) {
 		log_error("overlay directory '%s' may not contain ',' ':' or '\\'", req->overlay_dir);
 		return -ERR_USAGE;
 	}
+	/* upper/ and work/ are made once the image's root is known (mount_build). */
+	r = mkdir_p(req->overlay_dir, 0755);
 	if (r < 0 || !realpath(req->overlay_dir, resolved)) {
 		log_error_errno(r < 0 ? r : errno, "cannot prepare overlay directory '%s': %m",
 				req->overlay_dir);
 		return -ERR_MOUNT;
 	}
+	r = check_overlay_upper(resolved, d->state.private_users);
+	if (r < 0)
+		return r;
 	d->overlay_dir = strdup(resolved);
-	return 0;
+	return d->overlay_dir ? 0 : -ENOMEM;
 }
 
 /* Pulls the image and records the mount, so that from then on gc and rm see it mounted. */
@@ -342,6 +377,26 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 	return 0;
 }
 
+/* The tree's ids shifted into the private users range, and the overlay's upper and work
+ * directories, owned by that range, the upper with the image root's mode. */
+static int mount_build_upper(struct mount_daemon *d, struct fs_tree *tree)
+{
+	struct stat st;
+	int r;
+
+	if (private_users_apply(tree, d->state.private_users) < 0)
+		return -ERR_MOUNT;
+	r = fs_tree_stat(tree, FS_ROOT_INO, &st);
+	d->upper_mode = r < 0 ? 0755 : st.st_mode & 07777;
+	if (!d->req->overlay_dir)
+		return 0;
+	r = overlay_prepare_dir(d->overlay_dir, d->state.private_users, d->upper_mode);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot prepare overlay directory '%s': %s",
+				       d->overlay_dir, strerror(-r));
+	return 0;
+}
+
 /* The tree, the fetcher of lazy layers and the filesystem the daemon serves. */
 static int mount_build(struct mount_daemon *d, const struct reference *ref, struct cache *cache,
 		       const struct image *img)
@@ -351,6 +406,9 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 
 	if (mount_tree_build(cache, img, &tree) < 0)
 		return -ERR_REGISTRY;
+	r = mount_build_upper(d, tree);
+	if (r < 0)
+		return r;
 	d->pull_requests = img->pull_requests;
 	d->pull_bytes = img->pull_bytes;
 	r = setup_lazy(d, ref, cache->bs, img, tree);

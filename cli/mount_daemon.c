@@ -93,7 +93,7 @@ static void *daemon_setup_thread(void *userdata)
 	int r;
 
 	if (req->volatile_upper) {
-		r = overlay_mount_tmpfs(d->overlay_dir);
+		r = overlay_mount_tmpfs(d->overlay_dir, d->state.private_users, d->upper_mode);
 		if (r < 0) {
 			errno = -r;
 			daemon_report(d, -ERR_MOUNT, "cannot mount tmpfs at '%s': %m", d->overlay_dir);
