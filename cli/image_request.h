@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cache/fetch.h"
 #include "cache/image.h"
@@ -39,8 +40,10 @@ struct mount_request {
 	char *password;
 	struct credentials_options credentials;  /* authfile: --authfile made absolute, owned */
 	/* Called once the image is pulled, before the mount goes live (a machine writes its
-	 * settings here): < 0 (logged) fails the mount. */
-	int (*pulled)(void *userdata, const struct reference *ref, const struct image *img);
+	 * settings here), with the private users base it mounts with (0: none): < 0 (logged)
+	 * fails the mount. */
+	int (*pulled)(void *userdata, const struct reference *ref, const struct image *img,
+		      uint32_t private_users);
 	void *pulled_userdata;
 };
 

@@ -164,7 +164,6 @@ static int machine_dropin_write(const struct machine_paths *p)
 }
 
 struct machine_add {
-	const struct mount_request *req;
 	struct machine_paths *paths;
 	const char *ref;
 	bool created;         /* no REF was stored: a failure removes what the add wrote */
@@ -174,7 +173,8 @@ struct machine_add {
 
 /* mount_request.pulled: the image is pulled, the mount not yet live.  Writes the stored REF,
  * the settings and the drop-in; a failure here fails the mount. */
-static int machine_pulled(void *userdata, const struct reference *ref, const struct image *img)
+static int machine_pulled(void *userdata, const struct reference *ref, const struct image *img,
+			  uint32_t private_users)
 {
 	struct machine_add *a = userdata;
 	struct machine_paths *p = a->paths;
@@ -186,7 +186,7 @@ static int machine_pulled(void *userdata, const struct reference *ref, const str
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", p->image_file,
 				       strerror(-r));
-	r = machine_settings_text(a->req, img->config, &settings);
+	r = machine_settings_text(img->config, private_users, &settings);
 	if (r >= 0)
 		r = write_file_replace(p->settings, settings, 0644);
 	if (r < 0)
@@ -262,7 +262,8 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 {
 	_cleanup_(machine_paths_done) struct machine_paths p = {};
 	_cleanup_free_ char *image = NULL;
-	struct machine_add a = { .req = req, .paths = &p };
+	struct machine_add a = { .paths = &p };
+	char base[16];
 	int r;
 
 	r = machine_paths_get(name, &p);
@@ -277,9 +278,7 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "cannot create '%s': %s", p.directory,
 				       strerror(-r));
-	r = machine_private_users(req, &p);
-	if (r < 0)
-		goto fail;
+	machine_private_users(req, &p, base);
 	a.ref = image;
 	req->ref = image;
 	req->mountpoint = p.directory;
@@ -287,10 +286,8 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	req->pulled = machine_pulled;
 	req->pulled_userdata = &a;
 	r = mount_image(req, NULL, NULL);
-	if (r >= 0)
-		return 0;
-fail:
-	machine_add_undo(&a);
+	if (r < 0)
+		machine_add_undo(&a);
 	return r;
 }
 

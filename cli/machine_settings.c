@@ -3,25 +3,38 @@
  * says what a machine picks. */
 #include "cli/machine_settings.h"
 
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
+#include "cache/base/util.h"
 #include "cli/image_request.h"
 #include "cli/machine.h"
+#include "cli/private_users.h"
 
-int machine_private_users(struct mount_request *req, const struct machine_paths *p)
+void machine_private_users(struct mount_request *req, const struct machine_paths *p,
+			   char buf[static 16])
 {
-	(void)req;
-	(void)p;
-	return 0;
+	_cleanup_free_ char *upper = NULL;
+	struct stat st;
+
+	if (req->private_users)
+		return;
+	req->private_users_name = p->name;
+	req->private_users = "pick";
+	/* A remount keeps the range its writes are owned by: a new pick could differ when the
+	 * first choice got taken meanwhile. */
+	if (asprintf(&upper, "%s/upper", p->state) < 0 || stat(upper, &st) < 0)
+		return;
+	if (st.st_uid != 0 && st.st_uid % PRIVATE_USERS_RANGE == 0) {
+		snprintf(buf, 16, "%u", (unsigned)st.st_uid);
+		req->private_users = buf;
+	}
 }
 
-int machine_settings_text(const struct mount_request *req, const struct image_config *cfg,
-			  char **ret)
+int machine_settings_text(const struct image_config *cfg, uint32_t base, char **ret)
 {
-	(void)req;
 	(void)cfg;
-	*ret = strdup("[Exec]\nBoot=no\n");
-	return *ret ? 0 : -ENOMEM;
+	if (asprintf(ret, "[Exec]\nBoot=no\nPrivateUsers=%u\n", (unsigned)base) < 0)
+		return -ENOMEM;
+	return 0;
 }

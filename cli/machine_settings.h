@@ -2,17 +2,19 @@
  * range its writes are owned by) and its nspawn settings, from the image config. */
 #pragma once
 
+#include <stdint.h>
+
 #include "cache/format/manifest.h"
 
 struct mount_request;
 struct machine_paths;
 
-/* Sets @req's private users for machine @p unless the command line chose: the range the
- * machine's upper dir is already owned by (a remount), else one picked from its name, as
- * systemd-nspawn@.service's -U would.  0 or -errno (logged). */
-int machine_private_users(struct mount_request *req, const struct machine_paths *p);
+/* Sets @req's private users for machine @p unless the command line chose (--private-users):
+ * the range the machine's upper dir is already owned by (a remount), else one picked from its
+ * name, as systemd-nspawn@.service's -U would.  @buf holds the base's text for @req. */
+void machine_private_users(struct mount_request *req, const struct machine_paths *p,
+			   char buf[static 16]);
 
 /* The text of the machine's NAME.nspawn: @cfg's command, environment, working directory and
- * user, Boot=no, and PrivateUsers= the range @req mounts with.  0 or -errno. */
-int machine_settings_text(const struct mount_request *req, const struct image_config *cfg,
-			  char **ret);
+ * user, Boot=no, and PrivateUsers= @base (0: no).  0 or -errno. */
+int machine_settings_text(const struct image_config *cfg, uint32_t base, char **ret);

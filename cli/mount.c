@@ -451,7 +451,7 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 	if (r >= 0)
 		r = mount_build(&d, ref, cache, img);
 	if (r >= 0 && req->pulled)
-		r = req->pulled(req->pulled_userdata, ref, img);
+		r = req->pulled(req->pulled_userdata, ref, img, d.state.private_users);
 	if (r < 0)
 		goto finish;
 	if (ret_config) {
