@@ -15,6 +15,7 @@
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
 #include "cli/nspawn.h"
+#include "cli/run_exec.h"
 #include "cli/verb_args.h"
 
 /* Written once before the handlers are installed and read only by them: the one process
@@ -145,6 +146,7 @@ int verb_run(int argc, char **argv)
 	_cleanup_free_ char *mnt = NULL, *short_name = NULL, *machine = NULL;
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
 	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
+	_cleanup_(run_exec_done) struct run_exec rx = {};
 	bool verbose = false, after_dashes = false;
 	int r, status;
 
@@ -179,23 +181,24 @@ int verb_run(int argc, char **argv)
 	}
 
 	machine = machine_name_from(short_name);
-	struct nspawn_request nr = {
-		.directory = mnt,
-		.machine = machine ? machine : "lazyroot",
-		.user_args = nspawn_args,
-		.command = command,
-		.config = config,
-		.quiet = !verbose,
-	};
-	r = nspawn_build_argv(&nr, &argv_nspawn);
+	/* The image's user, resolved here, set by lazyroot-exec: nspawn's --user needs getent. */
+	r = run_exec_prepare(&rx, mnt, config, nspawn_args, command);
+	if (r >= 0)
+		r = nspawn_build_argv(&(struct nspawn_request) {
+			.directory = mnt,
+			.machine = machine ? machine : "lazyroot",
+			.user_args = rx.nspawn_args,
+			.command = rx.command,
+			.config = &rx.config,
+			.quiet = !verbose,
+		}, &argv_nspawn);
 	if (r == -ENOEXEC) {
 		log_error("image '%s' has no Entrypoint or Cmd: give a command after '--'", req.ref);
 		status = -ENOEXEC;
 	} else if (r < 0) {
-		log_error_errno(r, "cannot build the systemd-nspawn command line: %m");
-		status = r;
+		status = r;   /* logged */
 	} else {
-		status = run_nspawn(argv_nspawn);
+		status = run_exec_status(&rx, run_nspawn(argv_nspawn));
 	}
 
 	/* Processes the container left behind may still hold the tree: detach then. */
