@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/store/mount_records.h"
@@ -169,29 +170,50 @@ struct machine_add {
 	bool created;         /* no REF was stored: a failure removes what the add wrote */
 	bool state_created;   /* nor writes kept (rm --keep-writes): a failure removes them too */
 	bool dir_created;
+	bool foreground;
+	uint32_t base;        /* the private users range it mounts with */
 };
 
 /* mount_request.pulled: the image is pulled, the mount not yet live.  Writes the stored REF,
  * the settings and the drop-in; a failure here fails the mount. */
+/* NAME.nspawn from @cfg; @root_dir, the mounted tree, resolves the image's user by name. */
+static int machine_settings_write(const struct machine_add *a, const struct image_config *cfg,
+				  const char *root_dir)
+{
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	r = machine_settings_text(cfg, a->base, root_dir, a->ref, &text);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot write settings of machine '%s': %s",
+				       a->paths->name, error_take(r));
+	r = write_file_replace(a->paths->settings, text, 0644);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", a->paths->settings,
+				       strerror(-r));
+	return 0;
+}
+
 static int machine_pulled(void *userdata, const struct reference *ref, const struct image *img,
 			  uint32_t private_users)
 {
 	struct machine_add *a = userdata;
 	struct machine_paths *p = a->paths;
-	_cleanup_free_ char *settings = NULL;
 	int r;
 
 	(void)ref;
+	a->base = private_users;
 	r = machine_image_write(p, a->ref);
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", p->image_file,
 				       strerror(-r));
-	r = machine_settings_text(img->config, private_users, &settings);
-	if (r >= 0)
-		r = write_file_replace(p->settings, settings, 0644);
-	if (r < 0)
-		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", p->settings,
-				       strerror(-r));
+	/* In the foreground (the boot unit) the mount is live only when this process ends:
+	 * the settings written when the machine was added stay, or numeric ids only. */
+	if (a->foreground && access(p->settings, F_OK) < 0) {
+		r = machine_settings_write(a, img->config, NULL);
+		if (r < 0)
+			return r;
+	}
 	r = machine_dropin_write(p);
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", p->dropin,
@@ -261,7 +283,8 @@ static int machine_check_ref(const struct machine_paths *p, const char *ref, cha
 int machine_mount(struct mount_request *req, const char *name, const char *ref)
 {
 	_cleanup_(machine_paths_done) struct machine_paths p = {};
-	_cleanup_free_ char *image = NULL;
+	_cleanup_(image_config_freep) struct image_config *config = NULL;
+	_cleanup_free_ char *image = NULL, *short_name = NULL;
 	struct machine_add a = { .paths = &p };
 	char base[16];
 	int r;
@@ -285,7 +308,14 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	req->overlay_dir = p.state;
 	req->pulled = machine_pulled;
 	req->pulled_userdata = &a;
-	r = mount_image(req, NULL, NULL);
+	a.foreground = req->foreground;
+	r = mount_image(req, req->foreground ? NULL : &config, req->foreground ? NULL : &short_name);
+	/* Live now: the image's user resolves against its own /etc/passwd. */
+	if (r >= 0 && config) {
+		r = machine_settings_write(&a, config, p.directory);
+		if (r < 0)
+			(void)umount_path(p.directory, false);
+	}
 	if (r < 0)
 		machine_add_undo(&a);
 	return r;

@@ -9,6 +9,7 @@
 #include "cache/base/util.h"
 #include "cli/image_request.h"
 #include "cli/machine.h"
+#include "cli/nspawn_settings.h"
 #include "cli/private_users.h"
 
 void machine_private_users(struct mount_request *req, const struct machine_paths *p,
@@ -31,10 +32,15 @@ void machine_private_users(struct mount_request *req, const struct machine_paths
 	}
 }
 
-int machine_settings_text(const struct image_config *cfg, uint32_t base, char **ret)
+int machine_settings_text(const struct image_config *cfg, uint32_t base, const char *root_dir,
+			  const char *ref, char **ret)
 {
-	(void)cfg;
-	if (asprintf(ret, "[Exec]\nBoot=no\nPrivateUsers=%u\n", (unsigned)base) < 0)
+	_cleanup_free_ char *comment = NULL;
+
+	if (asprintf(&comment, "machine image %s (lazyroot mount --machine)", ref) < 0)
 		return -ENOMEM;
-	return 0;
+	return nspawn_settings_format(&(struct nspawn_settings_spec) {
+			.config = cfg, .root_dir = root_dir, .private_users = base,
+			.comment = comment,
+		}, ret);
 }

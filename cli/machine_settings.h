@@ -15,6 +15,9 @@ struct machine_paths;
 void machine_private_users(struct mount_request *req, const struct machine_paths *p,
 			   char buf[static 16]);
 
-/* The text of the machine's NAME.nspawn: @cfg's command, environment, working directory and
- * user, Boot=no, and PrivateUsers= @base (0: no).  0 or -errno. */
-int machine_settings_text(const struct image_config *cfg, uint32_t base, char **ret);
+/* The text of the machine's NAME.nspawn (image @ref): @cfg's command (through lazyroot-exec),
+ * environment, working directory and user (a name resolved in @root_dir, the mounted tree; NULL:
+ * numeric ids only), and PrivateUsers= @base (0: none).  0 or -errno with the message in
+ * error.h's channel. */
+int machine_settings_text(const struct image_config *cfg, uint32_t base, const char *root_dir,
+			  const char *ref, char **ret);

@@ -154,7 +154,10 @@ def test_add_writes_settings_dropin_and_ref(machines, machine_image):
     # the settings round trip: what the image config says, as nspawn reads it
     s = settings_of(f["settings"])
     assert s.get("Boot") == ["no"], s
-    assert shlex.split(s["Parameters"][0]) == CONFIG["Entrypoint"] + CONFIG["Cmd"], s
+    params = shlex.split(s["Parameters"][0])
+    # the command through the exec helper bound read-only into the container
+    assert params[params.index("--") + 1:] == CONFIG["Entrypoint"] + CONFIG["Cmd"], s
+    assert s["BindReadOnly"][0].endswith(":" + params[0]), s
     env = [e for v in s.get("Environment", []) for e in shlex.split(v)]
     assert sorted(env) == sorted(CONFIG["Env"]), s
     assert s.get("WorkingDirectory") == [CONFIG["WorkingDir"]], s
@@ -257,8 +260,10 @@ def test_failed_add_leaves_nothing(machines, registry):
     assert r.returncode == 2 and "invalid machine name" in r.stderr, r
 
 
-def test_offline_start_from_complete_and_partial_cache(machines, registry, machine_image):
+def test_offline_start_from_complete_and_partial_cache(machines, registry, machine_image,
+                                                      test_dir):
     full, part = machine_name("full"), machine_name("part")
+    part_cache = ("--cache-dir", str(test_dir / "cache-partial"))   # the fill never sees it
     with Proxy(registry.addr) as p:
         ref = machine_image["ref"].replace(registry.addr, p.addr)
         # complete: the fill unit's command line fetched the rest of the image
@@ -268,7 +273,7 @@ def test_offline_start_from_complete_and_partial_cache(machines, registry, machi
         assert r.ok, r
         assert machines.run("umount", "--machine", full).ok
         # partial: only what one start read
-        assert machines.add(part, ref, "--prefetch=none").ok
+        assert machines.add(part, ref, "--prefetch=none", *part_cache).ok
         assert machines.nspawn_m(part).ok
         assert machines.run("umount", "--machine", part).ok
         p.down()
@@ -276,7 +281,7 @@ def test_offline_start_from_complete_and_partial_cache(machines, registry, machi
         assert r.ok, r
         r = machines.nspawn_m(full, "/bin/sh", "-c", "cat /%s | wc -c" % machine_image["data"][0])
         assert r.ok and int(r.stdout) > 0, r
-        r = machines.add(part, None, "--timeout=2")
+        r = machines.add(part, None, "--timeout=2", *part_cache)
         assert r.ok, r
         r = machines.nspawn_m(part)
         assert r.ok and EXPECTED in r.stdout, r
