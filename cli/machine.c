@@ -10,8 +10,12 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "cache/base/error.h"
 #include "cache/base/log.h"
@@ -20,6 +24,7 @@
 #include "cli/cli.h"
 #include "cli/mountinfo.h"
 #include "cli/machine_settings.h"
+#include "cli/mount_daemon.h"
 
 #define MACHINE_NAME_MAX 64
 #define IMAGE_FILE_MAX 4096
@@ -280,6 +285,51 @@ static int machine_check_ref(const struct machine_paths *p, const char *ref, cha
 	return *ret_ref ? 0 : log_error_errno(-ENOMEM, "out of memory");
 }
 
+/* The foreground mount (lazyroot-machine@NAME.service) of a machine `lazyroot mount --machine`
+ * already mounted: the unit stands for that mount instead of failing, so that `machinectl
+ * start` works after an add.  Ready at once; ends when the mount's daemon exits (the mount
+ * went, and BindsTo= stops the container), or on SIGTERM/SIGINT by unmounting it. */
+static int machine_adopt(const struct machine_paths *p, pid_t pid)
+{
+	_cleanup_close_ int pidfd = -EBADF, sigfd = -EBADF;
+	struct pollfd fds[2];
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
+	    (sigfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0 ||
+	    (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot watch the daemon of machine '%s': %m",
+				       p->name);
+	log_info("machine '%s' is already mounted (daemon %d): standing for that mount", p->name,
+		 (int)pid);
+	sd_notify_state("READY=1");
+	fds[0] = (struct pollfd) { .fd = pidfd, .events = POLLIN };
+	fds[1] = (struct pollfd) { .fd = sigfd, .events = POLLIN };
+	while (poll(fds, 2, -1) < 0)
+		if (errno != EINTR)
+			return log_error_errno(-ERR_MOUNT, "cannot wait: %m");
+	if (fds[0].revents)
+		return 0;
+	return umount_path(p->directory, false);
+}
+
+/* The live daemon of the machine's mount, or 0. */
+static pid_t machine_daemon(const struct machine_paths *p)
+{
+	struct mount_record rec = {};
+	pid_t pid = 0;
+
+	if (mount_record_read(p->directory, &rec) >= 0) {
+		if (rec.pid > 0 && kill(rec.pid, 0) == 0)
+			pid = rec.pid;
+		mount_record_done(&rec);
+	}
+	return pid;
+}
+
 int machine_mount(struct mount_request *req, const char *name, const char *ref)
 {
 	_cleanup_(machine_paths_done) struct machine_paths p = {};
@@ -287,6 +337,7 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	_cleanup_free_ char *image = NULL, *short_name = NULL;
 	struct machine_add a = { .paths = &p };
 	char base[16];
+	pid_t pid;
 	int r;
 
 	r = machine_paths_get(name, &p);
@@ -295,6 +346,8 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	r = machine_check_ref(&p, ref, &image, &a.created);
 	if (r < 0)
 		return r;
+	if (req->foreground && !ref && (pid = machine_daemon(&p)) > 0)
+		return machine_adopt(&p, pid);
 	a.state_created = access(p.state, F_OK) < 0;
 	a.dir_created = access(p.directory, F_OK) < 0;
 	r = mkdir_p(p.directory, 0755);

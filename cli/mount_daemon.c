@@ -24,8 +24,7 @@
 #include "cli/overlay.h"
 #include "cli/stats.h"
 
-/* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */
-static void sd_notify_state(const char *state)
+void sd_notify_state(const char *state)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

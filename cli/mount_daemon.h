@@ -37,6 +37,8 @@ struct mount_daemon {
 	uint64_t pull_requests, pull_bytes;
 };
 
+/* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */
+void sd_notify_state(const char *state);
 /* Serves in this process until the tree is unmounted (--foreground); 0 or -errno (logged). */
 int mount_daemon_run(struct mount_daemon *d);
 /* Forks the daemon and waits for its report: 0 once it serves, or the -errno it reported

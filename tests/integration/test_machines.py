@@ -331,15 +331,55 @@ def expand_fill(machines, name):
     return words + ["--cache-dir", str(machines.lr.cache_dir)]
 
 
-def nspawn_unit_argv(name):
+def nspawn_unit_argv(name, network=True):
     """systemd's own ExecStart of systemd-nspawn@.service for machine NAME, as it is on this
-    machine; --register=no where systemd is not PID 1 (it has --keep-unit already)."""
+    machine; --register=no where systemd is not PID 1 (it has --keep-unit already);
+    network=False drops --network-veth."""
     (line,) = [l[len("ExecStart="):] for l in NSPAWN_UNIT.read_text().splitlines()
                if l.startswith("ExecStart=")]
     words = shlex.split(line.replace("%i", name))
     if not h.host_runs_systemd():
         words.insert(1, "--register=no")
+    if not network:
+        words.remove("--network-veth")
     return words
+
+
+def start_machine_unit(machines, name, test_dir):
+    """lazyroot-machine@NAME.service's ExecStart, as systemd runs a Type=notify service:
+    returns the process once READY=1 arrived."""
+    (start,) = unit_exec_lines("lazyroot-machine@.service", "ExecStart")
+    words, _ = expand_unit_line(start, machines.lr, name, {})
+    path = str(test_dir / ("notify-" + name))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(120)
+    try:
+        proc = machines.lr.spawn(*words[1:], "--cache-dir", machines.lr.cache_dir,
+                                 env={"NOTIFY_SOCKET": path})
+        msg = b""
+        while b"READY=1" not in msg.split(b"\n"):
+            msg = sock.recv(4096)
+    finally:
+        sock.close()
+    return proc
+
+
+def test_unit_stands_for_a_machine_mounted_by_hand(machines, machine_image, test_dir):
+    """`lazyroot mount --machine NAME REF`, then `machinectl start NAME`: the unit the drop-in
+    binds to must not fail on the existing mount; it is ready at once, the container runs, and
+    stopping the unit unmounts the machine."""
+    name = machine_name("adopt")
+    assert machines.add(name, machine_image["ref"], "--prefetch=none").ok
+    proc = start_machine_unit(machines, name, test_dir)
+    assert proc.poll() is None
+    r = machines.in_namespace(nspawn_unit_argv(name, network=False))
+    assert r.ok and EXPECTED in r.stdout, r
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert not conftest.mounts_under(test_dir)
+    assert h.wait_no_daemons(test_dir, timeout=10) == []
+    assert machines.run("rm", "--machine", name).ok
 
 
 def test_machine_units_command_lines(machines, machine_image, test_dir):
@@ -352,20 +392,7 @@ def test_machine_units_command_lines(machines, machine_image, test_dir):
     assert machines.add(name, machine_image["ref"], "--prefetch=none").ok
     assert machines.run("umount", "--machine", name).ok
 
-    (start,) = unit_exec_lines("lazyroot-machine@.service", "ExecStart")
-    words, _ = expand_unit_line(start, machines.lr, name, {})
-    path = str(test_dir / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(120)
-    try:
-        proc = machines.lr.spawn(*words[1:], "--cache-dir", machines.lr.cache_dir,
-                                 env={"NOTIFY_SOCKET": path})
-        msg = b""
-        while b"READY=1" not in msg.split(b"\n"):
-            msg = sock.recv(4096)
-    finally:
-        sock.close()
+    proc = start_machine_unit(machines, name, test_dir)
     assert conftest.is_mounted(machines.files(name)["dir"])
 
     argv = nspawn_unit_argv(name)
