@@ -249,6 +249,26 @@ def test_rm_removes_everything_and_keep_writes_keeps_them(machines, machine_imag
     assert r.returncode == 2 and len(conftest_lines(r)) == 1, r
 
 
+def test_rm_of_a_busy_machine_removes_nothing(machines, machine_image):
+    name = machine_name("busy")
+    f = machines.files(name)
+    assert machines.add(name, machine_image["ref"], "--prefetch=none").ok
+    before = machines.leftovers()
+    busy = subprocess.Popen(["sleep", "120"], cwd=str(f["dir"] / "srv/work"))
+    try:
+        r = machines.run("rm", "--machine", name)
+        assert r.returncode == 5 and len(conftest_lines(r)) == 1 and "busy" in r.stderr, r
+        assert conftest.is_mounted(f["dir"]) and machines.leftovers() == before
+        r = machines.run("umount", "--machine", name)
+        assert r.returncode == 5 and len(conftest_lines(r)) == 1, r
+    finally:
+        busy.kill()
+        busy.wait()
+    r = machines.run("rm", "--machine", name)
+    assert r.ok, r
+    assert machines.leftovers() == []
+
+
 def test_failed_add_leaves_nothing(machines, registry):
     r = machines.add("lrtest-fail", registry.addr + "/lrtest/no-such-image:latest")
     assert r.returncode == 3 and len(conftest_lines(r)) == 1, r
