@@ -23,10 +23,11 @@ void machine_private_users(struct mount_request *req, const struct machine_paths
 	req->private_users_name = p->name;
 	req->private_users = "pick";
 	/* A remount keeps the range its writes are owned by: a new pick could differ when the
-	 * first choice got taken meanwhile. */
+	 * first choice got taken meanwhile, and the overlay refuses an upper of another range. */
 	if (asprintf(&upper, "%s/upper", p->state) < 0 || stat(upper, &st) < 0)
 		return;
-	if (st.st_uid != 0 && st.st_uid % PRIVATE_USERS_RANGE == 0) {
+	/* Owned by root: added with --private-users=no, which the writes keep. */
+	if (st.st_uid % PRIVATE_USERS_RANGE == 0) {
 		snprintf(buf, 16, "%u", (unsigned)st.st_uid);
 		req->private_users = buf;
 	}

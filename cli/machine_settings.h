@@ -10,8 +10,8 @@ struct mount_request;
 struct machine_paths;
 
 /* Sets @req's private users for machine @p unless the command line chose (--private-users):
- * the range the machine's upper dir is already owned by (a remount), else one picked from its
- * name, as systemd-nspawn@.service's -U would.  @buf holds the base's text for @req. */
+ * the range the machine's upper dir is already owned by (a remount; root: none), else one
+ * picked from its name, as systemd-nspawn@.service's -U would.  @buf holds the base's text for @req. */
 void machine_private_users(struct mount_request *req, const struct machine_paths *p,
 			   char buf[static 16]);
 

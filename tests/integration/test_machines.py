@@ -223,6 +223,21 @@ def test_writes_survive_umount_and_remount(machines, machine_image):
     assert machines.run("umount", "--machine", name).ok
 
 
+def test_remount_keeps_private_users_off(machines, machine_image):
+    """Added with --private-users=no: the writes are root's, and a remount without options (the
+    boot unit's) keeps that instead of picking a range the upper dir does not match."""
+    name = machine_name("nopriv")
+    f = machines.files(name)
+    assert machines.add(name, machine_image["ref"], "--prefetch=none", "--private-users=no").ok
+    assert "PrivateUsers" not in settings_of(f["settings"])
+    assert os.stat(f["state"] / "upper").st_uid == 0
+    assert machines.run("umount", "--machine", name).ok
+    r = machines.add(name, None, "--prefetch=none")
+    assert r.ok, r
+    assert "PrivateUsers" not in settings_of(f["settings"])
+    assert machines.run("rm", "--machine", name).ok
+
+
 def test_rm_removes_everything_and_keep_writes_keeps_them(machines, machine_image, test_dir):
     name = machine_name("rm")
     f = machines.files(name)
