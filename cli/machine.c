@@ -179,8 +179,6 @@ struct machine_add {
 	uint32_t base;        /* the private users range it mounts with */
 };
 
-/* mount_request.pulled: the image is pulled, the mount not yet live.  Writes the stored REF,
- * the settings and the drop-in; a failure here fails the mount. */
 /* NAME.nspawn from @cfg; @root_dir, the mounted tree, resolves the image's user by name. */
 static int machine_settings_write(const struct machine_add *a, const struct image_config *cfg,
 				  const char *root_dir)
@@ -199,6 +197,8 @@ static int machine_settings_write(const struct machine_add *a, const struct imag
 	return 0;
 }
 
+/* mount_request.pulled: the image is pulled, the mount not yet live.  Writes the stored REF
+ * and the drop-in (and the settings of the boot unit's mount); a failure fails the mount. */
 static int machine_pulled(void *userdata, const struct reference *ref, const struct image *img,
 			  uint32_t private_users)
 {
