@@ -481,6 +481,9 @@ static int verb_mount_machine(struct mount_request *req, const char *name, int n
 	if (req->overlay_dir || req->volatile_upper)
 		return log_error_errno(-ERR_USAGE, "a machine's writes are kept in its own overlay: "
 				       "--overlay and --volatile do not apply to --machine");
+	if (geteuid() != 0)
+		return log_error_errno(-ERR_MOUNT, "machines need root (kernel overlayfs, "
+				       "/var/lib/machines, systemd's settings)");
 	return machine_mount(req, name, n == 1 ? operands[0] : NULL);
 }
 

@@ -193,6 +193,8 @@ def test_nspawn_M_runs_the_image_command_lazily(machines, machine_image):
     assert r.ok, r
     assert EXPECTED in r.stdout and MOTD.decode() in r.stdout, r
     st = stats(machines, name)
+    print("machine start fetched %d bytes in %d requests; image %d bytes" % (
+        st["bytes_fetched"], st["requests"], machine_image["size"]))
     assert st["bytes_fetched"] > 0, st
     assert st["bytes_fetched"] < machine_image["size"] / 2, \
         "fetched %d of %d bytes: not lazy" % (st["bytes_fetched"], machine_image["size"])
