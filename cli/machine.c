@@ -179,7 +179,8 @@ struct machine_add {
 	uint32_t base;        /* the private users range it mounts with */
 };
 
-/* NAME.nspawn from @cfg; @root_dir, the mounted tree, resolves the image's user by name. */
+/* NAME.nspawn from @cfg; @root_dir, the mounted tree, resolves the image's user by name.
+ * Returns -errno with the reason in error.h's channel. */
 static int machine_settings_write(const struct machine_add *a, const struct image_config *cfg,
 				  const char *root_dir)
 {
@@ -188,12 +189,10 @@ static int machine_settings_write(const struct machine_add *a, const struct imag
 
 	r = machine_settings_text(cfg, a->base, root_dir, a->ref, &text);
 	if (r < 0)
-		return log_error_errno(-ERR_MOUNT, "cannot write settings of machine '%s': %s",
-				       a->paths->name, error_take(r));
+		return r;
 	r = write_file_replace(a->paths->settings, text, 0644);
 	if (r < 0)
-		return log_error_errno(-ERR_MOUNT, "cannot write '%s': %s", a->paths->settings,
-				       strerror(-r));
+		return error_set(r, "cannot write '%s'", a->paths->settings);
 	return 0;
 }
 
@@ -217,7 +216,8 @@ static int machine_pulled(void *userdata, const struct reference *ref, const str
 	if (a->foreground && access(p->settings, F_OK) < 0) {
 		r = machine_settings_write(a, img->config, NULL);
 		if (r < 0)
-			return r;
+			return log_error_errno(-ERR_MOUNT, "cannot write the settings of machine "
+					       "'%s': %s", p->name, error_take(r));
 	}
 	r = machine_dropin_write(p);
 	if (r < 0)
@@ -330,6 +330,27 @@ static pid_t machine_daemon(const struct machine_paths *p)
 	return pid;
 }
 
+/* The settings of a live mount.  A remount whose settings cannot be made (the image's
+ * /etc/passwd not cached and the registry down) keeps the ones it has; an add fails and
+ * unmounts. */
+static int machine_settings_live(const struct machine_add *a, const struct image_config *cfg)
+{
+	const struct machine_paths *p = a->paths;
+	int r;
+
+	r = machine_settings_write(a, cfg, p->directory);
+	if (r >= 0)
+		return 0;
+	if (!a->created && access(p->settings, F_OK) == 0) {
+		log_warning("cannot update the settings of machine '%s', keeping '%s': %s",
+			    p->name, p->settings, error_take(r));
+		return 0;
+	}
+	log_error("cannot write the settings of machine '%s': %s", p->name, error_take(r));
+	(void)umount_path(p->directory, false);
+	return -ERR_MOUNT;
+}
+
 int machine_mount(struct mount_request *req, const char *name, const char *ref)
 {
 	_cleanup_(machine_paths_done) struct machine_paths p = {};
@@ -364,11 +385,8 @@ int machine_mount(struct mount_request *req, const char *name, const char *ref)
 	a.foreground = req->foreground;
 	r = mount_image(req, req->foreground ? NULL : &config, req->foreground ? NULL : &short_name);
 	/* Live now: the image's user resolves against its own /etc/passwd. */
-	if (r >= 0 && config) {
-		r = machine_settings_write(&a, config, p.directory);
-		if (r < 0)
-			(void)umount_path(p.directory, false);
-	}
+	if (r >= 0 && config)
+		r = machine_settings_live(&a, config);
 	if (r < 0)
 		machine_add_undo(&a);
 	return r;

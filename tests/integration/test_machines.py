@@ -55,6 +55,18 @@ def machine_image(registry, tmp_path_factory):
             "data": sorted(e[0] for e in l2 if e[1] == "f")}
 
 
+@pytest.fixture(scope="session")
+def user_image(registry, tmp_path_factory):
+    """lrtest/machine-user:latest: eStargz, busybox, User "nobody" (a name: resolving it reads
+    the image's /etc/passwd)."""
+    out = tmp_path_factory.mktemp("machine-user") / "layout"
+    cfg = dict(CONFIG, User="nobody")
+    mkestargz.build_layout(str(out), [("estargz", mkestargz.base_entries() + [
+        ("srv", "d", 0o755, None, mkdemo.T2), ("srv/work", "d", 0o777, None, mkdemo.T2),
+        ("etc/motd", "f", 0o644, MOTD, mkdemo.T2)])], config=cfg)
+    return h.push_image(registry.addr, out, "lrtest/machine-user")
+
+
 class Machines:
     """The test's machine directories and the lazyroot runner that uses them."""
 
@@ -237,6 +249,32 @@ def test_remount_keeps_private_users_off(machines, machine_image):
     r = machines.add(name, None, "--prefetch=none")
     assert r.ok, r
     assert "PrivateUsers" not in settings_of(f["settings"])
+    assert machines.run("rm", "--machine", name).ok
+
+
+def test_offline_remount_keeps_settings_it_cannot_update(machines, registry, user_image):
+    """The settings resolve the image's user in its /etc/passwd. Remounted offline with that
+    file's chunk gone from the cache, the machine still mounts (one warning) and keeps the
+    settings it has, and starts with them: the image's command runs as the user's id, which
+    the settings carry (nothing in the container reads the missing file)."""
+    name = machine_name("user")
+    f = machines.files(name)
+    with Proxy(registry.addr) as p:
+        ref = user_image.replace(registry.addr, p.addr)
+        assert machines.add(name, ref, "--prefetch=none").ok
+        assert machines.nspawn_m(name).ok     # what the command reads, into the cache
+        before = f["settings"].read_text()
+        assert machines.run("umount", "--machine", name).ok
+        passwd = machines.lr.cache_dir / "blobs" / "sha256" / mkdemo.sha256(mkdemo.PASSWD)[7:9] \
+            / mkdemo.sha256(mkdemo.PASSWD)[7:]
+        assert passwd.exists(), "the add read /etc/passwd: its chunk is stored"
+        passwd.unlink()
+        p.down()
+        r = machines.add(name, None, "--prefetch=none", "--timeout=2")
+        assert r.ok and "keeping" in r.stderr and len(conftest_lines(r)) == 1, r
+        assert f["settings"].read_text() == before
+        r = machines.nspawn_m(name)
+        assert r.ok and EXPECTED in r.stdout, r
     assert machines.run("rm", "--machine", name).ok
 
 
