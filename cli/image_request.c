@@ -157,6 +157,9 @@ int image_option_apply(int c, char *arg, struct mount_request *req)
 		return 1;
 	case OPT_TIMEOUT:
 		return timeout_option_apply(arg, req);
+	case OPT_PRIVATE_USERS:
+		req->private_users = arg;   /* picked or checked once the mountpoint is known */
+		return 1;
 	case 'F':
 		if (streq(arg, "landmark"))
 			req->prefetch = PREFETCH_LANDMARK;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cache/fetch.h"
 #include "cache/image.h"
@@ -22,6 +23,8 @@ struct mount_request {
 	const char *mountpoint;
 	const char *overlay_dir;   /* upper and work under it; NULL for none */
 	bool volatile_upper;       /* tmpfs upper */
+	const char *private_users; /* --private-users: "pick", a base, "no"; NULL: off */
+	const char *private_users_name;  /* pick's name (a machine's); NULL: the mountpoint */
 	const char *cache_dir;     /* NULL: default */
 	const char *platform;      /* NULL: host */
 	const char *cert_dir;      /* NULL: /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST */
@@ -36,6 +39,12 @@ struct mount_request {
 	char *username;
 	char *password;
 	struct credentials_options credentials;  /* authfile: --authfile made absolute, owned */
+	/* Called once the image is pulled, before the mount goes live (a machine writes its
+	 * settings here), with the private users base it mounts with (0: none): < 0 (logged)
+	 * fails the mount. */
+	int (*pulled)(void *userdata, const struct reference *ref, const struct image *img,
+		      uint32_t private_users);
+	void *pulled_userdata;
 };
 
 /* Frees what image_option_apply() allocated in @req, wiping the password. */
@@ -46,7 +55,7 @@ void cli_hide_argument(char *s);
 
 /* Registry credentials, in IMAGE_OPTIONS and prewarm's table (values above any verb's own). */
 enum { OPT_CREDS = 0x200, OPT_CREDS_FILE, OPT_AUTHFILE };
-enum { OPT_TIMEOUT = 0x280 };   /* in IMAGE_OPTIONS */
+enum { OPT_TIMEOUT = 0x280, OPT_PRIVATE_USERS };   /* in IMAGE_OPTIONS */
 #define CREDENTIAL_OPTIONS                                               \
 	{ "creds", required_argument, NULL, OPT_CREDS },                 \
 	{ "creds-file", required_argument, NULL, OPT_CREDS_FILE },       \
@@ -65,6 +74,7 @@ enum { OPT_TIMEOUT = 0x280 };   /* in IMAGE_OPTIONS */
 	{ "cert-dir", required_argument, NULL, 'c' },              \
 	{ "prefetch", required_argument, NULL, 'F' },              \
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },       \
+	{ "private-users", required_argument, NULL, OPT_PRIVATE_USERS }, \
 	CREDENTIAL_OPTIONS,                                        \
 	TLS_OPTIONS
 /* Also in prewarm's table. */

@@ -13,6 +13,8 @@ static void help(void)
 	       "Mount container images lazily from a registry and run them with systemd-nspawn.\n\n"
 	       "Verbs:\n"
 	       "  mount REF DIR     mount image REF read-only (optionally with an overlay) at DIR\n"
+	       "  mount --machine NAME REF  the same as machine NAME, for machinectl and\n"
+	       "                    systemd-nspawn@NAME.service (umount, rm --machine NAME)\n"
 	       "  umount DIR        unmount it and stop its daemon\n"
 	       "  run REF [-- CMD]  mount, run in systemd-nspawn, unmount\n"
 	       "  images            list the images in the cache\n"

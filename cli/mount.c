@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -20,18 +21,24 @@
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
+#include "cli/machine.h"
 #include "cli/mount_daemon.h"
 #include "cli/mount_tree.h"
 #include "cli/mountinfo.h"
 #include "cli/overlay.h"
+#include "cli/private_users.h"
 #include "cli/progress.h"
 #include "cli/verb_args.h"
 
 static const char mount_usage[] =
-	"Usage: lazyroot mount [OPTIONS] REF DIR\n\n"
+	"Usage: lazyroot mount [OPTIONS] REF DIR\n"
+	"       lazyroot mount [OPTIONS] --machine=NAME [REF]\n\n"
 	"Mount image REF read-only at DIR; file contents come from the cache.\n\n"
 	"  -o, --overlay=DIR      mount overlayfs at DIR, writes go to DIR/upper\n"
+	"  -M, --machine=NAME     mount as machine NAME for systemd-nspawn -M, machinectl\n"
+	"                         and systemd-nspawn@NAME.service (see MACHINES in lazyroot(1))\n"
 	"      --volatile         like --overlay, with writes in memory (tmpfs)\n"
+	"      --private-users=BASE|pick  show uids and gids shifted by BASE (for nspawn -U)\n"
 	IMAGE_OPTIONS_HELP
 	"  -f, --foreground       serve in the foreground (for systemd units)\n"
 	"  -d, --debug            log every FUSE request (implies --foreground)\n"
@@ -267,6 +274,26 @@ static int prepare_state(struct mount_daemon *d, const struct mount_request *req
 	return 0;
 }
 
+/* An upper directory written in another id range would show the container wrong owners. */
+static int check_overlay_upper(const char *dir, uint32_t base)
+{
+	uid_t uid;
+	gid_t gid;
+	int r;
+
+	r = overlay_check_upper(dir, base, &uid, &gid);
+	if (r == -EXDEV)
+		return log_error_errno(-ERR_MOUNT, "overlay directory '%s' holds an upper directory "
+				       "owned by %u:%u, outside the ids %" PRIu32 "-%" PRIu32 " of this "
+				       "mount: use the --private-users it was written with, or another "
+				       "directory", dir, (unsigned)uid, (unsigned)gid, base,
+				       base + PRIVATE_USERS_RANGE - 1);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot check overlay directory '%s': %s", dir,
+				       strerror(-r));
+	return 0;
+}
+
 /* Everything that can be checked before the network: the mountpoint, /dev/fuse, the overlay
  * directory. */
 static int mount_check(const struct mount_request *req, struct mount_daemon *d)
@@ -278,6 +305,14 @@ static int mount_check(const struct mount_request *req, struct mount_daemon *d)
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "mountpoint '%s' does not exist: %s",
 				       req->mountpoint, strerror(-r));
+	if (req->private_users) {
+		/* pick's name: the machine's, else the mountpoint's path. */
+		r = private_users_parse(req->private_users,
+					req->private_users_name ? req->private_users_name : d->state.target,
+					&d->state.private_users);
+		if (r < 0)
+			return r;
+	}
 	r = check_mountpoint(d->state.target);
 	if (r == 0)
 		r = check_dev_fuse();
@@ -289,18 +324,22 @@ static int mount_check(const struct mount_request *req, struct mount_daemon *d)
 	}
 	if (!req->overlay_dir)
 		return 0;
-	r = overlay_prepare_dir(req->overlay_dir);
-	if (r == -EINVAL) {
+	if (overlay_check_path(req->overlay_dir) < 0) {
 		log_error("overlay directory '%s' may not contain ',' ':' or '\\'", req->overlay_dir);
 		return -ERR_USAGE;
 	}
+	/* upper/ and work/ are made once the image's root is known (mount_build). */
+	r = mkdir_p(req->overlay_dir, 0755);
 	if (r < 0 || !realpath(req->overlay_dir, resolved)) {
 		log_error_errno(r < 0 ? r : errno, "cannot prepare overlay directory '%s': %m",
 				req->overlay_dir);
 		return -ERR_MOUNT;
 	}
+	r = check_overlay_upper(resolved, d->state.private_users);
+	if (r < 0)
+		return r;
 	d->overlay_dir = strdup(resolved);
-	return 0;
+	return d->overlay_dir ? 0 : -ENOMEM;
 }
 
 /* Pulls the image and records the mount, so that from then on gc and rm see it mounted. */
@@ -341,6 +380,26 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 	return 0;
 }
 
+/* The tree's ids shifted into the private users range, and the overlay's upper and work
+ * directories, owned by that range, the upper with the image root's mode. */
+static int mount_build_upper(struct mount_daemon *d, struct fs_tree *tree)
+{
+	struct stat st;
+	int r;
+
+	if (private_users_apply(tree, d->state.private_users) < 0)
+		return -ERR_MOUNT;
+	r = fs_tree_stat(tree, FS_ROOT_INO, &st);
+	d->upper_mode = r < 0 ? 0755 : st.st_mode & 07777;
+	if (!d->req->overlay_dir)
+		return 0;
+	r = overlay_prepare_dir(d->overlay_dir, d->state.private_users, d->upper_mode);
+	if (r < 0)
+		return log_error_errno(-ERR_MOUNT, "cannot prepare overlay directory '%s': %s",
+				       d->overlay_dir, strerror(-r));
+	return 0;
+}
+
 /* The tree, the fetcher of lazy layers and the filesystem the daemon serves. */
 static int mount_build(struct mount_daemon *d, const struct reference *ref, struct cache *cache,
 		       const struct image *img)
@@ -350,6 +409,9 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 
 	if (mount_tree_build(cache, img, &tree) < 0)
 		return -ERR_REGISTRY;
+	r = mount_build_upper(d, tree);
+	if (r < 0)
+		return r;
 	d->pull_requests = img->pull_requests;
 	d->pull_bytes = img->pull_bytes;
 	r = setup_lazy(d, ref, cache->bs, img, tree);
@@ -391,6 +453,8 @@ int mount_image(const struct mount_request *req, struct image_config **ret_confi
 		r = mount_pull(req, ref, cache, &d, &img);
 	if (r >= 0)
 		r = mount_build(&d, ref, cache, img);
+	if (r >= 0 && req->pulled)
+		r = req->pulled(req->pulled_userdata, ref, img, d.state.private_users);
 	if (r < 0)
 		goto finish;
 	if (ret_config) {
@@ -411,11 +475,27 @@ finish:
 	return r;
 }
 
+/* --machine NAME [REF]: the machine's own mountpoint and overlay. */
+static int verb_mount_machine(struct mount_request *req, const char *name, int n, char **operands)
+{
+	if (n > 1)
+		return log_error_errno(-ERR_USAGE, "mount --machine takes at most an image reference, "
+				       "not a mountpoint (see 'lazyroot mount --help')");
+	if (req->overlay_dir || req->volatile_upper)
+		return log_error_errno(-ERR_USAGE, "a machine's writes are kept in its own overlay: "
+				       "--overlay and --volatile do not apply to --machine");
+	if (geteuid() != 0)
+		return log_error_errno(-ERR_MOUNT, "machines need root (kernel overlayfs, "
+				       "/var/lib/machines, systemd's settings)");
+	return machine_mount(req, name, n == 1 ? operands[0] : NULL);
+}
+
 int verb_mount(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "overlay", required_argument, NULL, 'o' },
 		{ "volatile", no_argument, NULL, 'V' },
+		{ "machine", required_argument, NULL, 'M' },
 		IMAGE_OPTIONS,
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -424,14 +504,15 @@ int verb_mount(int argc, char **argv)
 		{}
 	};
 	_cleanup_(mount_request_done) struct mount_request req = {};
+	const char *machine = NULL;
 	int r;
 
 	r = verb_args_parse(argc, argv, &(struct verb_args) {
-		.name = "mount", .operands = "needs an image reference and a mountpoint",
-		.min_operands = 2, .max_operands = 2,
-		.usage = mount_usage, .optstring = "o:fdvh", .options = options, .image = &req,
+		.name = "mount", .max_operands = 2,
+		.usage = mount_usage, .optstring = "o:M:fdvh", .options = options, .image = &req,
 		.args = (const struct verb_arg[]) {
 			VERB_VALUE('o', &req.overlay_dir), VERB_SWITCH('V', &req.volatile_upper),
+			VERB_VALUE('M', &machine),
 			VERB_SWITCH('f', &req.foreground), VERB_SWITCH('d', &req.foreground),
 			VERB_SWITCH('d', &req.debug_fuse), {}
 		},
@@ -442,6 +523,11 @@ int verb_mount(int argc, char **argv)
 		log_error("--overlay and --volatile exclude each other");
 		return -ERR_USAGE;
 	}
+	if (machine)
+		return verb_mount_machine(&req, machine, argc - optind, argv + optind);
+	if (argc - optind != 2)
+		return log_error_errno(-ERR_USAGE, "mount needs an image reference and a mountpoint "
+				       "(see 'lazyroot mount --help')");
 	req.ref = argv[optind];
 	req.mountpoint = argv[optind + 1];
 	return mount_image(&req, NULL, NULL);

@@ -24,8 +24,7 @@
 #include "cli/overlay.h"
 #include "cli/stats.h"
 
-/* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */
-static void sd_notify_state(const char *state)
+void sd_notify_state(const char *state)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -93,7 +92,7 @@ static void *daemon_setup_thread(void *userdata)
 	int r;
 
 	if (req->volatile_upper) {
-		r = overlay_mount_tmpfs(d->overlay_dir);
+		r = overlay_mount_tmpfs(d->overlay_dir, d->state.private_users, d->upper_mode);
 		if (r < 0) {
 			errno = -r;
 			daemon_report(d, -ERR_MOUNT, "cannot mount tmpfs at '%s': %m", d->overlay_dir);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cache/store/mount_records.h"
 
@@ -23,6 +24,7 @@ struct mount_daemon {
 	struct fs *fs;
 	struct mount_record state;
 	char *overlay_dir;         /* absolute; the upper/work parent, or the tmpfs */
+	mode_t upper_mode;         /* the image root's mode: a new upper directory's */
 	int report_fd;             /* write end of the readiness pipe; -1 in the foreground */
 	bool overlay_mounted;
 	bool tmpfs_mounted;
@@ -35,6 +37,8 @@ struct mount_daemon {
 	uint64_t pull_requests, pull_bytes;
 };
 
+/* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */
+void sd_notify_state(const char *state);
 /* Serves in this process until the tree is unmounted (--foreground); 0 or -errno (logged). */
 int mount_daemon_run(struct mount_daemon *d);
 /* Forks the daemon and waits for its report: 0 once it serves, or the -errno it reported

@@ -13,10 +13,13 @@
 #include "cache/store/mount_records.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/machine.h"
 #include "cli/verb_args.h"
 
 static const char *arg_platform;
 static bool arg_force;
+static const char *arg_machine;
+static bool arg_keep_writes;
 
 struct ref_count {
 	const char *digest;
@@ -96,6 +99,8 @@ int verb_rm(int argc, char **argv)
 	static const struct option options[] = {
 		{ "force", no_argument, NULL, 'f' },
 		{ "platform", required_argument, NULL, 'P' },
+		{ "machine", required_argument, NULL, 'M' },
+		{ "keep-writes", no_argument, NULL, 'K' },
 		CACHE_OPTIONS,
 		{}
 	};
@@ -106,22 +111,34 @@ int verb_rm(int argc, char **argv)
 	uint64_t freed = 0;
 	int status, r;
 
-	arg_force = false;
-	arg_platform = NULL;
+	arg_force = arg_keep_writes = false;
+	arg_platform = arg_machine = NULL;
 	status = verb_args_parse(argc, argv, &(struct verb_args) {
-		.name = "rm", .operands = "needs an image reference", .min_operands = 1,
-		.max_operands = -1,
-		.usage = "Usage: lazyroot rm [--force] [--platform=OS/ARCH] [--cache-dir=DIR] REF...\n\n"
+		.name = "rm", .max_operands = -1,
+		.usage = "Usage: lazyroot rm [--force] [--platform=OS/ARCH] [--cache-dir=DIR] REF...\n"
+			 "       lazyroot rm --machine=NAME [--keep-writes]\n\n"
 			 "Forget images: the reference, and the image, its layers and blobs when nothing\n"
 			 "else uses them.  A mounted image is refused; --force forgets only its"
-			 " reference.\n",
-		.optstring = "fP:C:h", .options = options,
+			 " reference.\n"
+			 "With --machine: unmount machine NAME and remove its settings, its drop-in and\n"
+			 "its writes (kept with --keep-writes); the image stays in the cache.\n",
+		.optstring = "fP:M:C:h", .options = options,
 		.args = (const struct verb_arg[]) {
-			VERB_SWITCH('f', &arg_force), VERB_VALUE('P', &arg_platform), CACHE_DIR_ARG(&cache_dir), {}
+			VERB_SWITCH('f', &arg_force), VERB_VALUE('P', &arg_platform), CACHE_DIR_ARG(&cache_dir),
+			VERB_VALUE('M', &arg_machine), VERB_SWITCH('K', &arg_keep_writes), {}
 		},
 	});
 	if (status != 0)
 		return status > 0 ? 0 : status;
+	if (arg_machine && optind < argc)
+		return log_error_errno(-ERR_USAGE, "rm --machine takes no image reference");
+	if (arg_machine)
+		return machine_remove(arg_machine, arg_keep_writes);
+	if (arg_keep_writes)
+		return log_error_errno(-ERR_USAGE, "--keep-writes goes with --machine");
+	if (optind >= argc)
+		return log_error_errno(-ERR_USAGE, "rm needs an image reference (see 'lazyroot rm "
+				       "--help')");
 	status = cli_cache_open_writable(cache_dir, "remove images from", &c);
 	if (status != 0)
 		return status;

@@ -16,14 +16,17 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
+#include "cli/machine.h"
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
 #include "cli/verb_args.h"
 
 static const char umount_usage[] =
-	"Usage: lazyroot umount [--lazy] DIR...\n\n"
+	"Usage: lazyroot umount [--lazy] DIR...\n"
+	"       lazyroot umount [--lazy] --machine NAME\n\n"
 	"Unmount lazyroot mounts (overlay and FUSE tree) and stop their daemons.\n\n"
-	"  -l, --lazy     detach even if the mount is busy\n";
+	"  -l, --lazy     detach even if the mount is busy\n"
+	"  -M, --machine=NAME  unmount machine NAME (its writes and settings stay)\n";
 
 #define DAEMON_EXIT_TIMEOUT_MS 10000
 
@@ -163,19 +166,28 @@ int verb_umount(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "lazy", no_argument, NULL, 'l' },
+		{ "machine", required_argument, NULL, 'M' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	bool lazy = false;
+	const char *machine = NULL;
 	int status;
-	const struct verb_arg args[] = { VERB_SWITCH('l', &lazy), {} };
+	const struct verb_arg args[] = { VERB_SWITCH('l', &lazy), VERB_VALUE('M', &machine), {} };
 
 	status = verb_args_parse(argc, argv, &(struct verb_args) { .name = "umount",
-		.usage = umount_usage, .operands = "needs a mountpoint", .min_operands = 1,
-		.max_operands = -1, .optstring = "lvh", .options = options, .args = args });
+		.usage = umount_usage, .max_operands = -1, .optstring = "lM:vh", .options = options,
+		.args = args });
 	if (status != 0)
 		return status > 0 ? 0 : status;
+	if (machine && optind < argc)
+		return log_error_errno(-ERR_USAGE, "umount --machine takes no mountpoint");
+	if (machine)
+		return machine_umount(machine, lazy);
+	if (optind >= argc)
+		return log_error_errno(-ERR_USAGE, "umount needs a mountpoint (see 'lazyroot umount "
+				       "--help')");
 	for (int i = optind; i < argc; i++) {
 		int r = umount_path(argv[i], lazy);
 

@@ -136,6 +136,7 @@ struct fs_tree {
 	struct dirent_rec *dirents;
 	uint32_t n_dirents;
 	bool frozen;
+	uint32_t id_shift;        /* added to every uid and gid fs_tree_stat() reports */
 };
 
 /* ---- arena ---- */
@@ -1174,6 +1175,12 @@ int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, f
 	return -ENOENT;
 }
 
+void fs_tree_set_id_shift(struct fs_tree *t, uint32_t shift)
+{
+	assert(t->frozen);
+	t->id_shift = shift;
+}
+
 int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret)
 {
 	const struct inode *i = tree_inode(t, ino);
@@ -1185,8 +1192,8 @@ int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret)
 	st.st_ino = ino;
 	st.st_mode = i->mode;
 	st.st_nlink = i->nlink;
-	st.st_uid = i->uid;
-	st.st_gid = i->gid;
+	st.st_uid = i->uid + t->id_shift;
+	st.st_gid = i->gid + t->id_shift;
 	st.st_size = S_ISDIR(i->mode) ? DIR_SIZE : (off_t)i->size;
 	if (S_ISCHR(i->mode) || S_ISBLK(i->mode))
 		st.st_rdev = makedev(i->data, i->data2);

@@ -46,6 +46,10 @@ typedef uint64_t fs_ino_t;
 size_t fs_tree_count(const struct fs_tree *t);
 /* 0 or -ENOENT / -ENOTDIR.  "." and ".." resolve too (the root's ".." is the root). */
 int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, fs_ino_t *ret);
+/* Makes fs_tree_stat() report every uid and gid plus @shift (a mount's private users range):
+ * once, after fs_tree_finish() and before the tree is read by other threads.  The caller checks
+ * that no id overflows. */
+void fs_tree_set_id_shift(struct fs_tree *t, uint32_t shift);
 /* Fills a struct stat (st_ino, st_mode incl. type, st_nlink, uid, gid, size, rdev, mtime —
  * also used for atime and ctime —, st_blocks); -ENOENT for a bad number. */
 int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret);

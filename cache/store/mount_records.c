@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -74,9 +75,11 @@ int mount_record_write(const struct mount_record *rec)
 		(void)close(fd);
 		return -errno;
 	}
-	fprintf(f, "target=%s\nfuse=%s\nupper=%s\nimage=%s\ndigest=%s\ncache=%s\npid=%d\n",
+	fprintf(f, "target=%s\nfuse=%s\nupper=%s\nimage=%s\ndigest=%s\ncache=%s\npid=%d\n"
+		"private_users=%" PRIu32 "\n",
 		rec->target, rec->fuse_mountpoint, rec->upper, str_or_empty(rec->image),
-		str_or_empty(rec->digest), str_or_empty(rec->cache_dir), (int)rec->pid);
+		str_or_empty(rec->digest), str_or_empty(rec->cache_dir), (int)rec->pid,
+		rec->private_users);
 	if (fflush(f) != 0)
 		return -errno;
 	if (rename(tmp, path) < 0)
@@ -132,6 +135,10 @@ static int record_read_dir(char *dir, struct mount_record *ret)
 		*eq = 0;
 		if (streq(line, "pid")) {
 			rec.pid = (pid_t)atoi(eq + 1);
+			continue;
+		}
+		if (streq(line, "private_users")) {
+			rec.private_users = (uint32_t)strtoul(eq + 1, NULL, 10);
 			continue;
 		}
 		field = record_field(&rec, line);

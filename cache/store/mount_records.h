@@ -11,6 +11,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct mount_record {
@@ -22,6 +23,7 @@ struct mount_record {
 	char *digest;       /* manifest digest the mount is pinned to */
 	char *cache_dir;    /* the cache it reads from, resolved; NULL in an older record */
 	pid_t pid;          /* the daemon */
+	uint32_t private_users;  /* the base its tree's ids are shifted by; 0: none */
 };
 
 /* RUNTIME (see above), allocated. */
