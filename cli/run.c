@@ -84,6 +84,8 @@ static const char run_usage[] =
 	"Options between REF and -- go to systemd-nspawn (--bind, --setenv, --machine...).\n\n"
 	"      --overlay=DIR      keep the container's writes in DIR/upper\n"
 	"                         (default: in memory, dropped at exit)\n"
+	"      --private-users=BASE|pick  run in this id range, the tree shown owned by it\n"
+	"                         (pick: chosen from REF)\n"
 	IMAGE_OPTIONS_HELP
 	"  -v, --verbose          more messages, and nspawn's own\n"
 	"  -h, --help             this help\n";
@@ -145,6 +147,7 @@ int verb_run(int argc, char **argv)
 	_cleanup_free_ char *mnt = NULL, *short_name = NULL, *machine = NULL;
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
 	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
+	_cleanup_(mount_record_done) struct mount_record rec = {};
 	bool verbose = false, after_dashes = false;
 	int r, status;
 
@@ -158,6 +161,7 @@ int verb_run(int argc, char **argv)
 	if (r != 0)
 		return r > 0 ? 0 : r;
 	req.ref = argv[optind];
+	req.private_users_name = req.ref;   /* pick's name: the mountpoint is a temporary one */
 	for (int i = optind + 1; i < argc; i++) {
 		if (!after_dashes && streq(argv[i], "--")) {
 			after_dashes = true;
@@ -179,6 +183,8 @@ int verb_run(int argc, char **argv)
 	}
 
 	machine = machine_name_from(short_name);
+	if (mount_record_read(mnt, &rec) < 0)
+		log_warning("cannot read the mount record of '%s', ignoring", mnt);
 	struct nspawn_request nr = {
 		.directory = mnt,
 		.machine = machine ? machine : "lazyroot",
@@ -186,6 +192,7 @@ int verb_run(int argc, char **argv)
 		.command = command,
 		.config = config,
 		.quiet = !verbose,
+		.private_users = rec.private_users,
 	};
 	r = nspawn_build_argv(&nr, &argv_nspawn);
 	if (r == -ENOEXEC) {
