@@ -182,9 +182,12 @@ def test_run_private_users(lazyroot, registry, images, test_dir, fuse_available)
 
     bases = []
     for _ in range(2):
-        r = lazyroot.run("run", "--private-users=pick", images["lazy"], "--",
-                         "/bin/cat", "/proc/self/uid_map", timeout=120)
+        r = lazyroot.run("run", "--private-users=pick", images["lazy"], "--", "/bin/sh", "-c",
+                         "cat /proc/self/uid_map; stat -c root=%u:%g /; echo x > /root/x",
+                         timeout=120)
         assert r.ok, r
+        # the volatile upper is owned by the range too: the root shows as the container's root
+        assert "root=0:0" in r.stdout, r
         bases.append(uid_map_base(r.stdout))
     assert bases[0] == bases[1], bases
     assert bases[0][0] % RANGE == 0 and PICK_MIN <= bases[0][0] < PICK_MAX, bases
