@@ -263,25 +263,26 @@ static char *tree_path(const struct fs_tree *t, fs_ino_t ino)
 
 int private_users_apply(struct fs_tree *t, uint32_t base)
 {
-	size_t n = fs_tree_count(t);
+	_cleanup_free_ char *path = NULL;
+	fs_ino_t bad = 0;
+	struct stat st;
+	int r;
 
 	if (base == 0)
 		return 0;
-	for (fs_ino_t ino = FS_ROOT_INO; ino <= n; ino++) {
-		_cleanup_free_ char *path = NULL;
-		struct stat st;
-
-		if (fs_tree_stat(t, ino, &st) < 0)
-			continue;
-		if (st.st_uid < PRIVATE_USERS_RANGE && st.st_gid < PRIVATE_USERS_RANGE)
-			continue;
-		path = tree_path(t, ino);
+	r = fs_tree_shift_ids(t, base, PRIVATE_USERS_RANGE, &bad);
+	if (r != -ERANGE)
+		return r;
+	path = tree_path(t, bad);
+	if (fs_tree_stat(t, bad, &st) == 0 &&
+	    (st.st_uid >= PRIVATE_USERS_RANGE || st.st_gid >= PRIVATE_USERS_RANGE))
 		log_error("image file '%s' is owned by %u:%u, outside the %" PRIu32 " ids (0-%" PRIu32
 			  ") a private users range maps: mount without --private-users",
 			  path ? path : "?", (unsigned)st.st_uid, (unsigned)st.st_gid,
 			  PRIVATE_USERS_RANGE, PRIVATE_USERS_RANGE - 1);
-		return -ERANGE;
-	}
-	fs_tree_set_id_shift(t, base);
-	return 0;
+	else
+		log_error("image file '%s' has an ACL entry for an id outside the %" PRIu32 " ids "
+			  "(0-%" PRIu32 ") a private users range maps: mount without --private-users",
+			  path ? path : "?", PRIVATE_USERS_RANGE, PRIVATE_USERS_RANGE - 1);
+	return -ERANGE;
 }

@@ -31,7 +31,8 @@ int private_users_pick(const char *name, uint32_t *ret_base);
  * -ERR_MOUNT. */
 int private_users_parse(const char *arg, const char *name, uint32_t *ret_base);
 
-/* With @base != 0: checks that every uid and gid of the frozen tree @t fits the range (below
- * 65536) and makes the tree present them shifted by @base; with 0, does nothing.  An id the range cannot hold logs
- * one line naming the file, the id and the range, and returns -ERANGE. */
+/* With @base != 0: checks that every uid and gid of the frozen tree @t, and every id its POSIX
+ * ACLs name, fits the range (below 65536), and makes the tree present them shifted by @base;
+ * with 0, does nothing.  An id the range cannot hold logs one line naming the file, the id and
+ * the range, and returns -ERANGE. */
 int private_users_apply(struct fs_tree *t, uint32_t base);

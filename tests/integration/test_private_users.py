@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import struct
 
 import pytest
 
@@ -30,8 +31,24 @@ SMALL = b"small file the command reads\n"
 SECRET = b"only root may read this\n"
 
 
-def owned(uid, gid=None):
-    return {"uid": uid, "gid": uid if gid is None else gid}
+def owned(uid, gid=None, **more):
+    return {"uid": uid, "gid": uid if gid is None else gid, **more}
+
+
+ACL_NAME = "system.posix_acl_access"
+ACL_ENTRIES = [(0x01, 6, 0xFFFFFFFF), (0x02, 4, 1000), (0x04, 4, 0xFFFFFFFF), (0x08, 4, 1001),
+               (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+
+
+def acl_bytes(entries):
+    """A POSIX access ACL as the kernel stores it in the xattr (version 2, little-endian)."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def acl_ids(value):
+    """{tag: id} of the ACL_USER (2) and ACL_GROUP (8) entries."""
+    ents = [struct.unpack_from("<HHI", value, off) for off in range(4, len(value), 8)]
+    return {tag: ident for tag, _, ident in ents if tag in (0x02, 0x08)}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +63,8 @@ def images(registry, tmp_path_factory):
     lazy = [("home", "d", 0o755, None, T),
             ("home/user", "d", 0o750, None, T, owned(1000)),
             ("home/user/mine", "f", 0o640, b"mine\n", T, owned(1000, 1001)),
+            ("home/user/shared", "f", 0o640, b"shared\n", T,
+             owned(1000, xattrs={ACL_NAME: acl_bytes(ACL_ENTRIES)})),
             ("etc", "d", 0o755, None, T),
             ("etc/secret", "f", 0o600, SECRET, T),
             ("etc/passwd", "f", 0o644, mkdemo.PASSWD + b"user:x:1000:1000::/home/user:/bin/sh\n", T),
@@ -148,6 +167,9 @@ def test_nspawn_private_users_without_copy_up(lazyroot, registry, images, test_d
         assert (st.st_uid, st.st_gid) == (base + 1000, base + 1001), top
         st = os.stat(os.path.join(top, "etc/secret"))
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (base, base, 0o600), top
+    # the ACL's named user and group are shifted too, as nspawn's chown would have
+    assert acl_ids(os.getxattr(os.path.join(lower, "home/user/shared"), ACL_NAME)) == \
+        {0x02: base + 1000, 0x08: base + 1001}
     for d in ("upper", "work"):
         st = os.stat(ov / d)
         assert (st.st_uid, st.st_gid) == (base, base), d

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,16 +94,64 @@ static int add_entry(struct fs_tree *t, enum entry_type type, const char *path, 
 	return fs_tree_add(t, &e);
 }
 
-static struct fs_tree *tree_with(uint32_t uid, uint32_t gid)
+/* An access ACL as the kernel stores it (little-endian, this test runs on little-endian
+ * hosts): user::rw-, user:@uid:r--, group::r--, group:@gid:r--, mask::r--, other::---. */
+static void acl_value(uint32_t uid, uint32_t gid, uint8_t ret[52])
+{
+	const struct { uint16_t tag, perm; uint32_t id; } e[] = {
+		{ 0x01, 6, UINT32_MAX }, { 0x02, 4, uid }, { 0x04, 4, UINT32_MAX }, { 0x08, 4, gid },
+		{ 0x10, 4, UINT32_MAX }, { 0x20, 0, UINT32_MAX },
+	};
+	uint32_t version = 2;
+
+	memcpy(ret, &version, 4);
+	for (size_t i = 0; i < ELEMENTSOF(e); i++) {
+		memcpy(ret + 4 + 8 * i, &e[i].tag, 2);
+		memcpy(ret + 6 + 8 * i, &e[i].perm, 2);
+		memcpy(ret + 8 + 8 * i, &e[i].id, 4);
+	}
+}
+
+/* /home/u/f owned by @uid:@gid, with an ACL naming @acl_uid and @acl_gid. */
+static struct fs_tree *tree_with_acl(uint32_t uid, uint32_t gid, uint32_t acl_uid, uint32_t acl_gid)
 {
 	struct fs_tree *t = NULL;
+	uint8_t acl[52];
+	struct xattr x = { .name = "system.posix_acl_access", .value = acl, .size = sizeof(acl) };
+	struct entry f = { .path = "home/u/f", .type = ENTRY_REG, .mode = 0640, .uid = uid,
+			   .gid = gid, .xattrs = &x, .n_xattrs = 1 };
 
+	acl_value(acl_uid, acl_gid, acl);
 	if (fs_tree_new(&t) < 0 || fs_tree_begin_layer(t) < 0 ||
 	    add_entry(t, ENTRY_DIR, "", 0, 0) < 0 || add_entry(t, ENTRY_DIR, "home", 0, 0) < 0 ||
-	    add_entry(t, ENTRY_DIR, "home/u", 1000, 1000) < 0 ||
-	    add_entry(t, ENTRY_REG, "home/u/f", uid, gid) < 0 || fs_tree_finish(t) < 0)
+	    add_entry(t, ENTRY_DIR, "home/u", 1000, 1000) < 0 || fs_tree_add(t, &f) < 0 ||
+	    fs_tree_finish(t) < 0)
 		return fs_tree_free(t);
 	return t;
+}
+
+static struct fs_tree *tree_with(uint32_t uid, uint32_t gid)
+{
+	return tree_with_acl(uid, gid, 1, 1);
+}
+
+static void test_acl(void)
+{
+	_cleanup_(fs_tree_freep) struct fs_tree *t = tree_with_acl(0, 0, 1000, 1001), *bad = NULL;
+	uint8_t want[52];
+	const void *v = NULL;
+	fs_ino_t ino = 0;
+	size_t n = 0;
+
+	acl_value(5 * 65536 + 1000, 5 * 65536 + 1001, want);
+	check(t && private_users_apply(t, 5 * PRIVATE_USERS_RANGE) == 0, "a tree with an ACL shifts");
+	ino = t ? fs_tree_count(t) : 0;   /* breadth first: the file is numbered last */
+	check(t && fs_tree_getxattr(t, ino, "system.posix_acl_access", &v, &n) == 0 &&
+	      n == sizeof(want) && memcmp(v, want, n) == 0,
+	      "the ACL's user and group entries are shifted, the others kept");
+	bad = tree_with_acl(0, 0, 1000, 65536);
+	check(bad && private_users_apply(bad, PRIVATE_USERS_RANGE) == -ERANGE,
+	      "an ACL naming an id of 65536 or more is refused");
 }
 
 static void test_apply(void)
@@ -141,6 +190,7 @@ int main(void)
 	test_parse();
 	test_pick();
 	test_apply();
+	test_acl();
 	{
 		char cmd[64];
 
