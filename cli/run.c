@@ -183,8 +183,6 @@ int verb_run(int argc, char **argv)
 	}
 
 	machine = machine_name_from(short_name);
-	if (mount_record_read(mnt, &rec) < 0)
-		log_warning("cannot read the mount record of '%s', ignoring", mnt);
 	struct nspawn_request nr = {
 		.directory = mnt,
 		.machine = machine ? machine : "lazyroot",
@@ -192,9 +190,12 @@ int verb_run(int argc, char **argv)
 		.command = command,
 		.config = config,
 		.quiet = !verbose,
-		.private_users = rec.private_users,
 	};
-	r = nspawn_build_argv(&nr, &argv_nspawn);
+	/* The range the mount chose (pick) is in its record; nspawn must use that one. */
+	r = req.private_users ? mount_record_read(mnt, &rec) : 0;
+	nr.private_users = rec.private_users;
+	if (r >= 0)
+		r = nspawn_build_argv(&nr, &argv_nspawn);
 	if (r == -ENOEXEC) {
 		log_error("image '%s' has no Entrypoint or Cmd: give a command after '--'", req.ref);
 		status = -ENOEXEC;
