@@ -8,6 +8,7 @@ deterministic for a name and skips ranges live mounts hold; a bad BASE and an im
 range cannot hold are refused with one line and nothing mounted.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import mkdemo
 import mkestargz as M
 import push
 
+NSPAWN_UID_DIR = "/run/systemd/nspawn-uid"
 RANGE = 65536
 PICK_MIN, PICK_MAX = 0x00080000, 0x6FFF0000
 BASE = 37 * RANGE              # an explicit base: 2424832
@@ -216,18 +218,43 @@ def test_run_private_users(lazyroot, registry, images, test_dir, fuse_available)
     h.assert_all_clean(test_dir)
 
 
+def pick_at(lazyroot, test_dir, ref, mnt):
+    """Mounts ref with pick at mnt, unmounts; the base it picked (checked on a file too)."""
+    mount_ok(lazyroot, ref, mnt, "--private-users=pick")
+    base = int(record_of(test_dir, mnt)["private_users"])
+    assert os.stat(mnt / "home/user/mine").st_uid == base + 1000
+    assert lazyroot.umount(mnt).ok
+    return base
+
+
+def held_by_nspawn_lock(base, fn):
+    """Calls fn() while this process holds nspawn's lock of base."""
+    os.makedirs(NSPAWN_UID_DIR, exist_ok=True)
+    path = os.path.join(NSPAWN_UID_DIR, str(base))
+    existed = os.path.exists(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
+        return fn()
+    finally:
+        os.close(fd)
+        if not existed:
+            os.unlink(path)
+
+
 def test_pick_is_deterministic_and_skips_live_ranges(lazyroot, registry, images, test_dir,
                                                      fuse_available):
+    ref = images["lazy"]
     a, b = test_dir / "a", test_dir / "b"
     a.mkdir()
     b.mkdir()
-    mount_ok(lazyroot, images["lazy"], a, "--private-users=pick")
-    first = int(record_of(test_dir, a)["private_users"])
-    assert lazyroot.umount(a).ok
-    mount_ok(lazyroot, images["lazy"], a, "--private-users=pick")
-    assert int(record_of(test_dir, a)["private_users"]) == first, "pick changed for one name"
-    assert os.stat(a / "home/user/mine").st_uid == first + 1000
-    assert lazyroot.umount(a).ok
+    first = pick_at(lazyroot, test_dir, ref, a)
+    assert pick_at(lazyroot, test_dir, ref, a) == first, "pick changed for one name"
+
+    # a running systemd-nspawn holds that range: it keeps an OFD write lock on
+    # /run/systemd/nspawn-uid/BASE (seen with nspawn 252 -U); the same lock taken here
+    second = held_by_nspawn_lock(first, lambda: pick_at(lazyroot, test_dir, ref, a))
+    assert second != first and second % RANGE == 0 and PICK_MIN <= second < PICK_MAX, second
 
     # another live mount holds that range: pick for the same name takes another one
     mount_ok(lazyroot, images["lazy"], b, "--private-users=%d" % first)
