@@ -26,7 +26,9 @@ import push
 NSPAWN_UID_DIR = "/run/systemd/nspawn-uid"
 RANGE = 65536
 PICK_MIN, PICK_MAX = 0x00080000, 0x6FFF0000
-BASE = 37 * RANGE              # an explicit base: 2424832
+# An explicit base, per test process: nspawn -U takes the root's range only while no other
+# container runs in it, and test runs (or their leftovers) may overlap on a shared host.
+BASE = (40 + os.getpid() % 4000) * RANGE
 MiB = 1 << 20
 T = mkdemo.T2
 SMALL = b"small file the command reads\n"
