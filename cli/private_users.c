@@ -149,6 +149,17 @@ static int pick_candidate(const char *name, unsigned try, uint32_t *ret)
 
 int private_users_pick(const char *name, uint32_t *ret_base)
 {
+	return private_users_pick_prefer(name, 0, ret_base);
+}
+
+static bool pick_bounds(uint32_t base)
+{
+	return base % PRIVATE_USERS_RANGE == 0 && base >= PRIVATE_USERS_PICK_MIN &&
+	       base < PRIVATE_USERS_PICK_MAX;
+}
+
+int private_users_pick_prefer(const char *name, uint32_t preferred, uint32_t *ret_base)
+{
 	_cleanup_(taken_done) struct taken t = {};
 	int r;
 
@@ -162,6 +173,11 @@ int private_users_pick(const char *name, uint32_t *ret_base)
 	if (r < 0)
 		return error_set(r, "cannot list the id ranges in use");
 
+	/* As nspawn's pick reads its tree's owner first: the range a tree was written in. */
+	if (pick_bounds(preferred) && !taken_overlaps(&t, preferred) && !nspawn_holds(preferred)) {
+		*ret_base = preferred;
+		return 0;
+	}
 	for (unsigned try = 0; try < PICK_TRIES; try++) {
 		uint32_t base;
 
@@ -194,6 +210,12 @@ static int parse_base(const char *arg, uint32_t *ret)
 
 int private_users_parse(const char *arg, const char *name, uint32_t *ret_base)
 {
+	return private_users_parse_prefer(arg, name, 0, ret_base);
+}
+
+int private_users_parse_prefer(const char *arg, const char *name, uint32_t preferred,
+			       uint32_t *ret_base)
+{
 	uint32_t base;
 	int r;
 
@@ -202,7 +224,7 @@ int private_users_parse(const char *arg, const char *name, uint32_t *ret_base)
 		return 0;
 	}
 	if (streq(arg, "pick")) {
-		r = private_users_pick(name, &base);
+		r = private_users_pick_prefer(name, preferred, &base);
 		if (r < 0) {
 			log_error("cannot pick a private users range: %s", error_take(r));
 			return -ERR_MOUNT;

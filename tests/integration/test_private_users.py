@@ -312,3 +312,24 @@ def test_upper_of_another_range_is_refused(lazyroot, registry, images, test_dir,
     mount_ok(lazyroot, images["lazy"], mountpoint, "--overlay", str(ov),
              "--private-users=%d" % BASE)
     assert lazyroot.umount(mountpoint).ok
+
+
+def test_pick_takes_the_range_a_kept_upper_was_written_in(lazyroot, registry, images, test_dir,
+                                                          fuse_available):
+    """As nspawn's pick tries its root dir's owner first: an overlay kept in a directory and
+    mounted at another mountpoint (another name, so another hash) keeps its range."""
+    ov, a, b = test_dir / "ov", test_dir / "a", test_dir / "b"
+    a.mkdir()
+    b.mkdir()
+    mount_ok(lazyroot, images["lazy"], a, "--overlay", str(ov), "--private-users=pick")
+    first = int(record_of(test_dir, a)["private_users"])
+    assert lazyroot.umount(a).ok
+    mount_ok(lazyroot, images["lazy"], b, "--private-users=pick")
+    other = int(record_of(test_dir, b)["private_users"])
+    assert lazyroot.umount(b).ok
+    assert other != first, "the two names hash to one range: the test shows nothing"
+    mount_ok(lazyroot, images["lazy"], b, "--overlay", str(ov), "--private-users=pick")
+    assert int(record_of(test_dir, b)["private_users"]) == first
+    assert os.stat(b / "home/user/mine").st_uid == first + 1000
+    assert lazyroot.umount(b).ok
+    h.assert_all_clean(test_dir)
