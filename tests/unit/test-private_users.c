@@ -81,6 +81,16 @@ static void test_pick(void)
 	mount_record_done(&rec);
 	check(private_users_pick("machine-one", &c) == 0 && in_pick_range(c) && c != a,
 	      "a range a live mount holds is skipped (%u)", c);
+
+	check(private_users_pick_prefer("machine-one", 100 * PRIVATE_USERS_RANGE, &c) == 0 &&
+	      c == 100 * PRIVATE_USERS_RANGE, "a free preferred range is taken");
+	check(private_users_pick_prefer("machine-two", a, &c) == 0 && c == b,
+	      "a preferred range a live mount holds is not");
+	check(private_users_pick_prefer("machine-two", PRIVATE_USERS_RANGE, &c) == 0 && c == b &&
+	      private_users_pick_prefer("machine-two", 100 * PRIVATE_USERS_RANGE + 1, &c) == 0 &&
+	      c == b, "nor one outside pick's bounds or unaligned");
+	check(private_users_parse_prefer("pick", "machine-two", 100 * PRIVATE_USERS_RANGE, &c) == 0 &&
+	      c == 100 * PRIVATE_USERS_RANGE, "--private-users=pick takes the preference");
 }
 
 static int add_entry(struct fs_tree *t, enum entry_type type, const char *path, uint32_t uid,
