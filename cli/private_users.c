@@ -1,7 +1,8 @@
 /*
  * cli/private_users.c: choosing and applying a mount's private users range (see
- * private_users.h).  `pick` hashes the name as nspawn hashes a machine name, so that a name
- * keeps its range from one mount to the next (the overlay's writes stay owned right), and
+ * private_users.h).  `pick` chooses from a hash of the name (sha256 here; nspawn hashes a
+ * machine name with siphash), so that a name keeps its range from one mount to the next (the
+ * overlay's writes stay owned right), and
  * checks candidates against what the host knows of ranges in use: its users and groups, the
  * subordinate ranges podman and others use, running nspawn containers and live lazyroot
  * mounts.  Runs once a mount; the host's user database is read once per pick.
@@ -11,7 +12,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
 
@@ -51,7 +51,9 @@ static int taken_add(struct taken *t, uint64_t first, uint64_t count)
 		return 0;
 	if (GREEDY_REALLOC(t->spans, t->allocated, t->n + 1) < 0)
 		return -ENOMEM;
-	t->spans[t->n++] = (struct id_span) { (uint32_t)first, last > UINT32_MAX ? UINT32_MAX : (uint32_t)last };
+	t->spans[t->n++] = (struct id_span) {
+		(uint32_t)first, last > UINT32_MAX ? UINT32_MAX : (uint32_t)last,
+	};
 	return 0;
 }
 
