@@ -294,6 +294,24 @@ static int check_overlay_upper(const char *dir, uint32_t base)
 	return 0;
 }
 
+/* The range of --private-users: pick's name is the machine's, else the mountpoint's path, and
+ * it tries first the range a kept upper directory was written in. */
+static int mount_private_users(const struct mount_request *req, struct mount_daemon *d)
+{
+	uint32_t preferred = 0;
+	uid_t uid;
+	gid_t gid;
+
+	if (!req->private_users)
+		return 0;
+	if (req->overlay_dir && overlay_upper_owner(req->overlay_dir, &uid, &gid) >= 0 &&
+	    (uid & ~(uid_t)0xFFFF) == (gid & ~(gid_t)0xFFFF))
+		preferred = uid & ~(uid_t)0xFFFF;
+	return private_users_parse_prefer(req->private_users,
+					  req->private_users_name ?: d->state.target, preferred,
+					  &d->state.private_users);
+}
+
 /* Everything that can be checked before the network: the mountpoint, /dev/fuse, the overlay
  * directory. */
 static int mount_check(const struct mount_request *req, struct mount_daemon *d)
@@ -305,14 +323,9 @@ static int mount_check(const struct mount_request *req, struct mount_daemon *d)
 	if (r < 0)
 		return log_error_errno(-ERR_MOUNT, "mountpoint '%s' does not exist: %s",
 				       req->mountpoint, strerror(-r));
-	if (req->private_users) {
-		/* pick's name: the machine's, else the mountpoint's path. */
-		r = private_users_parse(req->private_users,
-					req->private_users_name ? req->private_users_name : d->state.target,
-					&d->state.private_users);
-		if (r < 0)
-			return r;
-	}
+	r = mount_private_users(req, d);
+	if (r < 0)
+		return r;
 	r = check_mountpoint(d->state.target);
 	if (r == 0)
 		r = check_dev_fuse();

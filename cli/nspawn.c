@@ -2,6 +2,8 @@
  * nspawn options into one systemd-nspawn command line, as docker and podman would run it. */
 #include "nspawn.h"
 
+#include <inttypes.h>
+
 #include "cache/base/util.h"
 
 bool host_runs_systemd(void)
@@ -49,6 +51,14 @@ int nspawn_build_argv(const struct nspawn_request *r, char ***ret)
 		k |= strv_push(&argv, "--quiet");
 	if (!nspawn_args_have(user_args, "--machine", 'M'))
 		k |= push_option(&argv, "--machine", r->machine);
+	/* The tree is owned by the range already: nothing to chown, and no other range. */
+	if (r->private_users && !nspawn_args_have(user_args, "--private-users", 'U')) {
+		_cleanup_free_ char *range = NULL;
+
+		k |= asprintf(&range, "%" PRIu32 ":65536", r->private_users) < 0 ? -ENOMEM :
+			push_option(&argv, "--private-users", range);
+		k |= strv_push(&argv, "--private-users-ownership=off");
+	}
 	/* Without a terminal the container's stdio is ours, so output and status pass through. */
 	if ((!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) &&
 	    !nspawn_args_have(user_args, "--console", 0) && !nspawn_args_have(user_args, "--pipe", 'P'))

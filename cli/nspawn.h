@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cache/format/manifest.h"
 
@@ -16,6 +17,7 @@ struct nspawn_request {
 	char **command;               /* after "--"; NULL: the image's Entrypoint + Cmd */
 	const struct image_config *config;
 	bool quiet;
+	uint32_t private_users;       /* the tree's id range (base); 0: none */
 };
 
 /* Builds the argv (strv) to exec.  -ENOEXEC when neither the command line nor the image

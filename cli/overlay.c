@@ -12,7 +12,7 @@ int overlay_check_path(const char *path)
 	return strpbrk(path, ",:\\") ? -EINVAL : 0;
 }
 
-int overlay_check_upper(const char *dir, uint32_t base, uid_t *ret_uid, gid_t *ret_gid)
+int overlay_upper_owner(const char *dir, uid_t *ret_uid, gid_t *ret_gid)
 {
 	_cleanup_free_ char *upper = NULL;
 	struct stat st;
@@ -20,11 +20,25 @@ int overlay_check_upper(const char *dir, uint32_t base, uid_t *ret_uid, gid_t *r
 	if (asprintf(&upper, "%s/upper", dir) < 0)
 		return -ENOMEM;
 	if (stat(upper, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if ((st.st_uid & ~(uid_t)0xFFFF) == base && (st.st_gid & ~(gid_t)0xFFFF) == base)
-		return 0;
+		return -errno;
 	*ret_uid = st.st_uid;
 	*ret_gid = st.st_gid;
+	return 0;
+}
+
+int overlay_check_upper(const char *dir, uint32_t base, uid_t *ret_uid, gid_t *ret_gid)
+{
+	uid_t uid;
+	gid_t gid;
+	int r;
+
+	r = overlay_upper_owner(dir, &uid, &gid);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	if ((uid & ~(uid_t)0xFFFF) == base && (gid & ~(gid_t)0xFFFF) == base)
+		return 0;
+	*ret_uid = uid;
+	*ret_gid = gid;
 	return -EXDEV;
 }
 

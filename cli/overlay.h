@@ -9,6 +9,8 @@
 
 /* Paths in overlayfs options cannot hold ',' ':' or '\\' portably: -EINVAL for those. */
 int overlay_check_path(const char *path);
+/* The owner of @dir/upper; -ENOENT if there is none. */
+int overlay_upper_owner(const char *dir, uid_t *ret_uid, gid_t *ret_gid);
 /* An existing @dir/upper must be owned within the range that starts at @base (0: ids below
  * 65536), or the container would see its root and the files it wrote owned by ids outside its
  * range: -EXDEV then, with the owner in *ret_uid, *ret_gid.  0 when it fits or is missing. */

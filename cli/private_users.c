@@ -1,7 +1,8 @@
 /*
  * cli/private_users.c: choosing and applying a mount's private users range (see
- * private_users.h).  `pick` hashes the name as nspawn hashes a machine name, so that a name
- * keeps its range from one mount to the next (the overlay's writes stay owned right), and
+ * private_users.h).  `pick` chooses from a hash of the name (sha256 here; nspawn hashes a
+ * machine name with siphash), so that a name keeps its range from one mount to the next (the
+ * overlay's writes stay owned right), and
  * checks candidates against what the host knows of ranges in use: its users and groups, the
  * subordinate ranges podman and others use, running nspawn containers and live lazyroot
  * mounts.  Runs once a mount; the host's user database is read once per pick.
@@ -11,7 +12,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
 
@@ -51,7 +51,9 @@ static int taken_add(struct taken *t, uint64_t first, uint64_t count)
 		return 0;
 	if (GREEDY_REALLOC(t->spans, t->allocated, t->n + 1) < 0)
 		return -ENOMEM;
-	t->spans[t->n++] = (struct id_span) { (uint32_t)first, last > UINT32_MAX ? UINT32_MAX : (uint32_t)last };
+	t->spans[t->n++] = (struct id_span) {
+		(uint32_t)first, last > UINT32_MAX ? UINT32_MAX : (uint32_t)last,
+	};
 	return 0;
 }
 
@@ -149,6 +151,17 @@ static int pick_candidate(const char *name, unsigned try, uint32_t *ret)
 
 int private_users_pick(const char *name, uint32_t *ret_base)
 {
+	return private_users_pick_prefer(name, 0, ret_base);
+}
+
+static bool pick_bounds(uint32_t base)
+{
+	return base % PRIVATE_USERS_RANGE == 0 && base >= PRIVATE_USERS_PICK_MIN &&
+	       base < PRIVATE_USERS_PICK_MAX;
+}
+
+int private_users_pick_prefer(const char *name, uint32_t preferred, uint32_t *ret_base)
+{
 	_cleanup_(taken_done) struct taken t = {};
 	int r;
 
@@ -162,6 +175,11 @@ int private_users_pick(const char *name, uint32_t *ret_base)
 	if (r < 0)
 		return error_set(r, "cannot list the id ranges in use");
 
+	/* As nspawn's pick reads its tree's owner first: the range a tree was written in. */
+	if (pick_bounds(preferred) && !taken_overlaps(&t, preferred) && !nspawn_holds(preferred)) {
+		*ret_base = preferred;
+		return 0;
+	}
 	for (unsigned try = 0; try < PICK_TRIES; try++) {
 		uint32_t base;
 
@@ -194,6 +212,12 @@ static int parse_base(const char *arg, uint32_t *ret)
 
 int private_users_parse(const char *arg, const char *name, uint32_t *ret_base)
 {
+	return private_users_parse_prefer(arg, name, 0, ret_base);
+}
+
+int private_users_parse_prefer(const char *arg, const char *name, uint32_t preferred,
+			       uint32_t *ret_base)
+{
 	uint32_t base;
 	int r;
 
@@ -202,7 +226,7 @@ int private_users_parse(const char *arg, const char *name, uint32_t *ret_base)
 		return 0;
 	}
 	if (streq(arg, "pick")) {
-		r = private_users_pick(name, &base);
+		r = private_users_pick_prefer(name, preferred, &base);
 		if (r < 0) {
 			log_error("cannot pick a private users range: %s", error_take(r));
 			return -ERR_MOUNT;
@@ -263,25 +287,26 @@ static char *tree_path(const struct fs_tree *t, fs_ino_t ino)
 
 int private_users_apply(struct fs_tree *t, uint32_t base)
 {
-	size_t n = fs_tree_count(t);
+	_cleanup_free_ char *path = NULL;
+	fs_ino_t bad = 0;
+	struct stat st;
+	int r;
 
 	if (base == 0)
 		return 0;
-	for (fs_ino_t ino = FS_ROOT_INO; ino <= n; ino++) {
-		_cleanup_free_ char *path = NULL;
-		struct stat st;
-
-		if (fs_tree_stat(t, ino, &st) < 0)
-			continue;
-		if (st.st_uid < PRIVATE_USERS_RANGE && st.st_gid < PRIVATE_USERS_RANGE)
-			continue;
-		path = tree_path(t, ino);
+	r = fs_tree_shift_ids(t, base, PRIVATE_USERS_RANGE, &bad);
+	if (r != -ERANGE)
+		return r;
+	path = tree_path(t, bad);
+	if (fs_tree_stat(t, bad, &st) == 0 &&
+	    (st.st_uid >= PRIVATE_USERS_RANGE || st.st_gid >= PRIVATE_USERS_RANGE))
 		log_error("image file '%s' is owned by %u:%u, outside the %" PRIu32 " ids (0-%" PRIu32
 			  ") a private users range maps: mount without --private-users",
 			  path ? path : "?", (unsigned)st.st_uid, (unsigned)st.st_gid,
 			  PRIVATE_USERS_RANGE, PRIVATE_USERS_RANGE - 1);
-		return -ERANGE;
-	}
-	fs_tree_set_id_shift(t, base);
-	return 0;
+	else
+		log_error("image file '%s' has an ACL entry for an id outside the %" PRIu32 " ids "
+			  "(0-%" PRIu32 ") a private users range maps: mount without --private-users",
+			  path ? path : "?", PRIVATE_USERS_RANGE, PRIVATE_USERS_RANGE - 1);
+	return -ERANGE;
 }

@@ -24,14 +24,21 @@ struct fs_tree;
  * (passwd, group, /etc/subuid, /etc/subgid).  0, or -EBUSY (logged, as error_set) when 100
  * candidates were all taken, -ENOMEM. */
 int private_users_pick(const char *name, uint32_t *ret_base);
+/* The same, trying @preferred first when it is a base in those bounds (0: none): the range a
+ * kept overlay upper directory is owned by, as nspawn's pick first tries its root's owner. */
+int private_users_pick_prefer(const char *name, uint32_t preferred, uint32_t *ret_base);
 
 /* Parses --private-users=@arg: "pick" (then picks for @name), a base (a multiple of 65536 up
  * to PRIVATE_USERS_BASE_MAX), or "no"/"off"/"0" for off (*ret_base = 0).  A bad value logs one
  * line naming it and the rule, and returns -ERR_USAGE; a failed pick logs and returns
  * -ERR_MOUNT. */
 int private_users_parse(const char *arg, const char *name, uint32_t *ret_base);
+/* The same, with pick trying @preferred first (see private_users_pick_prefer()). */
+int private_users_parse_prefer(const char *arg, const char *name, uint32_t preferred,
+			       uint32_t *ret_base);
 
-/* With @base != 0: checks that every uid and gid of the frozen tree @t fits the range (below
- * 65536) and makes the tree present them shifted by @base; with 0, does nothing.  An id the range cannot hold logs
- * one line naming the file, the id and the range, and returns -ERANGE. */
+/* With @base != 0: checks that every uid and gid of the frozen tree @t, and every id its POSIX
+ * ACLs name, fits the range (below 65536), and makes the tree present them shifted by @base;
+ * with 0, does nothing.  An id the range cannot hold logs one line naming the file, the id and
+ * the range, and returns -ERANGE. */
 int private_users_apply(struct fs_tree *t, uint32_t base);

@@ -88,6 +88,8 @@ static const char run_usage[] =
 	"127 not found.\n\n"
 	"      --overlay=DIR      keep the container's writes in DIR/upper\n"
 	"                         (default: in memory, dropped at exit)\n"
+	"      --private-users=BASE|pick  run in this id range, the tree shown owned by it\n"
+	"                         (pick: chosen from REF)\n"
 	IMAGE_OPTIONS_HELP
 	"  -v, --verbose          more messages, and nspawn's own\n"
 	"  -h, --help             this help\n";
@@ -150,6 +152,7 @@ int verb_run(int argc, char **argv)
 	_cleanup_strv_free_ char **nspawn_args = NULL, **command = NULL, **argv_nspawn = NULL;
 	_cleanup_(mount_request_done) struct mount_request req = { .volatile_upper = true };
 	_cleanup_(run_exec_done) struct run_exec rx = {};
+	_cleanup_(mount_record_done) struct mount_record rec = {};
 	bool verbose = false, after_dashes = false;
 	int r, status;
 
@@ -163,6 +166,7 @@ int verb_run(int argc, char **argv)
 	if (r != 0)
 		return r > 0 ? 0 : r;
 	req.ref = argv[optind];
+	req.private_users_name = req.ref;   /* pick's name: the mountpoint is a temporary one */
 	for (int i = optind + 1; i < argc; i++) {
 		if (!after_dashes && streq(argv[i], "--")) {
 			after_dashes = true;
@@ -186,6 +190,12 @@ int verb_run(int argc, char **argv)
 	machine = machine_name_from(short_name);
 	/* The image's user, resolved here, set by lazyroot-exec: nspawn's --user needs getent. */
 	r = run_exec_prepare(&rx, mnt, config, nspawn_args, command);
+	/* The range the mount chose (pick) is in its record; nspawn must use that one. */
+	if (r >= 0 && req.private_users) {
+		r = mount_record_read(mnt, &rec);
+		if (r < 0)
+			log_error_errno(r, "cannot read the record of the mount at '%s': %m", mnt);
+	}
 	if (r >= 0) {
 		r = nspawn_build_argv(&(struct nspawn_request) {
 			.directory = mnt,
@@ -194,6 +204,7 @@ int verb_run(int argc, char **argv)
 			.command = rx.command,
 			.config = &rx.config,
 			.quiet = !verbose,
+			.private_users = rec.private_users,
 		}, &argv_nspawn);
 		if (r < 0 && r != -ENOEXEC)
 			log_error_errno(r, "cannot build the systemd-nspawn command line: %m");

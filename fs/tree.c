@@ -30,6 +30,7 @@
 #include "tree.h"
 
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1175,12 +1176,6 @@ int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, f
 	return -ENOENT;
 }
 
-void fs_tree_set_id_shift(struct fs_tree *t, uint32_t shift)
-{
-	assert(t->frozen);
-	t->id_shift = shift;
-}
-
 int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret)
 {
 	const struct inode *i = tree_inode(t, ino);
@@ -1351,4 +1346,89 @@ const char *fs_tree_xattr_name(const struct fs_tree *t, fs_ino_t ino, size_t i)
 	if (!tab || i >= tab->n)
 		return NULL;
 	return tree_str(t, tab->recs[i].name);
+}
+
+/* POSIX ACLs as the kernel stores them in system.posix_acl_access / _default: a little-endian
+ * version 2 header, then 8-byte entries (tag, perm, id); ACL_USER (2) and ACL_GROUP (8) entries
+ * name an id.  Calls @f on each such id; false from @f stops and is returned. */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER 0x02
+#define ACL_TAG_GROUP 0x08
+
+static bool acl_foreach_id(void *value, uint32_t size, bool (*f)(uint8_t *id, uint32_t arg),
+			   uint32_t arg)
+{
+	uint8_t *p = value;
+	uint32_t version;
+	uint16_t tag;
+
+	/* Values sit unaligned in the arena: read and write them with memcpy(). */
+	if (size < 4 || (size - 4) % 8 != 0)
+		return true;
+	memcpy(&version, p, sizeof(version));
+	if (le32toh(version) != ACL_XATTR_VERSION)
+		return true;   /* not an ACL the kernel would take: served as stored */
+	for (uint32_t off = 4; off < size; off += 8) {
+		memcpy(&tag, p + off, sizeof(tag));
+		tag = le16toh(tag);
+		if ((tag == ACL_TAG_USER || tag == ACL_TAG_GROUP) && !f(p + off + 4, arg))
+			return false;
+	}
+	return true;
+}
+
+static bool acl_id_below(uint8_t *id, uint32_t limit)
+{
+	uint32_t v;
+
+	memcpy(&v, id, sizeof(v));
+	return le32toh(v) < limit;
+}
+
+static bool acl_id_shift(uint8_t *id, uint32_t shift)
+{
+	uint32_t v;
+
+	memcpy(&v, id, sizeof(v));
+	v = htole32(le32toh(v) + shift);
+	memcpy(id, &v, sizeof(v));
+	return true;
+}
+
+static bool is_acl_name(const char *name)
+{
+	return streq(name, "system.posix_acl_access") || streq(name, "system.posix_acl_default");
+}
+
+/* Calls acl_foreach_id() on every ACL xattr of @i. */
+static bool inode_acls_foreach(struct fs_tree *t, const struct inode *i,
+			       bool (*f)(uint8_t *id, uint32_t arg), uint32_t arg)
+{
+	const struct xattr_table *tab = inode_xattrs(t, i);
+
+	for (uint32_t k = 0; tab && k < tab->n; k++)
+		if (is_acl_name(tree_str(t, tab->recs[k].name)) &&
+		    !acl_foreach_id(arena_ptr(&t->arena, tab->recs[k].value), tab->recs[k].size, f, arg))
+			return false;
+	return true;
+}
+
+int fs_tree_shift_ids(struct fs_tree *t, uint32_t shift, uint32_t limit, fs_ino_t *ret_bad)
+{
+	if (!t->frozen)
+		return -EINVAL;
+	for (uint32_t n = 0; n < t->n_inodes; n++) {
+		const struct inode *i = &t->inodes[n];
+
+		if (i->uid >= limit || i->gid >= limit ||
+		    !inode_acls_foreach(t, i, acl_id_below, limit)) {
+			*ret_bad = n + 1;
+			return -ERANGE;
+		}
+	}
+	/* Xattr values are shared by the hard links of one inode only: each is shifted once. */
+	for (uint32_t n = 0; n < t->n_inodes; n++)
+		(void)inode_acls_foreach(t, &t->inodes[n], acl_id_shift, shift);
+	t->id_shift = shift;
+	return 0;
 }

@@ -46,10 +46,12 @@ typedef uint64_t fs_ino_t;
 size_t fs_tree_count(const struct fs_tree *t);
 /* 0 or -ENOENT / -ENOTDIR.  "." and ".." resolve too (the root's ".." is the root). */
 int fs_tree_lookup(const struct fs_tree *t, fs_ino_t parent, const char *name, fs_ino_t *ret);
-/* Makes fs_tree_stat() report every uid and gid plus @shift (a mount's private users range):
- * once, after fs_tree_finish() and before the tree is read by other threads.  The caller checks
- * that no id overflows. */
-void fs_tree_set_id_shift(struct fs_tree *t, uint32_t shift);
+/* Makes fs_tree_stat() report every uid and gid plus @shift (a mount's private users range),
+ * and shifts the ids of the POSIX ACLs in system.posix_acl_access/_default alike, as nspawn's
+ * chown does: once, after fs_tree_finish() and before the tree is read by other threads.
+ * -ERANGE, with nothing changed and *ret_bad the first inode, if an owner, group or ACL id is
+ * @limit or more; @shift + @limit - 1 must not overflow. */
+int fs_tree_shift_ids(struct fs_tree *t, uint32_t shift, uint32_t limit, fs_ino_t *ret_bad);
 /* Fills a struct stat (st_ino, st_mode incl. type, st_nlink, uid, gid, size, rdev, mtime —
  * also used for atime and ctime —, st_blocks); -ENOENT for a bad number. */
 int fs_tree_stat(const struct fs_tree *t, fs_ino_t ino, struct stat *ret);
