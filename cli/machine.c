@@ -403,17 +403,28 @@ static bool machine_is_mounted(const struct machine_paths *p)
 	return mountinfo_find(p->directory, NULL) > 0;
 }
 
-int machine_umount(const char *name, bool lazy)
+/* The paths of machine @name, which must exist (have a stored REF): -ERR_USAGE, logged, if not. */
+static int machine_existing(const char *name, struct machine_paths *p)
 {
-	_cleanup_(machine_paths_done) struct machine_paths p = {};
 	_cleanup_free_ char *stored = NULL;
 	int r;
 
-	r = machine_paths_get(name, &p);
+	r = machine_paths_get(name, p);
 	if (r < 0)
 		return r;
-	if (machine_image_read(&p, &stored) < 0)
+	if (machine_image_read(p, &stored) < 0)
 		return log_error_errno(-ERR_USAGE, "machine '%s' does not exist", name);
+	return 0;
+}
+
+int machine_umount(const char *name, bool lazy)
+{
+	_cleanup_(machine_paths_done) struct machine_paths p = {};
+	int r;
+
+	r = machine_existing(name, &p);
+	if (r < 0)
+		return r;
 	if (!machine_is_mounted(&p))
 		return log_error_errno(-ERR_MOUNT, "machine '%s' is not mounted", name);
 	return umount_path(p.directory, lazy);
@@ -432,14 +443,12 @@ static int remove_one(const char *path, bool dir)
 int machine_remove(const char *name, bool keep_writes)
 {
 	_cleanup_(machine_paths_done) struct machine_paths p = {};
-	_cleanup_free_ char *stored = NULL, *path = NULL;
+	_cleanup_free_ char *path = NULL;
 	int r;
 
-	r = machine_paths_get(name, &p);
+	r = machine_existing(name, &p);
 	if (r < 0)
 		return r;
-	if (machine_image_read(&p, &stored) < 0)
-		return log_error_errno(-ERR_USAGE, "machine '%s' does not exist", name);
 	/* Mounted: unmount first; a running container keeps it busy, and then nothing goes. */
 	if (machine_is_mounted(&p)) {
 		r = umount_path(p.directory, false);
