@@ -100,6 +100,7 @@ struct registry {
 	uint64_t bytes_received;  /* body bytes of their answers */
 	bool insecure_option;    /* registry_options.insecure */
 	bool insecure;           /* insecure_option or a loopback host */
+	bool push;               /* registry_options.push: tokens ask for push access too */
 
 	/* TLS material, read at the first ping; tls points into the buffers below. */
 	char *cert_dir;          /* registry_options.cert_dir, or NULL */
@@ -265,6 +266,7 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	}
 	r->insecure_option = o && o->insecure;
 	r->insecure = r->insecure_option || host_is_loopback(host);
+	r->push = o && o->push;
 	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
 	 * the hint only where it could have been found, on an insecure registry. */
 	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
@@ -581,7 +583,8 @@ static int fetch_token(struct registry *r, const char *params)
 	if (e < 0)
 		return e;
 	/* No repository: a login check, which needs no access to any. */
-	if (r->repository[0] && asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
+	if (r->repository[0] && asprintf(&scope, "repository:%s:%s", r->repository,
+					 r->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		return -ENOMEM;
 	}
@@ -713,6 +716,7 @@ static bool tls_failed(const struct http_response *resp)
 struct exchange {
 	const char *object;         /* for messages: "127.0.0.1:5000/demo:edge" */
 	const char *accept;         /* an "Accept: …" header line, or NULL */
+	const char *content_type;   /* a "Content-Type: …" header line of the body, or NULL */
 	bool streaming;             /* no overall deadline; retried only before the first byte */
 	void (*restart)(void *userdata);  /* resets the sink's state before a retry */
 };
@@ -769,7 +773,7 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 	int e;
 
 	for (unsigned attempt = 1;;) {
-		char *headers[3] = {};
+		char *headers[5] = {};
 		size_t n = 0;
 		int64_t left = deadline - now_ms();
 		bool may_repeat;
@@ -777,6 +781,11 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 
 		if (x->accept)
 			headers[n++] = (char *)x->accept;
+		if (x->content_type)
+			headers[n++] = (char *)x->content_type;
+		/* No "Expect: 100-continue" round trip before a body. */
+		if (req->body_len > 0)
+			headers[n++] = (char *)"Expect:";
 		if (r->authorization)
 			headers[n++] = r->authorization;
 		req->headers = headers;
@@ -1496,5 +1505,185 @@ int registry_get_blob(struct registry *r, const char *digest, size_t max, char *
 	}
 	*ret_buf = b.buf;
 	*ret_len = b.len;
+	return 0;
+}
+
+/* ---- Push and the referrers API (distribution-spec 1.1) ---------------------------------- */
+
+const char *registry_domain(struct registry *r)
+{
+	return r->domain;
+}
+
+const char *registry_repository(struct registry *r)
+{
+	return r->repository;
+}
+
+/* A request with a body (or none) and the usual retries; @ctype_line "Content-Type: …". */
+static int send_request(struct registry *r, const char *method, const char *url,
+			const char *object, const char *ctype_line, const char *accept_line,
+			const void *body, size_t len, size_t max_body, struct http_response *resp)
+{
+	struct exchange x = { .object = object, .accept = accept_line, .content_type = ctype_line };
+	struct http_request req = {
+		.method = method, .url = url, .body = body, .body_len = len,
+		.max_body = max_body ?: 64 * 1024,
+	};
+
+	return registry_exchange(r, &req, &x, resp);
+}
+
+int registry_has_blob(struct registry *r, const char *digest)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	int e;
+
+	if (digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	e = send_request(r, "HEAD", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e == -ENOENT)
+		error_clear();
+	return e < 0 ? e : 1;
+}
+
+/* The absolute URL of an upload session's Location (which may be a path) with "digest=D". */
+static int upload_url(struct registry *r, const char *location, const char *digest, char **ret)
+{
+	_cleanup_free_ char *esc = http_escape(digest);
+	bool relative = location[0] == '/';
+
+	if (!esc)
+		return -ENOMEM;
+	if (!relative && !startswith(location, r->base_url)) {
+		set_error(r, "registry %s sent an upload location on another host", r->domain);
+		return -EPROTO;
+	}
+	if (asprintf(ret, "%s%s%cdigest=%s", relative ? r->base_url : "", location,
+		     strchr(location, '?') ? '&' : '?', esc) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *put = NULL;
+	int e;
+
+	e = digest_verify_buffer(buf, len, digest);
+	if (e < 0)
+		return e == -EBADMSG ? -EINVAL : e;  /* the caller's bytes: our bug */
+	e = registry_has_blob(r, digest);
+	if (e != -ENOENT)
+		return e < 0 ? e : 0;
+	if (asprintf(&url, "%s/v2/%s/blobs/uploads/", r->base_url, r->repository) < 0 ||
+	    asprintf(&object, "%s/%s@%s", r->domain, r->repository, digest) < 0)
+		return -ENOMEM;
+	/* Monolithic upload: POST opens a session, one PUT with the digest closes it. */
+	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e < 0)
+		return e;
+	if (resp.status != 202 || !resp.location) {
+		set_error(r, "POST %s: %ld without an upload location", url, resp.status);
+		return -EPROTO;
+	}
+	e = upload_url(r, resp.location, digest, &put);
+	if (e < 0)
+		return e;
+	http_response_done(&resp);
+	return send_request(r, "PUT", put, object, "Content-Type: application/octet-stream", NULL,
+			    buf, len, 0, &resp);
+}
+
+int registry_put_manifest(struct registry *r, const char *tag_or_digest, const char *media_type,
+			  const void *buf, size_t len, bool *ret_subject)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *ctype = NULL;
+	char digest[DIGEST_STRING_MAX];
+	int e;
+
+	e = manifest_names(r, tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	e = digest_buffer(buf, len, digest);
+	if (e < 0)
+		return e;
+	if (asprintf(&ctype, "Content-Type: %s", media_type) < 0)
+		return -ENOMEM;
+	e = send_request(r, "PUT", url, object, ctype, NULL, buf, len, 0, &resp);
+	if (e < 0)
+		return e;
+	if (resp.docker_content_digest && !streq(resp.docker_content_digest, digest)) {
+		set_error(r, "PUT %s: the registry stored %s, not the manifest sent (%s)", url,
+			  resp.docker_content_digest, digest);
+		return -EPROTO;
+	}
+	if (ret_subject)
+		*ret_subject = resp.oci_subject;
+	return 0;
+}
+
+/* The target of `<URL>; rel="next"` (RFC 8288) made absolute, or NULL in *ret. */
+static int link_next(struct registry *r, const char *link, char **ret)
+{
+	const char *lt, *gt;
+
+	*ret = NULL;
+	if (!link || !strstr(link, "rel=\"next\""))
+		return 0;
+	lt = strchr(link, '<');
+	gt = lt ? strchr(lt, '>') : NULL;
+	if (!gt || gt - lt < 2)
+		return 0;
+	if (lt[1] == '/') {
+		if (asprintf(ret, "%s%.*s", r->base_url, (int)(gt - lt - 1), lt + 1) < 0)
+			return -ENOMEM;
+		return 0;
+	}
+	if (strncmp(lt + 1, r->base_url, strlen(r->base_url)) != 0) {
+		set_error(r, "registry %s links the next referrers page to another host", r->domain);
+		return -EPROTO;
+	}
+	*ret = strndup(lt + 1, gt - lt - 1);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int registry_get_referrers(struct registry *r, const char *digest, const char *artifact_type,
+			   const char *page_url, char **ret_buf, size_t *ret_len, char **ret_next)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *esc = NULL;
+	int e;
+
+	if (digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	if (artifact_type && !(esc = http_escape(artifact_type)))
+		return -ENOMEM;
+	if (asprintf(&url, "%s/v2/%s/referrers/%s%s%s", r->base_url, r->repository, digest,
+		     esc ? "?artifactType=" : "", esc ?: "") < 0 ||
+	    asprintf(&object, "referrers of %s/%s@%s", r->domain, r->repository, digest) < 0)
+		return -ENOMEM;
+	e = send_request(r, "GET", page_url ?: url, object, NULL,
+			 "Accept: application/vnd.oci.image.index.v1+json", NULL, 0, MANIFEST_MAX,
+			 &resp);
+	if (e < 0)
+		return e;
+	e = link_next(r, resp.link, ret_next);
+	if (e < 0)
+		return e;
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
 	return 0;
 }
