@@ -21,6 +21,7 @@ import push
 import registry as registry_mod
 import tokenserver
 from proxy import Fault, Proxy
+from referrers import ReferrersFront
 
 FIXTURE = "oci-gzip"
 TYPE = "application/vnd.lazyroot.test.v1"
@@ -288,6 +289,39 @@ def test_wrong_bytes_refused(reg, art):
                       art.test_dir / "out")
     assert res.returncode == 1 and "EBADMSG" in res.stderr, str(res)
     assert not (art.test_dir / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the referrers API, served by tests/tools/referrers.py in front of the real registry
+
+def test_referrers_api(reg, art):
+    image, repo, subject = fresh_image(reg)
+    with ReferrersFront(reg.addr, page_size=2) as f:
+        fimage = image.replace(reg.addr, f.addr)
+        pushed = [art.push(fimage, TYPE, ("application/octet-stream", b"api %d" % i))
+                  for i in range(4)]
+        pushed.append(art.push(fimage, OTHER, ("application/octet-stream", b"other")))
+        # the registry answered OCI-Subject: no referrers tag was written
+        assert get(reg.addr, "/v2/%s/manifests/%s" % (repo, subject.replace(":", "-")))[0] == 404
+        assert not [r for r in f.requests if "/manifests/sha256-" in r[1]], f.requests
+        f.requests.clear()
+        found = art.ls(fimage, TYPE, cache=False)
+        assert sorted(d for _, d, _ in found) == sorted(pushed[:4])
+        # two per page: every page read, the tag never asked for
+        assert [r for r in f.requests if "/referrers/" in r[1]] == \
+            [("GET", "/v2/%s/referrers/%s" % (repo, subject))] * 2, f.requests
+        assert not [r for r in f.requests if "/manifests/sha256-" in r[1]], f.requests
+        assert sorted(d for _, d, _ in art.ls(fimage, "-", cache=False)) == sorted(pushed)
+
+
+def test_referrers_api_filter_ignored(reg, art):
+    """A server that ignores artifactType: the client filters."""
+    image, repo, subject = fresh_image(reg)
+    with ReferrersFront(reg.addr, ignore_filter=True) as f:
+        fimage = image.replace(reg.addr, f.addr)
+        a = art.push(fimage, TYPE, ("application/octet-stream", b"mine"))
+        art.push(fimage, OTHER, ("application/octet-stream", b"not mine"))
+        assert [d for _, d, _ in art.ls(fimage, TYPE, cache=False)] == [a]
 
 
 # ---------------------------------------------------------------------------------------------
