@@ -418,6 +418,49 @@ int artifact_push(struct registry *r, const struct artifact_desc *subject,
 	return 0;
 }
 
+/* Mounts the config and layers of @m from the other repository; -ENOENT if one is not. */
+static int mount_blobs(struct registry *dst, const struct manifest *m)
+{
+	int e;
+
+	e = registry_mount_blob(dst, m->config_digest);
+	for (size_t i = 0; e >= 0 && i < m->n_layers; i++)
+		e = registry_mount_blob(dst, m->layers[i].digest);
+	return e;
+}
+
+int artifact_copy_subject(struct registry *dst, struct registry *src, const char *subject_digest)
+{
+	_cleanup_free_ char *buf = NULL, *ctype = NULL;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	char digest[DIGEST_STRING_MAX];
+	size_t len;
+	int e;
+
+	e = registry_head_manifest(dst, subject_digest, digest, NULL);
+	if (e >= 0)
+		return 0;
+	if (e != -ENOENT)
+		return e;
+	error_clear();
+	e = registry_get_manifest(src, subject_digest, &buf, &len, &ctype, digest);
+	if (e < 0)
+		return e;
+	if (!ctype || !media_type_is_manifest(ctype))
+		return error_set(-EOPNOTSUPP, "subject %s is no image manifest (%s): not copied",
+				 subject_digest, ctype ?: "no media type");
+	e = manifest_parse(buf, len, ctype, &m);
+	if (e < 0)
+		return e;
+	e = mount_blobs(dst, m);
+	if (e == -ENOENT)
+		return error_set(e, "%s/%s did not mount the blobs of %s from %s", registry_domain(dst),
+				 registry_repository(dst), subject_digest, registry_repository(src));
+	if (e < 0)
+		return e;
+	return registry_put_manifest(dst, subject_digest, ctype, buf, len, NULL);
+}
+
 /* Every page of the referrers API; -ENOENT when the registry has none. */
 static int find_api(struct registry *r, const char *subject_digest, const char *artifact_type,
 		    struct artifact_list *l)

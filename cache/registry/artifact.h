@@ -67,6 +67,15 @@ int artifact_push(struct registry *r, const struct artifact_desc *subject,
 		  const char *artifact_type, const struct artifact_blob *blobs, size_t n,
 		  char ret_digest[DIGEST_STRING_MAX]);
 
+/* Copies image manifest @subject_digest from @src's repository into @dst's, on the same
+ * registry, so that an artifact pushed to @dst refers to a manifest that is there (registries
+ * must accept a missing subject but may garbage-collect such referrers): its config and
+ * layers by cross-repository mount (@dst made with registry_options.push and mount_from =
+ * @src's repository), then the manifest bytes by digest.  Nothing to do when @dst has it.
+ * -ENOENT when the registry would not mount a blob; -EOPNOTSUPP for a subject that is an
+ * image index. */
+int artifact_copy_subject(struct registry *dst, struct registry *src, const char *subject_digest);
+
 /* Lists the artifacts that refer to @subject_digest in @r's repository, of @artifact_type
  * (NULL: all), through the referrers API (every page, filtered here too, as servers may
  * ignore the filter), or through the referrers tag when the registry has no API (404).  No

@@ -181,7 +181,32 @@ int artifact_lookup(struct index_db *db, const struct reference *image,
 	return 0;
 }
 
+/* Copies the subject from @image's repository into @dst's when they are two repositories of
+ * one registry; a failure is only logged. */
+static void copy_subject(struct registry *dst, const struct reference *image,
+			 const struct registry_options *ro, const char *subject)
+{
+	_cleanup_(registry_freep) struct registry *src = NULL;
+	int e;
+
+	e = registry_new(image, ro, &src);
+	if (e >= 0)
+		e = artifact_copy_subject(dst, src, subject);
+	if (e < 0)
+		log_debug("subject %s not copied to %s/%s, pushing without it: %s", subject,
+			  registry_domain(dst), registry_repository(dst),
+			  error_message() ?: strerror(-e));
+	error_clear();
+}
+
+static bool same_registry(const struct reference *a, const struct reference *b)
+{
+	return a && b && a->transport == REFERENCE_DOCKER && b->transport == REFERENCE_DOCKER &&
+	       streq(a->domain, b->domain) && !streq(a->repository, b->repository);
+}
+
 int artifact_publish(struct index_db *db, const struct reference *place,
+		     const struct reference *image,
 		     const struct registry_options *ro, const struct artifact_desc *subject,
 		     const char *artifact_type, const struct artifact_blob *blobs, size_t n,
 		     char ret_digest[DIGEST_STRING_MAX])
@@ -189,12 +214,16 @@ int artifact_publish(struct index_db *db, const struct reference *place,
 	_cleanup_(registry_freep) struct registry *r = NULL;
 	_cleanup_free_ char *where = NULL;
 	struct registry_options o = ro ? *ro : (struct registry_options) {};
+	bool copy = same_registry(place, image);
 	int e;
 
 	o.push = true;
+	o.mount_from = copy ? image->repository : NULL;
 	e = registry_new(place, &o, &r);
 	if (e < 0)
 		return e;
+	if (copy)
+		copy_subject(r, image, ro, subject->digest);
 	e = artifact_push(r, subject, artifact_type, blobs, n, ret_digest);
 	if (e < 0 || !db)
 		return e;

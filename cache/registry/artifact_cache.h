@@ -57,8 +57,12 @@ int artifact_lookup(struct index_db *db, const struct reference *image,
 		    const char *subject, const char *artifact_type, struct artifact_found *ret);
 
 /* Publishes an artifact (artifact_push()) in the repository @place names, with push access
- * asked for, and drops the cached answers about @subject there so that the next lookup asks. */
+ * asked for, and drops the cached answers about @subject there so that the next lookup asks.
+ * When @place is another repository of @image's registry (an artifact repository), the
+ * subject is first copied there (artifact_copy_subject()); a copy that fails is no error
+ * (registries must accept a missing subject).  @image may be NULL: no copy. */
 int artifact_publish(struct index_db *db, const struct reference *place,
+		     const struct reference *image,
 		     const struct registry_options *ro, const struct artifact_desc *subject,
 		     const char *artifact_type, const struct artifact_blob *blobs, size_t n,
 		     char ret_digest[DIGEST_STRING_MAX]);

@@ -625,6 +625,8 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 		SET(CURLOPT_POSTFIELDS, req->body ?: "");
 		SET(CURLOPT_CUSTOMREQUEST, req->method);
 	}
+	if (req->method && streq(req->method, "DELETE"))
+		SET(CURLOPT_CUSTOMREQUEST, "DELETE");
 	if (!req->sink && !(req->method && streq(req->method, "HEAD")))
 		SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 	if (req->range && req->range_open) {

@@ -26,7 +26,7 @@ struct http_tls {
 };
 
 struct http_request {
-	const char *method;            /* "GET" (default when NULL), "HEAD", "POST" or "PUT" */
+	const char *method;            /* "GET" (default when NULL), "HEAD", "POST", "PUT", "DELETE" */
 	/* The request body of a POST or PUT (not copied; may be NULL with body_len 0). */
 	const void *body;
 	size_t body_len;

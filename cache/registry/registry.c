@@ -101,6 +101,7 @@ struct registry {
 	bool insecure_option;    /* registry_options.insecure */
 	bool insecure;           /* insecure_option or a loopback host */
 	bool push;               /* registry_options.push: tokens ask for push access too */
+	char *mount_from;        /* registry_options.mount_from, or NULL */
 
 	/* TLS material, read at the first ping; tls points into the buffers below. */
 	char *cert_dir;          /* registry_options.cert_dir, or NULL */
@@ -147,7 +148,7 @@ static bool range_ignorer_add(const char *host)
 static void registry_done(struct registry *r)
 {
 	http_free(r->http);
-	free_many(r->domain, r->repository, r->host, r->base_url, r->cert_dir);
+	free_many(r->domain, r->repository, r->host, r->base_url, r->cert_dir, r->mount_from);
 	cert_dir_tls_done(&r->certs);
 	free_secret(r->authorization);
 	free_secret(r->basic);
@@ -267,6 +268,8 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	r->insecure_option = o && o->insecure;
 	r->insecure = r->insecure_option || host_is_loopback(host);
 	r->push = o && o->push;
+	if (r->push && o->mount_from && !(r->mount_from = strdup(o->mount_from)))
+		return -ENOMEM;
 	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
 	 * the hint only where it could have been found, on an insecure registry. */
 	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
@@ -587,6 +590,16 @@ static int fetch_token(struct registry *r, const char *params)
 					 r->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		return -ENOMEM;
+	}
+	/* A second scope for the repository blobs are mounted from (space-separated, as
+	 * docker's token specification allows in one parameter). */
+	if (scope && r->mount_from) {
+		char *both;
+
+		if (asprintf(&both, "%s repository:%s:pull", scope, r->mount_from) < 0)
+			return -ENOMEM;
+		free(scope);
+		scope = both;
 	}
 	scope_esc = scope ? http_escape(scope) : NULL;
 	service_esc = service ? http_escape(service) : NULL;
@@ -1601,6 +1614,42 @@ int registry_put_blob(struct registry *r, const char *digest, const void *buf, s
 	http_response_done(&resp);
 	return send_request(r, "PUT", put, object, "Content-Type: application/octet-stream", NULL,
 			    buf, len, 0, &resp);
+}
+
+int registry_mount_blob(struct registry *r, const char *digest)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *esc_d = NULL, *esc_f = NULL;
+	_cleanup_free_ char *cancel = NULL;
+	int e;
+
+	if (!r->mount_from || digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	esc_d = http_escape(digest);
+	esc_f = http_escape(r->mount_from);
+	if (!esc_d || !esc_f ||
+	    asprintf(&url, "%s/v2/%s/blobs/uploads/?mount=%s&from=%s", r->base_url, r->repository,
+		     esc_d, esc_f) < 0 ||
+	    asprintf(&object, "%s/%s@%s", r->domain, r->repository, digest) < 0)
+		return -ENOMEM;
+	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e < 0 || resp.status == 201)
+		return e;
+	/* 202: an upload session instead of the mount; close it rather than let it linger. */
+	if (resp.location && resp.location[0] == '/') {
+		if (asprintf(&cancel, "%s%s", r->base_url, resp.location) < 0)
+			cancel = NULL;
+	} else if (resp.location && startswith(resp.location, r->base_url)) {
+		cancel = strdup(resp.location);
+	}
+	http_response_done(&resp);
+	if (cancel)
+		(void)send_request(r, "DELETE", cancel, object, NULL, NULL, NULL, 0, 0, &resp);
+	error_clear();
+	return -ENOENT;
 }
 
 int registry_put_manifest(struct registry *r, const char *tag_or_digest, const char *media_type,

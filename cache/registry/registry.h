@@ -56,6 +56,9 @@ struct registry_options {
 	/* Ask the token service for push access to the repository as well as pull
 	 * (registry_put_blob(), registry_put_manifest()); Basic credentials are sent as they are. */
 	bool push;
+	/* With push: a repository of the same registry whose blobs registry_mount_blob() mounts;
+	 * tokens ask for pull access to it too.  Copied by registry_new(). */
+	const char *mount_from;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,
@@ -128,6 +131,11 @@ int registry_has_blob(struct registry *r, const char *digest);
 /* Uploads @buf as blob @digest (monolithic: POST, then PUT ?digest=), unless the repository
  * has it already.  -EINVAL if @buf does not hash to @digest. */
 int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len);
+/* Cross-repository mount: makes blob @digest of repository registry_options.mount_from
+ * appear in this one without uploading it.  -ENOENT when the registry did not mount it (it
+ * lacks the blob there, or refuses us access to it); the upload it opened instead is
+ * cancelled. */
+int registry_mount_blob(struct registry *r, const char *digest);
 /* PUTs a manifest under a tag or its digest with Content-Type @media_type.  *@ret_subject
  * (may be NULL) says whether the answer carried OCI-Subject, i.e. whether the registry
  * indexes the manifest's subject for the referrers API.  -EPROTO if the registry says it

@@ -213,6 +213,9 @@ def test_artifact_repository(reg, art):
     # the tag schema in the artifact repository, keyed by the image manifest's digest
     fleet_repo = fleet.split("/", 1)[1]
     assert [m["digest"] for m in referrers_tag(reg.addr, fleet_repo, subject)["manifests"]] == [a]
+    # the subject was copied there (blobs by cross-repository mount), byte for byte
+    status, copied = get(reg.addr, "/v2/%s/manifests/%s" % (fleet_repo, subject), accept=OCI_MANIFEST)
+    assert status == 200 and "sha256:" + hashlib.sha256(copied).hexdigest() == subject
     art.config.write_text("# fleet\nartifact-repository = %s\n" % fleet)
     assert art.ls(image, TYPE) == [(fleet, a, TYPE)]
     out = art.test_dir / "out"
@@ -223,6 +226,35 @@ def test_artifact_repository(reg, art):
     b = art.push(image, TYPE, ("application/octet-stream", b"own"))
     art.config.write_text("artifact-repository = %s\nartifact-miss-ttl = 0\n" % fleet)
     assert art.ls(image, TYPE) == [("%s/%s" % (reg.addr, repo), b, TYPE)]
+
+
+def test_subject_copy_by_mount(reg, art):
+    """Into an artifact repository of the same registry the subject is copied by mounting its
+    blobs (no upload); on another registry it is not copied, and the push still works."""
+    image, repo, subject = fresh_image(reg)
+    fleet_repo = "fleet/mount-%s" % uuid.uuid4().hex[:8]
+    with Proxy(reg.addr) as p:
+        a = art.push(image.replace(reg.addr, p.addr), TYPE, ("application/x-a", b"mounted"),
+                     to="%s/%s" % (p.addr, fleet_repo))
+        posts = [r for r in p.requests if r["method"] == "POST"]
+        mounts = [r for r in posts if "mount=" in r["path"]]
+        layers = json.loads(get(reg.addr, "/v2/%s/manifests/%s" % (repo, subject),
+                                accept=OCI_MANIFEST)[1])["layers"]
+        assert len(mounts) == 1 + len(layers), posts  # config and layers
+        assert all(r["status"] == 201 for r in mounts), mounts
+        assert len(posts) == len(mounts) + 2, posts  # + the empty config and the artifact's blob
+        p.reset()
+        art.push(image.replace(reg.addr, p.addr), TYPE, ("application/x-a", b"mounted"),
+                 to="%s/%s" % (p.addr, fleet_repo))
+        assert not [r for r in p.requests if "mount=" in r["path"]], "copied twice"
+    assert get(reg.addr, "/v2/%s/manifests/%s" % (fleet_repo, subject), accept=OCI_MANIFEST)[0] == 200
+
+    other_repo = "fleet/other-%s" % uuid.uuid4().hex[:8]
+    with Proxy(reg.addr) as p:  # "another registry": a different host:port for the same one
+        b = art.push(image, TYPE, ("application/x-a", b"dangling"), to="%s/%s" % (p.addr, other_repo))
+        assert not [r for r in p.requests if "mount=" in r["path"]]
+    assert get(reg.addr, "/v2/%s/manifests/%s" % (other_repo, subject), accept=OCI_MANIFEST)[0] == 404
+    assert [m["digest"] for m in referrers_tag(reg.addr, other_repo, subject)["manifests"]] == [b]
 
 
 def test_bad_config_refused(reg, art):
@@ -335,14 +367,17 @@ def token_registry(request, tmp_path_factory):
     conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
     storage = tmp_path_factory.mktemp("art-auth-storage") / "storage"
     with registry_mod.Registry(storage=str(storage)) as r:
-        push.push_layout(r.addr, str(conftest.FIXTURES / FIXTURE), "art/auth", "edge")
+        subject = push.push_layout(r.addr, str(conftest.FIXTURES / FIXTURE), "art/auth",
+                                   "edge")["digest"]
     ts = tokenserver.TokenServer(str(tmp_path_factory.mktemp("art-tokens")), anonymous=["*"],
                                  users={USER: PASSWORD, "reader": "read"}, pushers=[USER])
     request.addfinalizer(ts.stop)
     ts.start()
     r = registry_mod.Registry(storage=str(storage), token_auth=ts.registry_auth())
     request.addfinalizer(r.stop)
-    return r.start()
+    r.start()
+    r.tokens, r.storage_dir, r.subject = ts, storage, subject
+    return r
 
 
 def auth_file(test_dir, registry_addr, user, password):
@@ -366,3 +401,18 @@ def test_push_with_token_auth(token_registry, art):
     digest = art.push(image, TYPE, ("application/octet-stream", b"authenticated"), env=env)
     # found anonymously
     assert [d for _, d, _ in art.ls(image, TYPE, cache=False)] == [digest]
+
+    # into an artifact repository: one token for pushing there and pulling the image's blobs,
+    # which are mounted, and the subject manifest copied
+    token_registry.tokens.reset()
+    fleet = "%s/fleet/auth" % token_registry.addr
+    digest = art.push(image, OTHER, ("application/octet-stream", b"fleet"), to=fleet, env=env)
+    scopes = [sorted(r["scopes"]) for r in token_registry.tokens.requests if r["status"] == 200]
+    assert ["repository:art/auth:pull", "repository:fleet/auth:pull,push"] in scopes, scopes
+    revisions = (token_registry.storage_dir / "docker/registry/v2/repositories/fleet/auth"
+                 / "_manifests/revisions/sha256")
+    names = sorted("sha256:" + p.name for p in revisions.iterdir())
+    # the subject, the artifact and the referrers index
+    assert len(names) == 3 and token_registry.subject in names and digest in names, names
+    art.config.write_text("artifact-repository = %s\n" % fleet)
+    assert art.ls(image, OTHER) == [(fleet, digest, OTHER)]

@@ -96,7 +96,7 @@ static int cmd_push(int argc, char **argv)
 	e = subject_of(image, &subject);
 	if (e < 0)
 		return fail(e, "subject");
-	e = artifact_publish(NULL, place, &ropts, &subject, argv[1], blobs, n, digest);
+	e = artifact_publish(NULL, place, image, &ropts, &subject, argv[1], blobs, n, digest);
 	free(subject.media_type);
 	for (size_t i = 0; i < n; i++)
 		free(data[i]);
