@@ -490,17 +490,25 @@ static int find_api(struct registry *r, const char *subject_digest, const char *
 }
 
 int artifact_find(struct registry *r, const char *subject_digest, const char *artifact_type,
-		  struct artifact_list *ret)
+		  enum artifact_route *route, struct artifact_list *ret)
 {
 	_cleanup_json_ json_t *root = NULL;
 	struct artifact_list l = {};
-	int e;
+	bool via_tag = route && *route == ARTIFACT_ROUTE_TAG;
+	int e = 0;
 
 	if (digest_validate(subject_digest) < 0)
 		return -EINVAL;
-	e = find_api(r, subject_digest, artifact_type, &l);
-	if (e == -ENOENT) {
-		/* No referrers API (a registry that has one answers 200 for any digest). */
+	if (!via_tag) {
+		e = find_api(r, subject_digest, artifact_type, &l);
+		if (e >= 0 && route)
+			*route = ARTIFACT_ROUTE_API;
+		if (e == -EOPNOTSUPP && route)
+			*route = ARTIFACT_ROUTE_TAG;
+		/* Not found at all (an unknown repository): the tag cannot hurt either. */
+		via_tag = e == -EOPNOTSUPP || e == -ENOENT;
+	}
+	if (via_tag) {
 		error_clear();
 		artifact_list_done(&l);
 		e = tag_index_get(r, subject_digest, &root);

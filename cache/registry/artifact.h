@@ -76,13 +76,22 @@ int artifact_push(struct registry *r, const struct artifact_desc *subject,
  * image index. */
 int artifact_copy_subject(struct registry *dst, struct registry *src, const char *subject_digest);
 
+/* How a registry lists referrers. */
+enum artifact_route {
+	ARTIFACT_ROUTE_UNKNOWN,  /* try the API, fall back to the tag */
+	ARTIFACT_ROUTE_API,      /* it answered the referrers API */
+	ARTIFACT_ROUTE_TAG,      /* it has no referrers API: the tag schema only */
+};
+
 /* Lists the artifacts that refer to @subject_digest in @r's repository, of @artifact_type
  * (NULL: all), through the referrers API (every page, filtered here too, as servers may
- * ignore the filter), or through the referrers tag when the registry has no API (404).  No
- * artifact is an empty list, not an error.  -EPROTO for a listing that is no image index or
- * holds malformed descriptors; -EFBIG past ARTIFACT_REFERRERS_MAX. */
+ * ignore the filter), or through the referrers tag when the registry has no API.  *@route
+ * (may be NULL: unknown) says what is known of the registry, and is set to what it turned
+ * out to be; ARTIFACT_ROUTE_TAG goes to the tag at once.  No artifact is an empty list, not
+ * an error.  -EPROTO for a listing that is no image index or holds malformed descriptors;
+ * -EFBIG past ARTIFACT_REFERRERS_MAX. */
 int artifact_find(struct registry *r, const char *subject_digest, const char *artifact_type,
-		  struct artifact_list *ret);
+		  enum artifact_route *route, struct artifact_list *ret);
 
 /* Fetches artifact manifest @digest (verified) and lists its blobs.  -EBADMSG unless it is
  * an image manifest whose subject is @subject_digest. */

@@ -19,6 +19,9 @@
 #include "cache/base/util.h"
 #include "cache/store/index_db.h"
 
+/* The artifact type under which how a registry lists referrers is remembered. */
+#define ROUTE_KEY "lazyroot.referrers-route"
+
 int artifact_config_place(const struct artifact_config *cfg, struct reference **ret)
 {
 	_cleanup_(reference_freep) struct reference *ref = NULL;
@@ -88,12 +91,44 @@ static void answer_store(struct index_db *db, const char *place, const char *sub
 				subject, place);
 }
 
+/* What is known of how @r's registry lists referrers: a registry without the referrers API is
+ * remembered (as the answer "tag" about subject "" in place "HOST", for artifact-ttl) so that
+ * a lookup there costs one request, not a 404 first. */
+static enum artifact_route route_get(struct index_db *db, struct registry *r,
+				     const struct artifact_config *cfg)
+{
+	_cleanup_free_ char *answer = NULL;
+	int64_t updated, age;
+
+	if (index_db_referrers_get(db, registry_domain(r), "", ROUTE_KEY, &answer,
+				   &updated) < 0)
+		return ARTIFACT_ROUTE_UNKNOWN;
+	age = (int64_t)time(NULL) - updated;
+	if (age < 0 || age >= cfg->ttl_s || !streq(answer, "tag"))
+		return ARTIFACT_ROUTE_UNKNOWN;
+	return ARTIFACT_ROUTE_TAG;
+}
+
+static void route_store(struct index_db *db, struct registry *r, enum artifact_route route)
+{
+	int e;
+
+	if (route == ARTIFACT_ROUTE_UNKNOWN)
+		return;
+	e = index_db_referrers_put(db, registry_domain(r), "", ROUTE_KEY,
+				   route == ARTIFACT_ROUTE_TAG ? "tag" : "api");
+	if (e < 0)
+		log_debug_errno(e, "cannot remember how %s lists referrers, ignoring: %m",
+				registry_domain(r));
+}
+
 int artifact_find_cached(struct index_db *db, struct registry *r, const char *subject,
 			 const char *artifact_type, const struct artifact_config *cfg,
 			 struct artifact_list *ret)
 {
 	_cleanup_free_ char *place = place_of(r);
 	struct artifact_config def = ARTIFACT_CONFIG_DEFAULT;
+	enum artifact_route route = ARTIFACT_ROUTE_UNKNOWN, known;
 	int e;
 
 	if (!place)
@@ -103,12 +138,17 @@ int artifact_find_cached(struct index_db *db, struct registry *r, const char *su
 		e = cached_answer(db, place, subject, artifact_type, cfg, ret);
 		if (e != 0)
 			return e < 0 ? e : 0;
+		route = route_get(db, r, cfg);
 	}
-	e = artifact_find(r, subject, artifact_type, ret);
+	known = route;
+	e = artifact_find(r, subject, artifact_type, &route, ret);
 	if (e < 0)
 		return e;
-	if (db)
+	if (db) {
 		answer_store(db, place, subject, artifact_type, ret);
+		if (route != known)
+			route_store(db, r, route);
+	}
 	return 0;
 }
 

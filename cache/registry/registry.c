@@ -1727,6 +1727,18 @@ int registry_get_referrers(struct registry *r, const char *digest, const char *a
 	e = send_request(r, "GET", page_url ?: url, object, NULL,
 			 "Accept: application/vnd.oci.image.index.v1+json", NULL, 0, MANIFEST_MAX,
 			 &resp);
+	if (e == -ENOENT) {
+		char code[80], message[256];
+
+		/* A registry with the API answers an unknown repository with an error document;
+		 * one without it does not know the path at all. */
+		error_document(resp.body ?: "", resp.body_len, code, sizeof(code), message,
+			       sizeof(message));
+		if (!page_url && !code[0]) {
+			error_clear();
+			return -EOPNOTSUPP;
+		}
+	}
 	if (e < 0)
 		return e;
 	e = link_next(r, resp.link, ret_next);

@@ -145,7 +145,8 @@ int registry_put_manifest(struct registry *r, const char *tag_or_digest, const c
 
 /* GET /v2/<name>/referrers/<digest>[?artifactType=…] (or @page_url, a previous page's next
  * link): the image index it returns, and in *@ret_next the next page's URL from a Link
- * header (NULL on the last page; caller frees).  -ENOENT when the registry has no referrers
- * API (or, on a registry that has one, no such repository). */
+ * header (NULL on the last page; caller frees).  -EOPNOTSUPP when the registry has no
+ * referrers API (a 404 without a distribution error document), -ENOENT for a 404 with one
+ * (an unknown repository). */
 int registry_get_referrers(struct registry *r, const char *digest, const char *artifact_type,
 			   const char *page_url, char **ret_buf, size_t *ret_len, char **ret_next);

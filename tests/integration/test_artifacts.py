@@ -187,6 +187,11 @@ def test_answer_cached(reg, art):
         p.reset()
         assert [d for _, d, _ in art.ls(pimage, TYPE)] == [a]
         assert lookups(p, repo) == []
+        # another type of the same subject is another question; that the registry has no
+        # referrers API is remembered: one request
+        assert art.ls(pimage, OTHER) == []
+        assert [(r["method"], r["status"], "/referrers/" in r["path"])
+                for r in lookups(p, repo)] == [("GET", 200, False)], lookups(p, repo)
 
 
 def test_miss_remembered_briefly(reg, art):
