@@ -43,9 +43,7 @@ static char *place_of(struct registry *r)
 {
 	char *s;
 
-	if (asprintf(&s, "%s/%s", registry_domain(r), registry_repository(r)) < 0)
-		return NULL;
-	return s;
+	return asprintf(&s, "%s/%s", registry_domain(r), registry_repository(r)) < 0 ? NULL : s;
 }
 
 /* The stored answer when it is still fresh: 1 with *ret, 0 when there is none to use. */

@@ -172,6 +172,21 @@ static void set_error(struct registry *r, const char *fmt, ...)
 }
 
 /* localhost, 127.0.0.0/8 and ::1, with or without a port: insecure registries, as in docker. */
+/* asprintf() that leaves NULL, not an undefined pointer, when it fails. */
+static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *strf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int k;
+
+	va_start(ap, fmt);
+	k = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return k < 0 ? NULL : s;
+}
+
 static bool host_is_loopback(const char *host)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
@@ -594,9 +609,9 @@ static int fetch_token(struct registry *r, const char *params)
 	/* A second scope for the repository blobs are mounted from (space-separated, as
 	 * docker's token specification allows in one parameter). */
 	if (scope && r->mount_from) {
-		char *both;
+		char *both = strf("%s repository:%s:pull", scope, r->mount_from);
 
-		if (asprintf(&both, "%s repository:%s:pull", scope, r->mount_from) < 0)
+		if (!both)
 			return -ENOMEM;
 		free(scope);
 		scope = both;
@@ -1579,10 +1594,9 @@ static int upload_url(struct registry *r, const char *location, const char *dige
 		set_error(r, "registry %s sent an upload location on another host", r->domain);
 		return -EPROTO;
 	}
-	if (asprintf(ret, "%s%s%cdigest=%s", relative ? r->base_url : "", location,
-		     strchr(location, '?') ? '&' : '?', esc) < 0)
-		return -ENOMEM;
-	return 0;
+	*ret = strf("%s%s%cdigest=%s", relative ? r->base_url : "", location,
+		    strchr(location, '?') ? '&' : '?', esc);
+	return *ret ? 0 : -ENOMEM;
 }
 
 int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len)
@@ -1597,8 +1611,9 @@ int registry_put_blob(struct registry *r, const char *digest, const void *buf, s
 	e = registry_has_blob(r, digest);
 	if (e != -ENOENT)
 		return e < 0 ? e : 0;
-	if (asprintf(&url, "%s/v2/%s/blobs/uploads/", r->base_url, r->repository) < 0 ||
-	    asprintf(&object, "%s/%s@%s", r->domain, r->repository, digest) < 0)
+	url = strf("%s/v2/%s/blobs/uploads/", r->base_url, r->repository);
+	object = strf("%s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
 		return -ENOMEM;
 	/* Monolithic upload: POST opens a session, one PUT with the digest closes it. */
 	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
@@ -1630,21 +1645,21 @@ int registry_mount_blob(struct registry *r, const char *digest)
 		return e;
 	esc_d = http_escape(digest);
 	esc_f = http_escape(r->mount_from);
-	if (!esc_d || !esc_f ||
-	    asprintf(&url, "%s/v2/%s/blobs/uploads/?mount=%s&from=%s", r->base_url, r->repository,
-		     esc_d, esc_f) < 0 ||
-	    asprintf(&object, "%s/%s@%s", r->domain, r->repository, digest) < 0)
+	if (!esc_d || !esc_f)
+		return -ENOMEM;
+	url = strf("%s/v2/%s/blobs/uploads/?mount=%s&from=%s", r->base_url, r->repository, esc_d,
+		   esc_f);
+	object = strf("%s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
 		return -ENOMEM;
 	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
 	if (e < 0 || resp.status == 201)
 		return e;
 	/* 202: an upload session instead of the mount; close it rather than let it linger. */
-	if (resp.location && resp.location[0] == '/') {
-		if (asprintf(&cancel, "%s%s", r->base_url, resp.location) < 0)
-			cancel = NULL;
-	} else if (resp.location && startswith(resp.location, r->base_url)) {
+	if (resp.location && resp.location[0] == '/')
+		cancel = strf("%s%s", r->base_url, resp.location);
+	else if (resp.location && startswith(resp.location, r->base_url))
 		cancel = strdup(resp.location);
-	}
 	http_response_done(&resp);
 	if (cancel)
 		(void)send_request(r, "DELETE", cancel, object, NULL, NULL, NULL, 0, 0, &resp);
@@ -1666,7 +1681,8 @@ int registry_put_manifest(struct registry *r, const char *tag_or_digest, const c
 	e = digest_buffer(buf, len, digest);
 	if (e < 0)
 		return e;
-	if (asprintf(&ctype, "Content-Type: %s", media_type) < 0)
+	ctype = strf("Content-Type: %s", media_type);
+	if (!ctype)
 		return -ENOMEM;
 	e = send_request(r, "PUT", url, object, ctype, NULL, buf, len, 0, &resp);
 	if (e < 0)
@@ -1694,9 +1710,8 @@ static int link_next(struct registry *r, const char *link, char **ret)
 	if (!gt || gt - lt < 2)
 		return 0;
 	if (lt[1] == '/') {
-		if (asprintf(ret, "%s%.*s", r->base_url, (int)(gt - lt - 1), lt + 1) < 0)
-			return -ENOMEM;
-		return 0;
+		*ret = strf("%s%.*s", r->base_url, (int)(gt - lt - 1), lt + 1);
+		return *ret ? 0 : -ENOMEM;
 	}
 	if (strncmp(lt + 1, r->base_url, strlen(r->base_url)) != 0) {
 		set_error(r, "registry %s links the next referrers page to another host", r->domain);
@@ -1720,9 +1735,10 @@ int registry_get_referrers(struct registry *r, const char *digest, const char *a
 		return e;
 	if (artifact_type && !(esc = http_escape(artifact_type)))
 		return -ENOMEM;
-	if (asprintf(&url, "%s/v2/%s/referrers/%s%s%s", r->base_url, r->repository, digest,
-		     esc ? "?artifactType=" : "", esc ?: "") < 0 ||
-	    asprintf(&object, "referrers of %s/%s@%s", r->domain, r->repository, digest) < 0)
+	url = strf("%s/v2/%s/referrers/%s%s%s", r->base_url, r->repository, digest,
+		   esc ? "?artifactType=" : "", esc ?: "");
+	object = strf("referrers of %s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
 		return -ENOMEM;
 	e = send_request(r, "GET", page_url ?: url, object, NULL,
 			 "Accept: application/vnd.oci.image.index.v1+json", NULL, 0, MANIFEST_MAX,
