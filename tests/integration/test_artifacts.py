@@ -168,6 +168,40 @@ def test_entries_of_other_tools_kept(reg, art):
     assert manifests[0]["annotations"] == {"org.example.kept": "yes"}
 
 
+def test_lost_tag_update_redone(reg, art):
+    """Another writer overwrote the referrers tag right after our PUT (simulated: the proxy
+    answers the first PUT of the tag 201 without storing it): the re-read sees our entry
+    missing and adds it again; a tag that never keeps it fails after a bounded number of tries."""
+    image, repo, subject = fresh_image(reg)
+    tag_path = "/v2/%s/manifests/%s" % (repo, subject.replace(":", "-"))
+    lost = []
+
+    def lose_first(req):
+        if req["method"] == "PUT" and req["path"] == tag_path and not lost:
+            lost.append(req)
+            return Fault.status(201)
+        return None
+
+    with Proxy(reg.addr, fault=lose_first) as p:
+        a = art.push(image.replace(reg.addr, p.addr), TYPE, ("application/x-a", b"raced"))
+        puts = [r for r in p.requests if r["method"] == "PUT" and r["path"] == tag_path]
+    assert len(lost) == 1 and len(puts) == 2, puts
+    assert [m["digest"] for m in referrers_tag(reg.addr, repo, subject)["manifests"]] == [a]
+
+    def lose_all(req):
+        if req["method"] == "PUT" and req["path"] == tag_path:
+            return Fault.status(201)
+        return None
+
+    with Proxy(reg.addr, fault=lose_all) as p:
+        res = art.run("push", image.replace(reg.addr, p.addr), OTHER,
+                      "application/octet-stream=/etc/hostname")
+        puts = [r for r in p.requests if r["method"] == "PUT" and r["path"] == tag_path]
+    assert res.returncode == 1 and "EAGAIN" in res.stderr and "changed under each of 5" in res.stderr, \
+        str(res)
+    assert len(puts) == 5, puts
+
+
 def lookups(proxy, repo):
     return [r for r in proxy.requests
             if r["path"].startswith("/v2/%s/referrers/" % repo)
