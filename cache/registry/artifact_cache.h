@@ -49,9 +49,11 @@ struct artifact_found {
 void artifact_found_done(struct artifact_found *f);
 
 /* Looks for artifacts of @artifact_type referring to @subject in the image's own repository
- * (@image, a docker reference), then, when none is there, in the configured artifact
- * repository.  An empty list when neither has one.  Fails only when a place could not be
- * asked and no other place answered with artifacts. */
+ * (@image, a docker reference, as the registry serves it: after any registries.conf rewrite;
+ * mirrors are not asked), then, when none is there, in the configured artifact repository.
+ * An empty list when neither has one.  Fails only when a place could not be asked and no
+ * other place answered with artifacts.  A caller that re-resolves tags at the registry
+ * (--pull=always, prewarm) may pass a @cfg with ttl_s and miss_ttl_s 0 to ask again too. */
 int artifact_lookup(struct index_db *db, const struct reference *image,
 		    const struct registry_options *ro, const struct artifact_config *cfg,
 		    const char *subject, const char *artifact_type, struct artifact_found *ret);
