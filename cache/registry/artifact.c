@@ -524,13 +524,13 @@ int artifact_find(struct registry *r, const char *subject_digest, const char *ar
 }
 
 int artifact_get(struct registry *r, const char *digest, const char *subject_digest,
-		 struct artifact_list *ret_blobs)
+		 const char *artifact_type, struct artifact_list *ret_blobs)
 {
 	_cleanup_free_ char *buf = NULL, *ctype = NULL;
 	_cleanup_json_ json_t *root = NULL;
 	struct artifact_list l = {};
 	char got[DIGEST_STRING_MAX];
-	json_t *subject, *mt;
+	json_t *subject, *mt, *type;
 	size_t len;
 	int e;
 
@@ -540,10 +540,14 @@ int artifact_get(struct registry *r, const char *digest, const char *subject_dig
 	root = json_loadb(buf, len, 0, NULL);
 	mt = json_object_get(root, "mediaType");
 	subject = json_object_get(json_object_get(root, "subject"), "digest");
+	type = json_object_get(root, "artifactType");
 	if (!json_is_string(mt) || !streq(json_string_value(mt), OCI_MANIFEST) ||
 	    !json_is_string(subject) || !streq(json_string_value(subject), subject_digest))
 		return error_set(-EBADMSG, "artifact %s in %s/%s does not refer to %s", digest,
 				 registry_domain(r), registry_repository(r), subject_digest);
+	if (artifact_type && !(json_is_string(type) && streq(json_string_value(type), artifact_type)))
+		return error_set(-EBADMSG, "artifact %s in %s/%s is not of type %s", digest,
+				 registry_domain(r), registry_repository(r), artifact_type);
 	e = list_add(&l, json_object_get(root, "layers"), NULL);
 	if (e < 0) {
 		artifact_list_done(&l);

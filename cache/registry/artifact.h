@@ -94,9 +94,10 @@ int artifact_find(struct registry *r, const char *subject_digest, const char *ar
 		  enum artifact_route *route, struct artifact_list *ret);
 
 /* Fetches artifact manifest @digest (verified) and lists its blobs.  -EBADMSG unless it is
- * an image manifest whose subject is @subject_digest. */
+ * an image manifest whose subject is @subject_digest and, when @artifact_type is not NULL,
+ * whose artifactType is that (a listing may say otherwise). */
 int artifact_get(struct registry *r, const char *digest, const char *subject_digest,
-		 struct artifact_list *ret_blobs);
+		 const char *artifact_type, struct artifact_list *ret_blobs);
 
 /* Fetches the blob @d describes into memory, verified against its digest and size.  -EFBIG
  * if it declares (or turns out) larger than @max. */

@@ -346,6 +346,18 @@ def test_artifact_for_another_subject_refused(reg, art):
         str(res)
 
 
+def test_artifact_of_another_type_refused(reg, art):
+    """A listing that calls an artifact of another kind ours is caught by artifact_get()."""
+    image, repo, subject = fresh_image(reg)
+    art.push(image, OTHER, ("application/octet-stream", b"a profile, say"))
+    index = referrers_tag(reg.addr, repo, subject)
+    index["manifests"][0]["artifactType"] = TYPE
+    put_manifest(reg.addr, repo, subject.replace(":", "-"), OCI_INDEX, index)
+    res = art.run("fetch", image, TYPE, 1 << 20, art.test_dir / "out")
+    assert res.returncode == 1 and "EBADMSG" in res.stderr and "is not of type" in res.stderr, \
+        str(res)
+
+
 def test_wrong_bytes_refused(reg, art):
     image, repo, _ = fresh_image(reg)
     art.push(image, TYPE, ("application/octet-stream", b"z" * 300))

@@ -167,7 +167,9 @@ static int cmd_fetch(const char *db, int argc, char **argv)
 		return fail(-EINVAL, "usage: fetch [--cache DB] IMAGE TYPE MAX OUT");
 	if (lookup(db, argv[0], argv[1], &f, subject))
 		return 1;
-	e = f.list.n ? artifact_get(f.registry, f.list.items[0].digest, subject, &blobs) : -ENOENT;
+	e = f.list.n ? artifact_get(f.registry, f.list.items[0].digest, subject,
+				    streq(argv[1], "-") ? NULL : argv[1], &blobs)
+		     : -ENOENT;
 	if (e >= 0)
 		e = blobs.n ? artifact_fetch_blob(f.registry, &blobs.items[0],
 						  strtoull(argv[2], NULL, 10), &buf, &len)
