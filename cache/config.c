@@ -67,6 +67,49 @@ int parse_size(const char *s, uint64_t *ret)
 	return 0;
 }
 
+int parse_duration(const char *s, int64_t *ret_seconds)
+{
+	unsigned long long v;
+	int64_t unit = 1;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	switch (*end) {
+	case 'd':
+		unit *= 24;
+		/* fall through */
+	case 'h':
+		unit *= 60;
+		/* fall through */
+	case 'm':
+		unit *= 60;
+		/* fall through */
+	case 's':
+		end++;
+		break;
+	}
+	if (*end)
+		return -EINVAL;
+	if (v > (unsigned long long)INT64_MAX / (unsigned long long)unit)
+		return -ERANGE;
+	*ret_seconds = (int64_t)v * unit;
+	return 0;
+}
+
+/* artifact-repository: a repository name that fits the buffer. */
+static int config_repository(struct artifact_config *a, const char *value)
+{
+	if (strlen(value) >= sizeof(a->repository) || strpbrk(value, " \t@"))
+		return -EINVAL;
+	memcpy(a->repository, value, strlen(value) + 1);
+	return 0;
+}
+
 static char *strip(char *s)
 {
 	char *e;
@@ -88,13 +131,19 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 		return parse_size(value, &cfg->layer.max_expanded) < 0 ? -EINVAL : 0;
 	if (streq(key, "layer-max-ratio"))
 		return parse_size(value, &cfg->layer.max_ratio) < 0 ? -EINVAL : 0;
+	if (streq(key, "artifact-repository"))
+		return config_repository(&cfg->artifacts, value);
+	if (streq(key, "artifact-ttl"))
+		return parse_duration(value, &cfg->artifacts.ttl_s) < 0 ? -EINVAL : 0;
+	if (streq(key, "artifact-miss-ttl"))
+		return parse_duration(value, &cfg->artifacts.miss_ttl_s) < 0 ? -EINVAL : 0;
 	return 0;
 }
 
 int config_read(struct config *ret, unsigned *ret_line)
 {
 	_cleanup_free_ char *buf = NULL;
-	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT };
+	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT, .artifacts = ARTIFACT_CONFIG_DEFAULT };
 	char *line, *save = NULL;
 	unsigned n = 0;
 	int r;

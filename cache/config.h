@@ -1,17 +1,21 @@
 /* cache/config.h: the configuration file, /etc/lazyroot/lazyroot.conf or $LAZYROOT_CONFIG:
  * `key = value` lines, `#` starts a comment line, blank lines are ignored.  Known keys:
  * max-size (the cache size `lazyroot gc` and the automatic gc keep to, see parse_size());
- * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h).
+ * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h);
+ * artifact-repository, artifact-ttl and artifact-miss-ttl (where artifacts that refer to an
+ * image are published and looked up, and how long answers are kept: artifact_cache.h).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
 #include <stdint.h>
 
 #include "cache/format/layer_tar.h"
+#include "cache/registry/artifact_cache.h"
 
 struct config {
 	uint64_t max_size;              /* 0 when unset */
 	struct layer_limits layer;      /* the defaults where unset; .source is the file's path */
+	struct artifact_config artifacts;  /* the defaults where unset */
 };
 
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */
@@ -28,3 +32,6 @@ int config_max_size(uint64_t *ret_max_size, unsigned *ret_line);
 /* "10G", "500M", "1024K", "123" (bytes); K, M, G, T are powers of 1024, optionally followed by
  * "B" or "iB".  -EINVAL if malformed, -ERANGE if it overflows. */
 int parse_size(const char *s, uint64_t *ret);
+
+/* "90" or "90s" (seconds), "10m", "2h", "1d".  -EINVAL if malformed, -ERANGE if too long. */
+int parse_duration(const char *s, int64_t *ret_seconds);

@@ -101,9 +101,10 @@ DEFINE_FREE_FUNC(struct http, http_free, http_done);
 static void response_headers_clear(struct http_response *resp)
 {
 	free_many(resp->content_type, resp->www_authenticate, resp->docker_content_digest,
-		  resp->content_range, resp->location);
+		  resp->content_range, resp->location, resp->link);
 	resp->content_type = resp->www_authenticate = resp->docker_content_digest = NULL;
-	resp->content_range = resp->location = NULL;
+	resp->content_range = resp->location = resp->link = NULL;
+	resp->oci_subject = false;
 	resp->content_length = -1;
 	resp->retry_after_s = -1;
 }
@@ -309,6 +310,12 @@ static int header_line(struct http *h, const char *line, size_t n)
 		return header_store(&resp->content_range, v, vlen);
 	if (IS("Location"))
 		return header_store(&resp->location, v, vlen);
+	if (IS("Link"))
+		return resp->link ? 0 : header_store(&resp->link, v, vlen);
+	if (IS("OCI-Subject")) {
+		resp->oci_subject = true;
+		return 0;
+	}
 	if (IS("WWW-Authenticate")) {
 		bool bearer = vlen >= 7 && strncasecmp(v, "Bearer ", 7) == 0;
 
@@ -611,6 +618,15 @@ static int setup(struct http *h, const struct http_request *req, struct curl_sli
 	SET(CURLOPT_UNRESTRICTED_AUTH, 0L);
 	if (req->method && streq(req->method, "HEAD"))
 		SET(CURLOPT_NOBODY, 1L);
+	if (req->method && (streq(req->method, "POST") || streq(req->method, "PUT"))) {
+		/* POSTFIELDS under another verb sends the buffer as that verb's body; "" keeps
+		 * an empty POST from reading stdin. */
+		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		SET(CURLOPT_POSTFIELDS, req->body ?: "");
+		SET(CURLOPT_CUSTOMREQUEST, req->method);
+	}
+	if (req->method && streq(req->method, "DELETE"))
+		SET(CURLOPT_CUSTOMREQUEST, "DELETE");
 	if (!req->sink && !(req->method && streq(req->method, "HEAD")))
 		SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 	if (req->range && req->range_open) {

@@ -26,7 +26,10 @@ struct http_tls {
 };
 
 struct http_request {
-	const char *method;            /* "GET" (default when NULL) or "HEAD" */
+	const char *method;            /* "GET" (default when NULL), "HEAD", "POST", "PUT", "DELETE" */
+	/* The request body of a POST or PUT (not copied; may be NULL with body_len 0). */
+	const void *body;
+	size_t body_len;
 	const char *url;
 	char *const *headers;          /* strv of "Name: value", or NULL */
 	bool range;                    /* send "Range: bytes=range_offset-(range_offset+range_len-1)" */
@@ -78,6 +81,8 @@ struct http_response {
 	char *docker_content_digest;
 	char *content_range;
 	char *location;
+	char *link;                    /* the first Link header (pagination), e.g. `<url>; rel="next"` */
+	bool oci_subject;              /* an OCI-Subject header came (distribution-spec 1.1) */
 	int64_t content_length;        /* -1 when absent */
 	/* Retry-After of the final response in seconds from now (an HTTP-date is converted),
 	 * -1 when absent or unparsable. */

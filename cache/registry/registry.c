@@ -100,6 +100,8 @@ struct registry {
 	uint64_t bytes_received;  /* body bytes of their answers */
 	bool insecure_option;    /* registry_options.insecure */
 	bool insecure;           /* insecure_option or a loopback host */
+	bool push;               /* registry_options.push: tokens ask for push access too */
+	char *mount_from;        /* registry_options.mount_from, or NULL */
 
 	/* TLS material, read at the first ping; tls points into the buffers below. */
 	char *cert_dir;          /* registry_options.cert_dir, or NULL */
@@ -146,7 +148,7 @@ static bool range_ignorer_add(const char *host)
 static void registry_done(struct registry *r)
 {
 	http_free(r->http);
-	free_many(r->domain, r->repository, r->host, r->base_url, r->cert_dir);
+	free_many(r->domain, r->repository, r->host, r->base_url, r->cert_dir, r->mount_from);
 	cert_dir_tls_done(&r->certs);
 	free_secret(r->authorization);
 	free_secret(r->basic);
@@ -170,6 +172,21 @@ static void set_error(struct registry *r, const char *fmt, ...)
 }
 
 /* localhost, 127.0.0.0/8 and ::1, with or without a port: insecure registries, as in docker. */
+/* asprintf() that leaves NULL, not an undefined pointer, when it fails. */
+static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *strf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int k;
+
+	va_start(ap, fmt);
+	k = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return k < 0 ? NULL : s;
+}
+
 static bool host_is_loopback(const char *host)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
@@ -265,6 +282,9 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	}
 	r->insecure_option = o && o->insecure;
 	r->insecure = r->insecure_option || host_is_loopback(host);
+	r->push = o && o->push;
+	if (r->push && o->mount_from && !(r->mount_from = strdup(o->mount_from)))
+		return -ENOMEM;
 	/* A scheme another client already found saves the TLS probe; plain HTTP is taken from
 	 * the hint only where it could have been found, on an insecure registry. */
 	if (o && o->scheme && (streq(o->scheme, "https") || (streq(o->scheme, "http") && r->insecure)))
@@ -581,9 +601,20 @@ static int fetch_token(struct registry *r, const char *params)
 	if (e < 0)
 		return e;
 	/* No repository: a login check, which needs no access to any. */
-	if (r->repository[0] && asprintf(&scope, "repository:%s:pull", r->repository) < 0) {
+	if (r->repository[0] && asprintf(&scope, "repository:%s:%s", r->repository,
+					 r->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		return -ENOMEM;
+	}
+	/* A second scope for the repository blobs are mounted from (space-separated, as
+	 * docker's token specification allows in one parameter). */
+	if (scope && r->mount_from) {
+		char *both = strf("%s repository:%s:pull", scope, r->mount_from);
+
+		if (!both)
+			return -ENOMEM;
+		free(scope);
+		scope = both;
 	}
 	scope_esc = scope ? http_escape(scope) : NULL;
 	service_esc = service ? http_escape(service) : NULL;
@@ -713,6 +744,7 @@ static bool tls_failed(const struct http_response *resp)
 struct exchange {
 	const char *object;         /* for messages: "127.0.0.1:5000/demo:edge" */
 	const char *accept;         /* an "Accept: …" header line, or NULL */
+	const char *content_type;   /* a "Content-Type: …" header line of the body, or NULL */
 	bool streaming;             /* no overall deadline; retried only before the first byte */
 	void (*restart)(void *userdata);  /* resets the sink's state before a retry */
 };
@@ -769,7 +801,7 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 	int e;
 
 	for (unsigned attempt = 1;;) {
-		char *headers[3] = {};
+		char *headers[5] = {};
 		size_t n = 0;
 		int64_t left = deadline - now_ms();
 		bool may_repeat;
@@ -777,6 +809,11 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 
 		if (x->accept)
 			headers[n++] = (char *)x->accept;
+		if (x->content_type)
+			headers[n++] = (char *)x->content_type;
+		/* No "Expect: 100-continue" round trip before a body. */
+		if (req->body_len > 0)
+			headers[n++] = (char *)"Expect:";
 		if (r->authorization)
 			headers[n++] = r->authorization;
 		req->headers = headers;
@@ -1496,5 +1533,234 @@ int registry_get_blob(struct registry *r, const char *digest, size_t max, char *
 	}
 	*ret_buf = b.buf;
 	*ret_len = b.len;
+	return 0;
+}
+
+/* ---- Push and the referrers API (distribution-spec 1.1) ---------------------------------- */
+
+const char *registry_domain(struct registry *r)
+{
+	return r->domain;
+}
+
+const char *registry_repository(struct registry *r)
+{
+	return r->repository;
+}
+
+/* A request with a body (or none) and the usual retries; @ctype_line "Content-Type: …". */
+static int send_request(struct registry *r, const char *method, const char *url,
+			const char *object, const char *ctype_line, const char *accept_line,
+			const void *body, size_t len, size_t max_body, struct http_response *resp)
+{
+	struct exchange x = { .object = object, .accept = accept_line, .content_type = ctype_line };
+	struct http_request req = {
+		.method = method, .url = url, .body = body, .body_len = len,
+		.max_body = max_body ?: 64 * 1024,
+	};
+
+	return registry_exchange(r, &req, &x, resp);
+}
+
+int registry_has_blob(struct registry *r, const char *digest)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL;
+	int e;
+
+	if (digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	e = object_names(r, "blobs", digest, &url, &object);
+	if (e < 0)
+		return e;
+	e = send_request(r, "HEAD", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e == -ENOENT)
+		error_clear();
+	return e < 0 ? e : 1;
+}
+
+/* The absolute URL of an upload session's Location (which may be a path) with "digest=D". */
+static int upload_url(struct registry *r, const char *location, const char *digest, char **ret)
+{
+	_cleanup_free_ char *esc = http_escape(digest);
+	bool relative = location[0] == '/';
+
+	if (!esc)
+		return -ENOMEM;
+	if (!relative && !startswith(location, r->base_url)) {
+		set_error(r, "registry %s sent an upload location on another host", r->domain);
+		return -EPROTO;
+	}
+	*ret = strf("%s%s%cdigest=%s", relative ? r->base_url : "", location,
+		    strchr(location, '?') ? '&' : '?', esc);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *put = NULL;
+	int e;
+
+	e = digest_verify_buffer(buf, len, digest);
+	if (e < 0)
+		return e == -EBADMSG ? -EINVAL : e;  /* the caller's bytes: our bug */
+	e = registry_has_blob(r, digest);
+	if (e != -ENOENT)
+		return e < 0 ? e : 0;
+	url = strf("%s/v2/%s/blobs/uploads/", r->base_url, r->repository);
+	object = strf("%s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
+		return -ENOMEM;
+	/* Monolithic upload: POST opens a session, one PUT with the digest closes it. */
+	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e < 0)
+		return e;
+	if (resp.status != 202 || !resp.location) {
+		set_error(r, "POST %s: %ld without an upload location", url, resp.status);
+		return -EPROTO;
+	}
+	e = upload_url(r, resp.location, digest, &put);
+	if (e < 0)
+		return e;
+	http_response_done(&resp);
+	return send_request(r, "PUT", put, object, "Content-Type: application/octet-stream", NULL,
+			    buf, len, 0, &resp);
+}
+
+int registry_mount_blob(struct registry *r, const char *digest)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *esc_d = NULL, *esc_f = NULL;
+	_cleanup_free_ char *cancel = NULL;
+	int e;
+
+	if (!r->mount_from || digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	esc_d = http_escape(digest);
+	esc_f = http_escape(r->mount_from);
+	if (!esc_d || !esc_f)
+		return -ENOMEM;
+	url = strf("%s/v2/%s/blobs/uploads/?mount=%s&from=%s", r->base_url, r->repository, esc_d,
+		   esc_f);
+	object = strf("%s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
+		return -ENOMEM;
+	e = send_request(r, "POST", url, object, NULL, NULL, NULL, 0, 0, &resp);
+	if (e < 0 || resp.status == 201)
+		return e;
+	/* 202: an upload session instead of the mount; close it rather than let it linger. */
+	if (resp.location && resp.location[0] == '/')
+		cancel = strf("%s%s", r->base_url, resp.location);
+	else if (resp.location && startswith(resp.location, r->base_url))
+		cancel = strdup(resp.location);
+	http_response_done(&resp);
+	if (cancel)
+		(void)send_request(r, "DELETE", cancel, object, NULL, NULL, NULL, 0, 0, &resp);
+	error_clear();
+	return -ENOENT;
+}
+
+int registry_put_manifest(struct registry *r, const char *tag_or_digest, const char *media_type,
+			  const void *buf, size_t len, bool *ret_subject)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *ctype = NULL;
+	char digest[DIGEST_STRING_MAX];
+	int e;
+
+	e = manifest_names(r, tag_or_digest, &url, &object);
+	if (e < 0)
+		return e;
+	e = digest_buffer(buf, len, digest);
+	if (e < 0)
+		return e;
+	ctype = strf("Content-Type: %s", media_type);
+	if (!ctype)
+		return -ENOMEM;
+	e = send_request(r, "PUT", url, object, ctype, NULL, buf, len, 0, &resp);
+	if (e < 0)
+		return e;
+	if (resp.docker_content_digest && !streq(resp.docker_content_digest, digest)) {
+		set_error(r, "PUT %s: the registry stored %s, not the manifest sent (%s)", url,
+			  resp.docker_content_digest, digest);
+		return -EPROTO;
+	}
+	if (ret_subject)
+		*ret_subject = resp.oci_subject;
+	return 0;
+}
+
+/* The target of `<URL>; rel="next"` (RFC 8288) made absolute, or NULL in *ret. */
+static int link_next(struct registry *r, const char *link, char **ret)
+{
+	const char *lt, *gt;
+
+	*ret = NULL;
+	if (!link || !strstr(link, "rel=\"next\""))
+		return 0;
+	lt = strchr(link, '<');
+	gt = lt ? strchr(lt, '>') : NULL;
+	if (!gt || gt - lt < 2)
+		return 0;
+	if (lt[1] == '/') {
+		*ret = strf("%s%.*s", r->base_url, (int)(gt - lt - 1), lt + 1);
+		return *ret ? 0 : -ENOMEM;
+	}
+	if (strncmp(lt + 1, r->base_url, strlen(r->base_url)) != 0) {
+		set_error(r, "registry %s links the next referrers page to another host", r->domain);
+		return -EPROTO;
+	}
+	*ret = strndup(lt + 1, gt - lt - 1);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int registry_get_referrers(struct registry *r, const char *digest, const char *artifact_type,
+			   const char *page_url, char **ret_buf, size_t *ret_len, char **ret_next)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL, *object = NULL, *esc = NULL;
+	int e;
+
+	if (digest_validate(digest) < 0)
+		return -EINVAL;
+	e = ensure_pinged(r);
+	if (e < 0)
+		return e;
+	if (artifact_type && !(esc = http_escape(artifact_type)))
+		return -ENOMEM;
+	url = strf("%s/v2/%s/referrers/%s%s%s", r->base_url, r->repository, digest,
+		   esc ? "?artifactType=" : "", esc ?: "");
+	object = strf("referrers of %s/%s@%s", r->domain, r->repository, digest);
+	if (!url || !object)
+		return -ENOMEM;
+	e = send_request(r, "GET", page_url ?: url, object, NULL,
+			 "Accept: application/vnd.oci.image.index.v1+json", NULL, 0, MANIFEST_MAX,
+			 &resp);
+	if (e == -ENOENT) {
+		char code[80], message[256];
+
+		/* A registry with the API answers an unknown repository with an error document;
+		 * one without it does not know the path at all. */
+		error_document(resp.body ?: "", resp.body_len, code, sizeof(code), message,
+			       sizeof(message));
+		if (!page_url && !code[0]) {
+			error_clear();
+			return -EOPNOTSUPP;
+		}
+	}
+	if (e < 0)
+		return e;
+	e = link_next(r, resp.link, ret_next);
+	if (e < 0)
+		return e;
+	*ret_buf = TAKE_PTR(resp.body);
+	*ret_len = resp.body_len;
 	return 0;
 }

@@ -53,6 +53,12 @@ struct registry_options {
 	 * progress within about a second and every retry and later call at once: they fail
 	 * with -ECANCELED.  Not copied: it must outlive the object. */
 	const bool *cancel;
+	/* Ask the token service for push access to the repository as well as pull
+	 * (registry_put_blob(), registry_put_manifest()); Basic credentials are sent as they are. */
+	bool push;
+	/* With push: a repository of the same registry whose blobs registry_mount_blob() mounts;
+	 * tokens ask for pull access to it too.  Copied by registry_new(). */
+	const char *mount_from;
 };
 
 int registry_new(const struct reference *ref, const struct registry_options *o,
@@ -113,3 +119,34 @@ int registry_stream_blob(struct registry *r, const char *digest, uint64_t offset
 /* The size the manifest declares for blob @digest: later Content-Range totals of its ranges
  * must agree (-EBADMSG).  One blob at a time per client. */
 void registry_expect_blob_size(struct registry *r, const char *digest, uint64_t size);
+
+/* The registry and repository the client was made for, as the reference named them. */
+const char *registry_domain(struct registry *r);
+const char *registry_repository(struct registry *r);
+
+/* ---- Push (needs registry_options.push on token-authenticated registries) ---------------- */
+
+/* HEAD of a blob: 1 if the repository has it, -ENOENT if not. */
+int registry_has_blob(struct registry *r, const char *digest);
+/* Uploads @buf as blob @digest (monolithic: POST, then PUT ?digest=), unless the repository
+ * has it already.  -EINVAL if @buf does not hash to @digest. */
+int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len);
+/* Cross-repository mount: makes blob @digest of repository registry_options.mount_from
+ * appear in this one without uploading it.  -ENOENT when the registry did not mount it (it
+ * lacks the blob there, or refuses us access to it); the upload it opened instead is
+ * cancelled. */
+int registry_mount_blob(struct registry *r, const char *digest);
+/* PUTs a manifest under a tag or its digest with Content-Type @media_type.  *@ret_subject
+ * (may be NULL) says whether the answer carried OCI-Subject, i.e. whether the registry
+ * indexes the manifest's subject for the referrers API.  -EPROTO if the registry says it
+ * stored other bytes. */
+int registry_put_manifest(struct registry *r, const char *tag_or_digest, const char *media_type,
+			  const void *buf, size_t len, bool *ret_subject);
+
+/* GET /v2/<name>/referrers/<digest>[?artifactType=…] (or @page_url, a previous page's next
+ * link): the image index it returns, and in *@ret_next the next page's URL from a Link
+ * header (NULL on the last page; caller frees).  -EOPNOTSUPP when the registry has no
+ * referrers API (a 404 without a distribution error document), -ENOENT for a 404 with one
+ * (an unknown repository). */
+int registry_get_referrers(struct registry *r, const char *digest, const char *artifact_type,
+			   const char *page_url, char **ret_buf, size_t *ret_len, char **ret_next);

@@ -100,6 +100,17 @@ static const char *const migrations[] = {
 	 * must name as that layer's diff_id.  NULL for lazy layers (never read whole) and for
 	 * layers indexed before. */
 	"ALTER TABLE layers ADD COLUMN diff_id TEXT;",
+	/* 4 -> 5: what a registry answered when asked for the artifacts that refer to a
+	 * subject (cache/registry/artifact_cache.c): a JSON array of descriptors, "[]" for
+	 * none, and when it was asked. */
+	"CREATE TABLE referrers ("
+	"  place TEXT NOT NULL,"
+	"  subject TEXT NOT NULL,"
+	"  artifact_type TEXT NOT NULL,"
+	"  answer BLOB NOT NULL,"
+	"  updated INTEGER NOT NULL,"
+	"  PRIMARY KEY (place, subject, artifact_type)"
+	") WITHOUT ROWID;",
 };
 
 enum stmt_id {
@@ -114,6 +125,9 @@ enum stmt_id {
 	STMT_LAYER_DIFF_ID,
 	STMT_ENTRY_INSERT,
 	STMT_CHUNK_INSERT,
+	STMT_REFERRERS_GET,
+	STMT_REFERRERS_PUT,
+	STMT_REFERRERS_DELETE,
 	_STMT_MAX,
 };
 
@@ -142,6 +156,12 @@ static const char *const stmt_sql[_STMT_MAX] = {
 	[STMT_CHUNK_INSERT] = "INSERT INTO chunks (layer_id, seq, idx, file_offset, size,"
 			      " blob_offset, blob_length, digest)"
 			      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[STMT_REFERRERS_GET] = "SELECT answer, updated FROM referrers"
+			       " WHERE place = ?1 AND subject = ?2 AND artifact_type = ?3",
+	[STMT_REFERRERS_PUT] = "INSERT INTO referrers (place, subject, artifact_type, answer, updated)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (place, subject, artifact_type)"
+			       " DO UPDATE SET answer = excluded.answer, updated = excluded.updated",
+	[STMT_REFERRERS_DELETE] = "DELETE FROM referrers WHERE place = ?1 AND subject = ?2",
 };
 
 struct index_db {
@@ -576,6 +596,63 @@ int index_db_ref_put(struct index_db *db, const char *ref, const char *platform,
 	bind_text(s, 2, platform ?: "", &r);
 	bind_text(s, 3, digest, &r);
 	bind_int(s, 4, now_sec(), &r);
+	if (r < 0)
+		return r;
+	return db_step_done(s);
+}
+
+int index_db_referrers_get(struct index_db *db, const char *place, const char *subject,
+			   const char *artifact_type, char **ret_answer, int64_t *ret_updated)
+{
+	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_stmt(db, STMT_REFERRERS_GET, &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, place, &r);
+	bind_text(s, 2, subject, &r);
+	bind_text(s, 3, artifact_type ?: "", &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return sqlite_errno(rc);
+	*ret_updated = sqlite3_column_int64(s, 1);
+	return column_dup(s, 0, ret_answer, NULL);
+}
+
+int index_db_referrers_put(struct index_db *db, const char *place, const char *subject,
+			   const char *artifact_type, const char *answer)
+{
+	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_stmt(db, STMT_REFERRERS_PUT, &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, place, &r);
+	bind_text(s, 2, subject, &r);
+	bind_text(s, 3, artifact_type ?: "", &r);
+	bind_blob(s, 4, answer, strlen(answer), &r);
+	bind_int(s, 5, now_sec(), &r);
+	if (r < 0)
+		return r;
+	return db_step_done(s);
+}
+
+int index_db_referrers_forget(struct index_db *db, const char *place, const char *subject)
+{
+	_cleanup_stmt_done_ sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_stmt(db, STMT_REFERRERS_DELETE, &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, place, &r);
+	bind_text(s, 2, subject, &r);
 	if (r < 0)
 		return r;
 	return db_step_done(s);

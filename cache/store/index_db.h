@@ -33,6 +33,16 @@ static inline void index_db_freep(struct index_db **db)
 int index_db_ref_get(struct index_db *db, const char *ref, const char *platform, char **ret_digest);
 int index_db_ref_put(struct index_db *db, const char *ref, const char *platform, const char *digest);
 
+/* Answers of registries asked which artifacts refer to @subject in repository @place
+ * ("host/repository"), of @artifact_type (NULL: any): the answer as the caller encoded it
+ * (cache/registry/artifact_cache.c) and when it was stored (seconds since the epoch).  -ENOENT
+ * if none is stored.  put replaces; forget drops every type's answer for the subject. */
+int index_db_referrers_get(struct index_db *db, const char *place, const char *subject,
+			   const char *artifact_type, char **ret_answer, int64_t *ret_updated);
+int index_db_referrers_put(struct index_db *db, const char *place, const char *subject,
+			   const char *artifact_type, const char *answer);
+int index_db_referrers_forget(struct index_db *db, const char *place, const char *subject);
+
 /* Images by manifest digest: the exact manifest bytes and config bytes (@config may be NULL:
  * get then returns "" with length 0).  put on a known digest replaces the row. */
 int index_db_image_put(struct index_db *db, const char *manifest_digest, const char *media_type,

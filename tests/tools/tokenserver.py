@@ -8,7 +8,8 @@ Anonymous requests get pull access to the repositories in `anonymous` (a name, o
 all); requests with Basic credentials from `users` ({"name": "password"}) get pull access to
 `user_repos` (default: every repository) as well. Any other requested repository is left out of
 the token's "access" claim, as Docker Hub does, so the registry answers 401 for it. Wrong Basic
-credentials get 401; a service other than ours gets 400.
+credentials get 401; a service other than ours gets 400. Users in `pushers` also get push access
+to those repositories when they ask for it ("repository:NAME:pull,push"); nobody else ever does.
 
 The JWT is RS256 (RSASSA-PKCS1-v1_5 with SHA-256), signed by `openssl dgst -sha256 -sign`
 with a throw-away self-signed certificate (tls.make_self_signed); its header carries that
@@ -65,11 +66,12 @@ def _der_of_pem(path):
 
 class TokenServer:
     def __init__(self, dir=None, anonymous=(), users=None, user_repos=None, service=SERVICE,
-                 issuer=ISSUER, expires_in=300):
+                 issuer=ISSUER, expires_in=300, pushers=()):
         self._given_dir = dir
         self.dir = None
         self.anonymous = [anonymous] if isinstance(anonymous, str) else list(anonymous)
         self.users = dict(users or {})
+        self.pushers = set(pushers)
         self.user_repos = None if user_repos is None else list(user_repos)
         self.service = service
         self.issuer = issuer
@@ -178,7 +180,10 @@ class TokenServer:
                 continue
             name, actions = ":".join(parts[1:-1]), parts[-1].split(",")
             if "pull" in actions and self._allowed(name, user):
-                access.append({"type": "repository", "name": name, "actions": ["pull"]})
+                granted = ["pull"]
+                if "push" in actions and user in self.pushers:
+                    granted.append("push")
+                access.append({"type": "repository", "name": name, "actions": granted})
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": user or "", "aud": self.service,
                   "exp": now + self.expires_in, "nbf": now - 1, "iat": now,
