@@ -600,7 +600,11 @@ static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uin
 	uint64_t avail;
 	int r;
 
-	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
+	if (l->seek)
+		r = seek_index_chunk_decode(l->seek, c->blob_offset, c->digest, c->size, in,
+					    c->blob_length, out);
+	else
+		r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
@@ -1598,6 +1602,17 @@ int fetcher_new_for_image(const struct reference *ref, const struct manifest *m,
 	return fetcher_new(src, o, bs, layers, m->n_layers, ret);
 }
 
+int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index *si)
+{
+	if (layer >= f->n_layers) {
+		seek_index_free(si);
+		return -EINVAL;
+	}
+	seek_index_free(f->layers[layer].seek);
+	f->layers[layer].seek = si;
+	return 0;
+}
+
 static void fetcher_done(struct fetcher *f)
 {
 	/* Nobody waits for what is still in flight any more (the mount is gone). */
@@ -1633,8 +1648,10 @@ static void fetcher_done(struct fetcher *f)
 	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
 		assert(!f->flights[i]);
 
-	for (size_t i = 0; i < f->n_layers; i++)
+	for (size_t i = 0; i < f->n_layers; i++) {
 		free((char *)f->layers[i].digest);
+		seek_index_free(f->layers[i].seek);
+	}
 	free(f->layers);
 	free(f->queue);
 	digest_set_done(&f->queued);

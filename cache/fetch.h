@@ -19,6 +19,7 @@
 #include "cache/store/blob_store.h"
 #include "cache/base/digest.h"
 #include "cache/format/layer_lazy.h"
+#include "cache/format/seek_index.h"
 #include "cache/format/manifest.h"
 #include "cache/registry/range_source.h"
 #include "cache/registry/source.h"
@@ -30,6 +31,9 @@ struct fetch_layer {
 	const char *digest;                 /* the layer blob, for Range requests */
 	enum layer_compression compression; /* gzip (eStargz) or zstd (zstd:chunked) */
 	uint64_t size;                      /* blob size: no range may pass it */
+	/* A tar+gzip layer read through its seek index (cache/seek.h): chunks are inflated from
+	 * the index's checkpoints.  Owned by the fetcher (fetcher_set_seek_index()). */
+	struct seek_index *seek;
 };
 
 struct fetch_chunk {
@@ -142,3 +146,7 @@ void fetcher_note_hit(struct fetcher *f);
 int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
 
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret);
+
+/* Layer @layer's chunks are cut from the blob by @si (taken: freed with the fetcher, or at
+ * once on failure).  Call before the first fetch.  -EINVAL for a layer out of range. */
+int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index *si);
