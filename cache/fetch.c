@@ -142,6 +142,8 @@ struct fetcher {
 	bool defer_sync;                          /* fetcher_options.defer_sync */
 	int (*make_room)(void *userdata, uint64_t need);  /* fetcher_options.make_room */
 	void *make_room_userdata;
+	void (*seek_failed)(void *userdata, const char *layer);  /* fetcher_options.seek_failed */
+	void *seek_failed_userdata;
 	char *cache_dir;                          /* for messages; may be NULL */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
 	uint64_t request_max;                     /* of one Range request of an ensure */
@@ -591,23 +593,66 @@ static void store_check_room(struct fetcher *f)
 		log_info("cache '%s' has room again, fetching ahead again", f->cache_dir ?: "?");
 }
 
+/* A seek index that yields a chunk that is not what it says is not trusted again: the layer's
+ * later chunks fail, and the owner forgets the index (fetcher_options.seek_failed). */
+static int seek_chunk_failed(struct fetcher *f, struct fetch_layer *l, int r)
+{
+	if (!__atomic_exchange_n(&l->seek_failed, true, __ATOMIC_RELAXED)) {
+		log_warning("a chunk of layer '%s' does not match its seek index, which is dropped: "
+			    "the layer will be read whole", l->digest);
+		if (f->seek_failed)
+			f->seek_failed(f->seek_failed_userdata, l->digest);
+	}
+	return r;
+}
+
+static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out);
+
+/* store_chunk() for a layer read through its seek index: inflated from its checkpoint. */
+static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
+			    void *out)
+{
+	struct fetch_layer *l = &f->layers[c->layer];
+	int r;
+
+	if (__atomic_load_n(&l->seek_failed, __ATOMIC_RELAXED))
+		return -EIO;
+	r = seek_index_chunk_decode(l->seek, c->blob_offset, c->digest, c->size, in,
+				    c->blob_length, out);
+	if (r < 0) {
+		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
+				c->digest, l->digest);
+		return seek_chunk_failed(f, l, -EIO);
+	}
+	r = store_chunk_verified(f, c, out);
+	return r == -EBADMSG ? seek_chunk_failed(f, l, -EIO) : r;
+}
+
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
  * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
 		       void *out)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
-	uint64_t avail;
 	int r;
 
 	if (l->seek)
-		r = seek_index_chunk_decode(l->seek, c->blob_offset, c->digest, c->size, in,
-					    c->blob_length, out);
-	else
-		r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
+		return store_seek_chunk(f, c, in, out);
+	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
+	return store_chunk_verified(f, c, out);
+}
+
+/* Stores a chunk's decompressed bytes @out, which the blob store hashes against its digest:
+ * -EBADMSG when they do not match. */
+static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out)
+{
+	const struct fetch_layer *l = &f->layers[c->layer];
+	uint64_t avail;
+	int r;
+
 	/* Evicting needs some room itself (the index's WAL grows before rows go), so it is asked
 	 * for before the file system is full; and a chunk never takes the last STORE_RESERVE
 	 * bytes, so that `lazyroot gc`, `rm` and `images` can still open the index. */
@@ -1546,6 +1591,8 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 	f->defer_sync = o && o->defer_sync;
 	f->make_room = o ? o->make_room : NULL;
 	f->make_room_userdata = o ? o->make_room_userdata : NULL;
+	f->seek_failed = o ? o->seek_failed : NULL;
+	f->seek_failed_userdata = o ? o->seek_failed_userdata : NULL;
 	if (o && o->cache_dir) {
 		f->cache_dir = strdup(o->cache_dir);
 		if (!f->cache_dir)

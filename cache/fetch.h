@@ -34,6 +34,7 @@ struct fetch_layer {
 	/* A tar+gzip layer read through its seek index (cache/seek.h): chunks are inflated from
 	 * the index's checkpoints.  Owned by the fetcher (fetcher_set_seek_index()). */
 	struct seek_index *seek;
+	bool seek_failed;   /* internal: a chunk of @seek failed, the layer is read no more */
 };
 
 struct fetch_chunk {
@@ -81,6 +82,12 @@ struct fetcher_options {
 	 * once), 0 if not, -errno.  NULL: nothing to evict. */
 	int (*make_room)(void *userdata, uint64_t need);
 	void *make_room_userdata;
+	/* Called (from a fetching thread, once per layer) when a chunk of a layer read through
+	 * its seek index does not inflate to its digest: the index lied (or the bytes were
+	 * wrong), so the caller forgets it and the layer is read whole from the next pull.  The
+	 * fetcher fails every later chunk of that layer.  NULL: nothing to do. */
+	void (*seek_failed)(void *userdata, const char *layer_digest);
+	void *seek_failed_userdata;
 	/* The cache directory, for the message a full store logs; copied.  May be NULL. */
 	const char *cache_dir;
 };

@@ -94,6 +94,19 @@ int seek_drop(struct cache *c, const char *layer_digest)
 	return r < 0 ? r : 0;
 }
 
+void seek_failed_drop(void *cache_dir, const char *layer_digest)
+{
+	_cleanup_(cache_freep) struct cache *c = NULL;
+	int r;
+
+	r = cache_open(cache_dir, &c);
+	if (r >= 0)
+		r = seek_drop(c, layer_digest);
+	if (r < 0)
+		log_warning_errno(r, "cannot drop the seek index of layer '%s' from '%s': %m",
+				  layer_digest, (const char *)cache_dir);
+}
+
 static int writer_add(void *userdata, const struct entry *e)
 {
 	return layer_writer_add(userdata, e);
@@ -137,6 +150,13 @@ static bool layer_from_seek_index(struct cache *c, const struct layer_desc *l)
 
 	return seek_layer_eligible(l) && index_db_layer_get_format(c->db, l->digest, &format) >= 0 &&
 	       streq(format, LAYER_FORMAT_GZIP_INDEX);
+}
+
+const char *seek_layer_served(struct cache *c, const struct layer_desc *l)
+{
+	if (layer_format_detect(l) != LAYER_FORMAT_TAR)
+		return layer_format_to_string(layer_format_detect(l));
+	return layer_from_seek_index(c, l) ? LAYER_FORMAT_GZIP_INDEX : "eager";
 }
 
 int seek_image_is_lazy(struct cache *c, const struct manifest *m)

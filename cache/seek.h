@@ -43,6 +43,14 @@ int seek_drop(struct cache *c, const char *layer_digest);
  * 0 when there is no usable index (the layer is then read whole), -errno. */
 int seek_layer_import(struct cache *c, const struct layer_desc *l);
 
+/* How layer @l of a pulled image is served: "eager" (read whole), "estargz", "zstd:chunked"
+ * or "gzip-index" (read lazily through its seek index); a static string. */
+const char *seek_layer_served(struct cache *c, const struct layer_desc *l);
+
+/* fetcher_options.seek_failed for cache directory @cache_dir: opens the cache anew (a mount
+ * daemon holds no connection) and drops the layer's seek index (seek_drop()). */
+void seek_failed_drop(void *cache_dir, const char *layer_digest);
+
 struct fetcher;
 /* 1 if a layer of @m is indexed from its seek index (format LAYER_FORMAT_GZIP_INDEX), 0 if
  * none is, -errno. */

@@ -209,6 +209,7 @@ static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struc
 			.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
 								     FETCH_TIMEOUT_MS_DEFAULT,
 			.make_room = make_room, .make_room_userdata = d->state.cache_dir,
+			.seek_failed = seek_failed_drop, .seek_failed_userdata = d->state.cache_dir,
 			.cache_dir = d->state.cache_dir,
 		}, bs, &d->fetcher);
 	if (r >= 0)
@@ -354,6 +355,10 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 	d->pull_requests = img->pull_requests;
 	d->pull_bytes = img->pull_bytes;
 	r = setup_lazy(d, ref, cache, img, tree);
+	for (size_t i = 0; r >= 0 && i < img->manifest->n_layers; i++)
+		if (strv_push(&d->layer_digests, img->manifest->layers[i].digest) < 0 ||
+		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0)
+			r = -ENOMEM;
 	if (r < 0)
 		return log_error_errno(r == -ENOMEM ? r : -ERR_OTHER,
 				       "cannot set up fetching of lazy layers: %s", strerror(-r));

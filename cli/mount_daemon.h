@@ -33,6 +33,7 @@ struct mount_daemon {
 	struct stats_server *stats;
 	bool state_created;        /* by this process: remove it if the mount fails */
 	uint64_t pull_requests, pull_bytes;
+	char **layer_digests, **layer_served;  /* strv, manifest order: for stats */
 };
 
 /* Serves in this process until the tree is unmounted (--foreground); 0 or -errno (logged). */

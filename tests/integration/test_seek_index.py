@@ -4,6 +4,7 @@ unpacker's; reading a file fetches only around it, and every byte is checked."""
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -42,6 +43,8 @@ def test_indexed_mount_matches_oracle(lazyroot, registry, mountpoint, name):
         assert formats == {"gzip-index"}, formats
         s = _stats(lazyroot, mountpoint)
         assert s["bytes_fetched"] == 0, s
+        assert [l["served"] for l in s["layers"]] == ["gzip-index"] * len(s["layers"]), s
+        assert len(s["layers"]) > 0
         diffs = compare_with_oracle(mountpoint, registry.layout(name))
         assert not diffs, "\n".join(diffs)
     finally:
@@ -90,3 +93,165 @@ def _regular_files(root):
             p = os.path.join(d, n)
             if os.path.isfile(p) and not os.path.islink(p):
                 yield p
+
+
+def test_full_pull_builds_the_index_on_the_way(lazyroot, registry, mountpoint):
+    """An eager mount of an unindexed gzip image keeps the seek indexes (no extra download),
+    and says how its layers are served."""
+    ref = registry.ref("docker-v2s2-gzip")
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert [l["served"] for l in s["layers"]] == ["eager"] * len(s["layers"]), s
+        assert s["pull_bytes"] > 0
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    db = str(lazyroot.cache_dir / "index.db")
+    layers = _layer_digests(registry.layout("docker-v2s2-gzip"))
+    kept = {l for (l,) in sqlite(db, "SELECT layer FROM seek_indexes WHERE trusted = 1")}
+    assert kept == set(layers), (kept, layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# indexes that lie
+
+
+def _blob_path(cache, digest):
+    return os.path.join(str(cache), "blobs", "sha256", digest[7:9], digest[7:])
+
+
+def _replace_index(lazyroot, layer, make):
+    """Writes make(body) as the index of @layer, under its own digest, untrusted (as an index
+    from a registry would be kept); returns the new digest."""
+    import hashlib
+    import struct
+    import zlib
+    db = str(lazyroot.cache_dir / "index.db")
+    (old,) = sqlite(db, "SELECT digest FROM seek_indexes WHERE layer = ?", (layer,))[0]
+    with open(_blob_path(lazyroot.cache_dir, old), "rb") as f:
+        data = f.read()
+    body = bytearray(zlib.decompress(data[24:]))
+    data = make(data, body)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.dirname(_blob_path(lazyroot.cache_dir, digest)), exist_ok=True)
+    with open(_blob_path(lazyroot.cache_dir, digest), "wb") as f:
+        f.write(data)
+    con = sqlite3.connect(db, timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET digest = ?, trusted = 0 WHERE layer = ?",
+                    (digest, layer))
+    con.close()
+    return digest
+
+
+def _wrap(data, body):
+    import zlib
+    return data[:24] + zlib.compress(bytes(body))
+
+
+def _wrong_bits(data, body):
+    """Every checkpoint but the first starts at a wrong bit offset: the index still parses."""
+    n_cps = int.from_bytes(body[52:56], "little")
+    for i in range(1, n_cps):
+        off = 80 + 32 * i + 16
+        body[off] = (body[off] + 3) % 8 or 1
+    return _wrap(data, body)
+
+
+def _biggest_layer(layout):
+    digests = _layer_digests(layout)
+    return max(digests, key=lambda d: os.path.getsize(os.path.join(layout, "blobs", "sha256", d[7:])))
+
+
+def _read_all(mnt, layout):
+    """{path: ok} for every regular file of the oracle: a read either fails or gives the
+    oracle's bytes."""
+    import hashlib
+    out = {}
+    with open(os.path.join(layout, "expected-tree.tsv")) as f:
+        rows = [l.rstrip("\n").split("\t") for l in f][1:]
+    for path, kind, _, _, _, size, sha, *_ in rows:
+        if kind != "f":
+            continue
+        try:
+            with open(os.path.join(str(mnt), path.lstrip("/")), "rb") as f:
+                data = f.read()
+        except OSError as e:
+            assert e.errno == 5, (path, e)   # EIO
+            out[path] = False
+            continue
+        assert hashlib.sha256(data).hexdigest() == sha, "%s: wrong bytes served" % path
+        out[path] = True
+    return out
+
+
+def test_lying_index_never_serves_wrong_bytes_and_is_dropped(lazyroot, registry, mountpoint):
+    name = "oci-gzip"
+    ref, layout = registry.ref(name), registry.layout(name)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    _replace_index(lazyroot, layer, _wrong_bits)
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    db = str(lazyroot.cache_dir / "index.db")
+    try:
+        read = _read_all(mountpoint, layout)
+        assert not all(read.values()), "no read hit a lying checkpoint"
+        s = _stats(lazyroot, mountpoint)
+        assert s["chunks_failed"] > 0, s
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    # Dropped: the next mount reads that layer whole, and the tree is the reference's.
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (layer,))[0][0] == 0
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        served = {l["digest"]: l["served"] for l in s["layers"]}
+        assert served[layer] == "eager", served
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
+@pytest.mark.parametrize("damage", ["truncated", "invented-file", "escaping-path"])
+def test_malformed_index_is_refused_at_pull(lazyroot, registry, mountpoint, damage):
+    name = "oci-gzip"
+    ref, layout = registry.ref(name), registry.layout(name)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+
+    def make(data, body):
+        if damage == "truncated":
+            return data[:len(data) // 2]
+        n_cps = int.from_bytes(body[52:56], "little")
+        entries = 80 + 32 * n_cps
+        if damage == "invented-file":
+            # one entry more than the tables hold: a file the layer does not have
+            body[56:60] = (int.from_bytes(body[56:60], "little") + 1).to_bytes(4, "little")
+        else:
+            n_entries = int.from_bytes(body[56:60], "little")
+            n_x = int.from_bytes(body[60:64], "little")
+            n_ch = int.from_bytes(body[64:68], "little")
+            strings = entries + 116 * n_entries + 16 * n_x + 56 * n_ch
+            first = entries + 116   # the second entry's path
+            off = int.from_bytes(body[first + 52:first + 56], "little")
+            body[strings + off:strings + off + 3] = b"../"
+        return _wrap(data, body)
+
+    _replace_index(lazyroot, layer, make)
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        served = {l["digest"]: l["served"] for l in s["layers"]}
+        assert served[layer] == "eager", served
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    db = str(lazyroot.cache_dir / "index.db")
+    # the refused index is gone; the layer read whole built a trusted one on the way
+    assert sqlite(db, "SELECT trusted FROM seek_indexes WHERE layer = ?", (layer,)) == [(1,)]
