@@ -610,15 +610,15 @@ static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, 
 
 /* store_chunk() for a layer read through its seek index: inflated from its checkpoint. */
 static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-			    void *out)
+			    void *out, struct seek_cursor *cur)
 {
 	struct fetch_layer *l = &f->layers[c->layer];
 	int r;
 
 	if (__atomic_load_n(&l->seek_failed, __ATOMIC_RELAXED))
 		return -EIO;
-	r = seek_index_chunk_decode(l->seek, c->blob_offset, c->digest, c->size, in,
-				    c->blob_length, out);
+	r = seek_index_chunk_decode_at(l->seek, cur, c->blob_offset, c->digest, c->size, in,
+				       c->blob_length, out);
 	if (r < 0) {
 		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
 				c->digest, l->digest);
@@ -631,13 +631,13 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
  * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-		       void *out)
+		       void *out, struct seek_cursor *cur)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
 	int r;
 
 	if (l->seek)
-		return store_seek_chunk(f, c, in, out);
+		return store_seek_chunk(f, c, in, out, cur);
 	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
@@ -688,6 +688,7 @@ struct run_sink {
 	uint8_t *win;
 	size_t win_alloc;
 	void *out;               /* one chunk's decompressed bytes */
+	struct seek_cursor *cursor;  /* seek index layers: where the last inflate stopped */
 	unsigned failed;
 	bool exhausted;          /* the source has no try left for bytes that failed */
 	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
@@ -734,7 +735,8 @@ static void run_store_ready(struct run_sink *s)
 
 		if (j->c.blob_offset + j->c.blob_length > s->pos)
 			break;
-		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out);
+		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out,
+				s->cursor);
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
@@ -912,6 +914,10 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
 	s.out = malloc(out_max);
+	if (s.out && f->layers[jobs[0].c.layer].seek && seek_cursor_new(&s.cursor) < 0) {
+		free(s.out);
+		s.out = NULL;
+	}
 	if (!s.out)
 		log_debug("fetching %llu bytes of layer '%s' failed: out of memory",
 			  (unsigned long long)(end - s.pos), f->layers[jobs[0].c.layer].digest);
@@ -930,6 +936,7 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 			run_complete(&s, &jobs[i], -EIO);
 	free(s.win);
 	free(s.out);
+	seek_cursor_free(s.cursor);
 	return s.failed;
 }
 
@@ -967,6 +974,10 @@ static int job_compare(const void *a, const void *b)
 		return x->c.layer < y->c.layer ? -1 : 1;
 	if (x->c.blob_offset != y->c.blob_offset)
 		return x->c.blob_offset < y->c.blob_offset ? -1 : 1;
+	/* Chunks of one seek index span start at its checkpoint: the nearer end first, so that
+	 * they are inflated in one pass (seek_cursor). */
+	if (x->c.blob_length != y->c.blob_length)
+		return x->c.blob_length < y->c.blob_length ? -1 : 1;
 	return 0;
 }
 

@@ -1009,46 +1009,112 @@ static int inflate_start(const struct seek_index *si, const struct seek_cp *cp, 
 	return 0;
 }
 
-/* Inflates from @cp, drops @skip bytes, writes @size bytes to @out. */
-static int inflate_range(const struct seek_index *si, const struct seek_cp *cp, const uint8_t *in,
-			 size_t in_len, uint64_t skip, uint8_t *out, uint64_t size)
+struct seek_cursor {
+	const struct seek_index *si;
+	size_t cp;
+	bool active, raw;
+	z_stream zs;
+	uint64_t uoff;          /* the next uncompressed byte to come out */
+	uint64_t consumed;      /* of the input, counted from the checkpoint's start */
+	uint8_t *discard;
+};
+
+int seek_cursor_new(struct seek_cursor **ret)
 {
-	_cleanup_free_ uint8_t *discard = NULL;
-	z_stream zs = {};
-	uint64_t got = 0;
-	bool raw;
+	struct seek_cursor *cur = calloc(1, sizeof(*cur));
+
+	if (!cur)
+		return -ENOMEM;
+	cur->discard = malloc(64 * 1024);
+	if (!cur->discard) {
+		free(cur);
+		return -ENOMEM;
+	}
+	*ret = cur;
+	return 0;
+}
+
+static void cursor_stop(struct seek_cursor *cur)
+{
+	if (cur->active)
+		(void)inflateEnd(&cur->zs);
+	cur->active = false;
+}
+
+struct seek_cursor *seek_cursor_free(struct seek_cursor *cur)
+{
+	if (cur) {
+		cursor_stop(cur);
+		free(cur->discard);
+		free(cur);
+	}
+	return NULL;
+}
+
+/* Starts @cur at checkpoint @cp unless it is already there, at or before @uoff. */
+static int cursor_seek(struct seek_cursor *cur, const struct seek_index *si, size_t cp,
+		       uint64_t uoff, const uint8_t *in, size_t in_len)
+{
 	int r;
 
-	discard = malloc(64 * 1024);
-	if (!discard)
-		return -ENOMEM;
-	r = inflate_start(si, cp, &zs, in, in_len, &raw);
+	if (cur->active && cur->si == si && cur->cp == cp && cur->uoff <= uoff &&
+	    cur->consumed <= in_len) {
+		cur->zs.next_in = (uint8_t *)in + cur->consumed;
+		cur->zs.avail_in = (uInt)(in_len - cur->consumed);
+		return 0;
+	}
+	cursor_stop(cur);
+	/* zlib's state points back at the z_stream: it is set up in place, never copied. */
+	memset(&cur->zs, 0, sizeof(cur->zs));
+	r = inflate_start(si, &si->cps[cp], &cur->zs, in, in_len, &cur->raw);
+	if (r < 0) {
+		(void)inflateEnd(&cur->zs);
+		return r;
+	}
+	cur->si = si;
+	cur->cp = cp;
+	cur->active = true;
+	cur->uoff = si->cps[cp].uoff;
+	cur->consumed = 0;
+	return 0;
+}
+
+/* Inflates from where @cur is: drops the bytes up to @uoff, writes @size bytes to @out. */
+static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff, uint8_t *out,
+		       uint64_t size)
+{
+	uint64_t got = 0;
+	int r = 0;
+
 	while (r >= 0 && got < size) {
+		/* Bytes before the chunk still to drop (0 once it is coming out). */
+		uint64_t skip = uoff + got - cur->uoff;
 		uint64_t want = skip > 0 ? MIN(skip, 64 * 1024) : MIN(size - got, UINT32_MAX);
 		int zr;
 
-		zs.next_out = skip > 0 ? discard : out + got;
-		zs.avail_out = (uInt)want;
-		zr = inflate(&zs, Z_NO_FLUSH);
-		want -= zs.avail_out;
-		if (skip > 0)
-			skip -= want;
-		else
+		cur->zs.next_out = skip > 0 ? cur->discard : out + got;
+		cur->zs.avail_out = (uInt)want;
+		zr = inflate(&cur->zs, Z_NO_FLUSH);
+		want -= cur->zs.avail_out;
+		cur->uoff += want;
+		if (skip == 0)
 			got += want;
 		if (zr == Z_STREAM_END)
-			r = got < size ? member_next(&zs, &raw) : 0;
+			r = got < size ? member_next(&cur->zs, &cur->raw) : 0;
 		else if (zr == Z_MEM_ERROR)
 			r = -ENOMEM;
 		else if (zr != Z_OK)
 			r = -EBADMSG;  /* corrupt, a window that does not fit, or cut short */
 	}
-	(void)inflateEnd(&zs);
+	cur->consumed = (uint64_t)(cur->zs.next_in - in);
 	return r;
 }
 
-int seek_index_chunk_decode(const struct seek_index *si, uint64_t blob_offset, const char *digest,
-			    uint64_t size, const void *in, size_t in_len, void *out)
+int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *cur,
+			       uint64_t blob_offset, const char *digest, uint64_t size,
+			       const void *in, size_t in_len, void *out)
 {
+	_cleanup_(seek_cursor_freep) struct seek_cursor *own = NULL;
 	const struct seek_chunk *c;
 	uint8_t md[32];
 	size_t cp;
@@ -1059,7 +1125,23 @@ int seek_index_chunk_decode(const struct seek_index *si, uint64_t blob_offset, c
 	r = cp_find_start(si, blob_offset, &cp);
 	if (r >= 0)
 		r = chunk_find(si, cp, md, size, &c);
+	if (r >= 0 && !cur)
+		r = seek_cursor_new(&own);
 	if (r < 0)
 		return r;
-	return inflate_range(si, &si->cps[cp], in, in_len, c->uoff - si->cps[cp].uoff, out, size);
+	cur = cur ?: own;
+	if (in_len > UINT32_MAX)
+		return -EBADMSG;
+	r = cursor_seek(cur, si, cp, c->uoff, in, in_len);
+	if (r >= 0)
+		r = cursor_read(cur, in, c->uoff, out, size);
+	if (r < 0)
+		cursor_stop(cur);  /* a failed inflate is no place to go on from */
+	return r;
+}
+
+int seek_index_chunk_decode(const struct seek_index *si, uint64_t blob_offset, const char *digest,
+			    uint64_t size, const void *in, size_t in_len, void *out)
+{
+	return seek_index_chunk_decode_at(si, NULL, blob_offset, digest, size, in, in_len, out);
 }

@@ -90,3 +90,16 @@ int seek_index_foreach(const struct seek_index *si,
  * the digest of what comes out. */
 int seek_index_chunk_decode(const struct seek_index *si, uint64_t blob_offset, const char *digest,
 			    uint64_t size, const void *in, size_t in_len, void *out);
+
+/* Where the last inflate from a checkpoint stopped, so that the next chunk of the same span,
+ * further on, continues from there instead of inflating from the checkpoint again: reading the
+ * files of a span one after another costs one pass over it, not one per file.  One per thread;
+ * the @in of successive calls must hold the same bytes from the same blob offset. */
+struct seek_cursor;
+int seek_cursor_new(struct seek_cursor **ret);
+struct seek_cursor *seek_cursor_free(struct seek_cursor *cur);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct seek_cursor *, seek_cursor_free);
+/* seek_index_chunk_decode() through @cur (may be NULL). */
+int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *cur,
+			       uint64_t blob_offset, const char *digest, uint64_t size,
+			       const void *in, size_t in_len, void *out);
