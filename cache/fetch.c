@@ -1671,6 +1671,11 @@ int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index 
 	return 0;
 }
 
+bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer)
+{
+	return layer < f->n_layers && f->layers[layer].seek;
+}
+
 static void fetcher_done(struct fetcher *f)
 {
 	/* Nobody waits for what is still in flight any more (the mount is gone). */

@@ -157,3 +157,6 @@ void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret);
 /* Layer @layer's chunks are cut from the blob by @si (taken: freed with the fetcher, or at
  * once on failure).  Call before the first fetch.  -EINVAL for a layer out of range. */
 int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index *si);
+/* Whether layer @layer is read through a seek index: its chunks of one span all start at the
+ * span's checkpoint, and a request for one brings every chunk of the span before it. */
+bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer);
