@@ -144,12 +144,17 @@ int seek_layer_import(struct cache *c, const struct layer_desc *l)
 	return r < 0 ? r : 1;
 }
 
-static bool layer_from_seek_index(struct cache *c, const struct layer_desc *l)
+bool seek_layer_is_lazy(struct index_db *db, const struct layer_desc *l)
 {
 	_cleanup_free_ char *format = NULL;
 
-	return seek_layer_eligible(l) && index_db_layer_get_format(c->db, l->digest, &format) >= 0 &&
+	return seek_layer_eligible(l) && index_db_layer_get_format(db, l->digest, &format) >= 0 &&
 	       streq(format, LAYER_FORMAT_GZIP_INDEX);
+}
+
+static bool layer_from_seek_index(struct cache *c, const struct layer_desc *l)
+{
+	return seek_layer_is_lazy(c->db, l);
 }
 
 const char *seek_layer_served(struct cache *c, const struct layer_desc *l)

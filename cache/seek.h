@@ -43,6 +43,9 @@ int seek_drop(struct cache *c, const char *layer_digest);
  * 0 when there is no usable index (the layer is then read whole), -errno. */
 int seek_layer_import(struct cache *c, const struct layer_desc *l);
 
+/* Whether layer @l is indexed from its seek index (format LAYER_FORMAT_GZIP_INDEX), by @db. */
+bool seek_layer_is_lazy(struct index_db *db, const struct layer_desc *l);
+
 /* How layer @l of a pulled image is served: "eager" (read whole), "estargz", "zstd:chunked"
  * or "gzip-index" (read lazily through its seek index); a static string. */
 const char *seek_layer_served(struct cache *c, const struct layer_desc *l);

@@ -255,3 +255,26 @@ def test_malformed_index_is_refused_at_pull(lazyroot, registry, mountpoint, dama
     db = str(lazyroot.cache_dir / "index.db")
     # the refused index is gone; the layer read whole built a trusted one on the way
     assert sqlite(db, "SELECT trusted FROM seek_indexes WHERE layer = ?", (layer,)) == [(1,)]
+
+
+def test_prewarm_completes_an_indexed_layer(lazyroot, registry, mountpoint):
+    """prewarm fetches every chunk of a layer read through its seek index: a mount after it
+    reads the whole tree without a request."""
+    name = "oci-gzip"
+    ref, layout = registry.ref(name), registry.layout(name)
+    _index_then_forget_layers(lazyroot, ref)
+    r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
+    assert r.ok, str(r)
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+        assert all(_read_all(mountpoint, layout).values())
+        s = _stats(lazyroot, mountpoint)
+        assert s["requests"] == 0 and s["bytes_fetched"] == 0, s
+        assert s["chunks_cached"] > 0, s
+    finally:
+        assert lazyroot.umount(mountpoint).ok
