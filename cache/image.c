@@ -601,6 +601,14 @@ static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc
 	return w ? layer_writer_set_diff_id(w, got) : 0;
 }
 
+/* Whether the cache holds a seek index of @layer built here. */
+static bool seek_trusted(struct cache *c, const struct layer_desc *layer)
+{
+	bool trusted = false;
+
+	return index_db_seek_get(c->db, layer->digest, NULL, &trusted) == 0 && trusted;
+}
+
 /* Keeps the seek index a layer's import built on the way (no extra download): a failure only
  * means the layer gets none. */
 static int seek_finish(struct cache *c, const struct layer_desc *layer, struct seek_builder *sb,
@@ -614,6 +622,8 @@ static int seek_finish(struct cache *c, const struct layer_desc *layer, struct s
 	r = seek_builder_finish(sb, layer->digest, layer->size, tar_size, &buf, &len);
 	if (r >= 0)
 		r = seek_store_built(c, layer->digest, buf, len, digest);
+	if (r >= 0 && seek_only)
+		r = seek_layer_reindex(c, layer);
 	if (r >= 0 || !seek_only) {
 		if (r < 0)
 			log_debug_errno(r, "layer '%s' gets no seek index: %s", layer->digest,
@@ -734,7 +744,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	/* Another process may have imported it (or its seek index) while we waited for the
 	 * lock; a gzip layer with a seek index is indexed from it, lazily, with no download. */
 	if (seek_only)
-		r = index_db_seek_get(c->db, layer->digest, NULL, NULL) == 0;
+		r = seek_trusted(c, layer);
 	else
 		r = index_db_layer_is_indexed(c->db, layer->digest);
 	if (r == 0 && !seek_only)
@@ -1026,7 +1036,8 @@ int image_index_layers(struct cache *c, const struct reference *ref, const struc
 	for (size_t i = 0; i < m->n_layers && r >= 0; i++) {
 		const struct layer_desc *l = &m->layers[i];
 
-		if (!seek_layer_eligible(l) || index_db_seek_get(c->db, l->digest, NULL, NULL) == 0)
+		/* An index from elsewhere is replaced by one built from the verified layer. */
+		if (!seek_layer_eligible(l) || seek_trusted(c, l))
 			continue;
 		r = p.reg ? 0 : pull_source_new(ref, &p.ro, &p.reg, err);
 		if (r >= 0)

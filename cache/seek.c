@@ -107,6 +107,18 @@ void seek_failed_drop(void *cache_dir, const char *layer_digest)
 				  layer_digest, (const char *)cache_dir);
 }
 
+int seek_layer_reindex(struct cache *c, const struct layer_desc *l)
+{
+	int r;
+
+	if (!seek_layer_is_lazy(c->db, l))
+		return 0;
+	r = index_db_layer_delete(c->db, l->digest);
+	if (r >= 0)
+		r = seek_layer_import(c, l);
+	return r < 0 ? r : 0;
+}
+
 static int writer_add(void *userdata, const struct entry *e)
 {
 	return layer_writer_add(userdata, e);

@@ -22,6 +22,10 @@ bool seek_layer_eligible(const struct layer_desc *l);
 int seek_store_built(struct cache *c, const char *layer_digest, const void *buf, size_t len,
 		     char ret_digest[DIGEST_STRING_MAX]);
 
+/* After seek_store_built() replaced the index of @l: a layer indexed from the index it
+ * replaced is indexed again from the new one (the old one may have lied about names). */
+int seek_layer_reindex(struct cache *c, const struct layer_desc *l);
+
 /* Keeps an index that came from elsewhere (a registry, a file) for layer @layer_digest of
  * @layer_size compressed bytes, after seek_index_parse() accepted it: untrusted, so its chunks
  * are checked on every read and a mismatch drops it (docs/security.md, "Seek indexes").

@@ -278,3 +278,27 @@ def test_prewarm_completes_an_indexed_layer(lazyroot, registry, mountpoint):
         assert s["chunks_cached"] > 0, s
     finally:
         assert lazyroot.umount(mountpoint).ok
+
+
+def test_index_replaces_an_untrusted_index(lazyroot, registry):
+    """`lazyroot index` reads a layer whose index came from elsewhere and keeps its own."""
+    name = "oci-gzip"
+    ref, layout = registry.ref(name), registry.layout(name)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    untrusted = _replace_index(lazyroot, layer, _wrong_bits)
+    r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
+    assert r.ok, str(r)
+    db = str(lazyroot.cache_dir / "index.db")
+    rows = sqlite(db, "SELECT digest, trusted FROM seek_indexes WHERE layer = ?", (layer,))
+    assert len(rows) == 1 and rows[0][1] == 1 and rows[0][0] != untrusted, rows
+    # the layer's entries come from the new index: every file reads right
+    mnt = lazyroot.mountpoint
+    r = lazyroot.mount(ref, mnt, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        assert all(_read_all(mnt, layout).values())
+        diffs = compare_with_oracle(mnt, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mnt).ok
