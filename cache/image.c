@@ -601,6 +601,25 @@ static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc
 	return w ? layer_writer_set_diff_id(w, got) : 0;
 }
 
+/* The indexer stored the files unsynced: one syncfs makes them all durable before the index
+ * names them in one transaction.  Always frees @w. */
+static int layer_commit(struct cache *c, struct layer_writer *w, const struct layer_desc *layer,
+			enum pull_failure *err)
+{
+	int r;
+
+	r = blob_store_sync(c->bs);
+	if (r < 0) {
+		layer_writer_abort(w);
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
+	}
+	r = layer_writer_commit(w);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
+				 layer->digest, c->dir);
+	return 0;
+}
+
 /* Whether the cache holds a seek index of @layer built here. */
 static bool seek_trusted(struct cache *c, const struct layer_desc *layer)
 {
@@ -700,20 +719,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	r = layer_diff_id_verdict(w, layer, config_digest, diff_id, got_diff_id, err);
 	if (r >= 0 && sb)
 		r = seek_finish(c, layer, sb, tar_size, seek_only, err);
-	if (r < 0 || seek_only)
-		goto finish;
-
-	/* The indexer stored the files unsynced: one syncfs makes them all durable before the
-	 * index names them. */
-	r = blob_store_sync(c->bs);
-	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
-		goto finish;
-	}
-	r = layer_writer_commit(TAKE_PTR(w));
-	if (r < 0)
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
-			      layer->digest, c->dir);
+	if (r >= 0 && !seek_only)
+		r = layer_commit(c, TAKE_PTR(w), layer, err);
 finish:
 	if (r < 0) {
 		layer_writer_abort(w);
