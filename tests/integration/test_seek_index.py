@@ -302,3 +302,29 @@ def test_index_replaces_an_untrusted_index(lazyroot, registry):
         assert not diffs, "\n".join(diffs)
     finally:
         assert lazyroot.umount(mnt).ok
+
+
+@pytest.mark.parametrize("transport", ["oci", "oci-archive"])
+def test_local_images_mount_from_their_index(lazyroot, test_dir, mountpoint, transport):
+    """A local layout or archive keeps its seek indexes in the cache and mounts from them, read
+    in place by offset."""
+    import subprocess
+    import conftest
+    layout = conftest.FIXTURES / "oci-gzip"
+    if transport == "oci":
+        ref = "oci:%s:edge" % layout
+    else:
+        archive = test_dir / "x.tar"
+        subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+        ref = "oci-archive:%s:edge" % archive
+    _index_then_forget_layers(lazyroot, ref)
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        assert all(_read_all(mountpoint, str(layout)).values())
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
