@@ -39,6 +39,7 @@
 #define MAX_CHUNKS (1U << 24)
 #define NO_LINK UINT32_MAX
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 struct bytes {
 	uint8_t *p;
@@ -74,6 +75,7 @@ struct seek_builder {
 	bool in_file;
 	uint64_t data_off, pos, chunk_start;
 	size_t file_first_chunk, next_cp;
+	uint64_t last_cend;
 	struct digest_ctx *hash;
 };
 
@@ -275,9 +277,12 @@ static int chunk_end(struct seek_builder *b)
 	rec = bytes_append(&b->chunks, NULL, CHUNK_SIZE);
 	if (!rec)
 		return -ENOMEM;
+	/* Strictly increasing (a byte more costs nothing), so that a span's chunks sorted by
+	 * their range are in stream order: the fetcher inflates them in one pass. */
+	b->last_cend = MAX(progress_coff(b, b->pos), b->last_cend + 1);
 	put_u64(rec, b->chunk_start);
 	put_u64(rec + 8, b->pos - b->chunk_start);
-	put_u64(rec + 16, progress_coff(b, b->pos));
+	put_u64(rec + 16, b->last_cend);
 	(void)digest_parse_sha256(digest, rec + 24);
 	b->n_chunks++;
 	b->chunk_start = b->pos;
@@ -513,6 +518,10 @@ int seek_builder_finish(struct seek_builder *b, const char *layer_digest, uint64
 	r = spans_check(b, tar_size);
 	if (r < 0)
 		return r;
+	/* The last chunks' ends, made distinct, may pass the blob's end. */
+	for (size_t i = 0; i < b->n_chunks; i++)
+		if (get_u64(b->chunks.p + i * CHUNK_SIZE + 16) > blob_size)
+			put_u64(b->chunks.p + i * CHUNK_SIZE + 16, blob_size);
 	r = body_build(b, layer, blob_size, tar_size, &body);
 	if (r >= 0 && body.n > SEEK_INDEX_MAX)
 		r = error_set(-EFBIG, "the seek index would be larger than %llu MiB",
