@@ -129,6 +129,8 @@ static uint8_t *bytes_append(struct bytes *b, const void *src, size_t n)
 {
 	uint8_t *p;
 
+	if (n == 0)  /* nothing to copy (memcpy wants a buffer even then): any non-NULL will do */
+		return b->p ? b->p + b->n : (uint8_t *)b;
 	if (b->n + n < b->n || greedy_realloc((void **)&b->p, &b->allocated, b->n + n, 1) < 0)
 		return NULL;
 	p = b->p + b->n;
