@@ -88,6 +88,11 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 		return parse_size(value, &cfg->layer.max_expanded) < 0 ? -EINVAL : 0;
 	if (streq(key, "layer-max-ratio"))
 		return parse_size(value, &cfg->layer.max_ratio) < 0 ? -EINVAL : 0;
+	if (streq(key, "seek-index-on-pull")) {
+		if (!streq(value, "yes") && !streq(value, "no"))
+			return -EINVAL;
+		cfg->seek_index_on_pull = streq(value, "yes");
+	}
 	return 0;
 }
 

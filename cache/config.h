@@ -1,10 +1,13 @@
 /* cache/config.h: the configuration file, /etc/lazyroot/lazyroot.conf or $LAZYROOT_CONFIG:
  * `key = value` lines, `#` starts a comment line, blank lines are ignored.  Known keys:
  * max-size (the cache size `lazyroot gc` and the automatic gc keep to, see parse_size());
- * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h).
+ * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h);
+ * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
+ * index, cache/seek.h; default no).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cache/format/layer_tar.h"
@@ -12,6 +15,7 @@
 struct config {
 	uint64_t max_size;              /* 0 when unset */
 	struct layer_limits layer;      /* the defaults where unset; .source is the file's path */
+	bool seek_index_on_pull;
 };
 
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */

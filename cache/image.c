@@ -657,16 +657,23 @@ static int seek_finish(struct cache *c, const struct layer_desc *layer, struct s
 			 "'%s'", layer->digest, c->dir);
 }
 
+/* What a layer's import does with its seek index. */
+enum seek_mode {
+	SEEK_OFF,       /* nothing */
+	SEEK_ALSO,      /* builds and keeps it on the way, when it is a gzip tar layer */
+	SEEK_ONLY,      /* only that: the layer's files are hashed, not stored or indexed */
+};
+
 /* One try at importing @layer: streamed through the indexer, verified, committed, its seek
- * index built on the way when it is a gzip tar layer.  With @seek_only, only the seek index is
- * built and kept (the layer's files are hashed, not stored).  On failure nothing of it is
- * kept; *ret_bad: its bytes failed verification. */
+ * index built on the way as @seek says.  On failure nothing of it is kept; *ret_bad: its
+ * bytes failed verification. */
 static int layer_import_try(struct cache *c, struct source *reg, const struct pull_options *o,
 			    const struct layer_limits *limits, const struct layer_desc *layer,
 			    const char *config_digest,
-			    const char *diff_id, unsigned index, unsigned n_layers, bool seek_only,
+			    const char *diff_id, unsigned index, unsigned n_layers, enum seek_mode seek,
 			    enum pull_failure *err, bool *ret_bad)
 {
+	bool seek_only = seek == SEEK_ONLY;
 	char got_diff_id[DIGEST_STRING_MAX] = "";
 	_cleanup_close_ int read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
@@ -684,7 +691,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
-	r = seek_layer_eligible(layer) ? seek_builder_new(SEEK_SPAN_DEFAULT, &sb) : 0;
+	r = seek != SEEK_OFF && seek_layer_eligible(layer) ? seek_builder_new(SEEK_SPAN_DEFAULT, &sb)
+							      : 0;
 	if (r >= 0 && !seek_only)
 		r = index_db_layer_begin(c->db, layer->digest, layer->media_type, &w);
 	if (r < 0)
@@ -737,8 +745,9 @@ finish:
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_limits *limits, const struct layer_desc *layer,
 			const char *config_digest, const char *diff_id, unsigned index,
-			unsigned n_layers, bool seek_only, enum pull_failure *err)
+			unsigned n_layers, enum seek_mode seek, enum pull_failure *err)
 {
+	bool seek_only = seek == SEEK_ONLY;
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct blob_retry rt = {};
 	bool bad;
@@ -760,7 +769,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	for (;;) {
 		r = layer_import_try(c, reg, o, limits, layer, config_digest, diff_id, index,
-				     n_layers, seek_only, err, &bad);
+				     n_layers, seek, err, &bad);
 		if (r >= 0 && rt.chosen)
 			error_clear();  /* a failed try's message is no failure of the pull */
 		if (r >= 0 || !bad || !source_retry_bad(reg, &rt))
@@ -961,7 +970,10 @@ static int pull_layers(struct pull *p, struct image *img)
 			have_cfg = true;
 		}
 		r = layer_import(p->c, p->reg, p->o, &cfg.layer, l, m->config_digest,
-				 img->config->diff_ids[i], i + 1, m->n_layers, false, p->err);
+				 img->config->diff_ids[i], i + 1, m->n_layers,
+				 p->o->build_seek_index || cfg.seek_index_on_pull ? SEEK_ALSO :
+										    SEEK_OFF,
+				 p->err);
 		if (r < 0)
 			return r;
 	}
@@ -1049,7 +1061,7 @@ int image_index_layers(struct cache *c, const struct reference *ref, const struc
 		r = p.reg ? 0 : pull_source_new(ref, &p.ro, &p.reg, err);
 		if (r >= 0)
 			r = layer_import(c, p.reg, o, &cfg.layer, l, m->config_digest,
-					 img->config->diff_ids[i], i + 1, m->n_layers, true, err);
+					 img->config->diff_ids[i], i + 1, m->n_layers, SEEK_ONLY, err);
 	}
 	if (r < 0 && *err == PULL_FAILURE_NONE)
 		*err = PULL_FAILURE_CACHE;

@@ -34,6 +34,9 @@ struct pull_options {
 	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 			 uint64_t total);
 	void *progress_userdata;
+	/* Keep the seek index of every tar+gzip layer read whole (as the config file's
+	 * seek-index-on-pull does): `lazyroot index` sets it. */
+	bool build_seek_index;
 };
 
 struct image {

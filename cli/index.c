@@ -85,7 +85,8 @@ int verb_index(int argc, char **argv)
 	if (r < 0)
 		goto finish;
 	po = (struct pull_options) { .platform = req.platform, .policy = req.policy,
-				     .registry = mount_request_registry_options(&req) };
+				     .registry = mount_request_registry_options(&req),
+				     .build_seek_index = true };
 	r = image_pull(cache, ref, &po, &img, &failure);
 	if (r >= 0)
 		r = image_index_layers(cache, ref, &po, img, &failure);

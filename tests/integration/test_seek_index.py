@@ -95,11 +95,19 @@ def _regular_files(root):
                 yield p
 
 
-def test_full_pull_builds_the_index_on_the_way(lazyroot, registry, mountpoint):
-    """An eager mount of an unindexed gzip image keeps the seek indexes (no extra download),
-    and says how its layers are served."""
+def test_full_pull_builds_the_index_on_the_way(lazyroot, registry, mountpoint, test_dir):
+    """With seek-index-on-pull, an eager mount of an unindexed gzip image keeps the seek
+    indexes (no extra download), and says how its layers are served; without it, none."""
     ref = registry.ref("docker-v2s2-gzip")
+    db = str(lazyroot.cache_dir / "index.db")
     r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    assert lazyroot.umount(mountpoint).ok
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes")[0][0] == 0
+    assert lazyroot.run("rm", "--cache-dir", str(lazyroot.cache_dir), ref).ok
+    conf = test_dir / "lazyroot.conf"
+    conf.write_text("seek-index-on-pull = yes\n")
+    r = lazyroot.mount(ref, mountpoint, env={"LAZYROOT_CONFIG": str(conf)})
     assert r.ok, str(r)
     try:
         s = _stats(lazyroot, mountpoint)
@@ -107,7 +115,6 @@ def test_full_pull_builds_the_index_on_the_way(lazyroot, registry, mountpoint):
         assert s["pull_bytes"] > 0
     finally:
         assert lazyroot.umount(mountpoint).ok
-    db = str(lazyroot.cache_dir / "index.db")
     layers = _layer_digests(registry.layout("docker-v2s2-gzip"))
     kept = {l for (l,) in sqlite(db, "SELECT layer FROM seek_indexes WHERE trusted = 1")}
     assert kept == set(layers), (kept, layers)
@@ -253,8 +260,8 @@ def test_malformed_index_is_refused_at_pull(lazyroot, registry, mountpoint, dama
     finally:
         assert lazyroot.umount(mountpoint).ok
     db = str(lazyroot.cache_dir / "index.db")
-    # the refused index is gone; the layer read whole built a trusted one on the way
-    assert sqlite(db, "SELECT trusted FROM seek_indexes WHERE layer = ?", (layer,)) == [(1,)]
+    # the refused index is gone (a pull keeps none unless seek-index-on-pull says so)
+    assert sqlite(db, "SELECT trusted FROM seek_indexes WHERE layer = ?", (layer,)) == []
 
 
 def test_prewarm_completes_an_indexed_layer(lazyroot, registry, mountpoint):
