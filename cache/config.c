@@ -137,6 +137,11 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 		return parse_duration(value, &cfg->artifacts.ttl_s) < 0 ? -EINVAL : 0;
 	if (streq(key, "artifact-miss-ttl"))
 		return parse_duration(value, &cfg->artifacts.miss_ttl_s) < 0 ? -EINVAL : 0;
+	if (streq(key, "seek-index-on-pull")) {
+		if (!streq(value, "yes") && !streq(value, "no"))
+			return -EINVAL;
+		cfg->seek_index_on_pull = streq(value, "yes");
+	}
 	return 0;
 }
 

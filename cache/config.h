@@ -4,9 +4,12 @@
  * layer-max-expanded and layer-max-ratio (what one tar layer may expand to, layer_tar.h);
  * artifact-repository, artifact-ttl and artifact-miss-ttl (where artifacts that refer to an
  * image are published and looked up, and how long answers are kept: artifact_cache.h).
+ * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
+ * index, cache/seek.h; default no).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cache/format/layer_tar.h"
@@ -16,6 +19,7 @@ struct config {
 	uint64_t max_size;              /* 0 when unset */
 	struct layer_limits layer;      /* the defaults where unset; .source is the file's path */
 	struct artifact_config artifacts;  /* the defaults where unset */
+	bool seek_index_on_pull;
 };
 
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */

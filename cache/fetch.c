@@ -150,6 +150,8 @@ struct fetcher {
 	bool store_only;                          /* fetcher_options.store_only */
 	int (*make_room)(void *userdata, uint64_t need);  /* fetcher_options.make_room */
 	void *make_room_userdata;
+	void (*seek_failed)(void *userdata, const char *layer);  /* fetcher_options.seek_failed */
+	void *seek_failed_userdata;
 	char *cache_dir;                          /* for messages; may be NULL */
 	long timeout_ms;                          /* of one fetcher_ensure() call */
 	uint64_t request_max;                     /* of one Range request of an ensure */
@@ -670,19 +672,66 @@ static void store_check_room(struct fetcher *f)
 	}
 }
 
+/* A seek index that yields a chunk that is not what it says is not trusted again: the layer's
+ * later chunks fail, and the owner forgets the index (fetcher_options.seek_failed). */
+static int seek_chunk_failed(struct fetcher *f, struct fetch_layer *l, int r)
+{
+	if (!__atomic_exchange_n(&l->seek_failed, true, __ATOMIC_RELAXED)) {
+		log_warning("a chunk of layer '%s' does not match its seek index, which is dropped: "
+			    "the layer will be read whole", l->digest);
+		if (f->seek_failed)
+			f->seek_failed(f->seek_failed_userdata, l->digest);
+	}
+	return r;
+}
+
+static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out);
+
+/* store_chunk() for a layer read through its seek index: inflated from its checkpoint. */
+static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
+			    void *out, struct seek_cursor *cur)
+{
+	struct fetch_layer *l = &f->layers[c->layer];
+	int r;
+
+	if (__atomic_load_n(&l->seek_failed, __ATOMIC_RELAXED))
+		return -EIO;
+	r = seek_index_chunk_decode_at(l->seek, cur, c->blob_offset, c->digest, c->size, in,
+				       c->blob_length, out);
+	if (r < 0) {
+		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
+				c->digest, l->digest);
+		return seek_chunk_failed(f, l, -EIO);
+	}
+	r = store_chunk_verified(f, c, out);
+	return r == -EBADMSG ? seek_chunk_failed(f, l, -EIO) : r;
+}
+
 /* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
  * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
 static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-		       void *out)
+		       void *out, struct seek_cursor *cur)
+{
+	const struct fetch_layer *l = &f->layers[c->layer];
+	int r;
+
+	if (l->seek)
+		return store_seek_chunk(f, c, in, out, cur);
+	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
+	if (r < 0)
+		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
+				       c->digest, (unsigned long long)c->blob_offset, l->digest);
+	return store_chunk_verified(f, c, out);
+}
+
+/* Stores a chunk's decompressed bytes @out, which the blob store hashes against its digest:
+ * -EBADMSG when they do not match. */
+static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
 	uint64_t avail;
 	int r;
 
-	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
-	if (r < 0)
-		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
-				       c->digest, (unsigned long long)c->blob_offset, l->digest);
 	/* Evicting needs some room itself (the index's WAL grows before rows go), so it is asked
 	 * for before the file system is full; and a chunk never takes the last STORE_RESERVE
 	 * bytes, so that `lazyroot gc`, `rm` and `images` can still open the index. */
@@ -719,6 +768,7 @@ struct run_sink {
 	uint8_t *win;
 	size_t win_alloc;
 	void *out;               /* one chunk's decompressed bytes */
+	struct seek_cursor *cursor;  /* seek index layers: where the last inflate stopped */
 	unsigned failed;
 	bool exhausted;          /* the source has no try left for bytes that failed */
 	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
@@ -765,7 +815,8 @@ static void run_store_ready(struct run_sink *s)
 
 		if (j->c.blob_offset + j->c.blob_length > s->pos)
 			break;
-		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out);
+		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out,
+				s->cursor);
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
@@ -943,6 +994,10 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
 	s.out = malloc(out_max);
+	if (s.out && f->layers[jobs[0].c.layer].seek && seek_cursor_new(&s.cursor) < 0) {
+		free(s.out);
+		s.out = NULL;
+	}
 	if (!s.out)
 		log_debug("fetching %llu bytes of layer '%s' failed: out of memory",
 			  (unsigned long long)(end - s.pos), f->layers[jobs[0].c.layer].digest);
@@ -961,6 +1016,7 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 			run_complete(&s, &jobs[i], -EIO);
 	free(s.win);
 	free(s.out);
+	seek_cursor_free(s.cursor);
 	return s.failed;
 }
 
@@ -998,6 +1054,10 @@ static int job_compare(const void *a, const void *b)
 		return x->c.layer < y->c.layer ? -1 : 1;
 	if (x->c.blob_offset != y->c.blob_offset)
 		return x->c.blob_offset < y->c.blob_offset ? -1 : 1;
+	/* Chunks of one seek index span start at its checkpoint: the nearer end first, so that
+	 * they are inflated in one pass (seek_cursor). */
+	if (x->c.blob_length != y->c.blob_length)
+		return x->c.blob_length < y->c.blob_length ? -1 : 1;
 	return 0;
 }
 
@@ -1623,6 +1683,8 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 	f->store_only = o && o->store_only;
 	f->make_room = o ? o->make_room : NULL;
 	f->make_room_userdata = o ? o->make_room_userdata : NULL;
+	f->seek_failed = o ? o->seek_failed : NULL;
+	f->seek_failed_userdata = o ? o->seek_failed_userdata : NULL;
 	if (o && o->cache_dir) {
 		f->cache_dir = strdup(o->cache_dir);
 		if (!f->cache_dir)
@@ -1679,6 +1741,22 @@ int fetcher_new_for_image(const struct reference *ref, const struct manifest *m,
 	return fetcher_new(src, o, bs, layers, m->n_layers, ret);
 }
 
+int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index *si)
+{
+	if (layer >= f->n_layers) {
+		seek_index_free(si);
+		return -EINVAL;
+	}
+	seek_index_free(f->layers[layer].seek);
+	f->layers[layer].seek = si;
+	return 0;
+}
+
+bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer)
+{
+	return layer < f->n_layers && f->layers[layer].seek;
+}
+
 static void fetcher_done(struct fetcher *f)
 {
 	/* Nobody waits for what is still in flight any more (the mount is gone). */
@@ -1714,8 +1792,10 @@ static void fetcher_done(struct fetcher *f)
 	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
 		assert(!f->flights[i]);
 
-	for (size_t i = 0; i < f->n_layers; i++)
+	for (size_t i = 0; i < f->n_layers; i++) {
 		free((char *)f->layers[i].digest);
+		seek_index_free(f->layers[i].seek);
+	}
 	free(f->layers);
 	free(f->queue);
 	digest_set_done(&f->queued);

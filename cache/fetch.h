@@ -19,6 +19,7 @@
 #include "cache/store/blob_store.h"
 #include "cache/base/digest.h"
 #include "cache/format/layer_lazy.h"
+#include "cache/format/seek_index.h"
 #include "cache/format/manifest.h"
 #include "cache/registry/range_source.h"
 #include "cache/registry/source.h"
@@ -30,6 +31,10 @@ struct fetch_layer {
 	const char *digest;                 /* the layer blob, for Range requests */
 	enum layer_compression compression; /* gzip (eStargz) or zstd (zstd:chunked) */
 	uint64_t size;                      /* blob size: no range may pass it */
+	/* A tar+gzip layer read through its seek index (cache/seek.h): chunks are inflated from
+	 * the index's checkpoints.  Owned by the fetcher (fetcher_set_seek_index()). */
+	struct seek_index *seek;
+	bool seek_failed;   /* internal: a chunk of @seek failed, the layer is read no more */
 };
 
 struct fetch_chunk {
@@ -77,6 +82,12 @@ struct fetcher_options {
 	 * once), 0 if not, -errno.  NULL: nothing to evict. */
 	int (*make_room)(void *userdata, uint64_t need);
 	void *make_room_userdata;
+	/* Called (from a fetching thread, once per layer) when a chunk of a layer read through
+	 * its seek index does not inflate to its digest: the index lied (or the bytes were
+	 * wrong), so the caller forgets it and the layer is read whole from the next pull.  The
+	 * fetcher fails every later chunk of that layer.  NULL: nothing to do. */
+	void (*seek_failed)(void *userdata, const char *layer_digest);
+	void *seek_failed_userdata;
 	/* The cache directory, for the message a full store logs; copied.  May be NULL. */
 	const char *cache_dir;
 	/* Prewarm: a chunk the store has no room for only fails its call with -ENOSPC; it is
@@ -146,3 +157,10 @@ void fetcher_note_hit(struct fetcher *f);
 int fetcher_prefetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n);
 
 void fetcher_get_stats(struct fetcher *f, struct fetch_stats *ret);
+
+/* Layer @layer's chunks are cut from the blob by @si (taken: freed with the fetcher, or at
+ * once on failure).  Call before the first fetch.  -EINVAL for a layer out of range. */
+int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index *si);
+/* Whether layer @layer is read through a seek index: its chunks of one span all start at the
+ * span's checkpoint, and a request for one brings every chunk of the span before it. */
+bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer);

@@ -18,6 +18,7 @@
 #include "cache/gc.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
+#include "cache/seek.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/source.h"
@@ -637,21 +638,88 @@ static int layer_diff_id_verdict(struct layer_writer *w, const struct layer_desc
 				 "layer %s failed verification: its uncompressed content is %s, the "
 				 "config %s says %s: nothing of it was kept", layer->digest, got,
 				 config_digest, want);
-	return layer_writer_set_diff_id(w, got);
+	return w ? layer_writer_set_diff_id(w, got) : 0;
 }
 
-/* One try at importing @layer: streamed through the indexer, verified, committed.  On failure
- * nothing of it is kept; *ret_bad: its bytes failed verification. */
+/* The indexer stored the files unsynced: one syncfs makes them all durable before the index
+ * names them in one transaction.  Always frees @w. */
+static int layer_commit(struct cache *c, struct layer_writer *w, const struct layer_desc *layer,
+			enum pull_failure *err)
+{
+	int r;
+
+	r = blob_store_sync(c->bs);
+	if (r < 0) {
+		layer_writer_abort(w);
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
+	}
+	r = layer_writer_commit(w);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
+				 layer->digest, c->dir);
+	return 0;
+}
+
+/* Whether the cache holds a seek index of @layer built here. */
+static bool seek_trusted(struct cache *c, const struct layer_desc *layer)
+{
+	bool trusted = false;
+
+	return index_db_seek_get(c->db, layer->digest, NULL, &trusted) == 0 && trusted;
+}
+
+/* Keeps the seek index a layer's import built on the way (no extra download): a failure only
+ * means the layer gets none. */
+static int seek_finish(struct cache *c, const struct layer_desc *layer, struct seek_builder *sb,
+		       uint64_t tar_size, bool seek_only, enum pull_failure *err)
+{
+	_cleanup_free_ void *buf = NULL;
+	char digest[DIGEST_STRING_MAX];
+	size_t len;
+	int r;
+
+	r = seek_builder_finish(sb, layer->digest, layer->size, tar_size, &buf, &len);
+	if (r >= 0)
+		r = seek_store_built(c, layer->digest, buf, len, digest);
+	if (r >= 0 && seek_only)
+		r = seek_layer_reindex(c, layer);
+	if (r >= 0 || !seek_only) {
+		if (r < 0)
+			log_debug_errno(r, "layer '%s' gets no seek index: %s", layer->digest,
+					error_message() ?: "cannot store it");
+		error_clear();
+		return 0;
+	}
+	if (error_message())
+		return pull_kept(err, PULL_FAILURE_CACHE,
+				 error_wrap(r, "cannot index layer '%s'", layer->digest));
+	return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot keep the seek index of layer '%s' in "
+			 "'%s'", layer->digest, c->dir);
+}
+
+/* What a layer's import does with its seek index. */
+enum seek_mode {
+	SEEK_OFF,       /* nothing */
+	SEEK_ALSO,      /* builds and keeps it on the way, when it is a gzip tar layer */
+	SEEK_ONLY,      /* only that: the layer's files are hashed, not stored or indexed */
+};
+
+/* One try at importing @layer: streamed through the indexer, verified, committed, its seek
+ * index built on the way as @seek says.  On failure nothing of it is kept; *ret_bad: its
+ * bytes failed verification. */
 static int layer_import_try(struct cache *c, struct source *reg, const struct pull_options *o,
 			    const struct layer_limits *limits, const struct layer_desc *layer,
 			    const char *config_digest,
-			    const char *diff_id, unsigned index, unsigned n_layers,
+			    const char *diff_id, unsigned index, unsigned n_layers, enum seek_mode seek,
 			    enum pull_failure *err, bool *ret_bad)
 {
+	bool seek_only = seek == SEEK_ONLY;
 	char got_diff_id[DIGEST_STRING_MAX] = "";
 	_cleanup_close_ int read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
+	_cleanup_(seek_builder_freep) struct seek_builder *sb = NULL;
 	struct layer_writer *w = NULL;
+	uint64_t tar_size = 0;
 	struct layer_stream s = {
 		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
 		.fd = -EBADF,
@@ -663,7 +731,10 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
-	r = index_db_layer_begin(c->db, layer->digest, layer->media_type, &w);
+	r = seek != SEEK_OFF && seek_layer_eligible(layer) ? seek_builder_new(SEEK_SPAN_DEFAULT, &sb)
+							      : 0;
+	if (r >= 0 && !seek_only)
+		r = index_db_layer_begin(c->db, layer->digest, layer->media_type, &w);
 	if (r < 0)
 		goto finish;
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
@@ -679,7 +750,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	}
 
 	error_clear();
-	r = layer_tar_index(read_fd, c->bs, limits, w, &created, got_diff_id);
+	r = layer_tar_index_seek(read_fd, seek_only ? NULL : c->bs, limits, w, &created, sb,
+				 got_diff_id, &tar_size);
 	/* A layer that does not parse is usually one whose bytes are not what the digest says:
 	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
 	 * next write fails with EPIPE). */
@@ -693,20 +765,10 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	if (r < 0)
 		goto finish;
 	r = layer_diff_id_verdict(w, layer, config_digest, diff_id, got_diff_id, err);
-	if (r < 0)
-		goto finish;
-
-	/* The indexer stored the files unsynced: one syncfs makes them all durable before the
-	 * index names them. */
-	r = blob_store_sync(c->bs);
-	if (r < 0) {
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot sync cache '%s'", c->dir);
-		goto finish;
-	}
-	r = layer_writer_commit(TAKE_PTR(w));
-	if (r < 0)
-		r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
-			      layer->digest, c->dir);
+	if (r >= 0 && sb)
+		r = seek_finish(c, layer, sb, tar_size, seek_only, err);
+	if (r >= 0 && !seek_only)
+		r = layer_commit(c, TAKE_PTR(w), layer, err);
 finish:
 	if (r < 0) {
 		layer_writer_abort(w);
@@ -723,8 +785,9 @@ finish:
 static int layer_import(struct cache *c, struct source *reg, const struct pull_options *o,
 			const struct layer_limits *limits, const struct layer_desc *layer,
 			const char *config_digest, const char *diff_id, unsigned index,
-			unsigned n_layers, enum pull_failure *err)
+			unsigned n_layers, enum seek_mode seek, enum pull_failure *err)
 {
+	bool seek_only = seek == SEEK_ONLY;
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct blob_retry rt = {};
 	bool bad;
@@ -734,13 +797,19 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot lock layer '%s' in '%s'",
 				 layer->digest, c->dir);
-	/* Another process may have imported it while we waited for the lock. */
-	r = index_db_layer_is_indexed(c->db, layer->digest);
+	/* Another process may have imported it (or its seek index) while we waited for the
+	 * lock; a gzip layer with a seek index is indexed from it, lazily, with no download. */
+	if (seek_only)
+		r = seek_trusted(c, layer);
+	else
+		r = index_db_layer_is_indexed(c->db, layer->digest);
+	if (r == 0 && !seek_only)
+		r = seek_layer_import(c, layer);
 	if (r != 0)
 		return r < 0 ? pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index") : 0;
 	for (;;) {
 		r = layer_import_try(c, reg, o, limits, layer, config_digest, diff_id, index,
-				     n_layers, err, &bad);
+				     n_layers, seek, err, &bad);
 		if (r >= 0 && rt.chosen)
 			error_clear();  /* a failed try's message is no failure of the pull */
 		if (r >= 0 || !bad || !source_retry_bad(reg, &rt))
@@ -961,7 +1030,10 @@ static int pull_layers(struct pull *p, struct image *img)
 			have_cfg = true;
 		}
 		r = layer_import(p->c, p->reg, p->o, &cfg.layer, l, m->config_digest,
-				 img->config->diff_ids[i], i + 1, m->n_layers, p->err);
+				 img->config->diff_ids[i], i + 1, m->n_layers,
+				 p->o->build_seek_index || cfg.seek_index_on_pull ? SEEK_ALSO :
+										    SEEK_OFF,
+				 p->err);
 		if (r < 0)
 			return r;
 	}
@@ -1024,4 +1096,36 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	}
 	*ret = TAKE_PTR(img);
 	return 0;
+}
+
+int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
+		       const struct image *img, enum pull_failure *err)
+{
+	_cleanup_(pull_done) struct pull p = {
+		.c = c, .ref = ref, .o = o, .ro = o->registry, .gc_lock_fd = -EBADF, .err = err,
+	};
+	const struct manifest *m = img->manifest;
+	struct config cfg = {};
+	int r;
+
+	*err = PULL_FAILURE_NONE;
+	r = pull_init(&p);
+	if (r >= 0)
+		r = cache_lock(c, LOCK_SH, &p.gc_lock_fd);
+	if (r >= 0)
+		r = pull_config(&p, &cfg);
+	for (size_t i = 0; i < m->n_layers && r >= 0; i++) {
+		const struct layer_desc *l = &m->layers[i];
+
+		/* An index from elsewhere is replaced by one built from the verified layer. */
+		if (!seek_layer_eligible(l) || seek_trusted(c, l))
+			continue;
+		r = p.reg ? 0 : pull_source_new(ref, &p.ro, &p.reg, err);
+		if (r >= 0)
+			r = layer_import(c, p.reg, o, &cfg.layer, l, m->config_digest,
+					 img->config->diff_ids[i], i + 1, m->n_layers, SEEK_ONLY, err);
+	}
+	if (r < 0 && *err == PULL_FAILURE_NONE)
+		*err = PULL_FAILURE_CACHE;
+	return r;
 }

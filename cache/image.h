@@ -34,6 +34,9 @@ struct pull_options {
 	void (*progress)(void *userdata, unsigned layer, unsigned n_layers, uint64_t done,
 			 uint64_t total);
 	void *progress_userdata;
+	/* Keep the seek index of every tar+gzip layer read whole (as the config file's
+	 * seek-index-on-pull does): `lazyroot index` sets it. */
+	bool build_seek_index;
 };
 
 struct image {
@@ -51,5 +54,11 @@ struct image {
  * unsupported media type application/x"; the message is cleared when the pull starts. */
 int image_pull(struct cache *c, const struct reference *ref, const struct pull_options *o,
 	       struct image **ret, enum pull_failure *ret_failure);
+/* Builds the seek index of every tar+gzip layer of @img (pulled) that has none in the cache,
+ * streaming each such layer once, its digest and diff_id verified on the way
+ * (cache/seek.h).  Layers a full pull imported have theirs already (built on the way).
+ * Failures as image_pull(); -EOPNOTSUPP (with the reason) for a layer that cannot have one. */
+int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
+		       const struct image *img, enum pull_failure *err);
 struct image *image_free(struct image *img);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct image *, image_free);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/seek.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
@@ -123,7 +124,8 @@ int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct ma
 	for (size_t i = 0; i < m->n_layers; i++) {
 		struct plan_builder b = { .p = p, .layer = (unsigned)i };
 
-		if (layer_format_detect(&m->layers[i]) == LAYER_FORMAT_TAR)
+		if (layer_format_detect(&m->layers[i]) == LAYER_FORMAT_TAR &&
+		    !seek_layer_is_lazy(db, &m->layers[i]))
 			continue;
 		r = index_db_layer_foreach(db, m->layers[i].digest, plan_add_entry, &b);
 		if (r < 0)

@@ -18,6 +18,7 @@
 #include "cache/format/layer_lazy.h"
 #include "cache/config.h"
 #include "cache/gc.h"
+#include "cache/seek.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
@@ -200,11 +201,12 @@ static int make_room(void *userdata, uint64_t need)
 
 /* Images with eStargz or zstd:chunked layers get a fetcher for the chunks not yet stored, and
  * the list of chunks to prefetch. */
-static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struct blob_store *bs,
+static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struct cache *cache,
 		      const struct image *img, const struct fs_tree *tree)
 {
 	const struct manifest *m = img->manifest;
-	bool lazy = false;
+	struct blob_store *bs = cache->bs;
+	bool lazy = seek_image_is_lazy(cache, m) > 0;  /* gzip layers with a seek index */
 	int r;
 
 	for (size_t i = 0; i < m->n_layers; i++)
@@ -217,8 +219,11 @@ static int setup_lazy(struct mount_daemon *d, const struct reference *ref, struc
 			.timeout_ms = d->req->fetch_timeout_ms > 0 ? d->req->fetch_timeout_ms :
 								     FETCH_TIMEOUT_MS_DEFAULT,
 			.make_room = make_room, .make_room_userdata = d->state.cache_dir,
+			.seek_failed = seek_failed_drop, .seek_failed_userdata = d->state.cache_dir,
 			.cache_dir = d->state.cache_dir,
 		}, bs, &d->fetcher);
+	if (r >= 0)
+		r = seek_fetcher_attach(cache, m, d->fetcher);
 	if (r < 0)
 		return r;
 	if (d->req->prefetch == PREFETCH_NONE)
@@ -427,7 +432,11 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 		return r;
 	d->pull_requests = img->pull_requests;
 	d->pull_bytes = img->pull_bytes;
-	r = setup_lazy(d, ref, cache->bs, img, tree);
+	r = setup_lazy(d, ref, cache, img, tree);
+	for (size_t i = 0; r >= 0 && i < img->manifest->n_layers; i++)
+		if (strv_push(&d->layer_digests, img->manifest->layers[i].digest) < 0 ||
+		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0)
+			r = -ENOMEM;
 	if (r < 0)
 		return log_error_errno(r == -ENOMEM ? r : -ERR_OTHER,
 				       "cannot set up fetching of lazy layers: %s", strerror(-r));

@@ -78,6 +78,7 @@ static int daemon_start_stats(struct mount_daemon *d)
 	struct stats_identity id = {
 		.target = d->state.target, .image = d->state.image, .digest = d->state.digest,
 		.pull_requests = d->pull_requests, .pull_bytes = d->pull_bytes,
+		.layer_digests = d->layer_digests, .layer_served = d->layer_served,
 	};
 
 	if (asprintf(&path, "%s/control", d->state.dir) < 0)
@@ -330,5 +331,7 @@ void mount_daemon_done(struct mount_daemon *d)
 	free(d->prefetch);
 	mount_record_done(&d->state);
 	free(d->overlay_dir);
+	strv_free(d->layer_digests);
+	strv_free(d->layer_served);
 	*d = (struct mount_daemon) { .report_fd = -1 };
 }

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <sys/file.h>
 
+#include "cache/seek.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
 #include "cache/base/error.h"
@@ -207,6 +208,8 @@ static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mo
 	}
 
 	r = item_fetcher(it, c->bs, req, rl, &f);
+	if (r >= 0)
+		r = seek_fetcher_attach(c, it->img->manifest, f);
 	if (r < 0) {
 		errno = -r;
 		item_fail(it, -ERR_OTHER, "cannot set up fetching: %m");

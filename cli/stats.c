@@ -35,8 +35,21 @@ struct stats_server {
 	pthread_t thread;
 	char *target, *image, *digest;
 	uint64_t pull_requests, pull_bytes;
+	char **layer_digests, **layer_served;
 	struct fetcher *fetcher; /* borrowed; outlives the server */
 };
+
+/* [{"digest": …, "served": "eager" | "estargz" | "zstd:chunked" | "gzip-index"}, …] */
+static json_t *layers_json(const struct stats_server *s)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && s->layer_digests && s->layer_digests[i] && s->layer_served &&
+			   s->layer_served[i]; i++)
+		json_array_append_new(a, json_pack("{s:s, s:s}", "digest", s->layer_digests[i],
+						   "served", s->layer_served[i]));
+	return a;
+}
 
 static char *stats_json(const struct stats_server *s)
 {
@@ -61,6 +74,7 @@ static char *stats_json(const struct stats_server *s)
 		      "done", (json_int_t)st.prefetch_done, "running", st.prefetch_running);
 	if (!o)
 		return NULL;
+	json_object_set_new(o, "layers", layers_json(s));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return text;
@@ -108,6 +122,8 @@ struct stats_server *stats_server_stop(struct stats_server *s)
 	free(s->target);
 	free(s->image);
 	free(s->digest);
+	strv_free(s->layer_digests);
+	strv_free(s->layer_served);
 	free(s);
 	return NULL;
 }
@@ -146,6 +162,11 @@ int stats_server_start(const char *socket_path, const struct stats_identity *id,
 	s->digest = strdup(id->digest ? id->digest : "");
 	if (!s->target || !s->image || !s->digest)
 		return -ENOMEM;
+	for (size_t i = 0; id->layer_digests && id->layer_served && id->layer_digests[i] &&
+			   id->layer_served[i]; i++)
+		if (strv_push(&s->layer_digests, id->layer_digests[i]) < 0 ||
+		    strv_push(&s->layer_served, id->layer_served[i]) < 0)
+			return -ENOMEM;
 
 	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->fd < 0)
@@ -233,6 +254,12 @@ static void print_human(json_t *o)
 	printf("prefetch:           %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
 	       get_int(p, "done"), get_int(p, "total"),
 	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");
+	for (size_t i = 0; i < json_array_size(json_object_get(o, "layers")); i++) {
+		json_t *l = json_array_get(json_object_get(o, "layers"), i);
+
+		printf("layer:              %s %s\n", json_string_value(json_object_get(l, "digest")),
+		       json_string_value(json_object_get(l, "served")));
+	}
 }
 
 int verb_stats(int argc, char **argv)

@@ -12,6 +12,8 @@ struct stats_identity {
 	const char *digest;      /* manifest digest */
 	uint64_t pull_requests;  /* what `lazyroot mount` itself fetched before the daemon ran: */
 	uint64_t pull_bytes;     /* manifests, config, TOCs, whole layers */
+	char *const *layer_digests;  /* strv, and how each layer is served (seek_layer_served()); */
+	char *const *layer_served;   /* may be NULL */
 };
 
 /* Listens at @socket_path and answers every connection with the current statistics of

@@ -120,6 +120,27 @@ void digest_ctx_final(struct digest_ctx *c, char ret[DIGEST_STRING_MAX])
 	digest_format_sha256(md, ret);
 }
 
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int digest_parse_sha256(const char *s, uint8_t ret[32])
+{
+	const char *h;
+
+	if (digest_validate(s) < 0)
+		return -EBADMSG;
+	h = s + strlen(DIGEST_PREFIX);
+	for (size_t i = 0; i < 32; i++)
+		ret[i] = (uint8_t)(hex_value(h[2 * i]) << 4 | hex_value(h[2 * i + 1]));
+	return 0;
+}
+
 int digest_buffer(const void *buf, size_t n, char ret[DIGEST_STRING_MAX])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];

@@ -25,6 +25,9 @@ void digest_ctx_final(struct digest_ctx *c, char ret[DIGEST_STRING_MAX]);
 /* Writes "sha256:<hex>" of the 32 raw bytes @md into @ret. */
 void digest_format_sha256(const uint8_t md[32], char ret[DIGEST_STRING_MAX]);
 
+/* "sha256:<hex>" -> 32 raw bytes; -EBADMSG unless digest_validate() accepts @s. */
+int digest_parse_sha256(const char *s, uint8_t ret[32]);
+
 int digest_buffer(const void *buf, size_t n, char ret[DIGEST_STRING_MAX]);
 /* 0 if sha256(buf) == @expected, -EBADMSG otherwise (or if @expected is malformed). */
 int digest_verify_buffer(const void *buf, size_t n, const char *expected);

@@ -34,6 +34,7 @@
 
 #include "cache/format/layer_unpack.h"
 #include "cache/store/entry.h"
+#include "cache/format/seek_index.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
@@ -55,6 +56,7 @@ struct budget {
 	uint64_t zeros;         /* hole bytes of sparse entries */
 	uint64_t header_bytes;  /* names, link targets and xattrs kept for the writer */
 	uint64_t n_entries;
+	struct seek_builder *seek;  /* the pass also builds a seek index; may be NULL */
 };
 
 /* "64 GiB", "256 MiB", "1000 bytes": a limit as a user would write it. */
@@ -170,6 +172,43 @@ static int write_zeros(struct blob_txn *t, struct budget *b, uint64_t *pos, uint
 /* Streams the current entry's data into a new blob.  Sparse entries (GNU 'S' headers, PAX
  * 0.0, 0.1 and 1.0) come as blocks with offsets: the holes are written as zeros, so the blob is
  * the file as a reader sees it, and the blob store turns them back into holes. */
+/* The content's digest without storing it (a pass that only builds a seek index). */
+static int hash_content(struct archive *a, struct budget *b, uint64_t size,
+			char ret_digest[DIGEST_STRING_MAX])
+{
+	_cleanup_(digest_ctx_freep) struct digest_ctx *h = NULL;
+	uint64_t pos = 0;
+	int r;
+
+	r = digest_ctx_new(&h);
+	for (;;) {
+		const void *buf;
+		size_t n;
+		la_int64_t off;
+		int ar;
+
+		if (r < 0)
+			return r;
+		ar = archive_read_data_block(a, &buf, &n, &off);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN)
+			return archive_to_errno(a);
+		/* Sparse entries are refused before (seek indexes cannot describe them). */
+		if (off < 0 || (uint64_t)off != pos || n > size - pos)
+			return -EBADMSG;
+		digest_ctx_update(h, buf, n);
+		pos += n;
+		r = budget_check(b);
+		if (r >= 0 && b->seek)
+			r = seek_builder_data(b->seek, buf, n);
+	}
+	if (pos != size)
+		return -EBADMSG;
+	digest_ctx_final(h, ret_digest);
+	return 0;
+}
+
 static int store_content(struct archive *a, struct blob_store *bs, struct budget *b,
 			 uint64_t size, char ret_digest[DIGEST_STRING_MAX], char ***created)
 {
@@ -178,6 +217,8 @@ static int store_content(struct archive *a, struct blob_store *bs, struct budget
 	bool new_blob;
 	int r;
 
+	if (!bs)
+		return hash_content(a, b, size, ret_digest);
 	r = blob_txn_begin_flags(bs, BLOB_TXN_NO_SYNC, &t);
 	if (r < 0)
 		return r;
@@ -204,6 +245,8 @@ static int store_content(struct archive *a, struct blob_store *bs, struct budget
 		if (r < 0)
 			return r;
 		r = blob_txn_write(t, buf, n);
+		if (r >= 0 && b->seek)
+			r = seek_builder_data(b->seek, buf, n);
 		if (r < 0)
 			return r;
 		pos += n;
@@ -263,6 +306,27 @@ static int check_whiteout(const struct entry *e)
 	return 0;
 }
 
+/* To the writer (none when the pass only builds a seek index) and the seek index. */
+static int entry_add(struct budget *b, struct layer_writer *w, const struct entry *e)
+{
+	int r = w ? layer_writer_add(w, e) : 0;
+
+	if (r >= 0 && b->seek)
+		r = seek_builder_entry(b->seek, e);
+	return r;
+}
+
+/* Where the file's data starts in the uncompressed stream: what the tar reader consumed of
+ * it, its headers included (libarchive's position of the filter it reads). */
+static int seek_file_begin(struct archive *a, struct archive_entry *ae, struct budget *b)
+{
+	if (!b->seek)
+		return 0;
+	if (archive_entry_sparse_count(ae) > 0)
+		seek_builder_refuse(b->seek, "the layer has sparse files");
+	return seek_builder_file_begin(b->seek, (uint64_t)archive_filter_bytes(a, 0));
+}
+
 static int index_one(struct archive *a, struct archive_entry *ae, struct blob_store *bs,
 		     struct budget *b, struct layer_writer *w, char ***created)
 {
@@ -317,7 +381,7 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 		e.type = ENTRY_HARDLINK;
 		e.link_target = link;
 		r = check_whiteout(&e);
-		return r < 0 ? r : layer_writer_add(w, &e);
+		return r < 0 ? r : entry_add(b, w, &e);
 	}
 
 	switch (archive_entry_filetype(ae)) {
@@ -327,7 +391,11 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 			return -EBADMSG;
 		e.type = ENTRY_REG;
 		e.size = size;
-		r = store_content(a, bs, b, e.size, digest, created);
+		r = seek_file_begin(a, ae, b);
+		if (r >= 0 && !bs && archive_entry_sparse_count(ae) > 0)
+			return error_set(-EOPNOTSUPP, "the layer has sparse files");
+		if (r >= 0)
+			r = store_content(a, bs, b, e.size, digest, created);
 		if (r < 0)
 			return r;
 		e.digest = digest;
@@ -367,7 +435,7 @@ static int index_one(struct archive *a, struct archive_entry *ae, struct blob_st
 	if (r < 0)
 		return r;
 
-	return layer_writer_add(w, &e);
+	return entry_add(b, w, &e);
 }
 
 /* The end-of-archive blocks need not be the end of the stream (padding, a trailing gzip
@@ -405,11 +473,12 @@ static la_ssize_t unpack_read_cb(struct archive *a, void *userdata, const void *
 }
 
 static int index_archive(struct layer_unpack *u, struct blob_store *bs,
-			 const struct layer_limits *limits, struct layer_writer *w, char ***created)
+			 const struct layer_limits *limits, struct layer_writer *w, char ***created,
+			 struct seek_builder *seek)
 {
 	_cleanup_(archive_read_freep) struct archive *a = NULL;
 	struct archive_entry *ae;
-	struct budget b = { .u = u, .limits = limits };
+	struct budget b = { .u = u, .limits = limits, .seek = seek };
 	int ar, r;
 
 	a = archive_read_new();
@@ -458,6 +527,14 @@ static int index_archive(struct layer_unpack *u, struct blob_store *bs,
 int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *limits,
 		    struct layer_writer *w, char ***created, char ret_diff_id[DIGEST_STRING_MAX])
 {
+	return layer_tar_index_seek(fd, bs, limits, w, created, NULL, ret_diff_id, NULL);
+}
+
+int layer_tar_index_seek(int fd, struct blob_store *bs, const struct layer_limits *limits,
+			 struct layer_writer *w, char ***created, struct seek_builder *seek,
+			 char ret_diff_id[DIGEST_STRING_MAX], uint64_t *ret_tar_size)
+{
+	uint64_t in, out;
 	const struct layer_limits defaults = LAYER_LIMITS_DEFAULT;
 	_cleanup_(layer_unpack_freep) struct layer_unpack *u = NULL;
 	locale_t c, old;
@@ -466,11 +543,13 @@ int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *li
 	r = layer_unpack_new(fd, &u);
 	if (r < 0)
 		return r;
+	if (seek)
+		layer_unpack_set_seek_builder(u, seek);
 	c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 	if (c == (locale_t)0)
 		return -ENOMEM;
 	old = uselocale(c);
-	r = index_archive(u, bs, limits ?: &defaults, w, created);
+	r = index_archive(u, bs, limits ?: &defaults, w, created, seek);
 	(void)uselocale(old);
 	freelocale(c);
 	/* A stream that does not decompress is what failed, whatever libarchive made of it. */
@@ -479,5 +558,8 @@ int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *li
 		return ru;
 	if (r < 0)
 		return r;
+	layer_unpack_counts(u, &in, &out);
+	if (ret_tar_size)
+		*ret_tar_size = out;
 	return layer_unpack_diff_id(u, ret_diff_id);
 }

@@ -33,3 +33,12 @@ struct layer_limits {
  * error.h, says which limit and its config key), -EIO for read errors. */
 int layer_tar_index(int fd, struct blob_store *bs, const struct layer_limits *limits,
 		    struct layer_writer *w, char ***created, char ret_diff_id[DIGEST_STRING_MAX]);
+
+struct seek_builder;
+/* layer_tar_index() that also feeds @seek (may be NULL), the seek index of the layer
+ * (cache/format/seek_index.h), and returns the uncompressed length in *@ret_tar_size (may be
+ * NULL).  With @bs NULL, file contents are hashed but not stored; with @w NULL, entries are
+ * not indexed: a pass that only builds a seek index. */
+int layer_tar_index_seek(int fd, struct blob_store *bs, const struct layer_limits *limits,
+			 struct layer_writer *w, char ***created, struct seek_builder *seek,
+			 char ret_diff_id[DIGEST_STRING_MAX], uint64_t *ret_tar_size);

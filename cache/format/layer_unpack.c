@@ -20,6 +20,7 @@
 #include <zstd_errors.h>
 
 #include "cache/base/error.h"
+#include "cache/format/seek_index.h"
 
 #define BUF_SIZE (128 * 1024)
 
@@ -43,6 +44,7 @@ struct layer_unpack {
 	uint64_t bytes_in, bytes_out;
 	bool done;
 	int error;
+	struct seek_builder *seek;  /* not owned; NULL: no checkpoints */
 };
 
 static void layer_unpack_done(struct layer_unpack *u)
@@ -124,7 +126,48 @@ static int detect(struct layer_unpack *u)
 	} else {
 		u->kind = UNPACK_PLAIN;
 	}
+	if (u->seek && u->kind != UNPACK_GZIP)
+		seek_builder_refuse(u->seek, "the layer is not gzip-compressed");
 	return 0;
+}
+
+void layer_unpack_set_seek_builder(struct layer_unpack *u, struct seek_builder *b)
+{
+	u->seek = b;
+}
+
+/* The compressed offset of the next byte zlib will take. */
+static uint64_t gzip_coff(const struct layer_unpack *u)
+{
+	return u->bytes_in - (u->in_len - u->in_pos);
+}
+
+/* After an inflate() call that left @produced bytes in u->out: where the stream is, and a
+ * checkpoint if this is a block boundary the builder wants (zran.c's test: data_type 128 is
+ * "at a block boundary", 64 "the last block", the low bits unused bits of the last byte). */
+static int gzip_seek_note(struct layer_unpack *u, size_t produced)
+{
+	uint64_t uoff = u->bytes_out + produced, coff = gzip_coff(u);
+	uint8_t window[32768];
+	uInt wlen = sizeof(window);
+	int r = 0;
+
+	if (produced > 0)
+		r = seek_builder_progress(u->seek, coff, uoff);
+	/* The end of a member's last block (Z_BLOCK stops there too): the next member's header,
+	 * if one follows the 8-byte trailer, is a place to start with no window.  Noted now,
+	 * before this output reaches the tar reader, whose files are cut into chunks at
+	 * checkpoints; one past the end of the blob is dropped by the builder. */
+	if (r >= 0 && (u->zs.data_type & 128) && (u->zs.data_type & 64) &&
+	    seek_builder_wants_checkpoint(u->seek, uoff))
+		return seek_builder_checkpoint(u->seek, coff + 8, uoff, 0, true, NULL, 0);
+	if (r < 0 || !(u->zs.data_type & 128) || (u->zs.data_type & 64) ||
+	    !seek_builder_wants_checkpoint(u->seek, uoff))
+		return r;
+	if (inflateGetDictionary(&u->zs, window, &wlen) != Z_OK)
+		return -ENOMEM;
+	return seek_builder_checkpoint(u->seek, coff, uoff, u->zs.data_type & 7, false, window,
+				       wlen);
 }
 
 static const char *zlib_reason(const z_stream *zs)
@@ -154,6 +197,7 @@ static int gzip_step(struct layer_unpack *u, size_t *ret_n)
 			/* More bytes: they must be the next member (zlib checks its header). */
 			if (inflateReset(&u->zs) != Z_OK)
 				return -ENOMEM;
+
 			u->member_ended = false;
 			u->member++;
 		}
@@ -161,8 +205,13 @@ static int gzip_step(struct layer_unpack *u, size_t *ret_n)
 		u->zs.avail_in = (uInt)(u->in_len - u->in_pos);
 		u->zs.next_out = u->out;
 		u->zs.avail_out = sizeof(u->out);
-		zr = inflate(&u->zs, Z_NO_FLUSH);
+		zr = inflate(&u->zs, u->seek ? Z_BLOCK : Z_NO_FLUSH);
 		u->in_pos = u->in_len - u->zs.avail_in;
+		if (u->seek && (zr == Z_OK || zr == Z_STREAM_END)) {
+			r = gzip_seek_note(u, sizeof(u->out) - u->zs.avail_out);
+			if (r < 0)
+				return r;
+		}
 		if (zr == Z_STREAM_END)
 			u->member_ended = true;
 		else if (zr == Z_MEM_ERROR)

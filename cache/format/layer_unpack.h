@@ -16,6 +16,11 @@ int layer_unpack_new(int fd, struct layer_unpack **ret);
 struct layer_unpack *layer_unpack_free(struct layer_unpack *u);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct layer_unpack *, layer_unpack_free);
 
+struct seek_builder;
+/* Reports checkpoints and progress of a gzip layer to @b (not owned), which is told to refuse
+ * when the layer is not gzip.  Call before the first read. */
+void layer_unpack_set_seek_builder(struct layer_unpack *u, struct seek_builder *b);
+
 /* The next piece of the uncompressed stream, valid until the next call; *ret_n is 0 at its
  * end.  -EBADMSG (with error.h's message) for a corrupt stream: a gzip member whose trailer
  * does not match its data, a member or frame cut short, bytes after the last gzip member

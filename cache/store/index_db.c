@@ -111,6 +111,16 @@ static const char *const migrations[] = {
 	"  updated INTEGER NOT NULL,"
 	"  PRIMARY KEY (place, subject, artifact_type)"
 	") WITHOUT ROWID;",
+	/* 5 -> 6: seek indexes of tar+gzip layers (cache/format/seek_index.h), by layer digest:
+	 * the index is a blob of the store; trusted when it was built here from the verified
+	 * layer, not when it came from elsewhere. */
+	"CREATE TABLE seek_indexes ("
+	"  layer TEXT PRIMARY KEY NOT NULL,"
+	"  digest TEXT NOT NULL,"
+	"  trusted INTEGER NOT NULL,"
+	"  created INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX seek_indexes_digest ON seek_indexes (digest);",
 };
 
 enum stmt_id {
@@ -1420,7 +1430,8 @@ int index_db_blob_is_referenced(struct index_db *db, const char *digest)
 
 	/* Both lookups are one probe of the v3 indexes. */
 	r = db_prepare(db, "SELECT EXISTS (SELECT 1 FROM entries WHERE digest = ?1)"
-		       " OR EXISTS (SELECT 1 FROM chunks WHERE digest = ?1)", &s);
+		       " OR EXISTS (SELECT 1 FROM chunks WHERE digest = ?1)"
+		       " OR EXISTS (SELECT 1 FROM seek_indexes WHERE digest = ?1)", &s);
 	if (r < 0)
 		return r;
 	bind_text(s, 1, digest, &r);
@@ -1525,4 +1536,46 @@ int index_db_integrity_check(struct index_db *db, char ***ret_problems)
 		return r;
 	*ret_problems = TAKE_PTR(l);
 	return 0;
+}
+
+int index_db_seek_put(struct index_db *db, const char *layer, const char *digest, bool trusted)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_prepare(db, "INSERT OR REPLACE INTO seek_indexes (layer, digest, trusted, created)"
+		       " VALUES (?1, ?2, ?3, ?4)", &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, layer, &r);
+	bind_text(s, 2, digest, &r);
+	bind_int(s, 3, trusted, &r);
+	bind_int(s, 4, now_sec(), &r);
+	return r < 0 ? r : db_busy_message(db_step_done(s));
+}
+
+int index_db_seek_get(struct index_db *db, const char *layer, char **ret_digest, bool *ret_trusted)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT digest, trusted FROM seek_indexes WHERE layer = ?1", &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, layer, &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return db_busy_message(sqlite_errno(rc));
+	if (ret_trusted)
+		*ret_trusted = sqlite3_column_int(s, 1) != 0;
+	return ret_digest ? column_dup(s, 0, ret_digest, NULL) : 0;
+}
+
+int index_db_seek_delete(struct index_db *db, const char *layer)
+{
+	return db_write(db, "DELETE FROM seek_indexes WHERE layer = ?1", layer, NULL, -1);
 }

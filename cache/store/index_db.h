@@ -139,6 +139,14 @@ int index_db_image_delete(struct index_db *db, const char *manifest_digest);
 /* Deletes a layer with its entries and chunks (0 if it was not indexed). */
 int index_db_layer_delete(struct index_db *db, const char *digest);
 
+/* Seek indexes of tar+gzip layers, by the layer's digest: the index's own digest (a blob of
+ * the store, which index_db_blob_is_referenced() then counts as used) and whether it was built
+ * here from the verified layer (@trusted) or came from elsewhere.  put replaces; get is
+ * -ENOENT when there is none; delete returns how many rows went (0 or 1). */
+int index_db_seek_put(struct index_db *db, const char *layer, const char *digest, bool trusted);
+int index_db_seek_get(struct index_db *db, const char *layer, char **ret_digest, bool *ret_trusted);
+int index_db_seek_delete(struct index_db *db, const char *layer);
+
 /* Groups the writes above: BEGIN IMMEDIATE with retries on contention, COMMIT, ROLLBACK. */
 int index_db_transaction_begin(struct index_db *db);
 int index_db_transaction_commit(struct index_db *db);  /* rolls back on failure */

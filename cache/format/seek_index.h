@@ -1,0 +1,105 @@
+/* cache/format/seek_index.h: the seek index of a tar+gzip layer (docs/formats.md, "Seek
+ * indexes"): every tar entry with the offset of its data in the uncompressed stream, deflate
+ * checkpoints (where inflating can start: compressed offset, bit offset, the 32 KiB window)
+ * every span of uncompressed bytes, and the sha256 of every chunk (a file's bytes between two
+ * checkpoints), so that a lazy read inflates from the nearest checkpoint and every byte it
+ * serves is checked against the index.
+ *
+ * Built while a layer is read whole (layer_unpack.c reports checkpoints, layer_tar.c entries
+ * and file data), kept in the blob store under its own digest.  An index that comes from
+ * elsewhere is parsed by seek_index_parse(), which refuses anything out of bounds before the
+ * rest of lazyroot sees it (docs/security.md, "Seek indexes"). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/base/digest.h"
+#include "cache/base/util.h"
+#include "cache/store/entry.h"
+
+#define SEEK_INDEX_VERSION 1
+#define SEEK_SPAN_DEFAULT (2ULL << 20)  /* chosen by measurement: docs/formats.md */
+#define SEEK_SPAN_MAX (64ULL << 20)     /* most an indexed read may inflate before its chunk */
+#define SEEK_WINDOW_SIZE 32768
+#define SEEK_INDEX_MAX (512ULL << 20)   /* of an index, uncompressed */
+
+/* ---- Building, fed by one pass over the layer ------------------------------------------ */
+
+struct seek_builder;
+
+int seek_builder_new(uint64_t span, struct seek_builder **ret);
+struct seek_builder *seek_builder_free(struct seek_builder *b);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct seek_builder *, seek_builder_free);
+
+/* From the gzip decoder.  A checkpoint is wanted once @span uncompressed bytes followed the
+ * last one; the decoder offers block boundaries (@window: the last up to 32 KiB of output, of
+ * this member) and member starts (@member_start: inflating starts at a gzip header, no window,
+ * @bits 0).  Progress reports say "after @coff compressed bytes, @uoff came out". */
+bool seek_builder_wants_checkpoint(const struct seek_builder *b, uint64_t uoff);
+int seek_builder_checkpoint(struct seek_builder *b, uint64_t coff, uint64_t uoff, unsigned bits,
+			    bool member_start, const void *window, size_t window_len);
+int seek_builder_progress(struct seek_builder *b, uint64_t coff, uint64_t uoff);
+/* The layer cannot be indexed (not gzip, a sparse entry): seek_builder_finish() says why. */
+void seek_builder_refuse(struct seek_builder *b, const char *why);
+
+/* From the tar reader, in archive order: a regular file's data starts at @data_off of the
+ * uncompressed stream and comes through seek_builder_data(); then its entry.  Entries of other
+ * types come alone. */
+int seek_builder_file_begin(struct seek_builder *b, uint64_t data_off);
+int seek_builder_data(struct seek_builder *b, const void *buf, size_t n);
+int seek_builder_entry(struct seek_builder *b, const struct entry *e);
+
+/* The index of layer @layer_digest (@blob_size compressed bytes, @tar_size uncompressed):
+ * serialized, in a new buffer.  -EOPNOTSUPP (error.h's message says why) when the layer
+ * could not be indexed. */
+int seek_builder_finish(struct seek_builder *b, const char *layer_digest, uint64_t blob_size,
+			uint64_t tar_size, void **ret, size_t *ret_len);
+
+/* ---- Reading --------------------------------------------------------------------------- */
+
+struct seek_index;
+
+/* Parses and validates @buf (docs/formats.md): the version, bounds of every table, offsets
+ * monotonic and inside the layer, checkpoints at most SEEK_SPAN_MAX apart, chunks tiling each
+ * file and each inside one span, paths normalised (no "..", no escapes), counts limited.  When
+ * @layer_digest is not NULL the index must name that layer, and when @blob_size is not 0 that
+ * size.  -EBADMSG (error.h's message says what) for anything else, -EFBIG over a limit. */
+int seek_index_parse(const void *buf, size_t len, const char *layer_digest, uint64_t blob_size,
+		     struct seek_index **ret);
+struct seek_index *seek_index_free(struct seek_index *si);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct seek_index *, seek_index_free);
+
+struct seek_index_info {
+	char layer_digest[DIGEST_STRING_MAX];
+	uint64_t blob_size, tar_size, span;
+	size_t n_entries, n_chunks, n_checkpoints;
+};
+void seek_index_get_info(const struct seek_index *si, struct seek_index_info *ret);
+
+/* Calls @cb for each entry in archive order, regular files with their chunks (blob_offset:
+ * where the checkpoint's compressed bytes start; blob_length: up to where the chunk is
+ * sure to have come out).  The entry's pointers are valid only during the call. */
+int seek_index_foreach(const struct seek_index *si,
+		       int (*cb)(void *userdata, const struct entry *e), void *userdata);
+
+/* Inflates the chunk named by (@blob_offset, @digest, @size), as seek_index_foreach() gave it,
+ * from @in (the blob's bytes [blob_offset, +@in_len)) into @out (@size bytes).  -ENOENT if the
+ * index has no such chunk, -EBADMSG if the bytes do not inflate that far.  The caller checks
+ * the digest of what comes out. */
+int seek_index_chunk_decode(const struct seek_index *si, uint64_t blob_offset, const char *digest,
+			    uint64_t size, const void *in, size_t in_len, void *out);
+
+/* Where the last inflate from a checkpoint stopped, so that the next chunk of the same span,
+ * further on, continues from there instead of inflating from the checkpoint again: reading the
+ * files of a span one after another costs one pass over it, not one per file.  One per thread;
+ * the @in of successive calls must hold the same bytes from the same blob offset. */
+struct seek_cursor;
+int seek_cursor_new(struct seek_cursor **ret);
+struct seek_cursor *seek_cursor_free(struct seek_cursor *cur);  /* NULL-safe */
+DEFINE_CLEANUP_FUNC(struct seek_cursor *, seek_cursor_free);
+/* seek_index_chunk_decode() through @cur (may be NULL). */
+int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *cur,
+			       uint64_t blob_offset, const char *digest, uint64_t size,
+			       const void *in, size_t in_len, void *out);

@@ -1,0 +1,203 @@
+/*
+ * cache/seek.c: seek indexes as the cache keeps and uses them (seek.h).  An index is a blob of
+ * the store; the index database names it per layer, with whether it was built here.  A pull
+ * of a tar+gzip layer with an index indexes the layer's entries from it, with their chunks,
+ * under the format "gzip-index": the mount's fetcher inflates those chunks from the index's
+ * checkpoints (fetch.c) and checks each against its digest.
+ */
+#include "seek.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include "cache/base/error.h"
+#include "cache/base/log.h"
+#include "cache/format/layer_lazy.h"
+#include "cache/store/index_db.h"
+#include "cache/fetch.h"
+
+bool seek_layer_eligible(const struct layer_desc *l)
+{
+	return l->compression == LAYER_COMPRESSION_GZIP &&
+	       layer_format_detect(l) == LAYER_FORMAT_TAR;
+}
+
+static int store_blob(struct cache *c, const void *buf, size_t len,
+		      char ret_digest[DIGEST_STRING_MAX])
+{
+	_cleanup_(blob_txn_abortp) struct blob_txn *t = NULL;
+	int r;
+
+	r = blob_txn_begin(c->bs, &t);
+	if (r >= 0)
+		r = blob_txn_write(t, buf, len);
+	if (r < 0)
+		return r;
+	return blob_txn_commit(TAKE_PTR(t), NULL, ret_digest, NULL);
+}
+
+int seek_store_built(struct cache *c, const char *layer_digest, const void *buf, size_t len,
+		     char ret_digest[DIGEST_STRING_MAX])
+{
+	int r = store_blob(c, buf, len, ret_digest);
+
+	return r < 0 ? r : index_db_seek_put(c->db, layer_digest, ret_digest, true);
+}
+
+int seek_index_import(struct cache *c, const void *buf, size_t len, const char *layer_digest,
+		      uint64_t layer_size, char ret_digest[DIGEST_STRING_MAX])
+{
+	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
+	int r;
+
+	r = seek_index_parse(buf, len, layer_digest, layer_size, &si);
+	if (r < 0)
+		return r;
+	r = store_blob(c, buf, len, ret_digest);
+	return r < 0 ? r : index_db_seek_put(c->db, layer_digest, ret_digest, false);
+}
+
+int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
+	      bool *ret_trusted)
+{
+	_cleanup_free_ char *digest = NULL, *buf = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	size_t len;
+	int r;
+
+	r = index_db_seek_get(c->db, l->digest, &digest, ret_trusted);
+	if (r < 0)
+		return r;
+	r = blob_store_open_blob(c->bs, digest, &fd);
+	if (r >= 0)
+		r = read_full_fd(fd, SEEK_INDEX_MAX, &buf, &len);
+	if (r >= 0)
+		r = digest_verify_buffer(buf, len, digest);
+	if (r < 0)
+		return log_debug_errno(r, "seek index '%s' of layer '%s' is unreadable: %m", digest,
+				       l->digest);
+	return seek_index_parse(buf, len, l->digest, l->size, ret);
+}
+
+int seek_drop(struct cache *c, const char *layer_digest)
+{
+	_cleanup_free_ char *format = NULL;
+	int r;
+
+	r = index_db_seek_delete(c->db, layer_digest);
+	if (r < 0)
+		return r;
+	if (index_db_layer_get_format(c->db, layer_digest, &format) >= 0 &&
+	    streq(format, LAYER_FORMAT_GZIP_INDEX))
+		r = index_db_layer_delete(c->db, layer_digest);
+	return r < 0 ? r : 0;
+}
+
+void seek_failed_drop(void *cache_dir, const char *layer_digest)
+{
+	_cleanup_(cache_freep) struct cache *c = NULL;
+	int r;
+
+	r = cache_open(cache_dir, &c);
+	if (r >= 0)
+		r = seek_drop(c, layer_digest);
+	if (r < 0)
+		log_warning_errno(r, "cannot drop the seek index of layer '%s' from '%s': %m",
+				  layer_digest, (const char *)cache_dir);
+}
+
+int seek_layer_reindex(struct cache *c, const struct layer_desc *l)
+{
+	int r;
+
+	if (!seek_layer_is_lazy(c->db, l))
+		return 0;
+	r = index_db_layer_delete(c->db, l->digest);
+	if (r >= 0)
+		r = seek_layer_import(c, l);
+	return r < 0 ? r : 0;
+}
+
+static int writer_add(void *userdata, const struct entry *e)
+{
+	return layer_writer_add(userdata, e);
+}
+
+int seek_layer_import(struct cache *c, const struct layer_desc *l)
+{
+	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
+	struct layer_writer *w = NULL;
+	int r;
+
+	if (!seek_layer_eligible(l))
+		return 0;
+	r = seek_load(c, l, &si, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		/* A kept index that no longer parses is no reason to fail: read the layer whole. */
+		log_debug_errno(r, "dropping the seek index of layer '%s': %s", l->digest,
+				error_message() ?: "unreadable");
+		error_clear();
+		(void)index_db_seek_delete(c->db, l->digest);
+		return 0;
+	}
+	r = index_db_layer_begin_format(c->db, l->digest, l->media_type, LAYER_FORMAT_GZIP_INDEX,
+					&w);
+	if (r < 0)
+		return r;
+	r = seek_index_foreach(si, writer_add, w);
+	if (r < 0) {
+		layer_writer_abort(w);
+		return r;
+	}
+	r = layer_writer_commit(w);
+	return r < 0 ? r : 1;
+}
+
+bool seek_layer_is_lazy(struct index_db *db, const struct layer_desc *l)
+{
+	_cleanup_free_ char *format = NULL;
+
+	return seek_layer_eligible(l) && index_db_layer_get_format(db, l->digest, &format) >= 0 &&
+	       streq(format, LAYER_FORMAT_GZIP_INDEX);
+}
+
+static bool layer_from_seek_index(struct cache *c, const struct layer_desc *l)
+{
+	return seek_layer_is_lazy(c->db, l);
+}
+
+const char *seek_layer_served(struct cache *c, const struct layer_desc *l)
+{
+	if (layer_format_detect(l) != LAYER_FORMAT_TAR)
+		return layer_format_to_string(layer_format_detect(l));
+	return layer_from_seek_index(c, l) ? LAYER_FORMAT_GZIP_INDEX : "eager";
+}
+
+int seek_image_is_lazy(struct cache *c, const struct manifest *m)
+{
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (layer_from_seek_index(c, &m->layers[i]))
+			return 1;
+	return 0;
+}
+
+int seek_fetcher_attach(struct cache *c, const struct manifest *m, struct fetcher *f)
+{
+	for (size_t i = 0; i < m->n_layers; i++) {
+		struct seek_index *si = NULL;
+		int r;
+
+		if (!layer_from_seek_index(c, &m->layers[i]))
+			continue;
+		r = seek_load(c, &m->layers[i], &si, NULL);
+		if (r >= 0)
+			r = fetcher_set_seek_index(f, (unsigned)i, si);
+		if (r < 0)
+			return log_debug_errno(r, "cannot read the seek index of layer '%s': %m",
+					       m->layers[i].digest);
+	}
+	return 0;
+}

@@ -1,0 +1,477 @@
+/* tests/unit/test-seek_index.c: the seek index of a tar+gzip layer (cache/format/seek_index.c):
+ * built in one pass by layer_tar_index_seek(), every chunk it names inflates from its
+ * checkpoint to the file's bytes, and indexes that lie or are damaged are refused by the parser
+ * or caught by the chunk digests. */
+#include "cache/format/seek_index.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <zlib.h>
+
+#include "cache/base/digest.h"
+#include "cache/base/error.h"
+#include "cache/format/layer_tar.h"
+#include "tap.h"
+
+#define N_FILES 40
+
+struct buf {
+	uint8_t *p;
+	size_t n, allocated;
+};
+
+static void buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (b->n + n > b->allocated) {
+		b->allocated = (b->n + n) * 2;
+		b->p = realloc(b->p, b->allocated);
+		if (!b->p)
+			abort();
+	}
+	memcpy(b->p + b->n, p, n);
+	b->n += n;
+}
+
+static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *p, size_t n)
+{
+	(void)a;
+	buf_add(ud, p, n);
+	return (la_ssize_t)n;
+}
+
+/* File i: sizes from 0 to ~600 KiB, half compressible text, half pseudo-random. */
+static uint8_t *file_content(unsigned i, size_t *ret_n)
+{
+	size_t n = (size_t)i * i * 397 + (i % 3) * 7;
+	uint8_t *p = malloc(n ?: 1);
+	uint32_t x = i * 2654435761u + 1;
+
+	for (size_t k = 0; k < n; k++) {
+		x = x * 1103515245u + 12345u;
+		p[k] = i % 2 ? (uint8_t)(x >> 16) : (uint8_t)("lazyroot seek index\n"[k % 20]);
+	}
+	*ret_n = n;
+	return p;
+}
+
+static void make_tar(struct buf *tar)
+{
+	struct archive *a = archive_write_new();
+	struct archive_entry *e = archive_entry_new();
+
+	archive_write_set_format_pax_restricted(a);
+	archive_write_set_bytes_in_last_block(a, 1);
+	archive_write_open(a, tar, NULL, tar_write_cb, NULL);
+	archive_entry_set_pathname(e, "dir");
+	archive_entry_set_filetype(e, AE_IFDIR);
+	archive_entry_set_perm(e, 0755);
+	archive_write_header(a, e);
+	for (unsigned i = 0; i < N_FILES; i++) {
+		char name[256];
+		size_t n;
+		uint8_t *p = file_content(i, &n);
+
+		snprintf(name, sizeof(name), "dir/file-%02u%s", i, i == 7 ? "-with-a-long-name-"
+			 "that-needs-a-pax-header-because-it-is-longer-than-one-hundred-bytes-xx"
+			 "xxxxxxxxxxxxxxxxxx" : "");
+		archive_entry_clear(e);
+		archive_entry_set_pathname(e, name);
+		archive_entry_set_filetype(e, AE_IFREG);
+		archive_entry_set_perm(e, 0644);
+		archive_entry_set_size(e, (la_int64_t)n);
+		archive_write_header(a, e);
+		archive_write_data(a, p, n);
+		free(p);
+	}
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, "dir/link");
+	archive_entry_set_filetype(e, AE_IFLNK);
+	archive_entry_set_symlink(e, "file-01");
+	archive_entry_set_perm(e, 0777);
+	archive_write_header(a, e);
+	archive_entry_free(e);
+	archive_write_close(a);
+	archive_write_free(a);
+}
+
+/* gzip of @tar, cut into @members members (eStargz-like layers have many). */
+static void make_gzip(const struct buf *tar, unsigned members, struct buf *gz)
+{
+	size_t per = tar->n / members + 1;
+
+	for (size_t off = 0; off < tar->n; off += per) {
+		size_t n = tar->n - off < per ? tar->n - off : per;
+		z_stream zs = {};
+		uint8_t out[65536];
+		int zr;
+
+		deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+		zs.next_in = tar->p + off;
+		zs.avail_in = (uInt)n;
+		do {
+			zs.next_out = out;
+			zs.avail_out = sizeof(out);
+			zr = deflate(&zs, Z_FINISH);
+			buf_add(gz, out, sizeof(out) - zs.avail_out);
+		} while (zr == Z_OK);
+		deflateEnd(&zs);
+	}
+}
+
+static int memfd_of(const struct buf *b)
+{
+	int fd = memfd_create("layer", MFD_CLOEXEC);
+
+	if (fd < 0 || write(fd, b->p, b->n) != (ssize_t)b->n || lseek(fd, 0, SEEK_SET) != 0)
+		abort();
+	return fd;
+}
+
+static int build(const struct buf *gz, uint64_t span, const char *layer_digest, void **ret,
+		 size_t *ret_len, uint64_t *ret_tar_size)
+{
+	struct seek_builder *b = NULL;
+	char diff_id[DIGEST_STRING_MAX];
+	int fd = memfd_of(gz), r;
+
+	r = seek_builder_new(span, &b);
+	if (r >= 0)
+		r = layer_tar_index_seek(fd, NULL, NULL, NULL, NULL, b, diff_id, ret_tar_size);
+	if (r >= 0)
+		r = seek_builder_finish(b, layer_digest, gz->n, *ret_tar_size, ret, ret_len);
+	seek_builder_free(b);
+	close(fd);
+	return r;
+}
+
+struct verify {
+	const struct seek_index *si;
+	struct seek_cursor *cur;   /* NULL: each chunk inflated from its checkpoint anew */
+	const struct buf *gz;
+	unsigned files, chunks, good, multi_chunk_files;
+	uint64_t max_fetch;
+};
+
+/* Every chunk inflates from its range of the blob to the bytes of the file it belongs to. */
+static int verify_entry(void *userdata, const struct entry *e)
+{
+	struct verify *v = userdata;
+	unsigned i;
+	size_t n;
+	uint8_t *want;
+
+	if (e->type != ENTRY_REG || sscanf(e->path, "dir/file-%02u", &i) != 1)
+		return 0;
+	want = file_content(i, &n);
+	v->files++;
+	v->multi_chunk_files += e->n_chunks > 1;
+	for (size_t k = 0; k < e->n_chunks; k++) {
+		const struct chunk *c = &e->chunks[k];
+		uint8_t *out = malloc(c->size);
+		int r;
+
+		v->chunks++;
+		if (c->blob_length > v->max_fetch)
+			v->max_fetch = c->blob_length;
+		r = c->blob_offset + c->blob_length <= v->gz->n ?
+		    seek_index_chunk_decode_at(v->si, v->cur, c->blob_offset, c->digest, c->size,
+					       v->gz->p + c->blob_offset, c->blob_length, out) :
+		    -ERANGE;
+		if (r >= 0 && digest_verify_buffer(out, c->size, c->digest) >= 0 &&
+		    c->file_offset + c->size <= n && memcmp(out, want + c->file_offset, c->size) == 0)
+			v->good++;
+		free(out);
+	}
+	free(want);
+	return 0;
+}
+
+static void test_roundtrip(unsigned members, uint64_t span)
+{
+	struct buf tar = {}, gz = {};
+	char layer[DIGEST_STRING_MAX];
+	struct seek_index *si = NULL;
+	struct seek_index_info info;
+	uint64_t tar_size = 0;
+	void *idx = NULL;
+	size_t idx_len = 0;
+	int r;
+
+	make_tar(&tar);
+	make_gzip(&tar, members, &gz);
+	digest_buffer(gz.p, gz.n, layer);
+	r = build(&gz, span, layer, &idx, &idx_len, &tar_size);
+	check(r >= 0, "%u member(s), span %llu: the index is built (%s)", members,
+	      (unsigned long long)span, r < 0 ? error_take(r) : "ok");
+	check(tar_size == tar.n, "the uncompressed size is the tar's");
+	r = seek_index_parse(idx, idx_len, layer, gz.n, &si);
+	check(r >= 0, "the index built here parses (%s)", r < 0 ? error_take(r) : "ok");
+	if (r >= 0) {
+		struct verify v = { .si = si, .gz = &gz };
+
+		seek_index_get_info(si, &info);
+		check(info.n_checkpoints > 3, "checkpoints every span (%zu)", info.n_checkpoints);
+		check(streq(info.layer_digest, layer), "the index names its layer");
+		check(seek_index_foreach(si, verify_entry, &v) >= 0, "its entries can be walked");
+		check(v.files == N_FILES, "every file is in the index");
+		check(v.multi_chunk_files > 0, "files that cross a checkpoint are cut into chunks");
+		check(v.chunks > 0 && v.good == v.chunks,
+		      "every chunk inflates from its checkpoint to the file's bytes (%u of %u)",
+		      v.good, v.chunks);
+		check(v.max_fetch < gz.n / 2, "no chunk needs half the blob (%llu of %zu)",
+		      (unsigned long long)v.max_fetch, gz.n);
+		/* Again through one cursor: each span inflated once, in file order. */
+		v = (struct verify) { .si = si, .gz = &gz };
+		check(seek_cursor_new(&v.cur) >= 0, "a cursor is made");
+		(void)seek_index_foreach(si, verify_entry, &v);
+		check(v.chunks > 0 && v.good == v.chunks,
+		      "through a cursor, every chunk inflates to the file's bytes (%u of %u)",
+		      v.good, v.chunks);
+		/* And once more with the same cursor, which is past them all: it starts again. */
+		v.chunks = v.good = 0;
+		(void)seek_index_foreach(si, verify_entry, &v);
+		check(v.chunks > 0 && v.good == v.chunks, "a cursor past a chunk starts again");
+		seek_cursor_free(v.cur);
+	}
+	seek_index_free(si);
+	free_many(idx, tar.p, gz.p);
+}
+
+/* ---- Lying and damaged indexes --------------------------------------------------------- */
+
+struct fixture {
+	struct buf tar, gz;
+	char layer[DIGEST_STRING_MAX];
+	void *idx;
+	size_t idx_len;
+};
+
+static void fixture_make(struct fixture *f)
+{
+	uint64_t tar_size;
+
+	*f = (struct fixture) {};
+	make_tar(&f->tar);
+	make_gzip(&f->tar, 1, &f->gz);
+	digest_buffer(f->gz.p, f->gz.n, f->layer);
+	if (build(&f->gz, 64 * 1024, f->layer, &f->idx, &f->idx_len, &tar_size) < 0)
+		abort();
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The index with its body changed by @fn (the body's layout: docs/formats.md). */
+static void *mutate(const struct fixture *f, void (*fn)(uint8_t *body, size_t len), size_t *ret_len)
+{
+	const uint8_t *idx = f->idx;
+	uLongf raw_len = 0, zlen;
+	uint8_t *body, *out;
+
+	for (int i = 7; i >= 0; i--)
+		raw_len = raw_len << 8 | idx[16 + i];
+	body = malloc(raw_len);
+	if (uncompress(body, &raw_len, idx + 24, f->idx_len - 24) != Z_OK)
+		abort();
+	fn(body, raw_len);
+	zlen = compressBound(raw_len);
+	out = malloc(24 + zlen);
+	memcpy(out, idx, 24);
+	compress(out + 24, &zlen, body, raw_len);
+	free(body);
+	*ret_len = 24 + zlen;
+	return out;
+}
+
+#define CPS(b) ((b) + 80)
+#define N_CPS(b) le32((b) + 52)
+#define ENTRIES(b) (CPS(b) + N_CPS(b) * 32)
+#define STRINGS(b) (ENTRIES(b) + le32((b) + 56) * 116 + le32((b) + 60) * 16 + le32((b) + 64) * 56)
+#define WINDOWS(b) (STRINGS(b) + le32((b) + 68))
+
+static void swap_checkpoints(uint8_t *b, size_t len)
+{
+	uint8_t tmp[8];
+
+	(void)len;
+	memcpy(tmp, CPS(b) + 32 + 8, 8);
+	memcpy(CPS(b) + 32 + 8, CPS(b) + 64 + 8, 8);
+	memcpy(CPS(b) + 64 + 8, tmp, 8);
+}
+
+static void escape_path(uint8_t *b, size_t len)
+{
+	uint8_t *s = STRINGS(b);
+
+	(void)len;
+	memcpy(s, "..", 2);  /* "dir" -> "..r", and "dir/..." of the next entries below it */
+	memcpy(s + 3, "../", 3);
+}
+
+static void shift_chunk(uint8_t *b, size_t len)
+{
+	uint8_t *chunk = ENTRIES(b) + le32(b + 56) * 116 + le32(b + 60) * 16 + 56;
+
+	(void)len;
+	chunk[0] ^= 1;  /* the second chunk starts a byte off */
+}
+
+static void bad_window(uint8_t *b, size_t len)
+{
+	uint8_t *w = WINDOWS(b);
+
+	for (uint8_t *p = w; p < b + len; p += 7)
+		*p ^= 0x5a;
+}
+
+static void bad_bits(uint8_t *b, size_t len)
+{
+	(void)len;
+	for (uint32_t i = 1; i < N_CPS(b); i++)
+		CPS(b)[32 * i + 16] = (CPS(b)[32 * i + 16] + 3) % 8 ?: 1;
+}
+
+static void count_up(uint8_t *b, size_t len)
+{
+	(void)len;
+	b[56]++;  /* one entry more than the tables hold */
+}
+
+static void test_refused(const struct fixture *f, void (*fn)(uint8_t *, size_t), const char *what)
+{
+	struct seek_index *si = NULL;
+	size_t len;
+	void *idx = mutate(f, fn, &len);
+	int r = seek_index_parse(idx, len, f->layer, f->gz.n, &si);
+
+	check(r == -EBADMSG || r == -EFBIG, "an index with %s is refused (%s)", what,
+	      r < 0 ? error_take(r) : "accepted");
+	seek_index_free(si);
+	free(idx);
+}
+
+struct lie {
+	const struct seek_index *si;
+	const struct fixture *f;
+	unsigned chunks, caught, wrong_served;
+};
+
+/* Decodes every chunk as the fetcher would: what fails its digest is never served. */
+static int lie_entry(void *userdata, const struct entry *e)
+{
+	struct lie *l = userdata;
+	unsigned i;
+	size_t n;
+	uint8_t *want;
+
+	if (e->type != ENTRY_REG || sscanf(e->path, "dir/file-%02u", &i) != 1)
+		return 0;
+	want = file_content(i, &n);
+	for (size_t k = 0; k < e->n_chunks; k++) {
+		const struct chunk *c = &e->chunks[k];
+		uint8_t *out = malloc(c->size);
+		int r = seek_index_chunk_decode(l->si, c->blob_offset, c->digest, c->size,
+						l->f->gz.p + c->blob_offset, c->blob_length, out);
+
+		l->chunks++;
+		if (r < 0 || digest_verify_buffer(out, c->size, c->digest) < 0)
+			l->caught++;
+		else if (memcmp(out, want + c->file_offset, c->size) != 0)
+			l->wrong_served++;
+		free(out);
+	}
+	free(want);
+	return 0;
+}
+
+static void test_caught(const struct fixture *f, void (*fn)(uint8_t *, size_t), const char *what)
+{
+	struct seek_index *si = NULL;
+	size_t len;
+	void *idx = mutate(f, fn, &len);
+	int r = seek_index_parse(idx, len, f->layer, f->gz.n, &si);
+
+	if (r >= 0) {
+		struct lie l = { .si = si, .f = f };
+
+		(void)seek_index_foreach(si, lie_entry, &l);
+		check(l.caught > 0 && l.wrong_served == 0,
+		      "an index with %s: %u of %u chunks fail their digest, none serves wrong bytes",
+		      what, l.caught, l.chunks);
+	} else {
+		check(r == -EBADMSG, "an index with %s is refused", what);
+	}
+	seek_index_free(si);
+	free(idx);
+}
+
+static void test_hostile(void)
+{
+	struct fixture f;
+	struct seek_index *si = NULL;
+	uint8_t *copy;
+
+	fixture_make(&f);
+	check(seek_index_parse(f.idx, f.idx_len - 9, f.layer, f.gz.n, &si) == -EBADMSG,
+	      "a truncated index is refused");
+	check(seek_index_parse(f.idx, 20, f.layer, f.gz.n, &si) == -EBADMSG,
+	      "an index shorter than its header is refused");
+	check(seek_index_parse(f.idx, f.idx_len, "sha256:0000000000000000000000000000000000000000"
+			       "000000000000000000000000", f.gz.n, &si) == -EBADMSG,
+	      "the index of another layer is refused");
+	check(seek_index_parse(f.idx, f.idx_len, f.layer, f.gz.n + 1, &si) == -EBADMSG,
+	      "an index for another blob size is refused");
+	copy = malloc(f.idx_len);
+	memcpy(copy, f.idx, f.idx_len);
+	copy[8] = 2;
+	check(seek_index_parse(copy, f.idx_len, f.layer, f.gz.n, &si) == -EBADMSG,
+	      "an index of an unknown version is refused");
+	free(copy);
+	test_refused(&f, swap_checkpoints, "checkpoints out of order");
+	test_refused(&f, escape_path, "a path that escapes the root");
+	test_refused(&f, shift_chunk, "a chunk at a wrong offset");
+	test_refused(&f, count_up, "counts that do not fit its tables");
+	test_caught(&f, bad_window, "windows that do not match");
+	test_caught(&f, bad_bits, "wrong bit offsets");
+	check(si == NULL, "nothing is returned for a refused index");
+	free_many(f.idx, f.tar.p, f.gz.p);
+}
+
+static void test_refuse_plain(void)
+{
+	struct buf tar = {};
+	struct seek_builder *b = NULL;
+	char diff_id[DIGEST_STRING_MAX], layer[DIGEST_STRING_MAX];
+	uint64_t tar_size;
+	void *idx = NULL;
+	size_t len;
+	int fd, r;
+
+	make_tar(&tar);
+	digest_buffer(tar.p, tar.n, layer);
+	fd = memfd_of(&tar);
+	r = seek_builder_new(SEEK_SPAN_DEFAULT, &b);
+	if (r >= 0)
+		r = layer_tar_index_seek(fd, NULL, NULL, NULL, NULL, b, diff_id, &tar_size);
+	check(r >= 0, "an uncompressed layer reads");
+	check(seek_builder_finish(b, layer, tar.n, tar_size, &idx, &len) == -EOPNOTSUPP,
+	      "but gets no seek index");
+	seek_builder_free(b);
+	close(fd);
+	free(tar.p);
+}
+
+int main(void)
+{
+	test_roundtrip(1, 64 * 1024);
+	test_roundtrip(9, 64 * 1024);
+	test_roundtrip(1, 1024 * 1024);
+	test_hostile();
+	test_refuse_plain();
+	return tap_done();
+}
