@@ -54,6 +54,7 @@ import mkdemo  # noqa: E402
 import push  # noqa: E402
 import registry as registry_mod  # noqa: E402
 import sanitizer_reports  # noqa: E402
+import suite_shape  # noqa: E402
 
 FIXTURE_NAMES = ["oci-gzip", "docker-v2s2-gzip", "oci-zstd", "oci-uncompressed", "estargz",
                  "zstdchunked", "zstdchunked-skopeo", "multiarch"]
@@ -436,3 +437,14 @@ class Lazyroot:
 @pytest.fixture
 def lazyroot(lazyroot_bin, fuse_available, cache_dir, mountpoint, test_dir, _spawned):
     return Lazyroot(lazyroot_bin, cache_dir, mountpoint, test_dir, _spawned)
+
+
+# ---------------------------------------------------------------------------------------------
+# the suite's shape: CI's sanitizer subset and per-test times (suite_shape.py)
+
+def pytest_collection_modifyitems(config, items):
+    suite_shape.deselect_for_sanitizers(config, items)
+
+
+def pytest_runtest_logreport(report):
+    suite_shape.record_time(report)
