@@ -326,7 +326,32 @@ def test_index_replaces_an_untrusted_index(lazyroot, registry):
         assert lazyroot.umount(mnt).ok
 
 
-@pytest.mark.parametrize("transport", ["oci", "oci-archive"])
+def _docker_archive_gzip(layout, out):
+    """A `docker save` archive in the legacy layout (<id>/layer.tar) whose layers are the
+    layout's gzip blobs as they are: lazyroot tells their compression by their first bytes
+    (docs/registries.md), so they are gzip layers that can have seek indexes."""
+    import tarfile
+    blobs = os.path.join(str(layout), "blobs", "sha256")
+    with open(os.path.join(str(layout), "index.json")) as f:
+        digest = json.load(f)["manifests"][0]["digest"]
+    with open(os.path.join(blobs, digest[7:])) as f:
+        manifest = json.load(f)
+    config = manifest["config"]["digest"][7:]
+    names = ["%s/layer.tar" % l["digest"][7:] for l in manifest["layers"]]
+    with tarfile.open(str(out), "w") as t:
+        t.add(os.path.join(blobs, config), arcname=config + ".json")
+        for l, name in zip(manifest["layers"], names):
+            t.add(os.path.join(blobs, l["digest"][7:]), arcname=name)
+        doc = json.dumps([{"Config": config + ".json", "RepoTags": ["fixtures/x:edge"],
+                           "Layers": names}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(doc)
+        import io
+        t.addfile(info, io.BytesIO(doc))
+    return out
+
+
+@pytest.mark.parametrize("transport", ["oci", "oci-archive", "docker-archive"])
 def test_local_images_mount_from_their_index(lazyroot, test_dir, mountpoint, transport):
     """A local layout or archive keeps its seek indexes in the cache and mounts from them, read
     in place by offset."""
@@ -335,10 +360,12 @@ def test_local_images_mount_from_their_index(lazyroot, test_dir, mountpoint, tra
     layout = conftest.FIXTURES / "oci-gzip"
     if transport == "oci":
         ref = "oci:%s:edge" % layout
-    else:
+    elif transport == "oci-archive":
         archive = test_dir / "x.tar"
         subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
         ref = "oci-archive:%s:edge" % archive
+    else:
+        ref = "docker-archive:%s" % _docker_archive_gzip(layout, test_dir / "d.tar")
     _index_then_forget_layers(lazyroot, ref)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
