@@ -296,10 +296,7 @@ def test_mounted_is_decided_per_cache(lazyroot, registry, test_dir, mountpoint, 
         assert lazyroot.umount(other).ok
         r = lazyroot.run("images", "--json", *in_b)
         assert r.ok and [row["mounted"] for row in json.loads(r.stdout)] == [False], str(r)
-        # the same files; the seek indexes of the same layers, whose bytes may differ (a
-        # chunk's compressed end depends on how the layer's bytes arrived)
-        assert set(_content_blob_sizes(cache_b)) == set(_content_blob_sizes(cache_dir))
-        assert len(_seek_index_blobs(cache_b)) == len(_seek_index_blobs(cache_dir)) == 3
+        assert blob_files(cache_b) == blob_files(cache_dir)
         assert _images(lazyroot)[0]["mounted"] is True
 
         r = lazyroot.run("rm", ref, *in_b)

@@ -249,3 +249,26 @@ def test_full_pull_keeps_the_index_by_default(lazyroot, registry, mountpoint, te
     trusted = {l for (l,) in sqlite(_db(lazyroot),
                                     "SELECT layer FROM seek_indexes WHERE trusted = 1")}
     assert trusted == set(_layers(layout)), trusted
+
+
+def test_one_layer_gives_one_index_however_its_bytes_arrive(lazyroot, registry, test_dir):
+    """An index is content-addressed so that images and hosts with the same layer share it: the
+    same layer read from the registry, through a proxy that paces it in small pieces, and from
+    the local layout gives the same index, byte for byte."""
+    from proxy import Fault, Proxy
+    import conftest
+    name = OCI
+    kept = []
+
+    def index(ref, cache):
+        r = lazyroot.run("index", "--cache-dir", str(cache), ref, timeout=300)
+        assert r.ok, str(r)
+        db = str(cache / "index.db")
+        kept.append(dict(sqlite(db, "SELECT layer, digest FROM seek_indexes")))
+
+    index(registry.ref(name), test_dir / "c-registry")
+    with Proxy(registry.addr) as p:
+        p.set_fault(lambda req: Fault.pace(4 << 20) if "/blobs/" in req["path"] else None)
+        index(registry.ref(name).replace(registry.addr, p.addr), test_dir / "c-paced")
+    index("oci:%s:edge" % (conftest.FIXTURES / name), test_dir / "c-local")
+    assert len(kept[0]) == 3 and kept[0] == kept[1] == kept[2], kept
