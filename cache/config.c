@@ -148,7 +148,10 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 int config_read(struct config *ret, unsigned *ret_line)
 {
 	_cleanup_free_ char *buf = NULL;
-	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT, .artifacts = ARTIFACT_CONFIG_DEFAULT };
+	/* Keeping a seek index costs a full pull no download and a few % of its CPU time
+	 * (tests/bench/seek_on_pull.py), and it goes with the last image of its layer. */
+	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT, .artifacts = ARTIFACT_CONFIG_DEFAULT,
+			      .seek_index_on_pull = true };
 	char *line, *save = NULL;
 	unsigned n = 0;
 	int r;

@@ -5,7 +5,7 @@
  * artifact-repository, artifact-ttl and artifact-miss-ttl (where artifacts that refer to an
  * image are published and looked up, and how long answers are kept: artifact_cache.h).
  * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
- * index, cache/seek.h; default no).
+ * index, cache/seek.h; default yes).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 

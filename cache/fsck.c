@@ -3,8 +3,9 @@
  * the cost (a cache can hold GBs): the files are listed first and hashed by a few threads that
  * take the next file from a shared counter; everything that touches SQLite stays on the calling
  * thread.  The order of the checks makes one --repair run sufficient: bad blobs are deleted
- * before tar layers are checked for missing contents, and layers are dropped before orphans are
- * looked for, so that the blobs of a dropped layer are not left behind as orphans.
+ * before seek indexes are read and tar layers are checked for missing contents, and layers and
+ * seek indexes are dropped before orphans are looked for, so that the blobs of a dropped layer
+ * or index are not left behind as orphans.
  */
 #include "fsck.h"
 
@@ -17,8 +18,10 @@
 #include <time.h>
 
 #include "cache/base/digest.h"
+#include "cache/base/error.h"
 #include "cache/gc.h"
 #include "cache/base/util.h"
+#include "cache/seek.h"
 
 #define FSCK_MAX_THREADS 8
 #define READ_BUF (1u << 20)
@@ -248,6 +251,115 @@ static int check_tar_layers(struct fsck *f)
 	return 0;
 }
 
+struct seek_rows {
+	char **layers, **digests;  /* in step */
+};
+
+static int collect_seek_row(void *userdata, const char *layer, const char *digest, bool trusted)
+{
+	struct seek_rows *rows = userdata;
+	int r;
+
+	(void)trusted;
+	r = strv_push(&rows->layers, layer);
+	return r < 0 ? r : strv_push(&rows->digests, digest);
+}
+
+/* Why the seek index @digest of @layer is unusable (a static string), NULL when it is not:
+ * the same reading as seek_load(), without the layer's size, which only manifests know. */
+static const char *seek_index_problem(struct fsck *f, const char *layer, const char *digest)
+{
+	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	size_t len;
+	int r;
+
+	r = blob_store_open_blob(f->c->bs, digest, &fd);
+	if (r == -ENOENT)
+		return "is missing";
+	if (r >= 0)
+		r = read_full_fd(fd, SEEK_INDEX_MAX, &buf, &len);
+	if (r < 0)
+		return "cannot be read";
+	if (digest_verify_buffer(buf, len, digest) < 0)
+		return "does not hash to its name";
+	r = seek_index_parse(buf, len, layer, 0, &si);
+	error_clear();
+	return r < 0 ? "does not parse" : NULL;
+}
+
+/* Every seek index the index database names must be a blob that parses as that layer's:
+ * a layer indexed from a missing one cannot be mounted.  Repair forgets the index and a layer
+ * indexed from it (seek_drop()): the next pull reads that layer whole. */
+static int check_seek_indexes(struct fsck *f)
+{
+	_cleanup_strv_free_ char **layers = NULL, **digests = NULL;
+	struct seek_rows rows = {};
+	int r;
+
+	r = index_db_seek_foreach(f->c->db, collect_seek_row, &rows);
+	layers = rows.layers;
+	digests = rows.digests;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; layers && layers[i]; i++) {
+		const char *why = seek_index_problem(f, layers[i], digests[i]);
+		bool repaired = false;
+
+		if (!why)
+			continue;
+		if (f->o->repair) {
+			r = seek_drop(f->c, layers[i]);
+			if (r < 0)
+				return r;
+			repaired = true;
+		}
+		report(f, repaired, "seek index %s of layer %s %s%s", digests[i], layers[i], why,
+		       repaired ? ": dropped, the next pull reads the layer whole" : "");
+	}
+	return 0;
+}
+
+static int collect_seek_layer(void *userdata, const struct index_db_layer_row *row)
+{
+	if (!streq(row->format, LAYER_FORMAT_GZIP_INDEX))
+		return 0;
+	return strv_push(userdata, row->digest);
+}
+
+/* A layer indexed from a seek index that has no row any more (a crash between the two, an
+ * older lazyroot's gc) cannot be mounted: repair drops it, and the next pull imports it. */
+static int check_seek_layers(struct fsck *f)
+{
+	_cleanup_strv_free_ char **layers = NULL;
+	int r;
+
+	r = index_db_layer_foreach_row(f->c->db, collect_seek_layer, &layers);
+	if (r < 0)
+		return r;
+	for (char **l = layers; l && *l; l++) {
+		bool repaired = false;
+
+		r = index_db_seek_get(f->c->db, *l, NULL, NULL);
+		if (r != -ENOENT) {
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (f->o->repair) {
+			r = index_db_layer_delete(f->c->db, *l);
+			if (r < 0)
+				return r;
+			repaired = true;
+		}
+		report(f, repaired, "layer %s is indexed from a seek index the cache does not "
+		       "have%s", *l, repaired ? ": dropped from the index, the next pull imports "
+		       "it again" : "");
+	}
+	return 0;
+}
+
 static int check_orphans(struct fsck *f)
 {
 	for (size_t i = 0; i < f->n_blobs; i++) {
@@ -323,7 +435,11 @@ int cache_fsck(struct cache *c, const struct fsck_options *o,
 	}
 	hash_all(&f);
 	check_blobs(&f);
-	r = check_tar_layers(&f);
+	r = check_seek_indexes(&f);
+	if (r >= 0)
+		r = check_seek_layers(&f);
+	if (r >= 0)
+		r = check_tar_layers(&f);
 	if (r >= 0)
 		r = check_orphans(&f);
 	if (r >= 0)

@@ -1,9 +1,11 @@
 /* cache/fsck.h: checks that a cache directory is what lazyroot wrote: every blob hashes to its
  * name, every file content an indexed tar layer names is stored (chunks of lazy layers may be
- * missing: not fetched yet), no blob is unreferenced, no old temporary is left, and SQLite's
- * integrity_check passes.  With repair, what can be fixed is: bad and orphan blobs and old
- * temporaries are deleted, and a tar layer missing contents is dropped from the index so that
- * the next pull imports it again. */
+ * missing: not fetched yet), every seek index named is stored and parses as its layer's, every
+ * layer indexed from a seek index has one, no blob is unreferenced, no old temporary is left,
+ * and SQLite's integrity_check passes.  With repair, what can be fixed is: bad and orphan blobs
+ * and old temporaries are deleted, a tar layer missing contents or a layer without its seek
+ * index is dropped from the index so that the next pull imports it again, and a seek index that
+ * is missing or does not parse is forgotten (with a layer indexed from it). */
 #pragma once
 
 #include <stdbool.h>

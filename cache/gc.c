@@ -4,7 +4,8 @@
  * Which image uses which layer is in the manifests (images.manifest), so every operation starts
  * by parsing all of them: a cache holds tens to hundreds of images, each a few KiB.  Which layer
  * names which blob is asked of the index (entries.digest and chunks.digest are indexed since
- * schema 3), one query per blob.  Rows are deleted first, in one transaction, and blob files
+ * schema 3), one query per blob; a layer's seek index is named in seek_indexes by the layer's
+ * digest, and goes with the last image that uses the layer.  Rows are deleted first, in one transaction, and blob files
  * only afterwards: a crash in between leaves orphans, which the next gc removes, never a row
  * naming a deleted blob.
  */
@@ -214,6 +215,19 @@ static int collect_blob(void *userdata, const char *digest, bool chunk)
 	return strv_push(userdata, digest);
 }
 
+/* A layer's seek index (cache/seek.h) is kept for the layer, not for an image: it goes when
+ * the last image that uses the layer goes, its blob pushed to @blobs. */
+static int collect_seek_blob(struct cache *c, const char *layer, char ***blobs)
+{
+	_cleanup_free_ char *digest = NULL;
+	int r;
+
+	r = index_db_seek_get(c->db, layer, &digest, NULL);
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : strv_push(blobs, digest);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -240,6 +254,9 @@ static int gc_image_drop(struct cache *c, struct gc_images *s, size_t idx, uint6
 		r = index_db_layer_foreach_blob(c->db, *l, collect_blob, &blobs);
 		if (r < 0 && r != -ENOENT)
 			return r;
+		r = collect_seek_blob(c, *l, &blobs);
+		if (r < 0)
+			return r;
 	}
 
 	r = index_db_transaction_begin(c->db);
@@ -248,8 +265,11 @@ static int gc_image_drop(struct cache *c, struct gc_images *s, size_t idx, uint6
 	r = index_db_ref_delete_digest(c->db, img->digest);
 	if (r >= 0)
 		r = index_db_image_delete(c->db, img->digest);
-	for (char **l = drop; r >= 0 && l && *l; l++)
+	for (char **l = drop; r >= 0 && l && *l; l++) {
 		r = index_db_layer_delete(c->db, *l);
+		if (r >= 0)
+			r = index_db_seek_delete(c->db, *l);
+	}
 	if (r < 0) {
 		index_db_transaction_rollback(c->db);
 		return r;
@@ -331,6 +351,36 @@ static int gc_drop_unused_layers(struct cache *c, const struct gc_images *s, uin
 	return 0;
 }
 
+static int collect_seek_layer(void *userdata, const char *layer, const char *digest,
+			      bool trusted)
+{
+	(void)digest;
+	(void)trusted;
+	return strv_push(userdata, layer);
+}
+
+/* Seek indexes of layers no image uses (their image removed before indexes went with it, or
+ * an index fetched for a pull that failed): the rows go, the sweep then removes their blobs. */
+static int gc_drop_unused_seek_indexes(struct cache *c, const struct gc_images *s,
+				       uint64_t *dropped)
+{
+	_cleanup_strv_free_ char **layers = NULL;
+	int r;
+
+	r = index_db_seek_foreach(c->db, collect_seek_layer, &layers);
+	if (r < 0)
+		return r;
+	for (char **l = layers; l && *l; l++) {
+		if (layer_in_use(s, *l, SIZE_MAX))
+			continue;
+		r = index_db_seek_delete(c->db, *l);
+		if (r < 0)
+			return r;
+		(*dropped)++;
+	}
+	return 0;
+}
+
 struct sweep {
 	struct cache *c;
 	struct gc_result *res;
@@ -389,6 +439,8 @@ static int gc_locked(struct cache *c, const struct gc_options *o, struct gc_resu
 	if (r < 0)
 		return r;
 	r = gc_drop_unused_layers(c, &s, &res->layers_dropped);
+	if (r >= 0)
+		r = gc_drop_unused_seek_indexes(c, &s, &res->seek_indexes_dropped);
 	if (r < 0)
 		return r;
 	r = cache_blob_foreach(c, sweep_blob, &sw);

@@ -1,6 +1,7 @@
 /* cache/gc.h: what the cache may forget, and forgetting it.  An image's blobs are the blobs its
- * layers' entries (whole-file contents of tar layers) and chunks (lazy layers) name; a blob no
- * indexed layer names is an orphan.  Images are evicted least recently used first
+ * layers' entries (whole-file contents of tar layers) and chunks (lazy layers) name, and the
+ * seek indexes of its gzip layers (cache/seek.h); a blob no indexed layer or seek index names
+ * is an orphan, and a seek index of a layer no image uses goes like the layer.  Images are evicted least recently used first
  * (images.last_used, set at every pull/mount), never one a live mount of this cache is pinned to
  * (cache/store/mount_records.h).
  *
@@ -40,13 +41,14 @@ struct gc_result {
 	uint64_t orphans, orphan_bytes;  /* blobs no layer named */
 	uint64_t tmp_files;
 	uint64_t layers_dropped;         /* indexed layers no image used */
+	uint64_t seek_indexes_dropped;   /* seek indexes of layers no image used */
 	char **evicted;                  /* manifest digests, in eviction order */
 	uint64_t evicted_bytes;
 	uint64_t n_blobs, blob_bytes;    /* what is left */
 };  /* bytes are disk space (blob_disk_bytes()), holes not counted */
 void gc_result_done(struct gc_result *r);
 
-/* Takes the cache lock, drops layers no image uses, removes orphan blobs and old temporaries,
+/* Takes the cache lock, drops layers and seek indexes no image uses, removes orphan blobs and old temporaries,
  * then evicts as @o says.  -ENOSPC (with *ret filled) if the cache is still larger than
  * max_size when nothing evictable is left. */
 int cache_gc(struct cache *c, const struct gc_options *o, struct gc_result *ret);
@@ -58,7 +60,7 @@ int cache_gc(struct cache *c, const struct gc_options *o, struct gc_result *ret)
 int cache_gc_auto(struct cache *c);
 
 /* Forgets image @digest: every ref to it, its row, the layers no other image uses (entries and
- * chunks with them) and the blobs no remaining layer names.  The caller holds the cache lock
+ * chunks with them, and their seek indexes) and the blobs no remaining layer names.  The caller holds the cache lock
  * exclusively and has checked that no mount is pinned to it.  Adds the bytes of the removed blob
  * files to *ret_freed (may be NULL). */
 int cache_image_remove(struct cache *c, const char *digest, uint64_t *ret_freed);

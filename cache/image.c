@@ -818,6 +818,32 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 	}
 }
 
+/* --pull=never and a layer not indexed: a gzip layer whose seek index the cache holds is
+ * indexed from it, as an eStargz layer from its TOC (the tree needs no request, reads fetch
+ * their chunks as they would); any other layer is an error, nothing fetched. */
+static int layer_import_never(struct cache *c, const struct layer_desc *layer,
+			      enum pull_failure *err)
+{
+	_cleanup_close_ int lock_fd = -EBADF;
+	int r;
+
+	if (seek_layer_eligible(layer) && !c->read_only &&
+	    index_db_seek_get(c->db, layer->digest, NULL, NULL) >= 0) {
+		r = layer_lock(c, layer->digest, &lock_fd);
+		if (r >= 0)
+			r = index_db_layer_is_indexed(c->db, layer->digest);
+		if (r == 0)
+			r = seek_layer_import(c, layer);
+		if (r < 0)
+			return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
+					 layer->digest, c->dir);
+		if (r > 0)
+			return 0;
+	}
+	return pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
+			 "layer '%s' is not in the cache and pulling is disabled", layer->digest);
+}
+
 /* What one pull works with, from its start to its end. */
 struct pull {
 	struct cache *c;
@@ -1014,10 +1040,12 @@ static int pull_layers(struct pull *p, struct image *img)
 					 p->c->dir);
 		if (r > 0)
 			continue;
-		if (p->o->policy == PULL_NEVER)
-			return pull_fail(p->err, PULL_FAILURE_REGISTRY, -ENOENT,
-					 "layer '%s' is not in the cache and pulling is disabled",
-					 l->digest);
+		if (p->o->policy == PULL_NEVER) {
+			r = layer_import_never(p->c, l, p->err);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (!p->reg) {
 			r = pull_source_new(p->ref, &p->ro, &p->reg, p->err);
 			if (r < 0)

@@ -31,10 +31,12 @@ static void print_result(const struct gc_result *res)
 {
 	for (char **d = res->evicted; d && *d; d++)
 		printf("evicted %s\n", *d);
-	printf("removed %llu orphan blobs (%llu bytes), %llu temporary files, %llu unused layers;"
-	       " evicted %zu images (%llu bytes); cache now %llu blobs, %llu bytes\n",
+	printf("removed %llu orphan blobs (%llu bytes), %llu temporary files, %llu unused layers,"
+	       " %llu unused seek indexes; evicted %zu images (%llu bytes); cache now %llu blobs,"
+	       " %llu bytes\n",
 	       (unsigned long long)res->orphans, (unsigned long long)res->orphan_bytes,
 	       (unsigned long long)res->tmp_files, (unsigned long long)res->layers_dropped,
+	       (unsigned long long)res->seek_indexes_dropped,
 	       strv_length(res->evicted), (unsigned long long)res->evicted_bytes,
 	       (unsigned long long)res->n_blobs, (unsigned long long)res->blob_bytes);
 }

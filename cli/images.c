@@ -31,6 +31,7 @@ struct image_row {
 	char *platform;
 	size_t layers;
 	uint64_t size, cached;
+	uint64_t seek_index_bytes;  /* of cached: the seek indexes of its gzip layers */
 	int64_t last_used;
 	bool mounted;
 };
@@ -117,6 +118,18 @@ static int sum_blob(void *userdata, const char *digest, bool chunk)
 	return strv_push(&bs->seen, digest);
 }
 
+/* A gzip layer's seek index (cache/seek.h) is disk the image holds too, gone with it. */
+static int sum_seek_index(struct cache *c, const char *layer, struct blob_sum *bs)
+{
+	_cleanup_free_ char *digest = NULL;
+	int r;
+
+	r = index_db_seek_get(c->db, layer, &digest, NULL);
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : sum_blob(bs, digest, false);
+}
+
 /* Fills in what the image row and its layers say; the platform from the config when the ref
  * did not name one. */
 static int inventory_fill(struct inventory *inv, struct image_row *ir, int dir_fd)
@@ -126,6 +139,7 @@ static int inventory_fill(struct inventory *inv, struct image_row *ir, int dir_f
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
 	struct blob_sum bs = { .dir_fd = dir_fd };
 	size_t manifest_len, config_len;
+	uint64_t files;
 	int r;
 
 	r = index_db_image_get(inv->c->db, ir->digest, &media_type, &manifest, &manifest_len,
@@ -146,8 +160,15 @@ static int inventory_fill(struct inventory *inv, struct image_row *ir, int dir_f
 			return r;
 		}
 	}
+	files = bs.bytes;
+	r = 0;
+	for (size_t i = 0; i < m->n_layers && r >= 0; i++)
+		r = sum_seek_index(inv->c, m->layers[i].digest, &bs);
 	strv_free(bs.seen);
+	if (r < 0)
+		return r;
 	ir->cached = bs.bytes;
+	ir->seek_index_bytes = bs.bytes - files;
 	if (!*ir->platform && image_config_parse(config, config_len, &cfg) >= 0) {
 		char *p = platform_to_string(&cfg->platform);
 
@@ -212,11 +233,12 @@ static int print_images(struct inventory *inv, bool json)
 			json_t *o;
 
 			format_time(ir->last_used, when, sizeof(when));
-			o = json_pack("{s:o, s:s, s:s, s:I, s:I, s:I, s:o, s:b}",
+			o = json_pack("{s:o, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:b}",
 				      "reference", ir->reference ? json_string(ir->reference) : json_null(),
 				      "digest", ir->digest, "platform", ir->platform,
 				      "layers", (json_int_t)ir->layers, "size", (json_int_t)ir->size,
 				      "cached_bytes", (json_int_t)ir->cached,
+				      "seek_index_bytes", (json_int_t)ir->seek_index_bytes,
 				      "last_used", *when ? json_string(when) : json_null(),
 				      "mounted", ir->mounted);
 			if (!o || json_array_append_new(a, o) < 0) {

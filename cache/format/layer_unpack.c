@@ -20,6 +20,7 @@
 #include <zstd_errors.h>
 
 #include "cache/base/error.h"
+#include "cache/base/util.h"
 #include "cache/format/seek_index.h"
 
 #define BUF_SIZE (128 * 1024)
@@ -73,15 +74,17 @@ int layer_unpack_new(int fd, struct layer_unpack **ret)
 }
 
 /* Refills the input buffer when it is empty; sets in_eof at the end of the fd. */
+/* Fills the input buffer whole (less only at the end): zlib's position after each call, which
+ * the seek builder records, then depends on the layer's bytes alone, not on how they arrived
+ * (a pipe's, a socket's pieces), so that one layer always gives the same index, byte for byte:
+ * an index is content-addressed, and hosts that index the same layer share it. */
 static int fill(struct layer_unpack *u)
 {
 	ssize_t n;
 
 	if (u->in_pos < u->in_len || u->in_eof)
 		return 0;
-	do
-		n = read(u->fd, u->in, sizeof(u->in));
-	while (n < 0 && errno == EINTR);
+	n = read_full(u->fd, u->in, sizeof(u->in));
 	if (n < 0)
 		return -EIO;
 	u->in_pos = 0;
@@ -91,17 +94,16 @@ static int fill(struct layer_unpack *u)
 	return 0;
 }
 
-/* Reads until 4 bytes (or the end) are there, and picks the decoder from them. */
+/* Reads the first buffer (or to the end) and picks the decoder from its first bytes. */
 static int detect(struct layer_unpack *u)
 {
 	static const uint8_t gzip_magic[] = { 0x1f, 0x8b }, zstd_magic[] = { 0x28, 0xb5, 0x2f, 0xfd };
 	int r;
 
-	while (u->in_len < 4 && !u->in_eof) {
-		ssize_t n = read(u->fd, u->in + u->in_len, sizeof(u->in) - u->in_len);
+	/* A whole buffer, as fill() reads: see there. */
+	while (u->in_len < sizeof(u->in) && !u->in_eof) {
+		ssize_t n = read_full(u->fd, u->in + u->in_len, sizeof(u->in) - u->in_len);
 
-		if (n < 0 && errno == EINTR)
-			continue;
 		if (n < 0)
 			return -EIO;
 		u->in_eof = n == 0;

@@ -1314,6 +1314,7 @@ struct walk {
 		int (*image)(void *userdata, const struct index_db_image_row *row);
 		int (*layer)(void *userdata, const struct index_db_layer_row *row);
 		int (*blob)(void *userdata, const char *digest, bool chunk);
+		int (*seek)(void *userdata, const char *layer, const char *digest, bool trusted);
 	};
 	void *userdata;
 };
@@ -1578,4 +1579,26 @@ int index_db_seek_get(struct index_db *db, const char *layer, char **ret_digest,
 int index_db_seek_delete(struct index_db *db, const char *layer)
 {
 	return db_write(db, "DELETE FROM seek_indexes WHERE layer = ?1", layer, NULL, -1);
+}
+
+static int seek_row(sqlite3_stmt *s, void *userdata)
+{
+	const struct walk *w = userdata;
+	const char *layer = (const char *)sqlite3_column_text(s, 0);
+	const char *digest = (const char *)sqlite3_column_text(s, 1);
+
+	if (!layer || !digest)
+		return -ENOMEM;
+	return w->seek(w->userdata, layer, digest, sqlite3_column_int(s, 2) != 0);
+}
+
+int index_db_seek_foreach(struct index_db *db,
+			  int (*cb)(void *userdata, const char *layer, const char *digest,
+				    bool trusted),
+			  void *userdata)
+{
+	struct walk w = { .seek = cb, .userdata = userdata };
+
+	return db_walk(db, "SELECT layer, digest, trusted FROM seek_indexes ORDER BY layer", -1,
+		       seek_row, &w);
 }

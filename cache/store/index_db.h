@@ -146,6 +146,11 @@ int index_db_layer_delete(struct index_db *db, const char *digest);
 int index_db_seek_put(struct index_db *db, const char *layer, const char *digest, bool trusted);
 int index_db_seek_get(struct index_db *db, const char *layer, char **ret_digest, bool *ret_trusted);
 int index_db_seek_delete(struct index_db *db, const char *layer);
+/* Calls @cb for every seek index row, by layer digest; a negative return stops the walk. */
+int index_db_seek_foreach(struct index_db *db,
+			  int (*cb)(void *userdata, const char *layer, const char *digest,
+				    bool trusted),
+			  void *userdata);
 
 /* Groups the writes above: BEGIN IMMEDIATE with retries on contention, COMMIT, ROLLBACK. */
 int index_db_transaction_begin(struct index_db *db);

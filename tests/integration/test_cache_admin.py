@@ -10,7 +10,8 @@ from conftest import FIXTURES
 from helpers import (blob_files, compare_with_oracle, layer_contents, layout_blob,
                      layout_layers, sqlite, tmp_files)
 
-KEYS = {"reference", "digest", "platform", "layers", "size", "cached_bytes", "last_used", "mounted"}
+KEYS = {"reference", "digest", "platform", "layers", "size", "cached_bytes", "seek_index_bytes",
+        "last_used", "mounted"}
 
 
 def _images(lazyroot):
@@ -29,6 +30,18 @@ def _pull(lazyroot, ref, mnt):
 def _blob_sizes(cache):
     root = Path(cache) / "blobs" / "sha256"
     return {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _seek_index_blobs(cache):
+    """Names of the seek index blobs the cache holds: a full pull keeps one per tar+gzip layer
+    (seek-index-on-pull, default yes), which goes with the last image that uses the layer."""
+    return {d[7:] for (d,) in sqlite(_db(cache), "SELECT digest FROM seek_indexes")}
+
+
+def _content_blob_sizes(cache):
+    """_blob_sizes() without the seek indexes: the layers' file contents."""
+    indexes = _seek_index_blobs(cache)
+    return {k: v for k, v in _blob_sizes(cache).items() if k not in indexes}
 
 
 def _layout_platform(layout):
@@ -58,11 +71,16 @@ def test_images_sizes_and_mounted(lazyroot, registry, mountpoint, cache_dir):
     assert row["platform"] == _layout_platform(FIXTURES / "oci-gzip")
     # a tar image is wholly cached: one blob per distinct file content of its layers
     contents = layer_contents(FIXTURES / "oci-gzip")
-    assert _blob_sizes(cache_dir) == contents
-    # cached_bytes is the disk they take (holes not counted), not their lengths
+    assert _content_blob_sizes(cache_dir) == contents
+    indexes = _seek_index_blobs(cache_dir)
+    assert len(indexes) == len(layers) and set(_blob_sizes(cache_dir)) == set(contents) | indexes
+    # cached_bytes is the disk they take (holes not counted), not their lengths, seek indexes
+    # included
     root = Path(cache_dir) / "blobs"
     assert row["cached_bytes"] == sum(p.stat().st_blocks * 512 for p in root.rglob("*")
                                       if p.is_file())
+    assert row["seek_index_bytes"] == sum(p.stat().st_blocks * 512 for p in root.rglob("*")
+                                          if p.is_file() and p.name in indexes) > 0
     assert row["mounted"] is True
     assert row["last_used"].endswith("Z")
     assert lazyroot.umount().ok
@@ -88,13 +106,16 @@ def test_inspect_formats(lazyroot, registry, mountpoint):
 def test_rm_keeps_shared_blobs(lazyroot, registry, mountpoint, cache_dir):
     a, b = layer_contents(FIXTURES / "oci-gzip"), layer_contents(FIXTURES / "docker-v2s2-gzip")
     _pull(lazyroot, registry.ref("oci-gzip"), mountpoint)
-    assert set(_blob_sizes(cache_dir)) == set(a)
+    assert set(_content_blob_sizes(cache_dir)) == set(a)
+    indexes = _seek_index_blobs(cache_dir)
     _pull(lazyroot, registry.ref("docker-v2s2-gzip"), mountpoint)
-    assert set(_blob_sizes(cache_dir)) == set(a) | set(b)
+    assert set(_content_blob_sizes(cache_dir)) == set(a) | set(b)
     r = lazyroot.run("rm", registry.ref("docker-v2s2-gzip"))
     assert r.ok, str(r)
-    # exactly the blobs the other image does not use are gone
-    assert set(_blob_sizes(cache_dir)) == set(a)
+    # exactly the blobs the other image does not use are gone: the two share their layers,
+    # so the layers' seek indexes stay too
+    assert set(_content_blob_sizes(cache_dir)) == set(a)
+    assert _seek_index_blobs(cache_dir) == indexes and set(_blob_sizes(cache_dir)) >= indexes
     assert [row["reference"] for row in _images(lazyroot)] == [registry.ref("oci-gzip")]
     assert sqlite(_db(cache_dir), "SELECT count(*) FROM images")[0][0] == 1
     # the survivor still mounts from the cache alone
@@ -158,11 +179,13 @@ def test_fsck(lazyroot, registry, mountpoint, cache_dir):
     _pull(lazyroot, ref, mountpoint)
     r = lazyroot.run("fsck")
     contents = layer_contents(FIXTURES / "oci-gzip")
+    indexes = {k: v for k, v in _blob_sizes(cache_dir).items() if k in _seek_index_blobs(cache_dir)}
     assert r.ok and r.stdout.strip() == "cache %s: %d blobs, %d bytes, clean" % (
-        cache_dir, len(contents), sum(contents.values())), str(r)
+        cache_dir, len(contents) + len(indexes), sum(contents.values()) + sum(indexes.values())), \
+        str(r)
 
     # a flipped byte
-    sizes = _blob_sizes(cache_dir)
+    sizes = _content_blob_sizes(cache_dir)
     name = max(sizes, key=sizes.get)
     path = cache_dir / "blobs" / "sha256" / name[:2] / name
     data = bytearray(path.read_bytes())
@@ -180,7 +203,7 @@ def test_fsck(lazyroot, registry, mountpoint, cache_dir):
     assert lazyroot.umount().ok
 
     # a missing tar content
-    sizes = _blob_sizes(cache_dir)
+    sizes = _content_blob_sizes(cache_dir)
     name = sorted(sizes)[0]
     (cache_dir / "blobs" / "sha256" / name[:2] / name).unlink()
     r = lazyroot.run("fsck")
@@ -314,7 +337,7 @@ def test_rm_force_forgets_the_reference_of_a_mounted_image(lazyroot, registry, m
     rows = _images(lazyroot)
     assert [(x["reference"], x["digest"], x["mounted"]) for x in rows] == \
         [(None, registry.digest("oci-gzip"), True)], rows
-    assert set(_blob_sizes(cache_dir)) == set(layer_contents(layout))
+    assert set(_content_blob_sizes(cache_dir)) == set(layer_contents(layout))
     for p in mountpoint.rglob("*"):   # the page cache may not hold these: reads reach lazyroot
         if p.is_file() and not p.is_symlink():
             p.read_bytes()

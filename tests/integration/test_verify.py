@@ -59,14 +59,19 @@ def indexed_layers(cache):
 
 
 def blobs_of_layers(cache, digests):
-    """Blob file names (as blob_files() spells them) of the regular files of these layers."""
+    """Blob file names (as blob_files() spells them) of the regular files of these layers, and
+    of their seek indexes (a gzip layer read whole keeps one: seek-index-on-pull)."""
     if not digests:
         return set()
     db = Path(cache) / "index.db"
+    marks = ",".join("?" * len(digests))
     q = ("SELECT DISTINCT e.digest FROM entries e JOIN layers l ON e.layer_id = l.id "
-         "WHERE e.digest IS NOT NULL AND l.digest IN (%s)" % ",".join("?" * len(digests)))
+         "WHERE e.digest IS NOT NULL AND l.digest IN (%s)" % marks)
     out = set()
-    for (d,) in sqlite(db, q, tuple(digests)):
+    rows = sqlite(db, q, tuple(digests))
+    rows += sqlite(db, "SELECT digest FROM seek_indexes WHERE layer IN (%s)" % marks,
+                   tuple(digests))
+    for (d,) in rows:
         algo, hexd = d.split(":", 1)
         out.add("%s/%s/%s" % (algo, hexd[:2], hexd))
     return out

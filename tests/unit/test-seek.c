@@ -69,6 +69,23 @@ static int build_index(const uint8_t *gz, size_t n, const char *layer, void **re
 	return r;
 }
 
+struct seek_rows {
+	unsigned n;
+	char layer[DIGEST_STRING_MAX], digest[DIGEST_STRING_MAX];
+	bool trusted;
+};
+
+static int count_row(void *userdata, const char *layer, const char *digest, bool trusted)
+{
+	struct seek_rows *rows = userdata;
+
+	rows->n++;
+	snprintf(rows->layer, sizeof(rows->layer), "%s", layer);
+	snprintf(rows->digest, sizeof(rows->digest), "%s", digest);
+	rows->trusted = trusted;
+	return 0;
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/test-seek-XXXXXX", layer[DIGEST_STRING_MAX], digest[DIGEST_STRING_MAX];
@@ -77,6 +94,7 @@ int main(void)
 	struct seek_index *si = NULL;
 	struct cache *c = NULL;
 	char *kept = NULL;
+	struct seek_rows rows = {};
 	bool trusted = true;
 	uint8_t *gz;
 	void *idx = NULL;
@@ -103,6 +121,9 @@ int main(void)
 	      !trusted, "it is kept untrusted, under its own digest");
 	check(index_db_blob_is_referenced(c->db, digest) == 1,
 	      "its blob counts as used (gc keeps it)");
+	check(index_db_seek_foreach(c->db, count_row, &rows) == 0 && rows.n == 1 &&
+	      streq(rows.layer, layer) && streq(rows.digest, digest) && !rows.trusted,
+	      "the walk of seek index rows gives it, by layer (gc and fsck read them so)");
 	desc.digest = layer;
 	desc.size = n;
 	desc.media_type = (char *)"application/vnd.oci.image.layer.v1.tar+gzip";
