@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "cache/base/digest.h"
@@ -130,12 +133,44 @@ static int memfd_of(const struct buf *b)
 	return fd;
 }
 
-static int build(const struct buf *gz, uint64_t span, const char *layer_digest, void **ret,
-		 size_t *ret_len, uint64_t *ret_tar_size)
+/* A socket whose reads return @gz in pieces of 1..@max_piece bytes, sizes drawn from @seed (a
+ * child writes them as packets), as a registry's stream arrives over a network; or, with
+ * @max_piece 0, a memfd that gives whole buffers. */
+static int stream_of(const struct buf *gz, size_t max_piece, unsigned seed)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (max_piece == 0)
+		return memfd_of(gz);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		abort();
+	pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		srand(seed);
+		for (size_t off = 0; off < gz->n;) {
+			size_t n = 1 + (size_t)rand() % max_piece;
+
+			n = n < gz->n - off ? n : gz->n - off;
+			if (write(sv[1], gz->p + off, n) != (ssize_t)n)
+				_exit(1);
+			off += n;
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	return sv[0];
+}
+
+static int build_from(const struct buf *gz, size_t max_piece, unsigned seed, uint64_t span,
+		      const char *layer_digest, void **ret, size_t *ret_len,
+		      uint64_t *ret_tar_size)
 {
 	struct seek_builder *b = NULL;
 	char diff_id[DIGEST_STRING_MAX];
-	int fd = memfd_of(gz), r;
+	int fd = stream_of(gz, max_piece, seed), r;
 
 	r = seek_builder_new(span, &b);
 	if (r >= 0)
@@ -144,7 +179,16 @@ static int build(const struct buf *gz, uint64_t span, const char *layer_digest, 
 		r = seek_builder_finish(b, layer_digest, gz->n, *ret_tar_size, ret, ret_len);
 	seek_builder_free(b);
 	close(fd);
+	if (max_piece > 0)
+		while (wait(NULL) > 0)
+			;
 	return r;
+}
+
+static int build(const struct buf *gz, uint64_t span, const char *layer_digest, void **ret,
+		 size_t *ret_len, uint64_t *ret_tar_size)
+{
+	return build_from(gz, 0, 0, span, layer_digest, ret, ret_len, ret_tar_size);
 }
 
 struct verify {
@@ -466,6 +510,39 @@ static void test_refuse_plain(void)
 	free(tar.p);
 }
 
+/* Every host that indexes a layer must write the same index, however its reads were cut: the
+ * index is published and shared by digest. */
+static void test_same_index_however_reads_are_cut(unsigned members)
+{
+	struct buf tar = {}, gz = {};
+	void *ref = NULL;
+	size_t ref_len = 0;
+	uint64_t tar_size;
+	static const size_t pieces[] = { 1500, 7000, 60000 };
+	char layer[DIGEST_STRING_MAX];
+	bool same = true;
+
+	make_tar(&tar);
+	make_gzip(&tar, members, &gz);
+	digest_buffer(gz.p, gz.n, layer);
+	if (build(&gz, 64 * 1024, layer, &ref, &ref_len, &tar_size) < 0)
+		abort();
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		void *idx = NULL;
+		size_t len = 0;
+		int r = build_from(&gz, pieces[i], (unsigned)i + 1, 64 * 1024, layer, &idx, &len,
+				   &tar_size);
+
+		same = same && r >= 0 && len == ref_len && memcmp(idx, ref, len) == 0;
+		free(idx);
+	}
+	check(same, "%u member(s): the index of a stream read in pieces of up to 1500, 7000 and "
+	   "60000 bytes is the one of whole reads, byte for byte", members);
+	free(ref);
+	free(tar.p);
+	free(gz.p);
+}
+
 int main(void)
 {
 	test_roundtrip(1, 64 * 1024);
@@ -473,5 +550,7 @@ int main(void)
 	test_roundtrip(1, 1024 * 1024);
 	test_hostile();
 	test_refuse_plain();
+	test_same_index_however_reads_are_cut(1);
+	test_same_index_however_reads_are_cut(9);
 	return tap_done();
 }
