@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -133,35 +133,37 @@ static int memfd_of(const struct buf *b)
 	return fd;
 }
 
-/* A socket whose reads return @gz in pieces of 1..@max_piece bytes, sizes drawn from @seed (a
- * child writes them as packets), as a registry's stream arrives over a network; or, with
- * @max_piece 0, a memfd that gives whole buffers. */
+/* A pipe of one page that a child fills with @gz in writes of 1..@max_piece bytes, sizes
+ * drawn from @seed: its reads return pieces cut as the scheduler pleases, as a registry's
+ * stream arrives over a network; or, with @max_piece 0, a memfd that gives whole buffers. */
 static int stream_of(const struct buf *gz, size_t max_piece, unsigned seed)
 {
-	int sv[2];
+	int p[2];
 	pid_t pid;
 
 	if (max_piece == 0)
 		return memfd_of(gz);
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		abort();
+	(void)fcntl(p[1], F_SETPIPE_SZ, 4096);
 	pid = fork();
 	if (pid < 0)
 		abort();
 	if (pid == 0) {
+		close(p[0]);  /* a reader that stops early must not leave this write blocked */
 		srand(seed);
 		for (size_t off = 0; off < gz->n;) {
 			size_t n = 1 + (size_t)rand() % max_piece;
 
 			n = n < gz->n - off ? n : gz->n - off;
-			if (write(sv[1], gz->p + off, n) != (ssize_t)n)
+			if (write(p[1], gz->p + off, n) != (ssize_t)n)
 				_exit(1);
 			off += n;
 		}
 		_exit(0);
 	}
-	close(sv[1]);
-	return sv[0];
+	close(p[1]);
+	return p[0];
 }
 
 static int build_from(const struct buf *gz, size_t max_piece, unsigned seed, uint64_t span,
