@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/sanitizer.h"
 #include "cache/base/util.h"
 #include "fs/fs.h"
@@ -134,6 +135,8 @@ static void *daemon_setup_thread(void *userdata)
 			log_warning_errno(r, "cannot start prefetching, ignoring: %m");
 	}
 
+	if (trace_enabled())
+		trace_emit("mark", "\"what\":\"ready\",\"t\":%lld", (long long)trace_now_us());
 	daemon_report(d, 0, "ready");
 	return NULL;
 
