@@ -270,7 +270,10 @@ static int wait_for_daemon(int fd)
 
 int mount_daemon_run(struct mount_daemon *d)
 {
-	return daemon_serve(d, false);
+	int r = daemon_serve(d, false);
+
+	trace_mark_cpu("exit");
+	return r;
 }
 
 /* In the forked child: detach from the terminal and serve; never returns. */
@@ -292,6 +295,7 @@ static _Noreturn void daemon_child(struct mount_daemon *d, int report_fd)
 	if (chdir("/") < 0)
 		_exit(exit_status(-ERR_MOUNT, 0));
 	r = daemon_serve(d, true);
+	trace_mark_cpu("exit");
 	sanitizer_leak_check();
 	_exit(exit_status(r, 0));
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,18 @@ void trace_emit(const char *ev, const char *fmt, ...)
 	line[n++] = '}';
 	line[n++] = '\n';
 	(void)!write(trace_fd_, line, (size_t)n);
+}
+
+void trace_mark_cpu(const char *what)
+{
+	struct rusage ru;
+
+	if (!trace_enabled() || getrusage(RUSAGE_SELF, &ru) < 0)
+		return;
+	trace_emit("mark", "\"what\":\"%s\",\"t\":%lld,\"utime_us\":%lld,\"stime_us\":%lld",
+		   what, (long long)trace_now_us(),
+		   (long long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec,
+		   (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
 }
 
 const char *trace_json_str(const char *s, char *buf, size_t size)

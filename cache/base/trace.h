@@ -28,6 +28,10 @@ int64_t trace_now_us(void);
  * per line (O_APPEND), so lines of concurrent threads and processes never mix. */
 void trace_emit(const char *ev, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A "mark" line named @what with the process's CPU time so far (user and system, all its
+ * threads): the mount daemon writes one as it exits. */
+void trace_mark_cpu(const char *what);
+
 /* @s as a JSON string body (no quotes) in @buf, cut to fit; returns @buf. */
 const char *trace_json_str(const char *s, char *buf, size_t size);
 
