@@ -15,7 +15,9 @@
  * could turn the offloads off, is not installed here).  Rate limits stay with tbf on the
  * veths.  Runs until killed; needs CAP_NET_RAW.  Not a test: nothing in tests/run uses it.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_packet.h>
