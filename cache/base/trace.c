@@ -48,11 +48,13 @@ void trace_emit(const char *ev, const char *fmt, ...)
 		return;
 	n = snprintf(line, sizeof(line), "{\"ev\":\"%s\",\"pid\":%d,\"tid\":%ld,", ev,
 		     (int)getpid(), (long)syscall(SYS_gettid));
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		return;
 	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 2, fmt, ap);
 	va_end(ap);
 	/* A line cut short is no JSON: drop it rather than break the reader. */
-	if (n < 0 || m < 0 || (size_t)(n + m) >= sizeof(line) - 2)
+	if (m < 0 || (size_t)(n + m) >= sizeof(line) - 2)
 		return;
 	n += m;
 	line[n++] = '}';
