@@ -84,7 +84,10 @@ int main(int argc, char **argv)
 			/* getopt names argv[0] in its messages: "lazyroot run: unrecognized …". */
 			snprintf(prog, sizeof(prog), "lazyroot %s", verbs[i].name);
 			argv[1] = prog;
-			return exit_status(verbs[i].fn(argc - 1, argv + 1), verbs[i].failure);
+			int r = verbs[i].fn(argc - 1, argv + 1);
+
+			trace_mark_cpu("exit");   /* the mount command's: pulls, TOC indexing */
+			return exit_status(r, verbs[i].failure);
 		}
 
 	log_error("unknown verb '%s' (see 'lazyroot --help')", argv[1]);

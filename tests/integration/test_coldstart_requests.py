@@ -30,7 +30,7 @@ import push
 import registry as registry_mod
 from proxy import Fault, Proxy, parse_range
 
-DELAY = 0.15      # s per request at the proxy: overlap is clear even on a loaded machine
+DELAY = 0.3       # s per request at the proxy: overlap is clear even on a loaded machine
 TAIL_MIN = 64 << 10
 REPO_ROOT = conftest.REPO_ROOT
 
