@@ -80,6 +80,7 @@
 #include "cache/link_estimate.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/util.h"
 
 #define FETCH_SLOTS_MAX 8U
@@ -772,6 +773,7 @@ struct run_sink {
 	unsigned failed;
 	bool exhausted;          /* the source has no try left for bytes that failed */
 	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
+	uint64_t call;           /* the owner of the jobs' flights, for the trace */
 };
 
 static int64_t now_us(void)
@@ -787,6 +789,13 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	struct fetcher *f = s->f;
 
 	j->result = result;
+	if (trace_enabled())
+		trace_emit("chunk", "\"call\":%llu,\"layer\":%u,\"off\":%llu,\"clen\":%llu,"
+			   "\"size\":%llu,\"ahead\":%s,\"r\":%d,\"t\":%lld",
+			   (unsigned long long)s->call, j->c.layer,
+			   (unsigned long long)j->c.blob_offset,
+			   (unsigned long long)j->c.blob_length, (unsigned long long)j->c.size,
+			   j->c.ahead ? "true" : "false", result, (long long)now_us());
 	pthread_mutex_lock(&f->lock);
 	if (result < 0) {
 		if (result == -ENOSPC)
@@ -878,6 +887,24 @@ static int run_sink_write(void *userdata, const void *buf, size_t n)
 	return 0;
 }
 
+/* One trace line per attempt at a run: which call, which bytes, how many of its chunks
+ * nobody waited for. */
+static void trace_stream(const struct run_sink *s, unsigned layer, uint64_t from, uint64_t len,
+			 int64_t start_us, int r)
+{
+	unsigned ahead = 0;
+
+	if (!trace_enabled())
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		ahead += s->jobs[i].c.ahead;
+	trace_emit("fetch", "\"call\":%llu,\"layer\":%u,\"off\":%llu,\"len\":%llu,"
+		   "\"got\":%llu,\"chunks\":%zu,\"ahead\":%u,\"r\":%d,\"t0\":%lld,\"t1\":%lld",
+		   (unsigned long long)s->call, layer, (unsigned long long)from,
+		   (unsigned long long)len, (unsigned long long)(s->pos - from), s->n, ahead, r,
+		   (long long)start_us, (long long)now_us());
+}
+
 /* Streams [s->pos, s->end) of layer @layer into @s, retrying transient failures while a whole
  * new attempt fits before @deadline; a retry asks only for what @s has not had.  With @rt, the
  * bytes are asked for again after wrong ones: the source picks where (struct blob_retry), or
@@ -915,7 +942,10 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 					       "%llu that failed verification", l->digest,
 					       (unsigned long long)len, (unsigned long long)from);
 		}
+		trace_call_set(s->call);
 		r = range_conn_stream(conn, l->digest, l->size, from, len, run_sink_write, s);
+		trace_call_set(0);
+		trace_stream(s, layer, from, len, start_us, r);
 		if (r < 0)
 			(void)snprintf(error, sizeof(error), "%s", error_take(r));
 		slot_release(f, conn);
@@ -983,7 +1013,7 @@ static size_t run_take_again(struct run_sink *s, int r, struct job **ret)
 static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t deadline,
 			struct blob_retry *rt, struct job **ret_again, size_t *ret_n_again)
 {
-	struct run_sink s = { .f = f, .jobs = jobs, .n = n };
+	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner };
 	uint64_t out_max = 1, end = 0;
 	int r = -ENOMEM;
 
@@ -1293,6 +1323,26 @@ void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr)
 	pthread_mutex_unlock(&f->lock);
 }
 
+/* The distinct calls whose flights @waits are, as a JSON list in @buf (called with f->lock
+ * held, before the waits drop their references). */
+static void trace_joined(struct flight *const *waits, size_t n, char *buf, size_t size)
+{
+	size_t k = 0;
+
+	buf[k++] = '[';
+	for (size_t i = 0; i < n && k + 24 < size; i++) {
+		bool seen = false;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = waits[j]->owner == waits[i]->owner;
+		if (!seen)
+			k += (size_t)snprintf(buf + k, size - k, "%s%llu", k > 1 ? "," : "",
+					      (unsigned long long)waits[i]->owner);
+	}
+	buf[k++] = ']';
+	buf[k] = '\0';
+}
+
 /* One round of fetcher_ensure_interruptible(), by @deadline.  *ret_joined_failed: a flight
  * this call joined (another call's fetch) failed. */
 static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
@@ -1304,6 +1354,8 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	size_t n_missing = 0, n_jobs = 0, n_waits = 0, n_joined;
 	unsigned failed = 0, invalid = 0, joined_failed;
 	bool interrupted = false, hold_back = store_holds_back(f);
+	int64_t trace_t0 = trace_enabled() ? now_us() : 0;
+	char joined[256] = "[]";
 	uint64_t owner;
 
 	*ret_joined_failed = false;
@@ -1336,6 +1388,8 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	f->ensures_active++;
 	owner = f->next_owner++;
 	failed += claim_all(f, missing, n_missing, owner, jobs, &n_jobs, waits, &n_waits);
+	if (trace_t0)
+		trace_joined(waits, n_waits, joined, sizeof(joined));
 	pthread_mutex_unlock(&f->lock);
 	n_joined = n_waits;   /* waits[0..n_joined): other calls' flights */
 
@@ -1352,6 +1406,12 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 		(void)pthread_cond_broadcast(&f->prefetch_wake);
 	pthread_mutex_unlock(&f->lock);
 
+	if (trace_t0)
+		trace_emit("ensure", "\"call\":%llu,\"op\":%llu,\"chunks\":%zu,\"missing\":%zu,"
+			   "\"mine\":%zu,\"joined\":%s,\"failed\":%u,\"t0\":%lld,\"t1\":%lld",
+			   (unsigned long long)owner, (unsigned long long)trace_op_current(), n,
+			   n_missing, n_jobs, joined, failed, (long long)trace_t0,
+			   (long long)now_us());
 	if (interrupted)
 		return -EINTR;
 	*ret_joined_failed = joined_failed > 0;

@@ -189,13 +189,14 @@ static void pulled_done(struct pulled *f)
 	*f = (struct pulled){};
 }
 
+/* The manifest alone: the config comes while the TOCs do (image_fetch_config()). */
 static int image_fetch_remote(struct source *reg, const char *tag_or_digest,
 			      const struct platform *want, struct image **ret,
 			      struct pulled *ret_pulled, enum pull_failure *err)
 {
 	_cleanup_(image_freep) struct image *img = NULL;
-	_cleanup_free_ char *buf = NULL, *media_type = NULL, *config = NULL;
-	size_t len = 0, config_len = 0;
+	_cleanup_free_ char *buf = NULL, *media_type = NULL;
+	size_t len = 0;
 	int r;
 
 	img = calloc(1, sizeof(*img));
@@ -213,6 +214,22 @@ static int image_fetch_remote(struct source *reg, const char *tag_or_digest,
 		return pull_kept(err, PULL_FAILURE_REGISTRY,
 				 error_wrap(r, "manifest %s", img->manifest_digest));
 
+	ret_pulled->media_type = TAKE_PTR(media_type);
+	ret_pulled->manifest = TAKE_PTR(buf);
+	ret_pulled->manifest_len = len;
+	*ret = TAKE_PTR(img);
+	return 0;
+}
+
+/* The config of @img, whose manifest came from @reg: parsed into img->config, its bytes kept
+ * in @pulled for pull_record(). */
+static int image_fetch_config(struct source *reg, struct image *img, struct pulled *pulled,
+			      enum pull_failure *err)
+{
+	_cleanup_free_ char *config = NULL;
+	size_t config_len = 0;
+	int r;
+
 	r = source_get_blob(reg, img->manifest->config_digest, CONFIG_MAX, &config, &config_len);
 	if (r < 0)
 		return pull_kept(err, PULL_FAILURE_REGISTRY,
@@ -224,13 +241,8 @@ static int image_fetch_remote(struct source *reg, const char *tag_or_digest,
 	r = image_check_diff_id_count(img, err);
 	if (r < 0)
 		return r;
-
-	ret_pulled->media_type = TAKE_PTR(media_type);
-	ret_pulled->manifest = TAKE_PTR(buf);
-	ret_pulled->manifest_len = len;
-	ret_pulled->config = TAKE_PTR(config);
-	ret_pulled->config_len = config_len;
-	*ret = TAKE_PTR(img);
+	pulled->config = TAKE_PTR(config);
+	pulled->config_len = config_len;
 	return 0;
 }
 
@@ -504,9 +516,13 @@ static void count_registry(struct image *img, struct source *reg)
 	img->pull_bytes += bytes;
 }
 
+/* @meanwhile (if not NULL) runs on the calling thread while the TOCs are fetched; its failure
+ * is the call's, and then no layer is indexed. */
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			      const struct pull_options *o, const struct registry_options *base,
-			      struct source **reg, struct image *img, enum pull_failure *err)
+			      struct source **reg, struct image *img,
+			      int (*meanwhile)(void *userdata), void *userdata,
+			      enum pull_failure *err)
 {
 	const struct manifest *m = img->manifest;
 	struct registry_options ro = *base;
@@ -559,6 +575,8 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 			j->started = r >= 0;
 		}
 	}
+	if (r >= 0 && meanwhile)
+		r = meanwhile(userdata);
 	for (size_t i = 0; i < m->n_layers; i++)
 		if (jobs[i].started)
 			(void)pthread_join(jobs[i].thread, NULL);
@@ -908,7 +926,8 @@ static int pull_cached(struct pull *p, struct image **ret_img)
 	return 0;
 }
 
-/* Fetches the manifest and config from the source; pull_record() stores them. */
+/* Fetches the manifest from the source (the config comes with the TOCs, pull_layers());
+ * pull_record() stores them. */
 static int pull_remote(struct pull *p, struct image **ret_img)
 {
 	const struct reference *ref = p->ref;
@@ -1010,6 +1029,18 @@ static int pull_config(struct pull *p, struct config *ret)
 	return 0;
 }
 
+struct pull_image {
+	struct pull *p;
+	struct image *img;
+};
+
+static int pull_fetch_config(void *userdata)
+{
+	struct pull_image *pi = userdata;
+
+	return image_fetch_config(pi->p->reg, pi->img, &pi->p->fetched, pi->p->err);
+}
+
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
  * others streamed whole. */
 static int pull_layers(struct pull *p, struct image *img)
@@ -1023,11 +1054,18 @@ static int pull_layers(struct pull *p, struct image *img)
 	r = cache_lock(p->c, LOCK_SH, &p->gc_lock_fd);
 	if (r < 0)
 		return pull_fail(p->err, PULL_FAILURE_CACHE, r, "cannot lock cache '%s'", p->c->dir);
-	/* Also for an image the cache already held (the count is checked before it is stored). */
-	r = image_check_diff_id_count(img, p->err);
-	if (r < 0)
-		return r;
-	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img, p->err);
+	/* Also for an image the cache already held (the count is checked before it is stored).
+	 * A remote image's config is fetched while the lazy layers' TOCs are: one round trip
+	 * less before the mount is ready (issue 17), and no layer is indexed unless it is
+	 * good. */
+	if (img->config) {
+		r = image_check_diff_id_count(img, p->err);
+		if (r < 0)
+			return r;
+	}
+	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img,
+			       img->config ? NULL : pull_fetch_config, &(struct pull_image) { p, img },
+			       p->err);
 	if (r < 0)
 		return r;
 

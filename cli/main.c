@@ -2,8 +2,10 @@
  * returned into the exit status (cli/exit_status.h). */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/util.h"
 #include "cli/cli.h"
 
@@ -68,6 +70,13 @@ int main(int argc, char **argv)
 		printf("lazyroot %s\n", LAZYROOT_VERSION);
 		return 0;
 	}
+	/* $LAZYROOT_TRACE: a line per request of this command and its mount daemon (see
+	 * cache/base/trace.h); a trace that cannot be written is only a warning. */
+	if (trace_init() < 0)
+		log_warning("cannot open the trace file '%s', not tracing", getenv("LAZYROOT_TRACE"));
+	else if (trace_enabled())
+		trace_emit("mark", "\"what\":\"start\",\"verb\":\"%.32s\",\"t\":%lld", argv[1],
+			   (long long)trace_now_us());
 	for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
 		if (streq(argv[1], verbs[i].name)) {
 			char prog[64];
@@ -75,7 +84,10 @@ int main(int argc, char **argv)
 			/* getopt names argv[0] in its messages: "lazyroot run: unrecognized …". */
 			snprintf(prog, sizeof(prog), "lazyroot %s", verbs[i].name);
 			argv[1] = prog;
-			return exit_status(verbs[i].fn(argc - 1, argv + 1), verbs[i].failure);
+			int r = verbs[i].fn(argc - 1, argv + 1);
+
+			trace_mark_cpu("exit");   /* the mount command's: pulls, TOC indexing */
+			return exit_status(r, verbs[i].failure);
 		}
 
 	log_error("unknown verb '%s' (see 'lazyroot --help')", argv[1]);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/sanitizer.h"
 #include "cache/base/util.h"
 #include "fs/fs.h"
@@ -134,6 +135,8 @@ static void *daemon_setup_thread(void *userdata)
 			log_warning_errno(r, "cannot start prefetching, ignoring: %m");
 	}
 
+	if (trace_enabled())
+		trace_emit("mark", "\"what\":\"ready\",\"t\":%lld", (long long)trace_now_us());
 	daemon_report(d, 0, "ready");
 	return NULL;
 
@@ -267,7 +270,10 @@ static int wait_for_daemon(int fd)
 
 int mount_daemon_run(struct mount_daemon *d)
 {
-	return daemon_serve(d, false);
+	int r = daemon_serve(d, false);
+
+	trace_mark_cpu("exit");
+	return r;
 }
 
 /* In the forked child: detach from the terminal and serve; never returns. */
@@ -289,6 +295,7 @@ static _Noreturn void daemon_child(struct mount_daemon *d, int report_fd)
 	if (chdir("/") < 0)
 		_exit(exit_status(-ERR_MOUNT, 0));
 	r = daemon_serve(d, true);
+	trace_mark_cpu("exit");
 	sanitizer_leak_check();
 	_exit(exit_status(r, 0));
 }

@@ -23,6 +23,7 @@
 #include <sys/statvfs.h>
 
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/util.h"
 #include "fs/read_path.h"
 
@@ -52,6 +53,38 @@ struct fs {
 	 * and opendir reply ENOSYS */
 	bool no_open;
 };
+
+/* ---- the trace (cache/base/trace.h) ---- */
+
+/* Handlers call these only when trace_enabled(): @t0 is 0 otherwise, and nothing is done. */
+struct op_trace {
+	const char *op;
+	int64_t t0;
+	uint64_t id;               /* trace_op_begin()'s number, for the fetch calls it made */
+};
+
+static struct op_trace op_trace_begin(const char *op)
+{
+	if (!trace_enabled())
+		return (struct op_trace) { .op = op };
+	return (struct op_trace) { .op = op, .t0 = trace_now_us(), .id = trace_op_begin() };
+}
+
+/* One line per request: the node, what of it (a name, or an offset and size), the result. */
+static void op_trace_end(const struct op_trace *t, fuse_ino_t ino, const char *name,
+			 uint64_t off, uint64_t size, fuse_ino_t child, int r)
+{
+	char esc[512];
+
+	if (t->t0 == 0)
+		return;
+	trace_op_end();
+	trace_emit("fuse", "\"op\":\"%s\",\"id\":%" PRIu64 ",\"ino\":%" PRIu64 ",\"name\":\"%s\","
+		   "\"off\":%" PRIu64 ",\"size\":%" PRIu64 ",\"child\":%" PRIu64 ",\"r\":%d,"
+		   "\"t0\":%" PRId64 ",\"t1\":%" PRId64, t->op, t->id, (uint64_t)ino,
+		   trace_json_str(name, esc, sizeof(esc)), off, size, (uint64_t)child, r, t->t0,
+		   trace_now_us());
+}
 
 /* ---- lookup and attributes ---- */
 
@@ -86,10 +119,12 @@ static int do_lookup(struct fs *fs, fuse_ino_t parent, const char *name,
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct op_trace t = op_trace_begin("lookup");
 	struct fuse_entry_param e;
 	int r;
 
 	r = do_lookup(fs, parent, name, &e);
+	op_trace_end(&t, parent, name, 0, 0, r < 0 ? 0 : e.ino, r);
 	if (r == -ENOENT) {
 		/* The image never changes: cache the miss as long as a hit. */
 		e = (struct fuse_entry_param) { .entry_timeout = FS_TIMEOUT };
@@ -119,11 +154,13 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct op_trace t = op_trace_begin("getattr");
 	struct stat st;
 	int r;
 
 	(void)fi;
 	r = fs_tree_stat(fs->tree, ino, &st);
+	op_trace_end(&t, ino, NULL, 0, 0, 0, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -133,10 +170,12 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct op_trace t = op_trace_begin("readlink");
 	const char *target;
 	int r;
 
 	r = fs_tree_readlink(fs->tree, ino, &target);
+	op_trace_end(&t, ino, NULL, 0, 0, 0, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -249,6 +288,7 @@ static int do_readdir(fuse_req_t req, struct fs *fs, fuse_ino_t dir, char *buf, 
 static void readdir_reply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct op_trace t = op_trace_begin(plus ? "readdirplus" : "readdir");
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0;
 	int r;
@@ -258,6 +298,7 @@ static void readdir_reply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 		r = -ENOMEM;
 	else
 		r = do_readdir(req, fs, ino, buf, size, off, plus, &len);
+	op_trace_end(&t, ino, NULL, (uint64_t)off, len, 0, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -364,10 +405,12 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	};
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	_cleanup_(read_reply_done) struct read_reply rr = READ_REPLY_NONE;
+	struct op_trace t = op_trace_begin("read");
 	int r;
 
 	(void)fi;
 	r = read_path_read(fs->rp, ino, off, size, &w, &rr);
+	op_trace_end(&t, ino, NULL, (uint64_t)off, r < 0 ? size : rr.len, 0, r);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -425,11 +468,13 @@ static void reply_xattr(fuse_req_t req, int r, size_t size, const void *value, s
 static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct op_trace t = op_trace_begin("getxattr");
 	const void *value = NULL;
 	size_t len = 0;
 	int r;
 
 	r = fs_tree_getxattr(fs->tree, ino, name, &value, &len);
+	op_trace_end(&t, ino, name, 0, size, 0, r);
 	if (r == 0 && size > 0 && size < len)
 		r = -ERANGE;
 	reply_xattr(req, r, size, value, len);

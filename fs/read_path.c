@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/base/util.h"
 #include "cache/store/blob_store.h"
 #include "fs/local_readahead.h"
@@ -537,6 +538,22 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 	return 0;
 }
 
+/* Which chunks (layer and blob offset, the key the fetcher's trace lines use) a read used, so
+ * that tests/bench/trace.py can tell fetched bytes nobody read. */
+static void trace_span(const struct read_span *s, size_t n_missing)
+{
+	char list[1024];
+	size_t k = 0;
+
+	for (size_t i = s->first; i < s->last && k + 48 < sizeof(list); i++)
+		if (s->c[i].blob_length > 0)
+			k += (size_t)snprintf(list + k, sizeof(list) - k, "%s\"%u:%" PRIu64 "\"",
+					      k ? "," : "", s->c[i].layer, s->c[i].blob_offset);
+	list[k] = '\0';
+	trace_emit("span", "\"op\":%" PRIu64 ",\"ino\":%" PRIu64 ",\"missing\":%zu,"
+		   "\"chunks\":[%s]", trace_op_current(), (uint64_t)s->ino, n_missing, list);
+}
+
 /* Reads @len (> 0) bytes at @off, all inside the file, chunk by chunk. */
 static int read_chunks(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t len,
 		       const struct read_waiter *w, struct read_reply *ret)
@@ -553,6 +570,8 @@ static int read_chunks(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t 
 	r = serve_stored(rp, &s, &p);
 	chunks = p.chunks;
 	own = p.own;
+	if (trace_enabled() && r >= 0)
+		trace_span(&s, p.n_own);
 	if (r >= 0 && p.n_own > 0) {
 		plan_ahead(rp, &s, &p);
 		r = fetch_and_serve(rp, &s, &p, w);

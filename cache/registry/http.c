@@ -37,6 +37,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "cache/base/trace.h"
 #include "cache/base/util.h"
 
 #define HEADERS_MAX (256U * 1024)
@@ -680,8 +681,41 @@ static void response_info(struct http *h, struct http_response *resp)
 	curl_url_cleanup(u);
 }
 
+/* One trace line per exchange (cache/base/trace.h): what went out, when its first byte and
+ * its end came, and over which connection (a new one, or one kept from an earlier exchange). */
+static void trace_exchange(struct http *h, const struct http_request *req, int64_t t0, int r)
+{
+	curl_off_t first = 0, connect = 0, bytes = 0;
+	long connects = 0, lport = 0, status = h->resp ? h->resp->status : 0;
+	char url[512], range[64] = "";
+	int64_t t1 = trace_now_us();
+
+	(void)curl_easy_getinfo(h->curl, CURLINFO_STARTTRANSFER_TIME_T, &first);
+	(void)curl_easy_getinfo(h->curl, CURLINFO_CONNECT_TIME_T, &connect);
+	(void)curl_easy_getinfo(h->curl, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
+	(void)curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &connects);
+	(void)curl_easy_getinfo(h->curl, CURLINFO_LOCAL_PORT, &lport);
+	/* No query: a redirect target's may carry a signature. */
+	(void)trace_json_str(req->url, url, sizeof(url));
+	url[strcspn(url, "?")] = '\0';
+	if (req->range && req->range_open)
+		(void)snprintf(range, sizeof(range), "%llu-", (unsigned long long)req->range_offset);
+	else if (req->range)
+		(void)snprintf(range, sizeof(range), "%llu-%llu",
+			       (unsigned long long)req->range_offset,
+			       (unsigned long long)(req->range_offset + req->range_len - 1));
+	trace_emit("http", "\"call\":%llu,\"method\":\"%s\",\"url\":\"%s\",\"range\":\"%s\","
+		   "\"status\":%ld,\"r\":%d,\"t0\":%lld,\"connect\":%lld,\"first\":%lld,"
+		   "\"t1\":%lld,\"bytes\":%lld,\"new_conn\":%s,\"lport\":%ld",
+		   (unsigned long long)trace_call_current(), req->method ?: "GET", url, range,
+		   status, r, (long long)t0, (long long)(t0 + connect),
+		   (long long)(first > 0 ? t0 + first : 0), (long long)t1, (long long)bytes,
+		   connects > 0 ? "true" : "false", lport);
+}
+
 int http_perform(struct http *h, const struct http_request *req, struct http_response *ret)
 {
+	int64_t trace_t0 = 0;
 	_cleanup_(curl_slist_free_allp) struct curl_slist *headers = NULL;
 	CURLcode rc;
 	long os_errno = 0;
@@ -706,6 +740,8 @@ int http_perform(struct http *h, const struct http_request *req, struct http_res
 
 	r = http_cancelled(req->cancel) ? -ECANCELED : setup(h, req, headers);
 	if (r >= 0) {
+		if (trace_enabled())
+			trace_t0 = trace_now_us();
 		rc = curl_easy_perform(h->curl);
 		ret->transport = transport_kind(rc);
 		if (rc != CURLE_OK) {
@@ -725,6 +761,8 @@ int http_perform(struct http *h, const struct http_request *req, struct http_res
 			r = http_errno(CURLE_OK, ret->status);
 		else
 			r = http_errno(rc, ret->status);
+		if (trace_t0)
+			trace_exchange(h, req, trace_t0, r);
 	}
 
 	/* A buffer is always there, so callers may treat the body as a string. */

@@ -581,12 +581,28 @@ def markdown(res, png_name):
     return "\n".join(L)
 
 
+# Sections written by hand after the generated ones start with this heading; a new run keeps them.
+HAND_WRITTEN = "\n## Cold start, taken apart"
+
+
+def hand_written(out):
+    try:
+        with open(out) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    i = text.find(HAND_WRITTEN)
+    return text[i:] if i >= 0 else ""
+
+
 def write_docs(res, out):
     res["ratios"] = ratios(res)
     png = os.path.splitext(out)[0] + "-coldstart.png"
     plot(res, png)
+    kept = hand_written(out)
     with open(out, "w") as f:
         f.write(markdown(res, os.path.basename(png)))
+        f.write(kept)
     print("wrote %s and %s" % (out, png))
 
 
