@@ -271,3 +271,57 @@ def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
         assert lazyroot.umount(mountpoint).ok
     db = str(lazyroot.cache_dir / "index.db")
     assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (big,))[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# prewarm reads a layer whole once its chunks are in, and settles its index
+
+
+def _untrust_all(lazyroot):
+    con = sqlite3.connect(str(lazyroot.cache_dir / "index.db"), timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET trusted = 0")
+    con.close()
+
+
+@pytest.mark.parametrize("kind", ["same", "other-builder"])
+def test_prewarm_settles_an_untrusted_index(lazyroot, registry, mountpoint, kind):
+    """prewarm completes a layer read through an index from elsewhere, then streams it whole
+    (digest and diff_id verified) and builds its index: the same index becomes trusted; a
+    different one (here: written with another span) is replaced by the one built here."""
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    honest = _kept_index(lazyroot, layer)
+    _untrust_all(lazyroot)
+    if kind == "other-builder":
+        ix = Index(honest)
+        ix.span *= 2
+        _set_index(lazyroot, layer, ix.serialize())
+    db = str(lazyroot.cache_dir / "index.db")
+    r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=300)
+    assert r.ok, str(r)
+    out = r.stdout + r.stderr
+    rows = sqlite(db, "SELECT digest, trusted FROM seek_indexes WHERE layer = ?", (layer,))
+    assert rows and rows[0][1] == 1, rows
+    assert rows[0][0] == "sha256:" + hashlib.sha256(honest).hexdigest(), rows
+    if kind == "same":
+        assert "seek index of layer '%s' verified" % layer in out, out
+    else:
+        assert "seek index of layer '%s' is not the one the layer gives" % layer in out, out
+    # every layer is trusted now, and a mount serves the whole tree from the store
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 0")[0][0] == 0
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+        oracle = _oracle(layout)
+        for p in sorted(oracle):
+            assert _check_read(mountpoint, p, oracle), p
+        s = _stats(lazyroot, mountpoint)
+        assert s["requests"] == 0, s
+    finally:
+        assert lazyroot.umount(mountpoint).ok
