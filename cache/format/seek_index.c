@@ -625,7 +625,7 @@ static int cps_parse(struct seek_index *si, size_t n)
 }
 
 /* The last checkpoint at or before @uoff. */
-size_t cp_find_uoff(const struct seek_index *si, uint64_t uoff)
+size_t seek_cp_find_uoff(const struct seek_index *si, uint64_t uoff)
 {
 	size_t lo = 0, hi = si->n_cps;
 
@@ -659,7 +659,7 @@ static int chunks_parse(struct seek_index *si)
 		if (c->size == 0 || c->uoff < prev_end || c->uoff > si->tar_size ||
 		    c->size > si->tar_size - c->uoff)
 			return bad("chunk offsets are not increasing or outside the layer");
-		c->cp = c->start_cp = (uint32_t)cp_find_uoff(si, c->uoff);
+		c->cp = c->start_cp = (uint32_t)seek_cp_find_uoff(si, c->uoff);
 		cp = &si->cps[c->cp];
 		span_end = c->cp + 1 < si->n_cps ? si->cps[c->cp + 1].uoff : si->tar_size;
 		if (c->uoff + c->size > span_end)
@@ -671,7 +671,7 @@ static int chunks_parse(struct seek_index *si)
 	return 0;
 }
 
-void entry_buf_done(struct entry_buf *eb)
+void seek_entry_buf_done(struct entry_buf *eb)
 {
 	free_many(eb->path, eb->link, eb->names, eb->xattrs, eb->chunks, eb->digests);
 	*eb = (struct entry_buf) {};
@@ -870,7 +870,7 @@ static int entries_walk(const struct seek_index *si,
 		r = entry_decode(si, i, &chunk_next, &data_end, &eb);
 		if (r >= 0 && cb)
 			r = cb(userdata, &eb.e);
-		entry_buf_done(&eb);
+		seek_entry_buf_done(&eb);
 	}
 	if (r >= 0 && chunk_next != si->n_chunks)
 		return bad("chunks belong to no file");
@@ -929,7 +929,7 @@ int seek_index_foreach(const struct seek_index *si,
 /* ---- Reading a chunk ------------------------------------------------------------------- */
 
 /* The checkpoint whose compressed bytes start at @blob_offset, or -ENOENT. */
-static int cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret)
+int seek_cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret)
 {
 	size_t lo = 0, hi = si->n_cps;
 
@@ -947,8 +947,8 @@ static int cp_find_start(const struct seek_index *si, uint64_t blob_offset, size
 	return 0;
 }
 
-static int chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
-		      uint64_t size, const struct seek_chunk **ret)
+int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
+		    uint64_t size, const struct seek_chunk **ret)
 {
 	size_t lo = 0, hi = si->n_chunks;
 
@@ -1138,9 +1138,9 @@ int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *
 
 	if (digest_parse_sha256(digest, md) < 0)
 		return -ENOENT;
-	r = cp_find_start(si, blob_offset, &cp);
+	r = seek_cp_find_start(si, blob_offset, &cp);
 	if (r >= 0)
-		r = chunk_find(si, cp, md, size, &c);
+		r = seek_chunk_find(si, cp, md, size, &c);
 	if (r >= 0 && !cur)
 		r = seek_cursor_new(&own);
 	if (r < 0)

@@ -79,11 +79,16 @@ static inline uint64_t cp_start(const struct seek_cp *cp)
 	return cp->coff - (cp->bits ? 1 : 0);
 }
 
-/* Entry @i of @si decoded into @eb (entry_buf_done() frees it). */
+/* Entry @i of @si decoded into @eb (seek_entry_buf_done() frees it). */
 int seek_entry_decode(const struct seek_index *si, size_t i, struct entry_buf *eb);
-void entry_buf_done(struct entry_buf *eb);
+void seek_entry_buf_done(struct entry_buf *eb);
+/* The checkpoint whose compressed bytes start at @blob_offset; the chunk inflated from
+ * checkpoint @cp with @digest and @size.  -ENOENT when there is none. */
+int seek_cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret);
+int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32], uint64_t size,
+	       const struct seek_chunk **ret);
 /* The last checkpoint at or before @uoff. */
-size_t cp_find_uoff(const struct seek_index *si, uint64_t uoff);
+size_t seek_cp_find_uoff(const struct seek_index *si, uint64_t uoff);
 /* Past a gzip member's end (seek_index.c): its trailer, then the next member's header. */
 int seek_member_next(z_stream *zs, bool *raw);
 

@@ -64,7 +64,7 @@ int seek_index_set_untrusted(struct seek_index *si)
 		end = i == 0 ? 0 : c[-1].uoff + c[-1].size;
 		end = (end + 511) / 512 * 512;
 		c->head = end < c->uoff ? end : c->uoff;
-		c->start_cp = (uint32_t)cp_find_uoff(si, c->head);
+		c->start_cp = (uint32_t)seek_cp_find_uoff(si, c->head);
 	}
 	si->untrusted = true;
 	return 0;
@@ -76,14 +76,11 @@ int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, co
 	const struct seek_chunk *c, *first;
 	uint8_t md[32];
 
-	if (!si->untrusted || digest_parse_sha256(digest, md) < 0)
-		return 0;
-	for (c = si->chunks; c < si->chunks + si->n_chunks; c++)
-		if (c->size == size && cp_start(&si->cps[c->start_cp]) == blob_offset &&
-		    memcmp(c->digest, md, 32) == 0)
-			break;
-	if (c == si->chunks + si->n_chunks || chunk_is_first(si, c) ||
-	    entry_checked(si, c->entry))
+	size_t cp;
+
+	if (!si->untrusted || digest_parse_sha256(digest, md) < 0 ||
+	    seek_cp_find_start(si, blob_offset, &cp) < 0 || seek_chunk_find(si, cp, md, size, &c) < 0 ||
+	    chunk_is_first(si, c) || entry_checked(si, c->entry))
 		return 0;
 	for (first = c; !chunk_is_first(si, first); first--)
 		;
@@ -159,7 +156,7 @@ static int records_compare(const struct seek_index *si, const struct seek_chunk 
 			r = error_set(-EBADMSG, "seek index: the data of '%s' does not start where "
 				      "its tar header ends", eb.e.path);
 		tar_header_done(&h);
-		entry_buf_done(&eb);
+		seek_entry_buf_done(&eb);
 	}
 	return r;
 }
