@@ -85,8 +85,8 @@ void seek_entry_buf_done(struct entry_buf *eb);
 /* The checkpoint whose compressed bytes start at @blob_offset; the chunk inflated from
  * checkpoint @cp with @digest and @size.  -ENOENT when there is none. */
 int seek_cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret);
-int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32], uint64_t size,
-	       const struct seek_chunk **ret);
+int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
+		    uint64_t size, const struct seek_chunk **ret);
 /* The last checkpoint at or before @uoff. */
 size_t seek_cp_find_uoff(const struct seek_index *si, uint64_t uoff);
 /* Past a gzip member's end (seek_index.c): its trailer, then the next member's header. */
