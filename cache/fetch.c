@@ -679,7 +679,8 @@ static int seek_chunk_failed(struct fetcher *f, struct fetch_layer *l, int r)
 {
 	if (!__atomic_exchange_n(&l->seek_failed, true, __ATOMIC_RELAXED)) {
 		log_warning("a chunk of layer '%s' does not match its seek index, which is dropped: "
-			    "the layer will be read whole", l->digest);
+			    "the layer will be read whole (%s)", l->digest,
+			    error_message() ?: "its digest does not match");
 		if (f->seek_failed)
 			f->seek_failed(f->seek_failed_userdata, l->digest);
 	}
@@ -699,6 +700,9 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 		return -EIO;
 	r = seek_index_chunk_decode_at(l->seek, cur, c->blob_offset, c->digest, c->size, in,
 				       c->blob_length, out);
+	if (r == -ENOLINK)  /* its file's first chunk was not inflated yet: no lie, no chunk */
+		return log_debug_errno(-EIO, "chunk '%s' of layer '%s' comes before its file's tar "
+				       "records were checked, EIO", c->digest, l->digest);
 	if (r < 0) {
 		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
 				c->digest, l->digest);
@@ -1215,7 +1219,8 @@ static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs
 	size_t k = 0;
 
 	for (size_t i = 0; i < *n_jobs; i++) {
-		if (blob_store_has_size(f->bs, jobs[i].c.digest, jobs[i].c.size) > 0) {
+		if (!jobs[i].c.refetch &&
+		    blob_store_has_size(f->bs, jobs[i].c.digest, jobs[i].c.size) > 0) {
 			pthread_mutex_lock(&f->lock);
 			flight_complete(f, jobs[i].fl, 0);
 			pthread_mutex_unlock(&f->lock);
@@ -1375,7 +1380,8 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 		if (chunks[i].ahead && hold_back)
 			continue;
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
-		if (blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
+		if (chunks[i].refetch ||
+		    blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
 			missing[n_missing++] = &chunks[i];
 	}
 
@@ -1420,15 +1426,67 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	return store_is_full(f) ? -ENOSPC : -EIO;
 }
 
+/* The chunks of an untrusted seek index's file can be inflated only after its first one (its
+ * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
+ * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
+ * *ret: @chunks with those added (NULL: none to add). */
+static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+			   struct fetch_chunk **ret, size_t *ret_n)
+{
+	_cleanup_free_ struct fetch_chunk *all = NULL;
+	size_t k = n;
+
+	*ret = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct fetch_layer *l = chunks[i].layer < f->n_layers ?
+					      &f->layers[chunks[i].layer] : NULL;
+		struct seek_chunk_ref first;
+		bool known = false;
+
+		if (!l || !l->seek || seek_index_chunk_first(l->seek, chunks[i].blob_offset,
+							     chunks[i].digest, chunks[i].size,
+							     &first) <= 0)
+			continue;
+		if (!all) {
+			all = calloc(2 * n, sizeof(*all));
+			if (!all)
+				return -ENOMEM;
+			memcpy(all, chunks, n * sizeof(*all));
+		}
+		for (size_t j = 0; j < k && !known; j++)
+			if (all[j].layer == chunks[i].layer && streq(all[j].digest, first.digest) &&
+			    all[j].blob_offset == first.blob_offset) {
+				all[j].refetch = true;
+				all[j].ahead &= chunks[i].ahead;
+				known = true;
+			}
+		if (known)
+			continue;
+		all[k] = (struct fetch_chunk) { .layer = chunks[i].layer, .refetch = true,
+						.blob_offset = first.blob_offset,
+						.blob_length = first.blob_length, .size = first.size,
+						.ahead = chunks[i].ahead };
+		memcpy(all[k++].digest, first.digest, sizeof(first.digest));
+	}
+	*ret = TAKE_PTR(all);
+	*ret_n = k;
+	return 0;
+}
+
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
 				 struct fetch_interrupt *intr)
 {
+	_cleanup_free_ struct fetch_chunk *all = NULL;
 	int64_t deadline = now_ms() + f->timeout_ms;
 	bool joined_failed;
 	int r;
 
 	if (n == 0)
 		return 0;
+	r = seek_firsts_add(f, chunks, n, &all, &n);
+	if (r < 0)
+		return -EIO;
+	chunks = all ?: chunks;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
 	 * just now (the registry it waited for came back and closed the stalled connection): its

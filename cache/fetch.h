@@ -47,6 +47,9 @@ struct fetch_chunk {
 	 * returns once the chunks it needs are in, and its result ignores this one (read-around:
 	 * a read's fetch-ahead and neighbours).  Runs holding needed chunks go first. */
 	bool ahead;
+	/* Fetched even when stored: the first chunk of a file of an untrusted seek index, which
+	 * must be inflated (its tar records checked) before the file's other chunks are. */
+	bool refetch;
 };
 
 struct fetch_stats {

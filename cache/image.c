@@ -1164,8 +1164,9 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	return 0;
 }
 
-int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
-		       const struct image *img, enum pull_failure *err)
+/* image_index_layers(); with @untrusted_only, only layers whose index came from elsewhere. */
+static int index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
+			const struct image *img, bool untrusted_only, enum pull_failure *err)
 {
 	_cleanup_(pull_done) struct pull p = {
 		.c = c, .ref = ref, .o = o, .ro = o->registry, .gc_lock_fd = -EBADF, .err = err,
@@ -1184,7 +1185,8 @@ int image_index_layers(struct cache *c, const struct reference *ref, const struc
 		const struct layer_desc *l = &m->layers[i];
 
 		/* An index from elsewhere is replaced by one built from the verified layer. */
-		if (!seek_layer_eligible(l) || seek_trusted(c, l))
+		if (!seek_layer_eligible(l) || seek_trusted(c, l) ||
+		    (untrusted_only && index_db_seek_get(c->db, l->digest, NULL, NULL) < 0))
 			continue;
 		r = p.reg ? 0 : pull_source_new(ref, &p.ro, &p.reg, err);
 		if (r >= 0)
@@ -1194,4 +1196,17 @@ int image_index_layers(struct cache *c, const struct reference *ref, const struc
 	if (r < 0 && *err == PULL_FAILURE_NONE)
 		*err = PULL_FAILURE_CACHE;
 	return r;
+}
+
+int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
+		       const struct image *img, enum pull_failure *err)
+{
+	return index_layers(c, ref, o, img, false, err);
+}
+
+int image_verify_seek_indexes(struct cache *c, const struct reference *ref,
+			      const struct pull_options *o, const struct image *img,
+			      enum pull_failure *err)
+{
+	return index_layers(c, ref, o, img, true, err);
 }

@@ -60,5 +60,10 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
  * Failures as image_pull(); -EOPNOTSUPP (with the reason) for a layer that cannot have one. */
 int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
 		       const struct image *img, enum pull_failure *err);
+/* As image_index_layers(), for the layers whose seek index came from elsewhere only: each is
+ * streamed whole, verified, and its index built anew replaces the kept one (seek_verify.h). */
+int image_verify_seek_indexes(struct cache *c, const struct reference *ref,
+			      const struct pull_options *o, const struct image *img,
+			      enum pull_failure *err);
 struct image *image_free(struct image *img);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct image *, image_free);

@@ -61,12 +61,14 @@ int seek_index_import(struct cache *c, const void *buf, size_t len, const char *
 int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
 	      bool *ret_trusted)
 {
+	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
 	_cleanup_free_ char *digest = NULL, *buf = NULL;
 	_cleanup_close_ int fd = -EBADF;
+	bool trusted;
 	size_t len;
 	int r;
 
-	r = index_db_seek_get(c->db, l->digest, &digest, ret_trusted);
+	r = index_db_seek_get(c->db, l->digest, &digest, &trusted);
 	if (r < 0)
 		return r;
 	r = blob_store_open_blob(c->bs, digest, &fd);
@@ -77,7 +79,16 @@ int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **r
 	if (r < 0)
 		return log_debug_errno(r, "seek index '%s' of layer '%s' is unreadable: %m", digest,
 				       l->digest);
-	return seek_index_parse(buf, len, l->digest, l->size, ret);
+	r = seek_index_parse(buf, len, l->digest, l->size, &si);
+	/* One from elsewhere proves itself as it is read (docs/security.md, "Seek indexes"). */
+	if (r >= 0 && !trusted)
+		r = seek_index_set_untrusted(si);
+	if (r < 0)
+		return r;
+	if (ret_trusted)
+		*ret_trusted = trusted;
+	*ret = TAKE_PTR(si);
+	return 0;
 }
 
 int seek_drop(struct cache *c, const char *layer_digest)

@@ -16,6 +16,7 @@
 #include <sys/file.h>
 
 #include "cache/seek.h"
+#include "cache/seek_verify.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
 #include "cache/base/error.h"
@@ -180,6 +181,37 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		errno = -r;
 		item_fail(it, -ERR_CACHE, "cannot list its chunks in '%s': %m", c->dir);
 	}
+}
+
+static void verify_report(void *userdata, const char *layer, bool same)
+{
+	(void)userdata;
+	if (same)
+		log_info("seek index of layer '%s' verified against the whole layer, trusted now",
+			 layer);
+	else
+		log_warning("seek index of layer '%s' is not the one the layer gives (it lied, or "
+			    "another builder wrote it): replaced by the one built from the verified "
+			    "layer", layer);
+}
+
+/* The layers read through a seek index from elsewhere, now complete, are read whole once:
+ * their index is trusted, or replaced (cache/seek_verify.h). */
+static void item_verify(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
+			struct rate_limit *rl)
+{
+	struct pull_options po = {
+		.platform = req->platform, .policy = PULL_ALWAYS,
+		.registry = mount_request_registry_options(req),
+	};
+	enum pull_failure failure;
+	int r;
+
+	po.registry.rate_limit = rl;
+	r = seek_verify_image(c, it->ref, &po, it->img, verify_report, NULL, &failure);
+	if (r < 0)
+		item_fail(it, pull_failure_errno(failure), "cannot verify its seek indexes: %s",
+			  error_take(r));
 }
 
 static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
@@ -402,6 +434,9 @@ static void items_run(struct prewarm_item *items, size_t n, struct cache *cache,
 		if (items[i].status == 0)
 			item_fetch(&items[i], cache, &a->req, a->jobs, limiter, &pp);
 	progress_free(pp.bar);
+	for (size_t i = 0; i < n; i++)
+		if (items[i].status == 0)
+			item_verify(&items[i], cache, &a->req, limiter);
 }
 
 int verb_prewarm(int argc, char **argv)

@@ -15,6 +15,7 @@
  * KiB per checkpoint (deflated as a whole when serialized).
  */
 #include "seek_index.h"
+#include "seek_index_private.h"
 
 #include <errno.h>
 #include <string.h>
@@ -30,7 +31,6 @@
 #define ENTRY_SIZE 116
 #define XATTR_SIZE 16
 #define CHUNK_SIZE 56
-#define CP_MEMBER_START 1
 #define ENTRY_HAS_LINK 1
 #define ENTRY_HAS_DIGEST 2
 #define MAX_CHECKPOINTS (1U << 20)
@@ -44,18 +44,6 @@
 struct bytes {
 	uint8_t *p;
 	size_t n, allocated;
-};
-
-struct seek_cp {
-	uint64_t coff, uoff;
-	uint8_t bits, flags;
-	uint32_t win_off, win_len;
-};
-
-struct seek_chunk {
-	uint64_t uoff, size, cend;
-	uint32_t cp;            /* the checkpoint it is inflated from */
-	uint8_t digest[32];
 };
 
 struct progress {
@@ -77,19 +65,6 @@ struct seek_builder {
 	size_t file_first_chunk, next_cp;
 	uint64_t last_cend;
 	struct digest_ctx *hash;
-};
-
-struct seek_index {
-	uint8_t *body;
-	size_t body_len;
-	uint8_t layer[32];
-	uint64_t blob_size, tar_size, span;
-	struct seek_cp *cps;
-	size_t n_cps;
-	struct seek_chunk *chunks;
-	size_t n_chunks, n_entries, n_xattrs;
-	const uint8_t *entries, *xattrs, *strings, *windows;
-	uint32_t strings_len, windows_len;
 };
 
 /* ---- Little-endian records ------------------------------------------------------------- */
@@ -541,17 +516,13 @@ static void seek_index_done(struct seek_index *si)
 	free(si->body);
 	free(si->cps);
 	free(si->chunks);
+	free(si->checked);
 }
 DEFINE_FREE_FUNC(struct seek_index, seek_index_free, seek_index_done);
 
 static int bad(const char *what)
 {
 	return error_set(-EBADMSG, "seek index: %s", what);
-}
-
-static uint64_t cp_start(const struct seek_cp *cp)
-{
-	return cp->coff - (cp->bits ? 1 : 0);
 }
 
 static int file_unpack(const uint8_t *p, size_t len, uint8_t **ret, size_t *ret_len)
@@ -654,7 +625,7 @@ static int cps_parse(struct seek_index *si, size_t n)
 }
 
 /* The last checkpoint at or before @uoff. */
-static size_t cp_find_uoff(const struct seek_index *si, uint64_t uoff)
+size_t seek_cp_find_uoff(const struct seek_index *si, uint64_t uoff)
 {
 	size_t lo = 0, hi = si->n_cps;
 
@@ -688,7 +659,7 @@ static int chunks_parse(struct seek_index *si)
 		if (c->size == 0 || c->uoff < prev_end || c->uoff > si->tar_size ||
 		    c->size > si->tar_size - c->uoff)
 			return bad("chunk offsets are not increasing or outside the layer");
-		c->cp = (uint32_t)cp_find_uoff(si, c->uoff);
+		c->cp = c->start_cp = (uint32_t)seek_cp_find_uoff(si, c->uoff);
 		cp = &si->cps[c->cp];
 		span_end = c->cp + 1 < si->n_cps ? si->cps[c->cp + 1].uoff : si->tar_size;
 		if (c->uoff + c->size > span_end)
@@ -700,17 +671,7 @@ static int chunks_parse(struct seek_index *si)
 	return 0;
 }
 
-/* One entry as struct entry, with the copies its pointers need. */
-struct entry_buf {
-	struct entry e;
-	char *path, *link, *names;
-	struct xattr *xattrs;
-	struct chunk *chunks;
-	char (*digests)[DIGEST_STRING_MAX];
-	char digest[DIGEST_STRING_MAX];
-};
-
-static void entry_buf_done(struct entry_buf *eb)
+void seek_entry_buf_done(struct entry_buf *eb)
 {
 	free_many(eb->path, eb->link, eb->names, eb->xattrs, eb->chunks, eb->digests);
 	*eb = (struct entry_buf) {};
@@ -788,7 +749,7 @@ static int chunks_decode(const struct seek_index *si, const uint8_t *rec, uint64
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		const struct seek_chunk *c = &si->chunks[first + i];
-		const struct seek_cp *cp = &si->cps[c->cp];
+		const struct seek_cp *cp = &si->cps[c->start_cp];
 
 		if (c->uoff != pos)
 			return bad("a file's chunks do not tile its data");
@@ -871,6 +832,31 @@ static int entry_decode(const struct seek_index *si, size_t i, size_t *chunk_nex
 	return r;
 }
 
+int seek_entry_decode(const struct seek_index *si, size_t i, struct entry_buf *eb)
+{
+	const uint8_t *rec = si->entries + i * ENTRY_SIZE;
+	size_t chunk_next = get_u32(rec + 76);
+	uint64_t data_end = 0;
+
+	*eb = (struct entry_buf) {};
+	return entry_decode(si, i, &chunk_next, &data_end, eb);
+}
+
+/* Which file each chunk belongs to (the tables were checked: the chunks of the files tile the
+ * chunk table in order). */
+static void chunks_owners(struct seek_index *si)
+{
+	for (size_t i = 0; i < si->n_entries; i++) {
+		const uint8_t *rec = si->entries + i * ENTRY_SIZE;
+		uint32_t first = get_u32(rec + 76), n = get_u32(rec + 80);
+
+		if (rec[0] != ENTRY_REG)
+			continue;
+		for (uint32_t k = first; k < first + n; k++)
+			si->chunks[k].entry = (uint32_t)i;
+	}
+}
+
 static int entries_walk(const struct seek_index *si,
 			int (*cb)(void *userdata, const struct entry *e), void *userdata)
 {
@@ -884,7 +870,7 @@ static int entries_walk(const struct seek_index *si,
 		r = entry_decode(si, i, &chunk_next, &data_end, &eb);
 		if (r >= 0 && cb)
 			r = cb(userdata, &eb.e);
-		entry_buf_done(&eb);
+		seek_entry_buf_done(&eb);
 	}
 	if (r >= 0 && chunk_next != si->n_chunks)
 		return bad("chunks belong to no file");
@@ -921,6 +907,7 @@ int seek_index_parse(const void *buf, size_t len, const char *layer_digest, uint
 		r = entries_walk(si, NULL, NULL);
 	if (r < 0)
 		return r;
+	chunks_owners(si);
 	*ret = TAKE_PTR(si);
 	return 0;
 }
@@ -942,7 +929,7 @@ int seek_index_foreach(const struct seek_index *si,
 /* ---- Reading a chunk ------------------------------------------------------------------- */
 
 /* The checkpoint whose compressed bytes start at @blob_offset, or -ENOENT. */
-static int cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret)
+int seek_cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t *ret)
 {
 	size_t lo = 0, hi = si->n_cps;
 
@@ -960,20 +947,20 @@ static int cp_find_start(const struct seek_index *si, uint64_t blob_offset, size
 	return 0;
 }
 
-static int chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
-		      uint64_t size, const struct seek_chunk **ret)
+int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
+		    uint64_t size, const struct seek_chunk **ret)
 {
 	size_t lo = 0, hi = si->n_chunks;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (si->chunks[mid].cp < cp)
+		if (si->chunks[mid].start_cp < cp)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	for (; lo < si->n_chunks && si->chunks[lo].cp == cp; lo++)
+	for (; lo < si->n_chunks && si->chunks[lo].start_cp == cp; lo++)
 		if (si->chunks[lo].size == size && memcmp(si->chunks[lo].digest, digest, 32) == 0) {
 			*ret = &si->chunks[lo];
 			return 0;
@@ -983,7 +970,7 @@ static int chunk_find(const struct seek_index *si, size_t cp, const uint8_t dige
 
 /* Where a stream ends inside the bytes: the gzip trailer (raw mode, which does not read it),
  * then the next member's header, which zlib's gzip mode reads. */
-static int member_next(z_stream *zs, bool *raw)
+int seek_member_next(z_stream *zs, bool *raw)
 {
 	if (*raw) {
 		if (zs->avail_in < 8)
@@ -1020,16 +1007,6 @@ static int inflate_start(const struct seek_index *si, const struct seek_cp *cp, 
 	return 0;
 }
 
-struct seek_cursor {
-	const struct seek_index *si;
-	size_t cp;
-	bool active, raw;
-	z_stream zs;
-	uint64_t uoff;          /* the next uncompressed byte to come out */
-	uint64_t consumed;      /* of the input, counted from the checkpoint's start */
-	uint8_t *discard;
-};
-
 int seek_cursor_new(struct seek_cursor **ret)
 {
 	struct seek_cursor *cur = calloc(1, sizeof(*cur));
@@ -1057,6 +1034,7 @@ struct seek_cursor *seek_cursor_free(struct seek_cursor *cur)
 	if (cur) {
 		cursor_stop(cur);
 		free(cur->discard);
+		free(cur->head);
 		free(cur);
 	}
 	return NULL;
@@ -1087,10 +1065,21 @@ static int cursor_seek(struct seek_cursor *cur, const struct seek_index *si, siz
 	cur->active = true;
 	cur->uoff = si->cps[cp].uoff;
 	cur->consumed = 0;
+	cur->next_cp = cp + 1;
+	cur->member_ended = false;
 	return 0;
 }
 
-/* Inflates from where @cur is: drops the bytes up to @uoff, writes @size bytes to @out. */
+/* After inflate() left @want bytes at @dst from uncompressed offset @from: an untrusted index
+ * collects the tar records it checks (seek_trust.c). */
+static void cursor_note(struct seek_cursor *cur, uint64_t from, const uint8_t *dst, uint64_t n)
+{
+	if (cur->head_to > 0)
+		seek_trust_collect(cur, from, dst, n);
+}
+
+/* Inflates from where @cur is: drops the bytes up to @uoff, writes @size bytes to @out.  For
+ * an untrusted index, output stops at each checkpoint to check it (seek_trust.c). */
 static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff, uint8_t *out,
 		       uint64_t size)
 {
@@ -1099,24 +1088,39 @@ static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff
 
 	while (r >= 0 && got < size) {
 		/* Bytes before the chunk still to drop (0 once it is coming out). */
-		uint64_t skip = uoff + got - cur->uoff;
+		uint64_t skip = uoff + got - cur->uoff, from = cur->uoff;
 		uint64_t want = skip > 0 ? MIN(skip, 64 * 1024) : MIN(size - got, UINT32_MAX);
 		int zr;
 
+		r = seek_trust_at_checkpoint(cur, in, true);
+		if (r < 0)
+			break;
+		want = seek_trust_limit(cur, want);
 		cur->zs.next_out = skip > 0 ? cur->discard : out + got;
 		cur->zs.avail_out = (uInt)want;
-		zr = inflate(&cur->zs, Z_NO_FLUSH);
+		/* Stopping at block ends lets the checkpoint check see one where it should be. */
+		zr = want > 0 ? inflate(&cur->zs, cur->si->untrusted ? Z_BLOCK : Z_NO_FLUSH) : Z_OK;
 		want -= cur->zs.avail_out;
 		cur->uoff += want;
 		if (skip == 0)
 			got += want;
-		if (zr == Z_STREAM_END)
-			r = got < size ? member_next(&cur->zs, &cur->raw) : 0;
-		else if (zr == Z_MEM_ERROR)
+		else
+			cursor_note(cur, from, cur->discard, want);
+		if (zr == Z_STREAM_END && got < size) {
+			r = seek_member_next(&cur->zs, &cur->raw);
+			cur->member_uoff = cur->uoff;
+			cur->member_pos = cp_start(&cur->si->cps[cur->cp]) +
+					  (uint64_t)(cur->zs.next_in - in);
+			cur->member_ended = true;
+		} else if (zr == Z_MEM_ERROR) {
 			r = -ENOMEM;
-		else if (zr != Z_OK)
+		} else if (zr != Z_OK && zr != Z_STREAM_END) {
 			r = -EBADMSG;  /* corrupt, a window that does not fit, or cut short */
+		}
 	}
+	/* A chunk that ends at a checkpoint proves (or not) the window after it. */
+	if (r >= 0)
+		r = seek_trust_at_checkpoint(cur, in, false);
 	cur->consumed = (uint64_t)(cur->zs.next_in - in);
 	return r;
 }
@@ -1127,15 +1131,16 @@ int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *
 {
 	_cleanup_(seek_cursor_freep) struct seek_cursor *own = NULL;
 	const struct seek_chunk *c;
+	uint64_t target;
 	uint8_t md[32];
 	size_t cp;
 	int r;
 
 	if (digest_parse_sha256(digest, md) < 0)
 		return -ENOENT;
-	r = cp_find_start(si, blob_offset, &cp);
+	r = seek_cp_find_start(si, blob_offset, &cp);
 	if (r >= 0)
-		r = chunk_find(si, cp, md, size, &c);
+		r = seek_chunk_find(si, cp, md, size, &c);
 	if (r >= 0 && !cur)
 		r = seek_cursor_new(&own);
 	if (r < 0)
@@ -1143,9 +1148,15 @@ int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *
 	cur = cur ?: own;
 	if (in_len > UINT32_MAX)
 		return -EBADMSG;
-	r = cursor_seek(cur, si, cp, c->uoff, in, in_len);
+	r = seek_trust_chunk_begin(si, c, &target);
+	if (r >= 0)
+		r = cursor_seek(cur, si, cp, target, in, in_len);
+	if (r >= 0)
+		r = seek_trust_collect_start(cur, c);
 	if (r >= 0)
 		r = cursor_read(cur, in, c->uoff, out, size);
+	if (r >= 0)
+		r = seek_trust_collect_end(cur, c);
 	if (r < 0)
 		cursor_stop(cur);  /* a failed inflate is no place to go on from */
 	return r;

@@ -84,6 +84,25 @@ void seek_index_get_info(const struct seek_index *si, struct seek_index_info *re
 int seek_index_foreach(const struct seek_index *si,
 		       int (*cb)(void *userdata, const struct entry *e), void *userdata);
 
+/* The index came from elsewhere (docs/security.md, "Seek indexes"): from now on every file's
+ * tar records are inflated and compared with its entry before its data, and every checkpoint
+ * inflating reaches is checked against the span before it (seek_trust.c); a lie makes
+ * seek_index_chunk_decode() fail with -EBADMSG.  Call before seek_index_foreach(): the first
+ * chunk of a file is then inflated from the checkpoint before its tar records. */
+int seek_index_set_untrusted(struct seek_index *si);
+
+/* A chunk as the fetcher asks for it. */
+struct seek_chunk_ref {
+	uint64_t blob_offset, blob_length, size;
+	char digest[DIGEST_STRING_MAX];
+};
+/* 1 when the chunk (@blob_offset, @digest, @size) of an untrusted index belongs to a file
+ * whose tar records were not checked yet and is not its first chunk: *@ret is that first
+ * chunk, which must be inflated before (seek_index_chunk_decode() fails this one with
+ * -ENOLINK until then).  0 otherwise. */
+int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, const char *digest,
+			   uint64_t size, struct seek_chunk_ref *ret);
+
 /* Inflates the chunk named by (@blob_offset, @digest, @size), as seek_index_foreach() gave it,
  * from @in (the blob's bytes [blob_offset, +@in_len)) into @out (@size bytes).  -ENOENT if the
  * index has no such chunk, -EBADMSG if the bytes do not inflate that far.  The caller checks

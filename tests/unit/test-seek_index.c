@@ -1,7 +1,8 @@
 /* tests/unit/test-seek_index.c: the seek index of a tar+gzip layer (cache/format/seek_index.c):
  * built in one pass by layer_tar_index_seek(), every chunk it names inflates from its
  * checkpoint to the file's bytes, and indexes that lie or are damaged are refused by the parser
- * or caught by the chunk digests. */
+ * or caught by the chunk digests; an untrusted index proves its tar headers and windows as it
+ * is read (seek_trust.c, tar_header.c). */
 #include "cache/format/seek_index.h"
 
 #include <archive.h>
@@ -17,6 +18,7 @@
 #include "cache/base/digest.h"
 #include "cache/base/error.h"
 #include "cache/format/layer_tar.h"
+#include "cache/format/tar_header.h"
 #include "tap.h"
 
 #define N_FILES 40
@@ -512,6 +514,211 @@ static void test_refuse_plain(void)
 	free(tar.p);
 }
 
+/* ---- Untrusted indexes: tar headers and windows proven as they are read ---------------- */
+
+struct walk {
+	const struct seek_index *si;
+	const struct buf *gz;
+	struct seek_cursor *cur;
+	unsigned chunks, good, lies, wrong_served;
+	char first_lie[512];
+};
+
+/* Decodes every chunk in stream order through one cursor, as the fetcher does. */
+static int walk_entry(void *userdata, const struct entry *e)
+{
+	struct walk *w = userdata;
+	unsigned i;
+	size_t n;
+	uint8_t *want;
+
+	if (e->type != ENTRY_REG || sscanf(e->path, "dir/file-%02u", &i) != 1)
+		return 0;
+	want = file_content(i, &n);
+	for (size_t k = 0; k < e->n_chunks; k++) {
+		const struct chunk *c = &e->chunks[k];
+		uint8_t *out = malloc(c->size);
+		int r = seek_index_chunk_decode_at(w->si, w->cur, c->blob_offset, c->digest, c->size,
+						   w->gz->p + c->blob_offset, c->blob_length, out);
+
+		w->chunks++;
+		if (r < 0 || digest_verify_buffer(out, c->size, c->digest) < 0) {
+			if (w->lies++ == 0)
+				snprintf(w->first_lie, sizeof(w->first_lie), "%s",
+					 r < 0 ? error_take(r) : "digest");
+		} else if (memcmp(out, want + c->file_offset, c->size) != 0) {
+			w->wrong_served++;
+		} else {
+			w->good++;
+		}
+		free(out);
+	}
+	free(want);
+	return 0;
+}
+
+static void walk_untrusted(const void *idx, size_t len, const char *layer, const struct buf *gz,
+			   struct walk *w)
+{
+	struct seek_index *si = NULL;
+
+	*w = (struct walk) { .gz = gz };
+	if (seek_index_parse(idx, len, layer, gz->n, &si) < 0 || seek_index_set_untrusted(si) < 0 ||
+	    seek_cursor_new(&w->cur) < 0)
+		abort();
+	w->si = si;
+	(void)seek_index_foreach(si, walk_entry, w);
+	seek_cursor_free(w->cur);
+	seek_index_free(si);
+}
+
+/* The chunks of the first file that has two or more. */
+struct second {
+	struct chunk c[2];
+	char d[2][DIGEST_STRING_MAX];
+	bool found;
+};
+
+static int second_entry(void *userdata, const struct entry *e)
+{
+	struct second *s = userdata;
+
+	if (s->found || e->type != ENTRY_REG || e->n_chunks < 2)
+		return 0;
+	for (int k = 0; k < 2; k++) {
+		s->c[k] = e->chunks[k];
+		snprintf(s->d[k], sizeof(s->d[k]), "%s", e->chunks[k].digest);
+		s->c[k].digest = s->d[k];
+	}
+	s->found = true;
+	return 0;
+}
+
+static int decode(const struct seek_index *si, const struct buf *gz, const struct chunk *c)
+{
+	uint8_t *out = malloc(c->size);
+	int r = seek_index_chunk_decode(si, c->blob_offset, c->digest, c->size,
+					gz->p + c->blob_offset, c->blob_length, out);
+
+	free(out);
+	return r;
+}
+
+static void test_untrusted_order(const struct fixture *f)
+{
+	struct seek_index *si = NULL;
+	struct seek_chunk_ref first;
+	struct second s = {};
+
+	if (seek_index_parse(f->idx, f->idx_len, f->layer, f->gz.n, &si) < 0 ||
+	    seek_index_set_untrusted(si) < 0)
+		abort();
+	(void)seek_index_foreach(si, second_entry, &s);
+	check(s.found, "a file has several chunks");
+	check(decode(si, &f->gz, &s.c[1]) == -ENOLINK,
+	      "a file's later chunk is not inflated before its tar header was checked");
+	check(seek_index_chunk_first(si, s.c[1].blob_offset, s.c[1].digest, s.c[1].size,
+				     &first) == 1 && streq(first.digest, s.c[0].digest) &&
+	      first.blob_offset == s.c[0].blob_offset,
+	      "the fetcher is told which chunk to inflate first");
+	check(decode(si, &f->gz, &s.c[0]) == 0, "the first chunk inflates, its header matches");
+	check(seek_index_chunk_first(si, s.c[1].blob_offset, s.c[1].digest, s.c[1].size,
+				     &first) == 0, "then nothing more is needed first");
+	check(decode(si, &f->gz, &s.c[1]) == 0, "and the later chunk inflates");
+	seek_index_free(si);
+}
+
+static void test_untrusted_honest(unsigned members)
+{
+	struct buf tar = {}, gz = {};
+	char layer[DIGEST_STRING_MAX];
+	uint64_t tar_size;
+	struct walk w;
+	void *idx;
+	size_t len;
+
+	make_tar(&tar);
+	make_gzip(&tar, members, &gz);
+	digest_buffer(gz.p, gz.n, layer);
+	if (build(&gz, 64 * 1024, layer, &idx, &len, &tar_size) < 0)
+		abort();
+	walk_untrusted(idx, len, layer, &gz, &w);
+	check(w.chunks > 0 && w.good == w.chunks && w.lies == 0,
+	      "%u member(s): an honest untrusted index proves every header and window it reaches "
+	      "(%u of %u chunks; %s)", members, w.good, w.chunks, w.lies ? w.first_lie : "ok");
+	free_many(idx, tar.p, gz.p);
+}
+
+static void mode_lie(uint8_t *b, size_t len)
+{
+	(void)len;
+	ENTRIES(b)[116 * 4 + 4] ^= 0111;   /* dir/file-03: executable */
+}
+
+static void rename_lie(uint8_t *b, size_t len)
+{
+	uint8_t *e = ENTRIES(b) + 116 * 5;  /* dir/file-04 */
+
+	(void)len;
+	STRINGS(b)[le32(e + 52) + le32(e + 56) - 1] ^= 1;
+}
+
+static void test_untrusted_lie(const struct fixture *f, void (*fn)(uint8_t *, size_t),
+			       const char *what, const char *says)
+{
+	size_t len;
+	void *idx = mutate(f, fn, &len);
+	struct walk w;
+
+	walk_untrusted(idx, len, f->layer, &f->gz, &w);
+	check(w.lies > 0 && w.wrong_served == 0 && strstr(w.first_lie, says),
+	      "an untrusted index with %s: caught by the %s check (%s), no wrong byte served",
+	      what, says, w.first_lie);
+	free(idx);
+}
+
+static void test_tar_header(const struct fixture *f)
+{
+	struct tar_header h = {};
+	size_t pos = 0, entries = 0, files = 0;
+	bool long_name = false;
+	uint8_t block[512];
+
+	while (pos + 512 <= f->tar.n && f->tar.p[pos] != 0 &&
+	       tar_header_next(f->tar.p, f->tar.n, &pos, &h) >= 0) {
+		entries++;
+		if (h.type == ENTRY_REG) {
+			files++;
+			pos += (h.size + 511) / 512 * 512;
+		}
+		long_name |= strlen(h.path) > 100;
+		tar_header_done(&h);
+	}
+	check(entries == N_FILES + 2 && files == N_FILES && long_name,
+	      "every entry of a pax tar parses, its long name from the pax record (%zu)", entries);
+	memcpy(block, f->tar.p, 512);
+	block[0] ^= 1;
+	pos = 0;
+	check(tar_header_next(block, 512, &pos, &h) == -EBADMSG, "a header whose checksum does "
+	      "not match is no header (%s)", error_take(-EBADMSG));
+	pos = 0;
+	check(tar_header_next(f->tar.p, 300, &pos, &h) == -EBADMSG,
+	      "records cut short are refused");
+}
+
+static void test_untrusted(void)
+{
+	struct fixture f;
+
+	fixture_make(&f);
+	test_tar_header(&f);
+	test_untrusted_order(&f);
+	test_untrusted_lie(&f, mode_lie, "a changed mode", "tar header");
+	test_untrusted_lie(&f, rename_lie, "a renamed file", "tar header");
+	test_untrusted_lie(&f, bad_window, "windows that do not match", "window");
+	free_many(f.idx, f.tar.p, f.gz.p);
+}
+
 /* Every host that indexes a layer must write the same index, however its reads were cut: the
  * index is published and shared by digest. */
 static void test_same_index_however_reads_are_cut(unsigned members)
@@ -552,6 +759,9 @@ int main(void)
 	test_roundtrip(1, 1024 * 1024);
 	test_hostile();
 	test_refuse_plain();
+	test_untrusted_honest(1);
+	test_untrusted_honest(9);
+	test_untrusted();
 	test_same_index_however_reads_are_cut(1);
 	test_same_index_however_reads_are_cut(9);
 	return tap_done();

@@ -1,0 +1,327 @@
+"""Seek indexes from elsewhere (untrusted) prove themselves as they are read (docs/security.md,
+"Seek indexes"): an honest one serves the tree; one that lies (wrong offsets, an invented or
+renamed file, a changed mode, a window replaced with chunk digests to match, another layer's)
+never makes a read return bytes that are not the file's, is dropped, and the layer is then
+read whole and served right."""
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from helpers import compare_with_oracle, sqlite
+from seek_lies import Index, raw_inflate_from, sha, tar_stream
+from test_seek_index import (_biggest_layer, _blob_path, _index_then_forget_layers,
+                             _layer_digests, _stats)
+
+NAME = "oci-gzip"
+
+
+def _oracle(layout):
+    """{path: sha256} of the regular files the layer stack really has."""
+    with open(os.path.join(layout, "expected-tree.tsv")) as f:
+        rows = [l.rstrip("\n").split("\t") for l in f][1:]
+    return {r[0]: r[6] for r in rows if r[1] == "f"}
+
+
+def _read(mnt, path):
+    """The file's bytes, or None when the read fails with EIO."""
+    try:
+        with open(os.path.join(str(mnt), path.lstrip("/")), "rb") as f:
+            return f.read()
+    except OSError as e:
+        assert e.errno == 5, (path, e)
+        return None
+
+
+def _check_read(mnt, path, oracle):
+    """Reads @path: it fails, or it gives exactly the bytes the image has at that path."""
+    data = _read(mnt, path)
+    if data is not None:
+        assert path in oracle, "%s: a file the image does not have was served" % path
+        assert hashlib.sha256(data).hexdigest() == oracle[path], "%s: wrong bytes served" % path
+    return data is not None
+
+
+def _walk_files(mnt):
+    for d, _, names in os.walk(str(mnt)):
+        for n in names:
+            p = os.path.join(d, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                yield "/" + os.path.relpath(p, str(mnt))
+
+
+def _set_index(lazyroot, layer, data):
+    """Keeps @data as the untrusted index of @layer (as one fetched from a registry is)."""
+    db = str(lazyroot.cache_dir / "index.db")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = _blob_path(lazyroot.cache_dir, digest)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    con = sqlite3.connect(db, timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET digest = ?, trusted = 0 WHERE layer = ?",
+                    (digest, layer))
+    con.close()
+
+
+def _kept_index(lazyroot, layer):
+    db = str(lazyroot.cache_dir / "index.db")
+    (digest,) = sqlite(db, "SELECT digest FROM seek_indexes WHERE layer = ?", (layer,))[0]
+    with open(_blob_path(lazyroot.cache_dir, digest), "rb") as f:
+        return f.read()
+
+
+def _layer_blob(layout, layer):
+    with open(os.path.join(layout, "blobs", "sha256", layer[7:]), "rb") as f:
+        return f.read()
+
+
+def test_honest_untrusted_index_serves_the_tree(lazyroot, registry, mountpoint):
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    _index_then_forget_layers(lazyroot, ref)
+    db = str(lazyroot.cache_dir / "index.db")
+    con = sqlite3.connect(db, timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET trusted = 0")
+    con.close()
+    oracle = _oracle(layout)
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        # The end of the biggest file first: its first chunk (and tar header) is read first.
+        big = max(oracle, key=lambda p: os.path.getsize(str(mountpoint) + p))
+        with open(str(mountpoint) + big, "rb") as f:
+            f.seek(os.path.getsize(str(mountpoint) + big) - 4096)
+            assert len(f.read()) == 4096
+        for p in sorted(oracle):
+            assert _check_read(mountpoint, p, oracle), "%s: an honest index failed a read" % p
+        s = _stats(lazyroot, mountpoint)
+        assert s["chunks_failed"] == 0, s
+        assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 0")[0][0] == \
+        len(_layer_digests(layout))
+
+
+# ---------------------------------------------------------------------------------------------
+# lies: each returns (the index, the paths to read first)
+
+
+def _pick_file(ix, tar, one_chunk=True):
+    """A regular file of a few KiB, one chunk, data not at a checkpoint's span start."""
+    for i, size, off, first, n in ix.files():
+        if (n == 1) == one_chunk and 1024 <= size <= 65536 and not ix.path(i).startswith(".wh"):
+            return i, size, off, first, n
+    raise AssertionError("no file fits")
+
+
+def _lie_renamed(ix, blob, tar):
+    i, *_ = _pick_file(ix, tar)
+    old = ix.path(i)
+    new = old[:-1] + ("x" if old[-1] != "x" else "y")
+    ix.set_path(i, new)
+    return ["/" + new]
+
+
+def _lie_mode(ix, blob, tar):
+    i, *_ = _pick_file(ix, tar)
+    ix.set_u32(i, 4, ix.u32(i, 4) ^ 0o4111)   # setuid and executable
+    return ["/" + ix.path(i)]
+
+
+def _lie_offsets(ix, blob, tar):
+    """A file's data 512 bytes further on, its chunk digest that of the real bytes there: the
+    chunk verifies, only its tar header can tell."""
+    files = ix.files()
+    for k, (i, size, off, first, n) in enumerate(files[:-1]):
+        new = off + 512
+        nxt = files[k + 1][2]
+        c = ix.chunks[first]
+        span = ix.span_of(c[0])
+        span_end = ix.cps[span + 1][1] if span + 1 < len(ix.cps) else ix.tar_size
+        if n != 1 or size < 1024 or new + size > nxt - 512 or new + size > span_end:
+            continue
+        ix.set_u64(i, 44, new)
+        c[0] = new
+        c[2] = ix.chunks[first + 1][2] if first + 1 < len(ix.chunks) else ix.blob_size
+        c[3] = sha(tar[new:new + size])
+        return ["/" + ix.path(i)]
+    raise AssertionError("no file fits")
+
+
+def _lie_invented(ix, blob, tar):
+    """A file of several chunks cut in two: its tail shown as a new file, real layer bytes
+    under a name the layer does not have."""
+    for i, size, off, first, n in ix.files():
+        if n >= 2:
+            break
+    else:
+        raise AssertionError("no file of several chunks")
+    head = ix.chunks[first][1]
+    rec = bytearray(ix.entries[i])
+    ix.entries.insert(i + 1, rec)
+    ix.set_u64(i, 28, head)
+    ix.set_u32(i, 80, 1)
+    j = i + 1
+    ix.set_path(j, "invented")
+    ix.set_u64(j, 28, size - head)
+    ix.set_u64(j, 44, ix.chunks[first + 1][0])
+    ix.set_u32(j, 76, first + 1)
+    ix.set_u32(j, 80, n - 1)
+    return ["/invented", "/" + ix.path(i)]
+
+
+def _lie_window(ix, blob, tar):
+    """A checkpoint's window replaced, and every chunk of its span given the digest of what it
+    inflates to with that window: each chunk verifies against the index."""
+    for k in range(1, len(ix.cps) - 1):
+        coff, uoff, bits, flags, woff, wlen = ix.cps[k]
+        if flags == 0 and wlen == 32768:
+            break
+    else:
+        raise AssertionError("no checkpoint with a window")
+    fake = bytes(b ^ 0x5a for b in ix.windows[woff:woff + wlen])
+    ix.windows[woff:woff + wlen] = fake
+    end = ix.cps[k + 1][1]
+    out = raw_inflate_from(blob, ix.cps[k], fake, end - uoff)
+    changed = []
+    for c in ix.chunks:
+        if uoff <= c[0] < end:
+            d = sha(out[c[0] - uoff:c[0] - uoff + c[1]])
+            if d != c[3]:
+                changed.append(c)
+            c[3] = d
+    assert changed, "the fake window changes no chunk: the lie would be no lie"
+    # Read in stream order, as a tar of the tree would: every file is read.
+    return [None]
+
+
+LIES = {"renamed": _lie_renamed, "mode": _lie_mode, "offsets": _lie_offsets,
+        "invented": _lie_invented, "window": _lie_window}
+
+
+def _stream_order(ix):
+    return ["/" + ix.path(i) for i, *_ in sorted(ix.files(), key=lambda f: f[2])]
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_lying_index_serves_no_wrong_byte_and_is_dropped(lazyroot, registry, mountpoint, lie):
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    blob = _layer_blob(layout, layer)
+    tar = tar_stream(blob)
+    ix = Index(_kept_index(lazyroot, layer))
+    first = LIES[lie](ix, blob, tar)
+    _set_index(lazyroot, layer, ix.serialize())
+    oracle = _oracle(layout)
+    db = str(lazyroot.cache_dir / "index.db")
+
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert {l["digest"]: l["served"] for l in s["layers"]}[layer] == "gzip-index", s
+        failed = []
+        for p in [p for p in first if p] or _stream_order(ix):
+            q = str(mountpoint) + p
+            if os.path.islink(q) or not os.path.isfile(q):
+                continue   # hidden or replaced by an upper layer
+            if not _check_read(mountpoint, p, oracle):
+                failed.append(p)
+        assert failed, "the lie was read without a failure"
+        for p in _walk_files(mountpoint):
+            _check_read(mountpoint, p, oracle)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (layer,))[0][0] == 0
+
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert {l["digest"]: l["served"] for l in s["layers"]}[layer] == "eager", s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
+def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    layers = _layer_digests(layout)
+    big = _biggest_layer(layout)
+    other = next(l for l in layers if l != big)
+    _index_then_forget_layers(lazyroot, ref)
+    _set_index(lazyroot, big, _kept_index(lazyroot, other))
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert {l["digest"]: l["served"] for l in s["layers"]}[big] == "eager", s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    db = str(lazyroot.cache_dir / "index.db")
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (big,))[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# prewarm reads a layer whole once its chunks are in, and settles its index
+
+
+def _untrust_all(lazyroot):
+    con = sqlite3.connect(str(lazyroot.cache_dir / "index.db"), timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET trusted = 0")
+    con.close()
+
+
+@pytest.mark.parametrize("kind", ["same", "other-builder"])
+def test_prewarm_settles_an_untrusted_index(lazyroot, registry, mountpoint, kind):
+    """prewarm completes a layer read through an index from elsewhere, then streams it whole
+    (digest and diff_id verified) and builds its index: the same index becomes trusted; a
+    different one (here: written with another span) is replaced by the one built here."""
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    honest = _kept_index(lazyroot, layer)
+    _untrust_all(lazyroot)
+    if kind == "other-builder":
+        ix = Index(honest)
+        ix.span *= 2
+        _set_index(lazyroot, layer, ix.serialize())
+    db = str(lazyroot.cache_dir / "index.db")
+    r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=300)
+    assert r.ok, str(r)
+    out = r.stdout + r.stderr
+    rows = sqlite(db, "SELECT digest, trusted FROM seek_indexes WHERE layer = ?", (layer,))
+    assert rows and rows[0][1] == 1, rows
+    assert rows[0][0] == "sha256:" + hashlib.sha256(honest).hexdigest(), rows
+    if kind == "same":
+        assert "seek index of layer '%s' verified" % layer in out, out
+    else:
+        assert "seek index of layer '%s' is not the one the layer gives" % layer in out, out
+    # every layer is trusted now, and a mount serves the whole tree from the store
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 0")[0][0] == 0
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = _stats(lazyroot, mountpoint)
+        assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+        oracle = _oracle(layout)
+        for p in sorted(oracle):
+            assert _check_read(mountpoint, p, oracle), p
+        s = _stats(lazyroot, mountpoint)
+        assert s["requests"] == 0, s
+    finally:
+        assert lazyroot.umount(mountpoint).ok
