@@ -77,6 +77,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache/fetch_span.h"
 #include "cache/link_estimate.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
@@ -1364,11 +1365,15 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 				 struct fetch_interrupt *intr)
 {
 	int64_t deadline = now_ms() + f->timeout_ms;
+	_cleanup_free_ struct fetch_chunk *spans = NULL;
 	bool joined_failed;
 	int r;
 
 	if (n == 0)
 		return 0;
+	/* A seek span comes whole, in one request (fetch_span.h); without memory, chunk by chunk. */
+	if (fetch_span_expand(f->layers, f->n_layers, chunks, n, &spans, &n) >= 0 && spans)
+		chunks = spans;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
 	 * just now (the registry it waited for came back and closed the stalled connection): its
