@@ -59,6 +59,7 @@ WORKLOAD = ["/usr/bin/python3", "-c", "import json"]
 REPO_INDEXED, REPO_PLAIN = "bench/debian-gzip-indexed", "bench/debian-gzip"
 TARGETS = {"cold_x": 5.0, "index_share": 0.03, "fetched_share": 0.15, "read_share": 0.80}
 FLOWS = ("lazyroot gzip, indexed", "lazyroot gzip, unindexed", "traditional (pull+extract)")
+BASELINE = "indexed, --baseline binary"
 
 
 def env_for(workdir):
@@ -167,7 +168,7 @@ def stats(lazyroot, mnt, env):
     return json.loads(st.stdout) if st.returncode == 0 else {}
 
 
-def lazy_cold(args, seed, ref, workdir, indexed):
+def lazy_cold(args, seed, ref, workdir, indexed, lazyroot=None):
     cache = os.path.join(tempfile.mkdtemp(prefix="cold-", dir=workdir), "cache")
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     env = env_for(workdir)
@@ -176,7 +177,7 @@ def lazy_cold(args, seed, ref, workdir, indexed):
         if indexed:
             seed.prepare(cache)
         t_seed = time.monotonic() - t0
-        mount(args.lazyroot, ref, mnt, cache, env, args.prefetch)
+        mount(lazyroot or args.lazyroot, ref, mnt, cache, env, args.prefetch)
         t_mount = time.monotonic() - t0
         n = C.nspawn(mnt, "lrbench-seek-%d" % os.getpid(), WORKLOAD)
         t_total = time.monotonic() - t0
@@ -201,14 +202,17 @@ def traditional(args, workdir):
 
 
 def coldstart(args, seed, relay, workdir):
-    per = {f: [] for f in FLOWS}
+    flows = list(FLOWS) + ([BASELINE] if args.baseline else [])
+    per = {f: [] for f in flows}
     for i in range(args.runs):
         # the flows take turns run by run, so that the load of the shared machine falls on all
-        for name in FLOWS:
+        for name in flows:
             relay.reset()
             load = loadavg()
             if name == FLOWS[0]:
                 r = lazy_cold(args, seed, seed.ref, workdir, True)
+            elif name == BASELINE:
+                r = lazy_cold(args, seed, seed.ref, workdir, True, args.baseline)
             elif name == FLOWS[1]:
                 r = lazy_cold(args, seed, "%s/%s:latest" % (args.addr, REPO_PLAIN), workdir,
                               False)
@@ -231,7 +235,13 @@ def coldstart(args, seed, relay, workdir):
 # d) full read
 
 
+FULL_READS = ("prewarm", "tar", "prewarm, unindexed")
+
+
 def full_read(args, seed, relay, workdir, what):
+    """One full read into an empty cache: `lazyroot prewarm` or a tar of a mount of the indexed
+    image (seeded as in a), or, as what this machine and link give a whole-layer pull right
+    now, `lazyroot prewarm` of the unindexed image (its layers are read whole)."""
     cache = os.path.join(tempfile.mkdtemp(prefix="full-", dir=workdir), "cache")
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     env = env_for(workdir)
@@ -240,9 +250,13 @@ def full_read(args, seed, relay, workdir, what):
     load = loadavg()
     t0 = time.monotonic()
     try:
-        seed.prepare(cache)
-        if what == "prewarm":
-            r = C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, seed.ref], check=False,
+        if what == "prewarm, unindexed":
+            os.makedirs(cache)
+        else:
+            seed.prepare(cache)
+        if what.startswith("prewarm"):
+            ref = seed.ref if what == "prewarm" else "%s/%s:latest" % (args.addr, REPO_PLAIN)
+            r = C.sh([args.lazyroot, "prewarm", "--cache-dir", cache, ref], check=False,
                      env=env, timeout=1800)
             if r.returncode != 0:
                 raise RuntimeError("prewarm failed: %s" % r.stderr.strip()[-800:])
@@ -265,17 +279,18 @@ def full_read(args, seed, relay, workdir, what):
 
 
 def full_reads(args, seed, relay, workdir, layer_bytes):
-    rows = []
-    for what in ("prewarm", "tar"):
-        runs = []
-        for i in range(args.runs):
+    per = {what: [] for what in FULL_READS}
+    for i in range(args.runs):
+        for what in FULL_READS:   # in turns, as the cold starts
             r = full_read(args, seed, relay, workdir, what)
-            runs.append(r)
+            per[what].append(r)
             print("  full read (%s) run %d: %.2fs, %.1f MB fetched (%.2fx the layers), %.0f "
                   "Mbit/s of layer, load %s" % (what, i + 1, r["wall_s"], r["bytes"] / 1e6,
                                                 r["bytes"] / layer_bytes,
                                                 layer_bytes * 8 / r["wall_s"] / 1e6, r["load"]),
                   flush=True)
+    rows = []
+    for what, runs in per.items():
         wall = statistics.median(r["wall_s"] for r in runs)
         rows.append({"what": what, "runs": runs, "wall_s": wall,
                      "bytes": statistics.median(r["bytes"] for r in runs),
@@ -337,10 +352,11 @@ def report(res):
                     verdict(fetched, TARGETS["fetched_share"], False)))
     for r in res["full_read"]:
         share = r["mbit_s"] * 1e6 / rate
-        lines.append("d) full read (%-7s): %5.2f s, %6.1f Mbit/s of layer = %3.0f%% of the link"
-                     " (target >= %g%%) %s; fetched %.2fx the layers, %d requests"
-                     % (r["what"], r["wall_s"], r["mbit_s"], 100 * share,
-                        100 * TARGETS["read_share"], verdict(share, TARGETS["read_share"], True),
+        target = "" if r["what"] not in ("prewarm", "tar") else " (target >= %g%%) %s" % (
+            100 * TARGETS["read_share"], verdict(share, TARGETS["read_share"], True))
+        lines.append("d) full read (%-18s): %5.2f s, %5.1f Mbit/s of layer = %3.0f%% of the "
+                     "link%s; fetched %.2fx the layers, %d requests"
+                     % (r["what"], r["wall_s"], r["mbit_s"], 100 * share, target,
                         r["bytes"] / layers, r["requests"]))
     if res.get("reference"):
         ref = res["reference"]
@@ -409,6 +425,8 @@ def main(argv=None):
     ap.add_argument("--prefetch", default="none", choices=["none", "landmark", "all"],
                     help="lazyroot mount's --prefetch in the cold starts (default none)")
     ap.add_argument("--no-full-read", action="store_true", help="skip d)")
+    ap.add_argument("--baseline", help="a) also mounts the indexed image with this lazyroot "
+                    "binary (the seed cache is still made by --lazyroot)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
