@@ -365,6 +365,47 @@ def report(res):
     return lines
 
 
+SECTION = "## Lazy gzip (issue 16)"
+
+
+def markdown(res, lines):
+    """docs/benchmarks.md's section for this run."""
+    L = [SECTION, ""]
+    L.append("Written by `tests/bench/seekindex.py` (how to run it: tests/bench/README.md) on %s, "
+             "%s, %d CPUs, kernel %s; lazyroot %s; `--seed %s`%s. Load average (1/5/15 min) "
+             "%s at the start of the first cold start, %s at the end: the machine was shared, "
+             "so times move by tens of percent between runs; every cell is the median of %d "
+             "runs, the flows taking turns run by run."
+             % (res["date"], res["host"], res["cpus"], res["kernel"], res["commit"], res["seed"],
+                " (the stand-in: index blobs fetched through the relay in the timed window, "
+                "then copied into the empty cache)" if res["seed"] == "local" else "",
+                res["coldstart"][0]["runs"][0]["load"], res["load_end"], res["runs"]))
+    L.append("")
+    L.append("The image: suite.py's Debian bookworm minbase + python3, plain tar+gzip layers "
+             "(%.1f MB), over %s tbf + %g ms each way (coldstart.py's netns, veth and relay); the "
+             "command `%s` in systemd-nspawn." % (res["layer_bytes"] / 1e6, res["rate"],
+                                                  res["delay_ms"], " ".join(res["workload"])))
+    L.append("")
+    L.append("```")
+    L.extend(lines)
+    L.append("```")
+    L.append("")
+    return "\n".join(L)
+
+
+def write_section(path, text):
+    """Replaces this benchmark's section of @path (up to the next "## " heading), or appends it."""
+    old = open(path).read() if os.path.exists(path) else ""
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+    with open(path, "w") as f:
+        f.write(new)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -428,7 +469,18 @@ def main(argv=None):
     ap.add_argument("--baseline", help="a) also mounts the indexed image with this lazyroot "
                     "binary (the seed cache is still made by --lazyroot)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--write", nargs="?", const=os.path.join(ROOT, "docs", "benchmarks.md"),
+                    help="replace the \"%s\" section of docs/benchmarks.md (or FILE) with "
+                    "this run's" % SECTION)
+    ap.add_argument("--from-json", help="measure nothing: report (and --write) a --json file")
     args = ap.parse_args(argv)
+    if args.from_json:
+        res = json.load(open(args.from_json))
+        lines = report(res)
+        print("\n".join(lines))
+        if args.write:
+            write_section(args.write, markdown(res, lines))
+        return 0
     if os.geteuid() != 0:
         raise SystemExit("run as root (network namespaces, FUSE, nspawn)")
     if not os.path.exists(args.lazyroot):
@@ -451,11 +503,14 @@ def main(argv=None):
     print("\nseek index benchmark: --seed %s, %s + %g ms, %d runs, %s, load at the end %s, "
           "%.0f s\n" % (args.seed, args.rate, args.delay_ms, args.runs, res["commit"],
                         res["load_end"], res["elapsed_s"]))
-    for line in report(res):
-        print(line)
+    lines = report(res)
+    print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+    if args.write:
+        write_section(args.write, markdown(res, lines))
+        print("wrote the \"%s\" section of %s" % (SECTION, args.write))
     return 0
 
 
