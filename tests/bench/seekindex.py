@@ -38,6 +38,7 @@ import http.client
 import json
 import os
 import platform
+import shlex
 import shutil
 import sqlite3
 import statistics
@@ -354,9 +355,9 @@ def report(res):
         share = r["mbit_s"] * 1e6 / rate
         target = "" if r["what"] not in ("prewarm", "tar") else " (target >= %g%%) %s" % (
             100 * TARGETS["read_share"], verdict(share, TARGETS["read_share"], True))
-        lines.append("d) full read (%-18s): %5.2f s, %5.1f Mbit/s of layer = %3.0f%% of the "
+        lines.append("d) full read, %-19s %5.2f s, %5.1f Mbit/s of layer = %3.0f%% of the "
                      "link%s; fetched %.2fx the layers, %d requests"
-                     % (r["what"], r["wall_s"], r["mbit_s"], 100 * share, target,
+                     % (r["what"] + ":", r["wall_s"], r["mbit_s"], 100 * share, target,
                         r["bytes"] / layers, r["requests"]))
     if res.get("reference"):
         ref = res["reference"]
@@ -384,7 +385,7 @@ def markdown(res, lines):
     L.append("The image: suite.py's Debian bookworm minbase + python3, plain tar+gzip layers "
              "(%.1f MB), over %s tbf + %g ms each way (coldstart.py's netns, veth and relay); the "
              "command `%s` in systemd-nspawn." % (res["layer_bytes"] / 1e6, res["rate"],
-                                                  res["delay_ms"], " ".join(res["workload"])))
+                                                  res["delay_ms"], shlex.join(res["workload"])))
     L.append("")
     L.append("```")
     L.extend(lines)
