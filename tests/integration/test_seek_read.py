@@ -1,7 +1,8 @@
 """Reading gzip layers through their seek index costs about one download of each layer: a chunk
 is inflated from its span's checkpoint, so a request for it carries every compressed byte of
 the span before it, and the fetcher takes the span's other chunks out of that same request
-(cache/fetch_span.c) instead of leaving them to requests that fetch the span's start again.
+(span_expand() in cache/fetch.c) instead of leaving them to requests that fetch the span's
+start again.
 
 The image: one gzip layer of many small files of part-random text (a few spans of 2 MiB, each
 with more chunks than a read's read-around takes), in an archive order that is not the order
