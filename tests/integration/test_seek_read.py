@@ -133,3 +133,34 @@ def test_prewarm_fetches_each_span_once(lazyroot, registry, image, jobs):
         finally:
             assert lazyroot.umount().ok
     assert got == image["files"]
+
+
+def test_prewarm_progress_counts_each_span_once(lazyroot, registry, image):
+    """prewarm's progress bar (on a terminal) counts a span's compressed bytes once, not once
+    per chunk inflated from it: its total is the layer's size, not ~500 times it."""
+    import pty
+    import re
+    import subprocess
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    master, slave = pty.openpty()
+    env = lazyroot._env(None)
+    p = subprocess.Popen([str(lazyroot.binary), "prewarm", "--cache-dir", str(lazyroot.cache_dir),
+                          ref], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:   # EIO: the other end closed
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert p.wait(timeout=300) == 0, out[-2000:]
+    totals = [float(t) for t in re.findall(rb"[\d.]+/([\d.]+) MiB", out)]
+    assert totals, out[-2000:]
+    size_mib = image["layer"]["size"] / (1 << 20)
+    assert max(totals) <= MAX_FETCHED * size_mib + 0.1, (max(totals), size_mib)
