@@ -1315,6 +1315,173 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
 	return r;
 }
 
+/* ---- A seek span is fetched whole, once --------------------------------------------------
+ * A chunk of a layer read through its seek index is inflated from its span's checkpoint, so the
+ * request for it carries every compressed byte of the span before it.  Fetched one by one, as
+ * reads and prewarm's batches come, a span's chunks each brought that prefix again (read-around
+ * stopped at 512 chunks, racing readers each started a request, prewarm's batches cut spans): a
+ * full read fetched up to 1.33x its layer.  So every call first adds the other chunks of each
+ * span it needs a chunk of, marked ahead (span_expand()): the span comes in one request, and its
+ * chunks are claimed at once, so a read of another chunk of it waits for that request instead
+ * of starting its own from the checkpoint.  The spans of the call's needed chunks are listed
+ * (each once), each span's chunks appended from the index (at most SPAN_CHUNKS_MAX: a span of
+ * 2 MiB of tiny files; the rest is left to the reads that want them), and what the call had
+ * already, or a span gave twice, dropped again (a sort by digest).  Nothing here looks at the
+ * store: the call does, for every chunk.  Load: a read's miss names a span or a few, a prewarm
+ * batch some tens; a span holds one chunk (a big file) to a few thousand (small ones). */
+
+#define SPAN_CHUNKS_MAX 4096U
+
+struct span {
+	unsigned layer;
+	uint64_t blob_offset;
+};
+
+struct expansion {
+	struct fetch_chunk *out;
+	size_t n, alloc, added;      /* added: of the current span */
+	unsigned layer;
+	uint64_t blob_offset;
+};
+
+static int span_compare(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+
+	if (x->layer != y->layer)
+		return x->layer < y->layer ? -1 : 1;
+	if (x->blob_offset != y->blob_offset)
+		return x->blob_offset < y->blob_offset ? -1 : 1;
+	return 0;
+}
+
+/* The distinct spans of @chunks' needed chunks in seek index layers, in *ret. */
+static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
+			const struct fetch_chunk *chunks, size_t n, struct span **ret,
+			size_t *ret_n)
+{
+	_cleanup_free_ struct span *spans = NULL;
+	size_t k = 0, alloc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct fetch_chunk *c = &chunks[i];
+
+		if (c->ahead || c->layer >= n_layers || !layers[c->layer].seek ||
+		    __atomic_load_n(&layers[c->layer].seek_failed, __ATOMIC_RELAXED))
+			continue;
+		if (GREEDY_REALLOC(spans, alloc, k + 1) < 0)
+			return -ENOMEM;
+		spans[k++] = (struct span) { .layer = c->layer, .blob_offset = c->blob_offset };
+	}
+	if (k > 1)
+		qsort(spans, k, sizeof(*spans), span_compare);
+	*ret_n = 0;
+	for (size_t i = 0; i < k; i++)
+		if (*ret_n == 0 || span_compare(&spans[*ret_n - 1], &spans[i]) != 0)
+			spans[(*ret_n)++] = spans[i];
+	*ret = TAKE_PTR(spans);
+	return 0;
+}
+
+static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t blob_length)
+{
+	struct expansion *x = userdata;
+
+	if (x->added >= SPAN_CHUNKS_MAX)
+		return 0;
+	if (GREEDY_REALLOC(x->out, x->alloc, x->n + 1) < 0)
+		return -ENOMEM;
+	x->out[x->n] = (struct fetch_chunk) {
+		.layer = x->layer, .blob_offset = x->blob_offset, .blob_length = blob_length,
+		.size = size, .ahead = true,
+	};
+	memcpy(x->out[x->n].digest, digest, sizeof(x->out[x->n].digest));
+	x->n++;
+	x->added++;
+	return 0;
+}
+
+struct position {
+	const char *digest;
+	size_t i;
+};
+
+/* By digest, then position: the first of equal digests comes first. */
+static int position_compare(const void *a, const void *b)
+{
+	const struct position *x = a, *y = b;
+	int d = strcmp(x->digest, y->digest);
+
+	if (d != 0)
+		return d;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Drops the chunks at positions >= @keep whose digest came earlier in @x->out. */
+static int drop_repeats(struct expansion *x, size_t keep)
+{
+	_cleanup_free_ struct position *pos = NULL;
+	_cleanup_free_ bool *drop = NULL;
+	size_t k = keep;
+
+	pos = malloc(x->n * sizeof(*pos));
+	drop = calloc(x->n, sizeof(*drop));
+	if (!pos || !drop)
+		return -ENOMEM;
+	for (size_t i = 0; i < x->n; i++)
+		pos[i] = (struct position) { .digest = x->out[i].digest, .i = i };
+	qsort(pos, x->n, sizeof(*pos), position_compare);
+	for (size_t i = 1; i < x->n; i++)
+		if (pos[i].i >= keep && streq(pos[i].digest, pos[i - 1].digest))
+			drop[pos[i].i] = true;
+	for (size_t i = keep; i < x->n; i++)
+		if (!drop[i])
+			x->out[k++] = x->out[i];
+	x->n = k;
+	return 0;
+}
+
+/* The chunks of @chunks (@n, in their order) followed by those of every span of a seek index
+ * layer that holds one of them not marked ahead: marked ahead, none of @chunks again and each
+ * digest once.  A new array in *ret and its length in *ret_n; *ret is NULL when there is nothing
+ * to add. */
+static int span_expand(const struct fetch_layer *layers, size_t n_layers,
+		       const struct fetch_chunk *chunks, size_t n, struct fetch_chunk **ret,
+		       size_t *ret_n)
+{
+	_cleanup_free_ struct span *spans = NULL;
+	struct expansion x = {};
+	size_t n_spans;
+	int r;
+
+	*ret = NULL;
+	*ret_n = n;
+	r = spans_needed(layers, n_layers, chunks, n, &spans, &n_spans);
+	if (r < 0 || n_spans == 0)
+		return r;
+	if (GREEDY_REALLOC(x.out, x.alloc, n) < 0)
+		return -ENOMEM;
+	memcpy(x.out, chunks, n * sizeof(*chunks));
+	x.n = n;
+	for (size_t i = 0; i < n_spans && r >= 0; i++) {
+		x.layer = spans[i].layer;
+		x.blob_offset = spans[i].blob_offset;
+		x.added = 0;
+		r = seek_index_span_foreach(layers[x.layer].seek, x.blob_offset, span_add, &x);
+		if (r == -ENOENT)
+			r = 0;  /* not a checkpoint: the fetcher fails that chunk, nothing to add */
+	}
+	if (r >= 0)
+		r = drop_repeats(&x, n);
+	if (r < 0 || x.n == n) {
+		free(x.out);
+		return r < 0 ? r : 0;
+	}
+	*ret = x.out;
+	*ret_n = x.n;
+	return 0;
+}
+
 int fetcher_ensure(struct fetcher *f, const struct fetch_chunk *chunks, size_t n)
 {
 	return fetcher_ensure_interruptible(f, chunks, n, NULL);
@@ -1478,6 +1645,7 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 {
 	_cleanup_free_ struct fetch_chunk *all = NULL;
 	int64_t deadline = now_ms() + f->timeout_ms;
+	_cleanup_free_ struct fetch_chunk *spans = NULL;
 	bool joined_failed;
 	int r;
 
@@ -1487,6 +1655,9 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	if (r < 0)
 		return -EIO;
 	chunks = all ?: chunks;
+	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
+	if (span_expand(f->layers, f->n_layers, chunks, n, &spans, &n) >= 0 && spans)
+		chunks = spans;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
 	 * just now (the registry it waited for came back and closed the stalled connection): its

@@ -110,10 +110,29 @@ static int compare_position(const void *a, const void *b)
 	return 0;
 }
 
+/* The compressed bytes chunk @c adds to the ranges of the chunks before it in position order
+ * (@prev the one before, NULL for the first; *@end: where they reach so far, updated): chunks
+ * of a seek index span all start at its checkpoint, so their blob_lengths overlap, and a
+ * request carries the span once. */
+static uint64_t range_new_bytes(const struct fetch_chunk *c, const struct fetch_chunk *prev,
+				uint64_t *end)
+{
+	uint64_t from, e = c->blob_offset + c->blob_length;
+
+	if (!prev || prev->layer != c->layer)
+		*end = 0;
+	from = c->blob_offset > *end ? c->blob_offset : *end;
+	if (e <= from)
+		return 0;
+	*end = e;
+	return e - from;
+}
+
 int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct manifest *m,
 		     struct prewarm_plan **ret)
 {
 	_cleanup_(prewarm_plan_freep) struct prewarm_plan *p = NULL;
+	uint64_t reach = 0;
 	size_t k = 0;
 	int r;
 
@@ -148,7 +167,8 @@ int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct ma
 	if (p->n_chunks > 0)
 		qsort(p->chunks, p->n_chunks, sizeof(*p->chunks), compare_position);
 	for (size_t i = 0; i < p->n_chunks; i++)
-		p->bytes += p->chunks[i].blob_length;
+		p->bytes += range_new_bytes(&p->chunks[i], i == 0 ? NULL : &p->chunks[i - 1],
+					    &reach);
 
 	*ret = TAKE_PTR(p);
 	return 0;
@@ -183,7 +203,7 @@ static size_t run_take(struct prewarm_run *w, uint64_t batch_max, size_t *ret_fi
 {
 	const struct fetch_chunk *c = w->p->chunks;
 	size_t first, n = 0;
-	uint64_t start, end, bytes = 0;
+	uint64_t start, end, new_end = 0, bytes = 0;
 
 	pthread_mutex_lock(&w->lock);
 	first = w->next;
@@ -203,7 +223,7 @@ static size_t run_take(struct prewarm_run *w, uint64_t batch_max, size_t *ret_fi
 			if (e > end)
 				end = e;
 		}
-		bytes += c[i].blob_length;
+		bytes += range_new_bytes(&c[i], n == 0 ? NULL : &c[i - 1], &new_end);
 		n++;
 	}
 	w->next = first + n;

@@ -947,8 +947,9 @@ int seek_cp_find_start(const struct seek_index *si, uint64_t blob_offset, size_t
 	return 0;
 }
 
-int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
-		    uint64_t size, const struct seek_chunk **ret)
+/* The first chunk inflated from checkpoint @cp (chunks are in offset order, so are the
+ * checkpoints they start from), or n_chunks. */
+static size_t chunk_first(const struct seek_index *si, size_t cp)
 {
 	size_t lo = 0, hi = si->n_chunks;
 
@@ -960,12 +961,40 @@ int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest
 		else
 			hi = mid;
 	}
-	for (; lo < si->n_chunks && si->chunks[lo].start_cp == cp; lo++)
+	return lo;
+}
+
+int seek_chunk_find(const struct seek_index *si, size_t cp, const uint8_t digest[32],
+		    uint64_t size, const struct seek_chunk **ret)
+{
+	for (size_t lo = chunk_first(si, cp); lo < si->n_chunks && si->chunks[lo].start_cp == cp;
+	     lo++)
 		if (si->chunks[lo].size == size && memcmp(si->chunks[lo].digest, digest, 32) == 0) {
 			*ret = &si->chunks[lo];
 			return 0;
 		}
 	return -ENOENT;
+}
+
+int seek_index_span_foreach(const struct seek_index *si, uint64_t blob_offset,
+			    int (*cb)(void *userdata, const char *digest, uint64_t size,
+				      uint64_t blob_length),
+			    void *userdata)
+{
+	char digest[DIGEST_STRING_MAX];
+	size_t cp;
+	int r;
+
+	r = seek_cp_find_start(si, blob_offset, &cp);
+	if (r < 0)
+		return r;
+	for (size_t i = chunk_first(si, cp); i < si->n_chunks && si->chunks[i].start_cp == cp; i++) {
+		digest_format_sha256(si->chunks[i].digest, digest);
+		r = cb(userdata, digest, si->chunks[i].size, si->chunks[i].cend - blob_offset);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 /* Where a stream ends inside the bytes: the gzip trailer (raw mode, which does not read it),

@@ -103,6 +103,16 @@ struct seek_chunk_ref {
 int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, const char *digest,
 			   uint64_t size, struct seek_chunk_ref *ret);
 
+/* Calls @cb for each chunk of the span whose checkpoint's compressed bytes start at
+ * @blob_offset (a chunk's blob_offset, as seek_index_foreach() gave it), in offset order, with
+ * its digest, size and blob_length as seek_index_foreach() gave them: what one request from
+ * that checkpoint can yield.  -ENOENT when no checkpoint starts there; a negative return of
+ * @cb ends the walk and is returned. */
+int seek_index_span_foreach(const struct seek_index *si, uint64_t blob_offset,
+			    int (*cb)(void *userdata, const char *digest, uint64_t size,
+				      uint64_t blob_length),
+			    void *userdata);
+
 /* Inflates the chunk named by (@blob_offset, @digest, @size), as seek_index_foreach() gave it,
  * from @in (the blob's bytes [blob_offset, +@in_len)) into @out (@size bytes).  -ENOENT if the
  * index has no such chunk, -EBADMSG if the bytes do not inflate that far.  The caller checks

@@ -303,7 +303,7 @@ def lazyroot_flow(lazyroot, ref, workdir, tag, prefetch, argv=None):
     return {"mount_s": t_mount, "total_s": t_total, "stats": stats}
 
 
-def traditional_flow(base_url, repo, workdir):
+def traditional_flow(base_url, repo, workdir, argv=None):
     root = tempfile.mkdtemp(prefix="rootfs-", dir=workdir)
     t0 = time.monotonic()
     accept = ",".join(["application/vnd.oci.image.manifest.v1+json",
@@ -327,7 +327,7 @@ def traditional_flow(base_url, repo, workdir):
         subprocess.run("%s %s | tar -x -C %s" % (dec, path, root), shell=True, check=True)
         os.unlink(path)
     t_extract = time.monotonic() - t0
-    n = nspawn(root, "lrbench-trad-%d" % os.getpid())
+    n = nspawn(root, "lrbench-trad-%d" % os.getpid(), argv)
     t_total = time.monotonic() - t0
     shutil.rmtree(root, ignore_errors=True)
     if n.returncode != 0:

@@ -1,0 +1,166 @@
+"""Reading gzip layers through their seek index costs about one download of each layer: a chunk
+is inflated from its span's checkpoint, so a request for it carries every compressed byte of
+the span before it, and the fetcher takes the span's other chunks out of that same request
+(span_expand() in cache/fetch.c) instead of leaving them to requests that fetch the span's
+start again.
+
+The image: one gzip layer of many small files of part-random text (a few spans of 2 MiB, each
+with more chunks than a read's read-around takes), in an archive order that is not the order
+of the tree, so that a walk of the tree jumps between spans. The bytes the registry sent are
+counted by tests/tools/proxy.py."""
+
+import concurrent.futures
+import hashlib
+import os
+import random
+
+import pytest
+
+import hostile
+import mkdemo
+import push
+from helpers import sqlite
+from proxy import Proxy
+
+FILES = 3000
+DIRS = 40
+REPO = "seekread/img"
+# A full read may fetch a little more than the layer: requests merge gaps, and each span is
+# read from its checkpoint, where the bits of a deflate block start one byte early.
+MAX_FETCHED = 1.1
+
+
+def _content(rnd, i):
+    """Text that compresses about 2:1, 1-6 KiB, different per file."""
+    n = rnd.randint(1024, 6 * 1024)
+    return (b"file %d\n" % i + rnd.randbytes(n // 2).hex().encode())[:n]
+
+
+@pytest.fixture(scope="module")
+def image(registry, tmp_path_factory):
+    rnd = random.Random(16)
+    files = {"d%02d/f%04d" % (i % DIRS, i): _content(rnd, i) for i in range(FILES)}
+    names = list(files)
+    rnd.shuffle(names)   # the archive's order is not the tree's
+    tar = b"".join(hostile.member("d%02d/" % d, typ=b"5", mode=0o755) for d in range(DIRS))
+    tar += b"".join(hostile.member(n, files[n]) for n in names) + hostile.end()
+    layout = tmp_path_factory.mktemp("seek-read") / "layout"
+    (desc,) = hostile.write_layout(layout, [(mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(tar))])
+    pushed = push.push_layout(registry.addr, str(layout), REPO, "latest")
+    return {"repo": pushed["repo"], "layer": desc, "tar_size": len(tar),
+            "files": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}
+
+
+def _index_only(lazyroot, ref):
+    """The image's seek index in the cache, and nothing else of it."""
+    r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
+    assert r.ok, str(r)
+    assert "gzip-index" in r.stdout, r.stdout
+    assert lazyroot.run("rm", "--cache-dir", str(lazyroot.cache_dir), ref).ok
+    db = str(lazyroot.cache_dir / "index.db")
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes")[0][0] == 1
+
+
+def _read(mnt, name):
+    with open(os.path.join(str(mnt), name), "rb") as f:
+        return name, hashlib.sha256(f.read()).hexdigest()
+
+
+def _layer_bytes(p, image):
+    return p.bytes_for("/v2/%s/blobs/%s" % (REPO, image["layer"]["digest"]), method="GET")
+
+
+def _mount_and_read(lazyroot, registry, image, read_all):
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    with Proxy(registry.addr) as p:
+        r = lazyroot.mount("%s/%s:latest" % (p.addr, REPO), None, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            p.reset()
+            got = read_all(lazyroot.mountpoint, sorted(image["files"]))
+            fetched = _layer_bytes(p, image)
+            ranged = p.count("/v2/%s/blobs/" % REPO, method="GET", ranged=True)
+        finally:
+            assert lazyroot.umount().ok
+    assert got == image["files"]
+    return fetched, ranged
+
+
+def test_walk_fetches_each_span_once(lazyroot, registry, image):
+    """A walk of the tree in its own order (as tar or cp do) fetches about the layer once."""
+    def walk(mnt, names):
+        return dict(_read(mnt, n) for n in names)
+
+    fetched, ranged = _mount_and_read(lazyroot, registry, image, walk)
+    size = image["layer"]["size"]
+    assert fetched <= MAX_FETCHED * size, (fetched, size, ranged)
+
+
+def test_racing_readers_fetch_each_span_once(lazyroot, registry, image):
+    """Eight readers at once, each on its own files of every span: a span being fetched for
+    one of them is not fetched again for the others."""
+    def race(mnt, names):
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            return dict(ex.map(lambda n: _read(mnt, n), names))
+
+    fetched, ranged = _mount_and_read(lazyroot, registry, image, race)
+    size = image["layer"]["size"]
+    assert fetched <= MAX_FETCHED * size, (fetched, size, ranged)
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_prewarm_fetches_each_span_once(lazyroot, registry, image, jobs):
+    """prewarm's workers cut their batches where they like, spans included: the worker that
+    takes a span's first chunks fetches the span, the others wait for it."""
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    with Proxy(registry.addr) as p:
+        r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), "--jobs", str(jobs),
+                         "%s/%s:latest" % (p.addr, REPO), timeout=300)
+        assert r.ok, str(r)
+        fetched = _layer_bytes(p, image)
+    size = image["layer"]["size"]
+    assert fetched <= MAX_FETCHED * size, (fetched, size)
+    # and it is all there: a mount reads every file without a request
+    with Proxy(registry.addr) as p:
+        r = lazyroot.mount("%s/%s:latest" % (p.addr, REPO), None, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            p.reset()
+            got = dict(_read(lazyroot.mountpoint, n) for n in sorted(image["files"]))
+            assert _layer_bytes(p, image) == 0
+        finally:
+            assert lazyroot.umount().ok
+    assert got == image["files"]
+
+
+def test_prewarm_progress_counts_each_span_once(lazyroot, registry, image):
+    """prewarm's progress bar (on a terminal) counts a span's compressed bytes once, not once
+    per chunk inflated from it: its total is the layer's size, not ~500 times it."""
+    import pty
+    import re
+    import subprocess
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    master, slave = pty.openpty()
+    env = lazyroot._env(None)
+    p = subprocess.Popen([str(lazyroot.binary), "prewarm", "--cache-dir", str(lazyroot.cache_dir),
+                          ref], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:   # EIO: the other end closed
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert p.wait(timeout=300) == 0, out[-2000:]
+    totals = [float(t) for t in re.findall(rb"[\d.]+/([\d.]+) MiB", out)]
+    assert totals, out[-2000:]
+    size_mib = image["layer"]["size"] / (1 << 20)
+    assert max(totals) <= MAX_FETCHED * size_mib + 0.1, (max(totals), size_mib)
