@@ -19,6 +19,7 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
+#include "cache/seek_remote.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
@@ -435,7 +436,8 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 	r = setup_lazy(d, ref, cache, img, tree);
 	for (size_t i = 0; r >= 0 && i < img->manifest->n_layers; i++)
 		if (strv_push(&d->layer_digests, img->manifest->layers[i].digest) < 0 ||
-		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0)
+		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0 ||
+		    seek_layer_origin_append(cache, &img->manifest->layers[i], &d->layer_index) < 0)
 			r = -ENOMEM;
 	if (r < 0)
 		return log_error_errno(r == -ENOMEM ? r : -ERR_OTHER,
