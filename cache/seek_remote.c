@@ -71,7 +71,7 @@ static int blob_take(struct cache *c, const struct artifact_found *f,
 {
 	_cleanup_free_ char *buf = NULL;
 	char digest[DIGEST_STRING_MAX];
-	uint64_t max = l->size + SEEK_REMOTE_SLACK;
+	uint64_t max = SEEK_REMOTE_MAX(l->size);
 	size_t len;
 	int r;
 

@@ -11,8 +11,11 @@
 #include "cache/format/reference.h"
 #include "cache/registry/registry.h"
 
-/* An index blob larger than its layer (plus this) is refused: the layer itself costs less. */
-#define SEEK_REMOTE_SLACK (64U << 10)
+/* The largest index blob fetched for a layer of @size compressed bytes: an honest index is
+ * about 1% of a large layer (docs/formats.md), a small layer's is dominated by its windows
+ * (up to 32 KiB each); past a quarter of the layer plus 1 MiB it saves too little to be
+ * worth fetching, and the layer is read whole. */
+#define SEEK_REMOTE_MAX(size) ((size) / 4 + (1ULL << 20))
 
 /* For the tar+gzip layers of manifest @m (digest @manifest_digest, of registry image @ref)
  * with neither entries nor an index in @c: ONE artifact_lookup() (answers cached as
