@@ -21,6 +21,7 @@
 #include "cache/base/util.h"
 #include "cache/config.h"
 #include "cache/registry/artifact_cache.h"
+#include "cache/registry/registries_conf.h"
 #include "cache/seek.h"
 #include "cache/store/index_db.h"
 
@@ -132,21 +133,53 @@ static int lookup_config(bool ask_again, struct artifact_config *ret)
 	return 0;
 }
 
+/* Where the lookup starts: the repository @ref is served from (after a registries.conf
+ * rewrite), then the artifact repository; when mirrors stand in front of it, only the artifact
+ * repository (mirrors exist to keep traffic off the origin, and a pull-through mirror keeps
+ * no referrers).  *ret NULL: nowhere to look. */
+static int lookup_start(const struct reference *ref, struct artifact_config *cfg,
+			struct reference **ret)
+{
+	_cleanup_(registries_conf_freep) struct registries_conf *conf = NULL;
+	_cleanup_free_ char *name = NULL;
+	struct registries_endpoint *plan = NULL;
+	size_t n = 0;
+	int r;
+
+	*ret = NULL;
+	if (asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
+		return -ENOMEM;
+	r = registries_conf_load(&conf);
+	if (r >= 0)
+		r = registries_conf_endpoints(conf, name, true, &plan, &n);
+	if (r < 0)
+		return r;
+	if (n > 1 && plan[0].mirror) {
+		r = artifact_config_place(cfg, ret);
+		cfg->repository[0] = '\0';  /* asked as the "image's own" place, once */
+	} else {
+		r = reference_parse(plan[n - 1].name, ret);
+	}
+	registries_endpoints_free(plan, n);
+	return r;
+}
+
 int seek_remote_fetch(struct cache *c, const struct reference *ref,
 		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
 		      const char *manifest_digest)
 {
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
+	_cleanup_(reference_freep) struct reference *start = NULL;
 	struct artifact_config cfg;
 	size_t kept = 0;
 	int r;
 
 	if (ref->transport != REFERENCE_DOCKER || c->read_only || count_wanted(c, m) == 0 ||
-	    lookup_config(ask_again, &cfg) < 0) {
+	    lookup_config(ask_again, &cfg) < 0 || lookup_start(ref, &cfg, &start) < 0 || !start) {
 		error_clear();
 		return 0;
 	}
-	r = artifact_lookup(c->db, ref, ro, &cfg, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &f);
+	r = artifact_lookup(c->db, start, ro, &cfg, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &f);
 	if (r < 0) {
 		log_warning("cannot look up the seek indexes of '%s/%s', reading its gzip layers "
 			    "whole: %s", ref->domain, ref->repository, error_take(r));

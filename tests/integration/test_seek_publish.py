@@ -49,9 +49,10 @@ class Host:
         self.cache = Path(cache)
         self.config = config
         self.db = str(self.cache / "index.db")
+        self.extra_env = {}
 
     def env(self):
-        return {"LAZYROOT_CONFIG": str(self.config)}
+        return dict(self.extra_env, LAZYROOT_CONFIG=str(self.config))
 
     def run(self, *args, timeout=120):
         return self.lz.run(*args, "--cache-dir", str(self.cache), timeout=timeout,
@@ -62,7 +63,7 @@ class Host:
                            *extra, timeout=120, env=self.env())
 
     def umount(self):
-        assert self.lz.umount().ok
+        assert self.lz.umount(env=self.env()).ok
 
     def formats(self):
         return sorted(f for (f,) in sqlite(self.db, "SELECT format FROM layers"))
@@ -480,3 +481,70 @@ def test_no_place_takes_it(locked, hosts):
     lines = warnings(r)
     assert len(lines) == 1 and "cannot publish the seek indexes" in lines[0] and \
         "seek/locked" in lines[0], r.stderr
+
+
+def referrers_tag(addr, repo, subject):
+    import urllib.request
+    req = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (addr, repo,
+                                                                   subject.replace(":", "-")),
+                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        assert e.code == 404, e
+        return None
+
+
+def test_image_index_publishes_for_the_platform_manifest(reg, hosts):
+    a, b = hosts
+    layout = layout_of("multiarch")
+    ref, repo, top = fresh_image(reg.addr, layout=layout, name="multi")
+    with open(layout / "blobs" / "sha256" / top[7:]) as f:
+        arm64 = [m["digest"] for m in json.load(f)["manifests"]
+                 if m["platform"]["architecture"] == "arm64"][0]
+    r = a.run("index", "--push", "--platform=linux/arm64/v8", ref)
+    assert r.ok and "published in 1 place" in r.stdout, str(r)
+    tag = referrers_tag(reg.addr, repo, arm64)
+    assert [m["artifactType"] for m in tag["manifests"]] == [ARTIFACT_TYPE], tag
+    assert referrers_tag(reg.addr, repo, top) is None
+    r = b.mount(ref, "--platform=linux/arm64/v8", "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        s = b.stats()
+        assert s["digest"] == arm64
+        assert [l["served"] for l in s["layers"]] == ["gzip-index"] * len(s["layers"]), s
+        diffs = compare_with_oracle(b.lz.mountpoint, layout, suffix=".linux-arm64")
+        assert not diffs, "\n".join(diffs)
+    finally:
+        b.umount()
+
+
+def test_mirrored_image_looked_up_in_the_artifact_repository_only(reg, hosts, test_dir):
+    """Mirrors keep traffic off the origin: with mirrors in front of the image's registry the
+    lookup asks only the artifact repository, never the origin."""
+    a, b = hosts
+    ref, repo, digest = fresh_image(reg.addr)
+    fleet = "%s/fleet/mirrored-%s" % (reg.addr, uuid.uuid4().hex[:8])
+    conf = "seek-index-on-pull = no\nartifact-repository = %s\n" % fleet
+    a.config.write_text(conf)
+    r = a.run("index", "--push", ref)
+    assert r.ok and "published in 2 places" in r.stdout, str(r)
+    with Proxy(reg.addr) as origin, Proxy(reg.addr) as mirror:
+        rc = test_dir / "registries.conf"
+        rc.write_text('[[registry]]\nprefix = "%s"\n[[registry.mirror]]\nlocation = "%s"\n'
+                      % (origin.addr, mirror.addr))
+        b.extra_env = {"CONTAINERS_REGISTRIES_CONF": str(rc)}
+        r = b.mount(ref.replace(reg.addr, origin.addr), "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            assert warnings(r) == [], r.stderr
+            assert origin.requests == [], origin.requests
+            assert lookups(mirror) == [], lookups(mirror)
+            s = b.stats()
+            assert [l["served"] for l in s["layers"]] == ["gzip-index"] * len(s["layers"]), s
+            assert {l["seek_index"] for l in s["layers"]} == {"fetched from " + fleet}, s
+            diffs = compare_with_oracle(b.lz.mountpoint, layout_of())
+            assert not diffs, "\n".join(diffs)
+        finally:
+            b.umount()
