@@ -18,7 +18,9 @@
 #define SEEK_REMOTE_MAX(size) ((size) / 4 + (1ULL << 20))
 
 /* For the tar+gzip layers of manifest @m (digest @manifest_digest, of registry image @ref)
- * with neither entries nor an index in @c: ONE artifact_lookup() (answers cached as
+ * with neither entries nor an index in @c: ONE artifact_lookup() (in the repository the image
+ * is served from, then the artifact repository; only the latter when registries.conf gives
+ * the registry mirrors; answers cached as
  * artifact-ttl and artifact-miss-ttl say; @ask_again: asked anyway, as --pull=always and
  * prewarm re-resolve tags), then each published index of such a layer is fetched (bounded)
  * and kept with seek_index_import().  Never fails a pull: a failed lookup or a bad index is
