@@ -6,7 +6,7 @@
  * image are published and looked up, and how long answers are kept: artifact_cache.h).
  * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
  * index, cache/seek.h; default no).  seek-index-publish (yes/no: prewarm publishes the seek
- * indexes of the images it fetches, cache/seek_publish.h, as --publish-index; default no).
+ * indexes of the images it fetches, cache/share/seek_publish.h, as --publish-index; default no).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 

@@ -19,7 +19,6 @@
 #include "cache/format/layer_lazy.h"
 #include "cache/format/layer_tar.h"
 #include "cache/seek.h"
-#include "cache/seek_remote.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/registry/source.h"
@@ -1005,10 +1004,10 @@ static int pull_layers(struct pull *p, struct image *img)
 	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img, p->err);
 	if (r < 0)
 		return r;
-	/* A gzip layer with a published seek index is then indexed lazily from it, below. */
-	if (p->o->policy != PULL_NEVER)
-		(void)seek_remote_fetch(p->c, p->ref, &p->ro, p->o->policy == PULL_ALWAYS, m,
-					img->manifest_digest);
+	/* A gzip layer whose seek index this finds is then indexed lazily from it, below. */
+	if (p->o->find_seek_indexes && p->o->policy != PULL_NEVER)
+		(void)p->o->find_seek_indexes(p->c, p->ref, &p->ro, p->o->policy == PULL_ALWAYS, m,
+					      img->manifest_digest);
 
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const struct layer_desc *l = &m->layers[i];

@@ -7,7 +7,7 @@
 
 #include "cache/base/error.h"
 #include "cache/config.h"
-#include "cache/seek_publish.h"
+#include "cache/share/seek_publish.h"
 #include "cli/exit_status.h"
 
 int index_publish(struct cache *c, const struct reference *ref,

@@ -10,7 +10,7 @@
 #include "cache/base/util.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/seek.h"
-#include "cache/seek_remote.h"
+#include "cache/share/seek_remote.h"
 #include "cache/format/manifest.h"
 #include "cache/store/cache.h"
 #include "cli/cache_args.h"

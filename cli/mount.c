@@ -19,7 +19,7 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
-#include "cache/seek_remote.h"
+#include "cache/share/seek_remote.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
@@ -371,6 +371,7 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 	struct pull_options po = {
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
+		.find_seek_indexes = seek_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;

@@ -17,6 +17,7 @@
 
 #include "cache/config.h"
 #include "cache/seek.h"
+#include "cache/share/seek_remote.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
 #include "cache/base/error.h"
@@ -166,6 +167,7 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		.platform = req->platform, .policy = PULL_ALWAYS,
 		.registry = mount_request_registry_options(req),
 		.progress = pull_progress, .progress_userdata = pp,
+		.find_seek_indexes = seek_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;

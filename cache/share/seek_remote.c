@@ -1,5 +1,5 @@
 /*
- * cache/seek_remote.c: published seek indexes found and kept for a pull (seek_remote.h).  A
+ * cache/share/seek_remote.c: published seek indexes found and kept for a pull (seek_remote.h).  A
  * pull that needs nothing asks nothing: only a tar+gzip layer that the cache has neither
  * indexed nor an index for makes a lookup, one per image (cached like a tag resolution by
  * artifact_lookup()), and only the blobs naming such a layer are fetched.  Indexes are keyed

@@ -1,6 +1,6 @@
-/* cache/seek_publish.h: the seek indexes of an image's tar+gzip layers published as one
+/* cache/share/seek_publish.h: the seek indexes of an image's tar+gzip layers published as one
  * artifact for its manifest (docs/formats.md, "Seek index artifacts"), so that other hosts
- * read those layers lazily without indexing them (cache/seek_remote.h).  Only indexes built
+ * read those layers lazily without indexing them (cache/share/seek_remote.h).  Only indexes built
  * here from the verified layer (trusted) are ever published, never one that came from
  * elsewhere. */
 #pragma once

@@ -1,4 +1,4 @@
-/* cache/artifact_image.h: publishing an artifact for an image where a fleet looks for it: the
+/* cache/share/artifact_image.h: publishing an artifact for an image where a fleet looks for it: the
  * image's own repository and the artifact repository the configuration names
  * (artifact_cache.h).  One policy for every kind of artifact (seek indexes, start profiles):
  * a place that refuses (no push rights, a registry that takes no artifacts) while another

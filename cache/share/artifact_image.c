@@ -1,5 +1,5 @@
 /*
- * cache/artifact_image.c: an artifact for an image, published in each place a lookup
+ * cache/share/artifact_image.c: an artifact for an image, published in each place a lookup
  * (artifact_lookup()) asks: the image's own repository first, then the artifact repository
  * (artifact_image.h).  Publishing is rare (`lazyroot index --push`, prewarm): the places are
  * asked one after the other, and what each said is kept until all answered, so that a refusal

@@ -1,4 +1,4 @@
-/* cache/seek_remote.h: seek indexes another host published for an image (seek_publish.h),
+/* cache/share/seek_remote.h: seek indexes another host published for an image (seek_publish.h),
  * found when a pull meets tar+gzip layers the cache has neither read nor indexed, and kept
  * (untrusted) so that the pull indexes those layers lazily instead of reading them whole.
  * Where each fetched index came from is remembered for stats and inspect. */

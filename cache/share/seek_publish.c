@@ -1,5 +1,5 @@
 /*
- * cache/seek_publish.c: one artifact per image manifest (seek_publish.h): a blob per tar+gzip
+ * cache/share/seek_publish.c: one artifact per image manifest (seek_publish.h): a blob per tar+gzip
  * layer with a trusted index, in the manifest's layer order (so that the same indexes always
  * make the same artifact manifest), each annotated with its layer's digest.  Blobs are
  * content-addressed: images sharing a base layer share its index blob in the registry.
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache/artifact_image.h"
+#include "cache/share/artifact_image.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
