@@ -122,6 +122,14 @@ static char *strip(char *s)
 	return s;
 }
 
+static int config_yes_no(const char *value, bool *ret)
+{
+	if (!streq(value, "yes") && !streq(value, "no"))
+		return -EINVAL;
+	*ret = streq(value, "yes");
+	return 0;
+}
+
 /* Sets the field @key names from @value; unknown keys are ignored.  -EINVAL if malformed. */
 static int config_apply(struct config *cfg, const char *key, const char *value)
 {
@@ -137,11 +145,10 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 		return parse_duration(value, &cfg->artifacts.ttl_s) < 0 ? -EINVAL : 0;
 	if (streq(key, "artifact-miss-ttl"))
 		return parse_duration(value, &cfg->artifacts.miss_ttl_s) < 0 ? -EINVAL : 0;
-	if (streq(key, "seek-index-on-pull")) {
-		if (!streq(value, "yes") && !streq(value, "no"))
-			return -EINVAL;
-		cfg->seek_index_on_pull = streq(value, "yes");
-	}
+	if (streq(key, "seek-index-on-pull"))
+		return config_yes_no(value, &cfg->seek_index_on_pull);
+	if (streq(key, "seek-index-publish"))
+		return config_yes_no(value, &cfg->seek_index_publish);
 	return 0;
 }
 

@@ -5,7 +5,8 @@
  * artifact-repository, artifact-ttl and artifact-miss-ttl (where artifacts that refer to an
  * image are published and looked up, and how long answers are kept: artifact_cache.h).
  * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
- * index, cache/seek.h; default yes).
+ * index, cache/seek.h; default yes).  seek-index-publish (yes/no: prewarm publishes the seek
+ * indexes of the images it fetches, cache/share/seek_publish.h, as --publish-index; default no).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
@@ -20,6 +21,7 @@ struct config {
 	struct layer_limits layer;      /* the defaults where unset; .source is the file's path */
 	struct artifact_config artifacts;  /* the defaults where unset */
 	bool seek_index_on_pull;
+	bool seek_index_publish;
 };
 
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */

@@ -37,6 +37,12 @@ struct pull_options {
 	/* Keep the seek index of every tar+gzip layer read whole (as the config file's
 	 * seek-index-on-pull does): `lazyroot index` sets it. */
 	bool build_seek_index;
+	/* Called before the layers are imported, unless the policy is PULL_NEVER, to find seek
+	 * indexes for gzip layers the cache lacks (cache/share/seek_remote.h's
+	 * seek_remote_fetch(), which the image verbs pass); never fails the pull.  May be NULL. */
+	int (*find_seek_indexes)(struct cache *c, const struct reference *ref,
+				 const struct registry_options *ro, bool ask_again,
+				 const struct manifest *m, const char *manifest_digest);
 };
 
 struct image {

@@ -58,17 +58,15 @@ int seek_index_import(struct cache *c, const void *buf, size_t len, const char *
 	return r < 0 ? r : index_db_seek_put(c->db, layer_digest, ret_digest, false);
 }
 
-int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
-	      bool *ret_trusted)
+int seek_index_read(struct cache *c, const char *layer_digest, char **ret_buf, size_t *ret_len,
+		    char **ret_digest, bool *ret_trusted)
 {
-	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
 	_cleanup_free_ char *digest = NULL, *buf = NULL;
 	_cleanup_close_ int fd = -EBADF;
-	bool trusted;
 	size_t len;
 	int r;
 
-	r = index_db_seek_get(c->db, l->digest, &digest, &trusted);
+	r = index_db_seek_get(c->db, layer_digest, &digest, ret_trusted);
 	if (r < 0)
 		return r;
 	r = blob_store_open_blob(c->bs, digest, &fd);
@@ -78,7 +76,26 @@ int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **r
 		r = digest_verify_buffer(buf, len, digest);
 	if (r < 0)
 		return log_debug_errno(r, "seek index '%s' of layer '%s' is unreadable: %m", digest,
-				       l->digest);
+				       layer_digest);
+	*ret_buf = TAKE_PTR(buf);
+	*ret_len = len;
+	if (ret_digest)
+		*ret_digest = TAKE_PTR(digest);
+	return 0;
+}
+
+int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
+	      bool *ret_trusted)
+{
+	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
+	_cleanup_free_ char *buf = NULL;
+	bool trusted;
+	size_t len;
+	int r;
+
+	r = seek_index_read(c, l->digest, &buf, &len, NULL, &trusted);
+	if (r < 0)
+		return r;
 	r = seek_index_parse(buf, len, l->digest, l->size, &si);
 	/* One from elsewhere proves itself as it is read (docs/security.md, "Seek indexes"). */
 	if (r >= 0 && !trusted)

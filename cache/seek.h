@@ -14,6 +14,12 @@
 
 #define LAYER_FORMAT_GZIP_INDEX "gzip-index"  /* the layers table's format of such layers */
 
+/* Seek indexes published for an image: one artifact per image manifest, one blob per tar+gzip
+ * layer, annotated with the layer's digest (docs/formats.md, "Seek index artifacts"). */
+#define SEEK_INDEX_ARTIFACT_TYPE "application/vnd.lazyroot.seek-index.v1"
+#define SEEK_INDEX_MEDIA_TYPE "application/vnd.lazyroot.seek-index.v1+binary"
+#define SEEK_INDEX_LAYER_ANNOTATION "org.lazyroot.layer.digest"
+
 /* Whether a layer can have a seek index: a gzip tar layer that is neither eStargz nor
  * zstd:chunked. */
 bool seek_layer_eligible(const struct layer_desc *l);
@@ -33,6 +39,12 @@ int seek_layer_reindex(struct cache *c, const struct layer_desc *l);
  * this layer's; nothing is kept then. */
 int seek_index_import(struct cache *c, const void *buf, size_t len, const char *layer_digest,
 		      uint64_t layer_size, char ret_digest[DIGEST_STRING_MAX]);
+
+/* The bytes of the index kept for layer @layer_digest, verified against their digest (not
+ * parsed), its digest and whether it was built here (both may be NULL).  -ENOENT when none is
+ * kept. */
+int seek_index_read(struct cache *c, const char *layer_digest, char **ret_buf, size_t *ret_len,
+		    char **ret_digest, bool *ret_trusted);
 
 /* The index kept for @l, parsed (and checked again: the store may have been tampered with).
  * -ENOENT when none is kept. */

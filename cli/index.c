@@ -14,12 +14,15 @@
 #include "cli/cli.h"
 #include "cli/exit_status.h"
 #include "cli/image_request.h"
+#include "cli/index_publish.h"
 #include "cli/verb_args.h"
 
 static const char usage[] =
 	"Usage: lazyroot index [OPTIONS] REF\n"
 	"Build the seek index of each tar+gzip layer of REF that has none in the cache, so\n"
 	"that mounts read those layers lazily.\n\n"
+	"      --push             publish the indexes built here for the image, in its\n"
+	"                         repository and the configured artifact-repository\n"
 	IMAGE_OPTIONS_HELP
 	"  -v, --verbose          debug output\n"
 	"  -h, --help             this help\n";
@@ -52,18 +55,41 @@ static int report(struct cache *c, const struct image *img)
 	return 0;
 }
 
+enum { OPT_PUSH = 0x100 };
+
+/* --push: one line saying where the indexes went, or why nowhere. */
+static int push_indexes(struct cache *c, const struct reference *ref,
+			const struct registry_options *ro, const struct image *img,
+			const char *arg)
+{
+	int class, r;
+
+	r = index_publish(c, ref, ro, img, &class);
+	if (r < 0)
+		return log_error_errno(class, "cannot publish the seek indexes of '%s': %s", arg,
+				       error_take(r));
+	if (r == 0)
+		printf("no seek index to publish\n");
+	else
+		printf("published in %d place%s\n", r, r > 1 ? "s" : "");
+	return 0;
+}
+
 int verb_index(int argc, char **argv)
 {
 	static const struct option options[] = {
 		IMAGE_OPTIONS,
+		{ "push", no_argument, NULL, OPT_PUSH },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	struct mount_request req = {};
+	bool push = false;
 	const struct verb_args v = {
 		.name = "index", .usage = usage, .optstring = "vh", .options = options,
-		.args = (const struct verb_arg[]) { { 0 } }, .image = &req,
+		.args = (const struct verb_arg[]) { VERB_SWITCH(OPT_PUSH, &push), { 0 } },
+		.image = &req,
 		.min_operands = 1, .max_operands = 1, .operands = "needs an image reference",
 	};
 	_cleanup_(cache_freep) struct cache *cache = NULL;
@@ -96,6 +122,8 @@ int verb_index(int argc, char **argv)
 		goto finish;
 	}
 	r = report(cache, img);
+	if (r >= 0 && push)
+		r = push_indexes(cache, ref, &po.registry, img, argv[optind]);
 finish:
 	mount_request_done(&req);
 	return r > 0 ? 0 : r;

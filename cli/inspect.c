@@ -9,6 +9,8 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/format/layer_lazy.h"
+#include "cache/seek.h"
+#include "cache/share/seek_remote.h"
 #include "cache/format/manifest.h"
 #include "cache/store/cache.h"
 #include "cli/cache_args.h"
@@ -88,6 +90,16 @@ static int inspected_load(struct cache *c, const char *digest, struct inspected 
 	return r;
 }
 
+/* Where the layer's seek index came from (seek_index_origin()), null when it has none. */
+static json_t *origin_json(struct cache *c, const struct layer_desc *l)
+{
+	_cleanup_free_ char *origin = NULL;
+
+	if (!seek_layer_eligible(l) || seek_index_origin(c, l->digest, &origin) < 0)
+		return json_null();
+	return json_string(origin);
+}
+
 static json_t *layers_json(struct cache *c, const struct manifest *m)
 {
 	json_t *layers = json_array();
@@ -99,9 +111,10 @@ static json_t *layers_json(struct cache *c, const struct manifest *m)
 
 		if (indexed <= 0 || index_db_layer_get_format(c->db, l->digest, &format) < 0)
 			format = strdup(layer_format_to_string(layer_format_detect(l)));
-		json_array_append_new(layers, json_pack("{s:s, s:I, s:s, s:s, s:b}",
+		json_array_append_new(layers, json_pack("{s:s, s:I, s:s, s:s, s:b, s:o}",
 			"digest", l->digest, "size", (json_int_t)l->size, "media_type", l->media_type,
-			"format", format ? format : "?", "indexed", indexed > 0));
+			"format", format ? format : "?", "indexed", indexed > 0,
+			"seek_index", origin_json(c, l)));
 	}
 	return layers;
 }
@@ -142,12 +155,14 @@ static void print_text(const char *canonical, const char *digest, const struct i
 	printf("%-12s %s\n", "user", cfg->user ? cfg->user : "-");
 	printf("layers:\n");
 	json_array_foreach(json_object_get(o, "layers"), i, l)
-		printf("  %zu %s %12" JSON_INTEGER_FORMAT " %-13s %-8s %s\n", i + 1,
+		printf("  %zu %s %12" JSON_INTEGER_FORMAT " %-13s %-8s %s%s%s\n", i + 1,
 		       json_string_value(json_object_get(l, "digest")),
 		       json_integer_value(json_object_get(l, "size")),
 		       json_string_value(json_object_get(l, "format")),
 		       json_is_true(json_object_get(l, "indexed")) ? "indexed" : "-",
-		       json_string_value(json_object_get(l, "media_type")));
+		       json_string_value(json_object_get(l, "media_type")),
+		       json_is_string(json_object_get(l, "seek_index")) ? ", seek index " : "",
+		       json_string_value(json_object_get(l, "seek_index")) ?: "");
 }
 
 /* The image @arg names in @c, loaded; errors logged. */

@@ -19,6 +19,7 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
+#include "cache/share/seek_remote.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
 #include "cli/cache_args.h"
@@ -370,6 +371,7 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 	struct pull_options po = {
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
+		.find_seek_indexes = seek_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;
@@ -435,7 +437,8 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 	r = setup_lazy(d, ref, cache, img, tree);
 	for (size_t i = 0; r >= 0 && i < img->manifest->n_layers; i++)
 		if (strv_push(&d->layer_digests, img->manifest->layers[i].digest) < 0 ||
-		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0)
+		    strv_push(&d->layer_served, seek_layer_served(cache, &img->manifest->layers[i])) < 0 ||
+		    seek_layer_origin_append(cache, &img->manifest->layers[i], &d->layer_index) < 0)
 			r = -ENOMEM;
 	if (r < 0)
 		return log_error_errno(r == -ENOMEM ? r : -ERR_OTHER,

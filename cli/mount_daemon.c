@@ -80,6 +80,7 @@ static int daemon_start_stats(struct mount_daemon *d)
 		.target = d->state.target, .image = d->state.image, .digest = d->state.digest,
 		.pull_requests = d->pull_requests, .pull_bytes = d->pull_bytes,
 		.layer_digests = d->layer_digests, .layer_served = d->layer_served,
+		.layer_index = d->layer_index,
 	};
 
 	if (asprintf(&path, "%s/control", d->state.dir) < 0)
@@ -340,5 +341,6 @@ void mount_daemon_done(struct mount_daemon *d)
 	free(d->overlay_dir);
 	strv_free(d->layer_digests);
 	strv_free(d->layer_served);
+	strv_free(d->layer_index);
 	*d = (struct mount_daemon) { .report_fd = -1 };
 }

@@ -36,6 +36,7 @@ struct mount_daemon {
 	bool state_created;        /* by this process: remove it if the mount fails */
 	uint64_t pull_requests, pull_bytes;
 	char **layer_digests, **layer_served;  /* strv, manifest order: for stats */
+	char **layer_index;        /* where each layer's seek index came from, "" for none */
 };
 
 /* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */

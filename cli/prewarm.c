@@ -15,8 +15,10 @@
 #include <limits.h>
 #include <sys/file.h>
 
+#include "cache/config.h"
 #include "cache/seek.h"
 #include "cache/seek_verify.h"
+#include "cache/share/seek_remote.h"
 #include "cache/format/layer_lazy.h"
 #include "cache/gc.h"
 #include "cache/base/error.h"
@@ -26,6 +28,7 @@
 #include "cache/base/util.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
+#include "cli/index_publish.h"
 #include "cli/progress.h"
 
 #define JOBS_DEFAULT 4U
@@ -165,6 +168,7 @@ static void item_pull(struct prewarm_item *it, struct cache *c, const struct mou
 		.platform = req->platform, .policy = PULL_ALWAYS,
 		.registry = mount_request_registry_options(req),
 		.progress = pull_progress, .progress_userdata = pp,
+		.find_seek_indexes = seek_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;
@@ -195,23 +199,51 @@ static void verify_report(void *userdata, const char *layer, bool same)
 			    "layer", layer);
 }
 
-/* The layers read through a seek index from elsewhere, now complete, are read whole once:
- * their index is trusted, or replaced (cache/seek_verify.h). */
-static void item_verify(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
-			struct rate_limit *rl)
+/* How the steps after the pull reach the registry: as the pull did, re-resolving. */
+static struct pull_options item_pull_options(const struct mount_request *req,
+					     struct rate_limit *rl)
 {
 	struct pull_options po = {
 		.platform = req->platform, .policy = PULL_ALWAYS,
 		.registry = mount_request_registry_options(req),
 	};
+
+	po.registry.rate_limit = rl;
+	return po;
+}
+
+/* The layers read through a seek index from elsewhere, now complete, are read whole once:
+ * their index is trusted, or replaced (cache/seek_verify.h). */
+static void item_verify(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
+			struct rate_limit *rl)
+{
+	struct pull_options po = item_pull_options(req, rl);
 	enum pull_failure failure;
 	int r;
 
-	po.registry.rate_limit = rl;
 	r = seek_verify_image(c, it->ref, &po, it->img, verify_report, NULL, &failure);
 	if (r < 0)
 		item_fail(it, pull_failure_errno(failure), "cannot verify its seek indexes: %s",
 			  error_take(r));
+}
+
+/* --publish-index: the missing seek indexes of the image's gzip layers built (as `lazyroot
+ * index`), then the ones built here published for the fleet. */
+static void item_publish(struct prewarm_item *it, struct cache *c,
+			 const struct mount_request *req, struct rate_limit *rl)
+{
+	struct pull_options po = item_pull_options(req, rl);
+	enum pull_failure failure;
+	int class, r;
+
+	r = image_index_layers(c, it->ref, &po, it->img, &failure);
+	if (r < 0) {
+		item_fail(it, pull_failure_errno(failure), "cannot index it: %s", error_take(r));
+		return;
+	}
+	r = index_publish(c, it->ref, &po.registry, it->img, &class);
+	if (r < 0)
+		item_fail(it, class, "cannot publish its seek indexes: %s", error_take(r));
 }
 
 static void item_fetch(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
@@ -275,6 +307,8 @@ static void prewarm_help(void)
 	       "  -j, --jobs=N           parallel requests (default 4)\n"
 	       "      --limit-rate=RATE  at most RATE bytes/s in all (e.g. 500k, 10M)\n"
 	       "      --wait             wait for a prewarm already running on the cache\n"
+	       "      --publish-index    build the seek indexes of the images' gzip layers and\n"
+	       "                         publish them (as 'lazyroot index --push')\n"
 	       "      --cache-dir=DIR    cache directory (default /var/cache/lazyroot)\n"
 	       "      --platform=OS/ARCH[/VARIANT]  pick this platform from an image index\n"
 	       "      --cert-dir=DIR     CA and client certificates for the registry\n"
@@ -289,9 +323,10 @@ struct prewarm_args {
 	unsigned jobs;
 	uint64_t rate;
 	bool wait;
+	bool publish_index;         /* --publish-index, or seek-index-publish = yes */
 };
 
-enum { OPT_LIMIT_RATE = 0x100, OPT_WAIT };
+enum { OPT_LIMIT_RATE = 0x100, OPT_WAIT, OPT_PUBLISH_INDEX };
 
 static int prewarm_opt(int c, struct prewarm_args *a)
 {
@@ -314,6 +349,9 @@ static int prewarm_opt(int c, struct prewarm_args *a)
 		return 0;
 	case OPT_WAIT:
 		a->wait = true;
+		return 0;
+	case OPT_PUBLISH_INDEX:
+		a->publish_index = true;
 		return 0;
 	case 'v':
 		log_set_level(LOG_LEVEL_DEBUG);
@@ -338,6 +376,7 @@ static int prewarm_parse(int argc, char **argv, struct prewarm_args *a)
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "limit-rate", required_argument, NULL, OPT_LIMIT_RATE },
 		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "publish-index", no_argument, NULL, OPT_PUBLISH_INDEX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
@@ -363,6 +402,15 @@ static int prewarm_parse(int argc, char **argv, struct prewarm_args *a)
 			return log_error_errno(-ERR_USAGE, "invalid platform '%s'", a->req.platform);
 	}
 	return 0;
+}
+
+/* seek-index-publish = yes in the configuration file (one it cannot read: no; the pulls say
+ * what is wrong with it). */
+static bool config_publish_index(void)
+{
+	struct config cfg;
+
+	return config_read(&cfg, NULL) >= 0 && cfg.seek_index_publish;
 }
 
 /* Every reference is checked before anything is fetched. */
@@ -426,6 +474,8 @@ static void items_run(struct prewarm_item *items, size_t n, struct cache *cache,
 		uint64_t bytes;
 
 		item_pull(&items[i], cache, &a->req, limiter, &pp);
+		if (items[i].status == 0 && a->publish_index)
+			item_publish(&items[i], cache, &a->req, limiter);
 		prewarm_plan_size(items[i].plan, NULL, &bytes);
 		pp.total += bytes;
 		progress_bytes(pp.bar, pp.done, pp.total);
@@ -452,6 +502,7 @@ int verb_prewarm(int argc, char **argv)
 	r = prewarm_parse(argc, argv, &a);
 	if (r != 0)
 		goto finish;
+	a.publish_index |= config_publish_index();
 	n_items = (size_t)(argc - optind);
 	r = items_new(argv + optind, n_items, &items);
 	/* One budget for every job and request of the run, pulls included. */

@@ -36,18 +36,26 @@ struct stats_server {
 	char *target, *image, *digest;
 	uint64_t pull_requests, pull_bytes;
 	char **layer_digests, **layer_served;
+	char **layer_index;      /* as stats_identity's */
 	struct fetcher *fetcher; /* borrowed; outlives the server */
 };
 
-/* [{"digest": …, "served": "eager" | "estargz" | "zstd:chunked" | "gzip-index"}, …] */
+/* [{"digest": …, "served": "eager" | "estargz" | "zstd:chunked" | "gzip-index",
+ *   "seek_index": "built here" | "fetched from HOST/REPO" | "imported" | null}, …] */
 static json_t *layers_json(const struct stats_server *s)
 {
 	json_t *a = json_array();
 
 	for (size_t i = 0; a && s->layer_digests && s->layer_digests[i] && s->layer_served &&
-			   s->layer_served[i]; i++)
-		json_array_append_new(a, json_pack("{s:s, s:s}", "digest", s->layer_digests[i],
-						   "served", s->layer_served[i]));
+			   s->layer_served[i]; i++) {
+		const char *index = s->layer_index && i < strv_length(s->layer_index) ?
+				    s->layer_index[i] : "";
+
+		json_array_append_new(a, json_pack("{s:s, s:s, s:o}", "digest",
+						   s->layer_digests[i], "served", s->layer_served[i],
+						   "seek_index", index[0] ? json_string(index) :
+									    json_null()));
+	}
 	return a;
 }
 
@@ -124,6 +132,7 @@ struct stats_server *stats_server_stop(struct stats_server *s)
 	free(s->digest);
 	strv_free(s->layer_digests);
 	strv_free(s->layer_served);
+	strv_free(s->layer_index);
 	free(s);
 	return NULL;
 }
@@ -165,7 +174,9 @@ int stats_server_start(const char *socket_path, const struct stats_identity *id,
 	for (size_t i = 0; id->layer_digests && id->layer_served && id->layer_digests[i] &&
 			   id->layer_served[i]; i++)
 		if (strv_push(&s->layer_digests, id->layer_digests[i]) < 0 ||
-		    strv_push(&s->layer_served, id->layer_served[i]) < 0)
+		    strv_push(&s->layer_served, id->layer_served[i]) < 0 ||
+		    (id->layer_index && id->layer_index[i] &&
+		     strv_push(&s->layer_index, id->layer_index[i]) < 0))
 			return -ENOMEM;
 
 	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -257,8 +268,11 @@ static void print_human(json_t *o)
 	for (size_t i = 0; i < json_array_size(json_object_get(o, "layers")); i++) {
 		json_t *l = json_array_get(json_object_get(o, "layers"), i);
 
-		printf("layer:              %s %s\n", json_string_value(json_object_get(l, "digest")),
-		       json_string_value(json_object_get(l, "served")));
+		printf("layer:              %s %s%s%s\n",
+		       json_string_value(json_object_get(l, "digest")),
+		       json_string_value(json_object_get(l, "served")),
+		       json_is_string(json_object_get(l, "seek_index")) ? ", seek index " : "",
+		       json_string_value(json_object_get(l, "seek_index")) ?: "");
 	}
 }
 

@@ -14,6 +14,7 @@ struct stats_identity {
 	uint64_t pull_bytes;     /* manifests, config, TOCs, whole layers */
 	char *const *layer_digests;  /* strv, and how each layer is served (seek_layer_served()); */
 	char *const *layer_served;   /* may be NULL */
+	char *const *layer_index;    /* where its seek index came from, "" for none; may be NULL */
 };
 
 /* Listens at @socket_path and answers every connection with the current statistics of
