@@ -147,6 +147,15 @@ int index_db_seek_put(struct index_db *db, const char *layer, const char *digest
 int index_db_seek_get(struct index_db *db, const char *layer, char **ret_digest, bool *ret_trusted);
 int index_db_seek_delete(struct index_db *db, const char *layer);
 
+/* The start profile of image @image (a manifest digest the images table holds; the row goes
+ * with the image): the profile's digest (a blob of the store, which
+ * index_db_blob_is_referenced() then counts as used) and where it came from ("recorded", or the
+ * artifact's digest).  put replaces; get is -ENOENT when there is none. */
+int index_db_profile_put(struct index_db *db, const char *image, const char *digest,
+			 const char *origin);
+int index_db_profile_get(struct index_db *db, const char *image, char **ret_digest,
+			 char **ret_origin);
+
 /* Groups the writes above: BEGIN IMMEDIATE with retries on contention, COMMIT, ROLLBACK. */
 int index_db_transaction_begin(struct index_db *db);
 int index_db_transaction_commit(struct index_db *db);  /* rolls back on failure */
