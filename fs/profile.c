@@ -239,12 +239,16 @@ static int want_match(void *userdata, const struct fs_chunk_ref *c)
 	struct want_set *s = userdata;
 	struct want *w = bsearch(c->digest, s->w, s->n, sizeof(*s->w), used_cmp);
 
-	/* bsearch may land on any of equal digests: the first of them is the one kept. */
-	while (w && w > s->w && memcmp(w[-1].digest, c->digest, 32) == 0)
+	if (!w)
+		return 0;
+	/* bsearch may land on any of equal digests (a profile may name one chunk at several
+	 * places, all but one of them wrong): each is checked. */
+	while (w > s->w && memcmp(w[-1].digest, c->digest, 32) == 0)
 		w--;
-	if (w && w->layer == c->layer && w->blob_offset == c->blob_offset &&
-	    w->blob_length == c->blob_length && w->size == c->size)
-		w->found = true;
+	for (; w < s->w + s->n && memcmp(w->digest, c->digest, 32) == 0; w++)
+		if (w->layer == c->layer && w->blob_offset == c->blob_offset &&
+		    w->blob_length == c->blob_length && w->size == c->size)
+			w->found = true;
 	return 0;
 }
 
@@ -285,9 +289,16 @@ static int use_fill(struct fs_profile *p, const struct want_set *s, size_t n_pro
 
 	if (!order)
 		return -ENOMEM;
-	for (size_t i = 0; i < s->n; i++)
-		if (s->w[i].found && (i == 0 || memcmp(s->w[i - 1].digest, s->w[i].digest, 32)))
-			order[s->w[i].idx] = &s->w[i];
+	/* Of equal digests, the first found is kept, at its place in the profile. */
+	for (size_t i = 0, run = 0; i < s->n; i++) {
+		if (i > 0 && memcmp(s->w[i - 1].digest, s->w[i].digest, 32) != 0)
+			run = i;
+		if (!s->w[i].found)
+			continue;
+		order[s->w[i].idx] = &s->w[i];
+		while (i + 1 < s->n && memcmp(s->w[i + 1].digest, s->w[run].digest, 32) == 0)
+			i++;
+	}
 	p->use = calloc(n_profile ?: 1, sizeof(*p->use));
 	p->used = calloc(n_profile ?: 1, sizeof(*p->used));
 	if (!p->use || !p->used)

@@ -45,7 +45,7 @@ ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "chunks_fetched",
               "chunks_cached", "chunks_failed", "chunks_refetched", "chunks_no_space", "prefetch",
-              "pull_bytes", "pull_requests", "layers"}
+              "pull_bytes", "pull_requests", "layers", "profile"}
 MiB = 1 << 20
 
 
