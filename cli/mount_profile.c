@@ -15,7 +15,7 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/config.h"
-#include "cache/profile.h"
+#include "cache/registry/profile_cache.h"
 #include "fs/profile.h"
 #include "cli/cli.h"
 #include "cli/image_request.h"

@@ -6,12 +6,15 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/config.h"
 #include "cache/image.h"
-#include "cache/profile.h"
+#include "cache/artifact_image.h"
+#include "cache/registry/profile_cache.h"
+#include "cache/store/index_db.h"
 #include "cli/cache_args.h"
 #include "cli/cli.h"
 #include "cli/exit_status.h"
@@ -27,6 +30,33 @@ static const char usage[] =
 	"  -h, --help             this help\n";
 
 enum { OPT_PUSH = 0x3b0 };
+
+/* Publishes the profile kept for @image as an artifact that refers to it (its manifest's
+ * descriptor, from the cache).  Returns how many places took it; -ENOENT when none is kept. */
+static int profile_publish(struct cache *c, const struct reference *ref,
+			   const struct registry_options *ro, const struct artifact_config *cfg,
+			   const char *image)
+{
+	_cleanup_free_ char *buf = NULL, *media_type = NULL, *manifest = NULL;
+	struct artifact_desc subject = {};
+	size_t len, manifest_len;
+	int r;
+
+	r = profile_load(c, image, &buf, &len, NULL);
+	if (r < 0)
+		return r;
+	r = index_db_image_get(c->db, image, &media_type, &manifest, &manifest_len, NULL, NULL);
+	if (r < 0)
+		return error_set(r, "image %s is not in the cache", image);
+	strcpy(subject.digest, image);
+	subject.size = manifest_len;
+	subject.media_type = media_type;
+	return artifact_publish_image(c->db, ref, ro, cfg, &subject, START_PROFILE_ARTIFACT_TYPE,
+				      &(struct artifact_blob) {
+					      .media_type = START_PROFILE_MEDIA_TYPE,
+					      .data = buf, .size = len,
+				      }, 1);
+}
 
 static int profile_push(struct cache *c, const struct reference *ref,
 			const struct mount_request *req, const struct image *img)

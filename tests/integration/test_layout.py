@@ -51,4 +51,5 @@ def test_includes_only_go_down():
 
 def test_cache_top_holds_only_the_pipelines():
     top = sorted(p.name for p in (ROOT / "cache").glob("*.c"))
-    assert len(top) <= 8, top
+    # 9: artifact_image.c (publishing an artifact for an image, in both places) joined them
+    assert len(top) <= 9, top

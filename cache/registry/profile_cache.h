@@ -1,9 +1,9 @@
-/* cache/profile.h: start profiles (cache/format/start_profile.h) in the cache and in the
+/* cache/registry/profile_cache.h: start profiles (cache/format/start_profile.h) in the cache and in the
  * registry.  A profile is a blob of the store named per image in the index
  * (index_db_profile_*), recorded by a mount of this host or fetched once from the registry,
  * where it is an artifact of type START_PROFILE_ARTIFACT_TYPE that refers to the image's
  * manifest (cache/registry/artifact.h; looked up as artifact_lookup() does: one cached answer
- * per place, like a tag). */
+ * per place, like a tag).  cli/profile.c publishes them with artifact_publish_image(). */
 #pragma once
 
 #include <stddef.h>
@@ -12,6 +12,8 @@
 #include "cache/format/start_profile.h"
 #include "cache/registry/artifact_cache.h"
 #include "cache/store/cache.h"
+
+struct registry_options;
 
 #define PROFILE_ORIGIN_RECORDED "recorded"
 
@@ -32,9 +34,3 @@ int profile_load(struct cache *c, const char *image, char **ret_buf, size_t *ret
  * -EFBIG (error.h's message says why) for a bad one; what the registry did otherwise. */
 int profile_fetch(struct cache *c, const struct reference *ref, const struct registry_options *ro,
 		  const struct artifact_config *cfg, const char *image, struct start_profile *ret);
-
-/* Publishes the profile kept for @image (pulled for @ref) as an artifact that refers to it, in
- * its repository and in the artifact repository (artifact_publish_image()).  Returns how many
- * places took it; -ENOENT when no profile is kept. */
-int profile_publish(struct cache *c, const struct reference *ref, const struct registry_options *ro,
-		    const struct artifact_config *cfg, const char *image);

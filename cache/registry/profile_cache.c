@@ -1,15 +1,15 @@
 /*
- * cache/profile.c: start profiles as the cache keeps, fetches and publishes them (profile.h).
+ * cache/registry/profile_cache.c: start profiles as the cache keeps and fetches them
+ * (profile_cache.h).
  * Nothing in a profile is trusted: a fetched one is bounded and parsed before it is kept, a
  * kept one is verified against its digest and parsed again when it is read, and what its chunks
  * claim is checked against the image by the mount that uses it (fs/profile.c).
  */
-#include "profile.h"
+#include "profile_cache.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "cache/artifact_image.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
@@ -120,28 +120,4 @@ int profile_fetch(struct cache *c, const struct reference *ref, const struct reg
 	if (f.list.n == 0)
 		return -ENOENT;
 	return fetch_found(c, &f, image, ret);
-}
-
-int profile_publish(struct cache *c, const struct reference *ref, const struct registry_options *ro,
-		    const struct artifact_config *cfg, const char *image)
-{
-	_cleanup_free_ char *buf = NULL, *media_type = NULL, *manifest = NULL;
-	struct artifact_desc subject = {};
-	size_t len, manifest_len;
-	int r;
-
-	r = profile_load(c, image, &buf, &len, NULL);
-	if (r < 0)
-		return r;
-	r = index_db_image_get(c->db, image, &media_type, &manifest, &manifest_len, NULL, NULL);
-	if (r < 0)
-		return error_set(r, "image %s is not in the cache", image);
-	strcpy(subject.digest, image);
-	subject.size = manifest_len;
-	subject.media_type = media_type;
-	return artifact_publish_image(c->db, ref, ro, cfg, &subject, START_PROFILE_ARTIFACT_TYPE,
-				      &(struct artifact_blob) {
-					      .media_type = START_PROFILE_MEDIA_TYPE,
-					      .data = buf, .size = len,
-				      }, 1);
 }
