@@ -44,34 +44,44 @@ int mount_profile_options(bool record, const char *seconds, const char *profile,
 	return 0;
 }
 
-/* The profile to use: kept here, else published.  -ENOENT: none (no warning). */
+/* The profile to use: kept here, else published.  -ENOENT: none (no warning).  The registry
+ * is asked only when the pull asked it too: a mount of a cached image stays one that works
+ * offline and sends nothing, as its tag resolution does (--pull=always asks again). */
 static int profile_find(const struct mount_request *req, const struct reference *ref,
-			struct cache *cache, const char *image, struct start_profile *ret)
+			struct cache *cache, const struct image *img, struct start_profile *ret)
 {
 	struct registry_options ro = mount_request_registry_options(req);
 	struct config cfg = {};
 	int r;
 
-	r = profile_load(cache, image, NULL, NULL, ret);
-	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER || req->policy == PULL_NEVER)
+	r = profile_load(cache, img->manifest_digest, NULL, NULL, ret);
+	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER || !img->registry_scheme)
 		return r;
+	ro.scheme = img->registry_scheme;
 	r = config_read(&cfg, NULL);
 	if (r < 0)
 		return error_set(r, "cannot read the configuration file '%s'", config_path());
-	return profile_fetch(cache, ref, &ro, &cfg.artifacts, image, ret);
+	return profile_fetch(cache, ref, &ro, &cfg.artifacts, img->manifest_digest, ret);
 }
 
 static int use_profile(struct mount_profile *mp, const struct mount_request *req,
-		       const struct reference *ref, struct cache *cache, const struct fs_tree *tree)
+		       const struct reference *ref, struct cache *cache, const struct image *img,
+		       const struct fs_tree *tree)
 {
 	_cleanup_(start_profile_done) struct start_profile sp = {};
 	int r;
 
-	r = profile_find(req, ref, cache, mp->image, &sp);
+	r = profile_find(req, ref, cache, img, &sp);
 	if (r == -ENOENT)
 		return 0;
-	if (r < 0) {
+	/* A bad profile is worth a line; a registry that did not answer the lookup (the pull
+	 * itself got through) is not: the mount goes on as it would have without profiles. */
+	if (r == -EBADMSG || r == -EFBIG || r == -EPROTO) {
 		log_warning("start profile of '%s' not used: %s", req->ref, error_take(r));
+		return 0;
+	}
+	if (r < 0) {
+		log_debug("start profile of '%s' not looked up: %s", req->ref, error_take(r));
 		return 0;
 	}
 	r = fs_profile_use(mp->profile, tree, mp->image, mp->layers, &sp);
@@ -108,7 +118,7 @@ int mount_profile_setup(struct mount_profile *mp, const struct mount_request *re
 		return r;
 	if (mp->recording)
 		return fs_profile_record(mp->profile, req->record_profile_ms);
-	return use_profile(mp, req, ref, cache, tree);
+	return use_profile(mp, req, ref, cache, img, tree);
 }
 
 /* Keeps what was recorded as the image's profile. */
