@@ -35,7 +35,8 @@ static int parse_u64(json_t *v, uint64_t *ret)
 	return 0;
 }
 
-/* One chunk: [layer, offset, length, size, "sha256:..."]. */
+/* One chunk: [layer, offset, length, size, "sha256:..."]; the range ends within 2^63, as a
+ * blob does. */
 static int parse_chunk(json_t *a, size_t n_layers, struct start_profile_chunk *ret)
 {
 	uint64_t layer;
@@ -46,7 +47,7 @@ static int parse_chunk(json_t *a, size_t n_layers, struct start_profile_chunk *r
 	    parse_u64(json_array_get(a, 1), &ret->blob_offset) < 0 ||
 	    parse_u64(json_array_get(a, 2), &ret->blob_length) < 0 ||
 	    parse_u64(json_array_get(a, 3), &ret->size) < 0 || ret->blob_length == 0 ||
-	    ret->blob_offset + ret->blob_length < ret->blob_offset)
+	    ret->blob_length > (uint64_t)INT64_MAX - ret->blob_offset)
 		return -EBADMSG;
 	d = json_string_value(json_array_get(a, 4));
 	if (!d || digest_validate(d) < 0)
