@@ -44,9 +44,24 @@ int mount_profile_options(bool record, const char *seconds, const char *profile,
 	return 0;
 }
 
+/* The scheme the pull spoke to @ref's own registry ("http" or "https"), NULL when the pull
+ * sent nothing or got the image from a mirror (img->registry_scheme is "SCHEME NAME", NAME the
+ * endpoint's "host/repository"). */
+static const char *origin_scheme(const struct reference *ref, const struct image *img)
+{
+	const char *s = img->registry_scheme, *name = s ? strchr(s, ' ') : NULL;
+	size_t n = ref->domain ? strlen(ref->domain) : 0;
+
+	if (!name || !n || strncmp(name + 1, ref->domain, n) != 0 || name[1 + n] != '/' ||
+	    !streq(name + 2 + n, ref->repository))
+		return NULL;
+	return startswith(s, "https ") ? "https" : startswith(s, "http ") ? "http" : NULL;
+}
+
 /* The profile to use: kept here, else published.  -ENOENT: none (no warning).  The registry
- * is asked only when the pull asked it too: a mount of a cached image stays one that works
- * offline and sends nothing, as its tag resolution does (--pull=always asks again). */
+ * is asked only when the pull asked the image's own registry too: a mount of a cached image
+ * stays one that works offline and sends nothing, as its tag resolution does (--pull=always
+ * asks again), and one served by a mirror does not reach for the origin. */
 static int profile_find(const struct mount_request *req, const struct reference *ref,
 			struct cache *cache, const struct image *img, struct start_profile *ret)
 {
@@ -55,9 +70,11 @@ static int profile_find(const struct mount_request *req, const struct reference 
 	int r;
 
 	r = profile_load(cache, img->manifest_digest, NULL, NULL, ret);
-	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER || !img->registry_scheme)
+	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER)
 		return r;
-	ro.scheme = img->registry_scheme;
+	ro.scheme = origin_scheme(ref, img);
+	if (!ro.scheme)
+		return -ENOENT;
 	r = config_read(&cfg, NULL);
 	if (r < 0)
 		return error_set(r, "cannot read the configuration file '%s'", config_path());
