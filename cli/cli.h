@@ -27,5 +27,6 @@ int verb_gc(int argc, char **argv);
 int verb_fsck(int argc, char **argv);
 int verb_prewarm(int argc, char **argv);
 int verb_index(int argc, char **argv);
+int verb_profile(int argc, char **argv);
 int verb_login(int argc, char **argv);
 int verb_logout(int argc, char **argv);

@@ -34,6 +34,8 @@ struct mount_request {
 	bool foreground;
 	bool debug_fuse;
 	long fetch_timeout_ms;     /* --timeout: one lazy read's fetch, retries included; 0: 30 s */
+	uint64_t record_profile_ms;  /* mount --record-profile: its window; 0: do not record */
+	bool no_profile;           /* mount --profile=no: no start profile is used */
 	/* --creds or --creds-file: used when the registry asks, before any auth file.  Copies
 	 * (argv's --creds is overwritten); the password is wiped by mount_request_done(). */
 	char *username;

@@ -27,6 +27,7 @@ static void help(void)
 	       "  stats DIR         what a mount fetched, served from the cache, prefetched\n"
 	       "  prewarm REF...    fetch whole images into the cache ahead of mounting\n"
 	       "  index REF         build seek indexes so that gzip layers mount lazily\n"
+	       "  profile REF       print (or --push) the start profile mounts record\n"
 	       "  login REGISTRY    check and store credentials for a registry\n"
 	       "  logout REGISTRY   remove them again\n\n"
 	       "'lazyroot VERB --help' describes each verb; see lazyroot(1).\n");
@@ -51,6 +52,7 @@ int main(int argc, char **argv)
 		{ "fsck", verb_fsck, 0 },
 		{ "prewarm", verb_prewarm, 0 },
 		{ "index", verb_index, 0 },
+		{ "profile", verb_profile, 0 },
 		{ "login", verb_login, 0 },
 		{ "logout", verb_logout, 0 },
 	};

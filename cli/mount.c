@@ -42,6 +42,9 @@ static const char mount_usage[] =
 	"      --volatile         like --overlay, with writes in memory (tmpfs)\n"
 	"      --private-users=BASE|pick  show uids and gids shifted by BASE (for nspawn -U)\n"
 	IMAGE_OPTIONS_HELP
+	"      --record-profile[=SECONDS]  record the chunks the first SECONDS (default 10)\n"
+	"                         of reads use as the image's start profile\n"
+	"      --profile=no       do not fetch the image's start profile at mount\n"
 	"  -f, --foreground       serve in the foreground (for systemd units)\n"
 	"  -d, --debug            log every FUSE request (implies --foreground)\n"
 	"  -v, --verbose          more messages\n"
@@ -443,6 +446,10 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 	if (r < 0)
 		return log_error_errno(r == -ENOMEM ? r : -ERR_OTHER,
 				       "cannot set up fetching of lazy layers: %s", strerror(-r));
+	if (r >= 0 && d->fetcher)
+		r = mount_profile_setup(&d->profile, d->req, ref, cache, img, tree);
+	if (r < 0)
+		return log_error_errno(r, "cannot set up the start profile: %m");
 	if (cache_gc_auto(cache) < 0)
 		log_warning("automatic gc of cache '%s' failed, ignoring", cache->dir);
 	/* SQLite connections must not cross fork(); the daemon needs only the blob store. */
@@ -453,6 +460,7 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 		log_error_errno(r, "cannot set up the filesystem: %m");
 		return -ERR_MOUNT;
 	}
+	fs_set_profile(d->fs, d->profile.profile);
 	tree = NULL;  /* the fs owns it now */
 	return 0;
 }
@@ -522,6 +530,8 @@ int verb_mount(int argc, char **argv)
 		{ "volatile", no_argument, NULL, 'V' },
 		{ "machine", required_argument, NULL, 'M' },
 		IMAGE_OPTIONS,
+		{ "record-profile", optional_argument, NULL, OPT_RECORD_PROFILE },
+		{ "profile", required_argument, NULL, OPT_PROFILE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -529,7 +539,8 @@ int verb_mount(int argc, char **argv)
 		{}
 	};
 	_cleanup_(mount_request_done) struct mount_request req = {};
-	const char *machine = NULL;
+	const char *machine = NULL, *record = NULL, *profile = NULL;
+	bool record_default = false;
 	int r;
 
 	r = verb_args_parse(argc, argv, &(struct verb_args) {
@@ -539,11 +550,16 @@ int verb_mount(int argc, char **argv)
 			VERB_VALUE('o', &req.overlay_dir), VERB_SWITCH('V', &req.volatile_upper),
 			VERB_VALUE('M', &machine),
 			VERB_SWITCH('f', &req.foreground), VERB_SWITCH('d', &req.foreground),
-			VERB_SWITCH('d', &req.debug_fuse), {}
+			VERB_SWITCH('d', &req.debug_fuse),
+			VERB_SWITCH(OPT_RECORD_PROFILE, &record_default),
+			VERB_VALUE(OPT_RECORD_PROFILE, &record), VERB_VALUE(OPT_PROFILE, &profile), {}
 		},
 	});
 	if (r != 0)
 		return r > 0 ? 0 : r;
+	r = mount_profile_options(record_default, record, profile, &req);
+	if (r < 0)
+		return r;
 	if (req.overlay_dir && req.volatile_upper) {
 		log_error("--overlay and --volatile exclude each other");
 		return -ERR_USAGE;

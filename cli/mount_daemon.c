@@ -81,6 +81,7 @@ static int daemon_start_stats(struct mount_daemon *d)
 		.pull_requests = d->pull_requests, .pull_bytes = d->pull_bytes,
 		.layer_digests = d->layer_digests, .layer_served = d->layer_served,
 		.layer_index = d->layer_index,
+		.profile = d->profile.profile,
 	};
 
 	if (asprintf(&path, "%s/control", d->state.dir) < 0)
@@ -129,6 +130,8 @@ static void *daemon_setup_thread(void *userdata)
 			      d->state.dir);
 		goto fail;
 	}
+	/* The start profile's chunks are what the first reads will ask for: fetched first. */
+	mount_profile_start(&d->profile, d->fetcher);
 	/* Prefetch starts only now: reads of the container's start always go first. */
 	if (d->fetcher && d->n_prefetch > 0) {
 		r = fetcher_prefetch(d->fetcher, d->prefetch, d->n_prefetch);
@@ -162,6 +165,7 @@ static void daemon_teardown(struct mount_daemon *d)
 		(void)umount2(d->state.target, MNT_DETACH);
 	fs_unmount(d->fs);
 	d->stats = stats_server_stop(d->stats);
+	mount_profile_stop(&d->profile);
 	/* Stops prefetch; no FUSE thread uses the fetcher any more. */
 	d->fetcher = fetcher_free(d->fetcher);
 	if (d->tmpfs_mounted)
@@ -342,5 +346,6 @@ void mount_daemon_done(struct mount_daemon *d)
 	strv_free(d->layer_digests);
 	strv_free(d->layer_served);
 	strv_free(d->layer_index);
+	mount_profile_done(&d->profile);
 	*d = (struct mount_daemon) { .report_fd = -1 };
 }

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "cache/store/mount_records.h"
+#include "cli/mount_profile.h"
 
 struct mount_request;
 struct fs;
@@ -37,6 +38,7 @@ struct mount_daemon {
 	uint64_t pull_requests, pull_bytes;
 	char **layer_digests, **layer_served;  /* strv, manifest order: for stats */
 	char **layer_index;        /* where each layer's seek index came from, "" for none */
+	struct mount_profile profile;          /* recorded or used (cli/mount_profile.h) */
 };
 
 /* Sends "READY=1" (or another state) to systemd when it started us with Type=notify. */

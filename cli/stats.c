@@ -17,6 +17,7 @@
 
 #include "cache/base/log.h"
 #include "cache/base/util.h"
+#include "fs/profile.h"
 #include "cli/cli.h"
 #include "cache/store/mount_records.h"
 #include "cli/mountinfo.h"
@@ -38,6 +39,7 @@ struct stats_server {
 	char **layer_digests, **layer_served;
 	char **layer_index;      /* as stats_identity's */
 	struct fetcher *fetcher; /* borrowed; outlives the server */
+	struct fs_profile *profile;  /* borrowed; NULL: none */
 };
 
 /* [{"digest": …, "served": "eager" | "estargz" | "zstd:chunked" | "gzip-index",
@@ -57,6 +59,19 @@ static json_t *layers_json(const struct stats_server *s)
 									    json_null()));
 	}
 	return a;
+}
+
+/* {"chunks", "skipped", "fetched", "used", "recorded", "fetching"}: the start profile's chunks
+ * the image has and has not, how many of them the mount fetched and its reads used. */
+static json_t *profile_json(const struct stats_server *s)
+{
+	struct fs_profile_stats st;
+
+	fs_profile_get_stats(s->profile, &st);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "chunks", (json_int_t)st.chunks,
+			 "skipped", (json_int_t)st.skipped, "fetched", (json_int_t)st.fetched,
+			 "used", (json_int_t)st.used, "recorded", (json_int_t)st.recorded,
+			 "fetching", st.fetching);
 }
 
 static char *stats_json(const struct stats_server *s)
@@ -83,6 +98,7 @@ static char *stats_json(const struct stats_server *s)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "layers", layers_json(s));
+	json_object_set_new(o, "profile", profile_json(s));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return text;
@@ -164,6 +180,7 @@ int stats_server_start(const char *socket_path, const struct stats_identity *id,
 		return -ENOMEM;
 	s->fd = s->stop_pipe[0] = s->stop_pipe[1] = -EBADF;
 	s->fetcher = fetcher;
+	s->profile = id->profile;
 	s->pull_requests = id->pull_requests;
 	s->pull_bytes = id->pull_bytes;
 	s->target = strdup(id->target);
@@ -242,6 +259,20 @@ static json_int_t get_int(json_t *o, const char *key)
 	return json_integer_value(json_object_get(o, key));
 }
 
+static void print_profile(json_t *p)
+{
+	if (get_int(p, "recorded") > 0)
+		printf("start profile:      %" JSON_INTEGER_FORMAT " chunks recorded\n",
+		       get_int(p, "recorded"));
+	if (get_int(p, "chunks") == 0 && get_int(p, "skipped") == 0)
+		return;
+	printf("start profile:      %" JSON_INTEGER_FORMAT " chunks (%" JSON_INTEGER_FORMAT
+	       " not the image's, skipped): %" JSON_INTEGER_FORMAT " fetched at mount, %"
+	       JSON_INTEGER_FORMAT " read since%s\n", get_int(p, "chunks"), get_int(p, "skipped"),
+	       get_int(p, "fetched"), get_int(p, "used"),
+	       json_is_true(json_object_get(p, "fetching")) ? " (fetching)" : "");
+}
+
 static void print_human(json_t *o)
 {
 	json_t *p = json_object_get(o, "prefetch");
@@ -265,6 +296,7 @@ static void print_human(json_t *o)
 	printf("prefetch:           %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " chunks%s\n",
 	       get_int(p, "done"), get_int(p, "total"),
 	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");
+	print_profile(json_object_get(o, "profile"));
 	for (size_t i = 0; i < json_array_size(json_object_get(o, "layers")); i++) {
 		json_t *l = json_array_get(json_object_get(o, "layers"), i);
 

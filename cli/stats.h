@@ -6,6 +6,8 @@
 
 struct stats_server;
 
+struct fs_profile;
+
 struct stats_identity {
 	const char *target;      /* the mountpoint */
 	const char *image;       /* canonical reference */
@@ -15,6 +17,7 @@ struct stats_identity {
 	char *const *layer_digests;  /* strv, and how each layer is served (seek_layer_served()); */
 	char *const *layer_served;   /* may be NULL */
 	char *const *layer_index;    /* where its seek index came from, "" for none; may be NULL */
+	struct fs_profile *profile;  /* the start profile recorded or used; NULL: none */
 };
 
 /* Listens at @socket_path and answers every connection with the current statistics of

@@ -29,6 +29,10 @@ struct fs_config {
  * EIO. */
 int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher, struct fs **ret);
 struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
+/* The start profile the reads record into or count against (fs/profile.h; borrowed, must
+ * outlive the fs; NULL: none).  Call before fs_mount(). */
+struct fs_profile;
+void fs_set_profile(struct fs *fs, struct fs_profile *profile);
 
 /* Creates the session and mounts it; on return the kernel has the mount and requests queue
  * until fs_serve() runs.  -ENODEV without /dev/fuse, other -errno from mount. */

@@ -717,6 +717,11 @@ int fs_new(struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 	return 0;
 }
 
+void fs_set_profile(struct fs *fs, struct fs_profile *profile)
+{
+	read_path_set_profile(fs->rp, profile);
+}
+
 static void fs_done(struct fs *fs)
 {
 	if (fs->se) {

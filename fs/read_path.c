@@ -25,6 +25,7 @@
 #include "cache/base/util.h"
 #include "cache/store/blob_store.h"
 #include "fs/local_readahead.h"
+#include "fs/profile.h"
 #include "fs/read_around.h"
 
 /* On a miss, the chunks that follow in the file come along, up to this many bytes. */
@@ -65,6 +66,7 @@ struct read_path {
 	struct blob_fds *fds;             /* open blobs of recently read chunks */
 	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
 	struct local_ra *ra;              /* opens the next files' blobs while one is read */
+	struct fs_profile *profile;       /* NULL: none recorded or used */
 	pthread_mutex_t lock;
 	struct timed_out_read timed_out[TIMED_OUT_SLOTS];   /* guarded by lock */
 };
@@ -107,6 +109,11 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 		return r;
 	*ret = TAKE_PTR(rp);
 	return 0;
+}
+
+void read_path_set_profile(struct read_path *rp, struct fs_profile *profile)
+{
+	rp->profile = profile;
 }
 
 static void read_path_done(struct read_path *rp)
@@ -567,6 +574,7 @@ static int read_chunks(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t 
 	r = span_find(rp, ino, off, len, &s);
 	if (r < 0)
 		return r;
+	fs_profile_note(rp->profile, s.c + s.first, s.last - s.first);
 	r = serve_stored(rp, &s, &p);
 	chunks = p.chunks;
 	own = p.own;

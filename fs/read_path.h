@@ -26,6 +26,10 @@ struct read_path;
  * outlive the result.  Keeps up to @fds_slots blobs open. */
 int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetcher *fetcher,
 		  unsigned fds_slots, struct read_path **ret);
+/* Tells @profile (borrowed; NULL: none) which chunks each read touches (fs/profile.h).  Call
+ * before the first read. */
+struct fs_profile;
+void read_path_set_profile(struct read_path *rp, struct fs_profile *profile);
 /* NULL-safe; stops the read-ahead workers first. */
 struct read_path *read_path_free(struct read_path *rp);
 DEFINE_CLEANUP_FUNC(struct read_path *, read_path_free);

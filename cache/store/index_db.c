@@ -121,6 +121,16 @@ static const char *const migrations[] = {
 	"  created INTEGER NOT NULL"
 	") WITHOUT ROWID;"
 	"CREATE INDEX seek_indexes_digest ON seek_indexes (digest);",
+	/* 6 -> 7: the start profile of an image (cache/profile.h), a blob of the store, by the
+	 * image's manifest digest; it goes with its image.  @origin: "recorded" here, or the
+	 * artifact it was fetched as. */
+	"CREATE TABLE start_profiles ("
+	"  image TEXT PRIMARY KEY NOT NULL REFERENCES images (digest) ON DELETE CASCADE,"
+	"  digest TEXT NOT NULL,"
+	"  origin TEXT NOT NULL,"
+	"  created INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX start_profiles_digest ON start_profiles (digest);",
 };
 
 enum stmt_id {
@@ -1432,7 +1442,8 @@ int index_db_blob_is_referenced(struct index_db *db, const char *digest)
 	/* Both lookups are one probe of the v3 indexes. */
 	r = db_prepare(db, "SELECT EXISTS (SELECT 1 FROM entries WHERE digest = ?1)"
 		       " OR EXISTS (SELECT 1 FROM chunks WHERE digest = ?1)"
-		       " OR EXISTS (SELECT 1 FROM seek_indexes WHERE digest = ?1)", &s);
+		       " OR EXISTS (SELECT 1 FROM seek_indexes WHERE digest = ?1)"
+		       " OR EXISTS (SELECT 1 FROM start_profiles WHERE digest = ?1)", &s);
 	if (r < 0)
 		return r;
 	bind_text(s, 1, digest, &r);
@@ -1601,4 +1612,48 @@ int index_db_seek_foreach(struct index_db *db,
 
 	return db_walk(db, "SELECT layer, digest, trusted FROM seek_indexes ORDER BY layer", -1,
 		       seek_row, &w);
+}
+
+int index_db_profile_put(struct index_db *db, const char *image, const char *digest,
+			 const char *origin)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	int r;
+
+	r = db_prepare(db, "INSERT OR REPLACE INTO start_profiles (image, digest, origin, created)"
+		       " VALUES (?1, ?2, ?3, ?4)", &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, image, &r);
+	bind_text(s, 2, digest, &r);
+	bind_text(s, 3, origin, &r);
+	bind_int(s, 4, now_sec(), &r);
+	return r < 0 ? r : db_busy_message(db_step_done(s));
+}
+
+int index_db_profile_get(struct index_db *db, const char *image, char **ret_digest,
+			 char **ret_origin)
+{
+	_cleanup_(stmt_finalizep) sqlite3_stmt *s = NULL;
+	_cleanup_free_ char *digest = NULL;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT digest, origin FROM start_profiles WHERE image = ?1", &s);
+	if (r < 0)
+		return r;
+	bind_text(s, 1, image, &r);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return db_busy_message(sqlite_errno(rc));
+	r = column_dup(s, 0, &digest, NULL);
+	if (r >= 0 && ret_origin)
+		r = column_dup(s, 1, ret_origin, NULL);
+	if (r < 0)
+		return r;
+	*ret_digest = TAKE_PTR(digest);
+	return 0;
 }

@@ -152,6 +152,15 @@ int index_db_seek_foreach(struct index_db *db,
 				    bool trusted),
 			  void *userdata);
 
+/* The start profile of image @image (a manifest digest the images table holds; the row goes
+ * with the image): the profile's digest (a blob of the store, which
+ * index_db_blob_is_referenced() then counts as used) and where it came from ("recorded", or the
+ * artifact's digest).  put replaces; get is -ENOENT when there is none. */
+int index_db_profile_put(struct index_db *db, const char *image, const char *digest,
+			 const char *origin);
+int index_db_profile_get(struct index_db *db, const char *image, char **ret_digest,
+			 char **ret_origin);
+
 /* Groups the writes above: BEGIN IMMEDIATE with retries on contention, COMMIT, ROLLBACK. */
 int index_db_transaction_begin(struct index_db *db);
 int index_db_transaction_commit(struct index_db *db);  /* rolls back on failure */

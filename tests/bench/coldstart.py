@@ -303,6 +303,25 @@ def lazyroot_flow(lazyroot, ref, workdir, tag, prefetch, argv=None):
     return {"mount_s": t_mount, "total_s": t_total, "stats": stats}
 
 
+def record_profile(lazyroot, ref, workdir, tag, argv=None):
+    """One start with --record-profile on an empty cache, then `lazyroot profile --push`: the
+    profile later cold starts (other empty caches) fetch at mount."""
+    cache = tempfile.mkdtemp(prefix="cache-rec-", dir=workdir)
+    mnt = tempfile.mkdtemp(prefix="mnt-rec-", dir=workdir)
+    env = dict(os.environ, LAZYROOT_RUNTIME_DIR=os.path.join(workdir, "run"))
+    try:
+        sh([lazyroot, "mount", ref, mnt, "--cache-dir", cache, "--volatile", "--prefetch=none",
+            "--record-profile=30"], env=env, timeout=600)
+        nspawn(mnt, "lrbench-rec-%s-%d" % (tag, os.getpid()), argv)
+        sh([lazyroot, "umount", mnt], env=env, timeout=120)   # keeps the recording
+        sh([lazyroot, "profile", "--push", "--cache-dir", cache, ref], env=env, timeout=120)
+        prof = json.loads(sh([lazyroot, "profile", "--cache-dir", cache, ref], env=env).stdout)
+        return len(prof["chunks"])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
 def traditional_flow(base_url, repo, workdir, argv=None):
     root = tempfile.mkdtemp(prefix="rootfs-", dir=workdir)
     t0 = time.monotonic()
@@ -351,6 +370,8 @@ def main(argv=None):
                     help="lazyroot's --prefetch for the lazy runs (default none)")
     ap.add_argument("--no-zstd", action="store_true", help="skip the zstd:chunked variant")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--with-profile", action="store_true",
+                    help="also each lazy format with a start profile an earlier start pushed")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("run as root (network namespaces, FUSE, nspawn)")
@@ -378,8 +399,15 @@ def main(argv=None):
               % (args.rate, args.delay_ms, addr, direct, args.runs), flush=True)
         flows = [("lazyroot " + fmt, fmt) for fmt in ("estargz", "zstd:chunked", "gzip")
                  if fmt in images] + [("traditional (gzip)", "trad")]
+        if args.with_profile:
+            flows += [("lazyroot %s +profile" % fmt, fmt) for fmt in ("estargz", "zstd:chunked")
+                      if fmt in images]
         for name, fmt in flows:
             runs = []
+            if name.endswith("+profile"):
+                n = record_profile(args.lazyroot, "%s/%s:latest" % (addr, images[fmt]["repo"]),
+                                   workdir, fmt.replace(":", "-"))
+                print("  %-24s recorded and pushed: %d chunks" % (name, n), flush=True)
             for i in range(args.runs):
                 relay.reset()
                 if fmt == "trad":

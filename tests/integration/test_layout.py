@@ -52,4 +52,5 @@ def test_includes_only_go_down():
 
 def test_cache_top_holds_only_the_pipelines():
     top = sorted(p.name for p in (ROOT / "cache").glob("*.c"))
-    assert len(top) <= 8, top
+    # 9: seek_verify.c (prewarm reading a layer whole to settle a fetched seek index) joined them
+    assert len(top) <= 9, top

@@ -296,7 +296,7 @@ static void test_migration(const char *dir)
 	if (r < 0)
 		return;
 	snprintf(dbpath, sizeof(dbpath), "%s", path);
-	check(sql_int("PRAGMA user_version") == 6, "v1: it is upgraded to the current schema (6) in place");
+	check(sql_int("PRAGMA user_version") == 7, "v1: it is upgraded to the current schema (7) in place");
 	check(index_db_layer_is_indexed(db, L1) == 1 &&
 	      index_db_layer_foreach(db, L1, cb_v1, &c) == 0 && c.n == 2 && c.mismatches == 0,
 	      "v1: its entries read back unchanged, without chunks or prefetch flags (%zu, %zu)",
@@ -336,7 +336,7 @@ static void test_migration(const char *dir)
 	      "a layer not indexed has no diff_id");
 
 	db = index_db_free(db);
-	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 6,
+	check(index_db_open(path, &db) == 0 && sql_int("PRAGMA user_version") == 7,
 	      "v1: an upgraded database reopens as is");
 }
 
@@ -362,7 +362,7 @@ int main(void)
 	if (r < 0)
 		return tap_done();
 	check(stat(dbpath, &st) == 0 && (st.st_mode & 0777) == 0600, "the file is created 0600");
-	check(sql_int("PRAGMA user_version") == 6, "the schema version is recorded");
+	check(sql_int("PRAGMA user_version") == 7, "the schema version is recorded");
 	{
 		char wal[sizeof(dbpath) + 8];
 

@@ -1,0 +1,36 @@
+/* cache/registry/profile_cache.h: start profiles (cache/format/start_profile.h) in the cache and in the
+ * registry.  A profile is a blob of the store named per image in the index
+ * (index_db_profile_*), recorded by a mount of this host or fetched once from the registry,
+ * where it is an artifact of type START_PROFILE_ARTIFACT_TYPE that refers to the image's
+ * manifest (cache/registry/artifact.h; looked up as artifact_lookup() does: one cached answer
+ * per place, like a tag).  cli/profile.c publishes them with artifact_publish_image(). */
+#pragma once
+
+#include <stddef.h>
+
+#include "cache/format/reference.h"
+#include "cache/format/start_profile.h"
+#include "cache/registry/artifact_cache.h"
+#include "cache/store/cache.h"
+
+struct registry_options;
+
+#define PROFILE_ORIGIN_RECORDED "recorded"
+
+/* Keeps @p (its image must be in the cache) under its digest, replacing any other profile of
+ * that image; @origin: PROFILE_ORIGIN_RECORDED or the artifact it came as. */
+int profile_store(struct cache *c, const struct start_profile *p, const char *origin,
+		  char ret_digest[DIGEST_STRING_MAX]);
+
+/* The profile kept for @image (a manifest digest), as its bytes (checked again against its
+ * digest and parsed: the store may have been tampered with) and parsed (either may be NULL).
+ * -ENOENT when none is kept. */
+int profile_load(struct cache *c, const char *image, char **ret_buf, size_t *ret_len,
+		 struct start_profile *ret);
+
+/* Looks for a profile of @image (pulled for @ref, a docker reference) in the registry (one
+ * cached lookup per place), fetches the first one listed (at most START_PROFILE_MAX bytes) and
+ * keeps it when it parses as a profile of @image.  -ENOENT when none is published; -EBADMSG or
+ * -EFBIG (error.h's message says why) for a bad one; what the registry did otherwise. */
+int profile_fetch(struct cache *c, const struct reference *ref, const struct registry_options *ro,
+		  const struct artifact_config *cfg, const char *image, struct start_profile *ret);
