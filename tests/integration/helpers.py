@@ -335,7 +335,8 @@ def blob_problems(cache):
 def index_problems(cache, blobs):
     """The rows of cache/index.db (read-only, sqlite3 module) against the blob names `blobs`:
     every file content a tar layer's entry names is a blob (a lazy layer's entries and chunks
-    may be missing: fetched when read), and every blob is named by some entry or chunk."""
+    may be missing: fetched when read), every seek index and start profile the index names is a
+    blob, and every blob is named by some entry, chunk, seek index or start profile."""
     db = Path(cache) / "index.db"
     if not db.exists():
         return ["no index.db"] if blobs else []
@@ -349,7 +350,17 @@ def index_problems(cache, blobs):
         if fmt == "tar" and hexd not in blobs:
             bad.append("entry %s of a tar layer names %s, which is not in the store" % (path, digest))
     referenced |= {d.split(":", 1)[-1] for (d,) in chunks}
-    bad += ["blob %s: no entry or chunk names it" % b for b in sorted(blobs - referenced)]
+    # blobs the cache keeps beside the trees: seek indexes (per layer), start profiles (per image)
+    tables = {t for (t,) in sqlite(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, what in (("seek_indexes", "seek index"), ("start_profiles", "start profile")):
+        if table not in tables:
+            continue
+        for (digest,) in sqlite(db, "SELECT digest FROM %s" % table):
+            hexd = digest.split(":", 1)[-1]
+            referenced.add(hexd)
+            if hexd not in blobs:
+                bad.append("%s %s is not in the store" % (what, digest))
+    bad += ["blob %s: nothing in the index names it" % b for b in sorted(blobs - referenced)]
     return bad
 
 

@@ -70,11 +70,11 @@ def images(tmp_path_factory):
         reg.stop()
 
 
-def mount_through_delay(lazyroot, addr, repo, files, env=None):
+def mount_through_delay(lazyroot, addr, repo, files, env=None, extra=()):
     """Mounts through the delaying proxy, reads @files (path -> bytes) while it still serves,
     and returns the proxy's records of the mount alone."""
     with Proxy(addr, fault=lambda req: Fault.delay(DELAY)) as p:
-        r = lazyroot.mount("%s/%s:latest" % (p.addr, repo), None, "--prefetch=none",
+        r = lazyroot.mount("%s/%s:latest" % (p.addr, repo), None, "--prefetch=none", *extra,
                            timeout=120, env=env)
         assert r.ok, "mount failed:\n%s" % r
         records = p.requests
@@ -90,8 +90,11 @@ def layer_requests(records, layer):
 
 def test_each_layer_tail_in_one_request_and_few_sequential_round_trips(lazyroot, images):
     img = images["four"]
+    # The image's own chain: the start profile lookup (one or two more round trips before the
+    # mount serves, see docs/benchmarks.md "Cold start, taken apart") is left out here.
     records = mount_through_delay(lazyroot, images["addr"], "cold/four",
-                                  {"/bin/busybox": img["files"]["/bin/busybox"]})
+                                  {"/bin/busybox": img["files"]["/bin/busybox"]},
+                                  extra=("--profile=no",))
     for layer in img["layers"]:
         reqs = layer_requests(records, layer)
         size = layer["size"]

@@ -201,6 +201,13 @@ def test_prewarm_killed_resumes(lazyroot, registry, test_dir):
 # (3) two at once
 
 
+def is_toc_tail(r, ranges):
+    """Whether range @r is the one request an eStargz mount reads its footer and TOC with: the
+    blob's last bytes, a tail of size/64 (at least 64 KiB; cache/format/layer_lazy.c)."""
+    end = max(x[1] for x in ranges if x[1] is not None)
+    return r[1] == end and r[1] - r[0] + 1 <= max(64 << 10, (end + 1) // 64)
+
+
 def test_two_prewarms_fetch_once(lazyroot, registry, test_dir):
     names = ["estargz", "zstdchunked-skopeo"]
     with Proxy(registry.addr, fault=delay_ranges(0.05)) as p:
@@ -231,6 +238,8 @@ def test_two_prewarms_fetch_once(lazyroot, registry, test_dir):
         for path, rs in ranges.items():
             rs.sort()
             for a, b in zip(rs, rs[1:]):
+                if is_toc_tail(a, rs) or is_toc_tail(b, rs):
+                    continue  # the footer and TOC's generous tail holds the last chunks too
                 assert a[1] is not None and a[1] < b[0], "%s: ranges %s and %s overlap" % (path, a, b)
 
     for name, ref in zip(names, refs):
