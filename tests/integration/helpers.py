@@ -393,3 +393,22 @@ def layer_contents(layout):
                     data = tar.extractfile(m).read()
                     out[hashlib.sha256(data).hexdigest()] = len(data)
     return out
+
+
+def index_then_forget_layers(lazyroot, ref, *extra):
+    """Index the image, then forget its layers: the image and the seek indexes stay, as when a
+    mount has the indexes of layers it never imported (an index found elsewhere).  (rm would
+    take the indexes with the image, which was their layers' last user.)"""
+    r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, *extra, timeout=120)
+    assert r.ok, str(r)
+    assert "gzip-index" in r.stdout, r.stdout
+    db = str(lazyroot.cache_dir / "index.db")
+    con = sqlite3.connect(db, timeout=10)
+    with con:
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("DELETE FROM layers")
+    con.close()
+    r = lazyroot.run("gc", "--cache-dir", str(lazyroot.cache_dir))   # the layers' file blobs
+    assert r.ok, str(r)
+    assert sqlite(db, "SELECT count(*) FROM layers")[0][0] == 0
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 1")[0][0] > 0

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from helpers import compare_with_oracle, settled, sqlite
+from helpers import compare_with_oracle, index_then_forget_layers, settled, sqlite
 
 # Every fixture with tar+gzip layers (estargz's are gzip too, but read lazily from their TOC),
 # with its platforms: (name, --platform, oracle suffix).
@@ -22,31 +22,12 @@ def _stats(lazyroot, mnt):
     return json.loads(r.stdout)
 
 
-def _index_then_forget_layers(lazyroot, ref, *extra):
-    """Index the image, then forget its layers: the image and the seek indexes stay, as when a
-    mount has the indexes of layers it never imported (an index found elsewhere).  (rm would
-    take the indexes with the image, which was their layers' last user.)"""
-    r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, *extra, timeout=120)
-    assert r.ok, str(r)
-    assert "gzip-index" in r.stdout, r.stdout
-    db = str(lazyroot.cache_dir / "index.db")
-    con = sqlite3.connect(db, timeout=10)
-    with con:
-        con.execute("PRAGMA foreign_keys = ON")
-        con.execute("DELETE FROM layers")
-    con.close()
-    r = lazyroot.run("gc", "--cache-dir", str(lazyroot.cache_dir))   # the layers' file blobs
-    assert r.ok, str(r)
-    assert sqlite(db, "SELECT count(*) FROM layers")[0][0] == 0
-    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 1")[0][0] > 0
-
-
 @pytest.mark.parametrize("name,platform,suffix", GZIP_FIXTURES,
                          ids=["%s-%s" % (c[0], c[1] or "host") for c in GZIP_FIXTURES])
 def test_indexed_mount_matches_oracle(lazyroot, registry, mountpoint, name, platform, suffix):
     ref = registry.ref(name)
     extra = ("--platform", platform) if platform else ()
-    _index_then_forget_layers(lazyroot, ref, *extra)
+    index_then_forget_layers(lazyroot, ref, *extra)
     r = lazyroot.mount(ref, mountpoint, *extra)
     assert r.ok, str(r)
     try:
@@ -68,7 +49,7 @@ def test_indexed_reads_fetch_only_what_is_read(lazyroot, registry, mountpoint):
     layout = registry.layout("oci-gzip")
     blobs = sum(os.path.getsize(os.path.join(layout, "blobs", "sha256", d[7:]))
                 for d in _layer_digests(layout))
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
     try:
@@ -212,7 +193,7 @@ def test_lying_index_never_serves_wrong_bytes_and_is_dropped(lazyroot, registry,
     name = "oci-gzip"
     ref, layout = registry.ref(name), registry.layout(name)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     _replace_index(lazyroot, layer, _wrong_bits)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
@@ -243,7 +224,7 @@ def test_malformed_index_is_refused_at_pull(lazyroot, registry, mountpoint, dama
     name = "oci-gzip"
     ref, layout = registry.ref(name), registry.layout(name)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
 
     def make(data, body):
         if damage == "truncated":
@@ -285,7 +266,7 @@ def test_prewarm_completes_an_indexed_layer(lazyroot, registry, mountpoint):
     reads the whole tree without a request."""
     name = "oci-gzip"
     ref, layout = registry.ref(name), registry.layout(name)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     r = lazyroot.run("prewarm", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
     assert r.ok, str(r)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
@@ -308,7 +289,7 @@ def test_index_replaces_an_untrusted_index(lazyroot, registry):
     name = "oci-gzip"
     ref, layout = registry.ref(name), registry.layout(name)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     untrusted = _replace_index(lazyroot, layer, _wrong_bits)
     r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
     assert r.ok, str(r)
@@ -367,7 +348,7 @@ def test_local_images_mount_from_their_index(lazyroot, test_dir, mountpoint, tra
         ref = "oci-archive:%s:edge" % archive
     else:
         ref = "docker-archive:%s" % _docker_archive_gzip(layout, test_dir / "d.tar")
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
     try:

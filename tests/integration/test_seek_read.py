@@ -19,7 +19,7 @@ import pytest
 import hostile
 import mkdemo
 import push
-from helpers import sqlite
+from helpers import index_then_forget_layers, sqlite
 from proxy import Proxy
 
 FILES = 3000
@@ -52,11 +52,8 @@ def image(registry, tmp_path_factory):
 
 
 def _index_only(lazyroot, ref):
-    """The image's seek index in the cache, and nothing else of it."""
-    r = lazyroot.run("index", "--cache-dir", str(lazyroot.cache_dir), ref, timeout=120)
-    assert r.ok, str(r)
-    assert "gzip-index" in r.stdout, r.stdout
-    assert lazyroot.run("rm", "--cache-dir", str(lazyroot.cache_dir), ref).ok
+    """The image's seek index in the cache, and none of its layers' contents."""
+    index_then_forget_layers(lazyroot, ref)
     db = str(lazyroot.cache_dir / "index.db")
     assert sqlite(db, "SELECT count(*) FROM seek_indexes")[0][0] == 1
 
