@@ -2046,6 +2046,15 @@ bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer)
 	return layer < f->n_layers && f->layers[layer].seek;
 }
 
+bool fetcher_chunk_proven(struct fetcher *f, unsigned layer, uint64_t blob_offset,
+			  const uint8_t digest[32], uint64_t size)
+{
+	/* Other formats and trusted indexes: one test each, the read path's only extra cost. */
+	if (layer >= f->n_layers || !f->layers[layer].seek)
+		return true;
+	return seek_index_chunk_proven(f->layers[layer].seek, blob_offset, digest, size);
+}
+
 static void fetcher_done(struct fetcher *f)
 {
 	/* Nobody waits for what is still in flight any more (the mount is gone). */

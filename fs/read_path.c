@@ -79,6 +79,11 @@ struct read_span {
 	uint64_t off, end;
 	char *buf;               /* NULL: inside one chunk, served as its blob @fd */
 	struct blob_fd fd;
+	/* A file of an untrusted seek index whose tar records this mount has not checked yet:
+	 * its chunks are not served from the store before the fetcher checked them
+	 * (fetcher_chunk_proven()).  Which first chunk that is: first_fetchable. */
+	bool unproven;
+	size_t first_fetchable;
 };
 
 /* What a read fetches: chunks[0..n_own) are its own (span chunk own[k] each), the rest are
@@ -328,12 +333,53 @@ static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead,
 	chunk_digest(c, ret->digest);
 }
 
+/* Whether file @s may not be served from the store yet (read_span.unproven).  Its chunks all
+ * come from one layer and one entry of its index: its first fetchable chunk tells. */
+static bool span_unproven(struct read_path *rp, struct read_span *s)
+{
+	const struct fs_chunk_ref *c;
+
+	if (!rp->fetcher)
+		return false;
+	for (s->first_fetchable = 0; s->first_fetchable < s->n; s->first_fetchable++)
+		if (chunk_fetchable(&s->c[s->first_fetchable]))
+			break;
+	if (s->first_fetchable == s->n)
+		return false;
+	c = &s->c[s->first_fetchable];
+	return !fetcher_chunk_proven(rp->fetcher, c->layer, c->blob_offset, c->digest, c->size);
+}
+
+/* Adds chunk @i of @s to @p as the read's own. */
+static int plan_own(struct read_plan *p, const struct read_span *s, size_t i)
+{
+	if (!p->chunks) {
+		p->chunks = calloc(s->n - i + READ_AROUND_SEEK_CHUNKS, sizeof(*p->chunks));
+		p->own = calloc(s->n - i, sizeof(*p->own));
+		if (!p->chunks || !p->own)
+			return -ENOMEM;
+	}
+	fetch_chunk_from_ref(&s->c[i], false, &p->chunks[p->n]);
+	/* Stored or not, an unproven file's first chunk is inflated from this layer again: its
+	 * tar records are checked then (the fetcher adds it for the file's other chunks). */
+	p->chunks[p->n].refetch = s->unproven && i == s->first_fetchable;
+	p->own[p->n++] = i;
+	return 0;
+}
+
 /* Serves the stored chunks of @s and adds the missing ones to @p, as the read's own. */
 static int serve_stored(struct read_path *rp, struct read_span *s, struct read_plan *p)
 {
 	int r;
 
+	s->unproven = span_unproven(rp, s);
 	for (size_t i = s->first; i < s->last; i++) {
+		if (s->unproven && chunk_fetchable(&s->c[i])) {
+			r = plan_own(p, s, i);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		r = chunk_serve(rp, s, i);
 		if (r == -ENOENT && chunk_serve_unstored(rp, s, i) == 0)
 			continue;
@@ -353,14 +399,9 @@ static int serve_stored(struct read_path *rp, struct read_span *s, struct read_p
 				  s->c[i].blob_length == 0 ? "is never fetched" : "there is no fetcher");
 			return -EIO;
 		}
-		if (!p->chunks) {
-			p->chunks = calloc(s->n - i + READ_AROUND_SEEK_CHUNKS, sizeof(*p->chunks));
-			p->own = calloc(s->n - i, sizeof(*p->own));
-			if (!p->chunks || !p->own)
-				return -ENOMEM;
-		}
-		fetch_chunk_from_ref(&s->c[i], false, &p->chunks[p->n]);
-		p->own[p->n++] = i;
+		r = plan_own(p, s, i);
+		if (r < 0)
+			return r;
 	}
 	p->n_own = p->n;
 	return 0;
@@ -521,6 +562,13 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 		 * chunks is missing below. */
 		log_debug_errno(r, "failed to fetch some of %zu chunks of inode %" PRIu64
 				" (first '%s'): %m", p->n, (uint64_t)s->ino, p->chunks[0].digest);
+	/* The check failed (the index lied, and was dropped) or never ran: what the store holds
+	 * under these digests may be any layer's bytes. */
+	if (s->unproven && span_unproven(rp, s)) {
+		log_debug("the tar records of inode %" PRIu64 " were not proven from its layer, "
+			  "EIO", (uint64_t)s->ino);
+		return -EIO;
+	}
 	for (size_t k = 0; k < p->n_own; k++) {
 		r = chunk_serve(rp, s, p->own[k]);
 		if (r == -ENOENT)
