@@ -1342,6 +1342,7 @@ struct expansion {
 	size_t n, alloc, added;      /* added: of the current span */
 	unsigned layer;
 	uint64_t blob_offset;
+	const struct seek_index *seek;
 };
 
 static int span_compare(const void *a, const void *b)
@@ -1386,6 +1387,7 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t blob_length)
 {
 	struct expansion *x = userdata;
+	uint8_t md[32];
 
 	if (x->added >= SPAN_CHUNKS_MAX)
 		return 0;
@@ -1396,6 +1398,11 @@ static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t 
 		.size = size, .ahead = true,
 	};
 	memcpy(x->out[x->n].digest, digest, sizeof(x->out[x->n].digest));
+	/* An untrusted index's files whose records this mount has not checked: inflated again
+	 * even when stored, so that the one request proves every file of the span, not only the
+	 * one read (fs/read_path.c serves none of them from the store before). */
+	if (seek_index_untrusted(x->seek) && digest_parse_sha256(digest, md) >= 0)
+		x->out[x->n].refetch = !seek_index_chunk_proven(x->seek, x->blob_offset, md, size);
 	x->n++;
 	x->added++;
 	return 0;
@@ -1466,6 +1473,7 @@ static int span_expand(const struct fetch_layer *layers, size_t n_layers,
 	for (size_t i = 0; i < n_spans && r >= 0; i++) {
 		x.layer = spans[i].layer;
 		x.blob_offset = spans[i].blob_offset;
+		x.seek = layers[x.layer].seek;
 		x.added = 0;
 		r = seek_index_span_foreach(layers[x.layer].seek, x.blob_offset, span_add, &x);
 		if (r == -ENOENT)

@@ -103,6 +103,8 @@ struct seek_chunk_ref {
 int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, const char *digest,
 			   uint64_t size, struct seek_chunk_ref *ret);
 
+/* Whether seek_index_set_untrusted() was called. */
+bool seek_index_untrusted(const struct seek_index *si);
 /* Whether the file that chunk (@blob_offset, @digest, @size) belongs to may be served from the
  * blob store as it is: true for a trusted index, and for an untrusted one once that file's tar
  * records were checked in this index (seek_index_chunk_decode() of its first chunk).  A stored

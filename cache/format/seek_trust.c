@@ -92,6 +92,11 @@ int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, co
 	return 1;
 }
 
+bool seek_index_untrusted(const struct seek_index *si)
+{
+	return si->untrusted;
+}
+
 bool seek_index_chunk_proven(const struct seek_index *si, uint64_t blob_offset,
 			     const uint8_t digest[32], uint64_t size)
 {

@@ -311,6 +311,26 @@ def test_stored_chunk_of_another_layer_is_not_served_unproven(lazyroot, registry
         assert lazyroot.umount(mountpoint).ok
 
 
+def test_honest_stored_files_are_proven_again_in_each_mount(lazyroot, registry, mountpoint):
+    """With every chunk stored by an earlier mount, an honest untrusted index still serves the
+    whole tree: each file's first read proves its records again from the layer (requests)."""
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    _index_then_forget_layers(lazyroot, ref)
+    _untrust_all(lazyroot)
+    oracle = _oracle(layout)
+    for mount in range(2):
+        r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            for p in sorted(oracle):
+                assert _check_read(mountpoint, p, oracle), "%s: an honest index failed" % p
+            s = _stats(lazyroot, mountpoint)
+            assert s["requests"] > 0, s
+            assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        finally:
+            assert lazyroot.umount(mountpoint).ok
+
+
 def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     layers = _layer_digests(layout)
