@@ -530,6 +530,20 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 	return found;
 }
 
+/* fetcher_ensure_interruptible() of @p for read @s.  An unproven file is asked for twice at
+ * most: the first call may have joined another read's fetch of a chunk with the same digest
+ * (another file of the same content), which checked that file's records, not this one's. */
+static int fetch_plan(struct read_path *rp, struct read_span *s, const struct read_plan *p,
+		      struct fetch_interrupt *intr)
+{
+	int r;
+
+	r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, intr);
+	if (r >= 0 && s->unproven && span_unproven(rp, s))
+		r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, intr);
+	return r;
+}
+
 /* Fetches @p in one fetcher call (the fetcher merges adjacent chunks into one request), which
  * @w may interrupt; then serves the read's own chunks. */
 static int fetch_and_serve(struct read_path *rp, struct read_span *s, const struct read_plan *p,
@@ -548,7 +562,7 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 	}
 	if (w && w->begin)
 		w->begin(w->userdata, rp->fetcher, &intr);
-	fetched = r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, &intr);
+	fetched = r = fetch_plan(rp, s, p, &intr);
 	/* Waits for an interrupt in progress: @intr must outlive it. */
 	if (w && w->end)
 		w->end(w->userdata);
