@@ -1214,12 +1214,26 @@ static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *ch
 
 /* Completes at once the flights of jobs whose chunk got stored between the caller's first look
  * and its claim (another call's flight completed in between), and drops them from @jobs. */
+/* Whether chunk @c, marked refetch, must still be inflated from its layer: its file's records
+ * were not checked yet (another call's fetch may have checked them since it was marked, and
+ * fetching it again would only repeat bytes that call brought). */
+static bool refetch_needed(struct fetcher *f, const struct fetch_chunk *c)
+{
+	uint8_t md[32];
+
+	if (!c->refetch)
+		return false;
+	if (digest_parse_sha256(c->digest, md) < 0)
+		return true;
+	return !fetcher_chunk_proven(f, c->layer, c->blob_offset, md, c->size);
+}
+
 static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs)
 {
 	size_t k = 0;
 
 	for (size_t i = 0; i < *n_jobs; i++) {
-		if (!jobs[i].c.refetch &&
+		if (!refetch_needed(f, &jobs[i].c) &&
 		    blob_store_has_size(f->bs, jobs[i].c.digest, jobs[i].c.size) > 0) {
 			pthread_mutex_lock(&f->lock);
 			flight_complete(f, jobs[i].fl, 0);
@@ -1555,7 +1569,7 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 		if (chunks[i].ahead && hold_back)
 			continue;
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
-		if (chunks[i].refetch ||
+		if (refetch_needed(f, &chunks[i]) ||
 		    blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
 			missing[n_missing++] = &chunks[i];
 	}
