@@ -9,6 +9,10 @@
  * Load: every FUSE read of a file comes here, from up to 64 threads; a read of a stored file
  * costs a stat of the tree, a binary search, a blob fd cache lookup and no allocation unless
  * it spans chunks.  Only a miss allocates its plan and calls the fetcher.
+ *
+ * A file of a layer read through an untrusted seek index is a miss, stored or not, until the
+ * fetcher checked its tar records in this mount (docs/security.md, "Seek indexes"): the store
+ * is keyed by digest, so stored bytes may be any layer's.  Other files pay one test for it.
  */
 #include "read_path.h"
 
