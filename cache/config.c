@@ -149,6 +149,8 @@ static int config_apply(struct config *cfg, const char *key, const char *value)
 		return config_yes_no(value, &cfg->seek_index_on_pull);
 	if (streq(key, "seek-index-publish"))
 		return config_yes_no(value, &cfg->seek_index_publish);
+	if (streq(key, "seek-index-fetch"))
+		return config_yes_no(value, &cfg->seek_index_fetch);
 	return 0;
 }
 
@@ -158,7 +160,7 @@ int config_read(struct config *ret, unsigned *ret_line)
 	/* Keeping a seek index costs a full pull no download and a few % of its CPU time
 	 * (tests/bench/seek_on_pull.py), and it goes with the last image of its layer. */
 	struct config cfg = { .layer = LAYER_LIMITS_DEFAULT, .artifacts = ARTIFACT_CONFIG_DEFAULT,
-			      .seek_index_on_pull = true };
+			      .seek_index_on_pull = true, .seek_index_fetch = true };
 	char *line, *save = NULL;
 	unsigned n = 0;
 	int r;

@@ -7,6 +7,8 @@
  * seek-index-on-pull (yes/no: every pull that reads a tar+gzip layer whole keeps its seek
  * index, cache/seek.h; default yes).  seek-index-publish (yes/no: prewarm publishes the seek
  * indexes of the images it fetches, cache/share/seek_publish.h, as --publish-index; default no).
+ * seek-index-fetch (yes/no: pulls look up and keep seek indexes other hosts published,
+ * cache/share/seek_remote.h; default yes).
  * Unknown keys are ignored, so that newer files work with older lazyroot. */
 #pragma once
 
@@ -22,6 +24,7 @@ struct config {
 	struct artifact_config artifacts;  /* the defaults where unset */
 	bool seek_index_on_pull;
 	bool seek_index_publish;
+	bool seek_index_fetch;
 };
 
 /* The file to read: $LAZYROOT_CONFIG when set and non-empty, else the default. */

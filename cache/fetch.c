@@ -1214,12 +1214,26 @@ static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *ch
 
 /* Completes at once the flights of jobs whose chunk got stored between the caller's first look
  * and its claim (another call's flight completed in between), and drops them from @jobs. */
+/* Whether chunk @c, marked refetch, must still be inflated from its layer: its file's records
+ * were not checked yet (another call's fetch may have checked them since it was marked, and
+ * fetching it again would only repeat bytes that call brought). */
+static bool refetch_needed(struct fetcher *f, const struct fetch_chunk *c)
+{
+	uint8_t md[32];
+
+	if (!c->refetch)
+		return false;
+	if (digest_parse_sha256(c->digest, md) < 0)
+		return true;
+	return !fetcher_chunk_proven(f, c->layer, c->blob_offset, md, c->size);
+}
+
 static void jobs_drop_stored(struct fetcher *f, struct job *jobs, size_t *n_jobs)
 {
 	size_t k = 0;
 
 	for (size_t i = 0; i < *n_jobs; i++) {
-		if (!jobs[i].c.refetch &&
+		if (!refetch_needed(f, &jobs[i].c) &&
 		    blob_store_has_size(f->bs, jobs[i].c.digest, jobs[i].c.size) > 0) {
 			pthread_mutex_lock(&f->lock);
 			flight_complete(f, jobs[i].fl, 0);
@@ -1342,6 +1356,7 @@ struct expansion {
 	size_t n, alloc, added;      /* added: of the current span */
 	unsigned layer;
 	uint64_t blob_offset;
+	const struct seek_index *seek;
 };
 
 static int span_compare(const void *a, const void *b)
@@ -1386,6 +1401,7 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t blob_length)
 {
 	struct expansion *x = userdata;
+	uint8_t md[32];
 
 	if (x->added >= SPAN_CHUNKS_MAX)
 		return 0;
@@ -1396,6 +1412,11 @@ static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t 
 		.size = size, .ahead = true,
 	};
 	memcpy(x->out[x->n].digest, digest, sizeof(x->out[x->n].digest));
+	/* An untrusted index's files whose records this mount has not checked: inflated again
+	 * even when stored, so that the one request proves every file of the span, not only the
+	 * one read (fs/read_path.c serves none of them from the store before). */
+	if (seek_index_untrusted(x->seek) && digest_parse_sha256(digest, md) >= 0)
+		x->out[x->n].refetch = !seek_index_chunk_proven(x->seek, x->blob_offset, md, size);
 	x->n++;
 	x->added++;
 	return 0;
@@ -1466,6 +1487,7 @@ static int span_expand(const struct fetch_layer *layers, size_t n_layers,
 	for (size_t i = 0; i < n_spans && r >= 0; i++) {
 		x.layer = spans[i].layer;
 		x.blob_offset = spans[i].blob_offset;
+		x.seek = layers[x.layer].seek;
 		x.added = 0;
 		r = seek_index_span_foreach(layers[x.layer].seek, x.blob_offset, span_add, &x);
 		if (r == -ENOENT)
@@ -1547,7 +1569,7 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 		if (chunks[i].ahead && hold_back)
 			continue;
 		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
-		if (chunks[i].refetch ||
+		if (refetch_needed(f, &chunks[i]) ||
 		    blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
 			missing[n_missing++] = &chunks[i];
 	}
@@ -2044,6 +2066,15 @@ int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index 
 bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer)
 {
 	return layer < f->n_layers && f->layers[layer].seek;
+}
+
+bool fetcher_chunk_proven(struct fetcher *f, unsigned layer, uint64_t blob_offset,
+			  const uint8_t digest[32], uint64_t size)
+{
+	/* Other formats and trusted indexes: one test each, the read path's only extra cost. */
+	if (layer >= f->n_layers || !f->layers[layer].seek)
+		return true;
+	return seek_index_chunk_proven(f->layers[layer].seek, blob_offset, digest, size);
 }
 
 static void fetcher_done(struct fetcher *f)

@@ -167,3 +167,9 @@ int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index 
 /* Whether layer @layer is read through a seek index: its chunks of one span all start at the
  * span's checkpoint, and a request for one brings every chunk of the span before it. */
 bool fetcher_layer_is_seek(struct fetcher *f, unsigned layer);
+/* Whether chunk (@blob_offset, @digest, @size) of layer @layer may be served from the blob store
+ * without a fetcher call: false only for a file of a layer read through an untrusted seek index
+ * whose tar records were not checked in this mount yet (seek_index_chunk_proven()); such a
+ * read asks fetcher_ensure() for its chunks with refetch set, which checks them or fails. */
+bool fetcher_chunk_proven(struct fetcher *f, unsigned layer, uint64_t blob_offset,
+			  const uint8_t digest[32], uint64_t size);

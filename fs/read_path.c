@@ -9,6 +9,10 @@
  * Load: every FUSE read of a file comes here, from up to 64 threads; a read of a stored file
  * costs a stat of the tree, a binary search, a blob fd cache lookup and no allocation unless
  * it spans chunks.  Only a miss allocates its plan and calls the fetcher.
+ *
+ * A file of a layer read through an untrusted seek index is a miss, stored or not, until the
+ * fetcher checked its tar records in this mount (docs/security.md, "Seek indexes"): the store
+ * is keyed by digest, so stored bytes may be any layer's.  Other files pay one test for it.
  */
 #include "read_path.h"
 
@@ -79,6 +83,11 @@ struct read_span {
 	uint64_t off, end;
 	char *buf;               /* NULL: inside one chunk, served as its blob @fd */
 	struct blob_fd fd;
+	/* A file of an untrusted seek index whose tar records this mount has not checked yet:
+	 * its chunks are not served from the store before the fetcher checked them
+	 * (fetcher_chunk_proven()).  Which first chunk that is: first_fetchable. */
+	bool unproven;
+	size_t first_fetchable;
 };
 
 /* What a read fetches: chunks[0..n_own) are its own (span chunk own[k] each), the rest are
@@ -328,12 +337,53 @@ static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead,
 	chunk_digest(c, ret->digest);
 }
 
+/* Whether file @s may not be served from the store yet (read_span.unproven).  Its chunks all
+ * come from one layer and one entry of its index: its first fetchable chunk tells. */
+static bool span_unproven(struct read_path *rp, struct read_span *s)
+{
+	const struct fs_chunk_ref *c;
+
+	if (!rp->fetcher)
+		return false;
+	for (s->first_fetchable = 0; s->first_fetchable < s->n; s->first_fetchable++)
+		if (chunk_fetchable(&s->c[s->first_fetchable]))
+			break;
+	if (s->first_fetchable == s->n)
+		return false;
+	c = &s->c[s->first_fetchable];
+	return !fetcher_chunk_proven(rp->fetcher, c->layer, c->blob_offset, c->digest, c->size);
+}
+
+/* Adds chunk @i of @s to @p as the read's own. */
+static int plan_own(struct read_plan *p, const struct read_span *s, size_t i)
+{
+	if (!p->chunks) {
+		p->chunks = calloc(s->n - i + READ_AROUND_SEEK_CHUNKS, sizeof(*p->chunks));
+		p->own = calloc(s->n - i, sizeof(*p->own));
+		if (!p->chunks || !p->own)
+			return -ENOMEM;
+	}
+	fetch_chunk_from_ref(&s->c[i], false, &p->chunks[p->n]);
+	/* Stored or not, an unproven file's first chunk is inflated from this layer again: its
+	 * tar records are checked then (the fetcher adds it for the file's other chunks). */
+	p->chunks[p->n].refetch = s->unproven && i == s->first_fetchable;
+	p->own[p->n++] = i;
+	return 0;
+}
+
 /* Serves the stored chunks of @s and adds the missing ones to @p, as the read's own. */
 static int serve_stored(struct read_path *rp, struct read_span *s, struct read_plan *p)
 {
 	int r;
 
+	s->unproven = span_unproven(rp, s);
 	for (size_t i = s->first; i < s->last; i++) {
+		if (s->unproven && chunk_fetchable(&s->c[i])) {
+			r = plan_own(p, s, i);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		r = chunk_serve(rp, s, i);
 		if (r == -ENOENT && chunk_serve_unstored(rp, s, i) == 0)
 			continue;
@@ -353,14 +403,9 @@ static int serve_stored(struct read_path *rp, struct read_span *s, struct read_p
 				  s->c[i].blob_length == 0 ? "is never fetched" : "there is no fetcher");
 			return -EIO;
 		}
-		if (!p->chunks) {
-			p->chunks = calloc(s->n - i + READ_AROUND_SEEK_CHUNKS, sizeof(*p->chunks));
-			p->own = calloc(s->n - i, sizeof(*p->own));
-			if (!p->chunks || !p->own)
-				return -ENOMEM;
-		}
-		fetch_chunk_from_ref(&s->c[i], false, &p->chunks[p->n]);
-		p->own[p->n++] = i;
+		r = plan_own(p, s, i);
+		if (r < 0)
+			return r;
 	}
 	p->n_own = p->n;
 	return 0;
@@ -489,6 +534,20 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 	return found;
 }
 
+/* fetcher_ensure_interruptible() of @p for read @s.  An unproven file is asked for twice at
+ * most: the first call may have joined another read's fetch of a chunk with the same digest
+ * (another file of the same content), which checked that file's records, not this one's. */
+static int fetch_plan(struct read_path *rp, struct read_span *s, const struct read_plan *p,
+		      struct fetch_interrupt *intr)
+{
+	int r;
+
+	r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, intr);
+	if (r >= 0 && s->unproven && span_unproven(rp, s))
+		r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, intr);
+	return r;
+}
+
 /* Fetches @p in one fetcher call (the fetcher merges adjacent chunks into one request), which
  * @w may interrupt; then serves the read's own chunks. */
 static int fetch_and_serve(struct read_path *rp, struct read_span *s, const struct read_plan *p,
@@ -507,7 +566,7 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 	}
 	if (w && w->begin)
 		w->begin(w->userdata, rp->fetcher, &intr);
-	fetched = r = fetcher_ensure_interruptible(rp->fetcher, p->chunks, p->n, &intr);
+	fetched = r = fetch_plan(rp, s, p, &intr);
 	/* Waits for an interrupt in progress: @intr must outlive it. */
 	if (w && w->end)
 		w->end(w->userdata);
@@ -521,6 +580,13 @@ static int fetch_and_serve(struct read_path *rp, struct read_span *s, const stru
 		 * chunks is missing below. */
 		log_debug_errno(r, "failed to fetch some of %zu chunks of inode %" PRIu64
 				" (first '%s'): %m", p->n, (uint64_t)s->ino, p->chunks[0].digest);
+	/* The check failed (the index lied, and was dropped) or never ran: what the store holds
+	 * under these digests may be any layer's bytes. */
+	if (s->unproven && span_unproven(rp, s)) {
+		log_debug("the tar records of inode %" PRIu64 " were not proven from its layer, "
+			  "EIO", (uint64_t)s->ino);
+		return -EIO;
+	}
 	for (size_t k = 0; k < p->n_own; k++) {
 		r = chunk_serve(rp, s, p->own[k]);
 		if (r == -ENOENT)

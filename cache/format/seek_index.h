@@ -103,6 +103,17 @@ struct seek_chunk_ref {
 int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, const char *digest,
 			   uint64_t size, struct seek_chunk_ref *ret);
 
+/* Whether seek_index_set_untrusted() was called. */
+bool seek_index_untrusted(const struct seek_index *si);
+/* Whether the file that chunk (@blob_offset, @digest, @size) belongs to may be served from the
+ * blob store as it is: true for a trusted index, and for an untrusted one once that file's tar
+ * records were checked in this index (seek_index_chunk_decode() of its first chunk).  A stored
+ * chunk proves nothing about this layer (the store is keyed by digest: the bytes may come from
+ * any layer), so until then the file's reads go through the fetcher.  False for a chunk the
+ * index does not have. */
+bool seek_index_chunk_proven(const struct seek_index *si, uint64_t blob_offset,
+			     const uint8_t digest[32], uint64_t size);
+
 /* Calls @cb for each chunk of the span whose checkpoint's compressed bytes start at
  * @blob_offset (a chunk's blob_offset, as seek_index_foreach() gave it), in offset order, with
  * its digest, size and blob_length as seek_index_foreach() gave them: what one request from

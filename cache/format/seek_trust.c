@@ -92,6 +92,25 @@ int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, co
 	return 1;
 }
 
+bool seek_index_untrusted(const struct seek_index *si)
+{
+	return si->untrusted;
+}
+
+bool seek_index_chunk_proven(const struct seek_index *si, uint64_t blob_offset,
+			     const uint8_t digest[32], uint64_t size)
+{
+	const struct seek_chunk *c;
+	size_t cp;
+
+	if (!si->untrusted)
+		return true;
+	if (seek_cp_find_start(si, blob_offset, &cp) < 0 ||
+	    seek_chunk_find(si, cp, digest, size, &c) < 0)
+		return false;
+	return entry_checked(si, c->entry);
+}
+
 int seek_trust_chunk_begin(const struct seek_index *si, const struct seek_chunk *c,
 			   uint64_t *ret_target)
 {

@@ -118,7 +118,8 @@ static size_t artifact_take(struct cache *c, const struct artifact_found *f,
 	return kept;
 }
 
-/* Where to look and for how long an answer holds: the configuration's, or none. */
+/* Where to look and for how long an answer holds: the configuration's, or none.  -EPERM when
+ * the operator turned fetched indexes off (seek-index-fetch = no): nothing is asked. */
 static int lookup_config(bool ask_again, struct artifact_config *ret)
 {
 	struct config cfg;
@@ -127,6 +128,10 @@ static int lookup_config(bool ask_again, struct artifact_config *ret)
 	r = config_read(&cfg, NULL);
 	if (r < 0)
 		return r;  /* the pull reports a bad file where it reads it */
+	if (!cfg.seek_index_fetch) {
+		log_debug("seek-index-fetch = no: not looking up published seek indexes");
+		return -EPERM;
+	}
 	*ret = cfg.artifacts;
 	if (ask_again)
 		ret->ttl_s = ret->miss_ttl_s = 0;

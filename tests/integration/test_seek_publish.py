@@ -262,6 +262,40 @@ def test_miss_remembered(reg, hosts, test_dir):
         assert p.requests == [], p.requests
 
 
+def test_seek_index_fetch_no_config_asks_nothing(reg, hosts):
+    """seek-index-fetch = no (the operator's lever, docs/security.md): a mount never looks up
+    or keeps a published index, and reads the gzip layers whole; = yes (the default) finds it."""
+    a, b = hosts
+    ref, repo, digest = fresh_image(reg.addr)
+    publish(a, ref)
+    b.config.write_text("seek-index-on-pull = no\nseek-index-fetch = no\n")
+    with Proxy(reg.addr) as p:
+        pref = ref.replace(reg.addr, p.addr)
+        r = b.mount(pref, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            assert warnings(r) == [], r.stderr
+            assert lookups(p) == [], lookups(p)
+            assert [l["served"] for l in b.stats()["layers"]] == \
+                ["eager"] * len(gzip_layers()), b.stats()
+        finally:
+            b.umount()
+        assert b.formats() == ["tar"] * len(set(gzip_layers())), b.formats()
+        assert sqlite(b.db, "SELECT count(*) FROM seek_indexes")[0][0] == 0
+        # the same cache, the key back to its default: looked up, the layers lazy
+        b.config.write_text("seek-index-on-pull = no\n")
+        assert b.run("rm", pref).ok
+        p.reset()
+        r = b.mount(pref, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            assert lookups(p), p.requests
+            assert [l["served"] for l in b.stats()["layers"]] == \
+                ["gzip-index"] * len(gzip_layers()), b.stats()
+        finally:
+            b.umount()
+
+
 def test_index_shared_by_images_with_the_layer(reg, hosts, test_dir):
     """An index fetched for one image serves another image with the same layers, with no
     request about indexes for the second (docs/formats.md)."""

@@ -253,6 +253,84 @@ def test_lying_index_serves_no_wrong_byte_and_is_dropped(lazyroot, registry, mou
         assert lazyroot.umount(mountpoint).ok
 
 
+def _stored_elsewhere(lazyroot, layout, layer, oracle):
+    """A one-chunk file of another layer of the image, visible at its path: (path, size,
+    chunk digest); reading it through the mount stores its chunk."""
+    for other in _layer_digests(layout):
+        if other == layer:
+            continue
+        ox = Index(_kept_index(lazyroot, other))
+        for i, size, off, first, n in ox.files():
+            path, digest = "/" + ox.path(i), ox.chunks[first][3]
+            if n == 1 and size >= 8 and oracle.get(path) == digest.hex():
+                return path, size, digest
+    raise AssertionError("no file of another layer fits")
+
+
+def test_stored_chunk_of_another_layer_is_not_served_unproven(lazyroot, registry, mountpoint):
+    """The blob store is keyed by digest: an untrusted index that names, under a new path, a
+    chunk the cache already holds from another layer must not get those bytes served without
+    the file's tar records proven from this layer (docs/security.md, "Seek indexes")."""
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    layer = _biggest_layer(layout)
+    _index_then_forget_layers(lazyroot, ref)
+    oracle = _oracle(layout)
+    theirs, size, digest = _stored_elsewhere(lazyroot, layout, layer, oracle)
+    ix = Index(_kept_index(lazyroot, layer))
+    for i, xsize, off, first, n in ix.files():
+        if n == 1 and xsize >= size and not ix.path(i).startswith(".wh"):
+            break
+    else:
+        raise AssertionError("no file of the layer fits")
+    # This layer's file, renamed, shown with the other layer's chunk (its size and digest).
+    ix.set_path(i, "stolen")
+    ix.set_u64(i, 28, size)
+    ix.chunks[first][1] = size
+    ix.chunks[first][3] = digest
+    _set_index(lazyroot, layer, ix.serialize())
+    db = str(lazyroot.cache_dir / "index.db")
+
+    r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+    assert r.ok, str(r)
+    try:
+        assert _check_read(mountpoint, theirs, oracle), theirs   # its chunk is stored now
+        assert os.path.getsize(str(mountpoint) + "/stolen") == size
+        assert _read(mountpoint, "/stolen") is None, "another layer's bytes were served"
+        assert _check_read(mountpoint, theirs, oracle), theirs   # the honest layer still is
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (layer,))[0][0] == 0
+
+    r = lazyroot.mount(ref, mountpoint)
+    assert r.ok, str(r)
+    try:
+        assert not os.path.exists(str(mountpoint) + "/stolen")
+        diffs = compare_with_oracle(mountpoint, layout)
+        assert not diffs, "\n".join(diffs)
+    finally:
+        assert lazyroot.umount(mountpoint).ok
+
+
+def test_honest_stored_files_are_proven_again_in_each_mount(lazyroot, registry, mountpoint):
+    """With every chunk stored by an earlier mount, an honest untrusted index still serves the
+    whole tree: each file's first read proves its records again from the layer (requests)."""
+    ref, layout = registry.ref(NAME), registry.layout(NAME)
+    _index_then_forget_layers(lazyroot, ref)
+    _untrust_all(lazyroot)
+    oracle = _oracle(layout)
+    for mount in range(2):
+        r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            for p in sorted(oracle):
+                assert _check_read(mountpoint, p, oracle), "%s: an honest index failed" % p
+            s = _stats(lazyroot, mountpoint)
+            assert s["requests"] > 0, s
+            assert set(l["served"] for l in s["layers"]) == {"gzip-index"}, s
+        finally:
+            assert lazyroot.umount(mountpoint).ok
+
+
 def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     layers = _layer_digests(layout)
