@@ -1401,9 +1401,15 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t blob_length)
 {
 	struct expansion *x = userdata;
+	struct seek_chunk_ref first;
 	uint8_t md[32];
 
 	if (x->added >= SPAN_CHUNKS_MAX)
+		return 0;
+	/* Of a file an untrusted index has not proven yet, whose first chunk (its tar records)
+	 * another span holds: it could not be decoded in this pass, so it is not taken along. */
+	if (seek_index_chunk_first(x->seek, x->blob_offset, digest, size, &first) == 1 &&
+	    first.blob_offset != x->blob_offset)
 		return 0;
 	if (GREEDY_REALLOC(x->out, x->alloc, x->n + 1) < 0)
 		return -ENOMEM;
@@ -1662,6 +1668,25 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 	return 0;
 }
 
+/* The first chunks seek_firsts_add() put in @chunks (they are the ones to refetch), fetched
+ * before the rest: a later chunk of a file is inflated only after its records were checked,
+ * and one request per span runs side by side with the others.  The rest then finds them
+ * proven (refetch_needed()). */
+static int seek_firsts_fetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+			     struct fetch_interrupt *intr, int64_t deadline)
+{
+	_cleanup_free_ struct fetch_chunk *firsts = calloc(n, sizeof(*firsts));
+	bool joined_failed;
+	size_t k = 0;
+
+	if (!firsts)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (chunks[i].refetch)
+			firsts[k++] = chunks[i];
+	return k > 0 ? ensure_round(f, firsts, k, intr, deadline, &joined_failed) : 0;
+}
+
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
 				 struct fetch_interrupt *intr)
 {
@@ -1676,7 +1701,12 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	r = seek_firsts_add(f, chunks, n, &all, &n);
 	if (r < 0)
 		return -EIO;
-	chunks = all ?: chunks;
+	if (all) {
+		r = seek_firsts_fetch(f, all, n, intr, deadline);
+		if (r < 0)
+			return r;
+		chunks = all;
+	}
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
 	if (span_expand(f->layers, f->n_layers, chunks, n, &spans, &n) >= 0 && spans)
 		chunks = spans;

@@ -50,6 +50,21 @@ void artifact_list_done(struct artifact_list *l)
 	*l = (struct artifact_list) {};
 }
 
+void artifact_list_keep_type(struct artifact_list *l, const char *artifact_type)
+{
+	size_t k = 0;
+
+	if (!artifact_type)
+		return;
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->items[i].artifact_type && streq(l->items[i].artifact_type, artifact_type))
+			l->items[k++] = l->items[i];
+		else
+			artifact_desc_done(&l->items[i]);
+	}
+	l->n = k;
+}
+
 const char *artifact_desc_annotation(const struct artifact_desc *d, const char *key)
 {
 	for (size_t i = 0; i < d->n_annotations; i++)

@@ -41,6 +41,8 @@ struct artifact_list {
 	size_t n;
 };
 void artifact_list_done(struct artifact_list *l);  /* frees the contents; NULL-safe */
+/* Drops the items whose artifactType is not @artifact_type (NULL: keeps all). */
+void artifact_list_keep_type(struct artifact_list *l, const char *artifact_type);
 
 /* The value of annotation @key of @d, or NULL. */
 const char *artifact_desc_annotation(const struct artifact_desc *d, const char *key);

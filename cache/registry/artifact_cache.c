@@ -132,21 +132,28 @@ int artifact_find_cached(struct index_db *db, struct registry *r, const char *su
 	if (!place)
 		return -ENOMEM;
 	cfg = cfg ?: &def;
+	/* Every kind is asked for and kept at once, and the one wanted picked here: a mount that
+	 * looks for a seek index and a start profile of one image sends one request, not two. */
 	if (db) {
-		e = cached_answer(db, place, subject, artifact_type, cfg, ret);
-		if (e != 0)
-			return e < 0 ? e : 0;
+		e = cached_answer(db, place, subject, NULL, cfg, ret);
+		if (e < 0)
+			return e;
+		if (e > 0) {
+			artifact_list_keep_type(ret, artifact_type);
+			return 0;
+		}
 		route = route_get(db, r, cfg);
 	}
 	known = route;
-	e = artifact_find(r, subject, artifact_type, &route, ret);
+	e = artifact_find(r, subject, NULL, &route, ret);
 	if (e < 0)
 		return e;
 	if (db) {
-		answer_store(db, place, subject, artifact_type, ret);
+		answer_store(db, place, subject, NULL, ret);
 		if (route != known)
 			route_store(db, r, route);
 	}
+	artifact_list_keep_type(ret, artifact_type);
 	return 0;
 }
 

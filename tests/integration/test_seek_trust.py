@@ -10,10 +10,9 @@ import sqlite3
 
 import pytest
 
-from helpers import compare_with_oracle, sqlite
+from helpers import compare_with_oracle, index_then_forget_layers, sqlite
 from seek_lies import Index, raw_inflate_from, sha, tar_stream
-from test_seek_index import (_biggest_layer, _blob_path, _index_then_forget_layers,
-                             _layer_digests, _stats)
+from test_seek_index import _biggest_layer, _blob_path, _layer_digests, _stats
 
 NAME = "oci-gzip"
 
@@ -81,7 +80,7 @@ def _layer_blob(layout, layer):
 
 def test_honest_untrusted_index_serves_the_tree(lazyroot, registry, mountpoint):
     ref, layout = registry.ref(NAME), registry.layout(NAME)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     db = str(lazyroot.cache_dir / "index.db")
     con = sqlite3.connect(db, timeout=10)
     with con:
@@ -214,7 +213,7 @@ def _stream_order(ix):
 def test_lying_index_serves_no_wrong_byte_and_is_dropped(lazyroot, registry, mountpoint, lie):
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     blob = _layer_blob(layout, layer)
     tar = tar_stream(blob)
     ix = Index(_kept_index(lazyroot, layer))
@@ -273,7 +272,7 @@ def test_stored_chunk_of_another_layer_is_not_served_unproven(lazyroot, registry
     the file's tar records proven from this layer (docs/security.md, "Seek indexes")."""
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     oracle = _oracle(layout)
     theirs, size, digest = _stored_elsewhere(lazyroot, layout, layer, oracle)
     ix = Index(_kept_index(lazyroot, layer))
@@ -315,7 +314,7 @@ def test_honest_stored_files_are_proven_again_in_each_mount(lazyroot, registry, 
     """With every chunk stored by an earlier mount, an honest untrusted index still serves the
     whole tree: each file's first read proves its records again from the layer (requests)."""
     ref, layout = registry.ref(NAME), registry.layout(NAME)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     _untrust_all(lazyroot)
     oracle = _oracle(layout)
     for mount in range(2):
@@ -336,8 +335,9 @@ def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
     layers = _layer_digests(layout)
     big = _biggest_layer(layout)
     other = next(l for l in layers if l != big)
-    _index_then_forget_layers(lazyroot, ref)
-    _set_index(lazyroot, big, _kept_index(lazyroot, other))
+    index_then_forget_layers(lazyroot, ref)
+    planted = _kept_index(lazyroot, other)
+    _set_index(lazyroot, big, planted)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
     try:
@@ -347,8 +347,11 @@ def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
         assert not diffs, "\n".join(diffs)
     finally:
         assert lazyroot.umount(mountpoint).ok
+    # dropped: what the layer has now is the index its eager pull built (seek-index-on-pull)
     db = str(lazyroot.cache_dir / "index.db")
-    assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE layer = ?", (big,))[0][0] == 0
+    rows = sqlite(db, "SELECT digest, trusted FROM seek_indexes WHERE layer = ?", (big,))
+    planted_digest = "sha256:" + hashlib.sha256(planted).hexdigest()
+    assert all(d != planted_digest and t == 1 for d, t in rows), rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +372,7 @@ def test_prewarm_settles_an_untrusted_index(lazyroot, registry, mountpoint, kind
     different one (here: written with another span) is replaced by the one built here."""
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     layer = _biggest_layer(layout)
-    _index_then_forget_layers(lazyroot, ref)
+    index_then_forget_layers(lazyroot, ref)
     honest = _kept_index(lazyroot, layer)
     _untrust_all(lazyroot)
     if kind == "other-builder":

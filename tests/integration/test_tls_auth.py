@@ -205,11 +205,13 @@ def test_token_auth_anonymous_pull(lazyroot, auth_registry, token_server):
     res = lazyroot.mount(ref_of(auth_registry))
     mounted_ok(lazyroot, res)
     assert_tree_matches(lazyroot.mountpoint)
-    # one token for the whole pull: ping, manifest, config and every layer reuse it
-    assert token_server.count == 1, token_server.requests
-    req = token_server.requests[0]
-    assert req["scopes"] == ["repository:%s:pull" % REPO], req
-    assert req["service"] == token_server.service and req["granted"] == [REPO], req
+    # one token for the whole pull: ping, manifest, config and every layer reuse it; the
+    # artifact lookup (seek index, start profile: one request for both) has a client of its
+    # own, which asks for one more (to share: docs/registries.md, "Artifacts ...")
+    assert 1 <= token_server.count <= 2, token_server.requests
+    for req in token_server.requests:
+        assert req["scopes"] == ["repository:%s:pull" % REPO], req
+        assert req["service"] == token_server.service and req["granted"] == [REPO], req
     lazyroot.umount().check()
 
 
