@@ -701,8 +701,8 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 	r = seek_index_chunk_decode_at(l->seek, cur, c->blob_offset, c->digest, c->size, in,
 				       c->blob_length, out);
 	if (r == -ENOLINK)  /* its file's first chunk was not inflated yet: no lie, no chunk */
-		return log_debug_errno(-EIO, "chunk '%s' of layer '%s' comes before its file's tar "
-				       "records were checked, EIO", c->digest, l->digest);
+		return log_debug_errno(-EAGAIN, "chunk '%s' of layer '%s' comes before its file's "
+				       "tar records were checked, EIO", c->digest, l->digest);
 	if (r < 0) {
 		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
 				c->digest, l->digest);
@@ -791,7 +791,12 @@ static int64_t now_us(void)
 static void run_complete(struct run_sink *s, struct job *j, int result)
 {
 	struct fetcher *f = s->f;
+	/* A chunk taken along that its file's records must precede (store_seek_chunk()): no
+	 * chunk for whoever waits, but no failure of the layer or its registry either. */
+	bool unproven = result == -EAGAIN;
 
+	if (unproven)
+		result = -EIO;
 	j->result = result;
 	if (trace_enabled())
 		trace_emit("chunk", "\"call\":%llu,\"layer\":%u,\"off\":%llu,\"clen\":%llu,"
@@ -804,7 +809,7 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	if (result < 0) {
 		if (result == -ENOSPC)
 			f->stats.chunks_no_space++;
-		else
+		else if (!unproven)
 			f->stats.chunks_failed++;
 		if (!j->c.ahead)
 			s->failed++;
@@ -833,7 +838,7 @@ static void run_store_ready(struct run_sink *s)
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
-			run_complete(s, j, r < 0 && r != -ENOSPC ? -EIO : r);
+			run_complete(s, j, r < 0 && r != -ENOSPC && r != -EAGAIN ? -EIO : r);
 		s->next++;
 	}
 
