@@ -63,6 +63,10 @@ void artifact_list_keep_type(struct artifact_list *l, const char *artifact_type)
 			artifact_desc_done(&l->items[i]);
 	}
 	l->n = k;
+	if (k == 0) {  /* callers take an empty list for none at all: nothing left to free */
+		free(l->items);
+		l->items = NULL;
+	}
 }
 
 const char *artifact_desc_annotation(const struct artifact_desc *d, const char *key)
