@@ -324,11 +324,13 @@ def fuse_available():
 def _sanitizer_reports():
     """SANITIZE=1 runs: fail the test whose lazyroot processes wrote a sanitizer report.
     Autouse, so it is set up first and torn down last: after test_dir's unmounts."""
+    binary = Path(os.environ.get("LAZYROOT") or REPO_ROOT / "build" / "cli" / "lazyroot")
+    before = sanitizer_reports.live_lazyroot(binary.resolve()) \
+        if sanitizer_reports.log_dir() is not None else set()
     yield
     if sanitizer_reports.log_dir() is None:
         return
-    binary = Path(os.environ.get("LAZYROOT") or REPO_ROOT / "build" / "cli" / "lazyroot")
-    sanitizer_reports.wait_lazyroot_exit(binary.resolve())
+    sanitizer_reports.wait_lazyroot_exit(binary.resolve(), before=before)
     found = sanitizer_reports.take_new()
     if found:
         pytest.fail("sanitizer report(s):\n" + "\n".join("--- %s ---\n%s" % (name, text[-6000:])

@@ -35,11 +35,18 @@ def _live_binaries(binary):
     return pids
 
 
-def wait_lazyroot_exit(binary, timeout=20.0):
+def live_lazyroot(binary):
+    """The processes of @binary alive now: at a test's start, those of longer-lived fixtures
+    (a module's mount), which the test's end must not wait for."""
+    return set(_live_binaries(binary))
+
+
+def wait_lazyroot_exit(binary, timeout=20.0, before=frozenset()):
     """A daemon writes its leak report when it exits, after its mount is gone: wait for the
-    processes of @binary to end (tests run one at a time, so all of them belong to this test)."""
+    processes of @binary the test started to end (tests run one at a time); those alive
+    before it (@before) belong to a fixture that outlives it and report when it ends."""
     import conftest  # here, not at the top: conftest imports this module
-    conftest.wait_until(lambda: not _live_binaries(binary), timeout)
+    conftest.wait_until(lambda: not set(_live_binaries(binary)) - set(before), timeout)
 
 
 def take_new():
