@@ -1629,14 +1629,20 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 /* The chunks of an untrusted seek index's file can be inflated only after its first one (its
  * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
  * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
- * *ret: @chunks with those added (NULL: none to add). */
+ * *ret: @chunks with those added (NULL: none to add).  A first chunk in the same span as the
+ * chunk that needs it comes in the same request, inflated before it in the one pass; one in
+ * an earlier span (a file across a checkpoint) is also put in *ret_before: the request for
+ * its span must end before the other one's chunks are inflated, so it goes first, in a round
+ * of its own (the caller's). */
 static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
-			   struct fetch_chunk **ret, size_t *ret_n)
+			   struct fetch_chunk **ret, size_t *ret_n,
+			   struct fetch_chunk **ret_before, size_t *ret_n_before)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL;
-	size_t k = n;
+	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
+	size_t k = n, b = 0;
 
-	*ret = NULL;
+	*ret = *ret_before = NULL;
+	*ret_n_before = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_layer *l = chunks[i].layer < f->n_layers ?
 					      &f->layers[chunks[i].layer] : NULL;
@@ -1649,10 +1655,16 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			continue;
 		if (!all) {
 			all = calloc(2 * n, sizeof(*all));
-			if (!all)
+			before = calloc(n, sizeof(*before));
+			if (!all || !before)
 				return -ENOMEM;
 			memcpy(all, chunks, n * sizeof(*all));
 		}
+		/* Taken along, but its records are in an earlier span: not worth a request for
+		 * that span's prefix nobody waits for.  It stays (it would fail undecoded, no
+		 * failure), at the same offset: it adds no byte to its own span's request. */
+		if (chunks[i].ahead && first.blob_offset != chunks[i].blob_offset)
+			continue;
 		for (size_t j = 0; j < k && !known; j++)
 			if (all[j].layer == chunks[i].layer && streq(all[j].digest, first.digest) &&
 			    all[j].blob_offset == first.blob_offset) {
@@ -1666,52 +1678,43 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 						.blob_offset = first.blob_offset,
 						.blob_length = first.blob_length, .size = first.size,
 						.ahead = chunks[i].ahead };
-		memcpy(all[k++].digest, first.digest, sizeof(first.digest));
+		memcpy(all[k].digest, first.digest, sizeof(first.digest));
+		/* A seek chunk's blob_offset is its span's checkpoint. */
+		if (first.blob_offset != chunks[i].blob_offset)
+			before[b++] = all[k];
+		k++;
 	}
 	*ret = TAKE_PTR(all);
 	*ret_n = k;
+	if (b > 0) {
+		*ret_before = TAKE_PTR(before);
+		*ret_n_before = b;
+	}
 	return 0;
-}
-
-/* The first chunks seek_firsts_add() put in @chunks (they are the ones to refetch), fetched
- * before the rest: a later chunk of a file is inflated only after its records were checked,
- * and one request per span runs side by side with the others.  The rest then finds them
- * proven (refetch_needed()). */
-static int seek_firsts_fetch(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
-			     struct fetch_interrupt *intr, int64_t deadline)
-{
-	_cleanup_free_ struct fetch_chunk *firsts = calloc(n, sizeof(*firsts));
-	bool joined_failed;
-	size_t k = 0;
-
-	if (!firsts)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		if (chunks[i].refetch)
-			firsts[k++] = chunks[i];
-	return k > 0 ? ensure_round(f, firsts, k, intr, deadline, &joined_failed) : 0;
 }
 
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
 				 struct fetch_interrupt *intr)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL;
+	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
 	int64_t deadline = now_ms() + f->timeout_ms;
 	_cleanup_free_ struct fetch_chunk *spans = NULL;
+	size_t n_before;
 	bool joined_failed;
 	int r;
 
 	if (n == 0)
 		return 0;
-	r = seek_firsts_add(f, chunks, n, &all, &n);
+	r = seek_firsts_add(f, chunks, n, &all, &n, &before, &n_before);
 	if (r < 0)
 		return -EIO;
-	if (all) {
-		r = seek_firsts_fetch(f, all, n, intr, deadline);
+	if (before) {
+		r = ensure_round(f, before, n_before, intr, deadline, &joined_failed);
 		if (r < 0)
 			return r;
-		chunks = all;
 	}
+	if (all)
+		chunks = all;
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
 	if (span_expand(f->layers, f->n_layers, chunks, n, &spans, &n) >= 0 && spans)
 		chunks = spans;

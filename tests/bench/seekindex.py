@@ -34,6 +34,7 @@ over coldstart.py's shaped link (netns + veth + tbf, delaying relay). See tests/
 
 import argparse
 import datetime
+import glob
 import http.client
 import json
 import os
@@ -169,10 +170,21 @@ def stats(lazyroot, mnt, env):
     return json.loads(st.stdout) if st.returncode == 0 else {}
 
 
+def trace_mark(env, what):
+    """trace.py's harness marks (same clock as the trace's)."""
+    if env.get("LAZYROOT_TRACE"):
+        with open(env["LAZYROOT_TRACE"], "a") as f:
+            f.write(json.dumps({"ev": "mark", "what": what,
+                                "t": int(time.monotonic() * 1e6)}) + "\n")
+
+
 def lazy_cold(args, seed, ref, workdir, indexed, lazyroot=None):
     cache = os.path.join(tempfile.mkdtemp(prefix="cold-", dir=workdir), "cache")
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     env = env_for(workdir)
+    if indexed and args.trace:
+        # one file per cold start: trace.py takes one start apart
+        env["LAZYROOT_TRACE"] = "%s.%d" % (args.trace, len(glob.glob(args.trace + ".*")) + 1)
     t0 = time.monotonic()
     try:
         if indexed:
@@ -180,7 +192,9 @@ def lazy_cold(args, seed, ref, workdir, indexed, lazyroot=None):
         t_seed = time.monotonic() - t0
         mount(lazyroot or args.lazyroot, ref, mnt, cache, env, args.prefetch)
         t_mount = time.monotonic() - t0
+        trace_mark(env, "cmd-start")
         n = C.nspawn(mnt, "lrbench-seek-%d" % os.getpid(), WORKLOAD)
+        trace_mark(env, "cmd-end")
         t_total = time.monotonic() - t0
         if n.returncode != 0:
             raise RuntimeError("nspawn on %s: rc %d %s" % (ref, n.returncode, n.stderr[-500:]))
@@ -470,6 +484,8 @@ def main(argv=None):
     ap.add_argument("--baseline", help="a) also mounts the indexed image with this lazyroot "
                     "binary (the seed cache is still made by --lazyroot)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--trace", help="trace each indexed cold start (LAZYROOT_TRACE) into "
+                    "TRACE.1, TRACE.2, ...: tests/bench/trace.py takes one apart")
     ap.add_argument("--write", nargs="?", const=os.path.join(ROOT, "docs", "benchmarks.md"),
                     help="replace the \"%s\" section of docs/benchmarks.md (or FILE) with "
                     "this run's" % SECTION)
