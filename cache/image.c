@@ -720,6 +720,7 @@ enum seek_mode {
 	SEEK_OFF,       /* nothing */
 	SEEK_ALSO,      /* builds and keeps it on the way, when it is a gzip tar layer */
 	SEEK_ONLY,      /* only that: the layer's files are hashed, not stored or indexed */
+	SEEK_STORE,     /* as SEEK_ONLY, and every chunk of the index stored (prewarm) */
 };
 
 /* One try at importing @layer: streamed through the indexer, verified, committed, its seek
@@ -731,7 +732,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 			    const char *diff_id, unsigned index, unsigned n_layers, enum seek_mode seek,
 			    enum pull_failure *err, bool *ret_bad)
 {
-	bool seek_only = seek == SEEK_ONLY;
+	bool seek_only = seek == SEEK_ONLY || seek == SEEK_STORE;
+	struct seek_chunk_store chunks;
 	char got_diff_id[DIGEST_STRING_MAX] = "";
 	_cleanup_close_ int read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
@@ -746,6 +748,7 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	int pipe_fds[2], r;
 
 	*ret_bad = false;
+	seek_chunk_store_init(&chunks, c->bs);
 	r = digest_ctx_new(&s.hash);
 	if (r < 0)
 		return r;
@@ -755,6 +758,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 		r = index_db_layer_begin(c->db, layer->digest, layer->media_type, &w);
 	if (r < 0)
 		goto finish;
+	if (sb && seek == SEEK_STORE)
+		seek_builder_set_sink(sb, &chunks.sink);
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
 		r = -errno;
 		goto finish;
@@ -783,6 +788,9 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	if (r < 0)
 		goto finish;
 	r = layer_diff_id_verdict(w, layer, config_digest, diff_id, got_diff_id, err);
+	/* The chunks are durable before the index that names them is. */
+	if (r >= 0 && chunks.stored > 0)
+		r = blob_store_sync(c->bs);
 	if (r >= 0 && sb)
 		r = seek_finish(c, layer, sb, tar_size, seek_only, err);
 	if (r >= 0 && !seek_only)
@@ -791,7 +799,9 @@ finish:
 	if (r < 0) {
 		layer_writer_abort(w);
 		remove_blobs(c, created);
+		remove_blobs(c, chunks.created);
 	}
+	seek_chunk_store_done(&chunks);
 	digest_ctx_free(s.hash);
 	return r;
 }
@@ -805,7 +815,7 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 			const char *config_digest, const char *diff_id, unsigned index,
 			unsigned n_layers, enum seek_mode seek, enum pull_failure *err)
 {
-	bool seek_only = seek == SEEK_ONLY;
+	bool seek_only = seek == SEEK_ONLY || seek == SEEK_STORE;
 	_cleanup_close_ int lock_fd = -EBADF;
 	struct blob_retry rt = {};
 	bool bad;
@@ -817,7 +827,9 @@ static int layer_import(struct cache *c, struct source *reg, const struct pull_o
 				 layer->digest, c->dir);
 	/* Another process may have imported it (or its seek index) while we waited for the
 	 * lock; a gzip layer with a seek index is indexed from it, lazily, with no download. */
-	if (seek_only)
+	if (seek == SEEK_STORE)
+		r = 0;  /* its chunks are wanted, whatever the index */
+	else if (seek_only)
 		r = seek_trusted(c, layer);
 	else
 		r = index_db_layer_is_indexed(c->db, layer->digest);
@@ -1168,9 +1180,11 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
 	return 0;
 }
 
-/* image_index_layers(); with @untrusted_only, only layers whose index came from elsewhere. */
+/* Streams the layers of @img that @pick (NULL: every gzip layer without a trusted seek index)
+ * marks through layer_import() in seek mode @seek. */
 static int index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
-			const struct image *img, bool untrusted_only, enum pull_failure *err)
+			const struct image *img, const bool *pick, enum seek_mode seek,
+			enum pull_failure *err)
 {
 	_cleanup_(pull_done) struct pull p = {
 		.c = c, .ref = ref, .o = o, .ro = o->registry, .gc_lock_fd = -EBADF, .err = err,
@@ -1188,14 +1202,12 @@ static int index_layers(struct cache *c, const struct reference *ref, const stru
 	for (size_t i = 0; i < m->n_layers && r >= 0; i++) {
 		const struct layer_desc *l = &m->layers[i];
 
-		/* An index from elsewhere is replaced by one built from the verified layer. */
-		if (!seek_layer_eligible(l) || seek_trusted(c, l) ||
-		    (untrusted_only && index_db_seek_get(c->db, l->digest, NULL, NULL) < 0))
+		if (!seek_layer_eligible(l) || (pick ? !pick[i] : seek_trusted(c, l)))
 			continue;
 		r = p.reg ? 0 : pull_source_new(ref, &p.ro, &p.reg, err);
 		if (r >= 0)
 			r = layer_import(c, p.reg, o, &cfg.layer, l, m->config_digest,
-					 img->config->diff_ids[i], i + 1, m->n_layers, SEEK_ONLY, err);
+					 img->config->diff_ids[i], i + 1, m->n_layers, seek, err);
 	}
 	if (r < 0 && *err == PULL_FAILURE_NONE)
 		*err = PULL_FAILURE_CACHE;
@@ -1205,12 +1217,12 @@ static int index_layers(struct cache *c, const struct reference *ref, const stru
 int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
 		       const struct image *img, enum pull_failure *err)
 {
-	return index_layers(c, ref, o, img, false, err);
+	return index_layers(c, ref, o, img, NULL, SEEK_ONLY, err);
 }
 
-int image_verify_seek_indexes(struct cache *c, const struct reference *ref,
-			      const struct pull_options *o, const struct image *img,
-			      enum pull_failure *err)
+int image_stream_seek_layers(struct cache *c, const struct reference *ref,
+			     const struct pull_options *o, const struct image *img,
+			     const bool *pick, enum pull_failure *err)
 {
-	return index_layers(c, ref, o, img, true, err);
+	return index_layers(c, ref, o, img, pick, SEEK_STORE, err);
 }

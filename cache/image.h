@@ -66,10 +66,13 @@ int image_pull(struct cache *c, const struct reference *ref, const struct pull_o
  * Failures as image_pull(); -EOPNOTSUPP (with the reason) for a layer that cannot have one. */
 int image_index_layers(struct cache *c, const struct reference *ref, const struct pull_options *o,
 		       const struct image *img, enum pull_failure *err);
-/* As image_index_layers(), for the layers whose seek index came from elsewhere only: each is
- * streamed whole, verified, and its index built anew replaces the kept one (seek_verify.h). */
-int image_verify_seek_indexes(struct cache *c, const struct reference *ref,
-			      const struct pull_options *o, const struct image *img,
-			      enum pull_failure *err);
+/* Streams each layer @pick marks (one per layer of @img's manifest) whole, as
+ * image_index_layers() does, with every chunk of the index built on the way stored in the
+ * blob store (cache/seek.h, seek_chunk_store): prewarm reads a gzip layer read through a seek
+ * index this way when most of it is missing, or when its index came from elsewhere (it is
+ * then verified and trusted, or replaced: seek_verify.h).  Failures as image_pull(). */
+int image_stream_seek_layers(struct cache *c, const struct reference *ref,
+			     const struct pull_options *o, const struct image *img,
+			     const bool *pick, enum pull_failure *err);
 struct image *image_free(struct image *img);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct image *, image_free);

@@ -174,6 +174,20 @@ int prewarm_plan_new(struct index_db *db, struct blob_store *bs, const struct ma
 	return 0;
 }
 
+uint64_t prewarm_plan_layer_bytes(const struct prewarm_plan *p, unsigned layer)
+{
+	uint64_t bytes = 0, reach = 0;
+	const struct fetch_chunk *prev = NULL;
+
+	for (size_t i = 0; p && i < p->n_chunks; i++) {
+		if (p->chunks[i].layer != layer)
+			continue;
+		bytes += range_new_bytes(&p->chunks[i], prev, &reach);
+		prev = &p->chunks[i];
+	}
+	return bytes;
+}
+
 void prewarm_plan_size(const struct prewarm_plan *p, size_t *ret_chunks, uint64_t *ret_bytes)
 {
 	if (ret_chunks)

@@ -28,6 +28,9 @@ DEFINE_CLEANUP_FUNC(struct prewarm_plan *, prewarm_plan_free);
 /* What the plan will fetch: chunks, and their compressed bytes. */
 void prewarm_plan_size(const struct prewarm_plan *p, size_t *ret_chunks, uint64_t *ret_bytes);
 
+/* Of those, the compressed bytes of layer @layer (its index in the manifest). */
+uint64_t prewarm_plan_layer_bytes(const struct prewarm_plan *p, unsigned layer);
+
 /* The largest batch prewarm_run() makes: the fetcher's fetcher_options.request_max. */
 #define PREWARM_BATCH_LIMIT (64ULL * 1024 * 1024)
 

@@ -17,6 +17,68 @@
 #include "cache/store/index_db.h"
 #include "cache/fetch.h"
 
+/* ---- Chunks stored as a layer streams by ---------------------------------------------- */
+
+static int chunk_store_failed(struct seek_chunk_store *s, int r)
+{
+	blob_txn_abort(s->txn);
+	s->txn = NULL;
+	if (r != -ENOSPC && r != -EDQUOT)
+		return r;
+	if (!s->full)
+		log_debug_errno(r, "the cache is full: the rest of the layer's chunks are not stored "
+				"by this stream: %m");
+	s->full = true;
+	return 0;
+}
+
+static int chunk_store_write(void *userdata, const void *buf, size_t n)
+{
+	struct seek_chunk_store *s = userdata;
+	int r = 0;
+
+	if (s->full)
+		return 0;
+	if (!s->txn)
+		r = blob_txn_begin_flags(s->bs, BLOB_TXN_NO_SYNC, &s->txn);
+	if (r >= 0)
+		r = blob_txn_write(s->txn, buf, n);
+	return r < 0 ? chunk_store_failed(s, r) : 0;
+}
+
+static int chunk_store_end(void *userdata, const char *digest)
+{
+	struct seek_chunk_store *s = userdata;
+	bool created;
+	int r;
+
+	if (!s->txn)
+		return 0;
+	/* The builder hashed the same bytes: a mismatch would be a defect here, not bad input. */
+	r = blob_txn_commit(TAKE_PTR(s->txn), digest, NULL, &created);
+	if (r < 0)
+		return r == -EBADMSG ? -EIO : chunk_store_failed(s, r);
+	s->stored++;
+	return created ? strv_push(&s->created, digest) : 0;
+}
+
+void seek_chunk_store_init(struct seek_chunk_store *s, struct blob_store *bs)
+{
+	*s = (struct seek_chunk_store) { .bs = bs };
+	s->sink = (struct seek_chunk_sink) {
+		.write = chunk_store_write, .end = chunk_store_end, .userdata = s,
+	};
+}
+
+void seek_chunk_store_done(struct seek_chunk_store *s)
+{
+	blob_txn_abort(s->txn);
+	s->txn = NULL;
+	s->created = strv_free(s->created);
+}
+
+/* ---- Indexes in the cache ------------------------------------------------------------ */
+
 bool seek_layer_eligible(const struct layer_desc *l)
 {
 	return l->compression == LAYER_COMPRESSION_GZIP &&

@@ -70,6 +70,21 @@ const char *seek_layer_served(struct cache *c, const struct layer_desc *l);
  * daemon holds no connection) and drops the layer's seek index (seek_drop()). */
 void seek_failed_drop(void *cache_dir, const char *layer_digest);
 
+/* The chunks a seek_builder cuts, stored in the blob store as the layer streams by
+ * (seek_builder_set_sink()): prewarm verifies a layer and fills the store in one read of it.
+ * A full store (ENOSPC, EDQUOT) stops the storing, not the stream: the chunks left out are
+ * fetched later like any missing chunk.  Blobs are committed unsynced (the caller syncs). */
+struct seek_chunk_store {
+	struct seek_chunk_sink sink;
+	struct blob_store *bs;
+	struct blob_txn *txn;   /* of the chunk coming, once its first byte came */
+	char **created;         /* blobs this store added (a failed stream removes them) */
+	uint64_t stored;        /* chunks stored or found stored */
+	bool full;
+};
+void seek_chunk_store_init(struct seek_chunk_store *s, struct blob_store *bs);
+void seek_chunk_store_done(struct seek_chunk_store *s);  /* aborts a chunk half written */
+
 struct fetcher;
 /* 1 if a layer of @m is indexed from its seek index (format LAYER_FORMAT_GZIP_INDEX), 0 if
  * none is, -errno. */

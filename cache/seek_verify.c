@@ -4,7 +4,8 @@
  * index built from the verified stream has the kept one's digest exactly when entries,
  * checkpoints, windows and chunk digests are all the same.
  *
- * Load: once per prewarm of an image, one stream per layer with an untrusted index.
+ * Load: once per prewarm of an image, one stream per layer with an untrusted index or most of
+ * its chunks missing.
  */
 #include "seek_verify.h"
 
@@ -30,34 +31,37 @@ static void digests_done(struct digests *ds)
 }
 
 int seek_verify_image(struct cache *c, const struct reference *ref, const struct pull_options *o,
-		      const struct image *img,
+		      const struct image *img, const bool *fill,
 		      void (*report)(void *userdata, const char *layer, bool same), void *userdata,
 		      enum pull_failure *err)
 {
 	const struct manifest *m = img->manifest;
 	_cleanup_(digests_done) struct digests ds = { .n = m->n_layers };
+	_cleanup_free_ bool *pick = NULL;
 	char **before;
 	size_t n = 0;
 	int r;
 
 	*err = PULL_FAILURE_NONE;
 	before = ds.d = calloc(m->n_layers + 1, sizeof(*before));
-	if (!before)
+	pick = calloc(m->n_layers + 1, sizeof(*pick));
+	if (!before || !pick)
 		return -ENOMEM;
 	for (size_t i = 0; i < m->n_layers; i++) {
 		_cleanup_free_ char *digest = NULL;
 		bool trusted = true;
 
-		if (seek_layer_is_lazy(c->db, &m->layers[i]) &&
-		    index_db_seek_get(c->db, m->layers[i].digest, &digest, &trusted) >= 0 &&
-		    !trusted) {
+		if (!seek_layer_is_lazy(c->db, &m->layers[i]) ||
+		    index_db_seek_get(c->db, m->layers[i].digest, &digest, &trusted) < 0)
+			continue;
+		if (!trusted)
 			before[i] = TAKE_PTR(digest);
-			n++;
-		}
+		pick[i] = !trusted || (fill && fill[i]);
+		n += pick[i];
 	}
 	if (n == 0)
 		return 0;
-	r = image_verify_seek_indexes(c, ref, o, img, err);
+	r = image_stream_seek_layers(c, ref, o, img, pick, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < m->n_layers; i++) {

@@ -212,19 +212,42 @@ static struct pull_options item_pull_options(const struct mount_request *req,
 	return po;
 }
 
-/* The layers read through a seek index from elsewhere, now complete, are read whole once:
- * their index is trusted, or replaced (cache/seek_verify.h). */
-static void item_verify(struct prewarm_item *it, struct cache *c, const struct mount_request *req,
-			struct rate_limit *rl)
+/* A layer read through a seek index is streamed whole, its chunks stored on the way, when
+ * its index came from elsewhere (verified so, then trusted or replaced: cache/seek_verify.h)
+ * or when fetching its missing chunks span by span would carry at least half of its
+ * compressed bytes anyway: one stream moves them at the link's rate, spans each cost a round
+ * trip and their prefixes. The plan is then made again from what is still missing. */
+static void item_stream(struct prewarm_item *it, struct cache *c,
+			const struct mount_request *req, struct rate_limit *rl,
+			struct prewarm_progress *pp)
 {
+	const struct manifest *m = it->img->manifest;
 	struct pull_options po = item_pull_options(req, rl);
+	_cleanup_free_ bool *fill = calloc(m->n_layers + 1, sizeof(*fill));
 	enum pull_failure failure;
 	int r;
 
-	r = seek_verify_image(c, it->ref, &po, it->img, verify_report, NULL, &failure);
-	if (r < 0)
+	if (!fill) {
+		item_fail(it, -ENOMEM, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < m->n_layers; i++)
+		fill[i] = prewarm_plan_layer_bytes(it->plan, (unsigned)i) >= m->layers[i].size / 2;
+	po.progress = pull_progress;
+	po.progress_userdata = pp;
+	pp->layer = 0;
+	r = seek_verify_image(c, it->ref, &po, it->img, fill, verify_report, NULL, &failure);
+	if (r < 0) {
 		item_fail(it, pull_failure_errno(failure), "cannot verify its seek indexes: %s",
 			  error_take(r));
+		return;
+	}
+	it->plan = prewarm_plan_free(it->plan);
+	r = prewarm_plan_new(c->db, c->bs, m, &it->plan);
+	if (r < 0) {
+		errno = -r;
+		item_fail(it, -ERR_CACHE, "cannot list its chunks in '%s': %m", c->dir);
+	}
 }
 
 /* --publish-index: the missing seek indexes of the image's gzip layers built (as `lazyroot
@@ -474,6 +497,9 @@ static void items_run(struct prewarm_item *items, size_t n, struct cache *cache,
 		uint64_t bytes;
 
 		item_pull(&items[i], cache, &a->req, limiter, &pp);
+		/* Before publishing: a layer streamed here has a trusted index after it. */
+		if (items[i].status == 0)
+			item_stream(&items[i], cache, &a->req, limiter, &pp);
 		if (items[i].status == 0 && a->publish_index)
 			item_publish(&items[i], cache, &a->req, limiter);
 		prewarm_plan_size(items[i].plan, NULL, &bytes);
@@ -484,9 +510,6 @@ static void items_run(struct prewarm_item *items, size_t n, struct cache *cache,
 		if (items[i].status == 0)
 			item_fetch(&items[i], cache, &a->req, a->jobs, limiter, &pp);
 	progress_free(pp.bar);
-	for (size_t i = 0; i < n; i++)
-		if (items[i].status == 0)
-			item_verify(&items[i], cache, &a->req, limiter);
 }
 
 int verb_prewarm(int argc, char **argv)

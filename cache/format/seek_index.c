@@ -65,6 +65,7 @@ struct seek_builder {
 	size_t file_first_chunk, next_cp;
 	uint64_t last_cend;
 	struct digest_ctx *hash;
+	const struct seek_chunk_sink *sink;  /* NULL: chunks are only hashed */
 };
 
 /* ---- Little-endian records ------------------------------------------------------------- */
@@ -161,6 +162,11 @@ int seek_builder_new(uint64_t span, struct seek_builder **ret)
 	return 0;
 }
 
+void seek_builder_set_sink(struct seek_builder *b, const struct seek_chunk_sink *sink)
+{
+	b->sink = sink;
+}
+
 void seek_builder_refuse(struct seek_builder *b, const char *why)
 {
 	if (!b->refused)
@@ -247,6 +253,11 @@ static int chunk_end(struct seek_builder *b)
 	if (b->pos == b->chunk_start)
 		return 0;
 	digest_ctx_final(b->hash, digest);
+	if (b->sink) {
+		r = b->sink->end(b->sink->userdata, digest);
+		if (r < 0)
+			return r;
+	}
 	b->hash = digest_ctx_free(b->hash);
 	r = digest_ctx_new(&b->hash);
 	if (r < 0)
@@ -283,6 +294,11 @@ int seek_builder_data(struct seek_builder *b, const void *buf, size_t n)
 		}
 		take = cut - b->pos < n ? (size_t)(cut - b->pos) : n;
 		digest_ctx_update(b->hash, p, take);
+		if (b->sink && take > 0) {
+			r = b->sink->write(b->sink->userdata, p, take);
+			if (r < 0)
+				return r;
+		}
 		b->pos += take;
 		p += take;
 		n -= take;

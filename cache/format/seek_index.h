@@ -51,6 +51,16 @@ int seek_builder_file_begin(struct seek_builder *b, uint64_t data_off);
 int seek_builder_data(struct seek_builder *b, const void *buf, size_t n);
 int seek_builder_entry(struct seek_builder *b, const struct entry *e);
 
+/* Where the bytes of every chunk the builder cuts go as well (prewarm stores them while it
+ * verifies a layer, cache/seek.c): @write gets a chunk's bytes in order, @end its sha256 once
+ * it is complete.  A chunk of no bytes gets neither.  An error of either stops the build. */
+struct seek_chunk_sink {
+	int (*write)(void *userdata, const void *buf, size_t n);
+	int (*end)(void *userdata, const char *digest);
+	void *userdata;
+};
+void seek_builder_set_sink(struct seek_builder *b, const struct seek_chunk_sink *sink);
+
 /* The index of layer @layer_digest (@blob_size compressed bytes, @tar_size uncompressed):
  * serialized, in a new buffer.  -EOPNOTSUPP (error.h's message says why) when the layer
  * could not be indexed. */
