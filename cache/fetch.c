@@ -81,6 +81,7 @@
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/trace.h"
+#include "cache/format/seek_cursor_pool.h"
 #include "cache/base/util.h"
 
 #define FETCH_SLOTS_MAX 8U
@@ -195,6 +196,7 @@ struct fetcher {
 	uint64_t hits;                        /* atomic: counted on every cached read, so it
 					       * never waits behind fetch bookkeeping */
 	bool unsynced;                        /* atomic: a chunk was stored without fsync */
+	struct seek_cursor_pool *cursors;     /* seek spans' inflate cursors between requests */
 };
 
 /* One chunk the current call owns the flight of. */
@@ -689,20 +691,29 @@ static int seek_chunk_failed(struct fetcher *f, struct fetch_layer *l, int r)
 
 static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out);
 
-/* store_chunk() for a layer read through its seek index: inflated from its checkpoint. */
+/* store_chunk() for a layer read through its seek index: inflated from its checkpoint, or
+ * from where @cur stopped (@in holds the blob from @base on: a resumed run has no bytes
+ * before its cursor). */
 static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-			    void *out, struct seek_cursor *cur)
+			    uint64_t base, void *out, struct seek_cursor *cur)
 {
 	struct fetch_layer *l = &f->layers[c->layer];
+	uint64_t from = MAX(base, c->blob_offset), end = c->blob_offset + c->blob_length;
 	int r;
 
 	if (__atomic_load_n(&l->seek_failed, __ATOMIC_RELAXED))
 		return -EIO;
-	r = seek_index_chunk_decode_at(l->seek, cur, c->blob_offset, c->digest, c->size, in,
-				       c->blob_length, out);
+	if (end < from)
+		return log_debug_errno(-EIO, "chunk '%s' of layer '%s' ends before where the request "
+				       "started, EIO", c->digest, l->digest);
+	r = seek_index_chunk_decode_from(l->seek, cur, c->blob_offset, c->digest, c->size,
+					 in + (from - base), from, end - from, out);
 	if (r == -ENOLINK)  /* its file's first chunk was not inflated yet: no lie, no chunk */
 		return log_debug_errno(-EAGAIN, "chunk '%s' of layer '%s' comes before its file's "
 				       "tar records were checked, EIO", c->digest, l->digest);
+	if (r == -ENODATA)  /* a resumed run met a chunk its cursor had passed: no lie either */
+		return log_debug_errno(-EIO, "chunk '%s' of layer '%s' lies before where the "
+				       "request started, EIO", c->digest, l->digest);
 	if (r < 0) {
 		log_debug_errno(r, "chunk '%s' of layer '%s' does not inflate from its seek index: %m",
 				c->digest, l->digest);
@@ -712,17 +723,19 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 	return r == -EBADMSG ? seek_chunk_failed(f, l, -EIO) : r;
 }
 
-/* Decompresses, verifies and stores one chunk of a fetched run.  @out is a buffer of at least
- * c->size bytes (one or more).  -ENOSPC: verified, but kept in memory only (store_full()). */
-static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-		       void *out, struct seek_cursor *cur)
+/* Decompresses, verifies and stores one chunk of a fetched run, whose bytes @in holds from
+ * blob offset @base on.  @out is a buffer of at least c->size bytes (one or more).
+ * -ENOSPC: verified, but kept in memory only (store_full()). */
+static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *win,
+		       uint64_t base, void *out, struct seek_cursor *cur)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
 	int r;
 
 	if (l->seek)
-		return store_seek_chunk(f, c, in, out, cur);
-	r = chunk_decompress(l->compression, in, c->blob_length, out, c->size);
+		return store_seek_chunk(f, c, win, base, out, cur);
+	r = chunk_decompress(l->compression, win + (c->blob_offset - base), c->blob_length, out,
+			     c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
@@ -833,8 +846,7 @@ static void run_store_ready(struct run_sink *s)
 
 		if (j->c.blob_offset + j->c.blob_length > s->pos)
 			break;
-		r = store_chunk(s->f, &j->c, s->win + (j->c.blob_offset - s->base), s->out,
-				s->cursor);
+		r = store_chunk(s->f, &j->c, s->win, s->base, s->out, s->cursor);
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
@@ -1016,6 +1028,38 @@ static size_t run_take_again(struct run_sink *s, int r, struct job **ret)
 	return k;
 }
 
+/* Claims the first seek index span of a run of @jobs (sorted), after any other request for
+ * it (seek_cursor_pool.h), and returns the cursor that request parked when it can inflate
+ * every job of that span from where it stopped: in *ret_from the blob offset to ask for from.
+ * NULL (and *ret_from untouched) when a job of that span lies before the cursor, a later span
+ * starts before it (its bytes start at its own checkpoint), or this is a @retry of bytes that
+ * failed (from the checkpoint). */
+static struct seek_cursor *run_resume(struct fetcher *f, const struct job *jobs, size_t n,
+				      int64_t deadline, bool retry, struct seek_span_claim *claim,
+				      uint64_t *ret_from)
+{
+	const struct fetch_chunk *c0 = &jobs[0].c;
+	const struct seek_index *si = f->layers[c0->layer].seek;
+	_cleanup_(seek_cursor_freep) struct seek_cursor *cur = NULL;
+	uint64_t from, o;
+
+	cur = seek_cursor_pool_take(f->cursors, si, c0->blob_offset, c0->digest, c0->size,
+				    deadline, &from, claim);
+	if (!cur || retry)
+		return NULL;
+	for (size_t i = 1; i < n; i++) {
+		const struct fetch_chunk *c = &jobs[i].c;
+		bool ok = c->blob_offset == c0->blob_offset ?
+			  seek_cursor_resume_at(cur, si, c->blob_offset, c->digest, c->size, &o) == 1 :
+			  c->blob_offset >= from;
+
+		if (!ok)
+			return NULL;
+	}
+	*ret_from = from;
+	return TAKE_PTR(cur);
+}
+
 /* One try at @jobs (of one layer, sorted): streams the range they lie in, stores each chunk
  * that verifies, and completes every flight but those of jobs worth another try, which go to
  * *ret_again (@rt: this is such a try).  Returns how many chunks not marked ahead failed. */
@@ -1023,6 +1067,8 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 			struct blob_retry *rt, struct job **ret_again, size_t *ret_n_again)
 {
 	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner };
+	bool seek = f->layers[jobs[0].c.layer].seek;
+	struct seek_span_claim claim = {};
 	uint64_t out_max = 1, end = 0;
 	int r = -ENOMEM;
 
@@ -1033,7 +1079,10 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
 	s.out = malloc(out_max);
-	if (s.out && f->layers[jobs[0].c.layer].seek && seek_cursor_new(&s.cursor) < 0) {
+	if (s.out && seek)
+		s.cursor = run_resume(f, jobs, n, deadline, rt != NULL, &claim, &s.pos);
+	s.base = s.pos;
+	if (s.out && seek && !s.cursor && seek_cursor_new(&s.cursor) < 0) {
 		free(s.out);
 		s.out = NULL;
 	}
@@ -1055,6 +1104,9 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 			run_complete(&s, &jobs[i], -EIO);
 	free(s.win);
 	free(s.out);
+	/* Where it stopped, for the next request in the span (a failed one is not kept). */
+	if (seek)
+		seek_cursor_pool_put(f->cursors, &claim, r >= 0 ? TAKE_PTR(s.cursor) : NULL);
 	seek_cursor_free(s.cursor);
 	return s.failed;
 }
@@ -1334,33 +1386,40 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
 	return r;
 }
 
-/* ---- A seek span is fetched whole, once --------------------------------------------------
+/* ---- A seek span's prefix is fetched once ------------------------------------------------
  * A chunk of a layer read through its seek index is inflated from its span's checkpoint, so the
  * request for it carries every compressed byte of the span before it.  Fetched one by one, as
  * reads and prewarm's batches come, a span's chunks each brought that prefix again (read-around
  * stopped at 512 chunks, racing readers each started a request, prewarm's batches cut spans): a
  * full read fetched up to 1.33x its layer.  So every call first adds the other chunks of each
- * span it needs a chunk of, marked ahead (span_expand()): the span comes in one request, and its
- * chunks are claimed at once, so a read of another chunk of it waits for that request instead
- * of starting its own from the checkpoint.  The spans of the call's needed chunks are listed
- * (each once), each span's chunks appended from the index (at most SPAN_CHUNKS_MAX: a span of
- * 2 MiB of tiny files; the rest is left to the reads that want them), and what the call had
- * already, or a span gave twice, dropped again (a sort by digest).  Nothing here looks at the
- * store: the call does, for every chunk.  Load: a read's miss names a span or a few, a prewarm
- * batch some tens; a span holds one chunk (a big file) to a few thousand (small ones). */
+ * span it needs a chunk of, up to its needed chunks' end and @ahead bytes more (what the link
+ * moves in a round trip), marked ahead (span_expand()): they come in one request, and are
+ * claimed at once, so a read of another of them waits for that request instead of starting
+ * its own from the checkpoint.  The request's inflate cursor is parked (seek_cursor_pool.h),
+ * so a later read further in the span asks only for the bytes after it.  The spans of the
+ * call's needed chunks are listed (each once, with how far its needed chunks reach), each
+ * span's chunks appended from the index (at most SPAN_CHUNKS_MAX: a span of 2 MiB of tiny
+ * files; the rest is left to the reads that want them), and what the call had already, or a
+ * span gave twice, dropped again (a sort by digest).  Nothing here looks at the store: the
+ * call does, for every chunk.  Load: a read's miss names a span or a few, a prewarm batch some
+ * tens (all of a span's chunks: it takes the whole span); a span holds one chunk (a big file)
+ * to a few thousand (small ones). */
 
 #define SPAN_CHUNKS_MAX 4096U
+#define SPAN_AHEAD_MAX (128U * 1024)   /* as fs/read_path.c's READ_AROUND_BYTES */
 
 struct span {
 	unsigned layer;
 	uint64_t blob_offset;
+	uint64_t reach;              /* the largest blob_length of its chunks in the call */
+	bool needed;                 /* one of them is not marked ahead */
 };
 
 struct expansion {
 	struct fetch_chunk *out;
 	size_t n, alloc, added;      /* added: of the current span */
 	unsigned layer;
-	uint64_t blob_offset;
+	uint64_t blob_offset, reach; /* reach: chunks ending later are not taken along */
 	const struct seek_index *seek;
 };
 
@@ -1375,7 +1434,9 @@ static int span_compare(const void *a, const void *b)
 	return 0;
 }
 
-/* The distinct spans of @chunks' needed chunks in seek index layers, in *ret. */
+/* The distinct spans of @chunks in seek index layers, in *ret: the request for a span
+ * inflates everything before its last chunk, so every chunk on the way is taken along (a
+ * later read of one it skipped would fetch the span's start again). */
 static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 			const struct fetch_chunk *chunks, size_t n, struct span **ret,
 			size_t *ret_n)
@@ -1386,12 +1447,13 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_chunk *c = &chunks[i];
 
-		if (c->ahead || c->layer >= n_layers || !layers[c->layer].seek ||
+		if (c->layer >= n_layers || !layers[c->layer].seek ||
 		    __atomic_load_n(&layers[c->layer].seek_failed, __ATOMIC_RELAXED))
 			continue;
 		if (GREEDY_REALLOC(spans, alloc, k + 1) < 0)
 			return -ENOMEM;
-		spans[k++] = (struct span) { .layer = c->layer, .blob_offset = c->blob_offset };
+		spans[k++] = (struct span) { .layer = c->layer, .blob_offset = c->blob_offset,
+					     .reach = c->blob_length, .needed = !c->ahead };
 	}
 	if (k > 1)
 		qsort(spans, k, sizeof(*spans), span_compare);
@@ -1399,6 +1461,10 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 	for (size_t i = 0; i < k; i++)
 		if (*ret_n == 0 || span_compare(&spans[*ret_n - 1], &spans[i]) != 0)
 			spans[(*ret_n)++] = spans[i];
+		else {
+			spans[*ret_n - 1].reach = MAX(spans[*ret_n - 1].reach, spans[i].reach);
+			spans[*ret_n - 1].needed |= spans[i].needed;
+		}
 	*ret = TAKE_PTR(spans);
 	return 0;
 }
@@ -1409,7 +1475,7 @@ static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t 
 	struct seek_chunk_ref first;
 	uint8_t md[32];
 
-	if (x->added >= SPAN_CHUNKS_MAX)
+	if (x->added >= SPAN_CHUNKS_MAX || blob_length > x->reach)
 		return 0;
 	/* Of a file an untrusted index has not proven yet, whose first chunk (its tar records)
 	 * another span holds: it could not be decoded in this pass, so it is not taken along. */
@@ -1478,8 +1544,8 @@ static int drop_repeats(struct expansion *x, size_t keep)
  * digest once.  A new array in *ret and its length in *ret_n; *ret is NULL when there is nothing
  * to add. */
 static int span_expand(const struct fetch_layer *layers, size_t n_layers,
-		       const struct fetch_chunk *chunks, size_t n, struct fetch_chunk **ret,
-		       size_t *ret_n)
+		       const struct fetch_chunk *chunks, size_t n, uint64_t ahead,
+		       struct fetch_chunk **ret, size_t *ret_n)
 {
 	_cleanup_free_ struct span *spans = NULL;
 	struct expansion x = {};
@@ -1498,6 +1564,7 @@ static int span_expand(const struct fetch_layer *layers, size_t n_layers,
 	for (size_t i = 0; i < n_spans && r >= 0; i++) {
 		x.layer = spans[i].layer;
 		x.blob_offset = spans[i].blob_offset;
+		x.reach = spans[i].reach + (spans[i].needed ? ahead : 0);
 		x.seek = layers[x.layer].seek;
 		x.added = 0;
 		r = seek_index_span_foreach(layers[x.layer].seek, x.blob_offset, span_add, &x);
@@ -1626,6 +1693,17 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	return store_is_full(f) ? -ENOSPC : -EIO;
 }
 
+/* @chunks (@n) without those @drop marks; returns how many are left. */
+static size_t drop_marked(struct fetch_chunk *chunks, size_t n, const bool *drop)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (!drop || !drop[i])
+			chunks[k++] = chunks[i];
+	return k;
+}
+
 /* The chunks of an untrusted seek index's file can be inflated only after its first one (its
  * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
  * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
@@ -1639,6 +1717,7 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			   struct fetch_chunk **ret_before, size_t *ret_n_before)
 {
 	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
+	_cleanup_free_ bool *drop = NULL;
 	size_t k = n, b = 0;
 
 	*ret = *ret_before = NULL;
@@ -1656,15 +1735,18 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 		if (!all) {
 			all = calloc(2 * n, sizeof(*all));
 			before = calloc(n, sizeof(*before));
-			if (!all || !before)
+			drop = calloc(2 * n, sizeof(*drop));
+			if (!all || !before || !drop)
 				return -ENOMEM;
 			memcpy(all, chunks, n * sizeof(*all));
 		}
 		/* Taken along, but its records are in an earlier span: not worth a request for
-		 * that span's prefix nobody waits for.  It stays (it would fail undecoded, no
-		 * failure), at the same offset: it adds no byte to its own span's request. */
-		if (chunks[i].ahead && first.blob_offset != chunks[i].blob_offset)
+		 * that span's prefix nobody waits for, and it could not be inflated without it
+		 * (left in, it would also keep the request from going on from a kept cursor). */
+		if (chunks[i].ahead && first.blob_offset != chunks[i].blob_offset) {
+			drop[i] = true;
 			continue;
+		}
 		for (size_t j = 0; j < k && !known; j++)
 			if (all[j].layer == chunks[i].layer && streq(all[j].digest, first.digest) &&
 			    all[j].blob_offset == first.blob_offset) {
@@ -1684,6 +1766,8 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			before[b++] = all[k];
 		k++;
 	}
+	if (all)
+		k = drop_marked(all, k, drop);
 	*ret = TAKE_PTR(all);
 	*ret_n = k;
 	if (b > 0) {
@@ -1716,7 +1800,8 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	if (all)
 		chunks = all;
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
-	if (span_expand(f->layers, f->n_layers, chunks, n, &spans, &n) >= 0 && spans)
+	if (span_expand(f->layers, f->n_layers, chunks, n,
+			fetcher_read_around_bytes(f, SPAN_AHEAD_MAX), &spans, &n) >= 0 && spans)
 		chunks = spans;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
@@ -2046,7 +2131,7 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
 	f->idle = calloc(FETCH_SLOTS_MAX, sizeof(*f->idle));
-	if (!f->layers || !f->idle)
+	if (!f->layers || !f->idle || seek_cursor_pool_new(&f->cursors) < 0)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_layers; i++) {
 		f->layers[i] = layers[i];
@@ -2096,6 +2181,7 @@ int fetcher_set_seek_index(struct fetcher *f, unsigned layer, struct seek_index 
 		seek_index_free(si);
 		return -EINVAL;
 	}
+	seek_cursor_pool_forget(f->cursors, f->layers[layer].seek);
 	seek_index_free(f->layers[layer].seek);
 	f->layers[layer].seek = si;
 	return 0;
@@ -2150,6 +2236,7 @@ static void fetcher_done(struct fetcher *f)
 	for (size_t i = 0; i < FLIGHT_BUCKETS; i++)
 		assert(!f->flights[i]);
 
+	seek_cursor_pool_free(f->cursors);
 	for (size_t i = 0; i < f->n_layers; i++) {
 		free((char *)f->layers[i].digest);
 		seek_index_free(f->layers[i].seek);

@@ -42,13 +42,13 @@
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define READ_AROUND_BYTES (128u << 10)
 #define READ_AROUND_CHUNKS 64u
-/* In a layer read through its seek index, a miss fetches from the span's checkpoint anyway:
- * the rest of the span comes along, up to this much past the read's own end and this many
- * chunks, so that the next files of the span are there.  On a Debian minbase layer (49 MB),
- * reading the whole tree fetched 2.4 GB with eStargz's read-around (every file of a span
- * fetched its prefix again), 0.15-0.44 GB with the span up to 1 MiB past the read, 55-80 MB
- * with the whole span (a 2 MiB span is ~0.8 MB compressed, 2 MiB at worst). */
-#define READ_AROUND_SEEK_BYTES (4u << 20)
+/* In a layer read through its seek index, a miss fetches from the span's checkpoint (or from
+ * where the last request in the span stopped: cache/fetch.c keeps its inflate cursor), so the
+ * chunks of the span that end before the read's own come at no extra byte; past that, the same
+ * window as for eStargz.  Up to this many chunks (a span of small files).  Before cursors
+ * were kept, a later miss in the span fetched its prefix again, so the whole span came along
+ * (2 MiB, ~0.8 MB compressed): reading a Debian minbase layer's tree fetched 2.4 GB with
+ * eStargz's window and 55-80 MB (its layer: 49 MB) with whole spans. */
 #define READ_AROUND_SEEK_CHUNKS 512u
 /* A read that failed because the registry did not answer within the timeout is remembered
  * this long, in this many slots (the oldest is replaced), for the kernel's retry of its first
@@ -435,8 +435,7 @@ static void plan_read_around(struct read_path *rp, const struct read_span *s,
 	 * end before this request does come at no extra byte (and inflate in the same pass). */
 	seek = fetcher_layer_is_seek(rp->fetcher, tail->layer);
 	start = seek ? tail->blob_offset : from;
-	n_near = read_around_pick(rp->read_around, tail->layer, start,
-				  from + (seek ? MAX(window, READ_AROUND_SEEK_BYTES) : window) - start,
+	n_near = read_around_pick(rp->read_around, tail->layer, start, from + window - start,
 				  near, seek ? ELEMENTSOF(near) : READ_AROUND_CHUNKS);
 	for (size_t i = 0; i < n_near && added < (seek ? READ_AROUND_SEEK_CHUNKS :
 						   READ_AROUND_CHUNKS); i++) {
@@ -444,9 +443,9 @@ static void plan_read_around(struct read_path *rp, const struct read_span *s,
 
 		if (seek && near[i] >= s->c && near[i] < s->c + s->n)
 			continue;  /* the file's own */
-		/* Past the span: only what the link moves in a round trip, as for eStargz. */
-		if (seek && near[i]->blob_offset != tail->blob_offset &&
-		    near[i]->blob_offset + near[i]->blob_length > from + window)
+		/* Only what the link moves in a round trip past the read, as for eStargz (a chunk
+		 * of the span starts at its checkpoint: its end is what counts). */
+		if (seek && near[i]->blob_offset + near[i]->blob_length > from + window)
 			continue;
 		if (seek) {
 			chunk_digest(near[i], digest);

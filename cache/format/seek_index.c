@@ -1085,18 +1085,31 @@ struct seek_cursor *seek_cursor_free(struct seek_cursor *cur)
 	return NULL;
 }
 
-/* Starts @cur at checkpoint @cp unless it is already there, at or before @uoff. */
+/* Whether @cur can go on to uncompressed offset @uoff of checkpoint @cp's span with an input
+ * that starts @in_skip bytes after the checkpoint's start. */
+static bool cursor_reaches(const struct seek_cursor *cur, const struct seek_index *si, size_t cp,
+			   uint64_t uoff, uint64_t in_skip)
+{
+	return cur->active && cur->si == si && cur->cp == cp && cur->uoff <= uoff &&
+	       cur->consumed >= in_skip;
+}
+
+/* Starts @cur at checkpoint @cp unless it is already there, at or before @uoff.  @in holds
+ * the span's input from @in_skip bytes after the checkpoint's start: only a cursor already
+ * past that can use it (-ENODATA otherwise). */
 static int cursor_seek(struct seek_cursor *cur, const struct seek_index *si, size_t cp,
-		       uint64_t uoff, const uint8_t *in, size_t in_len)
+		       uint64_t uoff, const uint8_t *in, uint64_t in_skip, size_t in_len)
 {
 	int r;
 
-	if (cur->active && cur->si == si && cur->cp == cp && cur->uoff <= uoff &&
-	    cur->consumed <= in_len) {
-		cur->zs.next_in = (uint8_t *)in + cur->consumed;
-		cur->zs.avail_in = (uInt)(in_len - cur->consumed);
+	if (cursor_reaches(cur, si, cp, uoff, in_skip) && cur->consumed - in_skip <= in_len) {
+		cur->in_skip = in_skip;
+		cur->zs.next_in = (uint8_t *)in + (cur->consumed - in_skip);
+		cur->zs.avail_in = (uInt)(in_len - (cur->consumed - in_skip));
 		return 0;
 	}
+	if (in_skip > 0)
+		return -ENODATA;
 	cursor_stop(cur);
 	/* zlib's state points back at the z_stream: it is set up in place, never copied. */
 	memset(&cur->zs, 0, sizeof(cur->zs));
@@ -1109,7 +1122,7 @@ static int cursor_seek(struct seek_cursor *cur, const struct seek_index *si, siz
 	cur->cp = cp;
 	cur->active = true;
 	cur->uoff = si->cps[cp].uoff;
-	cur->consumed = 0;
+	cur->consumed = cur->in_skip = 0;
 	cur->next_cp = cp + 1;
 	cur->member_ended = false;
 	return 0;
@@ -1155,7 +1168,7 @@ static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff
 			r = seek_member_next(&cur->zs, &cur->raw);
 			cur->member_uoff = cur->uoff;
 			cur->member_pos = cp_start(&cur->si->cps[cur->cp]) +
-					  (uint64_t)(cur->zs.next_in - in);
+					  cursor_in_pos(cur, in);
 			cur->member_ended = true;
 		} else if (zr == Z_MEM_ERROR) {
 			r = -ENOMEM;
@@ -1166,13 +1179,38 @@ static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff
 	/* A chunk that ends at a checkpoint proves (or not) the window after it. */
 	if (r >= 0)
 		r = seek_trust_at_checkpoint(cur, in, false);
-	cur->consumed = (uint64_t)(cur->zs.next_in - in);
+	cur->consumed = cursor_in_pos(cur, in);
 	return r;
+}
+
+int seek_cursor_resume_at(const struct seek_cursor *cur, const struct seek_index *si,
+			  uint64_t blob_offset, const char *digest, uint64_t size,
+			  uint64_t *ret_offset)
+{
+	const struct seek_chunk *c;
+	uint64_t target;
+	uint8_t md[32];
+	size_t cp;
+
+	if (!cur || digest_parse_sha256(digest, md) < 0 ||
+	    seek_cp_find_start(si, blob_offset, &cp) < 0 || seek_chunk_find(si, cp, md, size, &c) < 0 ||
+	    seek_trust_chunk_begin(si, c, &target) < 0 || !cursor_reaches(cur, si, cp, target, 0))
+		return 0;
+	*ret_offset = cp_start(&si->cps[cp]) + cur->consumed;
+	return 1;
 }
 
 int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *cur,
 			       uint64_t blob_offset, const char *digest, uint64_t size,
 			       const void *in, size_t in_len, void *out)
+{
+	return seek_index_chunk_decode_from(si, cur, blob_offset, digest, size, in, blob_offset,
+					    in_len, out);
+}
+
+int seek_index_chunk_decode_from(const struct seek_index *si, struct seek_cursor *cur,
+				 uint64_t blob_offset, const char *digest, uint64_t size,
+				 const void *in, uint64_t in_offset, size_t in_len, void *out)
 {
 	_cleanup_(seek_cursor_freep) struct seek_cursor *own = NULL;
 	const struct seek_chunk *c;
@@ -1191,11 +1229,11 @@ int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *
 	if (r < 0)
 		return r;
 	cur = cur ?: own;
-	if (in_len > UINT32_MAX)
+	if (in_len > UINT32_MAX || in_offset < blob_offset)
 		return -EBADMSG;
 	r = seek_trust_chunk_begin(si, c, &target);
 	if (r >= 0)
-		r = cursor_seek(cur, si, cp, target, in, in_len);
+		r = cursor_seek(cur, si, cp, target, in, in_offset - blob_offset, in_len);
 	if (r >= 0)
 		r = seek_trust_collect_start(cur, c);
 	if (r >= 0)

@@ -153,3 +153,17 @@ DEFINE_CLEANUP_FUNC(struct seek_cursor *, seek_cursor_free);
 int seek_index_chunk_decode_at(const struct seek_index *si, struct seek_cursor *cur,
 			       uint64_t blob_offset, const char *digest, uint64_t size,
 			       const void *in, size_t in_len, void *out);
+/* The same with @in holding the blob's bytes from @in_offset (>= @blob_offset, the span's
+ * start) on, @in_len of them: a cursor kept from an earlier request of the same span goes on
+ * where it stopped with only the bytes after it (seek_cursor_resume_at()).  -ENODATA when
+ * @cur is not at or before the chunk with at least @in_offset consumed (no lie: the caller
+ * asked for a start it cannot have). */
+int seek_index_chunk_decode_from(const struct seek_index *si, struct seek_cursor *cur,
+				 uint64_t blob_offset, const char *digest, uint64_t size,
+				 const void *in, uint64_t in_offset, size_t in_len, void *out);
+/* 1 and in *ret_offset the blob offset the input must go on from, when @cur stopped in the
+ * span at @blob_offset at or before chunk (@digest, @size), ready to inflate it (its file's
+ * tar records included, for an untrusted index); 0 otherwise. */
+int seek_cursor_resume_at(const struct seek_cursor *cur, const struct seek_index *si,
+			  uint64_t blob_offset, const char *digest, uint64_t size,
+			  uint64_t *ret_offset);

@@ -62,6 +62,9 @@ struct seek_cursor {
 	z_stream zs;
 	uint64_t uoff;          /* the next uncompressed byte to come out */
 	uint64_t consumed;      /* of the input, counted from the checkpoint's start */
+	/* Of the input, the bytes before the caller's buffer (counted from the checkpoint's
+	 * start): a cursor resumed by a later request gets only what follows where it stopped. */
+	uint64_t in_skip;
 	uint8_t *discard;
 	/* Untrusted indexes (seek_trust.c): the next checkpoint to check when output reaches
 	 * it; the tar records [head_from, head_to) being collected into head. */
@@ -77,6 +80,13 @@ struct seek_cursor {
 static inline uint64_t cp_start(const struct seek_cp *cp)
 {
 	return cp->coff - (cp->bits ? 1 : 0);
+}
+
+/* How far into the input @cur's decoder is, counted from its checkpoint's start; @in is the
+ * caller's buffer (which starts cur->in_skip bytes after that). */
+static inline uint64_t cursor_in_pos(const struct seek_cursor *cur, const uint8_t *in)
+{
+	return cur->in_skip + (uint64_t)(cur->zs.next_in - in);
 }
 
 /* Entry @i of @si decoded into @eb (seek_entry_buf_done() frees it). */

@@ -204,7 +204,7 @@ int seek_trust_collect_end(struct seek_cursor *cur, const struct seek_chunk *c)
 /* Absolute compressed position of @cur's decoder, in bits. */
 static uint64_t cursor_bit(const struct seek_cursor *cur, const uint8_t *in)
 {
-	uint64_t byte = cp_start(&cur->si->cps[cur->cp]) + (uint64_t)(cur->zs.next_in - in);
+	uint64_t byte = cp_start(&cur->si->cps[cur->cp]) + cursor_in_pos(cur, in);
 
 	return byte * 8 - (uint64_t)(cur->zs.data_type & 63);
 }
@@ -256,7 +256,7 @@ static int member_check(struct seek_cursor *cur, const uint8_t *in, const struct
 		if (seek_member_next(&cur->zs, &cur->raw) < 0)
 			return lie("a gzip member's trailer is cut short");
 		cur->member_uoff = cur->uoff;
-		cur->member_pos = cp_start(&cur->si->cps[cur->cp]) + (uint64_t)(cur->zs.next_in - in);
+		cur->member_pos = cp_start(&cur->si->cps[cur->cp]) + cursor_in_pos(cur, in);
 		cur->member_ended = true;
 	}
 	if (cur->member_pos != cp->coff)

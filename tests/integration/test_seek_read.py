@@ -28,6 +28,12 @@ REPO = "seekread/img"
 # A full read may fetch a little more than the layer: requests merge gaps, and each span is
 # read from its checkpoint, where the bits of a deflate block start one byte early.
 MAX_FETCHED = 1.1
+# Racing readers: a request fetches its span only up to what its readers need (and a round
+# trip's worth more), and a later request goes on from its inflate cursor; but a reader whose
+# chunks another request passed over while it waited for that request (their flights were its
+# own) starts again from the checkpoint.  Before cursors were kept, every request took its
+# whole span (1.0x here, 24% more bytes than needed for a python start).
+MAX_FETCHED_RACING = 1.25
 
 
 def _content(rnd, i):
@@ -103,7 +109,7 @@ def test_racing_readers_fetch_each_span_once(lazyroot, registry, image):
 
     fetched, ranged = _mount_and_read(lazyroot, registry, image, race)
     size = image["layer"]["size"]
-    assert fetched <= MAX_FETCHED * size, (fetched, size, ranged)
+    assert fetched <= MAX_FETCHED_RACING * size, (fetched, size, ranged)
 
 
 @pytest.mark.parametrize("jobs", [1, 4])
