@@ -302,9 +302,10 @@ def layer_bytes(layout):
     return sum(layer["size"] for layer in man["layers"])
 
 
-def _describe(cache, tree):
-    info = {"cache": cache, "tree": tree, "layouts": {},
-            "tree_bytes": int(run(["du", "-sb", tree]).split()[0])}
+def _describe(cache, tree=None):
+    info = {"cache": cache, "layouts": {}}
+    if tree:
+        info.update(tree=tree, tree_bytes=int(run(["du", "-sb", tree]).split()[0]))
     for fmt, d in (("gzip", "oci-gzip"), ("estargz", "oci-estargz"),
                    ("zstd:chunked", "oci-zstdchunked")):
         p = os.path.join(cache, d)
@@ -369,11 +370,8 @@ def build_python3_minimal(cache=DEFAULT_CACHE):
     upper = apt_layer(os.path.join(vdir, "python3-minimal-upper"), [base], ["python3-minimal"])
     tars = [tar_base(cache, base), tar_upper(os.path.join(vdir, "python3-minimal.tar"), upper)]
     layouts(vdir, tars)
-    info = {"cache": vdir, "layouts": {}, "layer_tars": tars}
-    for fmt, d in (("gzip", "oci-gzip"), ("estargz", "oci-estargz"),
-                   ("zstd:chunked", "oci-zstdchunked")):
-        p = os.path.join(vdir, d)
-        info["layouts"][fmt] = {"layout": p, "layer_bytes": layer_bytes(p)}
+    info = _describe(vdir)
+    info["layer_tars"] = tars
     return info
 
 

@@ -29,6 +29,7 @@ flow makes 2 + one per layer.
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -134,8 +135,12 @@ def tx_bytes(pid, iface):
 
 
 class Setting:
-    def __init__(self, name, link, reg, addr):
+    """@flags: what lazyroot needs for this registry (the packet link's is not on loopback:
+    --tls-verify=false, the TLS probe then plain HTTP, as for a loopback registry)."""
+
+    def __init__(self, name, link, reg, addr, flags=()):
         self.name, self.link, self.reg, self.addr = name, link, reg, addr
+        self.flags = list(flags)
 
     def sent(self):
         return tx_bytes(self.reg.pid, self.link.ns_if)
@@ -169,9 +174,10 @@ def mark(path, what):
         f.write(json.dumps({"ev": "mark", "what": what, "t": int(time.monotonic() * 1e6)}) + "\n")
 
 
-def lazy_start(lazyroot, ref, workdir, tag, setting):
+def lazy_start(lazyroot, ref, workdir, tag, setting, extra=(), after=None):
     """`lazyroot mount` into an empty cache, the workload in nspawn, traced; the registry's
-    bytes counted when the command exited."""
+    bytes counted when the command exited. @after(cache, env), if given, runs after the
+    umount, before the cache is removed."""
     cache = tempfile.mkdtemp(prefix="cache-", dir=workdir)
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     trace = os.path.join(workdir, "trace-%s.jsonl" % tag)
@@ -182,7 +188,7 @@ def lazy_start(lazyroot, ref, workdir, tag, setting):
     b0, t0 = setting.sent(), time.monotonic()
     try:
         r = C.sh([lazyroot, "mount", ref, mnt, "--cache-dir", cache, "--volatile",
-                  "--prefetch=none"], check=False, env=env, timeout=600)
+                  "--prefetch=none", *setting.flags, *extra], check=False, env=env, timeout=600)
         if r.returncode != 0:
             raise RuntimeError("lazyroot mount %s failed: %s" % (ref, r.stderr.strip()))
         ready = time.monotonic() - t0
@@ -192,6 +198,9 @@ def lazy_start(lazyroot, ref, workdir, tag, setting):
         mark(trace, "cmd-end")
         if n.returncode != 0:
             raise RuntimeError("nspawn on %s: rc %d %s" % (ref, n.returncode, n.stderr[-500:]))
+        C.sh([lazyroot, "umount", mnt], env=env, timeout=120)
+        if after:
+            after(cache, env)
     finally:
         C.sh([lazyroot, "umount", mnt], check=False, env=env, timeout=120)
         shutil.rmtree(cache, ignore_errors=True)
@@ -207,9 +216,30 @@ def lazy_start(lazyroot, ref, workdir, tag, setting):
             "trace": tr}
 
 
-def one_run(args, setting, images, flow):
+def record_profile(args, setting, repo, tag):
+    """A start with --record-profile (an empty cache, the workload), then `lazyroot profile
+    --push`: later cold starts on other empty caches find the profile in the registry. Returns
+    the start's numbers and the profile's chunk count."""
+    ref = "%s/%s:latest" % (setting.addr, repo)
+    got = {}
+
+    def push_it(cache, env):
+        for argv in (["--push"], []):
+            r = C.sh([args.lazyroot, "profile", *argv, "--cache-dir", cache, *setting.flags, ref],
+                     check=False, env=env, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError("lazyroot profile %s%s failed: %s" % (
+                    " ".join(argv), ref, r.stderr.strip()))
+        got["chunks"] = len(json.loads(r.stdout)["chunks"])
+
+    r = lazy_start(args.lazyroot, ref, args.workdir, "rec-" + tag, setting,
+                   ["--record-profile=30"], push_it)
+    return r, got["chunks"]
+
+
+def one_run(args, setting, images, flow, run_no):
     name, fmt, repo = flow
-    tag = name.replace(" ", "-").replace(":", "-").replace("(", "").replace(")", "")
+    tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     load = os.getloadavg()[0]
     if fmt is None:
         b0 = setting.sent()
@@ -218,8 +248,8 @@ def one_run(args, setting, images, flow):
     else:
         r = lazy_start(args.lazyroot, "%s/%s:latest" % (setting.addr, repo), args.workdir, tag,
                        setting)
-        keep = os.path.join(args.workdir, "kept-%s-%s.jsonl" % (setting.name.replace("/", "-"),
-                                                                 tag))
+        keep = os.path.join(args.traces or args.workdir, "%s-%s-run%d.jsonl" % (
+            re.sub(r"[^a-z0-9]+", "-", setting.name.lower()), tag, run_no))
         shutil.copy(r.pop("trace_file"), keep)
         r["kept_trace"] = keep
     r["load"] = load
@@ -233,13 +263,13 @@ def measure(args, setting, images, record):
     if record and not args.no_profile:
         for name, fmt, repo in fl:
             if name.endswith("+profile"):
-                n = C.record_profile(args.lazyroot, "%s/%s:latest" % (setting.addr, repo),
-                                     args.workdir, fmt.replace(":", "-"), WORKLOAD)
-                print("  %-28s recorded and pushed: %d chunks" % (name, n), flush=True)
+                r, n = record_profile(args, setting, repo, fmt.replace(":", "-"))
+                print("  %-28s recording start: %.2f s done, %.2f MB; pushed: %d chunks" % (
+                    name, r["total_s"], r["bytes"] / 1e6, n), flush=True)
     runs = {name: [] for name, _, _ in fl}
     for i in range(args.runs):
         for flow in fl:
-            r = one_run(args, setting, images, flow)
+            r = one_run(args, setting, images, flow, i + 1)
             runs[flow[0]].append(r)
             print("  %-28s run %d: %6.2f s ready, %6.2f s done, %6.2f MB, %3d requests, "
                   "load %.1f" % (flow[0], i + 1, r["mount_s"], r["total_s"], r["bytes"] / 1e6,
@@ -261,7 +291,8 @@ def summarize(rs, layer_bytes):
             r["daemon_cpu_s"] is not None for r in rs) else None
         out["cpu_s_per_mb"] = statistics.median(cpu) if cpu else None
         # the run whose time is the median's, for the breakdown
-        out["median_trace"] = sorted(rs, key=lambda r: r["total_s"])[len(rs) // 2]["kept_trace"]
+        mid = sorted(rs, key=lambda r: r["total_s"])[len(rs) // 2]
+        out["median_trace"], out["median_breakdown"] = mid["kept_trace"], mid["trace"]
     return out
 
 
@@ -288,12 +319,12 @@ def verdict(name, r, trad):
 def table(res):
     """The results of one setting as text lines."""
     trad = res["traditional (gzip)"]
-    L = ["%-28s %7s %7s %8s %7s %5s %7s %7s %8s  %s" % (
+    L = ["%-30s %7s %7s %8s %7s %5s %7s %7s %8s  %s" % (
         "flow (median)", "ready s", "done s", "MB", "% img", "req", "ready x", "done x",
         "CPU s/MB", "targets")]
     for name, r in res.items():
         cpu = r.get("cpu_s_per_mb")
-        L.append("%-28s %7.2f %7.2f %8.2f %6.1f%% %5d %7.1f %7.1f %8s  %s" % (
+        L.append("%-30s %7.2f %7.2f %8.2f %6.1f%% %5d %7.1f %7.1f %8s  %s" % (
             name, r["mount_s"], r["total_s"], r["bytes"] / 1e6,
             100.0 * r["bytes"] / r["layer_bytes"], r["requests"],
             ratio(trad["mount_s"], r["mount_s"]), ratio(trad["total_s"], r["total_s"]),
@@ -304,9 +335,9 @@ def table(res):
 def breakdown(res):
     """trace.py's summary of the median eStargz start (no profile) of a setting."""
     r = res.get("lazyroot estargz")
-    if not r or not os.path.exists(r.get("median_trace", "")):
+    if not r:
         return []
-    t = T.analyse(T.load(r["median_trace"]))
+    t = r["median_breakdown"]
     m, d, tm = t["mount"], t["demand"], t["time"]
     return ["eStargz, median start (trace.py): ready %.2f s after %d requests (%d sequential "
             "round trips, %.2f MB); then %d reads (%d waited), %d requests (%d sequential), "
@@ -328,7 +359,7 @@ def report(all_res, meta):
         meta["load"][0], meta["load"][1], meta["runs"]))
     for name, res in all_res.items():
         L += ["", "link %s" % name] + table(res) + breakdown(res)
-    L += ["", "MB / %% img: bytes the registry's interface sent until the command exited (with "
+    L += ["", "MB / % img: bytes the registry's interface sent until the command exited (with "
           "headers) / the format's layer bytes; x = traditional / this flow; CPU s/MB = the "
           "daemon's CPU (trace exit mark) per MB it and the mount fetched; targets (issue 17, "
           "100mbit/10ms): >= 10x without profile, >= 15x with, <= 5% bytes before exit"]
@@ -376,15 +407,6 @@ def load_images(cache):
     return images
 
 
-def insecure_conf(workdir, addr):
-    """A registries.conf marking the packet link's registry insecure (plain HTTP after the TLS
-    probe, as lazyroot treats a loopback registry), for lazyroot and its daemon."""
-    path = os.path.join(workdir, "registries.conf")
-    with open(path, "w") as f:
-        f.write('[[registry]]\nlocation = "%s"\ninsecure = true\n' % addr)
-    os.environ["CONTAINERS_REGISTRIES_CONF"] = path
-
-
 def parse_settings(text):
     out = []
     for s in text.split(","):
@@ -402,7 +424,6 @@ def run_packet_link(args, images, cleanup, all_res):
     reg = C.start_registry(link, d)
     cleanup.append(lambda: C.stop_proc(reg))
     addr = "%s:5000" % link.ns_ip
-    insecure_conf(args.workdir, addr)
     print("pushing the images to %s ..." % addr, flush=True)
     push_images(addr, images)
     first = True
@@ -411,7 +432,8 @@ def run_packet_link(args, images, cleanup, all_res):
         name = "%s/%gms pktdelay" % (rate, delay)
         print("link %s (tbf both ways, %g ms on every frame each way)" % (name, delay),
               flush=True)
-        all_res[name] = measure(args, Setting(name, link, reg, addr), images, record=first)
+        all_res[name] = measure(args, Setting(name, link, reg, addr, ["--tls-verify=false"]),
+                                images, record=first)
         first = False
 
 
@@ -523,6 +545,8 @@ def main(argv=None):
                     help="coldstart.py's relay link, RATE:DELAY_MS ('' for none)")
     ap.add_argument("--no-profile", action="store_true", help="skip the +profile flows")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--traces", help="keep every lazy start's trace in this directory "
+                    "(tests/bench/trace.py reads them)")
     ap.add_argument("--write", action="store_true",
                     help="write the section %r of --out" % SECTION)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -541,6 +565,8 @@ def main(argv=None):
 
     images = load_images(args.image_cache)
     args.workdir = tempfile.mkdtemp(prefix="lazyroot-pystart-")
+    if args.traces:
+        os.makedirs(args.traces, exist_ok=True)
     cleanup, all_res = [], {}
     try:
         if args.settings:
