@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -384,12 +385,24 @@ def write_section(path, text):
 
 
 def section(lines, meta):
-    return "\n".join([
-        SECTION, "",
-        "Written by tests/bench/pystart.py --write (%s, lazyroot %s; a new run replaces this "
-        "section; what the numbers say is in \"Cold start, taken apart\" above). Reproduce: `/usr/bin/python3 tests/bench/pystart.py --runs %d`." % (
-            time.strftime("%Y-%m-%d", time.gmtime()), meta["commit"], meta["runs"]),
-        "", "```", *lines, "```", ""])
+    intro = ("Written by tests/bench/pystart.py --write (%s, lazyroot %s; a new run replaces "
+             "this section; what the numbers say is in \"Cold start, taken apart (issue 17)\", "
+             "\"The issue's case, measured\"). Reproduce: `/usr/bin/python3 "
+             "tests/bench/pystart.py --runs %d`." % (meta["date"], meta["commit"], meta["runs"]))
+    return "\n".join([SECTION, "", *textwrap.wrap(intro, 96), "", "```", *lines, "```", ""])
+
+
+def output(args, all_res, meta):
+    lines = report(all_res, meta)
+    print()
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": all_res}, f, indent=1)
+    if args.write:
+        write_section(args.out, section(lines, meta))
+        print("wrote %s (section %r)" % (args.out, SECTION))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,18 +563,22 @@ def main(argv=None):
     ap.add_argument("--write", action="store_true",
                     help="write the section %r of --out" % SECTION)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--from-json", help="print (and --write) the results a --json run saved")
     ap.add_argument("--self-test", action="store_true",
                     help="only check the packet link (about 10 s)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not args.from_json:
         raise SystemExit("run as root (network namespaces, FUSE, nspawn)")
     need = ["ip", "tc", args.pktdelay] + ([] if args.self_test else
                                      ["systemd-nspawn", C.REGISTRY_BIN, args.lazyroot])
-    for tool in need:
+    for tool in need if not args.from_json else []:
         if not shutil.which(tool) and not os.path.exists(tool):
             raise SystemExit("missing: %s" % tool)
     if args.self_test:
         return self_test(args.pktdelay)
+    if args.from_json:
+        saved = json.load(open(args.from_json))
+        return output(args, saved["results"], saved["meta"])
 
     images = load_images(args.image_cache)
     args.workdir = tempfile.mkdtemp(prefix="lazyroot-pystart-")
@@ -579,18 +596,10 @@ def main(argv=None):
         shutil.rmtree(args.workdir, ignore_errors=True)
     loads = [r["load"] for res in all_res.values() for f in res.values() for r in f["runs"]]
     meta = {"images": images, "runs": args.runs, "load": [min(loads), max(loads)],
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "commit": C.sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                            check=False).stdout.strip() or "?"}
-    lines = report(all_res, meta)
-    print()
-    print("\n".join(lines))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": all_res}, f, indent=1)
-    if args.write:
-        write_section(args.out, section(lines, meta))
-        print("wrote %s (section %r)" % (args.out, SECTION))
-    return 0
+    return output(args, all_res, meta)
 
 
 if __name__ == "__main__":
