@@ -18,6 +18,10 @@ The packet link (pktdelay: delay on the frames, so both kernels' TCP sees the ro
      ║ veth                                        (no addresses: nothing answers here)
   ns lrps-<P>-reg:  lrp<P>r 10.215.N.2/24 docker-registry :5000  tbf RATE on its egress
 
+lazyroot is given --tls-verify=false for this registry (not on loopback): the TLS probe, then
+plain HTTP, as for a loopback registry. (A registries.conf `insecure = true` entry does not
+reach `lazyroot profile --push`: cache/share's artifact code ignores it.)
+
 The relay link is coldstart.py's (one veth pair, tbf, a TCP relay on 127.0.0.1 delaying the
 bytes). Bytes are counted at the registry's side on both: the transmit bytes of the registry
 namespace's interface (/proc/REGISTRY_PID/net/dev: frames with their Ethernet, IP and TCP
