@@ -17,6 +17,10 @@ What ends up in the cache directory:
   tree/              the merged image extracted on local disk (umoci raw unpack of oci-gzip)
   tree.squashfs      mksquashfs of tree/ (for squashfuse)
   tree.tar           tar of tree/ (for archivemount; names without "./")
+  py3min/            issue 17's image (`--python3-minimal`, build_python3_minimal): base/ plus
+                     what `apt-get install --no-install-recommends python3-minimal` changed on
+                     top of it (python3-minimal-upper/, python3-minimal.tar) as oci-gzip/,
+                     oci-estargz/ and oci-zstdchunked/ (no tree, squashfs or tar)
   x2/, x4/           the bigger images of suite.py's part 4 (`--variants`): the same two layers
                      plus a third, what `apt-get install` of VARIANTS[name] changed on top of
                      base/ + python-upper/ (extra-upper/, extra.tar), as oci-gzip/,
@@ -298,9 +302,10 @@ def layer_bytes(layout):
     return sum(layer["size"] for layer in man["layers"])
 
 
-def _describe(cache, tree):
-    info = {"cache": cache, "tree": tree, "layouts": {},
-            "tree_bytes": int(run(["du", "-sb", tree]).split()[0])}
+def _describe(cache, tree=None):
+    info = {"cache": cache, "layouts": {}}
+    if tree:
+        info.update(tree=tree, tree_bytes=int(run(["du", "-sb", tree]).split()[0]))
     for fmt, d in (("gzip", "oci-gzip"), ("estargz", "oci-estargz"),
                    ("zstd:chunked", "oci-zstdchunked")):
         p = os.path.join(cache, d)
@@ -350,6 +355,26 @@ def build_variant(name, cache=DEFAULT_CACHE):
     return info
 
 
+PY3MIN = "py3min"
+
+
+def build_python3_minimal(cache=DEFAULT_CACHE):
+    """Issue 17's image in CACHE/py3min/: base/ (the one the cache holds, built when missing)
+    and a second layer from `apt-get install --no-install-recommends python3-minimal` on top
+    of it, in the three layouts; returns a dict like build_variant()'s."""
+    os.makedirs(cache, exist_ok=True)
+    ensure_packages()
+    base = build_base(cache)
+    vdir = os.path.join(cache, PY3MIN)
+    os.makedirs(vdir, exist_ok=True)
+    upper = apt_layer(os.path.join(vdir, "python3-minimal-upper"), [base], ["python3-minimal"])
+    tars = [tar_base(cache, base), tar_upper(os.path.join(vdir, "python3-minimal.tar"), upper)]
+    layouts(vdir, tars)
+    info = _describe(vdir)
+    info["layer_tars"] = tars
+    return info
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="build the benchmark's Debian image (root only)")
     ap.add_argument("--cache", default=DEFAULT_CACHE)
@@ -357,6 +382,8 @@ def main(argv=None):
     ap.add_argument("--variants", default="",
                     help="also build these bigger images, comma-separated (%s)"
                     % ",".join(VARIANTS))
+    ap.add_argument("--python3-minimal", action="store_true",
+                    help="build only issue 17's image (py3min/: base + python3-minimal)")
     args = ap.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     for v in names:
@@ -364,6 +391,9 @@ def main(argv=None):
             raise SystemExit("unknown variant %s (known: %s)" % (v, ", ".join(VARIANTS)))
     if os.geteuid() != 0:
         raise SystemExit("run as root (debootstrap, chroot, overlayfs)")
+    if args.python3_minimal:
+        print(json.dumps(build_python3_minimal(args.cache), indent=1))
+        return 0
     info = build(args.cache, args.rebuild)
     info["variants"] = {v: build_variant(v, args.cache) for v in names}
     print(json.dumps(info, indent=1))
