@@ -19,9 +19,13 @@
 struct fs_profile;
 
 /* How many jobs fetch a profile's chunks at once, and how many chunks one fetcher call takes
- * (adjacent ones become one Range request). */
-#define FS_PROFILE_JOBS 4u
-#define FS_PROFILE_BATCH 32u
+ * (adjacent ones become one Range request).  A call fetches its requests one after another,
+ * so a chunk claimed at the start of a big batch waits behind the others while a read may be
+ * waiting for it (issue 17's trace: python3's first chunk came eighth in a batch of 32, 1 s
+ * in); small batches on most of the fetcher's connections (FETCH_SLOTS_MAX is 8: two stay for
+ * reads of what the profile did not foresee) bring the first chunks at once. */
+#define FS_PROFILE_JOBS 6u
+#define FS_PROFILE_BATCH 4u
 
 int fs_profile_new(struct fs_profile **ret);
 /* NULL-safe; stops the fetch jobs first (fs_profile_fetch_stop()). */
