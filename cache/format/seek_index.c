@@ -1193,8 +1193,13 @@ int seek_cursor_resume_at(const struct seek_cursor *cur, const struct seek_index
 	size_t cp;
 
 	if (!cur || digest_parse_sha256(digest, md) < 0 ||
-	    seek_cp_find_start(si, blob_offset, &cp) < 0 || seek_chunk_find(si, cp, md, size, &c) < 0 ||
-	    seek_trust_chunk_begin(si, c, &target) < 0 || !cursor_reaches(cur, si, cp, target, 0))
+	    seek_cp_find_start(si, blob_offset, &cp) < 0 || seek_chunk_find(si, cp, md, size, &c) < 0)
+		return 0;
+	if (seek_trust_chunk_begin(si, c, &target) < 0) {
+		error_clear();  /* the decode will say it, if it comes to that */
+		return 0;
+	}
+	if (!cursor_reaches(cur, si, cp, target, 0))
 		return 0;
 	*ret_offset = cp_start(&si->cps[cp]) + cur->consumed;
 	return 1;

@@ -4,6 +4,7 @@
  * or caught by the chunk digests; an untrusted index proves its tar headers and windows as it
  * is read (seek_trust.c, tar_header.c). */
 #include "cache/format/seek_index.h"
+#include "cache/format/seek_cursor_pool.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -198,8 +199,9 @@ static int build(const struct buf *gz, uint64_t span, const char *layer_digest, 
 struct verify {
 	const struct seek_index *si;
 	struct seek_cursor *cur;   /* NULL: each chunk inflated from its checkpoint anew */
+	bool resume;               /* give the cursor only the bytes after where it stopped */
 	const struct buf *gz;
-	unsigned files, chunks, good, multi_chunk_files;
+	unsigned files, chunks, good, multi_chunk_files, resumed;
 	uint64_t max_fetch;
 };
 
@@ -218,15 +220,19 @@ static int verify_entry(void *userdata, const struct entry *e)
 	v->multi_chunk_files += e->n_chunks > 1;
 	for (size_t k = 0; k < e->n_chunks; k++) {
 		const struct chunk *c = &e->chunks[k];
+		uint64_t from = c->blob_offset, end = c->blob_offset + c->blob_length;
 		uint8_t *out = malloc(c->size);
 		int r;
 
 		v->chunks++;
 		if (c->blob_length > v->max_fetch)
 			v->max_fetch = c->blob_length;
-		r = c->blob_offset + c->blob_length <= v->gz->n ?
-		    seek_index_chunk_decode_at(v->si, v->cur, c->blob_offset, c->digest, c->size,
-					       v->gz->p + c->blob_offset, c->blob_length, out) :
+		if (v->resume && seek_cursor_resume_at(v->cur, v->si, c->blob_offset, c->digest,
+						       c->size, &from) == 1)
+			v->resumed += from > c->blob_offset;
+		r = end <= v->gz->n && from <= end ?
+		    seek_index_chunk_decode_from(v->si, v->cur, c->blob_offset, c->digest, c->size,
+						 v->gz->p + from, from, end - from, out) :
 		    -ERANGE;
 		if (r >= 0 && digest_verify_buffer(out, c->size, c->digest) >= 0 &&
 		    c->file_offset + c->size <= n && memcmp(out, want + c->file_offset, c->size) == 0)
@@ -235,6 +241,69 @@ static int verify_entry(void *userdata, const struct entry *e)
 	}
 	free(want);
 	return 0;
+}
+
+/* A cursor that is not where the bytes start cannot use them: -ENODATA, not a lie; a pool
+ * gives a parked cursor back for the next chunk of its span only. */
+struct first_two {
+	struct entry_copy { struct chunk c; char digest[DIGEST_STRING_MAX]; bool set; } f[2];
+};
+
+/* The first chunks of the first two regular files in stream order. */
+static int first_two(void *userdata, const struct entry *e)
+{
+	struct first_two *t = userdata;
+	struct entry_copy *f = &t->f[t->f[0].set];
+
+	if (e->type != ENTRY_REG || e->n_chunks == 0 || e->chunks[0].size == 0 || t->f[1].set)
+		return 0;
+	f->c = e->chunks[0];
+	snprintf(f->digest, sizeof(f->digest), "%s", e->chunks[0].digest);
+	f->c.digest = f->digest;  /* the entry's own goes with the callback */
+	f->set = true;
+	return 0;
+}
+
+static void test_resume_refused(const struct seek_index *si, const struct buf *gz)
+{
+	struct first_two two = {};
+	struct seek_cursor_pool *pool = NULL;
+	struct seek_cursor *cur = NULL, *back;
+	struct seek_span_claim claim;
+	uint64_t from = 0;
+	const struct chunk *a, *b;
+	uint8_t *out;
+
+	(void)seek_index_foreach(si, first_two, &two);
+	if (!two.f[1].set || seek_cursor_new(&cur) < 0 || seek_cursor_pool_new(&pool) < 0) {
+		check(false, "two files and a cursor pool");
+		seek_cursor_free(cur);
+		seek_cursor_pool_free(pool);
+		return;
+	}
+	a = &two.f[0].c;
+	b = &two.f[1].c;
+	out = malloc(a->size > b->size ? a->size : b->size);
+	check(seek_index_chunk_decode_from(si, cur, a->blob_offset, a->digest, a->size,
+					   gz->p + a->blob_offset + 1, a->blob_offset + 1,
+					   a->blob_length - 1, out) == -ENODATA,
+	      "a fresh cursor cannot start after the checkpoint: -ENODATA");
+	check(seek_index_chunk_decode_at(si, cur, a->blob_offset, a->digest, a->size,
+					 gz->p + a->blob_offset, a->blob_length, out) >= 0,
+	      "the first file inflates");
+	seek_cursor_pool_put(pool, NULL, cur);
+	back = seek_cursor_pool_take(pool, si, a->blob_offset, a->digest, a->size, 0, &from,
+				     &claim);
+	check(!back, "a parked cursor past a chunk is not given for it");
+	seek_cursor_pool_put(pool, &claim, NULL);
+	back = b->blob_offset == a->blob_offset ?
+	       seek_cursor_pool_take(pool, si, b->blob_offset, b->digest, b->size, 0, &from,
+				     &claim) : NULL;
+	check(b->blob_offset != a->blob_offset || (back && claim.held && from > a->blob_offset),
+	      "the parked cursor is given for the next file of its span, from where it stopped");
+	seek_cursor_pool_put(pool, &claim, back);
+	seek_cursor_pool_free(pool);
+	free(out);
 }
 
 static void test_roundtrip(unsigned members, uint64_t span)
@@ -283,6 +352,16 @@ static void test_roundtrip(unsigned members, uint64_t span)
 		(void)seek_index_foreach(si, verify_entry, &v);
 		check(v.chunks > 0 && v.good == v.chunks, "a cursor past a chunk starts again");
 		seek_cursor_free(v.cur);
+		/* A request per chunk that gets only the bytes after where the cursor stopped, as
+		 * the fetcher's requests after the first one in a span. */
+		v = (struct verify) { .si = si, .gz = &gz, .resume = true };
+		check(seek_cursor_new(&v.cur) >= 0, "a cursor is made");
+		(void)seek_index_foreach(si, verify_entry, &v);
+		check(v.chunks > 0 && v.good == v.chunks && v.resumed > 0,
+		      "a cursor goes on with only the bytes after it (%u of %u good, %u resumed)",
+		      v.good, v.chunks, v.resumed);
+		seek_cursor_free(v.cur);
+		test_resume_refused(si, &gz);
 	}
 	seek_index_free(si);
 	free_many(idx, tar.p, gz.p);
