@@ -1070,8 +1070,8 @@ static int pull_layers(struct pull *p, struct image *img)
 		return r;
 	/* A gzip layer whose seek index this finds is then indexed lazily from it, below. */
 	if (p->o->find_seek_indexes && p->o->policy != PULL_NEVER)
-		(void)p->o->find_seek_indexes(p->c, p->ref, &p->ro, p->o->policy == PULL_ALWAYS, m,
-					      img->manifest_digest);
+		(void)p->o->find_seek_indexes(p->c, p->ref, p->reg, &p->ro,
+					      p->o->policy == PULL_ALWAYS, m, img->manifest_digest);
 
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const struct layer_desc *l = &m->layers[i];

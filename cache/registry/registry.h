@@ -64,6 +64,11 @@ struct registry_options {
 int registry_new(const struct reference *ref, const struct registry_options *o,
 		 struct registry **ret);
 struct registry *registry_free(struct registry *r);  /* NULL-safe */
+/* A second client of @r's (host, repository) for another thread to work beside @r: the same
+ * options, the scheme @r settled on (no ping of its own), its token and credentials; its own
+ * connection.  What either learns later (a renewed token) stays its own. */
+int registry_dup(struct registry *r, struct registry **ret);
+
 DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
 /* Requests sent to the registry by this client and the body bytes they brought back. */
 void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes);

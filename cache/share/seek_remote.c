@@ -22,10 +22,14 @@
 #include "cache/config.h"
 #include "cache/registry/artifact_cache.h"
 #include "cache/registry/registries_conf.h"
+#include "cache/registry/registry_job.h"
+#include "cache/registry/source.h"
 #include "cache/seek.h"
 #include "cache/store/index_db.h"
 
 #define ORIGIN_PLACE "lazyroot.seek-index-origin"
+/* Index blobs fetched at once, a connection each: an image of many layers opens no more. */
+#define BLOBS_AT_ONCE 8
 
 /* A tar+gzip layer that neither the cache's entries nor a kept index serve. */
 static bool layer_wanted(struct cache *c, const struct layer_desc *l)
@@ -66,26 +70,84 @@ static void origin_put(struct index_db *db, const char *layer, const char *place
 				layer);
 }
 
-/* Fetches blob @d (the index of @l) from @f's place and keeps it, untrusted. */
-static int blob_take(struct cache *c, const struct artifact_found *f,
-		     const struct artifact_desc *d, const struct layer_desc *l)
-{
-	_cleanup_free_ char *buf = NULL;
-	char digest[DIGEST_STRING_MAX];
-	uint64_t max = SEEK_REMOTE_MAX(l->size);
+/* One index blob on its way: fetched on a client of its own, kept by the calling thread. */
+struct blob_fetch {
+	const struct artifact_desc *d;
+	const struct layer_desc *l;
+	size_t max;
+	char *buf;
 	size_t len;
-	int r;
+	struct registry_job *job;
+};
 
-	r = artifact_fetch_blob(f->registry, d, max < SEEK_INDEX_MAX ? max : SEEK_INDEX_MAX, &buf,
-				&len);
+static int blob_fetch_call(struct registry *r, void *userdata)
+{
+	struct blob_fetch *b = userdata;
+
+	return artifact_fetch_blob(r, b->d, b->max, &b->buf, &b->len);
+}
+
+/* Keeps the fetched blob @b (or says why it cannot), untrusted: 1 when it was kept. */
+static int blob_keep(struct cache *c, const struct artifact_found *f, struct blob_fetch *b, int r)
+{
+	char digest[DIGEST_STRING_MAX];
+
 	if (r >= 0)
-		r = seek_index_import(c, buf, len, l->digest, l->size, digest);
-	if (r < 0)
-		return error_wrap(r, "seek index %s of layer %s from %s", d->digest, l->digest,
-				  f->place);
-	origin_put(c->db, l->digest, f->place);
-	log_debug("seek index %s of layer %s fetched from %s", digest, l->digest, f->place);
-	return 0;
+		r = seek_index_import(c, b->buf, b->len, b->l->digest, b->l->size, digest);
+	if (r < 0) {
+		log_warning("cannot use seek index %s of layer %s from %s, reading the layer "
+			    "whole: %s", b->d->digest, b->l->digest, f->place, error_take(r));
+		return 0;
+	}
+	origin_put(c->db, b->l->digest, f->place);
+	log_debug("seek index %s of layer %s fetched from %s", digest, b->l->digest, f->place);
+	return 1;
+}
+
+/* Fetches the blobs @b[0..n) all at once, each on a connection of its own (the first on
+ * @f's client), and keeps them in order: how many were kept. */
+static size_t blobs_take(struct cache *c, const struct artifact_found *f, struct blob_fetch *b,
+			 size_t n)
+{
+	size_t kept = 0;
+	int r0;
+
+	for (size_t i = 1; i < n; i++)
+		if (registry_job_start(f->registry, blob_fetch_call, &b[i], &b[i].job) < 0)
+			b[i].job = NULL;  /* -ENOMEM: asked below, after the others */
+	r0 = blob_fetch_call(f->registry, &b[0]);
+	kept += blob_keep(c, f, &b[0], r0);
+	for (size_t i = 1; i < n; i++) {
+		int r = b[i].job ? registry_job_join(b[i].job) : blob_fetch_call(f->registry, &b[i]);
+
+		kept += blob_keep(c, f, &b[i], r);
+	}
+	return kept;
+}
+
+/* The blobs of @blobs that are indexes of wanted layers of @m, one per layer, into @ret (room
+ * for blobs->n): how many. */
+static size_t blobs_wanted(struct cache *c, const struct manifest *m,
+			   const struct artifact_list *blobs, struct blob_fetch *ret)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < blobs->n; i++) {
+		const struct layer_desc *l = blob_layer(c, m, &blobs->items[i]);
+		uint64_t max;
+		bool dup = false;
+
+		for (size_t k = 0; l && k < n; k++)
+			dup = dup || streq(ret[k].l->digest, l->digest);
+		if (!l || dup)
+			continue;
+		max = SEEK_REMOTE_MAX(l->size);
+		ret[n++] = (struct blob_fetch) {
+			.d = &blobs->items[i], .l = l,
+			.max = max < SEEK_INDEX_MAX ? max : SEEK_INDEX_MAX,
+		};
+	}
+	return n;
 }
 
 /* Keeps what artifact @a of @f holds for the wanted layers of @m: how many indexes. */
@@ -94,7 +156,8 @@ static size_t artifact_take(struct cache *c, const struct artifact_found *f,
 			    const char *manifest_digest)
 {
 	struct artifact_list blobs = {};
-	size_t kept = 0;
+	struct blob_fetch *b;
+	size_t kept = 0, n;
 	int r;
 
 	r = artifact_get(f->registry, a->digest, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &blobs);
@@ -103,16 +166,14 @@ static size_t artifact_take(struct cache *c, const struct artifact_found *f,
 			    a->digest, f->place, error_take(r));
 		return 0;
 	}
-	for (size_t i = 0; i < blobs.n; i++) {
-		const struct layer_desc *l = blob_layer(c, m, &blobs.items[i]);
-
-		if (!l)
-			continue;
-		r = blob_take(c, f, &blobs.items[i], l);
-		if (r < 0)
-			log_warning("cannot use %s, reading the layer whole", error_take(r));
-		else
-			kept++;
+	b = calloc(blobs.n ?: 1, sizeof(*b));
+	if (b) {
+		n = blobs_wanted(c, m, &blobs, b);
+		for (size_t i = 0; i < n; i += BLOBS_AT_ONCE)
+			kept += blobs_take(c, f, b + i, n - i < BLOBS_AT_ONCE ? n - i : BLOBS_AT_ONCE);
+		for (size_t i = 0; i < n; i++)
+			free(b[i].buf);
+		free(b);
 	}
 	artifact_list_done(&blobs);
 	return kept;
@@ -169,7 +230,17 @@ static int lookup_start(const struct reference *ref, struct artifact_config *cfg
 	return r;
 }
 
-int seek_remote_fetch(struct cache *c, const struct reference *ref,
+/* The pull's client of the repository the lookup starts in, if it has one that spoke. */
+static struct registry *own_client(struct source *src, const struct reference *start)
+{
+	_cleanup_free_ char *name = NULL;
+
+	if (!src || asprintf(&name, "%s/%s", start->domain, start->repository) < 0)
+		return NULL;
+	return source_registry(src, name);
+}
+
+int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
 		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
 		      const char *manifest_digest)
 {
@@ -184,7 +255,8 @@ int seek_remote_fetch(struct cache *c, const struct reference *ref,
 		error_clear();
 		return 0;
 	}
-	r = artifact_lookup(c->db, start, ro, &cfg, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &f);
+	r = artifact_lookup(c->db, start, own_client(src, start), ro, &cfg, manifest_digest,
+			    SEEK_INDEX_ARTIFACT_TYPE, &f);
 	if (r < 0) {
 		log_warning("cannot look up the seek indexes of '%s/%s', reading its gzip layers "
 			    "whole: %s", ref->domain, ref->repository, error_take(r));
