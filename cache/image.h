@@ -44,7 +44,8 @@ struct pull_options {
 	 * seek_remote_fetch(), which the image verbs pass); never fails the pull.  May be NULL. */
 	int (*find_seek_indexes)(struct cache *c, const struct reference *ref, struct source *src,
 				 const struct registry_options *ro, bool ask_again,
-				 const struct manifest *m, const char *manifest_digest);
+				 const struct manifest *m, const char *manifest_digest,
+				 int (*meanwhile)(void *userdata), void *userdata);
 };
 
 struct image {

@@ -532,6 +532,9 @@ static int find_api_and_tag(struct registry *r, const char *subject_digest,
 	int e, t;
 
 	if (tag) {
+		e = registry_ensure_pinged(r);
+		if (e < 0)
+			return e;
 		e = registry_job_start(r, tag_ask_call, tag, &job);
 		if (e < 0)
 			return e;

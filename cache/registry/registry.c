@@ -1066,6 +1066,11 @@ static int ensure_pinged(struct registry *r)
 	return 0;
 }
 
+int registry_ensure_pinged(struct registry *r)
+{
+	return ensure_pinged(r);
+}
+
 static bool tag_valid(const char *s)
 {
 	size_t n = strlen(s);

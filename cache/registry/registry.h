@@ -85,6 +85,9 @@ const char *registry_scheme(struct registry *r);
  * fails) for the object's life and reads the certificate directory; a TLS failure of a secure
  * registry is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"). */
 int registry_ping(struct registry *r);
+/* What every call does first: registry_ping() unless it was done or the scheme was given.  For
+ * a caller about to registry_dup() @r, so that the copy starts with what the ping learns. */
+int registry_ensure_pinged(struct registry *r);
 
 /* GETs a manifest by tag or digest, accepting OCI + Docker manifest and index types.  When
  * @tag_or_digest is a digest the bytes must hash to it (-EBADMSG otherwise).  Returns the

@@ -12,6 +12,7 @@
 #include "seek_remote.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,32 +241,103 @@ static struct registry *own_client(struct source *src, const struct reference *s
 	return source_registry(src, name);
 }
 
-int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
-		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
-		      const char *manifest_digest)
+/* One lookup: where it starts and with what, and (made beside the pull's other requests) the
+ * thread it runs in. */
+struct lookup {
+	const char *cache_dir;
+	struct cache *c;            /* the thread's connection to the cache, freed by the caller */
+	const struct reference *ref;
+	const struct reference *start;
+	struct registry *own;       /* the pull's client of start's repository, or a copy; or NULL */
+	struct registry *own_copy;  /* the thread's copy of it, freed by the caller */
+	const struct registry_options *ro;
+	struct artifact_config cfg;
+	const struct manifest *m;
+	const char *manifest_digest;
+	pthread_t thread;
+};
+
+/* The lookup, and the blobs of what it found kept in @c. */
+static void lookup_run(struct cache *c, struct lookup *l)
 {
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
-	_cleanup_(reference_freep) struct reference *start = NULL;
-	struct artifact_config cfg;
-	size_t kept = 0;
 	int r;
 
-	if (ref->transport != REFERENCE_DOCKER || c->read_only || count_wanted(c, m) == 0 ||
-	    lookup_config(ask_again, &cfg) < 0 || lookup_start(ref, &cfg, &start) < 0 || !start) {
-		error_clear();
-		return 0;
-	}
-	r = artifact_lookup(c->db, start, own_client(src, start), ro, &cfg, manifest_digest,
+	r = artifact_lookup(c->db, l->start, l->own, l->ro, &l->cfg, l->manifest_digest,
 			    SEEK_INDEX_ARTIFACT_TYPE, &f);
 	if (r < 0) {
 		log_warning("cannot look up the seek indexes of '%s/%s', reading its gzip layers "
-			    "whole: %s", ref->domain, ref->repository, error_take(r));
-		return 0;
+			    "whole: %s", l->ref->domain, l->ref->repository, error_take(r));
+		return;
 	}
-	for (size_t i = 0; i < f.list.n && count_wanted(c, m) > 0; i++)
-		kept += artifact_take(c, &f, &f.list.items[i], m, manifest_digest);
+	for (size_t i = 0; i < f.list.n && count_wanted(c, l->m) > 0; i++)
+		(void)artifact_take(c, &f, &f.list.items[i], l->m, l->manifest_digest);
 	error_clear();
-	return (int)kept;
+}
+
+static void *lookup_thread(void *arg)
+{
+	struct lookup *l = arg;
+
+	lookup_run(l->c, l);
+	return NULL;
+}
+
+/* Starts @l in a thread, on a copy of the pull's client (the pull goes on using its own) and a
+ * connection to the cache of its own (SQLite's WAL lets the pull's go on meanwhile, and what
+ * the lookup keeps is committed when the pull looks). */
+static int lookup_spawn(struct lookup *l)
+{
+	int r;
+
+	r = cache_open(l->cache_dir, &l->c);
+	if (r < 0)
+		return r;
+	if (l->own) {
+		r = registry_dup(l->own, &l->own_copy);
+		if (r < 0)
+			return r;
+		l->own = l->own_copy;
+	}
+	return -pthread_create(&l->thread, NULL, lookup_thread, l);
+}
+
+int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
+		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
+		      const char *manifest_digest, int (*meanwhile)(void *userdata),
+		      void *userdata)
+{
+	_cleanup_(reference_freep) struct reference *start = NULL;
+	struct lookup l = {
+		.cache_dir = c->dir, .ref = ref, .ro = ro, .m = m,
+		.manifest_digest = manifest_digest,
+	};
+	bool spawned = false;
+	int r;
+
+	if (ref->transport != REFERENCE_DOCKER || c->read_only || count_wanted(c, m) == 0 ||
+	    lookup_config(ask_again, &l.cfg) < 0 || lookup_start(ref, &l.cfg, &start) < 0 ||
+	    !start) {
+		error_clear();
+		return meanwhile ? meanwhile(userdata) : 0;
+	}
+	l.start = start;
+	l.own = own_client(src, start);
+	if (meanwhile) {
+		r = lookup_spawn(&l);
+		spawned = r >= 0;
+		if (r < 0)
+			log_debug_errno(r, "seek index lookup not started beside the pull: %m");
+		error_clear();
+	}
+	r = meanwhile ? meanwhile(userdata) : 0;
+	if (spawned)
+		(void)pthread_join(l.thread, NULL);
+	else if (r >= 0)
+		lookup_run(c, &l);
+	registry_free(l.own_copy);
+	cache_free(l.c);
+	return r;
 }
 
 int seek_index_origin(struct cache *c, const char *layer_digest, char **ret)

@@ -31,7 +31,8 @@ struct source;
  * local image or a read-only cache.  Returns how many indexes were kept. */
 int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
 		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
-		      const char *manifest_digest);
+		      const char *manifest_digest, int (*meanwhile)(void *userdata),
+		      void *userdata);
 
 /* Where the index kept for layer @layer_digest came from: "built here", "fetched from
  * HOST/REPOSITORY" or "imported" (untrusted, from no known place), in *@ret (to free).
