@@ -105,14 +105,23 @@ static int blob_keep(struct cache *c, const struct artifact_found *f, struct blo
 	return 1;
 }
 
+static int blob_fetch_cmp(const void *a, const void *b)
+{
+	const struct blob_fetch *x = a, *y = b;
+
+	return x->d->size < y->d->size ? -1 : x->d->size > y->d->size;
+}
+
 /* Fetches the blobs @b[0..n) all at once, each on a connection of its own (the first on
- * @f's client), and keeps them in order: how many were kept. */
+ * @f's client), and keeps them smallest first: the small ones arrive first, and each is
+ * parsed and kept while the bigger ones still come.  How many were kept. */
 static size_t blobs_take(struct cache *c, const struct artifact_found *f, struct blob_fetch *b,
 			 size_t n)
 {
 	size_t kept = 0;
 	int r0;
 
+	qsort(b, n, sizeof(*b), blob_fetch_cmp);
 	for (size_t i = 1; i < n; i++)
 		if (registry_job_start(f->registry, blob_fetch_call, &b[i], &b[i].job) < 0)
 			b[i].job = NULL;  /* -ENOMEM: asked below, after the others */

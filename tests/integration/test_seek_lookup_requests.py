@@ -16,6 +16,8 @@ test_coldstart_requests.py counts them; no request is timed against a bound):
   (b) on a registry with token authentication, the pull and the lookup of the same
       repository use one token (it was two)
   (c) a registry known to have the referrers API is asked the API alone (no tag beside it)
+  (d) the start profile lookup of a lazy (eStargz) image adds one sequential round trip to the
+      mount's chain, not two: 5 at the proxy (test_coldstart_requests.py's image and proxy)
 """
 
 import uuid
@@ -28,7 +30,7 @@ import registry as registry_mod
 import tokenserver
 from proxy import Fault, Proxy
 from referrers import ReferrersFront
-from test_coldstart_requests import longest_chain
+from test_coldstart_requests import images, longest_chain, mount_through_delay  # noqa: F401
 
 DELAY = 0.3       # s per request at the proxy: overlap is clear even on a loaded machine
 FIXTURE = conftest.FIXTURES / "oci-gzip"   # three tar+gzip layers
@@ -178,3 +180,16 @@ def test_known_referrers_api_asked_alone(lazyroot, reg, hosts, test_dir):
             lookups = [x for x in answered(p) if "/referrers/" in x["path"] or
                        "/manifests/sha256-" in x["path"]]
             assert len(lookups) == 1 and "/referrers/" in lookups[0]["path"], brief(lookups)
+
+
+def test_start_profile_lookup_costs_one_round_trip(lazyroot, images):
+    img = images["four"]
+    records = mount_through_delay(lazyroot, images["addr"], "cold/four",
+                                  {"/bin/busybox": img["files"]["/bin/busybox"]})
+    records = [r for r in records if r["status"]]
+    api = [r for r in records if "/referrers/" in r["path"]]
+    tag = [r for r in records if "/manifests/sha256-" in r["path"]]
+    chain = longest_chain(records)
+    print("requests %d, sequential round trips %d" % (len(records), chain))
+    assert len(api) == 1 and len(tag) == 1 and overlap(api[0], tag[0]), brief(records)
+    assert chain <= 5, brief(records)
