@@ -17,7 +17,7 @@
 #include "cache/format/layer_lazy.h"
 #include "cache/store/index_db.h"
 #include "cache/fetch.h"
-#include "cache/seek_memo.h"
+#include "cache/format/seek_memo.h"
 
 bool seek_layer_eligible(const struct layer_desc *l)
 {

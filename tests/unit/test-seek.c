@@ -1,6 +1,6 @@
 /* tests/unit/test-seek.c: seek indexes in the cache (cache/seek.c): an index from elsewhere is
  * imported only when it parses and names the layer, kept untrusted under its own digest, and
- * nothing of a refused one is kept; a pull parses it once (cache/seek_memo.c), each later step
+ * nothing of a refused one is kept; a pull parses it once (cache/format/seek_memo.c), each later step
  * taking the parse of the step before. */
 #include "cache/seek.h"
 

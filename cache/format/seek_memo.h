@@ -1,4 +1,4 @@
-/* cache/seek_memo.h: parsed seek indexes handed from one step of a pull to the next in one
+/* cache/format/seek_memo.h: parsed seek indexes handed from one step of a pull to the next in one
  * process, so that an index is parsed once, not three times: the import that parses it to
  * check it (seek_index_import()), the layer import that walks its entries, the mount's fetcher
  * that serves from it (seek_load()).  A parse inflates the whole index (megabytes for a large

@@ -1,5 +1,5 @@
 /*
- * cache/seek_memo.c: a few parsed seek indexes kept between the steps of a pull
+ * cache/format/seek_memo.c: a few parsed seek indexes kept between the steps of a pull
  * (seek_memo.h).  A handful of slots: a pull takes back what it put within moments, and what
  * it never takes (a layer read whole after all) is freed when a newer entry needs the slot.
  */
