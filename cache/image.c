@@ -1053,6 +1053,20 @@ static int pull_fetch_config(void *userdata)
 	return image_fetch_config(pi->p->reg, pi->img, &pi->p->fetched, pi->p->err);
 }
 
+/* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a
+ * gzip layer whose index it finds is then indexed lazily from it, below). */
+static int pull_meanwhile(void *userdata)
+{
+	struct pull_image *pi = userdata;
+	struct pull *p = pi->p;
+	int (*config)(void *userdata) = pi->img->config ? NULL : pull_fetch_config;
+
+	if (!p->o->find_seek_indexes || p->o->policy == PULL_NEVER)
+		return config ? config(pi) : 0;
+	return p->o->find_seek_indexes(p->c, p->ref, p->reg, &p->ro, p->o->policy == PULL_ALWAYS,
+				       pi->img->manifest, pi->img->manifest_digest, config, pi);
+}
+
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the
  * others streamed whole. */
 static int pull_layers(struct pull *p, struct image *img)
@@ -1075,15 +1089,10 @@ static int pull_layers(struct pull *p, struct image *img)
 		if (r < 0)
 			return r;
 	}
-	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img,
-			       img->config ? NULL : pull_fetch_config, &(struct pull_image) { p, img },
-			       p->err);
+	r = import_lazy_layers(p->c, p->ref, p->o, &p->ro, &p->reg, img, pull_meanwhile,
+			       &(struct pull_image) { p, img }, p->err);
 	if (r < 0)
 		return r;
-	/* A gzip layer whose seek index this finds is then indexed lazily from it, below. */
-	if (p->o->find_seek_indexes && p->o->policy != PULL_NEVER)
-		(void)p->o->find_seek_indexes(p->c, p->ref, &p->ro, p->o->policy == PULL_ALWAYS, m,
-					      img->manifest_digest);
 
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const struct layer_desc *l = &m->layers[i];

@@ -12,6 +12,8 @@
 #include "cache/format/reference.h"
 #include "cache/registry/registry.h"
 
+struct source;
+
 enum pull_policy {
 	PULL_MISSING,  /* use the cached resolution and layers when present: no network at all */
 	PULL_ALWAYS,   /* re-resolve the tag at the registry */
@@ -40,9 +42,10 @@ struct pull_options {
 	/* Called before the layers are imported, unless the policy is PULL_NEVER, to find seek
 	 * indexes for gzip layers the cache lacks (cache/share/seek_remote.h's
 	 * seek_remote_fetch(), which the image verbs pass); never fails the pull.  May be NULL. */
-	int (*find_seek_indexes)(struct cache *c, const struct reference *ref,
+	int (*find_seek_indexes)(struct cache *c, const struct reference *ref, struct source *src,
 				 const struct registry_options *ro, bool ask_again,
-				 const struct manifest *m, const char *manifest_digest);
+				 const struct manifest *m, const char *manifest_digest,
+				 int (*meanwhile)(void *userdata), void *userdata);
 };
 
 struct image {

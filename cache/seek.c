@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cache/base/error.h"
@@ -16,6 +17,7 @@
 #include "cache/format/layer_lazy.h"
 #include "cache/store/index_db.h"
 #include "cache/fetch.h"
+#include "cache/format/seek_memo.h"
 
 /* ---- Chunks stored as a layer streams by ---------------------------------------------- */
 
@@ -117,7 +119,11 @@ int seek_index_import(struct cache *c, const void *buf, size_t len, const char *
 	if (r < 0)
 		return r;
 	r = store_blob(c, buf, len, ret_digest);
-	return r < 0 ? r : index_db_seek_put(c->db, layer_digest, ret_digest, false);
+	if (r >= 0)
+		r = index_db_seek_put(c->db, layer_digest, ret_digest, false);
+	if (r >= 0)
+		seek_memo_put(ret_digest, layer_digest, TAKE_PTR(si));  /* for seek_load() */
+	return r;
 }
 
 int seek_index_read(struct cache *c, const char *layer_digest, char **ret_buf, size_t *ret_len,
@@ -146,19 +152,29 @@ int seek_index_read(struct cache *c, const char *layer_digest, char **ret_buf, s
 	return 0;
 }
 
-int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
-	      bool *ret_trusted)
+/* seek_load(), and the digest of the index blob in *@ret_blob (may be NULL).  The index
+ * parsed by an earlier step of this pull is taken from seek_memo.h instead of parsed again. */
+static int load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
+		bool *ret_trusted, char **ret_blob)
 {
 	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
-	_cleanup_free_ char *buf = NULL;
+	_cleanup_free_ char *buf = NULL, *digest = NULL;
 	bool trusted;
 	size_t len;
 	int r;
 
-	r = seek_index_read(c, l->digest, &buf, &len, NULL, &trusted);
+	r = index_db_seek_get(c->db, l->digest, &digest, &trusted);
 	if (r < 0)
 		return r;
-	r = seek_index_parse(buf, len, l->digest, l->size, &si);
+	si = seek_memo_take(digest, l->digest);
+	if (!si) {
+		free(digest);
+		digest = NULL;
+		r = seek_index_read(c, l->digest, &buf, &len, &digest, &trusted);
+		if (r < 0)
+			return r;
+		r = seek_index_parse(buf, len, l->digest, l->size, &si);
+	}
 	/* One from elsewhere proves itself as it is read (docs/security.md, "Seek indexes"). */
 	if (r >= 0 && !trusted)
 		r = seek_index_set_untrusted(si);
@@ -166,8 +182,16 @@ int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **r
 		return r;
 	if (ret_trusted)
 		*ret_trusted = trusted;
+	if (ret_blob)
+		*ret_blob = TAKE_PTR(digest);
 	*ret = TAKE_PTR(si);
 	return 0;
+}
+
+int seek_load(struct cache *c, const struct layer_desc *l, struct seek_index **ret,
+	      bool *ret_trusted)
+{
+	return load(c, l, ret, ret_trusted, NULL);
 }
 
 int seek_drop(struct cache *c, const char *layer_digest)
@@ -217,12 +241,13 @@ static int writer_add(void *userdata, const struct entry *e)
 int seek_layer_import(struct cache *c, const struct layer_desc *l)
 {
 	_cleanup_(seek_index_freep) struct seek_index *si = NULL;
+	_cleanup_free_ char *blob = NULL;
 	struct layer_writer *w = NULL;
 	int r;
 
 	if (!seek_layer_eligible(l))
 		return 0;
-	r = seek_load(c, l, &si, NULL);
+	r = load(c, l, &si, NULL, &blob);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
@@ -243,7 +268,10 @@ int seek_layer_import(struct cache *c, const struct layer_desc *l)
 		return r;
 	}
 	r = layer_writer_commit(w);
-	return r < 0 ? r : 1;
+	if (r < 0)
+		return r;
+	seek_memo_put(blob, l->digest, TAKE_PTR(si));  /* the mount's fetcher serves from it */
+	return 1;
 }
 
 bool seek_layer_is_lazy(struct index_db *db, const struct layer_desc *l)

@@ -21,6 +21,7 @@
 #include "cache/base/log.h"
 #include "cache/base/util.h"
 #include "cache/registry/registry.h"
+#include "cache/registry/registry_job.h"
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define OCI_INDEX "application/vnd.oci.image.index.v1+json"
@@ -508,18 +509,59 @@ static int find_api(struct registry *r, const char *subject_digest, const char *
 	}
 }
 
+struct tag_ask {
+	const char *subject_digest;
+	json_t *root;  /* the referrers tag's index; NULL when there is none */
+};
+
+static int tag_ask_call(struct registry *r, void *userdata)
+{
+	struct tag_ask *t = userdata;
+
+	return tag_index_get(r, t->subject_digest, &t->root);
+}
+
+/* The referrers API, with the referrers tag asked at once beside it when the route is not
+ * known (@tag not NULL): the tag's answer is used when the API 404s, and a registry without
+ * the API costs one round trip, not two.  An error of the API's is returned as it is. */
+static int find_api_and_tag(struct registry *r, const char *subject_digest,
+			    const char *artifact_type, struct tag_ask *tag, struct artifact_list *l)
+{
+	struct registry_job *job = NULL;
+	struct error_carry api;
+	int e, t;
+
+	if (tag) {
+		e = registry_ensure_pinged(r);
+		if (e < 0)
+			return e;
+		e = registry_job_start(r, tag_ask_call, tag, &job);
+		if (e < 0)
+			return e;
+	}
+	e = find_api(r, subject_digest, artifact_type, l);
+	error_save(&api);
+	t = registry_job_join(job);
+	if (t < 0 && (e == -EOPNOTSUPP || e == -ENOENT))
+		return t;  /* the tag was the answer, and it failed */
+	return error_restore(e, &api);
+}
+
 int artifact_find(struct registry *r, const char *subject_digest, const char *artifact_type,
 		  enum artifact_route *route, struct artifact_list *ret)
 {
-	_cleanup_json_ json_t *root = NULL;
+	struct tag_ask tag = { .subject_digest = subject_digest };
 	struct artifact_list l = {};
 	bool via_tag = route && *route == ARTIFACT_ROUTE_TAG;
+	bool asked_tag = false;
 	int e = 0;
 
 	if (digest_validate(subject_digest) < 0)
 		return -EINVAL;
 	if (!via_tag) {
-		e = find_api(r, subject_digest, artifact_type, &l);
+		asked_tag = !route || *route == ARTIFACT_ROUTE_UNKNOWN;
+		e = find_api_and_tag(r, subject_digest, artifact_type, asked_tag ? &tag : NULL,
+				     &l);
 		if (e >= 0 && route)
 			*route = ARTIFACT_ROUTE_API;
 		if (e == -EOPNOTSUPP && route)
@@ -530,10 +572,11 @@ int artifact_find(struct registry *r, const char *subject_digest, const char *ar
 	if (via_tag) {
 		error_clear();
 		artifact_list_done(&l);
-		e = tag_index_get(r, subject_digest, &root);
-		if (e >= 0 && root)
-			e = list_add(&l, json_object_get(root, "manifests"), artifact_type);
+		e = asked_tag ? 0 : tag_index_get(r, subject_digest, &tag.root);
+		if (e >= 0 && tag.root)
+			e = list_add(&l, json_object_get(tag.root, "manifests"), artifact_type);
 	}
+	json_decref(tag.root);
 	if (e < 0) {
 		artifact_list_done(&l);
 		return e;

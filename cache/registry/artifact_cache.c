@@ -89,9 +89,9 @@ static void answer_store(struct index_db *db, const char *place, const char *sub
 				subject, place);
 }
 
-/* What is known of how @r's registry lists referrers: a registry without the referrers API is
- * remembered (as the answer "tag" about subject "" in place "HOST", for artifact-ttl) so that
- * a lookup there costs one request, not a 404 first. */
+/* What is known of how @r's registry lists referrers, remembered (as the answer "tag" or "api"
+ * about subject "" in place "HOST", for artifact-ttl): on a registry without the referrers
+ * API a lookup asks the tag alone, on one with it the API alone; unknown, both at once. */
 static enum artifact_route route_get(struct index_db *db, struct registry *r,
 				     const struct artifact_config *cfg)
 {
@@ -102,9 +102,11 @@ static enum artifact_route route_get(struct index_db *db, struct registry *r,
 				   &updated) < 0)
 		return ARTIFACT_ROUTE_UNKNOWN;
 	age = (int64_t)time(NULL) - updated;
-	if (age < 0 || age >= cfg->ttl_s || !streq(answer, "tag"))
+	if (age < 0 || age >= cfg->ttl_s)
 		return ARTIFACT_ROUTE_UNKNOWN;
-	return ARTIFACT_ROUTE_TAG;
+	/* Known to have the API: the referrers tag is asked only if the API 404s after all. */
+	return streq(answer, "tag") ? ARTIFACT_ROUTE_TAG :
+	       streq(answer, "api") ? ARTIFACT_ROUTE_API : ARTIFACT_ROUTE_UNKNOWN;
 }
 
 static void route_store(struct index_db *db, struct registry *r, enum artifact_route route)
@@ -162,39 +164,62 @@ void artifact_found_done(struct artifact_found *f)
 	if (!f)
 		return;
 	artifact_list_done(&f->list);
-	registry_free(f->registry);
+	if (!f->borrowed)
+		registry_free(f->registry);
 	free(f->place);
 	*f = (struct artifact_found) {};
 }
 
+/* The client to ask @place with: @own itself when it is that repository's (its connection
+ * and token), else a new one, told @own's scheme when it is the same registry (no second
+ * HTTPS probe) but with a token of its own: another repository is another scope, and maybe
+ * other credentials. */
+static int place_client(const struct reference *place, struct registry *own,
+			const struct registry_options *ro, struct registry **ret, bool *ret_borrowed)
+{
+	struct registry_options o = ro ? *ro : (struct registry_options) {};
+
+	*ret_borrowed = own && streq(registry_domain(own), place->domain) &&
+			streq(registry_repository(own), place->repository);
+	if (*ret_borrowed) {
+		*ret = own;
+		return 0;
+	}
+	if (own && streq(registry_domain(own), place->domain))
+		o.scheme = registry_scheme(own);
+	return registry_new(place, &o, ret);
+}
+
 /* Asks one place; *ret keeps the client when it has artifacts. */
-static int lookup_in(struct index_db *db, const struct reference *place,
+static int lookup_in(struct index_db *db, const struct reference *place, struct registry *own,
 		     const struct registry_options *ro, const struct artifact_config *cfg,
 		     const char *subject, const char *artifact_type, struct artifact_found *ret)
 {
-	_cleanup_(registry_freep) struct registry *r = NULL;
+	struct registry *r = NULL;
 	struct artifact_list l = {};
+	bool borrowed;
 	int e;
 
-	e = registry_new(place, ro, &r);
-	if (e < 0)
-		return e;
-	e = artifact_find_cached(db, r, subject, artifact_type, cfg, &l);
-	if (e < 0)
-		return e;
-	if (l.n == 0)
-		return 0;
-	ret->place = place_of(r);
-	if (!ret->place) {
-		artifact_list_done(&l);
-		return -ENOMEM;
+	e = place_client(place, own, ro, &r, &borrowed);
+	if (e >= 0)
+		e = artifact_find_cached(db, r, subject, artifact_type, cfg, &l);
+	if (e >= 0 && l.n > 0) {
+		ret->place = place_of(r);
+		e = ret->place ? 1 : -ENOMEM;
 	}
-	ret->list = l;
-	ret->registry = TAKE_PTR(r);
-	return 1;
+	if (e > 0) {
+		ret->list = l;
+		ret->registry = r;
+		ret->borrowed = borrowed;
+		return 1;
+	}
+	artifact_list_done(&l);
+	if (!borrowed)
+		registry_free(r);
+	return e;
 }
 
-int artifact_lookup(struct index_db *db, const struct reference *image,
+int artifact_lookup(struct index_db *db, const struct reference *image, struct registry *own,
 		    const struct registry_options *ro, const struct artifact_config *cfg,
 		    const char *subject, const char *artifact_type, struct artifact_found *ret)
 {
@@ -204,7 +229,7 @@ int artifact_lookup(struct index_db *db, const struct reference *image,
 
 	if (image->transport != REFERENCE_DOCKER)
 		return -EINVAL;
-	first = lookup_in(db, image, ro, cfg, subject, artifact_type, &f);
+	first = lookup_in(db, image, own, ro, cfg, subject, artifact_type, &f);
 	if (first < 0)
 		log_debug("cannot list artifacts of %s in its repository: %s", subject,
 			  error_message() ?: strerror(-first));
@@ -212,7 +237,7 @@ int artifact_lookup(struct index_db *db, const struct reference *image,
 		e = artifact_config_place(cfg, &repo);
 		if (e < 0)
 			return e;
-		e = repo ? lookup_in(db, repo, ro, cfg, subject, artifact_type, &f) : 0;
+		e = repo ? lookup_in(db, repo, own, ro, cfg, subject, artifact_type, &f) : 0;
 		/* The first failure is the one to report when no place answered. */
 		if (e < 0 && first < 0)
 			return first;

@@ -45,6 +45,7 @@ struct artifact_found {
 	struct artifact_list list;
 	struct registry *registry;
 	char *place;         /* "host/repository" of that repository */
+	bool borrowed;       /* registry is the caller's @own, not freed here */
 };
 void artifact_found_done(struct artifact_found *f);
 
@@ -53,8 +54,11 @@ void artifact_found_done(struct artifact_found *f);
  * mirrors are not asked), then, when none is there, in the configured artifact repository.
  * An empty list when neither has one.  Fails only when a place could not be asked and no
  * other place answered with artifacts.  A caller that re-resolves tags at the registry
- * (--pull=always, prewarm) may pass a @cfg with ttl_s and miss_ttl_s 0 to ask again too. */
-int artifact_lookup(struct index_db *db, const struct reference *image,
+ * (--pull=always, prewarm) may pass a @cfg with ttl_s and miss_ttl_s 0 to ask again too.
+ * @own (may be NULL): a client the caller already spoke to the image's registry with (the
+ * pull's); the place that is its repository is asked through it (no second ping, the same
+ * connection and token), another place of its registry is told its scheme. */
+int artifact_lookup(struct index_db *db, const struct reference *image, struct registry *own,
 		    const struct registry_options *ro, const struct artifact_config *cfg,
 		    const char *subject, const char *artifact_type, struct artifact_found *ret);
 

@@ -114,7 +114,7 @@ int profile_fetch(struct cache *c, const struct reference *ref, const struct reg
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
 	int r;
 
-	r = artifact_lookup(c->db, ref, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
+	r = artifact_lookup(c->db, ref, NULL, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
 	if (r < 0)
 		return error_wrap(r, "cannot look up the start profile of %s", image);
 	if (f.list.n == 0)

@@ -316,6 +316,44 @@ int registry_new(const struct reference *ref, const struct registry_options *o,
 	return 0;
 }
 
+/* The secrets and what was learnt of them: the token, the Basic header, where it came from. */
+static int copy_auth(struct registry *d, const struct registry *r)
+{
+	if ((r->authorization && !(d->authorization = strdup(r->authorization))) ||
+	    (r->basic && !(d->basic = strdup(r->basic))) ||
+	    (r->credentials_source && !(d->credentials_source = strdup(r->credentials_source))))
+		return -ENOMEM;
+	d->credentials_looked_up = r->credentials_looked_up;
+	return 0;
+}
+
+int registry_dup(struct registry *r, struct registry **ret)
+{
+	_cleanup_(registry_freep) struct registry *d = NULL;
+	struct reference ref = { .transport = REFERENCE_DOCKER, .domain = r->domain,
+				 .repository = r->repository };
+	/* The scheme another client settled on is taken as it is (registry_options.scheme), so
+	 * that the copy sends no ping of its own. */
+	const char *scheme = !r->base_url ? NULL :
+			     startswith(r->base_url, "https:") ? "https" : "http";
+	struct registry_options o = {
+		.insecure = r->insecure_option, .connect_timeout_ms = r->connect_timeout_ms,
+		.timeout_ms = r->timeout_ms, .credentials = r->credentials, .cert_dir = r->cert_dir,
+		.scheme = scheme, .rate_limit = r->rate_limit, .cancel = r->cancel,
+		.push = r->push, .mount_from = r->mount_from,
+	};
+	int e;
+
+	e = registry_new(&ref, &o, &d);
+	if (e < 0)
+		return e;
+	e = copy_auth(d, r);
+	if (e < 0)
+		return e;
+	*ret = TAKE_PTR(d);
+	return 0;
+}
+
 /* Reads the certificate directory once (cert_dir.c) and points r->tls into what it read. */
 static int tls_load(struct registry *r)
 {
@@ -1026,6 +1064,11 @@ static int ensure_pinged(struct registry *r)
 	r->tls.no_verify = r->insecure && !r->certs.ca_pem;
 	r->pinged = true;
 	return 0;
+}
+
+int registry_ensure_pinged(struct registry *r)
+{
+	return ensure_pinged(r);
 }
 
 static bool tag_valid(const char *s)

@@ -64,6 +64,11 @@ struct registry_options {
 int registry_new(const struct reference *ref, const struct registry_options *o,
 		 struct registry **ret);
 struct registry *registry_free(struct registry *r);  /* NULL-safe */
+/* A second client of @r's (host, repository) for another thread to work beside @r: the same
+ * options, the scheme @r settled on (no ping of its own), its token and credentials; its own
+ * connection.  What either learns later (a renewed token) stays its own. */
+int registry_dup(struct registry *r, struct registry **ret);
+
 DEFINE_CLEANUP_FUNC(struct registry *, registry_free);
 /* Requests sent to the registry by this client and the body bytes they brought back. */
 void registry_get_counters(struct registry *r, uint64_t *ret_requests, uint64_t *ret_bytes);
@@ -80,6 +85,9 @@ const char *registry_scheme(struct registry *r);
  * fails) for the object's life and reads the certificate directory; a TLS failure of a secure
  * registry is -EHOSTUNREACH ("TLS certificate of HOST not trusted: …"). */
 int registry_ping(struct registry *r);
+/* What every call does first: registry_ping() unless it was done or the scheme was given.  For
+ * a caller about to registry_dup() @r, so that the copy starts with what the ping learns. */
+int registry_ensure_pinged(struct registry *r);
 
 /* GETs a manifest by tag or digest, accepting OCI + Docker manifest and index types.  When
  * @tag_or_digest is a digest the bytes must hash to it (-EBADMSG otherwise).  Returns the

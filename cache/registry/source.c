@@ -215,6 +215,17 @@ const char *source_scheme(struct source *s)
 	return s->hint;
 }
 
+struct registry *source_registry(struct source *s, const char *name)
+{
+	if (!s || s->local)
+		return NULL;
+	for (size_t i = 0; i < s->n; i++)
+		if (streq(s->endpoints[i].name, name))
+			return registry_scheme(s->endpoints[i].registry) ? s->endpoints[i].registry
+									   : NULL;
+	return NULL;
+}
+
 static bool endpoint_serves(const struct endpoint *ep, enum request kind)
 {
 	return kind == REQUEST_ANY || (kind == REQUEST_BY_TAG ? ep->by_tag : ep->by_digest);

@@ -32,6 +32,12 @@ void source_get_counters(struct source *s, uint64_t *ret_requests, uint64_t *ret
  * for a local source).  Valid until the next call on @s. */
 const char *source_scheme(struct source *s);
 
+/* The client of endpoint @name ("host[:port]/repository") once it has spoken to it (pinged,
+ * with a token where the registry wants one), for a caller that asks the same repository
+ * something else between this source's calls (an artifact lookup); NULL when @s has no such
+ * endpoint or has not reached it.  Borrowed: it lives as long as @s. */
+struct registry *source_registry(struct source *s, const char *name);
+
 int source_ping(struct source *s);
 int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_buf,
 			size_t *ret_len, char **ret_content_type, char ret_digest[72]);

@@ -12,6 +12,7 @@
 #include "seek_remote.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,14 @@
 #include "cache/config.h"
 #include "cache/registry/artifact_cache.h"
 #include "cache/registry/registries_conf.h"
+#include "cache/registry/registry_job.h"
+#include "cache/registry/source.h"
 #include "cache/seek.h"
 #include "cache/store/index_db.h"
 
 #define ORIGIN_PLACE "lazyroot.seek-index-origin"
+/* Index blobs fetched at once, a connection each: an image of many layers opens no more. */
+#define BLOBS_AT_ONCE 8
 
 /* A tar+gzip layer that neither the cache's entries nor a kept index serve. */
 static bool layer_wanted(struct cache *c, const struct layer_desc *l)
@@ -66,26 +71,93 @@ static void origin_put(struct index_db *db, const char *layer, const char *place
 				layer);
 }
 
-/* Fetches blob @d (the index of @l) from @f's place and keeps it, untrusted. */
-static int blob_take(struct cache *c, const struct artifact_found *f,
-		     const struct artifact_desc *d, const struct layer_desc *l)
-{
-	_cleanup_free_ char *buf = NULL;
-	char digest[DIGEST_STRING_MAX];
-	uint64_t max = SEEK_REMOTE_MAX(l->size);
+/* One index blob on its way: fetched on a client of its own, kept by the calling thread. */
+struct blob_fetch {
+	const struct artifact_desc *d;
+	const struct layer_desc *l;
+	size_t max;
+	char *buf;
 	size_t len;
-	int r;
+	struct registry_job *job;
+};
 
-	r = artifact_fetch_blob(f->registry, d, max < SEEK_INDEX_MAX ? max : SEEK_INDEX_MAX, &buf,
-				&len);
+static int blob_fetch_call(struct registry *r, void *userdata)
+{
+	struct blob_fetch *b = userdata;
+
+	return artifact_fetch_blob(r, b->d, b->max, &b->buf, &b->len);
+}
+
+/* Keeps the fetched blob @b (or says why it cannot), untrusted: 1 when it was kept. */
+static int blob_keep(struct cache *c, const struct artifact_found *f, struct blob_fetch *b, int r)
+{
+	char digest[DIGEST_STRING_MAX];
+
 	if (r >= 0)
-		r = seek_index_import(c, buf, len, l->digest, l->size, digest);
-	if (r < 0)
-		return error_wrap(r, "seek index %s of layer %s from %s", d->digest, l->digest,
-				  f->place);
-	origin_put(c->db, l->digest, f->place);
-	log_debug("seek index %s of layer %s fetched from %s", digest, l->digest, f->place);
-	return 0;
+		r = seek_index_import(c, b->buf, b->len, b->l->digest, b->l->size, digest);
+	if (r < 0) {
+		log_warning("cannot use seek index %s of layer %s from %s, reading the layer "
+			    "whole: %s", b->d->digest, b->l->digest, f->place, error_take(r));
+		return 0;
+	}
+	origin_put(c->db, b->l->digest, f->place);
+	log_debug("seek index %s of layer %s fetched from %s", digest, b->l->digest, f->place);
+	return 1;
+}
+
+static int blob_fetch_cmp(const void *a, const void *b)
+{
+	const struct blob_fetch *x = a, *y = b;
+
+	return x->d->size < y->d->size ? -1 : x->d->size > y->d->size;
+}
+
+/* Fetches the blobs @b[0..n) all at once, each on a connection of its own (the first on
+ * @f's client), and keeps them smallest first: the small ones arrive first, and each is
+ * parsed and kept while the bigger ones still come.  How many were kept. */
+static size_t blobs_take(struct cache *c, const struct artifact_found *f, struct blob_fetch *b,
+			 size_t n)
+{
+	size_t kept = 0;
+	int r0;
+
+	qsort(b, n, sizeof(*b), blob_fetch_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (registry_job_start(f->registry, blob_fetch_call, &b[i], &b[i].job) < 0)
+			b[i].job = NULL;  /* -ENOMEM: asked below, after the others */
+	r0 = blob_fetch_call(f->registry, &b[0]);
+	kept += blob_keep(c, f, &b[0], r0);
+	for (size_t i = 1; i < n; i++) {
+		int r = b[i].job ? registry_job_join(b[i].job) : blob_fetch_call(f->registry, &b[i]);
+
+		kept += blob_keep(c, f, &b[i], r);
+	}
+	return kept;
+}
+
+/* The blobs of @blobs that are indexes of wanted layers of @m, one per layer, into @ret (room
+ * for blobs->n): how many. */
+static size_t blobs_wanted(struct cache *c, const struct manifest *m,
+			   const struct artifact_list *blobs, struct blob_fetch *ret)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < blobs->n; i++) {
+		const struct layer_desc *l = blob_layer(c, m, &blobs->items[i]);
+		uint64_t max;
+		bool dup = false;
+
+		for (size_t k = 0; l && k < n; k++)
+			dup = dup || streq(ret[k].l->digest, l->digest);
+		if (!l || dup)
+			continue;
+		max = SEEK_REMOTE_MAX(l->size);
+		ret[n++] = (struct blob_fetch) {
+			.d = &blobs->items[i], .l = l,
+			.max = max < SEEK_INDEX_MAX ? max : SEEK_INDEX_MAX,
+		};
+	}
+	return n;
 }
 
 /* Keeps what artifact @a of @f holds for the wanted layers of @m: how many indexes. */
@@ -94,7 +166,8 @@ static size_t artifact_take(struct cache *c, const struct artifact_found *f,
 			    const char *manifest_digest)
 {
 	struct artifact_list blobs = {};
-	size_t kept = 0;
+	struct blob_fetch *b;
+	size_t kept = 0, n;
 	int r;
 
 	r = artifact_get(f->registry, a->digest, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &blobs);
@@ -103,16 +176,14 @@ static size_t artifact_take(struct cache *c, const struct artifact_found *f,
 			    a->digest, f->place, error_take(r));
 		return 0;
 	}
-	for (size_t i = 0; i < blobs.n; i++) {
-		const struct layer_desc *l = blob_layer(c, m, &blobs.items[i]);
-
-		if (!l)
-			continue;
-		r = blob_take(c, f, &blobs.items[i], l);
-		if (r < 0)
-			log_warning("cannot use %s, reading the layer whole", error_take(r));
-		else
-			kept++;
+	b = calloc(blobs.n ?: 1, sizeof(*b));
+	if (b) {
+		n = blobs_wanted(c, m, &blobs, b);
+		for (size_t i = 0; i < n; i += BLOBS_AT_ONCE)
+			kept += blobs_take(c, f, b + i, n - i < BLOBS_AT_ONCE ? n - i : BLOBS_AT_ONCE);
+		for (size_t i = 0; i < n; i++)
+			free(b[i].buf);
+		free(b);
 	}
 	artifact_list_done(&blobs);
 	return kept;
@@ -169,31 +240,113 @@ static int lookup_start(const struct reference *ref, struct artifact_config *cfg
 	return r;
 }
 
-int seek_remote_fetch(struct cache *c, const struct reference *ref,
-		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
-		      const char *manifest_digest)
+/* The pull's client of the repository the lookup starts in, if it has one that spoke. */
+static struct registry *own_client(struct source *src, const struct reference *start)
+{
+	_cleanup_free_ char *name = NULL;
+
+	if (!src || asprintf(&name, "%s/%s", start->domain, start->repository) < 0)
+		return NULL;
+	return source_registry(src, name);
+}
+
+/* One lookup: where it starts and with what, and (made beside the pull's other requests) the
+ * thread it runs in. */
+struct lookup {
+	const char *cache_dir;
+	struct cache *c;            /* the thread's connection to the cache, freed by the caller */
+	const struct reference *ref;
+	const struct reference *start;
+	struct registry *own;       /* the pull's client of start's repository, or a copy; or NULL */
+	struct registry *own_copy;  /* the thread's copy of it, freed by the caller */
+	const struct registry_options *ro;
+	struct artifact_config cfg;
+	const struct manifest *m;
+	const char *manifest_digest;
+	pthread_t thread;
+};
+
+/* The lookup, and the blobs of what it found kept in @c. */
+static void lookup_run(struct cache *c, struct lookup *l)
 {
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
+	int r;
+
+	r = artifact_lookup(c->db, l->start, l->own, l->ro, &l->cfg, l->manifest_digest,
+			    SEEK_INDEX_ARTIFACT_TYPE, &f);
+	if (r < 0) {
+		log_warning("cannot look up the seek indexes of '%s/%s', reading its gzip layers "
+			    "whole: %s", l->ref->domain, l->ref->repository, error_take(r));
+		return;
+	}
+	for (size_t i = 0; i < f.list.n && count_wanted(c, l->m) > 0; i++)
+		(void)artifact_take(c, &f, &f.list.items[i], l->m, l->manifest_digest);
+	error_clear();
+}
+
+static void *lookup_thread(void *arg)
+{
+	struct lookup *l = arg;
+
+	lookup_run(l->c, l);
+	return NULL;
+}
+
+/* Starts @l in a thread, on a copy of the pull's client (the pull goes on using its own) and a
+ * connection to the cache of its own (SQLite's WAL lets the pull's go on meanwhile, and what
+ * the lookup keeps is committed when the pull looks). */
+static int lookup_spawn(struct lookup *l)
+{
+	int r;
+
+	r = cache_open(l->cache_dir, &l->c);
+	if (r < 0)
+		return r;
+	if (l->own) {
+		r = registry_dup(l->own, &l->own_copy);
+		if (r < 0)
+			return r;
+		l->own = l->own_copy;
+	}
+	return -pthread_create(&l->thread, NULL, lookup_thread, l);
+}
+
+int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
+		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
+		      const char *manifest_digest, int (*meanwhile)(void *userdata),
+		      void *userdata)
+{
 	_cleanup_(reference_freep) struct reference *start = NULL;
-	struct artifact_config cfg;
-	size_t kept = 0;
+	struct lookup l = {
+		.cache_dir = c->dir, .ref = ref, .ro = ro, .m = m,
+		.manifest_digest = manifest_digest,
+	};
+	bool spawned = false;
 	int r;
 
 	if (ref->transport != REFERENCE_DOCKER || c->read_only || count_wanted(c, m) == 0 ||
-	    lookup_config(ask_again, &cfg) < 0 || lookup_start(ref, &cfg, &start) < 0 || !start) {
+	    lookup_config(ask_again, &l.cfg) < 0 || lookup_start(ref, &l.cfg, &start) < 0 ||
+	    !start) {
 		error_clear();
-		return 0;
+		return meanwhile ? meanwhile(userdata) : 0;
 	}
-	r = artifact_lookup(c->db, start, ro, &cfg, manifest_digest, SEEK_INDEX_ARTIFACT_TYPE, &f);
-	if (r < 0) {
-		log_warning("cannot look up the seek indexes of '%s/%s', reading its gzip layers "
-			    "whole: %s", ref->domain, ref->repository, error_take(r));
-		return 0;
+	l.start = start;
+	l.own = own_client(src, start);
+	if (meanwhile) {
+		r = lookup_spawn(&l);
+		spawned = r >= 0;
+		if (r < 0)
+			log_debug_errno(r, "seek index lookup not started beside the pull: %m");
+		error_clear();
 	}
-	for (size_t i = 0; i < f.list.n && count_wanted(c, m) > 0; i++)
-		kept += artifact_take(c, &f, &f.list.items[i], m, manifest_digest);
-	error_clear();
-	return (int)kept;
+	r = meanwhile ? meanwhile(userdata) : 0;
+	if (spawned)
+		(void)pthread_join(l.thread, NULL);
+	else if (r >= 0)
+		lookup_run(c, &l);
+	registry_free(l.own_copy);
+	cache_free(l.c);
+	return r;
 }
 
 int seek_index_origin(struct cache *c, const char *layer_digest, char **ret)

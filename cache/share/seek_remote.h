@@ -11,6 +11,8 @@
 #include "cache/format/reference.h"
 #include "cache/registry/registry.h"
 
+struct source;
+
 /* The largest index blob fetched for a layer of @size compressed bytes: an honest index is
  * about 1% of a large layer (docs/formats.md), a small layer's is dominated by its windows
  * (up to 32 KiB each); past a quarter of the layer plus 1 MiB it saves too little to be
@@ -20,15 +22,17 @@
 /* For the tar+gzip layers of manifest @m (digest @manifest_digest, of registry image @ref)
  * with neither entries nor an index in @c: ONE artifact_lookup() (in the repository the image
  * is served from, then the artifact repository; only the latter when registries.conf gives
- * the registry mirrors; answers cached as
+ * the registry mirrors; through the pull's own client of that repository when @src (may be
+ * NULL) has one; answers cached as
  * artifact-ttl and artifact-miss-ttl say; @ask_again: asked anyway, as --pull=always and
  * prewarm re-resolve tags), then each published index of such a layer is fetched (bounded)
- * and kept with seek_index_import().  Never fails a pull: a failed lookup or a bad index is
+ * and kept with seek_index_import(), the blobs of all layers fetched at once.  Never fails a pull: a failed lookup or a bad index is
  * one warning line, and the layers it concerns are read whole as before.  Nothing for a
  * local image or a read-only cache.  Returns how many indexes were kept. */
-int seek_remote_fetch(struct cache *c, const struct reference *ref,
+int seek_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
 		      const struct registry_options *ro, bool ask_again, const struct manifest *m,
-		      const char *manifest_digest);
+		      const char *manifest_digest, int (*meanwhile)(void *userdata),
+		      void *userdata);
 
 /* Where the index kept for layer @layer_digest came from: "built here", "fetched from
  * HOST/REPOSITORY" or "imported" (untrusted, from no known place), in *@ret (to free).

@@ -113,13 +113,12 @@ def lookups(proxy):
 
 
 def one_lookup(proxy):
-    """One lookup: the referrers API asked once, and on a registry without it (a 404) the
-    referrers tag once; the tag alone where the registry is known to lack the API."""
+    """One lookup: the referrers API asked once and, while the registry's route is not known,
+    the referrers tag once beside it (its answer used only when the API 404s); the tag alone
+    where the registry is known to lack the API, the API alone where it is known to have it."""
     api = [r for r in lookups(proxy) if "/referrers/" in r["path"]]
     tag = [r for r in lookups(proxy) if "/manifests/sha256-" in r["path"]]
-    if len(api) > 1 or len(tag) > 1 or not api + tag:
-        return False
-    return not (api and tag) or api[0]["status"] == 404
+    return len(api) <= 1 and len(tag) <= 1 and bool(api + tag)
 
 
 def layer_bytes(proxy, layers):
@@ -206,8 +205,8 @@ def test_push_then_lazy_mount_referrers_api(reg, hosts):
         assert [d["artifactType"] for d in f.referrers[(repo, digest)]] == [ARTIFACT_TYPE]
         with Proxy(f.addr) as p:
             check_lazy_mount(b, ref.replace(f.addr, p.addr), p, "%s/%s" % (p.addr, repo))
-            assert [r["path"].split("?")[0] for r in lookups(p)] == \
-                ["/v2/%s/referrers/%s" % (repo, digest)]
+            assert [r["path"].split("?")[0] for r in lookups(p) if "/referrers/" in r["path"]] \
+                == ["/v2/%s/referrers/%s" % (repo, digest)]
 
 
 def test_a_fetched_index_is_never_published(reg, hosts):

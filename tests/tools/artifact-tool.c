@@ -132,7 +132,7 @@ static int lookup(const char *db_path, const char *image_name, const char *type,
 	if (e < 0)
 		return fail(e, "subject");
 	memcpy(subject, d.digest, DIGEST_STRING_MAX);
-	e = artifact_lookup(db, image, &ropts, &cfg.artifacts, d.digest,
+	e = artifact_lookup(db, image, NULL, &ropts, &cfg.artifacts, d.digest,
 			    streq(type, "-") ? NULL : type, ret);
 	return e < 0 ? fail(e, "lookup") : 0;
 }

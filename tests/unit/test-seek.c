@@ -1,9 +1,11 @@
 /* tests/unit/test-seek.c: seek indexes in the cache (cache/seek.c): an index from elsewhere is
  * imported only when it parses and names the layer, kept untrusted under its own digest, and
- * nothing of a refused one is kept. */
+ * nothing of a refused one is kept; a pull parses it once (cache/format/seek_memo.c), each later step
+ * taking the parse of the step before. */
 #include "cache/seek.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -86,6 +88,18 @@ static int count_row(void *userdata, const char *layer, const char *digest, bool
 	return 0;
 }
 
+/* Moves the store's file of blob @digest aside (@hide) or back. */
+static void blob_hide(const char *dir, const char *digest, bool hide)
+{
+	char path[512], aside[520];
+	const char *hex = digest + strlen("sha256:");
+
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%.2s/%s", dir, hex, hex);
+	snprintf(aside, sizeof(aside), "%s.aside", path);
+	if (rename(hide ? path : aside, hide ? aside : path) < 0)
+		abort();
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/test-seek-XXXXXX", layer[DIGEST_STRING_MAX], digest[DIGEST_STRING_MAX];
@@ -127,9 +141,24 @@ int main(void)
 	desc.digest = layer;
 	desc.size = n;
 	desc.media_type = (char *)"application/vnd.oci.image.layer.v1.tar+gzip";
+	/* The import parsed it: the next step of the pull takes that, not the stored blob. */
+	blob_hide(dir, digest, true);
+	check(seek_load(c, &desc, &si, &trusted) == 0 && !trusted && seek_index_untrusted(si),
+	      "the index the import parsed is taken, not read and parsed again");
+	seek_index_free(si);
+	si = NULL;
+	check(seek_load(c, &desc, &si, &trusted) < 0, "taken once: then it is read from the store");
+	error_clear();
+	blob_hide(dir, digest, false);
 	check(seek_load(c, &desc, &si, &trusted) == 0 && !trusted, "it loads from the cache");
 	check(seek_layer_import(c, &desc) == 1 && seek_layer_is_lazy(c->db, &desc),
 	      "the layer is indexed from it, lazily");
+	blob_hide(dir, digest, true);
+	seek_index_free(si);
+	si = NULL;
+	check(seek_load(c, &desc, &si, &trusted) == 0 && !trusted && seek_index_untrusted(si),
+	      "the layer import leaves its parse for the mount's fetcher");
+	blob_hide(dir, digest, false);
 	check(seek_drop(c, layer) == 0 && index_db_seek_get(c->db, layer, NULL, NULL) == -ENOENT &&
 	      index_db_layer_is_indexed(c->db, layer) == 0,
 	      "dropping it forgets the index and the entries indexed from it");
