@@ -17,6 +17,7 @@
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
+#include "cache/registry/source.h"
 #include "cache/store/index_db.h"
 
 /* The artifact type under which how a registry lists referrers is remembered. */
@@ -176,7 +177,7 @@ static int lookup_in(struct index_db *db, const struct reference *place,
 	struct artifact_list l = {};
 	int e;
 
-	e = registry_new(place, ro, &r);
+	e = source_origin_new(place, ro, &r);
 	if (e < 0)
 		return e;
 	e = artifact_find_cached(db, r, subject, artifact_type, cfg, &l);
@@ -234,7 +235,7 @@ static void copy_subject(struct registry *dst, const struct reference *image,
 	_cleanup_(registry_freep) struct registry *src = NULL;
 	int e;
 
-	e = registry_new(image, ro, &src);
+	e = source_origin_new(image, ro, &src);
 	if (e >= 0)
 		e = artifact_copy_subject(dst, src, subject);
 	if (e < 0)
@@ -264,7 +265,7 @@ int artifact_publish(struct index_db *db, const struct reference *place,
 
 	o.push = true;
 	o.mount_from = copy ? image->repository : NULL;
-	e = registry_new(place, &o, &r);
+	e = source_origin_new(place, &o, &r);
 	if (e < 0)
 		return e;
 	if (copy)
