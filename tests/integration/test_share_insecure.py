@@ -165,17 +165,22 @@ def check_lazy_mount(lazyroot, ref, place):
         assert lazyroot.umount().ok
 
 
-@pytest.mark.parametrize("publish", ["here", "loopback"])
+@pytest.mark.parametrize("publish", ["here", "prewarm", "loopback"])
 def test_seek_index_push_and_lookup(lazyroot, conf, http_registry, publish):
-    """index --push publishes at the insecure registry over plain HTTP (or, "loopback", through
-    a local proxy); a lazy mount on an empty cache finds the index at the registry."""
+    """index --push (or prewarm --publish-index) publishes at the insecure registry over plain
+    HTTP (or, "loopback", through a local proxy); a lazy mount on an empty cache finds the
+    index at the registry."""
     ref, repo = fresh_image(http_registry, "oci-gzip")
     conf(insecure=True)
     use_cache(lazyroot, "cache-a")
-    with Proxy(http_registry.addr) as p:
-        pub = published_ref(ref, p if publish == "loopback" else None)
-        r = run(lazyroot, "index", "--push", pub)
-    assert r.ok and "published in 1 place" in r.stdout, str(r)
+    if publish == "prewarm":
+        r = run(lazyroot, "prewarm", "--publish-index", ref)
+        assert r.ok and r.stderr.strip() == "", str(r)
+    else:
+        with Proxy(http_registry.addr) as p:
+            pub = published_ref(ref, p if publish == "loopback" else None)
+            r = run(lazyroot, "index", "--push", pub)
+        assert r.ok and "published in 1 place" in r.stdout, str(r)
     check_lazy_mount(lazyroot, ref, "%s/%s" % (http_registry.addr, repo))
 
 
