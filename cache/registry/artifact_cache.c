@@ -17,6 +17,7 @@
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/base/util.h"
+#include "cache/registry/source.h"
 #include "cache/store/index_db.h"
 
 /* The artifact type under which how a registry lists referrers is remembered. */
@@ -187,7 +188,8 @@ static int place_client(const struct reference *place, struct registry *own,
 	}
 	if (own && streq(registry_domain(own), place->domain))
 		o.scheme = registry_scheme(own);
-	return registry_new(place, &o, ret);
+	/* registries.conf applies as for the pull: rewrite, insecure, blocked. */
+	return source_origin_new(place, &o, ret);
 }
 
 /* Asks one place; *ret keeps the client when it has artifacts. */
@@ -259,7 +261,7 @@ static void copy_subject(struct registry *dst, const struct reference *image,
 	_cleanup_(registry_freep) struct registry *src = NULL;
 	int e;
 
-	e = registry_new(image, ro, &src);
+	e = source_origin_new(image, ro, &src);
 	if (e >= 0)
 		e = artifact_copy_subject(dst, src, subject);
 	if (e < 0)
@@ -289,7 +291,7 @@ int artifact_publish(struct index_db *db, const struct reference *place,
 
 	o.push = true;
 	o.mount_from = copy ? image->repository : NULL;
-	e = registry_new(place, &o, &r);
+	e = source_origin_new(place, &o, &r);
 	if (e < 0)
 		return e;
 	if (copy)

@@ -50,8 +50,9 @@ struct artifact_found {
 void artifact_found_done(struct artifact_found *f);
 
 /* Looks for artifacts of @artifact_type referring to @subject in the image's own repository
- * (@image, a docker reference, as the registry serves it: after any registries.conf rewrite;
- * mirrors are not asked), then, when none is there, in the configured artifact repository.
+ * (@image, a docker reference as named, before any registries.conf rewrite: every place is
+ * asked through source_origin_new(), never its mirrors), then, when none is there, in the
+ * configured artifact repository.
  * An empty list when neither has one.  Fails only when a place could not be asked and no
  * other place answered with artifacts.  A caller that re-resolves tags at the registry
  * (--pull=always, prewarm) may pass a @cfg with ttl_s and miss_ttl_s 0 to ask again too.
@@ -62,8 +63,8 @@ int artifact_lookup(struct index_db *db, const struct reference *image, struct r
 		    const struct registry_options *ro, const struct artifact_config *cfg,
 		    const char *subject, const char *artifact_type, struct artifact_found *ret);
 
-/* Publishes an artifact (artifact_push()) in the repository @place names, with push access
- * asked for, and drops the cached answers about @subject there so that the next lookup asks.
+/* Publishes an artifact (artifact_push()) in the repository @place names (its registries.conf
+ * settings applied: source_origin_new()), with push access asked for, and drops the cached answers about @subject there so that the next lookup asks.
  * When @place is another repository of @image's registry (an artifact repository), the
  * subject is first copied there (artifact_copy_subject()); a copy that fails is no error
  * (registries must accept a missing subject).  @image may be NULL: no copy. */

@@ -117,10 +117,60 @@ static int endpoint_open(struct endpoint *ep, const struct registries_endpoint *
 	return registry_new(&er, &ro, &ep->registry);
 }
 
+/* What registries.conf says of the docker reference @ref: where to ask (*ret_plan, the origin
+ * last) and, in *ret_name, "host[:port]/repository" as @ref names it. */
+static int plan_for(const struct reference *ref, char **ret_name,
+		    struct registries_endpoint **ret_plan, size_t *ret_n)
+{
+	_cleanup_(registries_conf_freep) struct registries_conf *conf = NULL;
+	_cleanup_free_ char *name = NULL;
+	int r;
+
+	if (!ref || !ref->domain || !ref->repository)
+		return -EINVAL;
+	r = registries_conf_load(&conf);
+	if (r < 0)
+		return r;
+	if (asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
+		return -ENOMEM;
+	r = registries_conf_endpoints(conf, name, ref->digest != NULL, ret_plan, ret_n);
+	if (r < 0)
+		return r;
+	*ret_name = TAKE_PTR(name);
+	return 0;
+}
+
+int source_origin_new(const struct reference *ref, const struct registry_options *o,
+		      struct registry **ret)
+{
+	_cleanup_free_ char *name = NULL;
+	struct registries_endpoint *plan = NULL;
+	struct endpoint ep = {};
+	bool hinted;
+	size_t n = 0;
+	int r;
+
+	if (ref && ref->transport != REFERENCE_DOCKER)
+		return -EINVAL;
+	r = plan_for(ref, &name, &plan, &n);
+	if (r < 0)
+		return r;
+	r = endpoint_open(&ep, &plan[n - 1], ref, o, true, &hinted);
+	if (r >= 0 && !streq(plan[n - 1].name, name))
+		log_debug("'%s' is served from '%s'", name, plan[n - 1].name);
+	registries_endpoints_free(plan, n);
+	free(ep.name);
+	if (r < 0) {
+		registry_free(ep.registry);
+		return r;
+	}
+	*ret = ep.registry;
+	return 0;
+}
+
 int source_new(const struct reference *ref, const struct registry_options *o,
 	       struct source **ret)
 {
-	_cleanup_(registries_conf_freep) struct registries_conf *conf = NULL;
 	_cleanup_(source_freep) struct source *s = NULL;
 	_cleanup_free_ char *name = NULL;
 	struct registries_endpoint *plan = NULL;
@@ -137,14 +187,7 @@ int source_new(const struct reference *ref, const struct registry_options *o,
 		*ret = TAKE_PTR(s);
 		return 0;
 	}
-	if (!ref || !ref->domain || !ref->repository)
-		return -EINVAL;
-	r = registries_conf_load(&conf);
-	if (r < 0)
-		return r;
-	if (asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
-		return -ENOMEM;
-	r = registries_conf_endpoints(conf, name, ref->digest != NULL, &plan, &n);
+	r = plan_for(ref, &name, &plan, &n);
 	if (r < 0)
 		return r;
 

@@ -22,6 +22,12 @@ struct source;
  * endpoints on the reference's own registry; @o->scheme may be an earlier source_scheme(). */
 int source_new(const struct reference *ref, const struct registry_options *o,
 	       struct source **ret);
+/* A client of the registry that serves the docker reference @ref, made as source_new() makes
+ * the origin's: the location registries.conf rewrites @ref to, insecure if it or @o says so,
+ * -EPERM if blocked, the same errors; its mirrors are not used.  For what only the origin
+ * holds or takes: the artifacts that refer to an image (artifact_cache.h), pushes. */
+int source_origin_new(const struct reference *ref, const struct registry_options *o,
+		      struct registry **ret);
 struct source *source_free(struct source *s);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct source *, source_free);
 

@@ -234,7 +234,7 @@ static int lookup_start(const struct reference *ref, struct artifact_config *cfg
 		r = artifact_config_place(cfg, ret);
 		cfg->repository[0] = '\0';  /* asked as the "image's own" place, once */
 	} else {
-		r = reference_parse(plan[n - 1].name, ret);
+		r = reference_parse(name, ret);  /* rewritten where it is asked (artifact_lookup) */
 	}
 	registries_endpoints_free(plan, n);
 	return r;
