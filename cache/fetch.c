@@ -1704,6 +1704,21 @@ static size_t drop_marked(struct fetch_chunk *chunks, size_t n, const bool *drop
 	return k;
 }
 
+/* Whether @first (the first chunk of @c's file) is among @all[0..n) already: it is then
+ * fetched even when stored, and waited for if @c is. */
+static bool first_mark_known(struct fetch_chunk *all, size_t n, const struct fetch_chunk *c,
+			     const struct seek_chunk_ref *first)
+{
+	for (size_t j = 0; j < n; j++)
+		if (all[j].layer == c->layer && streq(all[j].digest, first->digest) &&
+		    all[j].blob_offset == first->blob_offset) {
+			all[j].refetch = true;
+			all[j].ahead &= c->ahead;
+			return true;
+		}
+	return false;
+}
+
 /* The chunks of an untrusted seek index's file can be inflated only after its first one (its
  * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
  * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
@@ -1726,7 +1741,6 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 		const struct fetch_layer *l = chunks[i].layer < f->n_layers ?
 					      &f->layers[chunks[i].layer] : NULL;
 		struct seek_chunk_ref first;
-		bool known = false;
 
 		if (!l || !l->seek || seek_index_chunk_first(l->seek, chunks[i].blob_offset,
 							     chunks[i].digest, chunks[i].size,
@@ -1747,14 +1761,7 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			drop[i] = true;
 			continue;
 		}
-		for (size_t j = 0; j < k && !known; j++)
-			if (all[j].layer == chunks[i].layer && streq(all[j].digest, first.digest) &&
-			    all[j].blob_offset == first.blob_offset) {
-				all[j].refetch = true;
-				all[j].ahead &= chunks[i].ahead;
-				known = true;
-			}
-		if (known)
+		if (first_mark_known(all, k, &chunks[i], &first))
 			continue;
 		all[k] = (struct fetch_chunk) { .layer = chunks[i].layer, .refetch = true,
 						.blob_offset = first.blob_offset,
