@@ -20,11 +20,14 @@ test_offline). Builds on conftest.py; nothing here starts processes on its own.
                                                   without lazyroot (its fsck judges itself)
 """
 
+import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import sqlite3
+import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -412,3 +415,62 @@ def index_then_forget_layers(lazyroot, ref, *extra):
     assert r.ok, str(r)
     assert sqlite(db, "SELECT count(*) FROM layers")[0][0] == 0
     assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 1")[0][0] > 0
+
+
+def _addresses():
+    out = subprocess.run(["ip", "-4", "-o", "addr"], stdout=subprocess.PIPE, text=True,
+                         check=True).stdout
+    return {ln.split()[3].split("/")[0] for ln in out.splitlines()}
+
+
+@contextlib.contextmanager
+def outside_address(network, link):
+    """An address on this machine that is not loopback for lazyroot (not 127/8 nor ::1): the
+    first free x.x.x.1 of @network, on a dummy link @link made for it (or on lo, when dummy
+    links cannot be made), removed again at the end.  Needs root."""
+    taken = _addresses()
+    addr = next(str(a) for a in ipaddress.ip_network(network).hosts()
+                if str(a).endswith(".1") and str(a) not in taken)
+    made_link = subprocess.run(["ip", "link", "add", link, "type", "dummy"],
+                               stderr=subprocess.DEVNULL).returncode == 0
+    dev = link if made_link else "lo"
+    try:
+        subprocess.run(["ip", "addr", "add", addr + "/32", "dev", dev], check=True)
+        if made_link:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        yield addr
+    finally:
+        if made_link:
+            subprocess.run(["ip", "link", "del", link], stderr=subprocess.DEVNULL)
+        else:
+            subprocess.run(["ip", "addr", "del", addr + "/32", "dev", "lo"],
+                           stderr=subprocess.DEVNULL)
+
+
+def module_registry(request):
+    """A docker-registry for a test module (its `reg` fixture), stopped at the module's end."""
+    import registry as registry_mod
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
+    r = registry_mod.Registry()
+    request.addfinalizer(r.stop)
+    return r.start()
+
+
+def token_registry(request, tmp_path_factory, layout, repo, user, password, name):
+    """A registry with token authentication (anyone pulls, @user pushes) holding @layout in
+    @repo:edge, pushed before; returns (registry, token server), both stopped at the end."""
+    import push
+    import registry as registry_mod
+    import tokenserver
+    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
+    storage = tmp_path_factory.mktemp(name + "-storage") / "storage"
+    with registry_mod.Registry(storage=str(storage)) as r:
+        push.push_layout(r.addr, str(layout), repo, "edge")
+    ts = tokenserver.TokenServer(str(tmp_path_factory.mktemp(name + "-tokens")), anonymous=["*"],
+                                 users={user: password}, pushers=[user])
+    request.addfinalizer(ts.stop)
+    ts.start()
+    r = registry_mod.Registry(storage=str(storage), token_auth=ts.registry_auth())
+    request.addfinalizer(r.stop)
+    r.start()
+    return r, ts

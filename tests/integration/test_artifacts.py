@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import conftest
+import helpers
 import push
 import registry as registry_mod
 import tokenserver
@@ -32,10 +33,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 @pytest.fixture(scope="module")
 def reg(request):
-    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
-    r = registry_mod.Registry()
-    request.addfinalizer(r.stop)
-    return r.start()
+    return helpers.module_registry(request)
 
 
 @pytest.fixture(scope="module")

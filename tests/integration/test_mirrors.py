@@ -12,9 +12,7 @@ a non-loopback address, so lazyroot treats the registries as secure unless told 
 """
 
 import hashlib
-import ipaddress
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -234,35 +232,13 @@ def test_lazy_reads_after_mount_go_to_the_mirror(lazyroot, test_dir, origin, mir
 # ---------------------------------------------------------------------------------------------
 # insecure registries on a non-loopback address
 
-def _addresses():
-    out = subprocess.run(["ip", "-4", "-o", "addr"], stdout=subprocess.PIPE, text=True,
-                         check=True).stdout
-    return {ln.split()[3].split("/")[0] for ln in out.splitlines()}
-
-
 @pytest.fixture(scope="module")
 def outside_addr():
     """An address on this machine that is not loopback for lazyroot (not 127/8 nor ::1)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to add an address")
-    taken = _addresses()
-    addr = next(str(a) for a in ipaddress.ip_network("10.213.0.0/16").hosts()
-                if str(a).endswith(".1") and str(a) not in taken)
-    link = "lr-mirrors0"
-    made_link = subprocess.run(["ip", "link", "add", link, "type", "dummy"],
-                               stderr=subprocess.DEVNULL).returncode == 0
-    dev = link if made_link else "lo"
-    try:
-        subprocess.run(["ip", "addr", "add", addr + "/32", "dev", dev], check=True)
-        if made_link:
-            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    with helpers.outside_address("10.213.0.0/16", "lr-mirrors0") as addr:
         yield addr
-    finally:
-        if made_link:
-            subprocess.run(["ip", "link", "del", link], stderr=subprocess.DEVNULL)
-        else:
-            subprocess.run(["ip", "addr", "del", addr + "/32", "dev", "lo"],
-                           stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")

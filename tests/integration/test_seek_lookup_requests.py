@@ -25,9 +25,8 @@ import uuid
 import pytest
 
 import conftest
+import helpers
 import push
-import registry as registry_mod
-import tokenserver
 from proxy import Fault, Proxy
 from referrers import ReferrersFront
 from test_coldstart_requests import images, longest_chain, mount_through_delay  # noqa: F401
@@ -40,10 +39,7 @@ TOKEN_REPO = "seekrtt/tok"
 
 @pytest.fixture(scope="module")
 def reg(request):
-    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
-    r = registry_mod.Registry()
-    request.addfinalizer(r.stop)
-    return r.start()
+    return helpers.module_registry(request)
 
 
 @pytest.fixture
@@ -134,18 +130,8 @@ def test_lookup_reuses_the_pull_and_asks_side_by_side(lazyroot, reg, hosts):
 def token_reg(request, tmp_path_factory):
     """A registry with token authentication (anyone pulls, USER pushes) holding the fixture
     in TOKEN_REPO, pushed before."""
-    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
-    storage = tmp_path_factory.mktemp("rtt-storage") / "storage"
-    with registry_mod.Registry(storage=str(storage)) as r:
-        push.push_layout(r.addr, str(FIXTURE), TOKEN_REPO, "edge")
-    ts = tokenserver.TokenServer(str(tmp_path_factory.mktemp("rtt-tokens")), anonymous=["*"],
-                                 users={USER: PASSWORD}, pushers=[USER])
-    request.addfinalizer(ts.stop)
-    ts.start()
-    r = registry_mod.Registry(storage=str(storage), token_auth=ts.registry_auth())
-    request.addfinalizer(r.stop)
-    r.start()
-    return r, ts
+    return helpers.token_registry(request, tmp_path_factory, FIXTURE, TOKEN_REPO, USER, PASSWORD,
+                                  "rtt")
 
 
 def test_one_token_for_the_pull_and_the_lookup(lazyroot, token_reg, hosts):

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 import conftest
+import helpers
 import push
-import registry as registry_mod
-import tokenserver
 from helpers import compare_with_oracle, sqlite
 from proxy import Proxy
 from referrers import ReferrersFront
@@ -36,10 +35,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 @pytest.fixture(scope="module")
 def reg(request):
-    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
-    r = registry_mod.Registry()
-    request.addfinalizer(r.stop)
-    return r.start()
+    return helpers.module_registry(request)
 
 
 class Host:
@@ -523,18 +519,8 @@ USER, PASSWORD = "pusher", "push-secret"
 @pytest.fixture(scope="module")
 def locked(request, tmp_path_factory):
     """A registry where only USER may push; the fixture in "seek/locked", pushed before."""
-    conftest.need_tool(registry_mod.REGISTRY_BIN, "docker-registry")
-    storage = tmp_path_factory.mktemp("seek-auth-storage") / "storage"
-    with registry_mod.Registry(storage=str(storage)) as r:
-        push.push_layout(r.addr, str(layout_of()), "seek/locked", "edge")
-    ts = tokenserver.TokenServer(str(tmp_path_factory.mktemp("seek-tokens")), anonymous=["*"],
-                                 users={USER: PASSWORD}, pushers=[USER])
-    request.addfinalizer(ts.stop)
-    ts.start()
-    r = registry_mod.Registry(storage=str(storage), token_auth=ts.registry_auth())
-    request.addfinalizer(r.stop)
-    r.start()
-    return r
+    return helpers.token_registry(request, tmp_path_factory, layout_of(), "seek/locked", USER,
+                                  PASSWORD, "seek-auth")[0]
 
 
 def test_artifact_repository_takes_what_the_image_repository_refuses(locked, reg, hosts):

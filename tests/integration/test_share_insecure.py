@@ -8,10 +8,8 @@ the machine (a dummy interface, or an extra address on lo): not loopback, so laz
 as secure unless registries.conf says `insecure = true` -- no --tls-verify flag anywhere.
 """
 
-import ipaddress
 import json
 import os
-import subprocess
 import uuid
 
 import pytest
@@ -27,35 +25,13 @@ TAG = "edge"
 LINK = "lr-shareins0"
 
 
-def _addresses():
-    out = subprocess.run(["ip", "-4", "-o", "addr"], stdout=subprocess.PIPE, text=True,
-                         check=True).stdout
-    return {ln.split()[3].split("/")[0] for ln in out.splitlines()}
-
-
 @pytest.fixture(scope="module")
 def outside_addr():
-    """An address of this machine that is not loopback for lazyroot, its own range and link
-    (test_mirrors.py may run beside this module)."""
+    """An address on this machine that is not loopback for lazyroot (not 127/8 nor ::1)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to add an address")
-    taken = _addresses()
-    addr = next(str(a) for a in ipaddress.ip_network("10.217.0.0/16").hosts()
-                if str(a).endswith(".1") and str(a) not in taken)
-    made_link = subprocess.run(["ip", "link", "add", LINK, "type", "dummy"],
-                               stderr=subprocess.DEVNULL).returncode == 0
-    dev = LINK if made_link else "lo"
-    try:
-        subprocess.run(["ip", "addr", "add", addr + "/32", "dev", dev], check=True)
-        if made_link:
-            subprocess.run(["ip", "link", "set", LINK, "up"], check=True)
+    with helpers.outside_address("10.217.0.0/16", LINK) as addr:
         yield addr
-    finally:
-        if made_link:
-            subprocess.run(["ip", "link", "del", LINK], stderr=subprocess.DEVNULL)
-        else:
-            subprocess.run(["ip", "addr", "del", addr + "/32", "dev", "lo"],
-                           stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
