@@ -1089,6 +1089,11 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	if (!s.out)
 		log_debug("fetching %llu bytes of layer '%s' failed: out of memory",
 			  (unsigned long long)(end - s.pos), f->layers[jobs[0].c.layer].digest);
+	else if (seek && !claim.held && now_ms() >= deadline)
+		/* The call's time went waiting for another request of the span (a registry that
+		 * does not answer): this one would only wait as long again. */
+		r = log_debug_errno(-ETIMEDOUT, "layer '%s': no time left after waiting for the "
+				    "span's other request", f->layers[jobs[0].c.layer].digest);
 	else
 		r = fetch_stream(f, jobs[0].c.layer, &s, deadline, rt);  /* it logged a failure */
 

@@ -53,7 +53,7 @@ def image(registry, tmp_path_factory):
     layout = tmp_path_factory.mktemp("seek-read") / "layout"
     (desc,) = hostile.write_layout(layout, [(mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(tar))])
     pushed = push.push_layout(registry.addr, str(layout), REPO, "latest")
-    return {"repo": pushed["repo"], "layer": desc, "tar_size": len(tar),
+    return {"repo": pushed["repo"], "layer": desc, "tar_size": len(tar), "order": names,
             "files": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}
 
 
@@ -167,3 +167,49 @@ def test_prewarm_progress_counts_each_span_once(lazyroot, registry, image):
     assert totals, out[-2000:]
     size_mib = image["layer"]["size"] / (1 << 20)
     assert max(totals) <= MAX_FETCHED * size_mib + 0.1, (max(totals), size_mib)
+
+
+BLACK_HOLE_TIMEOUT = 6
+
+
+def test_black_hole_readers_of_one_span_fail_within_one_timeout(lazyroot, registry, image):
+    """Two readers of files far apart in one span while the registry answers nothing: the
+    second one's request waits for the first one's (to go on from its inflate cursor), but
+    neither read takes more than one --timeout to fail; once the registry is back both read
+    right, on the same mount."""
+    import threading
+    import time
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    # archive order: both in the first 2 MiB span, far more than a round trip's bytes apart
+    near, far = image["order"][100], image["order"][300]
+    with Proxy(registry.addr) as p:
+        r = lazyroot.mount("%s/%s:latest" % (p.addr, REPO), None, "--prefetch=none",
+                           "--timeout=%d" % BLACK_HOLE_TIMEOUT)
+        assert r.ok, str(r)
+        try:
+            p.black_hole = True
+            out = {}
+
+            def read(name):
+                t0 = time.monotonic()
+                try:
+                    _read(lazyroot.mountpoint, name)
+                    out[name] = (None, time.monotonic() - t0)
+                except OSError as e:
+                    out[name] = (e.errno, time.monotonic() - t0)
+            threads = [threading.Thread(target=read, args=(n,)) for n in (near, far)]
+            for t in threads:
+                t.start()
+                time.sleep(0.3)
+            for t in threads:
+                t.join(4 * BLACK_HOLE_TIMEOUT)
+            for name in (near, far):
+                err, took = out[name]
+                assert err == 5 and took < BLACK_HOLE_TIMEOUT + 4, (name, out)
+            p.black_hole = False
+            p.release()
+            assert dict(_read(lazyroot.mountpoint, n) for n in (near, far)) == \
+                {n: image["files"][n] for n in (near, far)}
+        finally:
+            assert lazyroot.umount().ok
