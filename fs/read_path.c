@@ -54,9 +54,6 @@
  * this long, in this many slots (the oldest is replaced), for the kernel's retry of its first
  * page (see timed_out_take()). */
 #define TIMED_OUT_WINDOW_MS 2000
-/* A retry of the very same range comes this soon (the kernel's, 4 ms in a trace); a program
- * reading again after its EIO gets a new try past it. */
-#define TIMED_OUT_SAME_MS 100
 #define TIMED_OUT_SLOTS 16u
 
 struct timed_out_read {
@@ -524,10 +521,9 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 
 		if (t->at_ms == 0 || t->ino != s->ino || t->pid != pid)
 			continue;
-		/* The retry is one folio of the failed read-ahead: smaller than it, or (a file of
-		 * one page, whose read-ahead was that page) the same page asked for again at once. */
+		/* The retry is one folio of the failed read-ahead: smaller than it. */
 		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end &&
-		    (s->end - s->off < t->end - t->off || now - t->at_ms < TIMED_OUT_SAME_MS)) {
+		    s->end - s->off < t->end - t->off) {
 			*ret_ago_ms = now - t->at_ms;
 			found = true;
 		}
