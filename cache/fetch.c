@@ -926,12 +926,9 @@ static void trace_stream(const struct run_sink *s, unsigned layer, uint64_t from
 		   (long long)start_us, (long long)now_us());
 }
 
-/* Streams [s->pos, s->end) of layer @layer into @s, retrying transient failures while a whole
- * new attempt fits before @deadline; a retry asks only for what @s has not had.  With @rt, the
- * bytes are asked for again after wrong ones: the source picks where (struct blob_retry), or
- * sets s->exhausted.  Logs the final failure once. */
-static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline,
-			struct blob_retry *rt)
+/* fetch_stream() without the count of streams running. */
+static int fetch_stream_tries(struct fetcher *f, unsigned layer, struct run_sink *s,
+			      int64_t deadline, struct blob_retry *rt)
 {
 	const struct fetch_layer *l = &f->layers[layer];
 	/* Worth another try: half the call's time, or a whole request if that is less. */
@@ -991,6 +988,26 @@ static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, i
 	log_debug_errno(r, "fetching %llu bytes at %llu of layer '%s' failed after %llu: %s",
 			(unsigned long long)(s->end - first), (unsigned long long)first, l->digest,
 			(unsigned long long)(s->pos - first), error);
+	return r;
+}
+
+/* Streams [s->pos, s->end) of layer @layer into @s, retrying transient failures while a whole
+ * new attempt fits before @deadline; a retry asks only for what @s has not had.  With @rt, the
+ * bytes are asked for again after wrong ones: the source picks where (struct blob_retry), or
+ * sets s->exhausted.  Logs the final failure once.  Counted in requests_running meanwhile, so
+ * that `lazyroot stats` can tell a quiet mount from one whose stream has not ended yet. */
+static int fetch_stream(struct fetcher *f, unsigned layer, struct run_sink *s, int64_t deadline,
+			struct blob_retry *rt)
+{
+	int r;
+
+	pthread_mutex_lock(&f->lock);
+	f->stats.requests_running++;
+	pthread_mutex_unlock(&f->lock);
+	r = fetch_stream_tries(f, layer, s, deadline, rt);
+	pthread_mutex_lock(&f->lock);
+	f->stats.requests_running--;
+	pthread_mutex_unlock(&f->lock);
 	return r;
 }
 

@@ -54,7 +54,8 @@ struct fetch_chunk {
 
 struct fetch_stats {
 	uint64_t bytes_fetched;        /* compressed bytes received from the registry */
-	uint64_t requests;             /* Range requests sent */
+	uint64_t requests;             /* Range requests sent (counted when answered) */
+	uint64_t requests_running;     /* Range requests being sent or answered now */
 	uint64_t chunks_fetched;       /* chunks fetched, verified and stored */
 	uint64_t chunks_cached;        /* chunk reads served from the blob store (fetch_note_hit) */
 	uint64_t chunks_failed;        /* chunks that could not be fetched or failed verification */

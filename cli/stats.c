@@ -82,12 +82,13 @@ static char *stats_json(const struct stats_server *s)
 
 	if (s->fetcher)
 		fetcher_get_stats(s->fetcher, &st);
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:b}}",
 		      "mountpoint", s->target, "image", s->image, "digest", s->digest,
 		      "pull_bytes", (json_int_t)s->pull_bytes,
 		      "pull_requests", (json_int_t)s->pull_requests,
 		      "bytes_fetched", (json_int_t)st.bytes_fetched,
 		      "requests", (json_int_t)st.requests,
+		      "requests_running", (json_int_t)st.requests_running,
 		      "chunks_fetched", (json_int_t)st.chunks_fetched,
 		      "chunks_cached", (json_int_t)st.chunks_cached,
 		      "chunks_failed", (json_int_t)st.chunks_failed,
@@ -284,7 +285,10 @@ static void print_human(json_t *o)
 	       " requests (manifest, config, TOCs, whole layers)\n",
 	       get_int(o, "pull_bytes"), get_int(o, "pull_requests"));
 	printf("fetched on demand:  %" JSON_INTEGER_FORMAT " bytes in %" JSON_INTEGER_FORMAT
-	       " requests\n", get_int(o, "bytes_fetched"), get_int(o, "requests"));
+	       " requests", get_int(o, "bytes_fetched"), get_int(o, "requests"));
+	if (get_int(o, "requests_running") > 0)
+		printf(" (%" JSON_INTEGER_FORMAT " more running)", get_int(o, "requests_running"));
+	printf("\n");
 	printf("chunks:             %" JSON_INTEGER_FORMAT " fetched, %" JSON_INTEGER_FORMAT
 	       " served from the cache, %" JSON_INTEGER_FORMAT " failed, %" JSON_INTEGER_FORMAT
 	       " fetched again after wrong bytes\n", get_int(o, "chunks_fetched"),

@@ -43,9 +43,9 @@ from proxy import Fault, Proxy, parse_range
 LAZY_FIXTURES = ["estargz", "zstdchunked", "zstdchunked-skopeo"]
 ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
-STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "chunks_fetched",
-              "chunks_cached", "chunks_failed", "chunks_refetched", "chunks_no_space", "prefetch",
-              "pull_bytes", "pull_requests", "layers", "profile"}
+STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "requests_running",
+              "chunks_fetched", "chunks_cached", "chunks_failed", "chunks_refetched",
+              "chunks_no_space", "prefetch", "pull_bytes", "pull_requests", "layers", "profile"}
 MiB = 1 << 20
 
 
@@ -749,6 +749,35 @@ def test_slow_fetch_does_not_block_cached_reads(lazyroot, lazy_images, mountpoin
         assert time.monotonic() - t0 >= 5.5
         st = stats(lazyroot, mountpoint)
         assert st["chunks_cached"] >= 5, st
+
+
+def test_stats_counts_the_request_on_the_wire(lazyroot, lazy_images, mountpoint):
+    """`stats` shows a Range request while it is answered (requests_running) and counts it in
+    requests once it is: what tests and scripts wait on to tell a quiet mount from one whose
+    fetch-ahead still streams."""
+    im = lazy_images
+    layer = im.big["layers"][1]
+    es = layer["estargz"]
+    name = sorted(es.files, key=lambda n: len(es.files[n]))[-1]
+    with Proxy(im.addr) as p:
+        mount_ok(lazyroot, p.addr + "/lazy/big:latest", "--prefetch=none")
+        before = stats(lazyroot, mountpoint)
+        assert before["requests_running"] == 0, before
+        p.set_fault(lambda req: Fault.delay(3) if req["range"] and layer["digest"] in req["path"]
+                    else None)
+        reader = subprocess.Popen(["cat", str(mountpoint / name)], stdout=subprocess.DEVNULL)
+        try:
+            seen = []
+            assert conftest.wait_until(
+                lambda: seen.append(stats(lazyroot, mountpoint)) or
+                seen[-1]["requests_running"] >= 1, 20, 0.05), seen[-1:]
+            assert seen[-1]["requests"] == before["requests"], seen[-1]
+        finally:
+            assert reader.wait(timeout=120) == 0
+        after = helpers.settled(lambda: stats(lazyroot, mountpoint))
+        assert after["requests_running"] == 0 and after["requests"] > before["requests"], after
+        assert "running" not in lazyroot.run("stats", str(mountpoint)).stdout
+    assert lazyroot.umount().ok
 
 
 def test_toc_that_fails_verification_is_refused(lazyroot, registry, test_dir, mountpoint,
