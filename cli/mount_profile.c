@@ -16,6 +16,7 @@
 #include "cache/base/util.h"
 #include "cache/config.h"
 #include "cache/registry/profile_cache.h"
+#include "cache/registry/source.h"
 #include "fs/profile.h"
 #include "cli/cli.h"
 #include "cli/image_request.h"
@@ -44,16 +45,16 @@ int mount_profile_options(bool record, const char *seconds, const char *profile,
 	return 0;
 }
 
-/* The scheme the pull spoke to @ref's own registry ("http" or "https"), NULL when the pull
- * sent nothing or got the image from a mirror (img->registry_scheme is "SCHEME NAME", NAME the
- * endpoint's "host/repository"). */
+/* The scheme the pull spoke to @ref's own registry -- its origin, the location registries.conf
+ * rewrites it to if it does -- ("http" or "https"); NULL when the pull sent nothing or got the
+ * image from a mirror (img->registry_scheme is "SCHEME NAME", NAME the endpoint's
+ * "host/repository"). */
 static const char *origin_scheme(const struct reference *ref, const struct image *img)
 {
 	const char *s = img->registry_scheme, *name = s ? strchr(s, ' ') : NULL;
-	size_t n = ref->domain ? strlen(ref->domain) : 0;
+	_cleanup_free_ char *origin = NULL;
 
-	if (!name || !n || strncmp(name + 1, ref->domain, n) != 0 || name[1 + n] != '/' ||
-	    !streq(name + 2 + n, ref->repository))
+	if (!name || source_origin_name(ref, &origin) < 0 || !streq(name + 1, origin))
 		return NULL;
 	return startswith(s, "https ") ? "https" : startswith(s, "http ") ? "http" : NULL;
 }

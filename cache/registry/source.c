@@ -140,6 +140,23 @@ static int plan_for(const struct reference *ref, char **ret_name,
 	return 0;
 }
 
+int source_origin_name(const struct reference *ref, char **ret)
+{
+	_cleanup_free_ char *name = NULL;
+	struct registries_endpoint *plan = NULL;
+	size_t n = 0;
+	int r;
+
+	if (ref && ref->transport != REFERENCE_DOCKER)
+		return -EINVAL;
+	r = plan_for(ref, &name, &plan, &n);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(plan[n - 1].name);
+	registries_endpoints_free(plan, n);
+	return 0;
+}
+
 int source_origin_new(const struct reference *ref, const struct registry_options *o,
 		      struct registry **ret)
 {

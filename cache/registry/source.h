@@ -28,6 +28,9 @@ int source_new(const struct reference *ref, const struct registry_options *o,
  * holds or takes: the artifacts that refer to an image (artifact_cache.h), pushes. */
 int source_origin_new(const struct reference *ref, const struct registry_options *o,
 		      struct registry **ret);
+/* In *ret, "host[:port]/repository" of the origin that serves the docker reference @ref: its
+ * own name, or the location registries.conf rewrites it to.  Errors as source_origin_new(). */
+int source_origin_name(const struct reference *ref, char **ret);
 struct source *source_free(struct source *s);  /* NULL-safe */
 DEFINE_CLEANUP_FUNC(struct source *, source_free);
 

@@ -189,7 +189,12 @@ def test_profile_push_and_lookup(lazyroot, conf, http_registry, publish):
         prof = record_profile(lazyroot, pub)
         r = run(lazyroot, "profile", "--push", pub)
     assert r.ok and "in 1 place" in r.stdout, str(r)
+    check_profile_mount(lazyroot, ref, prof)
 
+
+def check_profile_mount(lazyroot, ref, prof):
+    """A mount on an empty cache finds the published profile @prof at the registry and
+    fetches its chunks."""
     use_cache(lazyroot, "cache-b")
     r = lazyroot.mount(ref, None, "--prefetch=none")
     assert r.ok, str(r)
@@ -205,6 +210,21 @@ def test_profile_push_and_lookup(lazyroot, conf, http_registry, publish):
     finally:
         assert lazyroot.umount().ok
     assert profile_of(lazyroot, ref)["chunks"] == prof["chunks"]
+
+
+def test_profile_rewritten_location(lazyroot, conf, http_registry):
+    """A name registries.conf rewrites to another registry's repository: the mount pulled from
+    the image's origin (the rewritten location), so it looks the profile up there too (it
+    used to compare the location with the name as written, and looked up nothing)."""
+    ref, _ = fresh_image(http_registry, "estargz", sub="in/")
+    conf('[[registry]]\nprefix = "share-alias.invalid/share"\nlocation = "%s/share/in"\n'
+         'insecure = true\n' % http_registry.addr)
+    name = "share-alias.invalid/share/%s" % ref.split("/share/in/", 1)[1]
+    use_cache(lazyroot, "cache-a")
+    prof = record_profile(lazyroot, name)
+    r = run(lazyroot, "profile", "--push", name)
+    assert r.ok and "in 1 place" in r.stdout, str(r)
+    check_profile_mount(lazyroot, name, prof)
 
 
 @pytest.mark.parametrize("how", ["secure", "blocked"])
