@@ -10,6 +10,9 @@ over coldstart.py's shaped link (netns + veth + tbf, delaying relay). See tests/
        unindexed   the same image with no index anywhere: lazyroot reads its layers whole
        traditional coldstart.py's pull-and-extract flow: manifest, config and every layer
                    downloaded whole (digest checked), `gzip -dc | tar -x`, nspawn on the tree
+       indexed + profile  (--seed push) the same image in a repository of its own where an
+                   earlier start's profile was pushed too (mount --record-profile, the
+                   workload, `lazyroot profile --push`): what a fleet's second host gets
      target: traditional / indexed >= 5x (time);
   b) the seek indexes' size / the layers' compressed size (target <= 3%);
   c) bytes the relay forwarded before the command exited (indexed, index included) / the
@@ -59,8 +62,10 @@ import push  # noqa: E402
 
 WORKLOAD = ["/usr/bin/python3", "-c", "import json"]
 REPO_INDEXED, REPO_PLAIN = "bench/debian-gzip-indexed", "bench/debian-gzip"
+REPO_PROFILED = "bench/debian-gzip-profiled"
 TARGETS = {"cold_x": 5.0, "index_share": 0.03, "fetched_share": 0.15, "read_share": 0.80}
 FLOWS = ("lazyroot gzip, indexed", "lazyroot gzip, unindexed", "traditional (pull+extract)")
+PROFILED = "lazyroot gzip, indexed + profile"
 BASELINE = "indexed, --baseline binary"
 
 
@@ -104,6 +109,33 @@ class Seed:
         if self.mode == "local":
             C.sh([self.lazyroot, "rm", "--cache-dir", self.cache, self.ref], env=env)
             self._upload()
+        else:
+            self._profile(env)
+
+    def _profile(self, env):
+        """The image again under REPO_PROFILED, its index published there too, and the profile
+        of one start of the workload (an empty cache, mount --record-profile) pushed."""
+        ref = "%s/%s:latest" % (self.addr, REPO_PROFILED)
+        push.push_layout(self.direct, self.layout, REPO_PROFILED, "latest")
+        C.sh([self.lazyroot, "index", "--push", "--cache-dir", self.cache, ref], env=env,
+             timeout=1800)
+        cache = os.path.join(self.workdir, "profile-cache")
+        mnt = tempfile.mkdtemp(prefix="mnt-", dir=self.workdir)
+        try:
+            mount(self.lazyroot, ref, mnt, cache, env, "none", ["--record-profile=30"])
+            n = C.nspawn(mnt, "lrbench-seekprof-%d" % os.getpid(), WORKLOAD)
+            if n.returncode != 0:
+                raise RuntimeError("nspawn on %s: rc %d %s" % (ref, n.returncode,
+                                                               n.stderr[-500:]))
+        finally:
+            C.sh([self.lazyroot, "umount", mnt], check=False, env=env, timeout=120)
+            os.rmdir(mnt)
+        r = C.sh([self.lazyroot, "profile", "--push", "--cache-dir", cache, ref], check=False,
+                 env=env, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("lazyroot profile --push %s failed: %s" % (ref, r.stderr.strip()))
+        print("  profile: " + r.stdout.strip(), flush=True)
+        shutil.rmtree(cache, ignore_errors=True)
 
     def _blob(self, digest):
         return os.path.join(self.cache, "blobs", "sha256", digest[7:9], digest[7:])
@@ -158,9 +190,9 @@ class Seed:
 # a) cold start
 
 
-def mount(lazyroot, ref, mnt, cache, env, prefetch):
+def mount(lazyroot, ref, mnt, cache, env, prefetch, extra=()):
     r = C.sh([lazyroot, "mount", ref, mnt, "--cache-dir", cache, "--volatile",
-              "--prefetch=" + prefetch], check=False, env=env, timeout=900)
+              "--prefetch=" + prefetch, *extra], check=False, env=env, timeout=900)
     if r.returncode != 0:
         raise RuntimeError("lazyroot mount %s failed: %s" % (ref, r.stderr.strip()))
 
@@ -217,7 +249,8 @@ def traditional(args, workdir):
 
 
 def coldstart(args, seed, relay, workdir):
-    flows = list(FLOWS) + ([BASELINE] if args.baseline else [])
+    flows = list(FLOWS) + ([PROFILED] if seed.mode == "push" else []) + \
+        ([BASELINE] if args.baseline else [])
     per = {f: [] for f in flows}
     for i in range(args.runs):
         # the flows take turns run by run, so that the load of the shared machine falls on all
@@ -228,6 +261,9 @@ def coldstart(args, seed, relay, workdir):
                 r = lazy_cold(args, seed, seed.ref, workdir, True)
             elif name == BASELINE:
                 r = lazy_cold(args, seed, seed.ref, workdir, True, args.baseline)
+            elif name == PROFILED:
+                r = lazy_cold(args, seed, "%s/%s:latest" % (args.addr, REPO_PROFILED),
+                              workdir, True)
             elif name == FLOWS[1]:
                 r = lazy_cold(args, seed, "%s/%s:latest" % (args.addr, REPO_PLAIN), workdir,
                               False)
@@ -235,7 +271,7 @@ def coldstart(args, seed, relay, workdir):
                 r = traditional(args, workdir)
             r.update(bytes=relay.down, requests=relay.requests, load=load)
             per[name].append(r)
-            print("  %-28s run %d: %6.2fs total (%.2fs to ready), %7.2f MB, %4d requests, "
+            print("  %-32s run %d: %6.2fs total (%.2fs to ready), %7.2f MB, %4d requests, "
                   "load %s" % (name, i + 1, r["total_s"], r["mount_s"], r["bytes"] / 1e6,
                                r["requests"], load), flush=True)
     rows = []
@@ -344,21 +380,27 @@ def report(res):
     ind, trad = cold[FLOWS[0]], cold[FLOWS[2]]
     layers = res["layer_bytes"]
     lines = []
-    lines.append("%-28s %8s %10s %11s %9s %14s" % ("cold start (median)", "ready s",
+    lines.append("%-32s %8s %10s %11s %9s %14s" % ("cold start (median)", "ready s",
                                                   "cmd done s", "fetched MB", "requests",
                                                   "trad / this"))
     for r in res["coldstart"]:
-        lines.append("%-28s %8.2f %10.2f %11.2f %9d %13.1fx" % (
+        lines.append("%-32s %8.2f %10.2f %11.2f %9d %13.1fx" % (
             r["flow"], r["mount_s"], r["total_s"], r["bytes"] / 1e6, r["requests"],
             trad["total_s"] / r["total_s"]))
     lines.append("")
     x = trad["total_s"] / ind["total_s"]
     idx = res["index_bytes"] / layers
     fetched = ind["bytes"] / layers
-    lines.append("a) cold start, traditional / indexed:       %6.1fx   (target >= %gx)  %s"
-                 % (x, TARGETS["cold_x"], verdict(x, TARGETS["cold_x"], True)))
-    lines.append("   cold start, unindexed / indexed:         %6.1fx"
-                 % (cold[FLOWS[1]]["total_s"] / ind["total_s"]))
+    lines.append("%-47s %5.1fx   (target >= %gx)  %s" % (
+        "a) cold start, traditional / indexed:", x, TARGETS["cold_x"],
+        verdict(x, TARGETS["cold_x"], True)))
+    if PROFILED in cold:
+        xp = trad["total_s"] / cold[PROFILED]["total_s"]
+        lines.append("%-47s %5.1fx   (target >= %gx)  %s" % (
+            "   cold start, traditional / indexed + profile:", xp, TARGETS["cold_x"],
+            verdict(xp, TARGETS["cold_x"], True)))
+    lines.append("%-47s %5.1fx" % ("   cold start, unindexed / indexed:",
+                                     cold[FLOWS[1]]["total_s"] / ind["total_s"]))
     lines.append("b) index / layers:  %.2f MB / %.2f MB = %5.2f%%   (target <= %g%%)  %s"
                  % (res["index_bytes"] / 1e6, layers / 1e6, 100 * idx,
                     100 * TARGETS["index_share"], verdict(idx, TARGETS["index_share"], False)))
@@ -440,7 +482,7 @@ def run(args, img, workdir):
         link.up()
         reg = C.start_registry(link, workdir)
         direct = "%s:5000" % link.ns_ip
-        for repo in (REPO_PLAIN, REPO_INDEXED):
+        for repo in (REPO_PLAIN, REPO_INDEXED):   # REPO_PROFILED: Seed._profile()
             push.push_layout(direct, layout, repo, "latest")
         relay = C.Relay(link.ns_ip, 5000, 0).start()
         args.addr = "127.0.0.1:%d" % relay.port
