@@ -606,20 +606,29 @@ static bool sleep_unless_cancelled(struct registry *r, long ms)
 
 static long retry_wait_ms(struct registry *r, unsigned attempt, const struct http_response *resp);
 
-/* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
-static int fetch_token(struct registry *r, const char *params)
+/* The scope a token is asked for: pull (and push) on the repository, and pull on the
+ * repository blobs are mounted from (space-separated, as docker's token specification allows
+ * in one parameter).  NULL in *ret for a login check, which needs no access to any. */
+static int token_scope(struct registry *r, char **ret)
 {
-	int64_t deadline = now_ms() + r->timeout_ms;
-	_cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL;
+	*ret = NULL;
+	if (!r->repository[0])
+		return 0;
+	if (r->mount_from)
+		*ret = strf("repository:%s:%s repository:%s:pull", r->repository,
+			    r->push ? "pull,push" : "pull", r->mount_from);
+	else
+		*ret = strf("repository:%s:%s", r->repository, r->push ? "pull,push" : "pull");
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* The token URL of a Bearer challenge's @params, in *ret_url, and its realm in *ret_realm;
+ * -EPROTO (with the registry's message set) for a challenge we do not answer. */
+static int token_url(struct registry *r, const char *params, char **ret_url, char **ret_realm)
+{
+	_cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL;
 	_cleanup_free_ char *service_esc = NULL, *scope_esc = NULL;
-	_cleanup_(http_response_done) struct http_response resp = {};
-	char *headers[2] = { r->basic, NULL };
-	struct http_request req = {};
-	struct http_tls tls = r->tls;
-	json_t *root, *v;
-	const char *t;
-	char *auth;
-	int e, k;
+	int e;
 
 	e = challenge_param(params, "realm", &realm);
 	if (e < 0 || !realm) {
@@ -636,35 +645,33 @@ static int fetch_token(struct registry *r, const char *params)
 		return -EPROTO;
 	}
 	e = challenge_param(params, "service", &service);
+	if (e >= 0)
+		e = token_scope(r, &scope);
 	if (e < 0)
 		return e;
-	/* No repository: a login check, which needs no access to any. */
-	if (r->repository[0] && asprintf(&scope, "repository:%s:%s", r->repository,
-					 r->push ? "pull,push" : "pull") < 0) {
-		scope = NULL;
-		return -ENOMEM;
-	}
-	/* A second scope for the repository blobs are mounted from (space-separated, as
-	 * docker's token specification allows in one parameter). */
-	if (scope && r->mount_from) {
-		char *both = strf("%s repository:%s:pull", scope, r->mount_from);
-
-		if (!both)
-			return -ENOMEM;
-		free(scope);
-		scope = both;
-	}
 	scope_esc = scope ? http_escape(scope) : NULL;
 	service_esc = service ? http_escape(service) : NULL;
 	if ((scope && !scope_esc) || (service && !service_esc))
 		return -ENOMEM;
-	k = asprintf(&url, "%s%c%s%s%s%s%s", realm, strchr(realm, '?') ? '&' : '?',
-		     scope ? "scope=" : "", scope_esc ?: "", scope && service ? "&" : "",
-		     service ? "service=" : "", service_esc ?: "");
-	if (k < 0) {
-		url = NULL;
+	*ret_url = strf("%s%c%s%s%s%s%s", realm, strchr(realm, '?') ? '&' : '?',
+			scope ? "scope=" : "", scope_esc ?: "", scope && service ? "&" : "",
+			service ? "service=" : "", service_esc ?: "");
+	if (!*ret_url)
 		return -ENOMEM;
-	}
+	*ret_realm = TAKE_PTR(realm);
+	return 0;
+}
+
+/* GETs @url from the token service at @realm into @resp, retrying what a registry would
+ * retry; a failure is described in the registry's message. */
+static int token_get(struct registry *r, const char *url, const char *realm,
+		     struct http_response *resp)
+{
+	int64_t deadline = now_ms() + r->timeout_ms;
+	char *headers[2] = { r->basic, NULL };
+	struct http_tls tls = r->tls;
+	struct http_request req = {};
+	int e;
 
 	/* The token service is another host: it is verified unless it is insecure as well. */
 	tls.no_verify = r->tls.no_verify && (r->insecure_option || realm_is_loopback(realm));
@@ -685,13 +692,13 @@ static int fetch_token(struct registry *r, const char *params)
 		long wait;
 
 		req.timeout_ms = left > 1 ? left : 1;
-		http_response_done(&resp);
-		e = http_perform(r->http, &req, &resp);
+		http_response_done(resp);
+		e = http_perform(r->http, &req, resp);
 		r->requests++;
-		log_debug("GET %s: %ld", url, resp.status);
-		if (!retryable(e, &resp) || attempt >= ATTEMPTS_MAX)
+		log_debug("GET %s: %ld", url, resp->status);
+		if (!retryable(e, resp) || attempt >= ATTEMPTS_MAX)
 			break;
-		wait = retry_wait_ms(r, attempt, &resp);
+		wait = retry_wait_ms(r, attempt, resp);
 		if (now_ms() + wait >= deadline)
 			break;
 		log_debug("token request failed, retrying in %ld ms", wait);
@@ -700,7 +707,7 @@ static int fetch_token(struct registry *r, const char *params)
 			break;
 		}
 	}
-	if (e < 0 && r->basic && resp.status == 401) {
+	if (e < 0 && r->basic && resp->status == 401) {
 		char origin[512];
 
 		set_error(r, "invalid username or password for %s%s (token service refused them)",
@@ -708,14 +715,28 @@ static int fetch_token(struct registry *r, const char *params)
 		return -EACCES;
 	}
 	if (e < 0) {
-		_cleanup_free_ char *object = NULL;
+		_cleanup_free_ char *object = strf("token for %s/%s", r->domain, r->repository);
 
-		if (asprintf(&object, "token for %s/%s", r->domain, r->repository) < 0)
-			object = NULL;
-		describe_failure(r, &req, object ?: "token", &resp, e);
-		return e;
+		describe_failure(r, &req, object ?: "token", resp, e);
 	}
+	return e;
+}
 
+/* GETs an anonymous (or, with credentials, Basic-authenticated) pull token from the realm. */
+static int fetch_token(struct registry *r, const char *params)
+{
+	_cleanup_free_ char *realm = NULL, *url = NULL;
+	_cleanup_(http_response_done) struct http_response resp = {};
+	json_t *root, *v;
+	const char *t;
+	char *auth;
+	int e;
+
+	e = token_url(r, params, &url, &realm);
+	if (e >= 0)
+		e = token_get(r, url, realm, &resp);
+	if (e < 0)
+		return e;
 	root = json_loadb(resp.body, resp.body_len, 0, NULL);
 	v = json_object_get(root, "token");
 	if (!json_is_string(v) || json_string_length(v) == 0)
@@ -727,12 +748,11 @@ static int fetch_token(struct registry *r, const char *params)
 			  r->domain, url);
 		return -EPROTO;
 	}
-	k = asprintf(&auth, "Authorization: Bearer %s", t);
+	auth = strf("Authorization: Bearer %s", t);
 	/* jansson keeps its own copy; it is freed, not wiped, with the document. */
 	json_decref(root);
-	if (k < 0)
+	if (!auth)
 		return -ENOMEM;
-
 	free_secret(r->authorization);
 	r->authorization = auth;
 	return 0;
