@@ -846,6 +846,48 @@ static long retry_wait_ms(struct registry *r, unsigned attempt, const struct htt
 	return wait;
 }
 
+/* One attempt of registry_exchange(): @req sent with @x's headers and our Authorization, the
+ * answer in @resp (emptied first) and counted. */
+static int exchange_once(struct registry *r, struct http_request *req, const struct exchange *x,
+			 struct http_response *resp, int64_t deadline)
+{
+	char *headers[5] = {};
+	int64_t left = deadline - now_ms();
+	size_t n = 0;
+	int e;
+
+	if (x->accept)
+		headers[n++] = (char *)x->accept;
+	if (x->content_type)
+		headers[n++] = (char *)x->content_type;
+	/* No "Expect: 100-continue" round trip before a body. */
+	if (req->body_len > 0)
+		headers[n++] = (char *)"Expect:";
+	if (r->authorization)
+		headers[n++] = r->authorization;
+	req->headers = headers;
+	req->tls = &r->tls;
+	req->allow_http_redirect = r->insecure;
+	req->connect_timeout_ms = r->connect_timeout_ms;
+	req->rate_limit = r->rate_limit;
+	req->cancel = r->cancel;
+	if (!x->streaming)
+		req->timeout_ms = left > 1 ? left : 1;
+
+	if (x->restart)
+		x->restart(req->userdata);
+	http_response_done(resp);
+	e = http_perform(r->http, req, resp);
+	req->headers = NULL;
+	r->requests++;
+	r->bytes_received += resp->body_len + resp->sink_bytes;
+	log_debug("%s %s: %ld%s%s%s%s%s", req->method ?: "GET", req->url, resp->status,
+		  http_version_name(resp->http_version), resp->redirected ? " from " : "",
+		  resp->redirected ? resp->effective_host : "", resp->error[0] ? " " : "",
+		  resp->error);
+	return e;
+}
+
 /* Performs @req with our Authorization header, renewing the token on a 401, asking again for
  * a redirect whose target refused it, and retrying transient failures inside the deadline.
  * On failure the thread's message (error.h) describes the last attempt. */
@@ -859,41 +901,10 @@ static int registry_exchange(struct registry *r, struct http_request *req,
 	int e;
 
 	for (unsigned attempt = 1;;) {
-		char *headers[5] = {};
-		size_t n = 0;
-		int64_t left = deadline - now_ms();
 		bool may_repeat;
 		long wait;
 
-		if (x->accept)
-			headers[n++] = (char *)x->accept;
-		if (x->content_type)
-			headers[n++] = (char *)x->content_type;
-		/* No "Expect: 100-continue" round trip before a body. */
-		if (req->body_len > 0)
-			headers[n++] = (char *)"Expect:";
-		if (r->authorization)
-			headers[n++] = r->authorization;
-		req->headers = headers;
-		req->tls = &r->tls;
-		req->allow_http_redirect = r->insecure;
-		req->connect_timeout_ms = r->connect_timeout_ms;
-		req->rate_limit = r->rate_limit;
-		req->cancel = r->cancel;
-		if (!x->streaming)
-			req->timeout_ms = left > 1 ? left : 1;
-
-		if (x->restart)
-			x->restart(req->userdata);
-		http_response_done(resp);
-		e = http_perform(r->http, req, resp);
-		req->headers = NULL;
-		r->requests++;
-		r->bytes_received += resp->body_len + resp->sink_bytes;
-		log_debug("%s %s: %ld%s%s%s%s%s", req->method ?: "GET", req->url, resp->status,
-			  http_version_name(resp->http_version), resp->redirected ? " from " : "",
-			  resp->redirected ? resp->effective_host : "", resp->error[0] ? " " : "",
-			  resp->error);
+		e = exchange_once(r, req, x, resp, deadline);
 
 		/* Bytes that reached the sink can be taken back only by a sink that restarts. */
 		may_repeat = !req->sink || x->restart || resp->sink_bytes == 0;
