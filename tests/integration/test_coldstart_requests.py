@@ -107,6 +107,7 @@ def test_each_layer_tail_in_one_request_and_few_sequential_round_trips(lazyroot,
                                                       chain))
     assert chain <= 4, [(r["method"], r["path"][-20:], r["range"], round(r["time"] % 100, 3),
                          round(r["duration"], 3)) for r in records]
+    assert lazyroot.umount().ok
 
 
 def test_toc_bigger_than_the_tail_is_completed_with_one_more_request(lazyroot, images):
@@ -122,6 +123,7 @@ def test_toc_bigger_than_the_tail_is_completed_with_one_more_request(lazyroot, i
     assert tail[1] == size - 1 and size - tail[0] >= TAIL_MIN, reqs   # not the footer alone
     assert head == (toc_offset, tail[0] - 1), (reqs, toc_offset)
     assert len(os.listdir(os.path.join(lazyroot.mountpoint, "many"))) == 3000
+    assert lazyroot.umount().ok
 
 
 def test_trace_lines_and_the_bench_tool(lazyroot, images, test_dir):
@@ -151,3 +153,4 @@ def test_trace_lines_and_the_bench_tool(lazyroot, images, test_dir):
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert "mount phase" in out.stdout and "on-demand phase" in out.stdout, out.stdout
+    assert lazyroot.umount().ok

@@ -179,3 +179,4 @@ def test_start_profile_lookup_costs_one_round_trip(lazyroot, images):
     print("requests %d, sequential round trips %d" % (len(records), chain))
     assert len(api) == 1 and len(tag) == 1 and overlap(api[0], tag[0]), brief(records)
     assert chain <= 5, brief(records)
+    assert lazyroot.umount().ok
