@@ -49,11 +49,17 @@ def test_warm_reread_comes_from_page_cache(lazyroot, registry, mountpoint, name)
     assert sha256_of(path) == files["/bin/busybox"]
     s1 = helpers.settled(lambda: stats(lazyroot, mountpoint))
     assert s1["bytes_fetched"] > 0 and s1["chunks_cached"] + s1["chunks_fetched"] > 1, s1
-    for _ in range(3):
+    passes = 5
+    for _ in range(passes):
         assert sha256_of(path) == files["/bin/busybox"]
     s2 = stats(lazyroot, mountpoint)
-    assert (s2["chunks_cached"], s2["chunks_fetched"], s2["requests"]) == \
-        (s1["chunks_cached"], s1["chunks_fetched"], s1["requests"]), \
+    assert (s2["chunks_fetched"], s2["requests"]) == (s1["chunks_fetched"], s1["requests"]), \
+        "re-reads fetched:\nbefore %s\nafter  %s" % (s1, s2)
+    # Now and then (about 1 run in 30 under the sanitizers, on a loaded machine; estargz and
+    # zstd:chunked alike) the kernel reads a folio it had cached once more, and the store
+    # serves it: one or two chunks in all the passes.  Passes that missed the page cache
+    # would each serve the file's chunks again (2 each for this busybox: 10 in all).
+    assert s2["chunks_cached"] - s1["chunks_cached"] <= 2, \
         "re-reads reached the daemon:\nbefore %s\nafter  %s" % (s1, s2)
     assert lazyroot.umount().ok
 
