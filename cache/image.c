@@ -1053,18 +1053,41 @@ static int pull_fetch_config(void *userdata)
 	return image_fetch_config(pi->p->reg, pi->img, &pi->p->fetched, pi->p->err);
 }
 
-/* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a
- * gzip layer whose index it finds is then indexed lazily from it, below). */
-static int pull_meanwhile(void *userdata)
+static bool all_layers_lazy(const struct manifest *m)
+{
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (layer_format_detect(&m->layers[i]) == LAYER_FORMAT_TAR)
+			return false;
+	return true;
+}
+
+/* The config, and beside it the start profile's lookup (pull_options.find_start_profile). */
+static int pull_config_and_profile(void *userdata)
 {
 	struct pull_image *pi = userdata;
 	struct pull *p = pi->p;
 	int (*config)(void *userdata) = pi->img->config ? NULL : pull_fetch_config;
 
-	if (!p->o->find_seek_indexes || p->o->policy == PULL_NEVER)
+	if (!p->o->find_start_profile || !p->reg || p->o->policy == PULL_NEVER ||
+	    !all_layers_lazy(pi->img->manifest))
 		return config ? config(pi) : 0;
+	return p->o->find_start_profile(p->c, p->ref, p->reg, &p->ro, pi->img->manifest_digest,
+					config, pi);
+}
+
+/* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a
+ * gzip layer whose index it finds is then indexed lazily from it, below) or of the start
+ * profile. */
+static int pull_meanwhile(void *userdata)
+{
+	struct pull_image *pi = userdata;
+	struct pull *p = pi->p;
+
+	if (!p->o->find_seek_indexes || p->o->policy == PULL_NEVER)
+		return pull_config_and_profile(pi);
 	return p->o->find_seek_indexes(p->c, p->ref, p->reg, &p->ro, p->o->policy == PULL_ALWAYS,
-				       pi->img->manifest, pi->img->manifest_digest, config, pi);
+				       pi->img->manifest, pi->img->manifest_digest,
+				       pull_config_and_profile, pi);
 }
 
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the

@@ -46,6 +46,15 @@ struct pull_options {
 				 const struct registry_options *ro, bool ask_again,
 				 const struct manifest *m, const char *manifest_digest,
 				 int (*meanwhile)(void *userdata), void *userdata);
+	/* Called beside the config and the TOCs, when the pull spoke to the registry and every
+	 * layer of the image has a TOC, to look up the image's start profile before the mount
+	 * asks for it (cache/share/profile_remote.h's profile_remote_fetch(), which a mount that
+	 * uses profiles passes); runs @meanwhile, whose result is its own.  Left to the mount
+	 * for an image with gzip layers: their seek index lookup asks the registry for the same
+	 * answer, and two lookups at once would both send it.  May be NULL. */
+	int (*find_start_profile)(struct cache *c, const struct reference *ref, struct source *src,
+				  const struct registry_options *ro, const char *manifest_digest,
+				  int (*meanwhile)(void *userdata), void *userdata);
 };
 
 struct image {

@@ -19,6 +19,7 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
+#include "cache/share/profile_remote.h"
 #include "cache/share/seek_remote.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
@@ -375,6 +376,9 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
 		.find_seek_indexes = seek_remote_fetch,
+		/* A mount that records its profile, or was told to use none, looks none up. */
+		.find_start_profile = req->record_profile_ms || req->no_profile ? NULL :
+								      profile_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;

@@ -78,7 +78,7 @@ static int profile_find(const struct mount_request *req, const struct reference 
 	r = config_read(&cfg, NULL);
 	if (r < 0)
 		return error_set(r, "cannot read the configuration file '%s'", config_path());
-	return profile_fetch(cache, ref, &ro, &cfg.artifacts, img->manifest_digest, ret);
+	return profile_fetch(cache, ref, NULL, &ro, &cfg.artifacts, img->manifest_digest, ret);
 }
 
 static int use_profile(struct mount_profile *mp, const struct mount_request *req,

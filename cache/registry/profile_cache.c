@@ -108,13 +108,14 @@ static int fetch_found(struct cache *c, struct artifact_found *f, const char *im
 	return 0;
 }
 
-int profile_fetch(struct cache *c, const struct reference *ref, const struct registry_options *ro,
-		  const struct artifact_config *cfg, const char *image, struct start_profile *ret)
+int profile_fetch(struct cache *c, const struct reference *ref, struct registry *own,
+		  const struct registry_options *ro, const struct artifact_config *cfg,
+		  const char *image, struct start_profile *ret)
 {
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
 	int r;
 
-	r = artifact_lookup(c->db, ref, NULL, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
+	r = artifact_lookup(c->db, ref, own, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
 	if (r < 0)
 		return error_wrap(r, "cannot look up the start profile of %s", image);
 	if (f.list.n == 0)

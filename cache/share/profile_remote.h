@@ -1,0 +1,24 @@
+/* cache/share/profile_remote.h: the start profile another host published for an image
+ * (profile_cache.h), looked up while the pull fetches the image's config and TOCs instead of
+ * after the layers are indexed: the lookup needs only the manifest digest, and a mount that
+ * waited for it paid its round trips (the referrers API and the referrers tag, then the
+ * profile's manifest and blob when there is one) on top of the pull's (issue 17). */
+#pragma once
+
+#include "cache/format/reference.h"
+#include "cache/registry/registry.h"
+#include "cache/store/cache.h"
+
+struct source;
+
+/* Runs @meanwhile (if not NULL; its result is the call's) while a thread looks up and keeps
+ * the start profile of @manifest_digest, pulled for @ref through @src, in @c (profile_fetch()
+ * on a connection of its own, with a copy of @src's client of @ref's repository: no second
+ * ping, the same token).  The mount then finds the profile kept, or the registry's answer
+ * that there is none (kept as artifact-miss-ttl says), and asks nothing.  Looks up nothing
+ * (and only runs @meanwhile) for a local image, a read-only cache, or when @src has not
+ * spoken to @ref's own repository (a mirror served it: the mount decides, as before).  A
+ * failed lookup is a debug line: the mount asks again. */
+int profile_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
+			 const struct registry_options *ro, const char *manifest_digest,
+			 int (*meanwhile)(void *userdata), void *userdata);
