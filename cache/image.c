@@ -1072,7 +1072,7 @@ static int pull_config_and_profile(void *userdata)
 	    !all_layers_lazy(pi->img->manifest))
 		return config ? config(pi) : 0;
 	return p->o->find_start_profile(p->c, p->ref, p->reg, &p->ro, pi->img->manifest_digest,
-					config, pi);
+					config, pi, &pi->img->profile_lookup);
 }
 
 /* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a

@@ -72,6 +72,12 @@ static int profile_find(const struct mount_request *req, const struct reference 
 	r = profile_load(cache, img->manifest_digest, NULL, NULL, ret);
 	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER)
 		return r;
+	/* The pull looked beside the TOCs: what it found is kept (read above), its failure is
+	 * reported as the mount's own would be, and nothing is asked twice. */
+	if (img->profile_lookup.looked)
+		return img->profile_lookup.r < 0 ? error_restore(img->profile_lookup.r,
+								 &img->profile_lookup.error)
+						 : -ENOENT;
 	ro.scheme = origin_scheme(ref, img);
 	if (!ro.scheme)
 		return -ENOENT;

@@ -26,6 +26,7 @@ struct profile_lookup {
 	const struct registry_options *ro;
 	struct artifact_config cfg;
 	const char *image;
+	struct profile_lookup_outcome *out;  /* the caller's, set when the thread ends */
 	pthread_t thread;
 };
 
@@ -36,10 +37,8 @@ static void *lookup_thread(void *userdata)
 	int r;
 
 	r = profile_fetch(l->c, l->ref, l->own, l->ro, &l->cfg, l->image, &sp);
-	if (r < 0 && r != -ENOENT)
-		log_debug("start profile of %s not looked up beside the pull: %s", l->image,
-			  error_message() ?: strerror(-r));
-	error_clear();
+	l->out->r = r;
+	error_save(&l->out->error);
 	return NULL;
 }
 
@@ -72,9 +71,10 @@ static int lookup_spawn(struct profile_lookup *l, struct cache *c, struct regist
 
 int profile_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
 			 const struct registry_options *ro, const char *manifest_digest,
-			 int (*meanwhile)(void *userdata), void *userdata)
+			 int (*meanwhile)(void *userdata), void *userdata,
+			 struct profile_lookup_outcome *ret)
 {
-	struct profile_lookup l = { .ref = ref, .ro = ro, .image = manifest_digest };
+	struct profile_lookup l = { .ref = ref, .ro = ro, .image = manifest_digest, .out = ret };
 	struct registry *own = NULL;
 	bool spawned = false;
 	int r;
@@ -91,6 +91,7 @@ int profile_remote_fetch(struct cache *c, const struct reference *ref, struct so
 	r = meanwhile ? meanwhile(userdata) : 0;
 	if (spawned)
 		(void)pthread_join(l.thread, NULL);
+	ret->looked = spawned;
 	registry_free(l.own);
 	cache_free(l.c);
 	return r;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "cache/format/reference.h"
+#include "cache/image.h"
 #include "cache/registry/registry.h"
 #include "cache/store/cache.h"
 
@@ -14,11 +15,12 @@ struct source;
 /* Runs @meanwhile (if not NULL; its result is the call's) while a thread looks up and keeps
  * the start profile of @manifest_digest, pulled for @ref through @src, in @c (profile_fetch()
  * on a connection of its own, with a copy of @src's client of @ref's repository: no second
- * ping, the same token).  The mount then finds the profile kept, or the registry's answer
- * that there is none (kept as artifact-miss-ttl says), and asks nothing.  Looks up nothing
+ * ping, the same token).  The mount then finds the profile kept, or in *@ret that there is
+ * none or why the lookup failed, and asks nothing more.  Looks up nothing
  * (and only runs @meanwhile) for a local image, a read-only cache, or when @src has not
  * spoken to @ref's own repository (a mirror served it: the mount decides, as before).  A
- * failed lookup is a debug line: the mount asks again. */
+ * failed lookup is the mount's to report, from *@ret (set only when the lookup was made). */
 int profile_remote_fetch(struct cache *c, const struct reference *ref, struct source *src,
 			 const struct registry_options *ro, const char *manifest_digest,
-			 int (*meanwhile)(void *userdata), void *userdata);
+			 int (*meanwhile)(void *userdata), void *userdata,
+			 struct profile_lookup_outcome *ret);
