@@ -34,6 +34,7 @@ static void image_done(struct image *img)
 	manifest_free(img->manifest);
 	image_config_free(img->config);
 	free(img->registry_scheme);
+	profile_fetched_done(&img->profile_lookup.fetched);
 }
 DEFINE_FREE_FUNC(struct image, image_free, image_done);
 

@@ -11,6 +11,7 @@
 #include "cache/store/cache.h"
 #include "cache/format/manifest.h"
 #include "cache/format/reference.h"
+#include "cache/registry/profile_cache.h"
 #include "cache/registry/registry.h"
 
 struct source;
@@ -31,8 +32,9 @@ enum pull_failure {
 /* What the pull's lookup of the image's start profile came to (find_start_profile below). */
 struct profile_lookup_outcome {
 	bool looked;               /* it was made: the mount asks the registry nothing more */
-	int r;                     /* profile_fetch()'s: 0 found and kept, -ENOENT none, else failed */
+	int r;                     /* profile_fetch_bytes()'s: 0 found, -ENOENT none, else failed */
 	struct error_carry error;  /* the message about a failure */
+	struct profile_fetched fetched;  /* what it found, for the mount to keep and use */
 };
 
 struct pull_options {

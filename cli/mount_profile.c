@@ -77,7 +77,9 @@ static int profile_find(const struct mount_request *req, const struct reference 
 	if (img->profile_lookup.looked)
 		return img->profile_lookup.r < 0 ? error_restore(img->profile_lookup.r,
 								 &img->profile_lookup.error)
-						 : -ENOENT;
+						 : profile_keep_fetched(cache, img->manifest_digest,
+									&img->profile_lookup.fetched,
+									ret);
 	ro.scheme = origin_scheme(ref, img);
 	if (!ro.scheme)
 		return -ENOENT;

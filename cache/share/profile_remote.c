@@ -32,12 +32,10 @@ struct profile_lookup {
 
 static void *lookup_thread(void *userdata)
 {
-	_cleanup_(start_profile_done) struct start_profile sp = {};
 	struct profile_lookup *l = userdata;
-	int r;
 
-	r = profile_fetch(l->c, l->ref, l->own, l->ro, &l->cfg, l->image, &sp);
-	l->out->r = r;
+	l->out->r = profile_fetch_bytes(l->c, l->ref, l->own, l->ro, &l->cfg, l->image,
+					&l->out->fetched);
 	error_save(&l->out->error);
 	return NULL;
 }

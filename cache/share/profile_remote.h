@@ -12,11 +12,12 @@
 
 struct source;
 
-/* Runs @meanwhile (if not NULL; its result is the call's) while a thread looks up and keeps
- * the start profile of @manifest_digest, pulled for @ref through @src, in @c (profile_fetch()
- * on a connection of its own, with a copy of @src's client of @ref's repository: no second
- * ping, the same token).  The mount then finds the profile kept, or in *@ret that there is
- * none or why the lookup failed, and asks nothing more.  Looks up nothing
+/* Runs @meanwhile (if not NULL; its result is the call's) while a thread looks up and fetches
+ * the start profile of @manifest_digest, pulled for @ref through @src, into *@ret
+ * (profile_fetch_bytes() on a connection to @c of its own, with a copy of @src's client of
+ * @ref's repository: no second ping, the same token).  The mount then finds there the
+ * profile to keep and use (profile_keep_fetched(): the image is in the cache by then), that
+ * there is none, or why the lookup failed, and asks nothing more.  Looks up nothing
  * (and only runs @meanwhile) for a local image, a read-only cache, or when @src has not
  * spoken to @ref's own repository (a mirror served it: the mount decides, as before).  A
  * failed lookup is the mount's to report, from *@ret (set only when the lookup was made). */
