@@ -21,6 +21,7 @@
 #include "cache/seek.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/registry/source.h"
 #include "cache/base/util.h"
 
@@ -429,6 +430,7 @@ static void *toc_job_thread(void *userdata)
 	struct toc_job *j = userdata;
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
 	struct blob_retry rt = {};
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 
 	for (;;) {
 		j->src.failed_at_registry = false;
@@ -443,6 +445,7 @@ static void *toc_job_thread(void *userdata)
 	if (j->r >= 0)
 		error_clear();  /* a failed try's message is no failure of the pull */
 	error_save(&j->error);
+	trace_step("toc", j->layer->digest, t0, j->n_entries);
 	return NULL;
 }
 
@@ -450,6 +453,7 @@ static void *toc_job_thread(void *userdata)
 static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure *err)
 {
 	const char *fmt = layer_format_to_string(j->format);
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 	int r = j->r;
 
 	if (r < 0) {
@@ -472,6 +476,7 @@ static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure 
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
+	trace_step("commit", j->layer->digest, t0, j->n_entries);
 	return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
+#include "cache/base/trace.h"
 #include "cache/share/profile_remote.h"
 #include "cache/share/seek_remote.h"
 #include "fs/fs.h"
@@ -432,10 +433,12 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 		       const struct image *img)
 {
 	_cleanup_(fs_tree_freep) struct fs_tree *tree = NULL;
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 	int r;
 
 	if (mount_tree_build(cache, img, &tree) < 0)
 		return -ERR_REGISTRY;
+	trace_step("tree", img->manifest_digest, t0, 0);
 	r = mount_build_upper(d, tree);
 	if (r < 0)
 		return r;
