@@ -20,6 +20,7 @@
 #include "cache/registry/source.h"
 
 struct profile_lookup {
+	const char *cache_dir;
 	struct cache *c;             /* the thread's connection, freed by the caller */
 	struct registry *own;        /* the thread's copy of the pull's client, freed by the caller */
 	const struct reference *ref;
@@ -30,12 +31,23 @@ struct profile_lookup {
 	pthread_t thread;
 };
 
+/* The configuration and the cache are opened here, not before the thread starts: the pull's
+ * config request waits for the spawn (several ms on a loaded machine), not for the lookup. */
 static void *lookup_thread(void *userdata)
 {
 	struct profile_lookup *l = userdata;
+	struct config cfg;
+	int r;
 
-	l->out->r = profile_fetch_bytes(l->c, l->ref, l->own, l->ro, &l->cfg, l->image,
+	r = config_read(&cfg, NULL);
+	if (r >= 0) {
+		l->cfg = cfg.artifacts;
+		r = cache_open(l->cache_dir, &l->c);
+	}
+	if (r >= 0)
+		r = profile_fetch_bytes(l->c, l->ref, l->own, l->ro, &l->cfg, l->image,
 					&l->out->fetched);
+	l->out->r = r;
 	error_save(&l->out->error);
 	return NULL;
 }
@@ -50,18 +62,12 @@ static struct registry *own_client(struct source *src, const struct reference *r
 	return source_registry(src, name);
 }
 
-static int lookup_spawn(struct profile_lookup *l, struct cache *c, struct registry *own)
+/* The copy of @own is made here: the pull goes on using @own once the thread runs. */
+static int lookup_spawn(struct profile_lookup *l, struct registry *own)
 {
-	struct config cfg;
 	int r;
 
-	r = config_read(&cfg, NULL);
-	if (r < 0)
-		return r;  /* the mount reports a bad file where it reads it */
-	l->cfg = cfg.artifacts;
-	r = cache_open(c->dir, &l->c);
-	if (r >= 0)
-		r = registry_dup(own, &l->own);
+	r = registry_dup(own, &l->own);
 	if (r >= 0)
 		r = -pthread_create(&l->thread, NULL, lookup_thread, l);
 	return r;
@@ -72,7 +78,9 @@ int profile_remote_fetch(struct cache *c, const struct reference *ref, struct so
 			 int (*meanwhile)(void *userdata), void *userdata,
 			 struct profile_lookup_outcome *ret)
 {
-	struct profile_lookup l = { .ref = ref, .ro = ro, .image = manifest_digest, .out = ret };
+	struct profile_lookup l = {
+		.cache_dir = c->dir, .ref = ref, .ro = ro, .image = manifest_digest, .out = ret,
+	};
 	struct registry *own = NULL;
 	bool spawned = false;
 	int r;
@@ -80,7 +88,7 @@ int profile_remote_fetch(struct cache *c, const struct reference *ref, struct so
 	if (ref->transport == REFERENCE_DOCKER && !c->read_only)
 		own = own_client(src, ref);
 	if (own) {
-		r = lookup_spawn(&l, c, own);
+		r = lookup_spawn(&l, own);
 		spawned = r >= 0;
 		if (r < 0)
 			log_debug_errno(r, "start profile lookup not started beside the pull: %m");
