@@ -21,6 +21,7 @@
 #include "cache/seek.h"
 #include "cache/base/error.h"
 #include "cache/base/log.h"
+#include "cache/base/trace.h"
 #include "cache/registry/source.h"
 #include "cache/base/util.h"
 
@@ -34,6 +35,7 @@ static void image_done(struct image *img)
 	manifest_free(img->manifest);
 	image_config_free(img->config);
 	free(img->registry_scheme);
+	profile_fetched_done(&img->profile_lookup.fetched);
 }
 DEFINE_FREE_FUNC(struct image, image_free, image_done);
 
@@ -428,6 +430,7 @@ static void *toc_job_thread(void *userdata)
 	struct toc_job *j = userdata;
 	struct blob_range_reader rd = { .read = registry_range_read, .userdata = &j->src };
 	struct blob_retry rt = {};
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 
 	for (;;) {
 		j->src.failed_at_registry = false;
@@ -442,6 +445,7 @@ static void *toc_job_thread(void *userdata)
 	if (j->r >= 0)
 		error_clear();  /* a failed try's message is no failure of the pull */
 	error_save(&j->error);
+	trace_step("toc", j->layer->digest, t0, j->n_entries);
 	return NULL;
 }
 
@@ -449,6 +453,7 @@ static void *toc_job_thread(void *userdata)
 static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure *err)
 {
 	const char *fmt = layer_format_to_string(j->format);
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 	int r = j->r;
 
 	if (r < 0) {
@@ -471,6 +476,7 @@ static int toc_job_finish(struct cache *c, struct toc_job *j, enum pull_failure 
 	if (r < 0)
 		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot index layer '%s' in '%s'",
 				 j->layer->digest, c->dir);
+	trace_step("commit", j->layer->digest, t0, j->n_entries);
 	return 0;
 }
 
@@ -1053,18 +1059,41 @@ static int pull_fetch_config(void *userdata)
 	return image_fetch_config(pi->p->reg, pi->img, &pi->p->fetched, pi->p->err);
 }
 
-/* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a
- * gzip layer whose index it finds is then indexed lazily from it, below). */
-static int pull_meanwhile(void *userdata)
+static bool all_layers_lazy(const struct manifest *m)
+{
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (layer_format_detect(&m->layers[i]) == LAYER_FORMAT_TAR)
+			return false;
+	return true;
+}
+
+/* The config, and beside it the start profile's lookup (pull_options.find_start_profile). */
+static int pull_config_and_profile(void *userdata)
 {
 	struct pull_image *pi = userdata;
 	struct pull *p = pi->p;
 	int (*config)(void *userdata) = pi->img->config ? NULL : pull_fetch_config;
 
-	if (!p->o->find_seek_indexes || p->o->policy == PULL_NEVER)
+	if (!p->o->find_start_profile || !p->reg || p->o->policy == PULL_NEVER ||
+	    !all_layers_lazy(pi->img->manifest))
 		return config ? config(pi) : 0;
+	return p->o->find_start_profile(p->c, p->ref, p->reg, &p->ro, pi->img->manifest_digest,
+					config, pi, &pi->img->profile_lookup);
+}
+
+/* While the lazy layers' TOCs come: the config, and beside it the lookup of seek indexes (a
+ * gzip layer whose index it finds is then indexed lazily from it, below) or of the start
+ * profile. */
+static int pull_meanwhile(void *userdata)
+{
+	struct pull_image *pi = userdata;
+	struct pull *p = pi->p;
+
+	if (!p->o->find_seek_indexes || p->o->policy == PULL_NEVER)
+		return pull_config_and_profile(pi);
 	return p->o->find_seek_indexes(p->c, p->ref, p->reg, &p->ro, p->o->policy == PULL_ALWAYS,
-				       pi->img->manifest, pi->img->manifest_digest, config, pi);
+				       pi->img->manifest, pi->img->manifest_digest,
+				       pull_config_and_profile, pi);
 }
 
 /* Indexes every layer of @img the cache does not have yet: lazy ones by their TOCs, the

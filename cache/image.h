@@ -7,9 +7,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache/base/error.h"
 #include "cache/store/cache.h"
 #include "cache/format/manifest.h"
 #include "cache/format/reference.h"
+#include "cache/registry/profile_cache.h"
 #include "cache/registry/registry.h"
 
 struct source;
@@ -25,6 +27,14 @@ enum pull_failure {
 	PULL_FAILURE_USAGE,     /* bad platform string */
 	PULL_FAILURE_REGISTRY,  /* unknown image, unreachable or refusing registry, bad data */
 	PULL_FAILURE_CACHE,     /* local disk or index failure */
+};
+
+/* What the pull's lookup of the image's start profile came to (find_start_profile below). */
+struct profile_lookup_outcome {
+	bool looked;               /* it was made: the mount asks the registry nothing more */
+	int r;                     /* profile_fetch_bytes()'s: 0 found, -ENOENT none, else failed */
+	struct error_carry error;  /* the message about a failure */
+	struct profile_fetched fetched;  /* what it found, for the mount to keep and use */
 };
 
 struct pull_options {
@@ -46,6 +56,17 @@ struct pull_options {
 				 const struct registry_options *ro, bool ask_again,
 				 const struct manifest *m, const char *manifest_digest,
 				 int (*meanwhile)(void *userdata), void *userdata);
+	/* Called beside the config and the TOCs, when the pull spoke to the registry and every
+	 * layer of the image has a TOC, to look up the image's start profile before the mount
+	 * asks for it (cache/share/profile_remote.h's profile_remote_fetch(), which a mount that
+	 * uses profiles passes); runs @meanwhile, whose result is its own, and leaves what the
+	 * lookup came to in *@ret (image.profile_lookup).  Left to the mount for an image
+	 * with gzip layers: their seek index lookup asks the registry for the same answer, and
+	 * two lookups at once would both send it.  May be NULL. */
+	int (*find_start_profile)(struct cache *c, const struct reference *ref, struct source *src,
+				  const struct registry_options *ro, const char *manifest_digest,
+				  int (*meanwhile)(void *userdata), void *userdata,
+				  struct profile_lookup_outcome *ret);
 };
 
 struct image {
@@ -56,6 +77,7 @@ struct image {
 	char *registry_scheme;   /* what the registry spoke, when it was contacted; else NULL */
 	uint64_t pull_requests;  /* requests this pull sent to the registry */
 	uint64_t pull_bytes;     /* body bytes they brought back */
+	struct profile_lookup_outcome profile_lookup;
 };
 
 /* On failure, *ret_failure says whose failure it is (for the exit status) and the thread's

@@ -19,6 +19,8 @@
 #include "cache/config.h"
 #include "cache/gc.h"
 #include "cache/seek.h"
+#include "cache/base/trace.h"
+#include "cache/share/profile_remote.h"
 #include "cache/share/seek_remote.h"
 #include "fs/fs.h"
 #include "cli/cli.h"
@@ -375,6 +377,9 @@ static int mount_pull(const struct mount_request *req, const struct reference *r
 		.platform = req->platform, .policy = req->policy,
 		.registry = mount_request_registry_options(req),
 		.find_seek_indexes = seek_remote_fetch,
+		/* A mount that records its profile, or was told to use none, looks none up. */
+		.find_start_profile = req->record_profile_ms || req->no_profile ? NULL :
+								      profile_remote_fetch,
 	};
 	enum pull_failure failure;
 	int r;
@@ -428,10 +433,12 @@ static int mount_build(struct mount_daemon *d, const struct reference *ref, stru
 		       const struct image *img)
 {
 	_cleanup_(fs_tree_freep) struct fs_tree *tree = NULL;
+	int64_t t0 = trace_enabled() ? trace_now_us() : 0;
 	int r;
 
 	if (mount_tree_build(cache, img, &tree) < 0)
 		return -ERR_REGISTRY;
+	trace_step("tree", img->manifest_digest, t0, 0);
 	r = mount_build_upper(d, tree);
 	if (r < 0)
 		return r;

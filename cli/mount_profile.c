@@ -73,13 +73,20 @@ static int profile_find(const struct mount_request *req, const struct reference 
 	r = profile_load(cache, img->manifest_digest, NULL, NULL, ret);
 	if (r != -ENOENT || ref->transport != REFERENCE_DOCKER)
 		return r;
+	/* The pull looked beside the TOCs: what it found is kept now (the image is recorded), its
+	 * failure is reported as the mount's own would be, and nothing is asked twice. */
+	if (img->profile_lookup.looked && img->profile_lookup.r < 0)
+		return error_restore(img->profile_lookup.r, &img->profile_lookup.error);
+	if (img->profile_lookup.looked)
+		return profile_keep_fetched(cache, img->manifest_digest,
+					    &img->profile_lookup.fetched, ret);
 	ro.scheme = origin_scheme(ref, img);
 	if (!ro.scheme)
 		return -ENOENT;
 	r = config_read(&cfg, NULL);
 	if (r < 0)
 		return error_set(r, "cannot read the configuration file '%s'", config_path());
-	return profile_fetch(cache, ref, &ro, &cfg.artifacts, img->manifest_digest, ret);
+	return profile_fetch(cache, ref, NULL, &ro, &cfg.artifacts, img->manifest_digest, ret);
 }
 
 static int use_profile(struct mount_profile *mp, const struct mount_request *req,

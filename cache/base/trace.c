@@ -74,6 +74,17 @@ void trace_mark_cpu(const char *what)
 		   (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
 }
 
+void trace_step(const char *what, const char *object, int64_t t0, uint64_t n)
+{
+	char obj[128];
+
+	if (!trace_enabled())
+		return;
+	trace_emit("step", "\"what\":\"%s\",\"object\":\"%s\",\"t0\":%lld,\"t1\":%lld,\"n\":%llu",
+		   what, trace_json_str(object ?: "", obj, sizeof(obj)), (long long)t0,
+		   (long long)trace_now_us(), (unsigned long long)n);
+}
+
 const char *trace_json_str(const char *s, char *buf, size_t size)
 {
 	size_t k = 0;

@@ -32,6 +32,12 @@ void trace_emit(const char *ev, const char *fmt, ...) __attribute__((format(prin
  * threads): the mount daemon writes one as it exits. */
 void trace_mark_cpu(const char *what);
 
+/* A "step" line: one stage of the mount's work on the way to ready (@what: "toc" a layer's
+ * TOC fetched and parsed, "commit" its entries written to the index, "tree" the merged tree
+ * built), from @t0 (trace_now_us()) to now; @object (may be NULL) names what it worked on, @n
+ * how many entries. */
+void trace_step(const char *what, const char *object, int64_t t0, uint64_t n);
+
 /* @s as a JSON string body (no quotes) in @buf, cut to fit; returns @buf. */
 const char *trace_json_str(const char *s, char *buf, size_t size);
 

@@ -75,14 +75,13 @@ int profile_load(struct cache *c, const char *image, char **ret_buf, size_t *ret
 	return 0;
 }
 
-/* Fetches and checks the first profile @f lists; keeps it. */
-static int fetch_found(struct cache *c, struct artifact_found *f, const char *image,
-		       struct start_profile *ret)
+/* Fetches the first profile @f lists and checks that it parses as one of @image. */
+static int fetch_found(struct artifact_found *f, const char *image, struct profile_fetched *ret)
 {
 	_cleanup_(artifact_list_done) struct artifact_list blobs = {};
+	_cleanup_(start_profile_done) struct start_profile sp = {};
 	const struct artifact_desc *a = &f->list.items[0], *b = NULL;
 	_cleanup_free_ char *buf = NULL;
-	char digest[DIGEST_STRING_MAX];
 	size_t len;
 	int r;
 
@@ -98,26 +97,64 @@ static int fetch_found(struct cache *c, struct artifact_found *f, const char *im
 				 f->place, START_PROFILE_MEDIA_TYPE);
 	r = artifact_fetch_blob(f->registry, b, START_PROFILE_MAX, &buf, &len);
 	if (r >= 0)
-		r = start_profile_parse(buf, len, image, ret);
+		r = start_profile_parse(buf, len, image, &sp);
 	if (r < 0)
 		return error_wrap(r, "start profile %s in '%s'", a->digest, f->place);
-	r = store_raw(c, image, buf, len, a->digest, digest);
-	if (r < 0)
-		log_debug_errno(r, "cannot keep start profile %s of %s, ignoring: %m", a->digest,
-				image);
+	if (strlen(a->digest) >= sizeof(ret->origin))
+		return error_set(-EBADMSG, "start profile %s in '%s': bad digest", a->digest,
+				 f->place);
+	strcpy(ret->origin, a->digest);
+	ret->buf = TAKE_PTR(buf);
+	ret->len = len;
 	return 0;
 }
 
-int profile_fetch(struct cache *c, const struct reference *ref, const struct registry_options *ro,
-		  const struct artifact_config *cfg, const char *image, struct start_profile *ret)
+void profile_fetched_done(struct profile_fetched *f)
+{
+	free(f->buf);
+	*f = (struct profile_fetched) {};
+}
+
+int profile_fetch_bytes(struct cache *c, const struct reference *ref, struct registry *own,
+			const struct registry_options *ro, const struct artifact_config *cfg,
+			const char *image, struct profile_fetched *ret)
 {
 	_cleanup_(artifact_found_done) struct artifact_found f = {};
 	int r;
 
-	r = artifact_lookup(c->db, ref, NULL, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
+	r = artifact_lookup(c->db, ref, own, ro, cfg, image, START_PROFILE_ARTIFACT_TYPE, &f);
 	if (r < 0)
 		return error_wrap(r, "cannot look up the start profile of %s", image);
 	if (f.list.n == 0)
 		return -ENOENT;
-	return fetch_found(c, &f, image, ret);
+	return fetch_found(&f, image, ret);
+}
+
+int profile_keep_fetched(struct cache *c, const char *image, const struct profile_fetched *f,
+			 struct start_profile *ret)
+{
+	char digest[DIGEST_STRING_MAX];
+	int r;
+
+	r = start_profile_parse(f->buf, f->len, image, ret);
+	if (r < 0)
+		return error_wrap(r, "start profile %s", f->origin);
+	r = store_raw(c, image, f->buf, f->len, f->origin, digest);
+	if (r < 0)
+		log_debug_errno(r, "cannot keep start profile %s of %s, ignoring: %m", f->origin,
+				image);
+	return 0;
+}
+
+int profile_fetch(struct cache *c, const struct reference *ref, struct registry *own,
+		  const struct registry_options *ro, const struct artifact_config *cfg,
+		  const char *image, struct start_profile *ret)
+{
+	_cleanup_(profile_fetched_done) struct profile_fetched f = {};
+	int r;
+
+	r = profile_fetch_bytes(c, ref, own, ro, cfg, image, &f);
+	if (r < 0)
+		return r;
+	return profile_keep_fetched(c, image, &f, ret);
 }

@@ -13,6 +13,7 @@
 #include "cache/registry/artifact_cache.h"
 #include "cache/store/cache.h"
 
+struct registry;
 struct registry_options;
 
 #define PROFILE_ORIGIN_RECORDED "recorded"
@@ -30,7 +31,27 @@ int profile_load(struct cache *c, const char *image, char **ret_buf, size_t *ret
 
 /* Looks for a profile of @image (pulled for @ref, a docker reference) in the registry (one
  * cached lookup per place), fetches the first one listed (at most START_PROFILE_MAX bytes) and
- * keeps it when it parses as a profile of @image.  -ENOENT when none is published; -EBADMSG or
- * -EFBIG (error.h's message says why) for a bad one; what the registry did otherwise. */
-int profile_fetch(struct cache *c, const struct reference *ref, const struct registry_options *ro,
-		  const struct artifact_config *cfg, const char *image, struct start_profile *ret);
+ * keeps it when it parses as a profile of @image.  @own (may be NULL): a client that already
+ * spoke to @ref's repository, used for it (artifact_lookup()).  -ENOENT when none is
+ * published; -EBADMSG or -EFBIG (error.h's message says why) for a bad one; what the registry
+ * did otherwise. */
+int profile_fetch(struct cache *c, const struct reference *ref, struct registry *own,
+		  const struct registry_options *ro, const struct artifact_config *cfg,
+		  const char *image, struct start_profile *ret);
+
+/* A profile fetched and not kept yet: a pull looks for one before it records the image, and
+ * a profile is kept only for an image in the cache. */
+struct profile_fetched {
+	char *buf;                       /* checked to parse as a profile of the image */
+	size_t len;
+	char origin[DIGEST_STRING_MAX];  /* the artifact it came as */
+};
+void profile_fetched_done(struct profile_fetched *f);
+/* profile_fetch() up to the keeping: the bytes in *@ret.  Failures as profile_fetch(). */
+int profile_fetch_bytes(struct cache *c, const struct reference *ref, struct registry *own,
+			const struct registry_options *ro, const struct artifact_config *cfg,
+			const char *image, struct profile_fetched *ret);
+/* Parses @f into *@ret and keeps it for @image (now in @c); a profile that cannot be kept is
+ * still returned (a debug line). -EBADMSG for bytes that do not parse. */
+int profile_keep_fetched(struct cache *c, const char *image, const struct profile_fetched *f,
+			 struct start_profile *ret);

@@ -106,6 +106,13 @@ def analyse(events):
                   "conn": "new" if e["new_conn"] else "reused", "after": waited[i],
                   "status": e["status"]}
                  for i, e in enumerate(mount_http)],
+        # the mount's own work on the way to ready: TOCs fetched and parsed, entries
+        # committed, the tree built (lazyroot's "step" lines; none from older builds)
+        "steps": [{"what": e["what"], "object": e["object"][7:19] if e["object"].startswith(
+                       "sha256:") else e["object"][:12], "n": e["n"],
+                   "start_ms": (e["t0"] - start) / 1e3, "end_ms": (e["t1"] - start) / 1e3}
+                  for e in sorted((e for e in events if e["ev"] == "step"),
+                                  key=lambda e: e["t0"])],
     }
 
     fuse = [e for e in events if e["ev"] == "fuse" and (ready is None or e["t0"] >= ready)]
@@ -167,6 +174,9 @@ def show(res, requests):
                 r["i"], r["what"][:34], r["range"][:20], r["start_ms"], r["first_ms"],
                 r["end_ms"], r["bytes"], r["conn"], "-" if r["after"] is None else
                 "#%d" % r["after"]))
+    for s in m["steps"]:
+        print("  step %-6s %-12s %6d entries  %8.1f .. %8.1f ms" % (
+            s["what"], s["object"], s["n"], s["start_ms"], s["end_ms"]))
     print("on-demand phase: %d FUSE requests, %d reads (%d waited for a fetch), %d fetch calls, "
           "%d requests, %d bytes, %d sequential round trips" % (
               d["fuse_requests"], d["reads"], d["reads_waiting"], d["fetch_calls"], d["requests"],

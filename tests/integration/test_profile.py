@@ -169,6 +169,11 @@ def test_record_push_and_mount_elsewhere(lazyroot, repo, test_dir):
         r = lazyroot.mount(repo.ref(p.addr), None, "--prefetch=none")
         assert r.ok, str(r)
         assert r.stderr.strip() == "", r.stderr
+        # looked up once, beside the pull (the mount does not ask again): the referrers tag
+        # and the profile's blob one request each
+        assert p.count("/v2/%s/manifests/sha256-" % repo.name) == 1, p.requests
+        assert len([x for x in p.requests if "/blobs/" in x["path"] and not x["range"] and
+                    x["status"] == 200]) == 2, p.requests   # the config and the profile
         s = wait_profile_fetched(lazyroot, lazyroot.mountpoint)
         assert s["chunks"] == len(prof["chunks"]) and s["skipped"] == 0, s
         assert s["fetched"] == s["chunks"], s
