@@ -52,12 +52,13 @@ static void *lookup_thread(void *userdata)
 	return NULL;
 }
 
-/* The pull's client of @ref's own repository, once it has spoken to it. */
+/* The pull's client of @ref's own repository (the location registries.conf rewrites it to,
+ * if it does), once it has spoken to it: not when a mirror served the pull. */
 static struct registry *own_client(struct source *src, const struct reference *ref)
 {
 	_cleanup_free_ char *name = NULL;
 
-	if (!src || asprintf(&name, "%s/%s", ref->domain, ref->repository) < 0)
+	if (!src || source_origin_name(ref, &name) < 0)
 		return NULL;
 	return source_registry(src, name);
 }
