@@ -1053,6 +1053,26 @@ static struct seek_cursor *run_resume(struct fetcher *f, const struct job *jobs,
 	return TAKE_PTR(cur);
 }
 
+/* Claims the seek index spans of @jobs (sorted) after the first one (run_resume() claims that),
+ * in blob order: a request for one of them waits for this one and goes on from its cursor.
+ * Returns how many, in *ret (to release with seek_cursor_pool_put()). */
+static size_t run_claim_rest(struct fetcher *f, const struct job *jobs, size_t n,
+			     int64_t deadline, struct seek_span_claim **ret)
+{
+	const struct seek_index *si = f->layers[jobs[0].c.layer].seek;
+	struct seek_span_claim *claims = NULL;
+	size_t k = 0, alloc = 0;
+
+	for (size_t i = 1; i < n; i++) {
+		if (jobs[i].c.blob_offset == jobs[i - 1].c.blob_offset ||
+		    GREEDY_REALLOC(claims, alloc, k + 1) < 0)
+			continue;
+		seek_cursor_pool_claim(f->cursors, si, jobs[i].c.blob_offset, deadline, &claims[k++]);
+	}
+	*ret = claims;
+	return k;
+}
+
 /* One try at @jobs (of one layer, sorted): streams the range they lie in, stores each chunk
  * that verifies, and completes every flight but those of jobs worth another try, which go to
  * *ret_again (@rt: this is such a try).  Returns how many chunks not marked ahead failed. */
@@ -1061,7 +1081,8 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 {
 	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner };
 	bool seek = f->layers[jobs[0].c.layer].seek;
-	struct seek_span_claim claim = {};
+	struct seek_span_claim claim = {}, *more = NULL;
+	size_t n_more = 0;
 	uint64_t out_max = 1, end = 0;
 	int r = -ENOMEM;
 
@@ -1072,8 +1093,10 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
 	s.out = malloc(out_max);
-	if (s.out && seek)
+	if (s.out && seek) {
 		s.cursor = run_resume(f, jobs, n, deadline, rt != NULL, &claim, &s.pos);
+		n_more = run_claim_rest(f, jobs, n, deadline, &more);
+	}
 	s.base = s.pos;
 	if (s.out && seek && !s.cursor && seek_cursor_new(&s.cursor) < 0) {
 		free(s.out);
@@ -1105,6 +1128,9 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	/* Where it stopped, for the next request in the span (a failed one is not kept). */
 	if (seek)
 		seek_cursor_pool_put(f->cursors, &claim, r >= 0 ? TAKE_PTR(s.cursor) : NULL);
+	for (size_t i = 0; i < n_more; i++)
+		seek_cursor_pool_put(f->cursors, &more[i], NULL);
+	free(more);
 	seek_cursor_free(s.cursor);
 	return s.failed;
 }
