@@ -1813,23 +1813,18 @@ static bool first_mark_known(struct fetch_chunk *all, size_t n, const struct fet
 	return false;
 }
 
-/* The chunks of an untrusted seek index's file can be inflated only after its first one (its
- * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
- * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
- * *ret: @chunks with those added (NULL: none to add).  A first chunk in the same span as the
- * chunk that needs it comes in the same request, inflated before it in the one pass; one in
- * an earlier span (a file across a checkpoint) is also put in *ret_before: the request for
- * its span must end before the other one's chunks are inflated, so it goes first, in a round
- * of its own (the caller's). */
+/* An untrusted seek index's file is served only once its first chunk was inflated from this
+ * layer (its tar records are checked then, seek_trust.c): a call that wants a later chunk of
+ * a file not checked yet fetches the first one too, even when it is stored, in the same call
+ * (a later chunk inflates in any order: it proves nothing and serves nothing before).  *ret:
+ * @chunks with those added (NULL: none to add). */
 static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
-			   struct fetch_chunk **ret, size_t *ret_n,
-			   struct fetch_chunk **ret_before, size_t *ret_n_before)
+			   struct fetch_chunk **ret, size_t *ret_n)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
-	size_t k = n, b = 0;
+	_cleanup_free_ struct fetch_chunk *all = NULL;
+	size_t k = n;
 
-	*ret = *ret_before = NULL;
-	*ret_n_before = 0;
+	*ret = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_layer *l = chunks[i].layer < f->n_layers ?
 					      &f->layers[chunks[i].layer] : NULL;
@@ -1841,8 +1836,7 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			continue;
 		if (!all) {
 			all = calloc(2 * n, sizeof(*all));
-			before = calloc(n, sizeof(*before));
-			if (!all || !before)
+			if (!all)
 				return -ENOMEM;
 			memcpy(all, chunks, n * sizeof(*all));
 		}
@@ -1858,40 +1852,26 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 						.blob_length = first.blob_length, .size = first.size,
 						.ahead = chunks[i].ahead };
 		memcpy(all[k].digest, first.digest, sizeof(first.digest));
-		/* A seek chunk's blob_offset is its span's checkpoint. */
-		if (first.blob_offset != chunks[i].blob_offset)
-			before[b++] = all[k];
 		k++;
 	}
 	*ret = TAKE_PTR(all);
 	*ret_n = k;
-	if (b > 0) {
-		*ret_before = TAKE_PTR(before);
-		*ret_n_before = b;
-	}
 	return 0;
 }
 
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
 				 struct fetch_interrupt *intr)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
+	_cleanup_free_ struct fetch_chunk *all = NULL, *spans = NULL;
 	int64_t deadline = now_ms() + f->timeout_ms;
-	_cleanup_free_ struct fetch_chunk *spans = NULL;
-	size_t n_before;
 	bool joined_failed;
 	int r;
 
 	if (n == 0)
 		return 0;
-	r = seek_firsts_add(f, chunks, n, &all, &n, &before, &n_before);
+	r = seek_firsts_add(f, chunks, n, &all, &n);
 	if (r < 0)
 		return -EIO;
-	if (before) {
-		r = ensure_round(f, before, n_before, intr, deadline, &joined_failed);
-		if (r < 0)
-			return r;
-	}
 	if (all)
 		chunks = all;
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
