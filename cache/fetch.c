@@ -122,6 +122,12 @@ struct flight {
 	bool done;
 	int result;
 	char digest[DIGEST_STRING_MAX];
+	/* A chunk of an untrusted seek index is inflated to prove its file too (the first chunk's
+	 * tar records), which another file's chunk of the same digest does not: its flight is
+	 * its own, per layer and span (flight_placed()). */
+	bool placed;
+	unsigned layer;
+	uint64_t blob_offset;
 };
 
 /* A verified chunk the store had no room for, held for its readers. */
@@ -297,14 +303,27 @@ enum claim {
 	CLAIM_DUP,      /* the caller itself fetches it already */
 };
 
+static bool flight_placed(const struct fetcher *f, const struct fetch_chunk *c)
+{
+	return c->layer < f->n_layers && f->layers[c->layer].seek &&
+	       seek_index_untrusted(f->layers[c->layer].seek);
+}
+
+static bool flight_matches(const struct flight *fl, const struct fetch_chunk *c, bool placed)
+{
+	return streq(fl->digest, c->digest) && fl->placed == placed &&
+	       (!placed || (fl->layer == c->layer && fl->blob_offset == c->blob_offset));
+}
+
 /* Called with f->lock held. */
-static int flight_claim(struct fetcher *f, const char *digest, uint64_t owner,
+static int flight_claim(struct fetcher *f, const struct fetch_chunk *c, uint64_t owner,
 			struct flight **ret)
 {
-	struct flight **bucket = &f->flights[digest_hash(digest) % FLIGHT_BUCKETS], *fl;
+	struct flight **bucket = &f->flights[digest_hash(c->digest) % FLIGHT_BUCKETS], *fl;
+	bool placed = flight_placed(f, c);
 
 	for (fl = *bucket; fl; fl = fl->next)
-		if (streq(fl->digest, digest))
+		if (flight_matches(fl, c, placed))
 			break;
 	if (fl && fl->owner == owner)
 		return CLAIM_DUP;
@@ -317,7 +336,10 @@ static int flight_claim(struct fetcher *f, const char *digest, uint64_t owner,
 	fl = calloc(1, sizeof(*fl));
 	if (!fl)
 		return -ENOMEM;
-	memcpy(fl->digest, digest, sizeof(fl->digest));
+	memcpy(fl->digest, c->digest, sizeof(fl->digest));
+	fl->placed = placed;
+	fl->layer = c->layer;
+	fl->blob_offset = c->blob_offset;
 	fl->owner = owner;
 	fl->refs = 1;
 	fl->next = *bucket;
@@ -1277,7 +1299,7 @@ static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *ch
 		struct flight *fl = NULL;
 		int r;
 
-		r = flight_claim(f, chunks[i]->digest, owner, &fl);
+		r = flight_claim(f, chunks[i], owner, &fl);
 		if (r == CLAIM_MINE)
 			jobs[(*n_jobs)++] = (struct job) { .c = *chunks[i], .fl = fl };
 		else if (r == CLAIM_WAIT && chunks[i]->ahead)
@@ -1584,7 +1606,16 @@ static int position_compare(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* Drops the chunks at positions >= @keep whose digest came earlier in @x->out. */
+/* Whether @c, a chunk of the digest of @prev, is inflated for a reason of its own: it proves
+ * its file (refetch), which is not @prev's (a file with the content of an earlier one, such
+ * as /usr/share/doc's copyright files: left out, its read fetches its span again). */
+static bool proves_elsewhere(const struct fetch_chunk *c, const struct fetch_chunk *prev)
+{
+	return c->refetch && (c->layer != prev->layer || c->blob_offset != prev->blob_offset);
+}
+
+/* Drops the chunks at positions >= @keep whose digest came earlier in @x->out, but for those
+ * that prove a file of their own (proves_elsewhere()). */
 static int drop_repeats(struct expansion *x, size_t keep)
 {
 	_cleanup_free_ struct position *pos = NULL;
@@ -1599,7 +1630,8 @@ static int drop_repeats(struct expansion *x, size_t keep)
 		pos[i] = (struct position) { .digest = x->out[i].digest, .i = i };
 	qsort(pos, x->n, sizeof(*pos), position_compare);
 	for (size_t i = 1; i < x->n; i++)
-		if (pos[i].i >= keep && streq(pos[i].digest, pos[i - 1].digest))
+		if (pos[i].i >= keep && streq(pos[i].digest, pos[i - 1].digest) &&
+		    !proves_elsewhere(&x->out[pos[i].i], &x->out[pos[i - 1].i]))
 			drop[pos[i].i] = true;
 	for (size_t i = keep; i < x->n; i++)
 		if (!drop[i])
