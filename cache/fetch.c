@@ -122,6 +122,12 @@ struct flight {
 	bool done;
 	int result;
 	char digest[DIGEST_STRING_MAX];
+	/* A chunk of an untrusted seek index is inflated to prove its file too (the first chunk's
+	 * tar records), which another file's chunk of the same digest does not: its flight is
+	 * its own, per layer and span (flight_placed()). */
+	bool placed;
+	unsigned layer;
+	uint64_t blob_offset;
 };
 
 /* A verified chunk the store had no room for, held for its readers. */
@@ -197,6 +203,7 @@ struct fetcher {
 					       * never waits behind fetch bookkeeping */
 	bool unsynced;                        /* atomic: a chunk was stored without fsync */
 	struct seek_cursor_pool *cursors;     /* seek spans' inflate cursors between requests */
+	struct seq_window *seq;               /* guarded by lock: per layer (seq_window_advance()) */
 };
 
 /* One chunk the current call owns the flight of. */
@@ -296,14 +303,27 @@ enum claim {
 	CLAIM_DUP,      /* the caller itself fetches it already */
 };
 
+static bool flight_placed(const struct fetcher *f, const struct fetch_chunk *c)
+{
+	return c->layer < f->n_layers && f->layers[c->layer].seek &&
+	       seek_index_untrusted(f->layers[c->layer].seek);
+}
+
+static bool flight_matches(const struct flight *fl, const struct fetch_chunk *c, bool placed)
+{
+	return streq(fl->digest, c->digest) && fl->placed == placed &&
+	       (!placed || (fl->layer == c->layer && fl->blob_offset == c->blob_offset));
+}
+
 /* Called with f->lock held. */
-static int flight_claim(struct fetcher *f, const char *digest, uint64_t owner,
+static int flight_claim(struct fetcher *f, const struct fetch_chunk *c, uint64_t owner,
 			struct flight **ret)
 {
-	struct flight **bucket = &f->flights[digest_hash(digest) % FLIGHT_BUCKETS], *fl;
+	struct flight **bucket = &f->flights[digest_hash(c->digest) % FLIGHT_BUCKETS], *fl;
+	bool placed = flight_placed(f, c);
 
 	for (fl = *bucket; fl; fl = fl->next)
-		if (streq(fl->digest, digest))
+		if (flight_matches(fl, c, placed))
 			break;
 	if (fl && fl->owner == owner)
 		return CLAIM_DUP;
@@ -316,7 +336,10 @@ static int flight_claim(struct fetcher *f, const char *digest, uint64_t owner,
 	fl = calloc(1, sizeof(*fl));
 	if (!fl)
 		return -ENOMEM;
-	memcpy(fl->digest, digest, sizeof(fl->digest));
+	memcpy(fl->digest, c->digest, sizeof(fl->digest));
+	fl->placed = placed;
+	fl->layer = c->layer;
+	fl->blob_offset = c->blob_offset;
 	fl->owner = owner;
 	fl->refs = 1;
 	fl->next = *bucket;
@@ -708,9 +731,6 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 				       "started, EIO", c->digest, l->digest);
 	r = seek_index_chunk_decode_from(l->seek, cur, c->blob_offset, c->digest, c->size,
 					 in + (from - base), from, end - from, out);
-	if (r == -ENOLINK)  /* its file's first chunk was not inflated yet: no lie, no chunk */
-		return log_debug_errno(-EAGAIN, "chunk '%s' of layer '%s' comes before its file's "
-				       "tar records were checked, EIO", c->digest, l->digest);
 	if (r == -ENODATA)  /* a resumed run met a chunk its cursor had passed: no lie either */
 		return log_debug_errno(-EIO, "chunk '%s' of layer '%s' lies before where the "
 				       "request started, EIO", c->digest, l->digest);
@@ -804,12 +824,7 @@ static int64_t now_us(void)
 static void run_complete(struct run_sink *s, struct job *j, int result)
 {
 	struct fetcher *f = s->f;
-	/* A chunk taken along that its file's records must precede (store_seek_chunk()): no
-	 * chunk for whoever waits, but no failure of the layer or its registry either. */
-	bool unproven = result == -EAGAIN;
 
-	if (unproven)
-		result = -EIO;
 	j->result = result;
 	if (trace_enabled())
 		trace_emit("chunk", "\"call\":%llu,\"layer\":%u,\"off\":%llu,\"clen\":%llu,"
@@ -822,7 +837,7 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	if (result < 0) {
 		if (result == -ENOSPC)
 			f->stats.chunks_no_space++;
-		else if (!unproven)
+		else
 			f->stats.chunks_failed++;
 		if (!j->c.ahead)
 			s->failed++;
@@ -850,7 +865,7 @@ static void run_store_ready(struct run_sink *s)
 		if (r == -EBADMSG)
 			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
 		else
-			run_complete(s, j, r < 0 && r != -ENOSPC && r != -EAGAIN ? -EIO : r);
+			run_complete(s, j, r < 0 && r != -ENOSPC ? -EIO : r);
 		s->next++;
 	}
 
@@ -1077,6 +1092,26 @@ static struct seek_cursor *run_resume(struct fetcher *f, const struct job *jobs,
 	return TAKE_PTR(cur);
 }
 
+/* Claims the seek index spans of @jobs (sorted) after the first one (run_resume() claims that),
+ * in blob order: a request for one of them waits for this one and goes on from its cursor.
+ * Returns how many, in *ret (to release with seek_cursor_pool_put()). */
+static size_t run_claim_rest(struct fetcher *f, const struct job *jobs, size_t n,
+			     int64_t deadline, struct seek_span_claim **ret)
+{
+	const struct seek_index *si = f->layers[jobs[0].c.layer].seek;
+	struct seek_span_claim *claims = NULL;
+	size_t k = 0, alloc = 0;
+
+	for (size_t i = 1; i < n; i++) {
+		if (jobs[i].c.blob_offset == jobs[i - 1].c.blob_offset ||
+		    GREEDY_REALLOC(claims, alloc, k + 1) < 0)
+			continue;
+		seek_cursor_pool_claim(f->cursors, si, jobs[i].c.blob_offset, deadline, &claims[k++]);
+	}
+	*ret = claims;
+	return k;
+}
+
 /* One try at @jobs (of one layer, sorted): streams the range they lie in, stores each chunk
  * that verifies, and completes every flight but those of jobs worth another try, which go to
  * *ret_again (@rt: this is such a try).  Returns how many chunks not marked ahead failed. */
@@ -1085,7 +1120,8 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 {
 	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner };
 	bool seek = f->layers[jobs[0].c.layer].seek;
-	struct seek_span_claim claim = {};
+	struct seek_span_claim claim = {}, *more = NULL;
+	size_t n_more = 0;
 	uint64_t out_max = 1, end = 0;
 	int r = -ENOMEM;
 
@@ -1096,8 +1132,10 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
 	s.out = malloc(out_max);
-	if (s.out && seek)
+	if (s.out && seek) {
 		s.cursor = run_resume(f, jobs, n, deadline, rt != NULL, &claim, &s.pos);
+		n_more = run_claim_rest(f, jobs, n, deadline, &more);
+	}
 	s.base = s.pos;
 	if (s.out && seek && !s.cursor && seek_cursor_new(&s.cursor) < 0) {
 		free(s.out);
@@ -1129,6 +1167,9 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	/* Where it stopped, for the next request in the span (a failed one is not kept). */
 	if (seek)
 		seek_cursor_pool_put(f->cursors, &claim, r >= 0 ? TAKE_PTR(s.cursor) : NULL);
+	for (size_t i = 0; i < n_more; i++)
+		seek_cursor_pool_put(f->cursors, &more[i], NULL);
+	free(more);
 	seek_cursor_free(s.cursor);
 	return s.failed;
 }
@@ -1275,7 +1316,7 @@ static unsigned claim_all(struct fetcher *f, const struct fetch_chunk *const *ch
 		struct flight *fl = NULL;
 		int r;
 
-		r = flight_claim(f, chunks[i]->digest, owner, &fl);
+		r = flight_claim(f, chunks[i], owner, &fl);
 		if (r == CLAIM_MINE)
 			jobs[(*n_jobs)++] = (struct job) { .c = *chunks[i], .fl = fl };
 		else if (r == CLAIM_WAIT && chunks[i]->ahead)
@@ -1430,6 +1471,54 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
 #define SPAN_CHUNKS_MAX 4096U
 #define SPAN_AHEAD_MAX (128U * 1024)   /* as fs/read_path.c's READ_AROUND_BYTES */
 
+/* ---- Sequential reads take whole spans along --------------------------------------------
+ * A tar of the tree, a copy, a checksum of every file: reads come one after another in
+ * archive order, and each miss fetched a round trip's worth past the read and waited a round
+ * trip for it (the full read of the benchmark image: 400 requests, 30% of the link).  So, as
+ * the kernel's readahead, a window per layer: where the fetch-ahead of its last miss ends and
+ * how big it was.  A miss whose needed chunks end in the window's second half or at most a
+ * window past it reads on from there: the window doubles (from the round trip's worth up to
+ * SEQ_AHEAD_MAX) and the call takes everything up to its new end along -- from
+ * SEQ_WHOLE_MIN on, whole spans, the ones after the read's too, each from its checkpoint in
+ * a request of its own that nobody waits for, so the next ones are on their way while the
+ * reader works through this one.  A miss in the first half finds the rest on its way and
+ * takes nothing more; any other miss starts over (a cold start's scattered reads keep the
+ * round trip's worth).  Load: one lock and a few comparisons per call; whole spans are
+ * listed only when the window moves, about once per half window read. */
+#define SEQ_AHEAD_MIN (64U * 1024)
+#define SEQ_WHOLE_MIN (512U * 1024)
+#define SEQ_AHEAD_MAX (4U * 1024 * 1024)
+
+struct seq_window {
+	uint64_t end, size;          /* size 0: none yet */
+};
+
+/* For a call whose needed chunks in layer @layer end at blob offset @end: where its take-along
+ * ends (0: at the round trip's worth @ahead past them, as for any read), and in *ret_whole
+ * whether whole spans are taken up to there. */
+static uint64_t seq_window_advance(struct fetcher *f, unsigned layer, uint64_t end,
+				   uint64_t ahead, bool *ret_whole)
+{
+	struct seq_window *w = &f->seq[layer];
+	uint64_t target = 0;
+
+	*ret_whole = false;
+	pthread_mutex_lock(&f->lock);
+	if (w->size > 0 && end + w->size / 2 <= w->end && end + 2 * w->size > w->end) {
+		/* In the first half: the rest of the window is on its way. */
+	} else if (w->size > 0 && end + w->size / 2 > w->end && end <= w->end + w->size) {
+		w->size = 2 * w->size < SEQ_AHEAD_MAX ? 2 * w->size : SEQ_AHEAD_MAX;
+		w->end = MAX(end, w->end) + w->size;
+		target = w->end;
+		*ret_whole = w->size >= SEQ_WHOLE_MIN;
+	} else {
+		w->size = MAX(ahead, SEQ_AHEAD_MIN);
+		w->end = end + w->size;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return target;
+}
+
 struct span {
 	unsigned layer;
 	uint64_t blob_offset;
@@ -1499,11 +1588,6 @@ static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t 
 
 	if (x->added >= SPAN_CHUNKS_MAX || blob_length > x->reach)
 		return 0;
-	/* Of a file an untrusted index has not proven yet, whose first chunk (its tar records)
-	 * another span holds: it could not be decoded in this pass, so it is not taken along. */
-	if (seek_index_chunk_first(x->seek, x->blob_offset, digest, size, &first) == 1 &&
-	    first.blob_offset != x->blob_offset)
-		return 0;
 	if (GREEDY_REALLOC(x->out, x->alloc, x->n + 1) < 0)
 		return -ENOMEM;
 	x->out[x->n] = (struct fetch_chunk) {
@@ -1511,10 +1595,12 @@ static int span_add(void *userdata, const char *digest, uint64_t size, uint64_t 
 		.size = size, .ahead = true,
 	};
 	memcpy(x->out[x->n].digest, digest, sizeof(x->out[x->n].digest));
-	/* An untrusted index's files whose records this mount has not checked: inflated again
-	 * even when stored, so that the one request proves every file of the span, not only the
-	 * one read (fs/read_path.c serves none of them from the store before). */
-	if (seek_index_untrusted(x->seek) && digest_parse_sha256(digest, md) >= 0)
+	/* The first chunks of an untrusted index's files whose records this mount has not
+	 * checked: inflated again even when stored, so that the one request proves every file of
+	 * the span, not only the one read (fs/read_path.c serves none of them from the store
+	 * before).  A later chunk proves nothing (seek_trust.c): it is inflated only if missing. */
+	if (seek_index_untrusted(x->seek) && digest_parse_sha256(digest, md) >= 0 &&
+	    seek_index_chunk_first(x->seek, x->blob_offset, digest, size, &first) == 0)
 		x->out[x->n].refetch = !seek_index_chunk_proven(x->seek, x->blob_offset, md, size);
 	x->n++;
 	x->added++;
@@ -1537,7 +1623,16 @@ static int position_compare(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* Drops the chunks at positions >= @keep whose digest came earlier in @x->out. */
+/* Whether @c, a chunk of the digest of @prev, is inflated for a reason of its own: it proves
+ * its file (refetch), which is not @prev's (a file with the content of an earlier one, such
+ * as /usr/share/doc's copyright files: left out, its read fetches its span again). */
+static bool proves_elsewhere(const struct fetch_chunk *c, const struct fetch_chunk *prev)
+{
+	return c->refetch && (c->layer != prev->layer || c->blob_offset != prev->blob_offset);
+}
+
+/* Drops the chunks at positions >= @keep whose digest came earlier in @x->out, but for those
+ * that prove a file of their own (proves_elsewhere()). */
 static int drop_repeats(struct expansion *x, size_t keep)
 {
 	_cleanup_free_ struct position *pos = NULL;
@@ -1552,7 +1647,8 @@ static int drop_repeats(struct expansion *x, size_t keep)
 		pos[i] = (struct position) { .digest = x->out[i].digest, .i = i };
 	qsort(pos, x->n, sizeof(*pos), position_compare);
 	for (size_t i = 1; i < x->n; i++)
-		if (pos[i].i >= keep && streq(pos[i].digest, pos[i - 1].digest))
+		if (pos[i].i >= keep && streq(pos[i].digest, pos[i - 1].digest) &&
+		    !proves_elsewhere(&x->out[pos[i].i], &x->out[pos[i - 1].i]))
 			drop[pos[i].i] = true;
 	for (size_t i = keep; i < x->n; i++)
 		if (!drop[i])
@@ -1561,13 +1657,43 @@ static int drop_repeats(struct expansion *x, size_t keep)
 	return 0;
 }
 
+/* Whether spans[i] is the last span of its layer with a needed chunk: the one whose end tells
+ * where a sequential read is (seq_window_advance()). */
+static bool span_last_needed(const struct span *spans, size_t n, size_t i)
+{
+	if (!spans[i].needed)
+		return false;
+	for (size_t k = i + 1; k < n && spans[k].layer == spans[i].layer; k++)
+		if (spans[k].needed)
+			return false;
+	return true;
+}
+
+/* Adds the chunks of @x's span up to its reach and, with @target, every chunk of the spans
+ * after it that start before @target (seq_window_advance()). */
+static int span_take(struct expansion *x, uint64_t target)
+{
+	uint64_t next = x->blob_offset;
+	int r;
+
+	r = seek_index_span_foreach(x->seek, x->blob_offset, span_add, x);
+	if (r == -ENOENT)
+		return 0;  /* not a checkpoint: the fetcher fails that chunk, nothing to add */
+	while (r >= 0 && target > 0 && seek_index_span_next(x->seek, next, &next) >= 0 &&
+	       next < target) {
+		x->blob_offset = next;
+		x->added = 0;
+		r = seek_index_span_foreach(x->seek, next, span_add, x);
+	}
+	return r;
+}
+
 /* The chunks of @chunks (@n, in their order) followed by those of every span of a seek index
  * layer that holds one of them not marked ahead: marked ahead, none of @chunks again and each
- * digest once.  A new array in *ret and its length in *ret_n; *ret is NULL when there is nothing
- * to add. */
-static int span_expand(const struct fetch_layer *layers, size_t n_layers,
-		       const struct fetch_chunk *chunks, size_t n, uint64_t ahead,
-		       struct fetch_chunk **ret, size_t *ret_n)
+ * digest once; for a sequential read, those of the spans after it too.  A new array in *ret and
+ * its length in *ret_n; *ret is NULL when there is nothing to add. */
+static int span_expand(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+		       uint64_t ahead, struct fetch_chunk **ret, size_t *ret_n)
 {
 	_cleanup_free_ struct span *spans = NULL;
 	struct expansion x = {};
@@ -1576,7 +1702,7 @@ static int span_expand(const struct fetch_layer *layers, size_t n_layers,
 
 	*ret = NULL;
 	*ret_n = n;
-	r = spans_needed(layers, n_layers, chunks, n, &spans, &n_spans);
+	r = spans_needed(f->layers, f->n_layers, chunks, n, &spans, &n_spans);
 	if (r < 0 || n_spans == 0)
 		return r;
 	if (GREEDY_REALLOC(x.out, x.alloc, n) < 0)
@@ -1584,14 +1710,20 @@ static int span_expand(const struct fetch_layer *layers, size_t n_layers,
 	memcpy(x.out, chunks, n * sizeof(*chunks));
 	x.n = n;
 	for (size_t i = 0; i < n_spans && r >= 0; i++) {
+		uint64_t target = 0;
+		bool whole = false;
+
 		x.layer = spans[i].layer;
 		x.blob_offset = spans[i].blob_offset;
 		x.reach = spans[i].reach + (spans[i].needed ? ahead : 0);
-		x.seek = layers[x.layer].seek;
+		if (span_last_needed(spans, n_spans, i))
+			target = seq_window_advance(f, x.layer, x.blob_offset + spans[i].reach,
+						    ahead, &whole);
+		if (target > 0)
+			x.reach = whole ? UINT64_MAX : MAX(x.reach, target - x.blob_offset);
+		x.seek = f->layers[x.layer].seek;
 		x.added = 0;
-		r = seek_index_span_foreach(layers[x.layer].seek, x.blob_offset, span_add, &x);
-		if (r == -ENOENT)
-			r = 0;  /* not a checkpoint: the fetcher fails that chunk, nothing to add */
+		r = span_take(&x, whole ? target : 0);
 	}
 	if (r >= 0)
 		r = drop_repeats(&x, n);
@@ -1715,17 +1847,6 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	return store_is_full(f) ? -ENOSPC : -EIO;
 }
 
-/* @chunks (@n) without those @drop marks; returns how many are left. */
-static size_t drop_marked(struct fetch_chunk *chunks, size_t n, const bool *drop)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (!drop || !drop[i])
-			chunks[k++] = chunks[i];
-	return k;
-}
-
 /* Whether @first (the first chunk of @c's file) is among @all[0..n) already: it is then
  * fetched even when stored, and waited for if @c is. */
 static bool first_mark_known(struct fetch_chunk *all, size_t n, const struct fetch_chunk *c,
@@ -1741,24 +1862,18 @@ static bool first_mark_known(struct fetch_chunk *all, size_t n, const struct fet
 	return false;
 }
 
-/* The chunks of an untrusted seek index's file can be inflated only after its first one (its
- * tar records are checked then, seek_index.h): a call that wants a later chunk of a file not
- * checked yet fetches the first one too, even when it is stored, before it (it sorts first).
- * *ret: @chunks with those added (NULL: none to add).  A first chunk in the same span as the
- * chunk that needs it comes in the same request, inflated before it in the one pass; one in
- * an earlier span (a file across a checkpoint) is also put in *ret_before: the request for
- * its span must end before the other one's chunks are inflated, so it goes first, in a round
- * of its own (the caller's). */
+/* An untrusted seek index's file is served only once its first chunk was inflated from this
+ * layer (its tar records are checked then, seek_trust.c): a call that wants a later chunk of
+ * a file not checked yet fetches the first one too, even when it is stored, in the same call
+ * (a later chunk inflates in any order: it proves nothing and serves nothing before).  *ret:
+ * @chunks with those added (NULL: none to add). */
 static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
-			   struct fetch_chunk **ret, size_t *ret_n,
-			   struct fetch_chunk **ret_before, size_t *ret_n_before)
+			   struct fetch_chunk **ret, size_t *ret_n)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
-	_cleanup_free_ bool *drop = NULL;
-	size_t k = n, b = 0;
+	_cleanup_free_ struct fetch_chunk *all = NULL;
+	size_t k = n;
 
-	*ret = *ret_before = NULL;
-	*ret_n_before = 0;
+	*ret = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_layer *l = chunks[i].layer < f->n_layers ?
 					      &f->layers[chunks[i].layer] : NULL;
@@ -1770,19 +1885,15 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 			continue;
 		if (!all) {
 			all = calloc(2 * n, sizeof(*all));
-			before = calloc(n, sizeof(*before));
-			drop = calloc(2 * n, sizeof(*drop));
-			if (!all || !before || !drop)
+			if (!all)
 				return -ENOMEM;
 			memcpy(all, chunks, n * sizeof(*all));
 		}
 		/* Taken along, but its records are in an earlier span: not worth a request for
-		 * that span's prefix nobody waits for, and it could not be inflated without it
-		 * (left in, it would also keep the request from going on from a kept cursor). */
-		if (chunks[i].ahead && first.blob_offset != chunks[i].blob_offset) {
-			drop[i] = true;
+		 * that span's prefix nobody waits for.  It inflates without them and is kept,
+		 * not served before its file is proven (seek_trust.c). */
+		if (chunks[i].ahead && first.blob_offset != chunks[i].blob_offset)
 			continue;
-		}
 		if (first_mark_known(all, k, &chunks[i], &first))
 			continue;
 		all[k] = (struct fetch_chunk) { .layer = chunks[i].layer, .refetch = true,
@@ -1790,47 +1901,31 @@ static int seek_firsts_add(struct fetcher *f, const struct fetch_chunk *chunks, 
 						.blob_length = first.blob_length, .size = first.size,
 						.ahead = chunks[i].ahead };
 		memcpy(all[k].digest, first.digest, sizeof(first.digest));
-		/* A seek chunk's blob_offset is its span's checkpoint. */
-		if (first.blob_offset != chunks[i].blob_offset)
-			before[b++] = all[k];
 		k++;
 	}
-	if (all)
-		k = drop_marked(all, k, drop);
 	*ret = TAKE_PTR(all);
 	*ret_n = k;
-	if (b > 0) {
-		*ret_before = TAKE_PTR(before);
-		*ret_n_before = b;
-	}
 	return 0;
 }
 
 int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
 				 struct fetch_interrupt *intr)
 {
-	_cleanup_free_ struct fetch_chunk *all = NULL, *before = NULL;
+	_cleanup_free_ struct fetch_chunk *all = NULL, *spans = NULL;
 	int64_t deadline = now_ms() + f->timeout_ms;
-	_cleanup_free_ struct fetch_chunk *spans = NULL;
-	size_t n_before;
 	bool joined_failed;
 	int r;
 
 	if (n == 0)
 		return 0;
-	r = seek_firsts_add(f, chunks, n, &all, &n, &before, &n_before);
+	r = seek_firsts_add(f, chunks, n, &all, &n);
 	if (r < 0)
 		return -EIO;
-	if (before) {
-		r = ensure_round(f, before, n_before, intr, deadline, &joined_failed);
-		if (r < 0)
-			return r;
-	}
 	if (all)
 		chunks = all;
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
-	if (span_expand(f->layers, f->n_layers, chunks, n,
-			fetcher_read_around_bytes(f, SPAN_AHEAD_MAX), &spans, &n) >= 0 && spans)
+	if (span_expand(f, chunks, n, fetcher_read_around_bytes(f, SPAN_AHEAD_MAX), &spans,
+			&n) >= 0 && spans)
 		chunks = spans;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);
 	/* A flight joined midway may have been a fetch that its own readers gave up on, failing
@@ -2160,7 +2255,8 @@ int fetcher_new(struct range_source *src, const struct fetcher_options *o, struc
 
 	f->layers = calloc(n_layers ?: 1, sizeof(*f->layers));
 	f->idle = calloc(FETCH_SLOTS_MAX, sizeof(*f->idle));
-	if (!f->layers || !f->idle || seek_cursor_pool_new(&f->cursors) < 0)
+	f->seq = calloc(n_layers ?: 1, sizeof(*f->seq));
+	if (!f->layers || !f->idle || !f->seq || seek_cursor_pool_new(&f->cursors) < 0)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_layers; i++) {
 		f->layers[i] = layers[i];
@@ -2271,6 +2367,7 @@ static void fetcher_done(struct fetcher *f)
 		seek_index_free(f->layers[i].seek);
 	}
 	free(f->layers);
+	free(f->seq);
 	free(f->queue);
 	digest_set_done(&f->queued);
 	while (f->unstored_old) {

@@ -48,7 +48,7 @@ struct fetch_chunk {
 	 * a read's fetch-ahead and neighbours).  Runs holding needed chunks go first. */
 	bool ahead;
 	/* Fetched even when stored: the first chunk of a file of an untrusted seek index, which
-	 * must be inflated (its tar records checked) before the file's other chunks are. */
+	 * must be inflated (its tar records checked) before any chunk of the file is served. */
 	bool refetch;
 };
 

@@ -17,11 +17,24 @@ struct slot {
 	uint64_t parked;        /* when, in pool ticks: the smallest goes first */
 };
 
+/* A request waiting for a span's claim.  When the claim is released, the one whose first
+ * chunk comes first in the stream goes first: it goes on from the cursor the last request
+ * parked, and the next one from its cursor.  In the order they happened to wake up, a
+ * request would pass over the chunks of one that started later and then had to fetch the
+ * span from its checkpoint again (two readers of one file, the kernel's readahead and the
+ * reader's own read). */
+struct waiter {
+	const struct seek_index *si;  /* NULL: a free entry */
+	uint64_t blob_offset;
+	uint64_t uoff;                /* of its first chunk */
+};
+
 struct seek_cursor_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t released;                    /* a claim was released */
 	struct slot slots[SEEK_CURSOR_POOL_SIZE];   /* guarded by lock */
 	struct seek_span_claim claims[SEEK_CURSOR_CLAIMS_MAX];  /* guarded by lock */
+	struct waiter waiters[SEEK_CURSOR_CLAIMS_MAX];          /* guarded by lock */
 	uint64_t tick;                              /* guarded by lock */
 };
 
@@ -63,17 +76,93 @@ static struct seek_span_claim *claim_find(struct seek_cursor_pool *p,
 	return NULL;
 }
 
-/* Waits (lock held) until nobody has the span claimed; false at @deadline_ms. */
+static struct waiter *waiter_add(struct seek_cursor_pool *p, const struct seek_index *si,
+				 uint64_t blob_offset, uint64_t uoff)
+{
+	for (size_t i = 0; i < SEEK_CURSOR_CLAIMS_MAX; i++)
+		if (!p->waiters[i].si) {
+			p->waiters[i] = (struct waiter) { .si = si, .blob_offset = blob_offset,
+							  .uoff = uoff };
+			return &p->waiters[i];
+		}
+	return NULL;  /* every entry in use: this one waits in no order */
+}
+
+/* Whether another request waiting for @w's span starts before it in the stream. */
+static bool waiter_behind(const struct seek_cursor_pool *p, const struct waiter *w)
+{
+	if (!w)
+		return false;
+	for (size_t i = 0; i < SEEK_CURSOR_CLAIMS_MAX; i++) {
+		const struct waiter *o = &p->waiters[i];
+
+		if (o != w && o->si == w->si && o->blob_offset == w->blob_offset &&
+		    (o->uoff < w->uoff || (o->uoff == w->uoff && o < w)))
+			return true;
+	}
+	return false;
+}
+
+/* Waits (lock held) until nobody has the span claimed and no request waiting for it starts
+ * before @uoff; false at @deadline_ms. */
 static bool claim_wait(struct seek_cursor_pool *p, const struct seek_index *si,
-		       uint64_t blob_offset, int64_t deadline_ms)
+		       uint64_t blob_offset, uint64_t uoff, int64_t deadline_ms)
 {
 	struct timespec ts = { .tv_sec = deadline_ms / 1000,
 			       .tv_nsec = (long)(deadline_ms % 1000) * 1000000L };
+	struct waiter *w = NULL;
+	bool ok = true;
 
-	while (claim_find(p, si, blob_offset))
-		if (pthread_cond_timedwait(&p->released, &p->lock, &ts) == ETIMEDOUT)
-			return false;
-	return true;
+	if (claim_find(p, si, blob_offset))
+		w = waiter_add(p, si, blob_offset, uoff);
+	while (ok && (claim_find(p, si, blob_offset) || waiter_behind(p, w)))
+		ok = pthread_cond_timedwait(&p->released, &p->lock, &ts) != ETIMEDOUT;
+	if (w) {
+		w->si = NULL;
+		/* The one behind it may go now (or wait for its claim). */
+		(void)pthread_cond_broadcast(&p->released);
+	}
+	return ok;
+}
+
+/* Where chunk (@digest, @size) of the span at @blob_offset starts in the stream (0: not
+ * found, first). */
+static uint64_t chunk_uoff(const struct seek_index *si, uint64_t blob_offset, const char *digest,
+			   uint64_t size)
+{
+	const struct seek_chunk *c;
+	uint8_t md[32];
+	size_t cp;
+
+	if (!digest || digest_parse_sha256(digest, md) < 0 ||
+	    seek_cp_find_start(si, blob_offset, &cp) < 0 || seek_chunk_find(si, cp, md, size, &c) < 0)
+		return 0;
+	return c->uoff;
+}
+
+/* Claims the span in *claim (lock held), after waiting for whoever has it. */
+static void claim_take(struct seek_cursor_pool *p, struct seek_span_claim *claim,
+		       uint64_t uoff, int64_t deadline_ms)
+{
+	if (!claim_wait(p, claim->si, claim->blob_offset, uoff, deadline_ms))
+		return;
+	for (size_t i = 0; i < SEEK_CURSOR_CLAIMS_MAX && !claim->held; i++)
+		if (!p->claims[i].held) {
+			claim->held = true;
+			p->claims[i] = *claim;
+		}
+}
+
+void seek_cursor_pool_claim(struct seek_cursor_pool *p, const struct seek_index *si,
+			    uint64_t blob_offset, int64_t deadline_ms,
+			    struct seek_span_claim *claim)
+{
+	*claim = (struct seek_span_claim) { .si = si, .blob_offset = blob_offset };
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	claim_take(p, claim, 0, deadline_ms);  /* from the checkpoint: first */
+	pthread_mutex_unlock(&p->lock);
 }
 
 struct seek_cursor *seek_cursor_pool_take(struct seek_cursor_pool *p, const struct seek_index *si,
@@ -82,18 +171,14 @@ struct seek_cursor *seek_cursor_pool_take(struct seek_cursor_pool *p, const stru
 					  struct seek_span_claim *claim)
 {
 	struct seek_cursor *cur = NULL;
+	uint64_t uoff;
 
 	*claim = (struct seek_span_claim) { .si = si, .blob_offset = blob_offset };
 	if (!p)
 		return NULL;
+	uoff = chunk_uoff(si, blob_offset, digest, size);
 	pthread_mutex_lock(&p->lock);
-	if (claim_wait(p, si, blob_offset, deadline_ms)) {
-		for (size_t i = 0; i < SEEK_CURSOR_CLAIMS_MAX && !claim->held; i++)
-			if (!p->claims[i].held) {
-				claim->held = true;
-				p->claims[i] = *claim;
-			}
-	}
+	claim_take(p, claim, uoff, deadline_ms);
 	for (size_t i = 0; i < SEEK_CURSOR_POOL_SIZE && !cur; i++)
 		if (p->slots[i].cur &&
 		    seek_cursor_resume_at(p->slots[i].cur, si, blob_offset, digest, size,

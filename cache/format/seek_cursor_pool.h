@@ -39,6 +39,15 @@ struct seek_cursor *seek_cursor_pool_take(struct seek_cursor_pool *p, const stru
 					  int64_t deadline_ms, uint64_t *ret_offset,
 					  struct seek_span_claim *claim);
 
+/* Claims @si's span at @blob_offset as seek_cursor_pool_take() does, taking no cursor: a
+ * request that goes on into the spans after its first holds them too, so that a request for
+ * one of those waits for it and goes on from its cursor instead of fetching that span's start
+ * again.  Claims are taken in blob order (no two requests wait for each other).  Released by
+ * seek_cursor_pool_put() with no cursor. */
+void seek_cursor_pool_claim(struct seek_cursor_pool *p, const struct seek_index *si,
+			    uint64_t blob_offset, int64_t deadline_ms,
+			    struct seek_span_claim *claim);
+
 /* Releases @claim and parks @cur (may be NULL; the pool owns it from now on): it replaces one
  * parked in the same span, else the least recently parked when the pool is full.  A cursor
  * that stopped on a failure is freed. */

@@ -1013,6 +1013,23 @@ int seek_index_span_foreach(const struct seek_index *si, uint64_t blob_offset,
 	return 0;
 }
 
+int seek_index_span_next(const struct seek_index *si, uint64_t blob_offset, uint64_t *ret)
+{
+	size_t cp;
+	int r;
+
+	r = seek_cp_find_start(si, blob_offset, &cp);
+	if (r < 0)
+		return r;
+	/* Checkpoints whose bytes start in the same byte (a bit offset apart) share a start. */
+	while (++cp < si->n_cps)
+		if (cp_start(&si->cps[cp]) > blob_offset) {
+			*ret = cp_start(&si->cps[cp]);
+			return 0;
+		}
+	return -ENOENT;
+}
+
 /* Where a stream ends inside the bytes: the gzip trailer (raw mode, which does not read it),
  * then the next member's header, which zlib's gzip mode reads. */
 int seek_member_next(z_stream *zs, bool *raw)

@@ -108,8 +108,8 @@ struct seek_chunk_ref {
 };
 /* 1 when the chunk (@blob_offset, @digest, @size) of an untrusted index belongs to a file
  * whose tar records were not checked yet and is not its first chunk: *@ret is that first
- * chunk, which must be inflated before (seek_index_chunk_decode() fails this one with
- * -ENOLINK until then).  0 otherwise. */
+ * chunk, whose inflate checks them (this one inflates either way, but its file is not
+ * proven, seek_index_chunk_proven(), until then).  0 otherwise. */
 int seek_index_chunk_first(const struct seek_index *si, uint64_t blob_offset, const char *digest,
 			   uint64_t size, struct seek_chunk_ref *ret);
 
@@ -133,6 +133,10 @@ int seek_index_span_foreach(const struct seek_index *si, uint64_t blob_offset,
 			    int (*cb)(void *userdata, const char *digest, uint64_t size,
 				      uint64_t blob_length),
 			    void *userdata);
+
+/* In *ret, where the compressed bytes of the span after the one at @blob_offset (a chunk's
+ * blob_offset) start.  -ENOENT when none follows, or no checkpoint starts at @blob_offset. */
+int seek_index_span_next(const struct seek_index *si, uint64_t blob_offset, uint64_t *ret);
 
 /* Inflates the chunk named by (@blob_offset, @digest, @size), as seek_index_foreach() gave it,
  * from @in (the blob's bytes [blob_offset, +@in_len)) into @out (@size bytes).  -ENOENT if the

@@ -104,8 +104,7 @@ int seek_member_next(z_stream *zs, bool *raw);
 
 /* seek_trust.c, for an untrusted index (each a no-op for a trusted one).  Before inflating
  * chunk @c: *ret_target is where the cursor must start from (the tar records before the file
- * when they are to be checked); -ENOLINK if the file's records were not checked and @c is not
- * its first chunk. */
+ * when they are to be checked: @c is its file's first chunk and they were not). */
 int seek_trust_chunk_begin(const struct seek_index *si, const struct seek_chunk *c,
 			   uint64_t *ret_target);
 /* After the cursor is placed: collect the records before @c's data while skipping them;

@@ -8,8 +8,12 @@
  *   precede its data (from the end of the previous file's data), and those records must be
  *   the index's entries, in order, with the same path, type, mode, owner, size, mtime and link
  *   target, and end exactly where the index says the data starts (tar_header.c);
- * - no chunk of a file is inflated before its records were (seek_index_chunk_first() tells
- *   the fetcher which chunk to fetch first);
+ * - no byte of a file is served before its records were checked (seek_index_chunk_proven(),
+ *   which fs/read_path.c asks; seek_index_chunk_first() tells the fetcher which chunk proves
+ *   a file).  Its later chunks may be inflated before that -- a span fetched ahead holds the
+ *   rest of a file whose records lie in the span before it -- and stored under their digest:
+ *   the store is keyed by digest, so holding them proves nothing and serves nothing of this
+ *   file until its records were checked, and inflating them later would give the same bytes;
  * - whenever inflating reaches the next checkpoint, the decoder must be at a deflate block
  *   boundary at exactly the checkpoint's bit in the compressed stream (or at the end of a gzip
  *   member, for a member start), and the last 32 KiB it produced must be the checkpoint's
@@ -115,11 +119,10 @@ int seek_trust_chunk_begin(const struct seek_index *si, const struct seek_chunk 
 			   uint64_t *ret_target)
 {
 	*ret_target = c->uoff;
-	if (!si->untrusted || entry_checked(si, c->entry))
+	/* A later chunk of a file not checked yet: its bytes as the index says, not served before
+	 * the first chunk proved the file (seek_index_chunk_proven()). */
+	if (!si->untrusted || entry_checked(si, c->entry) || !chunk_is_first(si, c))
 		return 0;
-	if (!chunk_is_first(si, c))
-		return log_debug_errno(-ENOLINK, "seek index: the tar records of a file were not "
-				       "read yet");
 	if (c->uoff - c->head > HEAD_MAX)
 		return lie("the tar records before a file are too large to check");
 	*ret_target = c->head;

@@ -287,6 +287,15 @@ def coldstart(args, seed, relay, workdir):
 
 
 FULL_READS = ("prewarm", "tar", "prewarm, unindexed")
+TAR_BASELINE = "tar, --baseline"
+
+
+def full_reads_wanted(args):
+    """--only-tar: the tar read alone (and the --baseline binary's, in turns), to iterate on
+    the sequential read path."""
+    if args.only_tar:
+        return ("tar",) + ((TAR_BASELINE,) if args.baseline else ())
+    return FULL_READS + ((TAR_BASELINE,) if args.baseline else ())
 
 
 def full_read(args, seed, relay, workdir, what):
@@ -296,6 +305,9 @@ def full_read(args, seed, relay, workdir, what):
     cache = os.path.join(tempfile.mkdtemp(prefix="full-", dir=workdir), "cache")
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=workdir)
     env = env_for(workdir)
+    if what.startswith("tar") and args.trace:
+        env["LAZYROOT_TRACE"] = "%s.%s.%d" % (args.trace, "base" if what == TAR_BASELINE else
+                                             "tar", len(glob.glob(args.trace + ".*")) + 1)
     mounted = False
     relay.reset()
     load = loadavg()
@@ -313,7 +325,8 @@ def full_read(args, seed, relay, workdir, what):
                 raise RuntimeError("prewarm failed: %s" % r.stderr.strip()[-800:])
             out = None
         else:
-            mount(args.lazyroot, seed.ref, mnt, cache, env, "none")
+            mount(args.baseline if what == TAR_BASELINE else args.lazyroot, seed.ref, mnt,
+                  cache, env, "none")
             mounted = True
             r = C.sh(["bash", "-o", "pipefail", "-c", "tar -cf - . | wc -c"], cwd=mnt,
                      timeout=1800)
@@ -330,9 +343,9 @@ def full_read(args, seed, relay, workdir, what):
 
 
 def full_reads(args, seed, relay, workdir, layer_bytes):
-    per = {what: [] for what in FULL_READS}
+    per = {what: [] for what in full_reads_wanted(args)}
     for i in range(args.runs):
-        for what in FULL_READS:   # in turns, as the cold starts
+        for what in per:   # in turns, as the cold starts
             r = full_read(args, seed, relay, workdir, what)
             per[what].append(r)
             print("  full read (%s) run %d: %.2fs, %.1f MB fetched (%.2fx the layers), %.0f "
@@ -376,6 +389,8 @@ def verdict(value, target, higher):
 
 def report(res):
     rate = res["rate_bits"]
+    if not res["coldstart"]:
+        return report_full_reads(res, [])
     cold = {r["flow"]: r for r in res["coldstart"]}
     ind, trad = cold[FLOWS[0]], cold[FLOWS[2]]
     layers = res["layer_bytes"]
@@ -407,6 +422,11 @@ def report(res):
     lines.append("c) fetched before exit / layers: %.2f MB = %5.2f%%   (target <= %g%%)  %s"
                  % (ind["bytes"] / 1e6, 100 * fetched, 100 * TARGETS["fetched_share"],
                     verdict(fetched, TARGETS["fetched_share"], False)))
+    return report_full_reads(res, lines)
+
+
+def report_full_reads(res, lines):
+    rate, layers = res["rate_bits"], res["layer_bytes"]
     for r in res["full_read"]:
         share = r["mbit_s"] * 1e6 / rate
         target = "" if r["what"] not in ("prewarm", "tar") else " (target >= %g%%) %s" % (
@@ -497,7 +517,7 @@ def run(args, img, workdir):
               % (args.rate, args.delay_ms, args.addr, direct, args.runs, loadavg()), flush=True)
         res["reference"] = reference_get(args, layout)
         print("\n[a] cold start", flush=True)
-        res["coldstart"] = coldstart(args, seed, relay, workdir)
+        res["coldstart"] = [] if args.only_tar else coldstart(args, seed, relay, workdir)
         if not args.no_full_read:
             print("\n[d] full read through the index", flush=True)
             res["full_read"] = full_reads(args, seed, relay, workdir, res["layer_bytes"])
@@ -523,16 +543,21 @@ def main(argv=None):
     ap.add_argument("--prefetch", default="none", choices=["none", "landmark", "all"],
                     help="lazyroot mount's --prefetch in the cold starts (default none)")
     ap.add_argument("--no-full-read", action="store_true", help="skip d)")
+    ap.add_argument("--only-tar", action="store_true", help="only d)'s tar read (and the "
+                    "--baseline binary's, in turns); prints the d) lines only")
     ap.add_argument("--baseline", help="a) also mounts the indexed image with this lazyroot "
                     "binary (the seed cache is still made by --lazyroot)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--trace", help="trace each indexed cold start (LAZYROOT_TRACE) into "
-                    "TRACE.1, TRACE.2, ...: tests/bench/trace.py takes one apart")
+                    "TRACE.1, TRACE.2, ..., and each tar read into TRACE.tar.N (TRACE.base.N "
+                    "for --baseline's): tests/bench/trace.py takes one apart")
     ap.add_argument("--write", nargs="?", const=os.path.join(ROOT, "docs", "benchmarks.md"),
                     help="replace the \"%s\" section of docs/benchmarks.md (or FILE) with "
                     "this run's" % SECTION)
     ap.add_argument("--from-json", help="measure nothing: report (and --write) a --json file")
     args = ap.parse_args(argv)
+    if args.only_tar and args.write:
+        raise SystemExit("--only-tar measures too little for --write")
     if args.from_json:
         res = json.load(open(args.from_json))
         lines = report(res)

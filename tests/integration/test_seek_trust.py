@@ -201,8 +201,19 @@ def _lie_window(ix, blob, tar):
     return [None]
 
 
+def _lie_renamed_across(ix, blob, tar):
+    """A file across a checkpoint renamed: its later chunks, in the next span, inflate and may
+    be stored before its first one (fetched ahead), and must still not be served under the
+    new name (seek_trust.c)."""
+    i = next(f[0] for f in ix.files() if f[4] > 1 and not ix.path(f[0]).startswith(".wh"))
+    old = ix.path(i)
+    new = old[:-1] + ("x" if old[-1] != "x" else "y")
+    ix.set_path(i, new)
+    return ["/" + new]
+
+
 LIES = {"renamed": _lie_renamed, "mode": _lie_mode, "offsets": _lie_offsets,
-        "invented": _lie_invented, "window": _lie_window}
+        "invented": _lie_invented, "window": _lie_window, "renamed-across": _lie_renamed_across}
 
 
 def _stream_order(ix):
