@@ -1523,6 +1523,7 @@ struct span {
 	unsigned layer;
 	uint64_t blob_offset;
 	uint64_t reach;              /* the largest blob_length of its chunks in the call */
+	uint64_t reach_needed;       /* the same of those not marked ahead (0: none) */
 	bool needed;                 /* one of them is not marked ahead */
 };
 
@@ -1564,7 +1565,9 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 		if (GREEDY_REALLOC(spans, alloc, k + 1) < 0)
 			return -ENOMEM;
 		spans[k++] = (struct span) { .layer = c->layer, .blob_offset = c->blob_offset,
-					     .reach = c->blob_length, .needed = !c->ahead };
+					     .reach = c->blob_length,
+					     .reach_needed = c->ahead ? 0 : c->blob_length,
+					     .needed = !c->ahead };
 	}
 	if (k > 1)
 		qsort(spans, k, sizeof(*spans), span_compare);
@@ -1574,6 +1577,8 @@ static int spans_needed(const struct fetch_layer *layers, size_t n_layers,
 			spans[(*ret_n)++] = spans[i];
 		else {
 			spans[*ret_n - 1].reach = MAX(spans[*ret_n - 1].reach, spans[i].reach);
+			spans[*ret_n - 1].reach_needed = MAX(spans[*ret_n - 1].reach_needed,
+							     spans[i].reach_needed);
 			spans[*ret_n - 1].needed |= spans[i].needed;
 		}
 	*ret = TAKE_PTR(spans);
@@ -1715,7 +1720,11 @@ static int span_expand(struct fetcher *f, const struct fetch_chunk *chunks, size
 
 		x.layer = spans[i].layer;
 		x.blob_offset = spans[i].blob_offset;
-		x.reach = spans[i].reach + (spans[i].needed ? ahead : 0);
+		/* The round trip's bytes past the needed chunks, or as far as the call's own
+		 * chunks ahead go: fs/read_path.c's read-around already took that window past
+		 * the read, and adding it again past those fetched two. */
+		x.reach = spans[i].needed ? MAX(spans[i].reach, spans[i].reach_needed + ahead)
+					  : spans[i].reach;
 		if (span_last_needed(spans, n_spans, i))
 			target = seq_window_advance(f, x.layer, x.blob_offset + spans[i].reach,
 						    ahead, &whole);
