@@ -1469,7 +1469,6 @@ static int task_start(struct fetcher *f, const struct job *jobs, size_t n, int64
  * to a few thousand (small ones). */
 
 #define SPAN_CHUNKS_MAX 4096U
-#define SPAN_AHEAD_MAX (128U * 1024)   /* as fs/read_path.c's READ_AROUND_BYTES */
 
 /* ---- Sequential reads take whole spans along --------------------------------------------
  * A tar of the tree, a copy, a checksum of every file: reads come one after another in
@@ -1933,7 +1932,7 @@ int fetcher_ensure_interruptible(struct fetcher *f, const struct fetch_chunk *ch
 	if (all)
 		chunks = all;
 	/* A seek span comes whole, in one request (span_expand()); without memory, piecemeal. */
-	if (span_expand(f, chunks, n, fetcher_read_around_bytes(f, SPAN_AHEAD_MAX), &spans,
+	if (span_expand(f, chunks, n, fetcher_read_around_bytes(f, FETCH_SEEK_AHEAD_MAX), &spans,
 			&n) >= 0 && spans)
 		chunks = spans;
 	r = ensure_round(f, chunks, n, intr, deadline, &joined_failed);

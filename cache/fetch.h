@@ -145,6 +145,13 @@ void fetcher_interrupt(struct fetcher *f, struct fetch_interrupt *intr);
  * in one round trip, as this fetcher's requests measured it (cache/link_estimate.h), at most
  * @max; @max before anything is measured; 0 on a link too slow for it to pay. */
 uint64_t fetcher_read_around_bytes(struct fetcher *f, uint64_t max);
+/* @max for a layer read through its seek index: a miss there inflates its span in sequence and
+ * the inflate cursor is kept (cache/format/seek_cursor_pool.h), so a later miss in the span
+ * asks only for the bytes after the last request; what comes along saves a round trip only to
+ * a read that falls inside it.  Of 0, 32 and 128 KiB, 32 KiB fetched 0.8 MB less than 128 KiB
+ * before the benchmark's python3 start exited with one request more (docs/benchmarks.md,
+ * "Lazy gzip"). */
+#define FETCH_SEEK_AHEAD_MAX (32U * 1024)
 
 /* Copies @n bytes at @off of chunk @digest to @dst if the chunk was fetched and verified but
  * could not be stored (the cache file system was full) and is still held in memory (up to

@@ -427,13 +427,14 @@ static void plan_read_around(struct read_path *rp, const struct read_span *s,
 			tail = &s->c[i];
 	if (!tail || !rp->read_around)
 		return;
-	window = fetcher_read_around_bytes(rp->fetcher, READ_AROUND_BYTES);
+	seek = fetcher_layer_is_seek(rp->fetcher, tail->layer);
+	window = fetcher_read_around_bytes(rp->fetcher, seek ? FETCH_SEEK_AHEAD_MAX :
+								READ_AROUND_BYTES);
 	if (window == 0)
 		return;
 	from = tail->blob_offset + tail->blob_length;
 	/* A seek index layer's chunks of one span all start at its checkpoint: the ones that
 	 * end before this request does come at no extra byte (and inflate in the same pass). */
-	seek = fetcher_layer_is_seek(rp->fetcher, tail->layer);
 	start = seek ? tail->blob_offset : from;
 	n_near = read_around_pick(rp->read_around, tail->layer, start, from + window - start,
 				  near, seek ? ELEMENTSOF(near) : READ_AROUND_CHUNKS);
