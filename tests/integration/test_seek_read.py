@@ -22,7 +22,7 @@ import hostile
 import mkdemo
 import push
 from helpers import index_then_forget_layers, sqlite
-from proxy import Proxy
+from proxy import Fault, Proxy
 
 FILES = 3000
 DIRS = 40
@@ -56,6 +56,7 @@ def image(registry, tmp_path_factory):
     (desc,) = hostile.write_layout(layout, [(mkdemo.MT_LAYER_GZIP, mkdemo.gzip_bytes(tar))])
     pushed = push.push_layout(registry.addr, str(layout), REPO, "latest")
     return {"repo": pushed["repo"], "layer": desc, "tar_size": len(tar), "order": names,
+            "tar": tar,
             "files": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}
 
 
@@ -289,3 +290,70 @@ def test_sequential_read_of_untrusted_index_fetches_each_span_once(lazyroot, reg
     size = seq_image["layer"]["size"]
     assert fetched <= SEQ_MAX_FETCHED * size, (fetched, size, ranged, spans)
     assert ranged <= SEQ_REQUESTS_PER_SPAN * spans, (ranged, spans, fetched, size)
+
+
+# What a miss in a seek span takes along past the chunks it needs (FETCH_SEEK_AHEAD_MAX in
+# cache/fetch.h): the inflate cursor is kept, so more saves a round trip only to a read that
+# falls inside it.  It was fs/read_path.c's read-around window (128 KiB) and then that window
+# again past the read-around chunks (cache/fetch.c's span_expand()): up to 256 KiB a miss.
+SEEK_AHEAD = 32 * 1024
+
+
+def _index_chunks(lazyroot):
+    """(uncompressed offset, compressed end) of every chunk of the cached seek index, parsed
+    as docs/formats.md ("Seek indexes", version 1) says."""
+    import struct
+    import zlib
+    db = str(lazyroot.cache_dir / "index.db")
+    ((digest,),) = sqlite(db, "SELECT digest FROM seek_indexes")
+    hexd = digest.split(":")[1]
+    with open(lazyroot.cache_dir / "blobs" / "sha256" / hexd[:2] / hexd, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"LZRSEEKI" and struct.unpack("<I", data[8:12])[0] == 1
+    (body_len,) = struct.unpack("<Q", data[16:24])
+    body = zlib.decompress(data[24:24 + body_len])
+    n_cps, n_entries, n_xattrs, n_chunks = struct.unpack("<4I", body[52:68])
+    at = 80 + 32 * n_cps + 116 * n_entries + 16 * n_xattrs
+    return {struct.unpack("<Q", body[at + 56 * i:at + 56 * i + 8])[0]:
+            struct.unpack("<Q", body[at + 56 * i + 16:at + 56 * i + 24])[0]
+            for i in range(n_chunks)}
+
+
+def _data_offsets(tar):
+    import io
+    import tarfile
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return {m.name: m.offset_data for m in t.getmembers() if m.isfile()}
+
+
+def test_a_miss_takes_one_round_trip_of_bytes_along(lazyroot, registry, image, tmp_path):
+    """One small file read from a fresh mount: the request runs from its span's checkpoint
+    to its chunk's compressed end and at most SEEK_AHEAD more, on a link whose round trip
+    carries far more than that (the proxy paces blobs to 20 MB/s after 20 ms: 400 KB). Each
+    of the files read (early in the first span, so far from its end) needs a request of its
+    own (what came along with the one before did not reach it)."""
+    ref = "%s/%s:latest" % (registry.addr, REPO)
+    _index_only(lazyroot, ref)
+    cend = _index_chunks(lazyroot)
+    offsets = _data_offsets(image["tar"])
+    names = [image["order"][i] for i in (40, 200, 400)]
+    with Proxy(registry.addr) as p:
+        p.set_fault(lambda req: Fault.pace(20 << 20, latency=0.02)
+                    if "/blobs/" in req["path"] else None)
+        r = lazyroot.mount("%s/%s:latest" % (p.addr, REPO), None, "--prefetch=none")
+        assert r.ok, str(r)
+        try:
+            p.reset()
+            before = 0
+            for name in names:
+                assert _read(lazyroot.mountpoint, name) == (name, image["files"][name])
+                end = cend[offsets[name]]
+                fetched = _layer_bytes(p, image)
+                # the request resumes from where the last one stopped (its cursor), so the
+                # layer's bytes fetched so far run from the checkpoint (0) to this one's end
+                assert end <= fetched <= end + SEEK_AHEAD + 1024, (name, end, fetched, before)
+                before = fetched
+            ranged = p.count("/v2/%s/blobs/" % REPO, method="GET", ranged=True)
+        finally:
+            assert lazyroot.umount().ok
+    assert ranged == len(names), ranged
