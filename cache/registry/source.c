@@ -118,7 +118,8 @@ static int endpoint_open(struct endpoint *ep, const struct registries_endpoint *
 }
 
 /* What registries.conf says of the docker reference @ref: where to ask (*ret_plan, the origin
- * last) and, in *ret_name, "host[:port]/repository" as @ref names it. */
+ * last) and, in *ret_name, "host[:port]/repository" as @ref names it.  -EINVAL for a
+ * reference of another transport. */
 static int plan_for(const struct reference *ref, char **ret_name,
 		    struct registries_endpoint **ret_plan, size_t *ret_n)
 {
@@ -126,7 +127,7 @@ static int plan_for(const struct reference *ref, char **ret_name,
 	_cleanup_free_ char *name = NULL;
 	int r;
 
-	if (!ref || !ref->domain || !ref->repository)
+	if (!ref || ref->transport != REFERENCE_DOCKER || !ref->domain || !ref->repository)
 		return -EINVAL;
 	r = registries_conf_load(&conf);
 	if (r < 0)
@@ -147,8 +148,6 @@ int source_origin_name(const struct reference *ref, char **ret)
 	size_t n = 0;
 	int r;
 
-	if (ref && ref->transport != REFERENCE_DOCKER)
-		return -EINVAL;
 	r = plan_for(ref, &name, &plan, &n);
 	if (r < 0)
 		return r;
@@ -167,8 +166,6 @@ int source_origin_new(const struct reference *ref, const struct registry_options
 	size_t n = 0;
 	int r;
 
-	if (ref && ref->transport != REFERENCE_DOCKER)
-		return -EINVAL;
 	r = plan_for(ref, &name, &plan, &n);
 	if (r < 0)
 		return r;

@@ -422,6 +422,14 @@ def index_then_forget_layers(lazyroot, ref, *extra):
     assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 1")[0][0] > 0
 
 
+def untrust_seek_indexes(cache_dir):
+    """Marks every seek index of the cache untrusted, as one fetched from a registry is kept."""
+    con = sqlite3.connect(str(cache_dir / "index.db"), timeout=10)
+    with con:
+        con.execute("UPDATE seek_indexes SET trusted = 0")
+    con.close()
+
+
 def _addresses():
     out = subprocess.run(["ip", "-4", "-o", "addr"], stdout=subprocess.PIPE, text=True,
                          check=True).stdout

@@ -14,10 +14,10 @@ import hashlib
 import json
 import os
 import random
-import sqlite3
 
 import pytest
 
+import helpers
 import hostile
 import mkdemo
 import push
@@ -267,11 +267,7 @@ def test_sequential_read_of_untrusted_index_fetches_each_span_once(lazyroot, reg
     about the layer's bytes, in about one request per span, and every byte right."""
     ref = "%s/%s:latest" % (registry.addr, SEQ_REPO)
     _index_only(lazyroot, ref)
-    db = str(lazyroot.cache_dir / "index.db")
-    con = sqlite3.connect(db, timeout=10)
-    with con:
-        con.execute("UPDATE seek_indexes SET trusted = 0")
-    con.close()
+    helpers.untrust_seek_indexes(lazyroot.cache_dir)
     with Proxy(registry.addr) as p:
         r = lazyroot.mount("%s/%s:latest" % (p.addr, SEQ_REPO), None, "--prefetch=none")
         assert r.ok, str(r)

@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+import helpers
 from helpers import compare_with_oracle, index_then_forget_layers, sqlite
 from seek_lies import Index, raw_inflate_from, sha, tar_stream
 from test_seek_index import _biggest_layer, _blob_path, _layer_digests, _stats
@@ -81,11 +82,7 @@ def _layer_blob(layout, layer):
 def test_honest_untrusted_index_serves_the_tree(lazyroot, registry, mountpoint):
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     index_then_forget_layers(lazyroot, ref)
-    db = str(lazyroot.cache_dir / "index.db")
-    con = sqlite3.connect(db, timeout=10)
-    with con:
-        con.execute("UPDATE seek_indexes SET trusted = 0")
-    con.close()
+    helpers.untrust_seek_indexes(lazyroot.cache_dir)
     oracle = _oracle(layout)
     r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
     assert r.ok, str(r)
@@ -104,6 +101,7 @@ def test_honest_untrusted_index_serves_the_tree(lazyroot, registry, mountpoint):
         assert not diffs, "\n".join(diffs)
     finally:
         assert lazyroot.umount(mountpoint).ok
+    db = str(lazyroot.cache_dir / "index.db")
     assert sqlite(db, "SELECT count(*) FROM seek_indexes WHERE trusted = 0")[0][0] == \
         len(_layer_digests(layout))
 
@@ -326,7 +324,7 @@ def test_honest_stored_files_are_proven_again_in_each_mount(lazyroot, registry, 
     whole tree: each file's first read proves its records again from the layer (requests)."""
     ref, layout = registry.ref(NAME), registry.layout(NAME)
     index_then_forget_layers(lazyroot, ref)
-    _untrust_all(lazyroot)
+    helpers.untrust_seek_indexes(lazyroot.cache_dir)
     oracle = _oracle(layout)
     for mount in range(2):
         r = lazyroot.mount(ref, mountpoint, "--prefetch=none")
@@ -369,13 +367,6 @@ def test_index_of_another_layer_is_refused(lazyroot, registry, mountpoint):
 # prewarm reads a layer whole once its chunks are in, and settles its index
 
 
-def _untrust_all(lazyroot):
-    con = sqlite3.connect(str(lazyroot.cache_dir / "index.db"), timeout=10)
-    with con:
-        con.execute("UPDATE seek_indexes SET trusted = 0")
-    con.close()
-
-
 @pytest.mark.parametrize("kind", ["same", "other-builder"])
 def test_prewarm_settles_an_untrusted_index(lazyroot, registry, mountpoint, kind):
     """prewarm completes a layer read through an index from elsewhere, then streams it whole
@@ -385,7 +376,7 @@ def test_prewarm_settles_an_untrusted_index(lazyroot, registry, mountpoint, kind
     layer = _biggest_layer(layout)
     index_then_forget_layers(lazyroot, ref)
     honest = _kept_index(lazyroot, layer)
-    _untrust_all(lazyroot)
+    helpers.untrust_seek_indexes(lazyroot.cache_dir)
     if kind == "other-builder":
         ix = Index(honest)
         ix.span *= 2
