@@ -31,6 +31,7 @@
 #include "fs/local_readahead.h"
 #include "fs/profile.h"
 #include "fs/read_around.h"
+#include "fs/task_io.h"
 
 /* On a miss, the chunks that follow in the file come along, up to this many bytes. */
 #define FETCH_AHEAD (2u << 20)
@@ -61,6 +62,8 @@ struct timed_out_read {
 	uint64_t off, end;
 	pid_t pid;
 	int64_t at_ms;          /* 0: free */
+	uint64_t syscr;         /* the thread's finished read calls then (task_io.h) */
+	bool syscr_known;
 };
 
 struct read_path {
@@ -492,6 +495,8 @@ static void plan_ahead(struct read_path *rp, const struct read_span *s, struct r
 static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_t pid)
 {
 	struct timed_out_read *oldest = &rp->timed_out[0];
+	uint64_t syscr = 0;
+	bool syscr_known = task_io_read_syscalls(pid, &syscr) >= 0;
 
 	pthread_mutex_lock(&rp->lock);
 	for (size_t i = 1; i < TIMED_OUT_SLOTS; i++)
@@ -499,6 +504,7 @@ static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_
 			oldest = &rp->timed_out[i];
 	*oldest = (struct timed_out_read) {
 		.ino = s->ino, .off = s->off, .end = s->end, .pid = pid, .at_ms = now_ms(),
+		.syscr = syscr, .syscr_known = syscr_known,
 	};
 	pthread_mutex_unlock(&rp->lock);
 }
@@ -506,15 +512,19 @@ static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_
 /* Whether read @s of process @pid is the kernel's retry of a read that just timed out: when a
  * read-ahead fails, the kernel at once reads the first page the reader wants again, on its
  * own, and that read would wait a whole timeout too (an uncached read then failed after twice
- * --timeout).  So a smaller read by the same thread, inside the range of a read of the same file
- * that timed out less than TIMED_OUT_WINDOW_MS ago, fails at once, once: that thread's entries
- * for the file are taken (the read(2) they failed has ended), so its next read (trying again,
- * or after the registry is back) fetches. */
+ * --timeout).  It is a read by the same thread inside the range of a read of the same file
+ * that timed out less than TIMED_OUT_WINDOW_MS ago, and either smaller (one folio of the
+ * failed read-ahead) or asked inside the same read(2): the thread has finished no read call
+ * since (its count in /proc/TID/io is the same) -- a file of one page, whose read-ahead was
+ * that page, is asked for again whole.  Such a read fails at once, once: the thread's entries
+ * for the file are taken, so its next read (trying again, or after the registry is back)
+ * fetches. */
 static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_t pid,
 			   int64_t *ret_ago_ms)
 {
 	int64_t now = now_ms();
-	bool found = false;
+	uint64_t syscr = 0;
+	bool syscr_known = false, found = false;
 
 	pthread_mutex_lock(&rp->lock);
 	for (size_t i = 0; i < TIMED_OUT_SLOTS; i++) {
@@ -522,11 +532,14 @@ static bool timed_out_take(struct read_path *rp, const struct read_span *s, pid_
 
 		if (t->at_ms == 0 || t->ino != s->ino || t->pid != pid)
 			continue;
-		/* The retry is one folio of the failed read-ahead: smaller than it. */
-		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end &&
-		    s->end - s->off < t->end - t->off) {
-			*ret_ago_ms = now - t->at_ms;
-			found = true;
+		if (now - t->at_ms < TIMED_OUT_WINDOW_MS && s->off >= t->off && s->end <= t->end) {
+			if (t->syscr_known && !syscr_known)
+				syscr_known = task_io_read_syscalls(pid, &syscr) >= 0;
+			if (s->end - s->off < t->end - t->off ||
+			    (t->syscr_known && syscr_known && syscr == t->syscr)) {
+				*ret_ago_ms = now - t->at_ms;
+				found = true;
+			}
 		}
 		t->at_ms = 0;
 	}

@@ -545,6 +545,23 @@ def test_black_hole_eio_within_one_timeout(env):
     _black_hole_read(env, BLACK_HOLE_TIMEOUT)
 
 
+@pytest.mark.parametrize("env", ["estargz"], indirect=True)
+def test_black_hole_one_page_file(env):
+    """A file of one page: its read-ahead is that page, and the kernel asks for it again,
+    whole, inside the same read(2) after the EIO. That retry fails at once as well (the
+    thread has finished no read call since: /proc/TID/io), so the read fails after one
+    --timeout, not two; back: the same read succeeds at once."""
+    files = expected_files(env.name)
+    small = sorted(p for p in files if 0 < files[p][0] <= 4096)[0]
+    env.mount(timeout=BLACK_HOLE_TIMEOUT)
+    env.p.black_hole = True
+    took = env.read_eio(small, BLACK_HOLE_TIMEOUT + SLACK)
+    assert took >= BLACK_HOLE_TIMEOUT - 1, "EIO after %.1fs: no black hole waited for" % took
+    env.p.black_hole = False
+    env.read_ok(small)
+    env.assert_alive_and_clean()
+
+
 @pytest.mark.parametrize("env", ["zstdchunked"], indirect=True)
 def test_black_hole_default_timeout(env):
     """The same with the default --timeout of 30 s (the one test here that waits that long:
