@@ -515,7 +515,7 @@ static void timed_out_note(struct read_path *rp, const struct read_span *s, pid_
  * --timeout).  It is a read by the same thread inside the range of a read of the same file
  * that timed out less than TIMED_OUT_WINDOW_MS ago, and either smaller (one folio of the
  * failed read-ahead) or asked inside the same read(2): the thread has finished no read call
- * since (its count in /proc/TID/io is the same) -- a file of one page, whose read-ahead was
+ * since (its count in task_io.h is the same) -- a file of one page, whose read-ahead was
  * that page, is asked for again whole.  Such a read fails at once, once: the thread's entries
  * for the file are taken, so its next read (trying again, or after the registry is back)
  * fetches. */

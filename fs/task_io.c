@@ -1,5 +1,5 @@
 /*
- * fs/task_io.c: a thread's count of read system calls, from /proc/TID/io (task_io.h).
+ * fs/task_io.c: a thread's count of read system calls, from /proc (task_io.h).
  */
 
 #include "task_io.h"
@@ -17,7 +17,8 @@ int task_io_read_syscalls(pid_t tid, uint64_t *ret)
 
 	if (tid <= 0)
 		return -EINVAL;
-	(void)snprintf(path, sizeof(path), "/proc/%d/io", (int)tid);
+	/* /proc/TID/io sums the whole thread group: the thread's own is under task/. */
+	(void)snprintf(path, sizeof(path), "/proc/%d/task/%d/io", (int)tid, (int)tid);
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;

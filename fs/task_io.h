@@ -1,5 +1,6 @@
-/* fs/task_io.h: what the kernel counts of a task's I/O (/proc/TID/io), to tell whether a
- * FUSE request comes from the read(2) that an earlier reply answered or from a new one. */
+/* fs/task_io.h: what the kernel counts of a thread's I/O (/proc/TID/task/TID/io), to tell
+ * whether a FUSE request comes from the read(2) that an earlier reply answered or from a new
+ * one. */
 #pragma once
 
 #include <stdint.h>

@@ -549,8 +549,8 @@ def test_black_hole_eio_within_one_timeout(env):
 def test_black_hole_one_page_file(env):
     """A file of one page: its read-ahead is that page, and the kernel asks for it again,
     whole, inside the same read(2) after the EIO. That retry fails at once as well (the
-    thread has finished no read call since: /proc/TID/io), so the read fails after one
-    --timeout, not two; back: the same read succeeds at once."""
+    thread has finished no read call since: /proc/TID/task/TID/io), so the read fails after
+    one --timeout, not two; back: the same read succeeds at once."""
     files = expected_files(env.name)
     small = sorted(p for p in files if 0 < files[p][0] <= 4096)[0]
     env.mount(timeout=BLACK_HOLE_TIMEOUT)
