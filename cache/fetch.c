@@ -181,6 +181,9 @@ struct fetcher {
 	struct fetch_chunk *queue;
 	size_t queue_head, queue_len, queue_alloc;
 	struct digest_set queued;
+	/* Chunks of the prefetch batch under way already counted in stats.prefetch_done as their
+	 * flights completed, so progress moves while a batch of a thousand chunks streams in. */
+	uint64_t prefetch_batch_counted;
 	bool thread_started, stop;
 	/* Set (atomically) by fetcher_free(): registry requests in flight abort within about a
 	 * second and none starts, so abandoned fetches do not hold up the daemon's exit. */
@@ -368,6 +371,10 @@ static void flight_complete(struct fetcher *f, struct flight *fl, int result)
 	fl->next = NULL;
 	fl->done = true;
 	fl->result = result;
+	if (fl->owner == OWNER_PREFETCH && result >= 0) {
+		f->stats.prefetch_done++;
+		f->prefetch_batch_counted++;
+	}
 	(void)pthread_cond_broadcast(&f->flight_done);
 	flight_unref(fl);
 }
@@ -2032,6 +2039,7 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 	int64_t deadline = now_ms() + FETCH_DEADLINE_MS;
 	size_t n_missing = 0, n_jobs = 0, n_waits = 0;
 	unsigned found = 0, failed = 0, failed_waits;
+	uint64_t done;
 
 	for (size_t i = 0; i < n; i++) {
 		if (blob_store_has_size(f->bs, batch[i].digest, batch[i].size) == 1)
@@ -2042,6 +2050,7 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 
 	pthread_mutex_lock(&f->lock);
 	f->stats.prefetch_done += found;
+	f->prefetch_batch_counted = 0;
 	failed += claim_all(f, missing, n_missing, OWNER_PREFETCH, jobs, &n_jobs, waits, &n_waits);
 	pthread_mutex_unlock(&f->lock);
 
@@ -2052,7 +2061,9 @@ static unsigned prefetch_batch(struct fetcher *f, struct fetch_chunk *batch, siz
 	failed += failed_waits;
 
 	pthread_mutex_lock(&f->lock);
-	f->stats.prefetch_done += n - found - failed;
+	done = n - found - failed;
+	f->stats.prefetch_done += done > f->prefetch_batch_counted ?
+				   done - f->prefetch_batch_counted : 0;
 	pthread_mutex_unlock(&f->lock);
 	return failed;
 }

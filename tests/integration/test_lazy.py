@@ -632,6 +632,29 @@ def test_prefetch_all_then_offline(lazyroot, lazy_images, mountpoint):
     assert s2["chunks_failed"] == 0 and s2["bytes_fetched"] == s["bytes_fetched"], (s, s2)
 
 
+def test_prefetch_progress_moves_while_a_batch_streams(lazyroot, registry, mountpoint):
+    """`done` counts each chunk as it is stored, not each batch (up to 1024 chunks) once all of
+    it is in: a progress bar or a script watching stats sees the prefetch move on a slow link.
+    The estargz fixture's 2049 small chunks fill two batches: it used to jump 0 -> 1072 ->
+    2049."""
+    with Proxy(registry.addr) as p:
+        # 1 MB/s: the fixture's 3.4 MB of layers take about 3 s
+        p.set_fault(lambda req: Fault.pace(1e6) if req["range"] else None)
+        mount_ok(lazyroot, p.addr + "/fixtures/estargz:edge", "--prefetch=all")
+        seen = set()
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            pf = stats(lazyroot, mountpoint)["prefetch"]
+            if pf["total"] and pf["done"] == pf["total"] and not pf["running"]:
+                break
+            seen.add(pf["done"])
+            time.sleep(0.05)
+    assert pf["done"] == pf["total"] and not pf["running"], pf
+    moving = sorted(d for d in seen if 0 < d < pf["total"])
+    assert len(moving) >= 8, "progress seen while the prefetch ran (of %d): %s" % (
+        pf["total"], sorted(seen))
+
+
 def test_prefetch_landmark_by_default(lazyroot, lazy_images, mountpoint, cache_dir):
     im = lazy_images
     es = im.landmark["layers"][1]["estargz"]
