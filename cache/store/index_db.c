@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -420,17 +421,41 @@ static void index_db_done(struct index_db *db)
 }
 DEFINE_FREE_FUNC(struct index_db, index_db_free, index_db_done);
 
+/* Creates the file 0600 if it is not there: SQLite would create it 0644 & ~umask, and the
+ * -wal and -shm files inherit the database file's mode.  An existing file is never opened
+ * here: closing any descriptor of a file drops every POSIX lock the process holds on it, the
+ * SHARED lock of a connection this process already has included (the seek index and start
+ * profile lookups open a second one beside the pull's); without it, other processes' SQLite
+ * took the index as unused and a concurrent prewarm's ref and image rows were lost.  The
+ * lock keeps two threads from both seeing the file missing and one closing under the other. */
+static int index_db_create(const char *path)
+{
+	static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct stat st;
+	int fd, r = 0;
+
+	pthread_mutex_lock(&create_lock);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		(void)close(fd);
+	else if (errno != EEXIST)
+		r = -errno;
+	else if (lstat(path, &st) < 0)
+		r = -errno;
+	else if (!S_ISREG(st.st_mode))
+		r = S_ISLNK(st.st_mode) ? -ELOOP : -EINVAL;
+	pthread_mutex_unlock(&create_lock);
+	return r;
+}
+
 int index_db_open(const char *path, struct index_db **ret)
 {
 	_cleanup_(index_db_freep) struct index_db *db = NULL;
-	int fd, r;
+	int r;
 
-	/* SQLite creates files 0644 & ~umask; create it ourselves so it is 0600 from the start.
-	 * The -wal and -shm files inherit the database file's mode. */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	(void)close(fd);
+	r = index_db_create(path);
+	if (r < 0)
+		return r;
 
 	db = calloc(1, sizeof(*db));
 	if (!db)

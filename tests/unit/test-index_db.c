@@ -1,7 +1,7 @@
 /* tests/unit/test-index_db.c: the SQLite index round-trips refs, images and layer entries
  * exactly (binary xattrs, chunks and prefetch flags included), handles 100,000+ entries with
  * chunks in one quick transaction, shares the file between connections, and upgrades a
- * schema 1 database in place. */
+ * schema 1 database in place; a second connection in one process keeps the first one's locks. */
 #include "cache/store/index_db.h"
 
 #include <errno.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -340,6 +341,51 @@ static void test_migration(const char *dir)
 	      "v1: an upgraded database reopens as is");
 }
 
+/* 1 if another process holds a lock on some byte of @path (the child asks, F_GETLK answers
+ * only about other processes' locks), 0 if none, -1 if it cannot tell. */
+static int locked_by_parent(const char *path)
+{
+	int status = -1;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || fcntl(fd, F_GETLK, &l) < 0)
+			_exit(2);
+		_exit(l.l_type != F_UNLCK ? 1 : 0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status) <= 1 ? WEXITSTATUS(status) : -1;
+}
+
+/* A second connection in the same process (the seek index and start profile lookups open one
+ * in a thread beside the pull's) must leave the first one's POSIX locks alone: closing any fd
+ * of the file drops every lock the process holds on it, and without its SHARED lock other
+ * processes' SQLite took the index as unused (a concurrent prewarm's ref and image rows were
+ * lost: test_crash_concurrency.py's concurrent test). */
+static void test_second_connection_keeps_locks(const char *dir)
+{
+	_cleanup_(index_db_freep) struct index_db *a = NULL, *b = NULL;
+	char path[300], *s = NULL;
+
+	snprintf(path, sizeof(path), "%s/locks.db", dir);
+	if (index_db_open(path, &a) < 0 || index_db_ref_put(a, "first", "", L1) < 0 ||
+	    index_db_ref_get(a, "first", "", &s) < 0) {
+		check(false, "locks: a connection opens and writes");
+		return;
+	}
+	free(s);
+	check(locked_by_parent(path) == 1, "locks: an open connection holds a lock on the index");
+	check(index_db_open(path, &b) == 0, "locks: a second connection opens in the same process");
+	check(locked_by_parent(path) == 1, "locks: the first connection's lock is still held");
+	b = index_db_free(b);
+	check(locked_by_parent(path) == 1, "locks: ... also once the second one is closed");
+	check(index_db_ref_put(a, "second", "", L2) == 0, "locks: the first connection writes on");
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/test-index_db-XXXXXX";
@@ -653,6 +699,7 @@ int main(void)
 	}
 
 	test_migration(dir);
+	test_second_connection_keeps_locks(dir);
 
 	(void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	return tap_done();
