@@ -171,23 +171,32 @@ void artifact_found_done(struct artifact_found *f)
 	*f = (struct artifact_found) {};
 }
 
-/* The client to ask @place with: @own itself when it is that repository's (its connection
- * and token), else a new one, told @own's scheme when it is the same registry (no second
- * HTTPS probe) but with a token of its own: another repository is another scope, and maybe
- * other credentials. */
+/* The client to ask @place with: @own itself when it is the client of the repository
+ * registries.conf sends @place to (its connection and token), else a new one, told @own's
+ * scheme when it is the same registry (no second HTTPS probe) but with a token of its own:
+ * another repository is another scope, and maybe other credentials. */
 static int place_client(const struct reference *place, struct registry *own,
 			const struct registry_options *ro, struct registry **ret, bool *ret_borrowed)
 {
 	struct registry_options o = ro ? *ro : (struct registry_options) {};
+	_cleanup_free_ char *origin = NULL;
+	size_t domain_len;
+	int e;
 
-	*ret_borrowed = own && streq(registry_domain(own), place->domain) &&
-			streq(registry_repository(own), place->repository);
+	*ret_borrowed = false;
+	e = source_origin_name(place, &origin);
+	if (e < 0)
+		return e;
+	domain_len = strcspn(origin, "/");
+	if (own && origin[domain_len] == '/' && strlen(registry_domain(own)) == domain_len &&
+	    strncmp(registry_domain(own), origin, domain_len) == 0) {
+		*ret_borrowed = streq(registry_repository(own), origin + domain_len + 1);
+		o.scheme = registry_scheme(own);
+	}
 	if (*ret_borrowed) {
 		*ret = own;
 		return 0;
 	}
-	if (own && streq(registry_domain(own), place->domain))
-		o.scheme = registry_scheme(own);
 	/* registries.conf applies as for the pull: rewrite, insecure, blocked. */
 	return source_origin_new(place, &o, ret);
 }

@@ -283,6 +283,17 @@ struct registry *source_registry(struct source *s, const char *name)
 	return NULL;
 }
 
+struct registry *source_origin_registry(struct source *s, const struct reference *ref)
+{
+	_cleanup_free_ char *name = NULL;
+
+	if (!s || source_origin_name(ref, &name) < 0) {
+		error_clear();
+		return NULL;
+	}
+	return source_registry(s, name);
+}
+
 static bool endpoint_serves(const struct endpoint *ep, enum request kind)
 {
 	return kind == REQUEST_ANY || (kind == REQUEST_BY_TAG ? ep->by_tag : ep->by_digest);

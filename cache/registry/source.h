@@ -46,6 +46,10 @@ const char *source_scheme(struct source *s);
  * something else between this source's calls (an artifact lookup); NULL when @s has no such
  * endpoint or has not reached it.  Borrowed: it lives as long as @s. */
 struct registry *source_registry(struct source *s, const char *name);
+/* source_registry() of @ref's origin (source_origin_name(): after registries.conf's rewrite):
+ * the client a lookup of an artifact next to @ref shares with the pull, or NULL when the pull
+ * has not spoken to that origin (a mirror served it) or @ref is not a docker reference. */
+struct registry *source_origin_registry(struct source *s, const struct reference *ref);
 
 int source_ping(struct source *s);
 int source_get_manifest(struct source *s, const char *tag_or_digest, char **ret_buf,

@@ -52,17 +52,6 @@ static void *lookup_thread(void *userdata)
 	return NULL;
 }
 
-/* The pull's client of @ref's own repository (the location registries.conf rewrites it to,
- * if it does), once it has spoken to it: not when a mirror served the pull. */
-static struct registry *own_client(struct source *src, const struct reference *ref)
-{
-	_cleanup_free_ char *name = NULL;
-
-	if (!src || source_origin_name(ref, &name) < 0)
-		return NULL;
-	return source_registry(src, name);
-}
-
 /* The copy of @own is made here: the pull goes on using @own once the thread runs. */
 static int lookup_spawn(struct profile_lookup *l, struct registry *own)
 {
@@ -87,7 +76,7 @@ int profile_remote_fetch(struct cache *c, const struct reference *ref, struct so
 	int r;
 
 	if (ref->transport == REFERENCE_DOCKER && !c->read_only)
-		own = own_client(src, ref);
+		own = source_origin_registry(src, ref);
 	if (own) {
 		r = lookup_spawn(&l, own);
 		spawned = r >= 0;

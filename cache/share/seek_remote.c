@@ -240,16 +240,6 @@ static int lookup_start(const struct reference *ref, struct artifact_config *cfg
 	return r;
 }
 
-/* The pull's client of the repository the lookup starts in, if it has one that spoke. */
-static struct registry *own_client(struct source *src, const struct reference *start)
-{
-	_cleanup_free_ char *name = NULL;
-
-	if (!src || asprintf(&name, "%s/%s", start->domain, start->repository) < 0)
-		return NULL;
-	return source_registry(src, name);
-}
-
 /* One lookup: where it starts and with what, and (made beside the pull's other requests) the
  * thread it runs in. */
 struct lookup {
@@ -331,7 +321,7 @@ int seek_remote_fetch(struct cache *c, const struct reference *ref, struct sourc
 		return meanwhile ? meanwhile(userdata) : 0;
 	}
 	l.start = start;
-	l.own = own_client(src, start);
+	l.own = source_origin_registry(src, start);
 	if (meanwhile) {
 		r = lookup_spawn(&l);
 		spawned = r >= 0;

@@ -21,6 +21,8 @@ test_coldstart_requests.py counts them; no request is timed against a bound):
       layers' tails, so the chain stays at 4 at the proxy (test_coldstart_requests.py's image
       and proxy); it was 5 (after the layers were indexed), 6 before the API and the tag were
       asked at once
+  (e) an image named by a name registries.conf rewrites: the lookup still shares the pull's
+      client of the image's real location (one GET /v2/; it was two)
 """
 
 import uuid
@@ -127,6 +129,25 @@ def test_lookup_reuses_the_pull_and_asks_side_by_side(lazyroot, reg, hosts):
     config = [r for r in blobs if r["time"] < artifact[0]["time"]]
     assert len(config) == 1 and overlap(config[0], api[0]), brief(records)
     assert chain <= 6, brief(records)
+
+
+def test_lookup_of_a_rewritten_name_reuses_the_pull(lazyroot, reg, hosts, test_dir):
+    """A name registries.conf rewrites to the image's real location: the lookup starts at that
+    location (the image's origin) and shares the pull's client of it, one GET /v2/ for the
+    whole mount (it looked the pull's client up under the name as written, found none and
+    pinged again with a client of its own)."""
+    a, b_mount, env = hosts
+    repo, _ = fresh_image(reg.addr)
+    a("index", "--push", "%s/%s:edge" % (reg.addr, repo))
+    conf = test_dir / "registries.conf"
+    env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
+    with Proxy(reg.addr, fault=lambda req: Fault.delay(DELAY)) as p:
+        conf.write_text('[[registry]]\nprefix = "alias.invalid/seekrtt"\n'
+                        'location = "%s/seekrtt"\n' % p.addr)
+        name = "alias.invalid/%s:edge" % repo
+        records = mount_counted(lazyroot, b_mount, p, name)
+    pings = [r for r in records if r["path"] == "/v2/"]
+    assert len(pings) == 1, brief(records)
 
 
 @pytest.fixture(scope="module")
