@@ -1784,6 +1784,31 @@ static void trace_joined(struct flight *const *waits, size_t n, char *buf, size_
 	buf[k] = '\0';
 }
 
+/* The chunks of @chunks to fetch, in @missing (returns how many), and in *@ret_invalid how
+ * many needed ones the fetcher cannot fetch (a layer or range it does not know). */
+static size_t chunks_missing(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
+			     const struct fetch_chunk **missing, unsigned *ret_invalid)
+{
+	bool hold_back = store_holds_back(f);
+	size_t n_missing = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!chunk_valid(f, &chunks[i])) {
+			if (!chunks[i].ahead)
+				(*ret_invalid)++;
+			continue;
+		}
+		/* What cannot be stored is not fetched unless a reader waits for it. */
+		if (chunks[i].ahead && hold_back)
+			continue;
+		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
+		if (refetch_needed(f, &chunks[i]) ||
+		    blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
+			missing[n_missing++] = &chunks[i];
+	}
+	return n_missing;
+}
+
 /* One round of fetcher_ensure_interruptible(), by @deadline.  *ret_joined_failed: a flight
  * this call joined (another call's fetch) failed. */
 static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, size_t n,
@@ -1794,7 +1819,7 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	_cleanup_free_ struct flight **waits = NULL;
 	size_t n_missing = 0, n_jobs = 0, n_waits = 0, n_joined;
 	unsigned failed = 0, invalid = 0, joined_failed;
-	bool interrupted = false, hold_back = store_holds_back(f);
+	bool interrupted = false;
 	int64_t trace_t0 = trace_enabled() ? now_us() : 0;
 	char joined[256] = "[]";
 	uint64_t owner;
@@ -1806,21 +1831,7 @@ static int ensure_round(struct fetcher *f, const struct fetch_chunk *chunks, siz
 	if (!missing || !jobs || !waits)
 		return -EIO;
 
-	for (size_t i = 0; i < n; i++) {
-		if (!chunk_valid(f, &chunks[i])) {
-			if (!chunks[i].ahead)
-				invalid++;
-			continue;
-		}
-		/* What cannot be stored is not fetched unless a reader waits for it. */
-		if (chunks[i].ahead && hold_back)
-			continue;
-		/* On an error (not 0 or 1) fetch anyway: storing will tell. */
-		if (refetch_needed(f, &chunks[i]) ||
-		    blob_store_has_size(f->bs, chunks[i].digest, chunks[i].size) != 1)
-			missing[n_missing++] = &chunks[i];
-	}
-
+	n_missing = chunks_missing(f, chunks, n, missing, &invalid);
 	pthread_mutex_lock(&f->lock);
 	f->stats.chunks_failed += invalid;
 	if (n_missing == 0) {

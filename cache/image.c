@@ -522,6 +522,44 @@ static void count_registry(struct image *img, struct source *reg)
 	img->pull_bytes += bytes;
 }
 
+/* Starts the thread that fetches and indexes lazy layer @j's TOC, unless the cache has the
+ * layer; the first layer to fetch sets up *@reg (and @ro's scheme, which the jobs' own clients
+ * start from). */
+static int toc_job_start(struct cache *c, const struct reference *ref,
+			 const struct pull_options *o, const struct registry_options *base,
+			 struct source **reg, struct registry_options *ro, struct toc_job *j,
+			 enum pull_failure *err)
+{
+	int r;
+
+	r = index_db_layer_is_indexed(c->db, j->layer->digest);
+	if (r < 0)
+		return pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
+	if (r > 0)
+		return 0;
+	if (o->policy == PULL_NEVER)
+		return pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
+				 "layer '%s' is not in the cache and pulling is disabled",
+				 j->layer->digest);
+	if (!*reg) {
+		r = pull_source_new(ref, base, reg, err);
+		if (r < 0)
+			return r;
+	}
+	if (!ro->scheme) {
+		r = source_scheme(*reg) ? 0 : source_ping(*reg);
+		if (r < 0)
+			return pull_kept(err, PULL_FAILURE_REGISTRY, r);
+		ro->scheme = source_scheme(*reg);
+	}
+	r = toc_job_prepare(c, ref, ro, j, err);
+	if (r >= 0 && j->w) {
+		r = -pthread_create(&j->thread, NULL, toc_job_thread, j);
+		j->started = r >= 0;
+	}
+	return r;
+}
+
 /* @meanwhile (if not NULL) runs on the calling thread while the TOCs are fetched; its failure
  * is the call's, and then no layer is indexed. */
 static int import_lazy_layers(struct cache *c, const struct reference *ref,
@@ -547,39 +585,7 @@ static int import_lazy_layers(struct cache *c, const struct reference *ref,
 		j->format = layer_format_detect(j->layer);
 		if (j->format == LAYER_FORMAT_TAR)
 			continue;
-		r = index_db_layer_is_indexed(c->db, j->layer->digest);
-		if (r < 0) {
-			r = pull_fail(err, PULL_FAILURE_CACHE, r, "cannot read index in '%s'", c->dir);
-			break;
-		}
-		if (r > 0) {
-			r = 0;
-			continue;
-		}
-		if (o->policy == PULL_NEVER) {
-			r = pull_fail(err, PULL_FAILURE_REGISTRY, -ENOENT,
-				      "layer '%s' is not in the cache and pulling is disabled",
-				      j->layer->digest);
-			break;
-		}
-		if (!*reg) {
-			r = pull_source_new(ref, base, reg, err);
-			if (r < 0)
-				break;
-		}
-		if (!ro.scheme) {
-			r = source_scheme(*reg) ? 0 : source_ping(*reg);
-			if (r < 0) {
-				r = pull_kept(err, PULL_FAILURE_REGISTRY, r);
-				break;
-			}
-			ro.scheme = source_scheme(*reg);
-		}
-		r = toc_job_prepare(c, ref, &ro, j, err);
-		if (r >= 0 && j->w) {
-			r = -pthread_create(&j->thread, NULL, toc_job_thread, j);
-			j->started = r >= 0;
-		}
+		r = toc_job_start(c, ref, o, base, reg, &ro, j, err);
 	}
 	if (r >= 0 && meanwhile)
 		r = meanwhile(userdata);
@@ -729,6 +735,51 @@ enum seek_mode {
 	SEEK_STORE,     /* as SEEK_ONLY, and every chunk of the index stored (prewarm) */
 };
 
+
+/* Where layer_tar_index_seek() puts what it reads from a layer stream. */
+struct layer_index_to {
+	struct blob_store *bs;           /* NULL: index only, keep no file */
+	const struct layer_limits *limits;
+	struct layer_writer *w;
+	char ***created;
+	struct seek_builder *sb;
+	char *diff_id;
+	uint64_t *tar_size;
+};
+
+/* Streams @s's layer (a thread writing into a pipe) into the tar reader; returns the reader's
+ * result once the stream ended (*ret_ran true), or why no stream could start. */
+static int layer_stream_index(struct layer_stream *s, const struct layer_index_to *to,
+			      bool *ret_ran)
+{
+	_cleanup_close_ int read_fd = -EBADF;
+	pthread_t thread;
+	int pipe_fds[2], r;
+
+	*ret_ran = false;
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+		return -errno;
+	read_fd = pipe_fds[0];
+	s->fd = pipe_fds[1];
+	r = -pthread_create(&thread, NULL, layer_stream_thread, s);
+	if (r < 0) {
+		(void)close(TAKE_FD(s->fd));
+		return r;
+	}
+	*ret_ran = true;
+	error_clear();
+	r = layer_tar_index_seek(read_fd, to->bs, to->limits, to->w, to->created, to->sb,
+				 to->diff_id, to->tar_size);
+	/* A layer that does not parse is usually one whose bytes are not what the digest says:
+	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
+	 * next write fails with EPIPE). */
+	if (r == -EBADMSG)
+		drain_fd(read_fd);
+	(void)close(TAKE_FD(read_fd));
+	(void)pthread_join(thread, NULL);
+	return r;
+}
+
 /* One try at importing @layer: streamed through the indexer, verified, committed, its seek
  * index built on the way as @seek says.  On failure nothing of it is kept; *ret_bad: its
  * bytes failed verification. */
@@ -741,7 +792,6 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 	bool seek_only = seek == SEEK_ONLY || seek == SEEK_STORE;
 	struct seek_chunk_store chunks;
 	char got_diff_id[DIGEST_STRING_MAX] = "";
-	_cleanup_close_ int read_fd = -EBADF;
 	_cleanup_strv_free_ char **created = NULL;
 	_cleanup_(seek_builder_freep) struct seek_builder *sb = NULL;
 	struct layer_writer *w = NULL;
@@ -750,8 +800,8 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 		.reg = reg, .layer = layer, .opts = o, .index = index, .n_layers = n_layers,
 		.fd = -EBADF,
 	};
-	pthread_t thread;
-	int pipe_fds[2], r;
+	bool ran;
+	int r;
 
 	*ret_bad = false;
 	seek_chunk_store_init(&chunks, c->bs);
@@ -766,29 +816,13 @@ static int layer_import_try(struct cache *c, struct source *reg, const struct pu
 		goto finish;
 	if (sb && seek == SEEK_STORE)
 		seek_builder_set_sink(sb, &chunks.sink);
-	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
-		r = -errno;
+	r = layer_stream_index(&s, &(struct layer_index_to) {
+			.bs = seek_only ? NULL : c->bs, .limits = limits, .w = w,
+			.created = &created, .sb = sb, .diff_id = got_diff_id,
+			.tar_size = &tar_size,
+		}, &ran);
+	if (!ran)
 		goto finish;
-	}
-	read_fd = pipe_fds[0];
-	s.fd = pipe_fds[1];
-	r = -pthread_create(&thread, NULL, layer_stream_thread, &s);
-	if (r < 0) {
-		(void)close(TAKE_FD(s.fd));
-		goto finish;
-	}
-
-	error_clear();
-	r = layer_tar_index_seek(read_fd, seek_only ? NULL : c->bs, limits, w, &created, sb,
-				 got_diff_id, &tar_size);
-	/* A layer that does not parse is usually one whose bytes are not what the digest says:
-	 * read it to the end so the error can say which.  Any other failure stops the fetch (its
-	 * next write fails with EPIPE). */
-	if (r == -EBADMSG)
-		drain_fd(read_fd);
-	(void)close(TAKE_FD(read_fd));
-	(void)pthread_join(thread, NULL);
-
 	r = layer_verdict(c, &s, r, err);
 	*ret_bad = s.bad;
 	if (r < 0)
