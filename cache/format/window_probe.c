@@ -1,0 +1,129 @@
+/* cache/format/window_probe.c: see window_probe.h. */
+#include "window_probe.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <zlib.h>
+
+enum { PROBE_LOW, PROBE_LOW_INVERTED, PROBE_HIGH, PROBES };
+
+struct window_probe {
+	z_stream zs[PROBES];
+	unsigned n_ready;       /* z_streams initialized, to end */
+	size_t window_len;
+	size_t produced;        /* bytes each decoder put out (they run in step) */
+	bool done;
+	uint8_t out[PROBES][WINDOW_PROBE_SIZE];
+};
+
+static uint8_t made_up_byte(unsigned kind, size_t i)
+{
+	switch (kind) {
+	case PROBE_LOW:
+		return (uint8_t)(i & 0xff);
+	case PROBE_LOW_INVERTED:
+		return (uint8_t)(~i & 0xff);
+	default:
+		return (uint8_t)(i >> 8);
+	}
+}
+
+static int probe_start(z_stream *zs, unsigned kind, size_t window_len, unsigned bits,
+		       uint8_t prime_byte)
+{
+	uint8_t window[WINDOW_PROBE_SIZE];
+
+	for (size_t i = 0; i < window_len; i++)
+		window[i] = made_up_byte(kind, i);
+	if (bits > 0 && inflatePrime(zs, (int)bits, prime_byte >> (8 - bits)) != Z_OK)
+		return -EINVAL;
+	return inflateSetDictionary(zs, window, (uInt)window_len) == Z_OK ? 0 : -EINVAL;
+}
+
+struct window_probe *window_probe_free(struct window_probe *p)
+{
+	if (p)
+		for (unsigned k = 0; k < p->n_ready; k++)
+			(void)inflateEnd(&p->zs[k]);
+	free(p);
+	return NULL;
+}
+
+int window_probe_new(size_t window_len, unsigned bits, uint8_t prime_byte,
+		     struct window_probe **ret)
+{
+	_cleanup_(window_probe_freep) struct window_probe *p = NULL;
+	int r;
+
+	if (window_len == 0 || window_len > WINDOW_PROBE_SIZE || bits > 7)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->window_len = window_len;
+	for (unsigned k = 0; k < PROBES; k++) {
+		if (inflateInit2(&p->zs[k], -15) != Z_OK)
+			return -ENOMEM;
+		p->n_ready++;
+		r = probe_start(&p->zs[k], k, window_len, bits, prime_byte);
+		if (r < 0)
+			return r;
+	}
+	*ret = TAKE_PTR(p);
+	return 0;
+}
+
+int window_probe_feed(struct window_probe *p, const uint8_t *in, size_t n)
+{
+	size_t produced = p->produced;
+	bool ended = false;
+
+	if (p->done)
+		return 1;
+	while (n > 0) {
+		uInt take = n > UINT32_MAX ? UINT32_MAX : (uInt)n;
+
+		for (unsigned k = 0; k < PROBES; k++) {
+			z_stream *zs = &p->zs[k];
+			int zr;
+
+			zs->next_in = (uint8_t *)in;
+			zs->avail_in = take;
+			zs->next_out = p->out[k] + p->produced;
+			zs->avail_out = (uInt)(WINDOW_PROBE_SIZE - p->produced);
+			zr = inflate(zs, Z_NO_FLUSH);
+			if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+				return -EBADMSG;
+			/* Decoding does not look at the window's bytes: all three agree. */
+			if (k == 0)
+				produced = WINDOW_PROBE_SIZE - zs->avail_out;
+			else if (WINDOW_PROBE_SIZE - zs->avail_out != produced)
+				return -EBADMSG;
+			ended = zr == Z_STREAM_END;
+		}
+		p->produced = produced;
+		if (ended || p->produced == WINDOW_PROBE_SIZE) {
+			p->done = true;
+			return 1;
+		}
+		in += take;
+		n -= take;
+	}
+	return 0;
+}
+
+void window_probe_used(const struct window_probe *p, uint8_t *used)
+{
+	for (size_t i = 0; i < p->window_len; i++)
+		used[i] = 0;
+	for (size_t j = 0; j < p->produced; j++) {
+		size_t i;
+
+		if (p->out[PROBE_LOW][j] == p->out[PROBE_LOW_INVERTED][j])
+			continue;  /* a literal */
+		i = p->out[PROBE_LOW][j] | (size_t)p->out[PROBE_HIGH][j] << 8;
+		if (i < p->window_len)
+			used[i] = 1;
+	}
+}
