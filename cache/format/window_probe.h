@@ -4,8 +4,9 @@
  * A seek index keeps, per checkpoint, the 32 KiB of output before it: deflate's matches may
  * copy from that far back.  They only can until 32 KiB more has come out, and in practice the
  * stream after a checkpoint refers to about a tenth of its window (measured on tar+gzip layers
- * of binaries and Python modules), so the index keeps only those bytes: the others zeroed,
- * which the index's deflate all but removes, and the ones before the first used one dropped.
+ * of binaries and Python modules), so an index could keep only those bytes: the others
+ * zeroed, which the index's deflate all but removes, and the ones before the first used one
+ * dropped (not in the index format yet, docs/formats.md; tests/bench/seek-span.c measures it).
  *
  * The probe learns it with zlib's own decoder, fed the same compressed bytes as the main stream
  * from the checkpoint on, three times with three made-up windows: window byte i is i & 0xff in
