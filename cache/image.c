@@ -735,7 +735,6 @@ enum seek_mode {
 	SEEK_STORE,     /* as SEEK_ONLY, and every chunk of the index stored (prewarm) */
 };
 
-
 /* Where layer_tar_index_seek() puts what it reads from a layer stream. */
 struct layer_index_to {
 	struct blob_store *bs;           /* NULL: index only, keep no file */

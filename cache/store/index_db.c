@@ -425,9 +425,9 @@ DEFINE_FREE_FUNC(struct index_db, index_db_free, index_db_done);
  * -wal and -shm files inherit the database file's mode.  An existing file is never opened
  * here: closing any descriptor of a file drops every POSIX lock the process holds on it, the
  * SHARED lock of a connection this process already has included (the seek index and start
- * profile lookups open a second one beside the pull's); without it, other processes' SQLite
- * took the index as unused and a concurrent prewarm's ref and image rows were lost.  The
- * lock keeps two threads from both seeing the file missing and one closing under the other. */
+ * profile lookups open a second one beside the pull's); without it, a prewarm's committed
+ * ref and image rows went missing when other commands ran beside it.  The mutex keeps two
+ * threads from both seeing the file missing and one closing under the other. */
 static int index_db_create(const char *path)
 {
 	static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;

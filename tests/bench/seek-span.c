@@ -16,10 +16,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-#include "cache/base/error.h"
 #include <zlib.h>
 
+#include "cache/base/error.h"
 #include "cache/format/layer_tar.h"
 #include "cache/format/seek_index.h"
 #include "cache/format/seek_index_private.h"

@@ -363,9 +363,9 @@ static int locked_by_parent(const char *path)
 
 /* A second connection in the same process (the seek index and start profile lookups open one
  * in a thread beside the pull's) must leave the first one's POSIX locks alone: closing any fd
- * of the file drops every lock the process holds on it, and without its SHARED lock other
- * processes' SQLite took the index as unused (a concurrent prewarm's ref and image rows were
- * lost: test_crash_concurrency.py's concurrent test). */
+ * of the file drops every lock the process holds on it, and without its SHARED lock a
+ * prewarm's committed ref and image rows went missing when other commands ran beside it
+ * (test_crash_concurrency.py's concurrent test). */
 static void test_second_connection_keeps_locks(const char *dir)
 {
 	_cleanup_(index_db_freep) struct index_db *a = NULL, *b = NULL;
