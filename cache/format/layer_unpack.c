@@ -40,6 +40,7 @@ struct layer_unpack {
 	uint8_t in[BUF_SIZE];
 	size_t in_pos, in_len;
 	bool in_eof;
+	uint8_t in_last;         /* the last byte of the previous buffer */
 	uint8_t out[BUF_SIZE];
 	struct digest_ctx *hash;
 	uint64_t bytes_in, bytes_out;
@@ -84,6 +85,8 @@ static int fill(struct layer_unpack *u)
 
 	if (u->in_pos < u->in_len || u->in_eof)
 		return 0;
+	if (u->in_len > 0)
+		u->in_last = u->in[u->in_len - 1];
 	n = read_full(u->fd, u->in, sizeof(u->in));
 	if (n < 0)
 		return -EIO;
@@ -162,14 +165,15 @@ static int gzip_seek_note(struct layer_unpack *u, size_t produced)
 	 * checkpoints; one past the end of the blob is dropped by the builder. */
 	if (r >= 0 && (u->zs.data_type & 128) && (u->zs.data_type & 64) &&
 	    seek_builder_wants_checkpoint(u->seek, uoff))
-		return seek_builder_checkpoint(u->seek, coff + 8, uoff, 0, true, NULL, 0);
+		return seek_builder_checkpoint(u->seek, coff + 8, uoff, 0, 0, true, NULL, 0);
 	if (r < 0 || !(u->zs.data_type & 128) || (u->zs.data_type & 64) ||
 	    !seek_builder_wants_checkpoint(u->seek, uoff))
 		return r;
 	if (inflateGetDictionary(&u->zs, window, &wlen) != Z_OK)
 		return -ENOMEM;
-	return seek_builder_checkpoint(u->seek, coff, uoff, u->zs.data_type & 7, false, window,
-				       wlen);
+	return seek_builder_checkpoint(u->seek, coff, uoff, u->zs.data_type & 7,
+				       u->in_pos > 0 ? u->in[u->in_pos - 1] : u->in_last, false,
+				       window, wlen);
 }
 
 static const char *zlib_reason(const z_stream *zs)
@@ -185,6 +189,7 @@ static const char *zlib_reason(const z_stream *zs)
 static int gzip_step(struct layer_unpack *u, size_t *ret_n)
 {
 	for (;;) {
+		const uint8_t *taken;
 		int r = fill(u), zr;
 
 		if (r < 0)
@@ -208,9 +213,13 @@ static int gzip_step(struct layer_unpack *u, size_t *ret_n)
 		u->zs.next_out = u->out;
 		u->zs.avail_out = sizeof(u->out);
 		zr = inflate(&u->zs, u->seek ? Z_BLOCK : Z_NO_FLUSH);
+		taken = u->in + u->in_pos;
 		u->in_pos = u->in_len - u->zs.avail_in;
+		/* What this call took follows the checkpoints before, not one it may add now. */
 		if (u->seek && (zr == Z_OK || zr == Z_STREAM_END)) {
-			r = gzip_seek_note(u, sizeof(u->out) - u->zs.avail_out);
+			r = seek_builder_input(u->seek, taken, (size_t)(u->in + u->in_pos - taken));
+			if (r >= 0)
+				r = gzip_seek_note(u, sizeof(u->out) - u->zs.avail_out);
 			if (r < 0)
 				return r;
 		}

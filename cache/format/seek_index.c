@@ -11,8 +11,9 @@
  * name before anything uses it, and every chunk it yields is verified by its sha256 after
  * inflating (by the fetcher), so a lying index can make reads fail but not serve other bytes.
  *
- * Load: one builder per layer import; an index holds ~120 bytes per entry, 56 per chunk and 32
- * KiB per checkpoint (deflated as a whole when serialized).
+ * Load: one builder per layer import; an index holds ~120 bytes per entry, 56 per chunk and per
+ * checkpoint the bytes of its window the stream after it uses, ~4 KiB of 32 (deflated as a
+ * whole when serialized).
  */
 #include "seek_index.h"
 #include "seek_index_private.h"
@@ -23,6 +24,7 @@
 
 #include "cache/base/error.h"
 #include "cache/base/log.h"
+#include "cache/format/window_probe.h"
 
 #define MAGIC "LZRSEEKI"
 #define FILE_HEADER_SIZE 24     /* magic, u32 version, u32 flags, u64 body length */
@@ -66,6 +68,12 @@ struct seek_builder {
 	uint64_t last_cend;
 	struct digest_ctx *hash;
 	const struct seek_chunk_sink *sink;  /* NULL: chunks are only hashed */
+	/* The last checkpoint's window, held until the probe has seen which of its bytes the
+	 * stream after it refers to (window_probe.h); kept whole with sparse false. */
+	bool sparse;
+	struct window_probe *probe;
+	size_t probe_cp;
+	uint8_t *pending;       /* SEEK_WINDOW_SIZE bytes */
 };
 
 /* ---- Little-endian records ------------------------------------------------------------- */
@@ -135,6 +143,8 @@ static int string_add(struct bytes *strings, const char *s, uint32_t *ret_off, u
 static void seek_builder_done(struct seek_builder *b)
 {
 	free(b->refused);
+	window_probe_free(b->probe);
+	free(b->pending);
 	free(b->cps);
 	free(b->progress);
 	free_many(b->entries.p, b->xattrs.p, b->chunks.p, b->strings.p, b->windows.p);
@@ -152,6 +162,10 @@ int seek_builder_new(uint64_t span, struct seek_builder **ret)
 	if (!b)
 		return -ENOMEM;
 	b->span = span;
+	b->sparse = true;
+	b->pending = malloc(SEEK_WINDOW_SIZE);
+	if (!b->pending)
+		return -ENOMEM;
 	/* Inflating can always start at the first member's header. */
 	b->cps = calloc(1, sizeof(*b->cps));
 	if (!b->cps)
@@ -175,30 +189,99 @@ void seek_builder_refuse(struct seek_builder *b, const char *why)
 		b->refused = (char *)NULL;
 }
 
+void seek_builder_set_sparse(struct seek_builder *b, bool sparse)
+{
+	b->sparse = sparse;
+}
+
+/* Appends the pending window of checkpoint b->probe_cp to the window table: whole, or with
+ * @used (a byte per window byte, window_probe_used()) as a sparse one (CP_SPARSE). */
+static int window_keep(struct seek_builder *b, const uint8_t *used)
+{
+	struct seek_cp *cp = &b->cps[b->probe_cp];
+	size_t first = 0, n = cp->win_len, all = 0;
+	uint8_t *mask, *bytes;
+
+	b->probe = window_probe_free(b->probe);
+	for (size_t i = 0; used && i < n; i++)
+		all += used[i];
+	if (!used || all == n) {
+		cp->win_off = (uint32_t)b->windows.n;
+		return bytes_append(&b->windows, b->pending, n) ? 0 : -ENOMEM;
+	}
+	while (first < n && !used[first])
+		first++;
+	n -= first;
+	if (b->windows.n + n + (n + 7) / 8 > UINT32_MAX)
+		return -EFBIG;
+	cp->flags |= CP_SPARSE;
+	cp->win_len = (uint32_t)n;
+	cp->mask_off = (uint32_t)b->windows.n;
+	cp->win_off = (uint32_t)(b->windows.n + (n + 7) / 8);
+	if (!bytes_append(&b->windows, NULL, n + (n + 7) / 8))
+		return -ENOMEM;
+	mask = b->windows.p + cp->mask_off;
+	bytes = b->windows.p + cp->win_off;
+	for (size_t i = 0; i < n; i++) {
+		if (!used[first + i])
+			continue;
+		mask[i / 8] |= (uint8_t)(1U << (i % 8));
+		bytes[i] = b->pending[first + i];
+	}
+	return 0;
+}
+
+int seek_builder_input(struct seek_builder *b, const void *in, size_t n)
+{
+	uint8_t used[SEEK_WINDOW_SIZE];
+	int r;
+
+	if (!b->probe || n == 0)
+		return 0;
+	r = window_probe_feed(b->probe, in, n);
+	if (r == 0)
+		return 0;
+	if (r == 1)
+		window_probe_used(b->probe, used);
+	/* Bytes that do not inflate: the layer's read fails on them anyway. */
+	return window_keep(b, r == 1 ? used : NULL);
+}
+
 bool seek_builder_wants_checkpoint(const struct seek_builder *b, uint64_t uoff)
 {
 	return uoff - b->cps[b->n_cps - 1].uoff >= b->span;
 }
 
 int seek_builder_checkpoint(struct seek_builder *b, uint64_t coff, uint64_t uoff, unsigned bits,
-			    bool member_start, const void *window, size_t window_len)
+			    uint8_t prime_byte, bool member_start, const void *window,
+			    size_t window_len)
 {
 	const struct seek_cp *last = &b->cps[b->n_cps - 1];
 	struct seek_cp cp = { .coff = coff, .uoff = uoff, .bits = (uint8_t)bits,
-			      .flags = member_start ? CP_MEMBER_START : 0 };
+			      .flags = member_start ? CP_MEMBER_START : 0,
+			      .win_len = (uint32_t)window_len };
+	int r;
 
 	if (coff <= last->coff || uoff <= last->uoff || bits > 7 || window_len > SEEK_WINDOW_SIZE)
 		return 0;  /* not a new place to start from */
+	/* The window before is kept whole if its probe has not seen enough yet: a span shorter
+	 * than 32 KiB of output, or the end of the stream. */
+	r = b->probe ? window_keep(b, NULL) : 0;
+	if (r < 0)
+		return r;
 	if (b->windows.n + window_len > UINT32_MAX)
 		return -EFBIG;
-	cp.win_off = (uint32_t)b->windows.n;
-	cp.win_len = (uint32_t)window_len;
-	if (window_len > 0 && !bytes_append(&b->windows, window, window_len))
-		return -ENOMEM;
 	if (GREEDY_REALLOC(b->cps, b->cps_allocated, b->n_cps + 1) < 0)
 		return -ENOMEM;
-	b->cps[b->n_cps++] = cp;
-	return 0;
+	b->cps[b->n_cps] = cp;
+	b->probe_cp = b->n_cps++;
+	if (window_len == 0)
+		return 0;
+	memcpy(b->pending, window, window_len);
+	r = b->sparse ? window_probe_new(window_len, bits, prime_byte, &b->probe) : 0;
+	if (r < 0)
+		return r;
+	return b->sparse ? 0 : window_keep(b, NULL);
 }
 
 int seek_builder_progress(struct seek_builder *b, uint64_t coff, uint64_t uoff)
@@ -444,7 +527,8 @@ static int body_build(const struct seek_builder *b, const uint8_t layer[32], uin
 		put_u64(rec + 8, b->cps[i].uoff);
 		rec[16] = b->cps[i].bits;
 		rec[17] = b->cps[i].flags;
-		put_u32(rec + 20, b->cps[i].win_off);
+		put_u32(rec + 20, b->cps[i].flags & CP_SPARSE ? b->cps[i].mask_off :
+							      b->cps[i].win_off);
 		put_u32(rec + 24, b->cps[i].win_len);
 	}
 	if ((b->entries.n > 0 && !bytes_append(body, b->entries.p, b->entries.n)) ||
@@ -505,6 +589,9 @@ int seek_builder_finish(struct seek_builder *b, const char *layer_digest, uint64
 	while (b->n_cps > 1 && (b->cps[b->n_cps - 1].uoff >= tar_size ||
 				b->cps[b->n_cps - 1].coff >= blob_size))
 		b->n_cps--;
+	r = b->probe && b->probe_cp < b->n_cps ? window_keep(b, NULL) : 0;
+	if (r < 0)
+		return r;
 	r = digest_parse_sha256(layer_digest, layer);
 	if (r < 0)
 		return r;
@@ -541,7 +628,8 @@ static int bad(const char *what)
 	return error_set(-EBADMSG, "seek index: %s", what);
 }
 
-static int file_unpack(const uint8_t *p, size_t len, uint8_t **ret, size_t *ret_len)
+static int file_unpack(const uint8_t *p, size_t len, uint8_t **ret, size_t *ret_len,
+		       unsigned *ret_version)
 {
 	_cleanup_free_ uint8_t *body = NULL;
 	uint64_t raw_len;
@@ -549,9 +637,10 @@ static int file_unpack(const uint8_t *p, size_t len, uint8_t **ret, size_t *ret_
 
 	if (len < FILE_HEADER_SIZE || memcmp(p, MAGIC, 8) != 0)
 		return bad("not a lazyroot seek index");
-	if (get_u32(p + 8) != SEEK_INDEX_VERSION)
-		return error_set(-EBADMSG, "seek index: version %u is not supported (only %u)",
-				 get_u32(p + 8), SEEK_INDEX_VERSION);
+	*ret_version = get_u32(p + 8);
+	if (*ret_version < 1 || *ret_version > SEEK_INDEX_VERSION)
+		return error_set(-EBADMSG, "seek index: version %u is not supported (1 to %u)",
+				 *ret_version, SEEK_INDEX_VERSION);
 	raw_len = get_u64(p + 16);
 	if (raw_len > SEEK_INDEX_MAX)
 		return error_set(-EFBIG, "seek index: larger than %llu MiB",
@@ -605,6 +694,21 @@ static int layout_parse(struct seek_index *si, size_t *ret_n_cps)
 	return 0;
 }
 
+/* The unused bytes of a sparse window are 0, and the first byte is used (those before it are
+ * dropped): one layer, one index. */
+static bool sparse_window_valid(const struct seek_index *si, const struct seek_cp *cp)
+{
+	const uint8_t *mask = si->windows + cp->mask_off, *bytes = si->windows + cp->win_off;
+
+	if (cp->win_len > 0 && (!(mask[0] & 1) || (mask[(cp->win_len - 1) / 8] >> 1 >>
+						     ((cp->win_len - 1) % 8))))
+		return false;
+	for (size_t i = 0; i < cp->win_len; i++)
+		if (!(mask[i / 8] & (1U << (i % 8))) && bytes[i] != 0)
+			return false;
+	return true;
+}
+
 static int cps_parse(struct seek_index *si, size_t n)
 {
 	const uint8_t *rec = si->body + BODY_HEADER_SIZE;
@@ -619,8 +723,9 @@ static int cps_parse(struct seek_index *si, size_t n)
 		*cp = (struct seek_cp) { .coff = get_u64(rec), .uoff = get_u64(rec + 8),
 					 .bits = rec[16], .flags = rec[17],
 					 .win_off = get_u32(rec + 20), .win_len = get_u32(rec + 24) };
-		if (cp->bits > 7 || (cp->flags & ~CP_MEMBER_START) ||
-		    (cp->flags && (cp->bits || cp->win_len)) || (cp->bits && cp->coff == 0))
+		if (cp->bits > 7 || (cp->flags & ~(CP_MEMBER_START | CP_SPARSE)) ||
+		    ((cp->flags & CP_MEMBER_START) && (cp->bits || cp->win_len || cp->flags != 1)) ||
+		    (cp->bits && cp->coff == 0) || ((cp->flags & CP_SPARSE) && si->version < 2))
 			return bad("a checkpoint is malformed");
 		if (i == 0 && (cp->coff != 0 || cp->uoff != 0 || !cp->flags))
 			return bad("the first checkpoint is not the start of the layer");
@@ -629,9 +734,15 @@ static int cps_parse(struct seek_index *si, size_t n)
 			return bad("checkpoint offsets are not increasing");
 		if (cp->coff >= si->blob_size || cp->uoff >= si->tar_size)
 			return bad("a checkpoint is outside the layer");
+		if (cp->flags & CP_SPARSE) {
+			cp->mask_off = cp->win_off;
+			cp->win_off += (cp->win_len + 7) / 8;
+		}
 		if (cp->win_len > SEEK_WINDOW_SIZE || cp->win_off > si->windows_len ||
-		    cp->win_len > si->windows_len - cp->win_off)
+		    cp->win_off < cp->mask_off || cp->win_len > si->windows_len - cp->win_off)
 			return bad("a checkpoint's window is outside the index");
+		if ((cp->flags & CP_SPARSE) && !sparse_window_valid(si, cp))
+			return bad("a sparse window keeps unused bytes");
 		end = i + 1 < n ? get_u64(rec + CP_SIZE + 8) : si->tar_size;
 		if (end > cp->uoff && end - cp->uoff > SEEK_SPAN_MAX)
 			return bad("checkpoints are too far apart");
@@ -904,7 +1015,7 @@ int seek_index_parse(const void *buf, size_t len, const char *layer_digest, uint
 	si = calloc(1, sizeof(*si));
 	if (!si)
 		return -ENOMEM;
-	r = file_unpack(buf, len, &si->body, &si->body_len);
+	r = file_unpack(buf, len, &si->body, &si->body_len, &si->version);
 	if (r >= 0)
 		r = layout_parse(si, &n_cps);
 	if (r < 0)
@@ -1089,6 +1200,7 @@ static void cursor_stop(struct seek_cursor *cur)
 	if (cur->active)
 		(void)inflateEnd(&cur->zs);
 	cur->active = false;
+	cur->shadow = window_shadow_free(cur->shadow);
 }
 
 struct seek_cursor *seek_cursor_free(struct seek_cursor *cur)
@@ -1142,7 +1254,10 @@ static int cursor_seek(struct seek_cursor *cur, const struct seek_index *si, siz
 	cur->consumed = cur->in_skip = 0;
 	cur->next_cp = cp + 1;
 	cur->member_ended = false;
-	return 0;
+	r = seek_trust_shadow_start(cur, in);
+	if (r < 0)
+		cursor_stop(cur);
+	return r;
 }
 
 /* After inflate() left @want bytes at @dst from uncompressed offset @from: an untrusted index
@@ -1165,16 +1280,25 @@ static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff
 		/* Bytes before the chunk still to drop (0 once it is coming out). */
 		uint64_t skip = uoff + got - cur->uoff, from = cur->uoff;
 		uint64_t want = skip > 0 ? MIN(skip, 64 * 1024) : MIN(size - got, UINT32_MAX);
-		int zr;
+		/* Stopping at block ends lets the checkpoint check see one where it should be. */
+		int flush = cur->si->untrusted ? Z_BLOCK : Z_NO_FLUSH, zr;
+		uint8_t *dst = skip > 0 ? cur->discard : out + got;
+		const uint8_t *in_at;
+		uInt in_len;
 
 		r = seek_trust_at_checkpoint(cur, in, true);
 		if (r < 0)
 			break;
 		want = seek_trust_limit(cur, want);
-		cur->zs.next_out = skip > 0 ? cur->discard : out + got;
+		in_at = cur->zs.next_in;
+		in_len = cur->zs.avail_in;
+		cur->zs.next_out = dst;
 		cur->zs.avail_out = (uInt)want;
-		/* Stopping at block ends lets the checkpoint check see one where it should be. */
-		zr = want > 0 ? inflate(&cur->zs, cur->si->untrusted ? Z_BLOCK : Z_NO_FLUSH) : Z_OK;
+		zr = want > 0 ? inflate(&cur->zs, flush) : Z_OK;
+		if (want > 0 && (zr == Z_OK || zr == Z_STREAM_END || zr == Z_BUF_ERROR))
+			r = seek_trust_shadow_step(cur, in_at, in_len, want, flush, dst);
+		if (r < 0)
+			break;
 		want -= cur->zs.avail_out;
 		cur->uoff += want;
 		if (skip == 0)

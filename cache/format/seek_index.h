@@ -19,7 +19,7 @@
 #include "cache/base/util.h"
 #include "cache/store/entry.h"
 
-#define SEEK_INDEX_VERSION 1
+#define SEEK_INDEX_VERSION 2     /* written; 1 (whole windows only) is read too */
 #define SEEK_SPAN_DEFAULT (2ULL << 20)  /* chosen by measurement: docs/formats.md */
 #define SEEK_SPAN_MAX (64ULL << 20)     /* most an indexed read may inflate before its chunk */
 #define SEEK_WINDOW_SIZE 32768
@@ -35,12 +35,20 @@ DEFINE_CLEANUP_FUNC(struct seek_builder *, seek_builder_free);
 
 /* From the gzip decoder.  A checkpoint is wanted once @span uncompressed bytes followed the
  * last one; the decoder offers block boundaries (@window: the last up to 32 KiB of output, of
- * this member) and member starts (@member_start: inflating starts at a gzip header, no window,
+ * this member; inflating resumes @bits bits into @prime_byte, the compressed byte before
+ * @coff) and member starts (@member_start: inflating starts at a gzip header, no window,
  * @bits 0).  Progress reports say "after @coff compressed bytes, @uoff came out". */
 bool seek_builder_wants_checkpoint(const struct seek_builder *b, uint64_t uoff);
 int seek_builder_checkpoint(struct seek_builder *b, uint64_t coff, uint64_t uoff, unsigned bits,
-			    bool member_start, const void *window, size_t window_len);
+			    uint8_t prime_byte, bool member_start, const void *window,
+			    size_t window_len);
 int seek_builder_progress(struct seek_builder *b, uint64_t coff, uint64_t uoff);
+/* Every compressed byte the decoder takes, in order, from the first checkpoint on: the
+ * builder learns from the stream after a checkpoint which bytes of its window it refers to
+ * and keeps only those (docs/formats.md, "Seek indexes"; window_probe.h). */
+int seek_builder_input(struct seek_builder *b, const void *in, size_t n);
+/* Windows kept whole (version 1's way) instead: for measuring what sparse ones save. */
+void seek_builder_set_sparse(struct seek_builder *b, bool sparse);
 /* The layer cannot be indexed (not gzip, a sparse entry): seek_builder_finish() says why. */
 void seek_builder_refuse(struct seek_builder *b, const char *why);
 

@@ -10,11 +10,15 @@
 #include "cache/format/seek_index.h"
 
 #define CP_MEMBER_START 1
+#define CP_SPARSE 2             /* version 2: the window keeps only the bytes the stream uses */
 
 struct seek_cp {
 	uint64_t coff, uoff;
 	uint8_t bits, flags;
-	uint32_t win_off, win_len;
+	/* In the window table: the window's bytes, and for CP_SPARSE its mask before them (bit
+	 * i % 8 of byte i / 8 set when byte i is used; the unused bytes are 0).  A sparse window
+	 * is the last win_len bytes of the real one: the bytes before the first used one dropped. */
+	uint32_t win_off, win_len, mask_off;
 };
 
 struct seek_chunk {
@@ -29,6 +33,7 @@ struct seek_chunk {
 };
 
 struct seek_index {
+	unsigned version;
 	uint8_t *body;
 	size_t body_len;
 	uint8_t layer[32];
@@ -74,6 +79,9 @@ struct seek_cursor {
 	size_t head_len;
 	uint64_t member_uoff, member_pos;   /* where the last member ended: output, input */
 	bool member_ended;
+	/* Untrusted, from a sparse window: proves as output comes that the stream refers to no
+	 * byte its mask calls unused (window_probe.h), NULL once past it or otherwise. */
+	struct window_shadow *shadow;
 	uint8_t window[SEEK_WINDOW_SIZE];
 };
 
@@ -112,7 +120,14 @@ int seek_trust_chunk_begin(const struct seek_index *si, const struct seek_chunk 
 int seek_trust_collect_start(struct seek_cursor *cur, const struct seek_chunk *c);
 void seek_trust_collect(struct seek_cursor *cur, uint64_t from, const uint8_t *bytes, size_t n);
 int seek_trust_collect_end(struct seek_cursor *cur, const struct seek_chunk *c);
+/* After the cursor started at its checkpoint: a shadow for a sparse window of an untrusted
+ * index.  After each inflate() (@in, @in_len, @out_len, @flush as given to it; @out its
+ * output): the shadow must agree. */
+int seek_trust_shadow_start(struct seek_cursor *cur, const uint8_t *in);
+int seek_trust_shadow_step(struct seek_cursor *cur, const uint8_t *in, size_t in_len,
+			   size_t out_len, int flush, const uint8_t *out);
 /* The output reached the next checkpoint: check it (@more: input goes on past it). */
 int seek_trust_at_checkpoint(struct seek_cursor *cur, const uint8_t *in, bool more);
-/* @want, cut so that the output stops at the next checkpoint. */
+/* @want, cut so that the output stops at the next checkpoint (and where the shadow can
+ * follow). */
 uint64_t seek_trust_limit(const struct seek_cursor *cur, uint64_t want);

@@ -18,7 +18,13 @@
  *   boundary at exactly the checkpoint's bit in the compressed stream (or at the end of a gzip
  *   member, for a member start), and the last 32 KiB it produced must be the checkpoint's
  *   window.  So a window is proven by the span before it, back to the first checkpoint, which
- *   has none.
+ *   has none;
+ * - a sparse window (index version 2: only the bytes the stream after its checkpoint uses, the
+ *   others 0, docs/formats.md) is compared there on its used bytes, and every inflate that
+ *   starts at its checkpoint runs a shadow decoder beside it for its first 32 KiB of output,
+ *   whose window has the unused bytes changed (window_probe.h): the outputs must agree, so no
+ *   byte served depends on a byte the index left out.  Its next checkpoint must not come
+ *   before the shadow is done (the builder keeps a window whole then).
  *
  * A lie is -EBADMSG with error.h's message saying what; the fetcher then drops the index.
  * Load: one check per file of the records before it (a few KiB) and per checkpoint crossed.
@@ -33,6 +39,7 @@
 #include "cache/base/error.h"
 #include "cache/base/log.h"
 #include "cache/format/tar_header.h"
+#include "cache/format/window_probe.h"
 
 #define HEAD_MAX (4U << 20)     /* of the tar records before one file */
 
@@ -212,6 +219,24 @@ static uint64_t cursor_bit(const struct seek_cursor *cur, const uint8_t *in)
 	return byte * 8 - (uint64_t)(cur->zs.data_type & 63);
 }
 
+/* Whether checkpoint @cp's window, as the index has it, is @real (@real_len bytes): the same
+ * bytes, or for a sparse one the same used bytes at the end of @real. */
+static bool window_matches(const struct seek_index *si, const struct seek_cp *cp,
+			   const uint8_t *real, size_t real_len)
+{
+	const uint8_t *mask = si->windows + cp->mask_off, *bytes = si->windows + cp->win_off;
+
+	if (!(cp->flags & CP_SPARSE))
+		return real_len == cp->win_len && memcmp(real, bytes, real_len) == 0;
+	if (real_len < cp->win_len)
+		return false;
+	real += real_len - cp->win_len;
+	for (size_t i = 0; i < cp->win_len; i++)
+		if ((mask[i / 8] & (1U << (i % 8))) && real[i] != bytes[i])
+			return false;
+	return true;
+}
+
 /* At a block boundary: must be checkpoint @cp's bit, and the window its window. */
 static int boundary_check(struct seek_cursor *cur, const uint8_t *in, const struct seek_cp *cp)
 {
@@ -221,7 +246,7 @@ static int boundary_check(struct seek_cursor *cur, const uint8_t *in, const stru
 
 	if (inflateGetDictionary(&cur->zs, cur->window, &wlen) != Z_OK)
 		return -ENOMEM;
-	if (wlen != cp->win_len || memcmp(cur->window, cur->si->windows + cp->win_off, wlen) != 0)
+	if (!window_matches(cur->si, cp, cur->window, wlen))
 		return lie("a checkpoint's window is not what the span before it inflates to");
 	/* Not at the end of a block yet (its end code not read): read up to it, no further. */
 	if (!(cur->zs.data_type & 128)) {
@@ -278,6 +303,8 @@ int seek_trust_at_checkpoint(struct seek_cursor *cur, const uint8_t *in, bool mo
 	cp = &si->cps[cur->next_cp];
 	if (cur->uoff > cp->uoff)
 		return lie("inflating passed a checkpoint");
+	if (cur->shadow && !window_shadow_done(cur->shadow))
+		return lie("a checkpoint follows a sparse window's within 32 KiB of output");
 	if (cp->flags & CP_MEMBER_START) {
 		r = member_check(cur, in, cp, more);
 		if (r >= 0 && (more || (cur->member_ended && cur->member_uoff == cp->uoff)))
@@ -295,8 +322,35 @@ uint64_t seek_trust_limit(const struct seek_cursor *cur, uint64_t want)
 	const struct seek_index *si = cur->si;
 	uint64_t left;
 
+	if (cur->shadow)
+		want = window_shadow_limit(cur->shadow, want);
 	if (!si->untrusted || cur->next_cp >= si->n_cps)
 		return want;
 	left = si->cps[cur->next_cp].uoff - cur->uoff;
 	return left < want ? left : want;
+}
+
+int seek_trust_shadow_start(struct seek_cursor *cur, const uint8_t *in)
+{
+	const struct seek_index *si = cur->si;
+	const struct seek_cp *cp = &si->cps[cur->cp];
+
+	if (!si->untrusted || !(cp->flags & CP_SPARSE))
+		return 0;
+	return window_shadow_new(si->windows + cp->win_off, si->windows + cp->mask_off,
+				 cp->win_len, cp->bits, cp->bits ? in[0] : 0, &cur->shadow);
+}
+
+int seek_trust_shadow_step(struct seek_cursor *cur, const uint8_t *in, size_t in_len,
+			   size_t out_len, int flush, const uint8_t *out)
+{
+	int r;
+
+	if (!cur->shadow)
+		return 0;
+	r = window_shadow_step(cur->shadow, in, in_len, out_len, flush,
+			       in_len - cur->zs.avail_in, out, out_len - cur->zs.avail_out);
+	if (r == -EBADMSG)
+		return lie("a sparse window leaves out a byte the stream after it refers to");
+	return r;
 }

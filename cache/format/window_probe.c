@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zlib.h>
 
 enum { PROBE_LOW, PROBE_LOW_INVERTED, PROBE_HIGH, PROBES };
@@ -126,4 +127,78 @@ void window_probe_used(const struct window_probe *p, uint8_t *used)
 		if (i < p->window_len)
 			used[i] = 1;
 	}
+}
+
+struct window_shadow {
+	z_stream zs;
+	bool ready, done;
+	size_t produced;        /* of the output it follows */
+	uint8_t out[WINDOW_PROBE_SIZE];
+};
+
+struct window_shadow *window_shadow_free(struct window_shadow *s)
+{
+	if (s && s->ready)
+		(void)inflateEnd(&s->zs);
+	free(s);
+	return NULL;
+}
+
+int window_shadow_new(const uint8_t *window, const uint8_t *mask, size_t window_len,
+		      unsigned bits, uint8_t prime_byte, struct window_shadow **ret)
+{
+	_cleanup_(window_shadow_freep) struct window_shadow *s = NULL;
+
+	if (window_len > WINDOW_PROBE_SIZE || bits > 7)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	if (inflateInit2(&s->zs, -15) != Z_OK)
+		return -ENOMEM;
+	s->ready = true;
+	/* The changed window is built in s->out, free until the first step. */
+	for (size_t i = 0; i < window_len; i++)
+		s->out[i] = mask[i / 8] & (1U << (i % 8)) ? window[i] : (uint8_t)~window[i];
+	if (bits > 0 && inflatePrime(&s->zs, (int)bits, prime_byte >> (8 - bits)) != Z_OK)
+		return -EINVAL;
+	if (window_len > 0 && inflateSetDictionary(&s->zs, s->out, (uInt)window_len) != Z_OK)
+		return -EINVAL;
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+size_t window_shadow_limit(const struct window_shadow *s, size_t want)
+{
+	size_t left = WINDOW_PROBE_SIZE - s->produced;
+
+	return s->done || want < left ? want : left;
+}
+
+bool window_shadow_done(const struct window_shadow *s)
+{
+	return s->done;
+}
+
+int window_shadow_step(struct window_shadow *s, const uint8_t *in, size_t in_len, size_t out_len,
+		       int flush, size_t consumed, const uint8_t *out, size_t produced)
+{
+	int zr;
+
+	if (s->done)
+		return 0;
+	if (out_len > WINDOW_PROBE_SIZE - s->produced || in_len > UINT32_MAX)
+		return -EINVAL;
+	s->zs.next_in = (uint8_t *)in;
+	s->zs.avail_in = (uInt)in_len;
+	s->zs.next_out = s->out;
+	s->zs.avail_out = (uInt)out_len;
+	zr = inflate(&s->zs, flush);
+	if ((zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) ||
+	    in_len - s->zs.avail_in != consumed || out_len - s->zs.avail_out != produced ||
+	    memcmp(s->out, out, produced) != 0)
+		return -EBADMSG;
+	s->produced += produced;
+	s->done = zr == Z_STREAM_END || s->produced == WINDOW_PROBE_SIZE;
+	return 0;
 }

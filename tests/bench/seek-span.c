@@ -3,12 +3,11 @@
  *
  *	build/tests/bench-seek-span LAYER.tar.gz [SPAN_KIB...]
  *
- * For each span: the index's size (and its share of the layer), its checkpoints, and what a
+ * For each span: the index's size with whole windows (version 1's) and with sparse ones (what
+ * the builder writes: only the window bytes the stream after a checkpoint uses, window_probe.h)
+ * and their share of the layer, the share of window bytes kept, its checkpoints, and what a
  * miss on a file costs: the compressed bytes of the range its first chunk is fetched with
- * (mean, median, 90th percentile over the layer's non-empty files), and the bytes inflated
- * before the file's data (mean).  And what sparse windows would save (window_probe.h): the
- * windows deflated whole, deflated with the bytes the stream after them never copies from
- * zeroed and the leading ones dropped, and the index's size with the second instead. */
+ * (mean, median, 90th percentile over the layer's non-empty files). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,18 +15,15 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <zlib.h>
 
 #include "cache/base/error.h"
 #include "cache/format/layer_tar.h"
 #include "cache/format/seek_index.h"
 #include "cache/format/seek_index_private.h"
-#include "cache/format/window_probe.h"
 
 struct costs {
 	uint64_t *fetch;
 	size_t n, allocated;
-	uint64_t n_files;
 };
 
 static int add_file(void *userdata, const struct entry *e)
@@ -49,90 +45,15 @@ static int u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-struct windows {
-	uint8_t *full, *sparse;
-	size_t full_len, sparse_len;
-	size_t used, total;
-};
-
-/* Appends checkpoint @cp's window to @w, whole and as window_probe.h would keep it. */
-static int window_add(struct windows *w, const struct seek_index *si, const struct seek_cp *cp,
-		      const uint8_t *layer, size_t layer_len)
+/* The index of the layer at @path, with sparse windows or not; *ret_secs: the build's time. */
+static int build(const char *path, const char *digest, uint64_t blob_size, uint64_t span,
+		 bool sparse, struct seek_index **ret, size_t *ret_len, double *ret_secs)
 {
-	const uint8_t *win = si->windows + cp->win_off;
-	uint8_t used[WINDOW_PROBE_SIZE];
-	struct window_probe *p = NULL;
-	size_t first = 0;
-	int r;
-
-	memcpy(w->full + w->full_len, win, cp->win_len);
-	w->full_len += cp->win_len;
-	r = window_probe_new(cp->win_len, cp->bits, cp->bits ? layer[cp->coff - 1] : 0, &p);
-	if (r >= 0)
-		r = window_probe_feed(p, layer + cp->coff, layer_len - cp->coff);
-	if (r == 1)
-		window_probe_used(p, used);
-	window_probe_free(p);
-	if (r < 0)
-		return r;
-	if (r == 0)
-		memset(used, 1, cp->win_len);  /* the layer ends first: keep it whole */
-	while (first < cp->win_len && !used[first])
-		first++;
-	for (size_t i = first; i < cp->win_len; i++) {
-		w->sparse[w->sparse_len++] = used[i] ? win[i] : 0;
-		w->used += used[i];
-	}
-	w->total += cp->win_len;
-	return 0;
-}
-
-static size_t deflated_size(const uint8_t *buf, size_t n)
-{
-	uLongf zlen = compressBound(n);
-	uint8_t *z = malloc(zlen);
-	int zr = z ? compress2(z, &zlen, buf, n, 6) : Z_MEM_ERROR;
-
-	free(z);
-	return zr == Z_OK ? zlen : 0;
-}
-
-/* The windows of @si deflated whole and sparse (as the index deflates its body, level 6). */
-static int windows_measure(const struct seek_index *si, const uint8_t *layer, size_t layer_len,
-			   size_t *ret_full, size_t *ret_sparse, double *ret_used)
-{
-	struct windows w = {};
-	int r = 0;
-
-	w.full = malloc(si->windows_len + 1);
-	w.sparse = malloc(si->windows_len + 1);
-	for (size_t i = 0; w.full && w.sparse && r >= 0 && i < si->n_cps; i++)
-		if (si->cps[i].win_len > 0)
-			r = window_add(&w, si, &si->cps[i], layer, layer_len);
-	if (!w.full || !w.sparse)
-		r = -ENOMEM;
-	*ret_full = r >= 0 ? deflated_size(w.full, w.full_len) : 0;
-	*ret_sparse = r >= 0 ? deflated_size(w.sparse, w.sparse_len) : 0;
-	*ret_used = w.total ? 100.0 * w.used / w.total : 0;
-	free(w.full);
-	free(w.sparse);
-	return r;
-}
-
-static int one_span(const char *path, const uint8_t *layer, const char *digest,
-		    uint64_t blob_size, uint64_t span)
-{
-	size_t win_full = 0, win_sparse = 0;
-	double win_used = 0;
-	struct seek_builder *b = NULL;
-	struct seek_index *si = NULL;
-	struct seek_index_info info;
-	struct costs c = {};
 	char diff_id[DIGEST_STRING_MAX];
-	uint64_t tar_size = 0, sum = 0;
+	struct seek_builder *b = NULL;
 	struct timespec t0, t1;
+	uint64_t tar_size = 0;
 	void *idx = NULL;
-	size_t len = 0;
 	int fd, r;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -140,37 +61,69 @@ static int one_span(const char *path, const uint8_t *layer, const char *digest,
 		return -errno;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	r = seek_builder_new(span, &b);
-	if (r >= 0)
+	if (r >= 0) {
+		seek_builder_set_sparse(b, sparse);
 		r = layer_tar_index_seek(fd, NULL, NULL, NULL, NULL, b, diff_id, &tar_size);
+	}
 	if (r >= 0)
-		r = seek_builder_finish(b, digest, blob_size, tar_size, &idx, &len);
+		r = seek_builder_finish(b, digest, blob_size, tar_size, &idx, ret_len);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	close(fd);
+	*ret_secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
 	if (r >= 0)
-		r = seek_index_parse(idx, len, digest, blob_size, &si);
+		r = seek_index_parse(idx, *ret_len, digest, blob_size, ret);
+	free(idx);
+	seek_builder_free(b);
+	return r;
+}
+
+/* Of the window bytes @whole has, the share @sparse keeps. */
+static double windows_kept(const struct seek_index *whole, const struct seek_index *sparse)
+{
+	uint64_t all = 0, kept = 0;
+
+	for (size_t i = 0; i < whole->n_cps && i < sparse->n_cps; i++) {
+		const struct seek_cp *cp = &sparse->cps[i];
+
+		all += whole->cps[i].win_len;
+		if (!(cp->flags & CP_SPARSE))
+			kept += cp->win_len;
+		for (size_t j = 0; (cp->flags & CP_SPARSE) && j < cp->win_len; j++)
+			kept += sparse->windows[cp->mask_off + j / 8] >> (j % 8) & 1;
+	}
+	return all ? 100.0 * kept / all : 0;
+}
+
+static int one_span(const char *path, const char *digest, uint64_t blob_size, uint64_t span)
+{
+	struct seek_index *whole = NULL, *sparse = NULL;
+	size_t whole_len = 0, sparse_len = 0;
+	struct seek_index_info info;
+	struct costs c = {};
+	double secs = 0, whole_secs = 0;
+	uint64_t sum = 0;
+	int r;
+
+	r = build(path, digest, blob_size, span, false, &whole, &whole_len, &whole_secs);
 	if (r >= 0)
-		r = seek_index_foreach(si, add_file, &c);
+		r = build(path, digest, blob_size, span, true, &sparse, &sparse_len, &secs);
 	if (r >= 0)
-		r = windows_measure(si, layer, blob_size, &win_full, &win_sparse, &win_used);
+		r = seek_index_foreach(sparse, add_file, &c);
 	if (r >= 0 && c.n > 0) {
-		seek_index_get_info(si, &info);
+		seek_index_get_info(sparse, &info);
 		qsort(c.fetch, c.n, sizeof(*c.fetch), u64_cmp);
 		for (size_t i = 0; i < c.n; i++)
 			sum += c.fetch[i];
-		printf("| %6llu KiB | %9zu | %5.2f%% | %6zu | %8.0f | %8llu | %8llu | %5.1f s "
-		       "| %8zu | %8zu (%4.1f%% used) | %9zu = %5.2f%% |\n",
-		       (unsigned long long)(span >> 10), len, 100.0 * len / blob_size,
-		       info.n_checkpoints, (double)sum / c.n,
-		       (unsigned long long)c.fetch[c.n / 2],
-		       (unsigned long long)c.fetch[c.n * 9 / 10],
-		       (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
-		       win_full, win_sparse, win_used, len - win_full + win_sparse,
-		       100.0 * (len - win_full + win_sparse) / blob_size);
+		printf("| %6llu KiB | %9zu = %5.2f%% | %9zu = %5.2f%% | %4.1f%% | %6zu | %8.0f "
+		       "| %8llu | %8llu | %5.1f s |\n",
+		       (unsigned long long)(span >> 10), whole_len, 100.0 * whole_len / blob_size,
+		       sparse_len, 100.0 * sparse_len / blob_size, windows_kept(whole, sparse),
+		       info.n_checkpoints, (double)sum / c.n, (unsigned long long)c.fetch[c.n / 2],
+		       (unsigned long long)c.fetch[c.n * 9 / 10], secs);
 	}
 	free(c.fetch);
-	free(idx);
-	seek_index_free(si);
-	seek_builder_free(b);
+	seek_index_free(whole);
+	seek_index_free(sparse);
 	return r;
 }
 
@@ -192,13 +145,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("%s: %zu bytes\n\n", argv[1], len);
-	printf("| span | index bytes | of layer | checkpoints | miss mean | median | p90 | build "
-	       "| windows | sparse | index, sparse |\n");
-	printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+	printf("| span | index, whole windows | index, sparse windows | window bytes kept "
+	       "| checkpoints | miss mean | median | p90 | build |\n");
+	printf("|---|---|---|---|---|---|---|---|---|\n");
 	for (int i = 0; i < (argc > 2 ? argc - 2 : (int)ELEMENTSOF(defaults)); i++) {
 		uint64_t span = (argc > 2 ? strtoull(argv[i + 2], NULL, 10) : defaults[i]) << 10;
 
-		r = one_span(argv[1], (const uint8_t *)buf, digest, len, span);
+		r = one_span(argv[1], digest, len, span);
 		if (r < 0) {
 			fprintf(stderr, "span %llu: %s\n", (unsigned long long)span, error_take(r));
 			return 1;

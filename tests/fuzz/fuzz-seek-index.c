@@ -4,10 +4,12 @@
  * An index's body is deflated, which a mutated input never inflates to: so the first byte
  * picks a mode.  Odd: the rest is a body, which this harness wraps (deflate, file header) so
  * that the fuzzer works on the tables.  Even: the rest is the whole index file.  An index that
- * parses is walked, and each of its small chunks is inflated from a synthetic blob: nothing
- * may read out of bounds, whatever the offsets, windows and bits say. */
+ * parses is walked, trusted and untrusted, and each of its small chunks is inflated from a
+ * synthetic blob: nothing may read out of bounds, whatever the offsets, windows, masks and bits
+ * say. */
 #include "cache/format/seek_index.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +46,9 @@ static int walk_entry(void *userdata, const struct entry *e)
 	return 0;
 }
 
-static void check(const uint8_t *buf, size_t len)
+/* Walked as an index built here, and (@untrusted) as one from elsewhere, whose reads prove
+ * tar headers and windows as they go (seek_trust.c, sparse windows' shadow decoder). */
+static void check(const uint8_t *buf, size_t len, bool untrusted)
 {
 	struct seek_index *si = NULL;
 	struct seek_index_info info;
@@ -52,6 +56,8 @@ static void check(const uint8_t *buf, size_t len)
 
 	if (seek_index_parse(buf, len, NULL, 0, &si) < 0)
 		return;
+	if (untrusted && seek_index_set_untrusted(si) < 0)
+		abort();
 	seek_index_get_info(si, &info);
 	w.si = si;
 	w.blob_len = info.blob_size < SMALL ? info.blob_size : SMALL;
@@ -73,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	if (!(data[0] & 1)) {
-		check(data + 1, size - 1);
+		check(data + 1, size - 1, false);
+		check(data + 1, size - 1, true);
 		return 0;
 	}
 	zlen = compressBound(size - 1);
@@ -87,7 +94,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		file[16 + i] = (uint8_t)((uint64_t)(size - 1) >> (8 * i));
 	if (compress(file + 24, &zlen, data + 1, size - 1) != Z_OK)
 		abort();
-	check(file, 24 + zlen);
+	check(file, 24 + zlen, false);
+	check(file, 24 + zlen, true);
 	free(file);
 	return 0;
 }

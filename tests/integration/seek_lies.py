@@ -70,12 +70,29 @@ class Index:
                 out.append((i, self.u64(i, 28), self.u64(i, 44), self.u32(i, 76), self.u32(i, 80)))
         return out
 
+    # checkpoints
+    def window(self, k):
+        """Checkpoint @k's window: (mask or None when whole, offset of its bytes, length).  A
+        sparse one (flag 2) has its mask, a bit per byte, before its bytes."""
+        _, _, _, flags, woff, wlen = self.cps[k]
+        if flags & 2:
+            return self.windows[woff:woff + (wlen + 7) // 8], woff + (wlen + 7) // 8, wlen
+        return None, woff, wlen
+
+    def window_bytes(self, k):
+        _, off, n = self.window(k)
+        return bytes(self.windows[off:off + n])
+
     def span_of(self, uoff):
         k = 0
         for i, c in enumerate(self.cps):
             if c[1] <= uoff:
                 k = i
         return k
+
+
+def used(mask, j):
+    return mask is None or mask[j // 8] >> (j % 8) & 1
 
 
 def tar_stream(layer_blob):

@@ -294,7 +294,7 @@ SEEK_AHEAD = 32 * 1024
 
 def _index_chunks(lazyroot):
     """(uncompressed offset, compressed end) of every chunk of the cached seek index, parsed
-    as docs/formats.md ("Seek indexes", version 1) says."""
+    as docs/formats.md ("Seek indexes", version 2) says."""
     import struct
     import zlib
     db = str(lazyroot.cache_dir / "index.db")
@@ -302,7 +302,7 @@ def _index_chunks(lazyroot):
     hexd = digest.split(":")[1]
     with open(lazyroot.cache_dir / "blobs" / "sha256" / hexd[:2] / hexd, "rb") as f:
         data = f.read()
-    assert data[:8] == b"LZRSEEKI" and struct.unpack("<I", data[8:12])[0] == 1
+    assert data[:8] == b"LZRSEEKI" and struct.unpack("<I", data[8:12])[0] == 2
     (body_len,) = struct.unpack("<Q", data[16:24])
     body = zlib.decompress(data[24:24 + body_len])
     n_cps, n_entries, n_xattrs, n_chunks = struct.unpack("<4I", body[52:68])

@@ -1,6 +1,7 @@
 """Seek indexes from elsewhere (untrusted) prove themselves as they are read (docs/security.md,
 "Seek indexes"): an honest one serves the tree; one that lies (wrong offsets, an invented or
-renamed file, a changed mode, a window replaced with chunk digests to match, another layer's)
+renamed file, a changed mode, a window replaced or a sparse one that leaves out bytes the
+stream uses, each with chunk digests to match, another layer's)
 never makes a read return bytes that are not the file's, is dropped, and the layer is then
 read whole and served right."""
 
@@ -12,7 +13,7 @@ import pytest
 
 import helpers
 from helpers import compare_with_oracle, index_then_forget_layers, sqlite
-from seek_lies import Index, raw_inflate_from, sha, tar_stream
+from seek_lies import Index, raw_inflate_from, sha, tar_stream, used
 from test_seek_index import _biggest_layer, _blob_path, _layer_digests, _stats
 
 NAME = "oci-gzip"
@@ -174,19 +175,11 @@ def _lie_invented(ix, blob, tar):
     return ["/invented", "/" + ix.path(i)]
 
 
-def _lie_window(ix, blob, tar):
-    """A checkpoint's window replaced, and every chunk of its span given the digest of what it
-    inflates to with that window: each chunk verifies against the index."""
-    for k in range(1, len(ix.cps) - 1):
-        coff, uoff, bits, flags, woff, wlen = ix.cps[k]
-        if flags == 0 and wlen == 32768:
-            break
-    else:
-        raise AssertionError("no checkpoint with a window")
-    fake = bytes(b ^ 0x5a for b in ix.windows[woff:woff + wlen])
-    ix.windows[woff:woff + wlen] = fake
-    end = ix.cps[k + 1][1]
-    out = raw_inflate_from(blob, ix.cps[k], fake, end - uoff)
+def _recompute_span(ix, blob, k):
+    """Every chunk of checkpoint @k's span given the digest of what it inflates to with the
+    window the index now has: each chunk verifies against the index."""
+    uoff, end = ix.cps[k][1], ix.cps[k + 1][1]
+    out = raw_inflate_from(blob, ix.cps[k], ix.window_bytes(k), end - uoff)
     changed = []
     for c in ix.chunks:
         if uoff <= c[0] < end:
@@ -194,8 +187,44 @@ def _lie_window(ix, blob, tar):
             if d != c[3]:
                 changed.append(c)
             c[3] = d
-    assert changed, "the fake window changes no chunk: the lie would be no lie"
+    assert changed, "the changed window changes no chunk: the lie would be no lie"
+
+
+def _big_window(ix, sparse_only=False):
+    for k in range(1, len(ix.cps) - 1):
+        mask, off, n = ix.window(k)
+        if not ix.cps[k][3] & 1 and n >= 4096 and (mask is not None or not sparse_only):
+            return k
+    raise AssertionError("no checkpoint with a window")
+
+
+def _lie_window(ix, blob, tar):
+    """A checkpoint's window replaced (the bytes a sparse one keeps), with the span's chunk
+    digests recomputed to match it."""
+    k = _big_window(ix)
+    mask, off, n = ix.window(k)
+    for j in range(n):
+        if used(mask, j):
+            ix.windows[off + j] ^= 0x5a
+    _recompute_span(ix, blob, k)
     # Read in stream order, as a tar of the tree would: every file is read.
+    return [None]
+
+
+def _lie_left_out(ix, blob, tar):
+    """A sparse window that leaves out bytes its stream uses (marked unused, stored 0), with
+    the span's chunk digests recomputed to match: the used bytes it keeps are all true, so
+    only the shadow decoder that checks the unused ones (seek_trust.c) can catch it."""
+    k = _big_window(ix, sparse_only=True)
+    mask, off, n = ix.window(k)
+    mask_off = off - len(mask)
+    dropped = 0
+    for j in range(1, n):
+        if used(mask, j) and ix.windows[off + j] != 0 and dropped < 64:
+            ix.windows[mask_off + j // 8] &= ~(1 << (j % 8)) & 0xff
+            ix.windows[off + j] = 0
+            dropped += 1
+    _recompute_span(ix, blob, k)
     return [None]
 
 
@@ -211,7 +240,8 @@ def _lie_renamed_across(ix, blob, tar):
 
 
 LIES = {"renamed": _lie_renamed, "mode": _lie_mode, "offsets": _lie_offsets,
-        "invented": _lie_invented, "window": _lie_window, "renamed-across": _lie_renamed_across}
+        "invented": _lie_invented, "window": _lie_window, "renamed-across": _lie_renamed_across,
+        "left-out": _lie_left_out}
 
 
 def _stream_order(ix):

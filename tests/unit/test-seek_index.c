@@ -170,7 +170,7 @@ static int stream_of(const struct buf *gz, size_t max_piece, unsigned seed)
 }
 
 static int build_from(const struct buf *gz, size_t max_piece, unsigned seed, uint64_t span,
-		      const char *layer_digest, void **ret, size_t *ret_len,
+		      bool sparse, const char *layer_digest, void **ret, size_t *ret_len,
 		      uint64_t *ret_tar_size)
 {
 	struct seek_builder *b = NULL;
@@ -178,6 +178,8 @@ static int build_from(const struct buf *gz, size_t max_piece, unsigned seed, uin
 	int fd = stream_of(gz, max_piece, seed), r;
 
 	r = seek_builder_new(span, &b);
+	if (r >= 0)
+		seek_builder_set_sparse(b, sparse);
 	if (r >= 0)
 		r = layer_tar_index_seek(fd, NULL, NULL, NULL, NULL, b, diff_id, ret_tar_size);
 	if (r >= 0)
@@ -193,7 +195,7 @@ static int build_from(const struct buf *gz, size_t max_piece, unsigned seed, uin
 static int build(const struct buf *gz, uint64_t span, const char *layer_digest, void **ret,
 		 size_t *ret_len, uint64_t *ret_tar_size)
 {
-	return build_from(gz, 0, 0, span, layer_digest, ret, ret_len, ret_tar_size);
+	return build_from(gz, 0, 0, span, true, layer_digest, ret, ret_len, ret_tar_size);
 }
 
 struct verify {
@@ -448,12 +450,28 @@ static void shift_chunk(uint8_t *b, size_t len)
 	chunk[0] ^= 1;  /* the second chunk starts a byte off */
 }
 
+static bool sparse_window(uint8_t *b, uint32_t i, uint8_t **mask, uint8_t **bytes, uint32_t *n);
+static bool used(const uint8_t *mask, uint32_t j);
+
+/* Every 7th byte of every window changed (of a sparse one, of the bytes it keeps). */
 static void bad_window(uint8_t *b, size_t len)
 {
-	uint8_t *w = WINDOWS(b);
+	uint8_t *mask, *bytes;
+	uint32_t n;
 
-	for (uint8_t *p = w; p < b + len; p += 7)
-		*p ^= 0x5a;
+	(void)len;
+	for (uint32_t i = 1; i < N_CPS(b); i++) {
+		uint8_t *cp = CPS(b) + 32 * i;
+
+		if (!sparse_window(b, i, &mask, &bytes, &n)) {
+			mask = NULL;
+			bytes = WINDOWS(b) + le32(cp + 20);
+			n = le32(cp + 24);
+		}
+		for (uint32_t j = 0; j < n; j += 7)
+			if (!mask || used(mask, j))
+				bytes[j] ^= 0x5a;
+	}
 }
 
 static void bad_bits(uint8_t *b, size_t len)
@@ -555,7 +573,7 @@ static void test_hostile(void)
 	      "an index for another blob size is refused");
 	copy = malloc(f.idx_len);
 	memcpy(copy, f.idx, f.idx_len);
-	copy[8] = 2;
+	copy[8] = SEEK_INDEX_VERSION + 1;
 	check(seek_index_parse(copy, f.idx_len, f.layer, f.gz.n, &si) == -EBADMSG,
 	      "an index of an unknown version is refused");
 	free(copy);
@@ -809,6 +827,118 @@ static void test_untrusted(void)
 	free_many(f.idx, f.tar.p, f.gz.p);
 }
 
+/* ---- Sparse windows: only the bytes the stream after a checkpoint uses ---------------- */
+
+/* Checkpoint @i's sparse window in body @b: its mask and bytes, or false if it is not sparse. */
+static bool sparse_window(uint8_t *b, uint32_t i, uint8_t **mask, uint8_t **bytes, uint32_t *n)
+{
+	uint8_t *cp = CPS(b) + 32 * i;
+
+	if (!(cp[17] & 2))
+		return false;
+	*n = le32(cp + 24);
+	*mask = WINDOWS(b) + le32(cp + 20);
+	*bytes = *mask + (*n + 7) / 8;
+	return true;
+}
+
+static bool used(const uint8_t *mask, uint32_t j)
+{
+	return mask[j / 8] >> (j % 8) & 1;
+}
+
+/* A byte the stream uses, not 0, left out (its mask bit cleared, stored 0): the window looks
+ * like one whose stream never refers to that byte. */
+static void drop_used_byte(uint8_t *b, size_t len)
+{
+	uint8_t *mask, *bytes;
+	uint32_t n;
+
+	(void)len;
+	for (uint32_t i = 1; i < N_CPS(b); i++)
+		for (uint32_t j = 1; sparse_window(b, i, &mask, &bytes, &n) && j < n; j++)
+			if (used(mask, j) && bytes[j] != 0) {
+				mask[j / 8] &= (uint8_t)~(1U << (j % 8));
+				bytes[j] = 0;
+				return;
+			}
+	abort();
+}
+
+static void unused_not_zero(uint8_t *b, size_t len)
+{
+	uint8_t *mask, *bytes;
+	uint32_t n;
+
+	(void)len;
+	for (uint32_t i = 1; i < N_CPS(b); i++)
+		for (uint32_t j = 0; sparse_window(b, i, &mask, &bytes, &n) && j < n; j++)
+			if (!used(mask, j)) {
+				bytes[j] = 1;
+				return;
+			}
+	abort();
+}
+
+static unsigned count_sparse(const void *buf, size_t idx_len)
+{
+	const uint8_t *idx = buf;
+	uLongf raw_len = 0;
+	uint8_t *body;
+	unsigned n = 0;
+
+	for (int i = 7; i >= 0; i--)
+		raw_len = raw_len << 8 | idx[16 + i];
+	body = malloc(raw_len);
+	if (uncompress(body, &raw_len, idx + 24, idx_len - 24) != Z_OK)
+		abort();
+	for (uint32_t i = 0; i < N_CPS(body); i++)
+		n += (CPS(body)[32 * i + 17] & 2) != 0;
+	free(body);
+	return n;
+}
+
+static void test_sparse_windows(void)
+{
+	struct fixture f;
+	void *whole = NULL, *copy;
+	size_t whole_len = 0, len;
+	struct seek_index *si = NULL;
+	uint64_t tar_size;
+	struct walk w;
+
+	fixture_make(&f);
+	check(count_sparse(f.idx, f.idx_len) > 0, "the builder keeps windows sparse (%u)",
+	      count_sparse(f.idx, f.idx_len));
+	check(build_from(&f.gz, 0, 0, 64 * 1024, false, f.layer, &whole, &whole_len,
+			 &tar_size) >= 0 && whole_len > f.idx_len,
+	      "windows kept sparse make the index smaller (%zu bytes against %zu whole)",
+	      f.idx_len, whole_len);
+	walk_untrusted(f.idx, f.idx_len, f.layer, &f.gz, &w);
+	check(w.lies == 0 && w.good == w.chunks && w.chunks > 0,
+	      "an honest untrusted index with sparse windows serves every chunk (%u of %u)",
+	      w.good, w.chunks);
+	test_untrusted_lie(&f, drop_used_byte, "a used window byte left out",
+			   "sparse window");
+	copy = mutate(&f, unused_not_zero, &len);
+	check(seek_index_parse(copy, len, f.layer, f.gz.n, &si) == -EBADMSG,
+	      "a sparse window whose unused bytes are not 0 is refused (%s)", error_take(-EBADMSG));
+	free(copy);
+	copy = malloc(f.idx_len);
+	memcpy(copy, f.idx, f.idx_len);
+	((uint8_t *)copy)[8] = 1;
+	check(seek_index_parse(copy, f.idx_len, f.layer, f.gz.n, &si) == -EBADMSG,
+	      "a version 1 index with sparse windows is refused");
+	free(copy);
+	((uint8_t *)whole)[8] = 1;
+	walk_untrusted(whole, whole_len, f.layer, &f.gz, &w);
+	check(w.lies == 0 && w.good == w.chunks && w.chunks > 0,
+	      "a version 1 index (whole windows) is still read, untrusted (%u of %u chunks)",
+	      w.good, w.chunks);
+	check(si == NULL, "nothing is returned for a refused index");
+	free_many(whole, f.idx, f.tar.p, f.gz.p);
+}
+
 /* Every host that indexes a layer must write the same index, however its reads were cut: the
  * index is published and shared by digest. */
 static void test_same_index_however_reads_are_cut(unsigned members)
@@ -829,7 +959,7 @@ static void test_same_index_however_reads_are_cut(unsigned members)
 	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
 		void *idx = NULL;
 		size_t len = 0;
-		int r = build_from(&gz, pieces[i], (unsigned)i + 1, 64 * 1024, layer, &idx, &len,
+		int r = build_from(&gz, pieces[i], (unsigned)i + 1, 64 * 1024, true, layer, &idx, &len,
 				   &tar_size);
 
 		same = same && r >= 0 && len == ref_len && memcmp(idx, ref, len) == 0;
@@ -848,6 +978,7 @@ int main(void)
 	test_roundtrip(9, 64 * 1024);
 	test_roundtrip(1, 1024 * 1024);
 	test_hostile();
+	test_sparse_windows();
 	test_refuse_plain();
 	test_untrusted_honest(1);
 	test_untrusted_honest(9);
