@@ -13,7 +13,7 @@
 #include "cache/base/util.h"
 #include "cache/format/seek_index.h"
 
-#define SEEK_CURSOR_POOL_SIZE 16   /* ~140 KiB each (windows, zlib's state, a discard buffer) */
+#define SEEK_CURSOR_POOL_SIZE 64   /* ~90 KiB each (windows, zlib's state, a discard buffer) */
 #define SEEK_CURSOR_CLAIMS_MAX 32  /* spans being fetched at once; past that, nobody waits */
 
 struct seek_cursor_pool;

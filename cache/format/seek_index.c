@@ -35,6 +35,8 @@
 #define CHUNK_SIZE 56
 #define ENTRY_HAS_LINK 1
 #define ENTRY_HAS_DIGEST 2
+/* What a cursor inflates the bytes before a chunk into: small, a mount parks many cursors. */
+#define CURSOR_DISCARD_SIZE (16 * 1024)
 #define MAX_CHECKPOINTS (1U << 20)
 #define MAX_ENTRIES (1U << 22)
 #define MAX_XATTRS (1U << 22)
@@ -1186,7 +1188,7 @@ int seek_cursor_new(struct seek_cursor **ret)
 
 	if (!cur)
 		return -ENOMEM;
-	cur->discard = malloc(64 * 1024);
+	cur->discard = malloc(CURSOR_DISCARD_SIZE);
 	if (!cur->discard) {
 		free(cur);
 		return -ENOMEM;
@@ -1279,7 +1281,7 @@ static int cursor_read(struct seek_cursor *cur, const uint8_t *in, uint64_t uoff
 	while (r >= 0 && got < size) {
 		/* Bytes before the chunk still to drop (0 once it is coming out). */
 		uint64_t skip = uoff + got - cur->uoff, from = cur->uoff;
-		uint64_t want = skip > 0 ? MIN(skip, 64 * 1024) : MIN(size - got, UINT32_MAX);
+		uint64_t want = skip > 0 ? MIN(skip, CURSOR_DISCARD_SIZE) : MIN(size - got, UINT32_MAX);
 		/* Stopping at block ends lets the checkpoint check see one where it should be. */
 		int flush = cur->si->untrusted ? Z_BLOCK : Z_NO_FLUSH, zr;
 		uint8_t *dst = skip > 0 ? cur->discard : out + got;

@@ -20,7 +20,7 @@
 #include "cache/store/entry.h"
 
 #define SEEK_INDEX_VERSION 2     /* written; 1 (whole windows only) is read too */
-#define SEEK_SPAN_DEFAULT (2ULL << 20)  /* chosen by measurement: docs/formats.md */
+#define SEEK_SPAN_DEFAULT (512ULL << 10)  /* chosen by measurement: docs/formats.md */
 #define SEEK_SPAN_MAX (64ULL << 20)     /* most an indexed read may inflate before its chunk */
 #define SEEK_WINDOW_SIZE 32768
 #define SEEK_INDEX_MAX (512ULL << 20)   /* of an index, uncompressed */

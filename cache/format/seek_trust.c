@@ -303,7 +303,7 @@ int seek_trust_at_checkpoint(struct seek_cursor *cur, const uint8_t *in, bool mo
 	cp = &si->cps[cur->next_cp];
 	if (cur->uoff > cp->uoff)
 		return lie("inflating passed a checkpoint");
-	if (cur->shadow && !window_shadow_done(cur->shadow))
+	if (cur->shadow)
 		return lie("a checkpoint follows a sparse window's within 32 KiB of output");
 	if (cp->flags & CP_MEMBER_START) {
 		r = member_check(cur, in, cp, more);
@@ -352,5 +352,8 @@ int seek_trust_shadow_step(struct seek_cursor *cur, const uint8_t *in, size_t in
 			       in_len - cur->zs.avail_in, out, out_len - cur->zs.avail_out);
 	if (r == -EBADMSG)
 		return lie("a sparse window leaves out a byte the stream after it refers to");
+	/* Past its 32 KiB: what it proved stays proven (the checkpoint check needs no more). */
+	if (r >= 0 && window_shadow_done(cur->shadow))
+		cur->shadow = window_shadow_free(cur->shadow);
 	return r;
 }

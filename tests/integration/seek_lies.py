@@ -106,7 +106,8 @@ def sha(b):
 def raw_inflate_from(blob, cp, window, upto):
     """The output of inflating @blob from checkpoint @cp (coff, uoff, bits, flags, ...) with
     @window as its dictionary, @upto bytes of it.  zlib's inflatePrime is not in Python: the
-    stream is shifted by the checkpoint's bits instead."""
+    stream is shifted by the checkpoint's bits instead, which moves the byte boundaries a
+    stored block's length aligns to (so with bits, only for a span without stored blocks)."""
     coff, _, bits, flags = cp[0], cp[1], cp[2], cp[3]
     if flags & 1:
         return zlib.decompressobj(31).decompress(blob[coff:], upto)

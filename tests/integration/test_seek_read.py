@@ -4,7 +4,7 @@ the span before it, and the fetcher takes the span's other chunks out of that sa
 (span_expand() in cache/fetch.c) instead of leaving them to requests that fetch the span's
 start again.
 
-The image: one gzip layer of many small files of part-random text (a few spans of 2 MiB, each
+The image: one gzip layer of many small files of part-random text (spans of 512 KiB, each
 with more chunks than a read's read-around takes), in an archive order that is not the order
 of the tree, so that a walk of the tree jumps between spans. The bytes the registry sent are
 counted by tests/tools/proxy.py."""
@@ -26,6 +26,7 @@ from proxy import Fault, Proxy
 
 FILES = 3000
 DIRS = 40
+SEEK_SPAN = 512 << 10   # cache/format/seek_index.h's SEEK_SPAN_DEFAULT
 REPO = "seekread/img"
 # A full read may fetch a little more than the layer: requests merge gaps, and each span is
 # read from its checkpoint, where the bits of a deflate block start one byte early.
@@ -184,8 +185,9 @@ def test_black_hole_readers_of_one_span_fail_within_one_timeout(lazyroot, regist
     import time
     ref = "%s/%s:latest" % (registry.addr, REPO)
     _index_only(lazyroot, ref)
-    # archive order: both in the first 2 MiB span, far more than a round trip's bytes apart
-    near, far = image["order"][100], image["order"][300]
+    # both in the first span, far more than a round trip's bytes apart
+    first_span = _first_span_files(image)
+    near, far = first_span[len(first_span) // 5], first_span[len(first_span) * 4 // 5]
     with Proxy(registry.addr) as p:
         r = lazyroot.mount("%s/%s:latest" % (p.addr, REPO), None, "--prefetch=none",
                            "--timeout=%d" % BLACK_HOLE_TIMEOUT)
@@ -235,7 +237,6 @@ SEQ_BIG = (9, 250, 520, 777)   # after these small files, one of 2.5-3.5 MiB
 # checkpoint: 1.2x the layer, ~1 request per file.
 SEQ_MAX_FETCHED = 1.05
 SEQ_REQUESTS_PER_SPAN = 3
-SEEK_SPAN = 2 << 20   # cache/format/seek_index.h's SEEK_SPAN_DEFAULT
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +313,13 @@ def _index_chunks(lazyroot):
             for i in range(n_chunks)}
 
 
+def _first_span_files(image):
+    """The files whose data lies in the layer's first span, short of its last 64 KiB, in
+    archive order."""
+    offsets = _data_offsets(image["tar"])
+    return [n for n in image["order"] if offsets[n] < SEEK_SPAN - (64 << 10)]
+
+
 def _data_offsets(tar):
     import io
     import tarfile
@@ -323,13 +331,16 @@ def test_a_miss_takes_one_round_trip_of_bytes_along(lazyroot, registry, image, t
     """One small file read from a fresh mount: the request runs from its span's checkpoint
     to its chunk's compressed end and at most SEEK_AHEAD more, on a link whose round trip
     carries far more than that (the proxy paces blobs to 20 MB/s after 20 ms: 400 KB). Each
-    of the files read (early in the first span, so far from its end) needs a request of its
-    own (what came along with the one before did not reach it)."""
+    of the files read (in the first span, short of its end) needs a request of its own (what
+    came along with the one before did not reach it)."""
     ref = "%s/%s:latest" % (registry.addr, REPO)
     _index_only(lazyroot, ref)
     cend = _index_chunks(lazyroot)
     offsets = _data_offsets(image["tar"])
-    names = [image["order"][i] for i in (40, 200, 400)]
+    # far enough apart that the second is no sequential read (seq_window_advance() in
+    # cache/fetch.c: within two of its 64 KiB windows past the first, it would take more)
+    first_span = _first_span_files(image)
+    names = [first_span[len(first_span) // 20], first_span[len(first_span) * 19 // 20]]
     with Proxy(registry.addr) as p:
         p.set_fault(lambda req: Fault.pace(20 << 20, latency=0.02)
                     if "/blobs/" in req["path"] else None)

@@ -134,22 +134,28 @@ def _lie_mode(ix, blob, tar):
 
 
 def _lie_offsets(ix, blob, tar):
-    """A file's data 512 bytes further on, its chunk digest that of the real bytes there: the
-    chunk verifies, only its tar header can tell."""
+    """A file's data 512 bytes off (further on where the gap to the next file allows, else
+    earlier, over its own header), its chunk digest that of the real bytes there: the chunk
+    verifies, only its tar header can tell."""
     files = ix.files()
     for k, (i, size, off, first, n) in enumerate(files[:-1]):
-        new = off + 512
-        nxt = files[k + 1][2]
         c = ix.chunks[first]
         span = ix.span_of(c[0])
+        span_start = ix.cps[span][1]
         span_end = ix.cps[span + 1][1] if span + 1 < len(ix.cps) else ix.tar_size
-        if n != 1 or size < 1024 or new + size > nxt - 512 or new + size > span_end:
+        prev_end = -(-(files[k - 1][2] + files[k - 1][1]) // 512) * 512 if k > 0 else 0
+        if n != 1 or size < 1024:
             continue
-        ix.set_u64(i, 44, new)
-        c[0] = new
-        c[2] = ix.chunks[first + 1][2] if first + 1 < len(ix.chunks) else ix.blob_size
-        c[3] = sha(tar[new:new + size])
-        return ["/" + ix.path(i)]
+        for new in (off + 512, off - 512):
+            if new > off and new + size > min(files[k + 1][2] - 512, span_end):
+                continue
+            if new < off and new < max(prev_end, span_start):
+                continue
+            ix.set_u64(i, 44, new)
+            c[0] = new
+            c[2] = ix.chunks[first + 1][2] if first + 1 < len(ix.chunks) else ix.blob_size
+            c[3] = sha(tar[new:new + size])
+            return ["/" + ix.path(i)]
     raise AssertionError("no file fits")
 
 
@@ -191,9 +197,12 @@ def _recompute_span(ix, blob, k):
 
 
 def _big_window(ix, sparse_only=False):
+    """A checkpoint with a window of some size at a byte boundary: raw_inflate_from() shifts
+    the stream for bits, which moves the byte alignment stored blocks rely on."""
     for k in range(1, len(ix.cps) - 1):
         mask, off, n = ix.window(k)
-        if not ix.cps[k][3] & 1 and n >= 4096 and (mask is not None or not sparse_only):
+        if (not ix.cps[k][3] & 1 and ix.cps[k][2] == 0 and n >= 512 and
+                (mask is not None or not sparse_only)):
             return k
     raise AssertionError("no checkpoint with a window")
 
