@@ -255,6 +255,9 @@ def coldstart(args, seed, relay, workdir):
     for i in range(args.runs):
         # the flows take turns run by run, so that the load of the shared machine falls on all
         for name in flows:
+            # the flow before may have left dirty pages (the traditional flow writes and
+            # removes the whole tree): written back now, not while this one runs
+            os.sync()
             relay.reset()
             load = loadavg()
             if name == FLOWS[0]:
@@ -309,6 +312,7 @@ def full_read(args, seed, relay, workdir, what):
         env["LAZYROOT_TRACE"] = "%s.%s.%d" % (args.trace, "base" if what == TAR_BASELINE else
                                              "tar", len(glob.glob(args.trace + ".*")) + 1)
     mounted = False
+    os.sync()   # as for the cold starts: no writeback of the read before during this one
     relay.reset()
     load = loadavg()
     t0 = time.monotonic()
