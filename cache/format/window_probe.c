@@ -7,7 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
-enum { PROBE_LOW, PROBE_LOW_INVERTED, PROBE_HIGH, PROBES };
+enum { PROBE_LOW, PROBE_MIXED, PROBES };
 
 struct window_probe {
 	z_stream zs[PROBES];
@@ -18,16 +18,13 @@ struct window_probe {
 	uint8_t out[PROBES][WINDOW_PROBE_SIZE];
 };
 
+/* Window byte @i is i & 0xff in one window and (i & 0xff) + 1 + (i >> 8) in the other: never
+ * the same in both (i >> 8 is 0 to 127), and the pair names i. */
 static uint8_t made_up_byte(unsigned kind, size_t i)
 {
-	switch (kind) {
-	case PROBE_LOW:
+	if (kind == PROBE_LOW)
 		return (uint8_t)(i & 0xff);
-	case PROBE_LOW_INVERTED:
-		return (uint8_t)(~i & 0xff);
-	default:
-		return (uint8_t)(i >> 8);
-	}
+	return (uint8_t)((i & 0xff) + 1 + (i >> 8));
 }
 
 static int probe_start(z_stream *zs, unsigned kind, size_t window_len, unsigned bits,
@@ -119,11 +116,12 @@ void window_probe_used(const struct window_probe *p, uint8_t *used)
 	for (size_t i = 0; i < p->window_len; i++)
 		used[i] = 0;
 	for (size_t j = 0; j < p->produced; j++) {
+		uint8_t low = p->out[PROBE_LOW][j], mixed = p->out[PROBE_MIXED][j];
 		size_t i;
 
-		if (p->out[PROBE_LOW][j] == p->out[PROBE_LOW_INVERTED][j])
+		if (low == mixed)
 			continue;  /* a literal */
-		i = p->out[PROBE_LOW][j] | (size_t)p->out[PROBE_HIGH][j] << 8;
+		i = low | (size_t)((uint8_t)(mixed - low) - 1) << 8;
 		if (i < p->window_len)
 			used[i] = 1;
 	}

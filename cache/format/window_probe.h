@@ -9,10 +9,11 @@
  * dropped (docs/formats.md, "Seek indexes"; tests/bench/seek-span.c measures it).
  *
  * The probe learns it with zlib's own decoder, fed the same compressed bytes as the main stream
- * from the checkpoint on, three times with three made-up windows: window byte i is i & 0xff in
- * the first, ~i & 0xff in the second, i >> 8 in the third.  Decoding does not depend on the
- * bytes it produces, so the three run in step; an output byte copied from the window differs
- * between the first two (a literal does not) and the first and third say which byte it was. */
+ * from the checkpoint on, twice with two made-up windows: window byte i is i & 0xff in the
+ * first and (i & 0xff) + 1 + (i >> 8), modulo 256, in the second, so never the same byte in
+ * both (i >> 8 is at most 127).  Decoding does not depend on the bytes it produces, so the two
+ * run in step; an output byte copied from the window differs between them (a literal does
+ * not), and the pair says which byte it was. */
 #ifndef LAZYROOT_WINDOW_PROBE_H
 #define LAZYROOT_WINDOW_PROBE_H
 

@@ -223,6 +223,71 @@ static void test_ends_early_and_errors(void)
 	check(window_probe_free(NULL) == NULL, "free(NULL) is a no-op");
 }
 
+/* Runs a shadow beside a decoder of @z (@zlen) from @win, in steps of @piece input bytes, with
+ * @used as its mask: 0 if it agreed all along, else the first error. */
+static int shadow_run(const uint8_t *z, size_t zlen, const uint8_t *win, const uint8_t *used,
+		      size_t piece)
+{
+	static uint8_t out[WIN], mask[WIN / 8];
+	struct window_shadow *s = NULL;
+	z_stream zs = {};
+	int r, zr = Z_OK;
+
+	memset(mask, 0, sizeof(mask));
+	for (size_t i = 0; i < WIN; i++)
+		mask[i / 8] |= (uint8_t)(used[i] << (i % 8));
+	r = window_shadow_new(win, mask, WIN, 0, 0, &s);
+	if (r < 0 || inflateInit2(&zs, -15) != Z_OK ||
+	    inflateSetDictionary(&zs, win, WIN) != Z_OK)
+		return -1;
+	for (size_t off = 0; off < zlen && r == 0 && zr == Z_OK && !window_shadow_done(s);
+	     off += piece) {
+		size_t n = off + piece > zlen ? zlen - off : piece, room;
+
+		zs.next_in = (uint8_t *)z + off;
+		zs.avail_in = (uInt)n;
+		room = window_shadow_limit(s, sizeof(out));
+		zs.next_out = out;
+		zs.avail_out = (uInt)room;
+		zr = inflate(&zs, Z_NO_FLUSH);
+		r = window_shadow_step(s, z + off, n, room, Z_NO_FLUSH, n - zs.avail_in, out,
+				       room - zs.avail_out);
+		off -= zs.avail_in;  /* what it did not take comes again */
+	}
+	inflateEnd(&zs);
+	window_shadow_free(s);
+	return r;
+}
+
+/* The shadow agrees with a decoder whose mask is the probe's, and catches a used byte left
+ * out of the mask (its output depends on it), in whatever pieces the input comes. */
+static void test_shadow(void)
+{
+	static uint8_t win[WIN], data[6000], z[16384], used[WIN];
+	size_t n = 0, zlen, dropped = 0;
+
+	for (size_t i = 0; i < WIN; i++)
+		win[i] = next_byte();
+	for (int k = 0; k < 4; k++) {
+		for (int j = 0; j < 400; j++)
+			data[n++] = next_byte();
+		memcpy(data + n, win + 5000 * k + 100, 600);
+		n += 600;
+	}
+	zlen = deflate_with(win, WIN, data, n, z, sizeof(z));
+	if (probe_and_check(z, zlen, 0, 0, win, WIN, 1 << 20, used) < 0)
+		abort();
+	check(shadow_run(z, zlen, win, used, 1 << 20) == 0 && shadow_run(z, zlen, win, used, 33) == 0,
+	      "the shadow agrees with a window masked as the probe says (whole input, 33 bytes at "
+	      "a time)");
+	for (size_t i = WIN - 1; i > 0 && !dropped; i--)
+		if (used[i])
+			used[i] = 0, dropped = i;
+	check(shadow_run(z, zlen, win, used, 1 << 20) == -EBADMSG &&
+	      shadow_run(z, zlen, win, used, 33) == -EBADMSG,
+	      "a used byte left out of the mask (%zu) makes the shadow disagree", dropped);
+}
+
 int main(void)
 {
 	test_known_ranges(WIN, 1 << 20);
@@ -231,5 +296,6 @@ int main(void)
 	test_stops_after_32k();
 	test_block_boundaries();
 	test_ends_early_and_errors();
+	test_shadow();
 	return tap_done();
 }
