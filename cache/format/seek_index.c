@@ -214,13 +214,13 @@ static int window_keep(struct seek_builder *b, const uint8_t *used)
 	while (first < n && !used[first])
 		first++;
 	n -= first;
-	if (b->windows.n + n + (n + 7) / 8 > UINT32_MAX)
+	if (b->windows.n + n + window_mask_len(n) > UINT32_MAX)
 		return -EFBIG;
 	cp->flags |= CP_SPARSE;
 	cp->win_len = (uint32_t)n;
 	cp->mask_off = (uint32_t)b->windows.n;
-	cp->win_off = (uint32_t)(b->windows.n + (n + 7) / 8);
-	if (!bytes_append(&b->windows, NULL, n + (n + 7) / 8))
+	cp->win_off = (uint32_t)(b->windows.n + window_mask_len(n));
+	if (!bytes_append(&b->windows, NULL, n + window_mask_len(n)))
 		return -ENOMEM;
 	mask = b->windows.p + cp->mask_off;
 	bytes = b->windows.p + cp->win_off;
@@ -702,11 +702,13 @@ static bool sparse_window_valid(const struct seek_index *si, const struct seek_c
 {
 	const uint8_t *mask = si->windows + cp->mask_off, *bytes = si->windows + cp->win_off;
 
-	if (cp->win_len > 0 && (!(mask[0] & 1) || (mask[(cp->win_len - 1) / 8] >> 1 >>
-						     ((cp->win_len - 1) % 8))))
+	if (cp->win_len > 0 && !window_mask_used(mask, 0))
+		return false;
+	/* No bit set past the window's end in the mask's last byte. */
+	if (cp->win_len % 8 && mask[cp->win_len / 8] >> (cp->win_len % 8))
 		return false;
 	for (size_t i = 0; i < cp->win_len; i++)
-		if (!(mask[i / 8] & (1U << (i % 8))) && bytes[i] != 0)
+		if (!window_mask_used(mask, i) && bytes[i] != 0)
 			return false;
 	return true;
 }
@@ -738,7 +740,7 @@ static int cps_parse(struct seek_index *si, size_t n)
 			return bad("a checkpoint is outside the layer");
 		if (cp->flags & CP_SPARSE) {
 			cp->mask_off = cp->win_off;
-			cp->win_off += (cp->win_len + 7) / 8;
+			cp->win_off += window_mask_len(cp->win_len);
 		}
 		if (cp->win_len > SEEK_WINDOW_SIZE || cp->win_off > si->windows_len ||
 		    cp->win_off < cp->mask_off || cp->win_len > si->windows_len - cp->win_off)

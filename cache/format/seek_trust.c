@@ -232,7 +232,7 @@ static bool window_matches(const struct seek_index *si, const struct seek_cp *cp
 		return false;
 	real += real_len - cp->win_len;
 	for (size_t i = 0; i < cp->win_len; i++)
-		if ((mask[i / 8] & (1U << (i % 8))) && real[i] != bytes[i])
+		if (window_mask_used(mask, i) && real[i] != bytes[i])
 			return false;
 	return true;
 }

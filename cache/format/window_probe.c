@@ -157,7 +157,7 @@ int window_shadow_new(const uint8_t *window, const uint8_t *mask, size_t window_
 	s->ready = true;
 	/* The changed window is built in s->out, free until the first step. */
 	for (size_t i = 0; i < window_len; i++)
-		s->out[i] = mask[i / 8] & (1U << (i % 8)) ? window[i] : (uint8_t)~window[i];
+		s->out[i] = window_mask_used(mask, i) ? window[i] : (uint8_t)~window[i];
 	if (bits > 0 && inflatePrime(&s->zs, (int)bits, prime_byte >> (8 - bits)) != Z_OK)
 		return -EINVAL;
 	if (window_len > 0 && inflateSetDictionary(&s->zs, s->out, (uInt)window_len) != Z_OK)

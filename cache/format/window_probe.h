@@ -43,6 +43,17 @@ int window_probe_feed(struct window_probe *p, const uint8_t *in, size_t n);
  * the stream refers to, 0 for the others. */
 void window_probe_used(const struct window_probe *p, uint8_t *used);
 
+/* A sparse window's mask: bit i % 8 of byte i / 8 set when window byte i is used. */
+static inline size_t window_mask_len(size_t window_len)
+{
+	return (window_len + 7) / 8;
+}
+
+static inline bool window_mask_used(const uint8_t *mask, size_t i)
+{
+	return mask[i / 8] >> (i % 8) & 1;
+}
+
 /* The other side, for a window kept sparse by someone else: a shadow decoder that runs beside
  * the one reading from a checkpoint, fed the same input in the same steps, whose window has
  * every byte the mask calls unused changed.  An output byte that depends on such a byte comes
@@ -51,8 +62,7 @@ void window_probe_used(const struct window_probe *p, uint8_t *used);
  * window is out of reach after those) or up to the member's end. */
 struct window_shadow;
 
-/* @window (@window_len bytes) as the reader set it; @mask: bit (i % 8) of byte i / 8 set for
- * each window byte that is used.  @bits and @prime_byte as for window_probe_new(). */
+/* @window (@window_len bytes) as the reader set it, @mask its mask (window_mask_used()).  @bits and @prime_byte as for window_probe_new(). */
 int window_shadow_new(const uint8_t *window, const uint8_t *mask, size_t window_len,
 		      unsigned bits, uint8_t prime_byte, struct window_shadow **ret);
 struct window_shadow *window_shadow_free(struct window_shadow *s);  /* NULL-safe */

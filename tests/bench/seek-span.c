@@ -20,6 +20,7 @@
 #include "cache/format/layer_tar.h"
 #include "cache/format/seek_index.h"
 #include "cache/format/seek_index_private.h"
+#include "cache/format/window_probe.h"
 
 struct costs {
 	uint64_t *fetch;
@@ -89,7 +90,7 @@ static double windows_kept(const struct seek_index *whole, const struct seek_ind
 		if (!(cp->flags & CP_SPARSE))
 			kept += cp->win_len;
 		for (size_t j = 0; (cp->flags & CP_SPARSE) && j < cp->win_len; j++)
-			kept += sparse->windows[cp->mask_off + j / 8] >> (j % 8) & 1;
+			kept += window_mask_used(sparse->windows + cp->mask_off, j);
 	}
 	return all ? 100.0 * kept / all : 0;
 }

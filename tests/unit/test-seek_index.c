@@ -5,6 +5,7 @@
  * is read (seek_trust.c, tar_header.c). */
 #include "cache/format/seek_index.h"
 #include "cache/format/seek_cursor_pool.h"
+#include "cache/format/window_probe.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -451,7 +452,6 @@ static void shift_chunk(uint8_t *b, size_t len)
 }
 
 static bool sparse_window(uint8_t *b, uint32_t i, uint8_t **mask, uint8_t **bytes, uint32_t *n);
-static bool used(const uint8_t *mask, uint32_t j);
 
 /* Every 7th byte of every window changed (of a sparse one, of the bytes it keeps). */
 static void bad_window(uint8_t *b, size_t len)
@@ -469,7 +469,7 @@ static void bad_window(uint8_t *b, size_t len)
 			n = le32(cp + 24);
 		}
 		for (uint32_t j = 0; j < n; j += 7)
-			if (!mask || used(mask, j))
+			if (!mask || window_mask_used(mask, j))
 				bytes[j] ^= 0x5a;
 	}
 }
@@ -842,11 +842,6 @@ static bool sparse_window(uint8_t *b, uint32_t i, uint8_t **mask, uint8_t **byte
 	return true;
 }
 
-static bool used(const uint8_t *mask, uint32_t j)
-{
-	return mask[j / 8] >> (j % 8) & 1;
-}
-
 /* A byte the stream uses, not 0, left out (its mask bit cleared, stored 0): the window looks
  * like one whose stream never refers to that byte. */
 static void drop_used_byte(uint8_t *b, size_t len)
@@ -857,7 +852,7 @@ static void drop_used_byte(uint8_t *b, size_t len)
 	(void)len;
 	for (uint32_t i = 1; i < N_CPS(b); i++)
 		for (uint32_t j = 1; sparse_window(b, i, &mask, &bytes, &n) && j < n; j++)
-			if (used(mask, j) && bytes[j] != 0) {
+			if (window_mask_used(mask, j) && bytes[j] != 0) {
 				mask[j / 8] &= (uint8_t)~(1U << (j % 8));
 				bytes[j] = 0;
 				return;
@@ -873,7 +868,7 @@ static void unused_not_zero(uint8_t *b, size_t len)
 	(void)len;
 	for (uint32_t i = 1; i < N_CPS(b); i++)
 		for (uint32_t j = 0; sparse_window(b, i, &mask, &bytes, &n) && j < n; j++)
-			if (!used(mask, j)) {
+			if (!window_mask_used(mask, j)) {
 				bytes[j] = 1;
 				return;
 			}
