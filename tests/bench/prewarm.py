@@ -107,7 +107,7 @@ class PlainDir:
         return self.path
 
     def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
+        C.retire(self.path, self.workdir)
 
 
 CACHE_FS = "fresh"

@@ -208,7 +208,7 @@ def lazy_start(lazyroot, ref, workdir, tag, setting, extra=(), after=None):
             after(cache, env)
     finally:
         C.sh([lazyroot, "umount", mnt], check=False, env=env, timeout=120)
-        shutil.rmtree(cache, ignore_errors=True)
+        C.retire(cache, workdir)
         shutil.rmtree(mnt, ignore_errors=True)
     events = T.load(trace)
     tr = T.analyse(events)

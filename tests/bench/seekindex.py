@@ -135,7 +135,7 @@ class Seed:
         if r.returncode != 0:
             raise RuntimeError("lazyroot profile --push %s failed: %s" % (ref, r.stderr.strip()))
         print("  profile: " + r.stdout.strip(), flush=True)
-        shutil.rmtree(cache, ignore_errors=True)
+        C.retire(cache, self.workdir)
 
     def _blob(self, digest):
         return os.path.join(self.cache, "blobs", "sha256", digest[7:9], digest[7:])
@@ -233,7 +233,7 @@ def lazy_cold(args, seed, ref, workdir, indexed, lazyroot=None):
         s = stats(args.lazyroot, mnt, env)
     finally:
         C.sh([args.lazyroot, "umount", mnt], check=False, env=env, timeout=120)
-        shutil.rmtree(os.path.dirname(cache), ignore_errors=True)
+        C.retire(os.path.dirname(cache), workdir)
         os.rmdir(mnt)
     served = sorted({l.get("served", "?") for l in s.get("layers", [])})
     if indexed and served != ["gzip-index"]:
@@ -340,7 +340,7 @@ def full_read(args, seed, relay, workdir, what):
     finally:
         if mounted:
             C.sh([args.lazyroot, "umount", mnt], check=False, env=env, timeout=120)
-        shutil.rmtree(os.path.dirname(cache), ignore_errors=True)
+        C.retire(os.path.dirname(cache), workdir)
         os.rmdir(mnt)
     return {"what": what, "wall_s": wall, "bytes": relay.down, "requests": relay.requests,
             "tar_bytes": out, "load": load, "chunks_failed": s.get("chunks_failed")}

@@ -108,8 +108,8 @@ def traditional_flow(addr, repo, workdir):
         if n.returncode != 0:
             raise RuntimeError("nspawn traditional: rc %d %s" % (n.returncode, n.stderr[-500:]))
     finally:
-        shutil.rmtree(layout, ignore_errors=True)
-        shutil.rmtree(rootfs, ignore_errors=True)
+        C.retire(layout, workdir)
+        C.retire(rootfs, workdir)
     return {"pull_s": t_pull, "mount_s": t_ready, "total_s": t_total}
 
 
@@ -259,7 +259,7 @@ def warm_read(args, img, addr, workdir):
                 targets.append((BASELINE + fmt, m.dir, m.mount_s))
         results = read_trees([t[1] for t in targets], args.runs, args.read_timeout)
     for cache in caches:
-        shutil.rmtree(cache, ignore_errors=True)
+        C.retire(cache, workdir)
     rows = []
     for (name, _, mount_s), r in zip(targets, results):
         r.update({"target": name, "mount_s": mount_s})
@@ -315,7 +315,7 @@ def read_local_and_lazy(args, img, addr, workdir):
             results = read_trees(paths, args.runs, args.read_timeout)
     finally:
         for cache in caches:
-            shutil.rmtree(cache, ignore_errors=True)
+            C.retire(cache, workdir)
     for r, mount_s in zip(results, mounts):
         r["mount_s"] = mount_s
     return dict(zip(names, results))
