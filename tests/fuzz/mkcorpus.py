@@ -106,6 +106,7 @@ def main():
                     if len(data) <= SMALL:
                         write("zstdchunked-toc", b"\0" + data)
     tree_seeds()
+    elf_seeds()
     return 0
 
 
@@ -150,6 +151,61 @@ def tree_seeds():
     for case in TREE_CASES:
         write("tree", case)
     assert fixture.exists()
+
+
+def elf_image(is_64, msb, interp=None, needed=(), runpath=None, rpath=None, dynamic=True,
+              split=False):
+    """A small ELF file: header, program headers (PT_LOAD of the file, PT_INTERP, PT_DYNAMIC),
+    interpreter at 0x100, string table at 0x200, dynamic section at 0x400.  @split maps the
+    string table through a second PT_LOAD whose address is not its offset."""
+    import struct
+    e = ">" if msb else "<"
+    w = "Q" if is_64 else "I"
+    size, base = 0x600, 0x10000
+    strtab, names = b"\0", {}
+    for name in list(needed) + [n for n in (runpath, rpath) if n]:
+        names[name] = len(strtab)
+        strtab += name.encode() + b"\0"
+    dyn = [(1, names[n]) for n in needed]
+    dyn += [(29, names[runpath])] if runpath else []
+    dyn += [(15, names[rpath])] if rpath else []
+    str_vaddr = (0x80000 if split else base) + 0x200
+    dyn += [(5, str_vaddr), (10, len(strtab)), (0, 0)]
+    dyn_bytes = b"".join(struct.pack(e + w + w, t, v) for t, v in dyn)
+    # (type, offset, vaddr, size) of each program header
+    ph = [(1, 0, base, size)]
+    ph += [(1, 0x200, 0x80000 + 0x200, len(strtab))] if split else []
+    ph += [(3, 0x100, base + 0x100, len(interp) + 1)] if interp else []
+    ph += [(2, 0x400, base + 0x400, len(dyn_bytes))] if dynamic else []
+    ehsize, phentsize = (64, 56) if is_64 else (52, 32)
+    ident = b"\x7fELF" + bytes([2 if is_64 else 1, 2 if msb else 1, 1]) + bytes(9)
+    machine = (62 if is_64 else 3) if not msb else (21 if is_64 else 20)
+    hdr = ident + struct.pack(e + "HHI" + w * 3 + "IHHHHHH", 3 if interp else 2, machine, 1,
+                              base, ehsize, 0, 0, ehsize, phentsize, len(ph), 0, 0, 0)
+    for t, off, vaddr, sz in ph:
+        if is_64:
+            hdr += struct.pack(e + "IIQQQQQQ", t, 4, off, vaddr, vaddr, sz, sz, 0x1000)
+        else:
+            hdr += struct.pack(e + "IIIIIIII", t, off, vaddr, vaddr, sz, sz, 4, 0x1000)
+    img = bytearray(size)
+    img[:len(hdr)] = hdr
+    if interp:
+        img[0x100:0x100 + len(interp) + 1] = interp.encode() + b"\0"
+    img[0x200:0x200 + len(strtab)] = strtab
+    if dynamic:
+        img[0x400:0x400 + len(dyn_bytes)] = dyn_bytes
+    return bytes(img)
+
+
+def elf_seeds():
+    """Synthetic ELF files for fuzz-elf-deps: both classes and byte orders, dynamic and static."""
+    write("elf-deps", elf_image(True, False, "/lib64/ld-linux-x86-64.so.2",
+                                ["libm.so.6", "libc.so.6"], runpath="$ORIGIN/../lib"))
+    write("elf-deps", elf_image(False, True, "/lib/ld.so.1", ["libz.so.1", "libc.so.6"],
+                                rpath="/usr/local/lib:/opt/lib"))
+    write("elf-deps", elf_image(True, False, dynamic=False))
+    write("elf-deps", elf_image(False, False, "/lib/ld-linux.so.2", ["libc.so.6"], split=True))
+    write("elf-deps", elf_image(True, True, "/lib64/ld64.so.1"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ cd "$ROOT"
 SECONDS_EACH=${1:-30}
 shift $(($# > 0 ? 1 : 0))
 TARGETS=("$@")
-[ "${#TARGETS[@]}" -gt 0 ] || TARGETS=(reference manifest layer-tar tree estargz-toc zstdchunked-toc seek-index)
+[ "${#TARGETS[@]}" -gt 0 ] || TARGETS=(reference manifest layer-tar tree estargz-toc zstdchunked-toc seek-index elf-deps)
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 
