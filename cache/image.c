@@ -977,6 +977,19 @@ static int pull_cached(struct pull *p, struct image **ret_img)
 	return 0;
 }
 
+/* Whether a HEAD of the tag may spare the manifest's GET: only when the cache resolved this
+ * reference before, so that the tag may still name the image it holds.  A reference the
+ * cache never saw is got by tag at once: the digest a HEAD gave would be got next anyway, so
+ * the registry counts the same GETs (Docker Hub's pull limit) and a cold mount waits one
+ * round trip less.  (An image the cache holds under another tag of the repository then costs
+ * a manifest GET that a HEAD would have spared.) */
+static bool head_may_spare_get(const struct pull *p)
+{
+	_cleanup_free_ char *digest = NULL;
+
+	return index_db_ref_get(p->c->db, p->canonical, p->platform_str, &digest) != -ENOENT;
+}
+
 /* Fetches the manifest from the source (the config comes with the TOCs, pull_layers());
  * pull_record() stores them. */
 static int pull_remote(struct pull *p, struct image **ret_img)
@@ -994,7 +1007,7 @@ static int pull_remote(struct pull *p, struct image **ret_img)
 		return r;
 	p->resolved = true;
 	/* A local image is read from disk: HEAD saves nothing there. */
-	if (!ref->digest && !reference_is_local(ref)) {
+	if (!ref->digest && !reference_is_local(ref) && head_may_spare_get(p)) {
 		r = resolve_tag(p->c, p->reg, ref, p->platform_str, ret_img, head_digest, p->err);
 		if (r < 0)
 			return r;

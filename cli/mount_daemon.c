@@ -82,6 +82,7 @@ static int daemon_start_stats(struct mount_daemon *d)
 		.layer_digests = d->layer_digests, .layer_served = d->layer_served,
 		.layer_index = d->layer_index,
 		.profile = d->profile.profile,
+		.fs = d->fs,
 	};
 
 	if (asprintf(&path, "%s/control", d->state.dir) < 0)

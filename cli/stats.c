@@ -17,6 +17,7 @@
 
 #include "cache/base/log.h"
 #include "cache/base/util.h"
+#include "fs/fs.h"
 #include "fs/profile.h"
 #include "cli/cli.h"
 #include "cache/store/mount_records.h"
@@ -40,6 +41,7 @@ struct stats_server {
 	char **layer_index;      /* as stats_identity's */
 	struct fetcher *fetcher; /* borrowed; outlives the server */
 	struct fs_profile *profile;  /* borrowed; NULL: none */
+	struct fs *fs;               /* borrowed; outlives the server */
 };
 
 /* [{"digest": …, "served": "eager" | "estargz" | "zstd:chunked" | "gzip-index",
@@ -74,6 +76,17 @@ static json_t *profile_json(const struct stats_server *s)
 			 "fetching", st.fetching);
 }
 
+/* {"parsed", "fetched"}: programs and libraries whose ELF headers the mount read at their
+ * first read, and those it fetched whole ahead of the loader (fs/exec_ahead.h). */
+static json_t *exec_ahead_json(const struct stats_server *s)
+{
+	struct exec_ahead_stats st;
+
+	fs_get_exec_ahead_stats(s->fs, &st);
+	return json_pack("{s:I, s:I}", "parsed", (json_int_t)st.parsed,
+			 "fetched", (json_int_t)st.fetched);
+}
+
 static char *stats_json(const struct stats_server *s)
 {
 	struct fetch_stats st = {};
@@ -100,6 +113,7 @@ static char *stats_json(const struct stats_server *s)
 		return NULL;
 	json_object_set_new(o, "layers", layers_json(s));
 	json_object_set_new(o, "profile", profile_json(s));
+	json_object_set_new(o, "exec_ahead", exec_ahead_json(s));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return text;
@@ -182,6 +196,7 @@ int stats_server_start(const char *socket_path, const struct stats_identity *id,
 	s->fd = s->stop_pipe[0] = s->stop_pipe[1] = -EBADF;
 	s->fetcher = fetcher;
 	s->profile = id->profile;
+	s->fs = id->fs;
 	s->pull_requests = id->pull_requests;
 	s->pull_bytes = id->pull_bytes;
 	s->target = strdup(id->target);
@@ -301,6 +316,10 @@ static void print_human(json_t *o)
 	       get_int(p, "done"), get_int(p, "total"),
 	       json_is_true(json_object_get(p, "running")) ? " (running)" : "");
 	print_profile(json_object_get(o, "profile"));
+	printf("programs:           %" JSON_INTEGER_FORMAT " ELF files read for their libraries, %"
+	       JSON_INTEGER_FORMAT " fetched whole ahead of the loader\n",
+	       get_int(json_object_get(o, "exec_ahead"), "parsed"),
+	       get_int(json_object_get(o, "exec_ahead"), "fetched"));
 	for (size_t i = 0; i < json_array_size(json_object_get(o, "layers")); i++) {
 		json_t *l = json_array_get(json_object_get(o, "layers"), i);
 

@@ -6,6 +6,7 @@
 
 struct stats_server;
 
+struct fs;
 struct fs_profile;
 
 struct stats_identity {
@@ -18,6 +19,7 @@ struct stats_identity {
 	char *const *layer_served;   /* may be NULL */
 	char *const *layer_index;    /* where its seek index came from, "" for none; may be NULL */
 	struct fs_profile *profile;  /* the start profile recorded or used; NULL: none */
+	struct fs *fs;               /* the mount's file system, for its exec-ahead counters */
 };
 
 /* Listens at @socket_path and answers every connection with the current statistics of

@@ -6,6 +6,7 @@
 
 #include "cache/store/blob_store.h"
 #include "cache/fetch.h"
+#include "fs/exec_ahead.h"
 #include "fs/tree.h"
 
 struct fs;
@@ -33,6 +34,8 @@ struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
  * outlive the fs; NULL: none).  Call before fs_mount(). */
 struct fs_profile;
 void fs_set_profile(struct fs *fs, struct fs_profile *profile);
+/* What fs/exec_ahead.h fetched ahead of programs and their libraries; zeros for NULL. */
+void fs_get_exec_ahead_stats(struct fs *fs, struct exec_ahead_stats *ret);
 
 /* Creates the session and mounts it; on return the kernel has the mount and requests queue
  * until fs_serve() runs.  -ENODEV without /dev/fuse, other -errno from mount. */

@@ -722,6 +722,11 @@ void fs_set_profile(struct fs *fs, struct fs_profile *profile)
 	read_path_set_profile(fs->rp, profile);
 }
 
+void fs_get_exec_ahead_stats(struct fs *fs, struct exec_ahead_stats *ret)
+{
+	read_path_get_exec_ahead_stats(fs ? fs->rp : NULL, ret);
+}
+
 static void fs_done(struct fs *fs)
 {
 	if (fs->se) {

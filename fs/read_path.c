@@ -28,6 +28,7 @@
 #include "cache/base/trace.h"
 #include "cache/base/util.h"
 #include "cache/store/blob_store.h"
+#include "fs/exec_ahead.h"
 #include "fs/local_readahead.h"
 #include "fs/profile.h"
 #include "fs/read_around.h"
@@ -73,6 +74,7 @@ struct read_path {
 	struct blob_fds *fds;             /* open blobs of recently read chunks */
 	struct read_around *read_around;  /* with a fetcher: what a miss fetches along */
 	struct local_ra *ra;              /* opens the next files' blobs while one is read */
+	struct exec_ahead *exec_ahead;    /* with a fetcher: a program's libraries fetched ahead */
 	struct fs_profile *profile;       /* NULL: none recorded or used */
 	pthread_mutex_t lock;
 	struct timed_out_read timed_out[TIMED_OUT_SLOTS];   /* guarded by lock */
@@ -115,6 +117,8 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
 	r = blob_fds_new(fds_slots, &rp->fds);
 	if (r >= 0 && fetcher)
 		r = read_around_new(tree, &rp->read_around);
+	if (r >= 0 && fetcher)
+		r = exec_ahead_new(tree, bs, fetcher, &rp->exec_ahead);
 	if (r >= 0)
 		r = local_ra_new(tree, bs, rp->fds, fds_slots, &rp->ra);
 	if (r < 0)
@@ -128,10 +132,16 @@ void read_path_set_profile(struct read_path *rp, struct fs_profile *profile)
 	rp->profile = profile;
 }
 
+void read_path_get_exec_ahead_stats(struct read_path *rp, struct exec_ahead_stats *ret)
+{
+	exec_ahead_get_stats(rp ? rp->exec_ahead : NULL, ret);
+}
+
 static void read_path_done(struct read_path *rp)
 {
 	/* The read-ahead workers use the fds: stop them first. */
 	local_ra_free(rp->ra);
+	exec_ahead_free(rp->exec_ahead);
 	read_around_free(rp->read_around);
 	blob_fds_free(rp->fds);
 	(void)pthread_mutex_destroy(&rp->lock);
@@ -695,5 +705,6 @@ int read_path_read(struct read_path *rp, fs_ino_t ino, off_t off, size_t size,
 	if ((uint64_t)(st.st_size - off) < size)
 		size = (size_t)(st.st_size - off);
 	local_ra_note_read(rp->ra, ino);
+	exec_ahead_note_read(rp->exec_ahead, ino, off, st.st_mode);
 	return read_chunks(rp, ino, (uint64_t)off, size, w, ret);
 }

@@ -17,6 +17,7 @@
 
 #include "cache/fetch.h"
 #include "fs/blob_fds.h"
+#include "fs/exec_ahead.h"
 #include "fs/tree.h"
 
 struct blob_store;
@@ -30,6 +31,8 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
  * before the first read. */
 struct fs_profile;
 void read_path_set_profile(struct read_path *rp, struct fs_profile *profile);
+/* fs/exec_ahead.h's counters (zeros for an image without lazy layers). */
+void read_path_get_exec_ahead_stats(struct read_path *rp, struct exec_ahead_stats *ret);
 /* NULL-safe; stops the read-ahead workers first. */
 struct read_path *read_path_free(struct read_path *rp);
 DEFINE_CLEANUP_FUNC(struct read_path *, read_path_free);

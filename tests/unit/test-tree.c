@@ -4,6 +4,7 @@
  * zeros chunks, prefetch order), on hand-built layers and on the layers of the fixture image
  * described in tests/fixtures/README.md. */
 #include "fs/tree.h"
+#include "fs/tree_path.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -510,6 +511,33 @@ static void test_replacements(void)
 }
 
 /* Paths through symlinks resolve inside the tree, as containerd and umoci extract them. */
+/* fs_tree_resolve() (fs/tree_path.c) on the frozen tree of test_symlink_paths(): as a process
+ * in the container finds paths, the last symlink followed too. */
+static void test_tree_resolve(const struct fs_tree *t)
+{
+	char deep[5000];
+	fs_ino_t ino = 0;
+
+	check(fs_tree_resolve(t, "/lib/x", &ino) == 0 && ino == resolve(t, "usr/lib/x"),
+	      "resolve: through a relative symlink");
+	check(fs_tree_resolve(t, "abs/keep", &ino) == 0 && ino == resolve(t, "usr/lib/keep"),
+	      "resolve: through an absolute symlink, from a relative path");
+	check(fs_tree_resolve(t, "/tofile", &ino) == 0 && ino == resolve(t, "usr/lib/keep"),
+	      "resolve: the last component's symlink is followed");
+	check(fs_tree_resolve(t, "/usr/up/usr/lib/keep", &ino) == 0 &&
+	      ino == resolve(t, "usr/lib/keep"), "resolve: '..' stops at the root");
+	check(fs_tree_resolve(t, "chain1/lib/w", &ino) == 0 && ino == resolve(t, "usr/lib/w"),
+	      "resolve: chains of symlinks");
+	check(fs_tree_resolve(t, "/", &ino) == 0 && ino == FS_ROOT_INO, "resolve: the root");
+	check(fs_tree_resolve(t, "/loop1", &ino) == -ELOOP, "resolve: a loop is -ELOOP");
+	check(fs_tree_resolve(t, "/empty", &ino) == -ENOENT, "resolve: an empty target is -ENOENT");
+	check(fs_tree_resolve(t, "/nothing/here", &ino) == -ENOENT, "resolve: a missing path");
+	check(fs_tree_resolve(t, "/tofile/x", &ino) == -ENOTDIR, "resolve: a file as a directory");
+	memset(deep, 'a', sizeof(deep) - 1);
+	deep[sizeof(deep) - 1] = '\0';
+	check(fs_tree_resolve(t, deep, &ino) == -ENAMETOOLONG, "resolve: a path over PATH_MAX");
+}
+
 static void test_symlink_paths(void)
 {
 	struct fs_tree *t = NULL;
@@ -562,6 +590,7 @@ static void test_symlink_paths(void)
 	check(resolve(t, "hl") == resolve(t, "usr/lib/x") && stat_of(t, "hl").st_nlink == 2,
 	      "a hard link's target is resolved through symlinks");
 	check(is_type(t, "loop1", S_IFLNK) && !exists(t, "f"), "nothing of a refused entry is added");
+	test_tree_resolve(t);
 	fs_tree_free(t);
 }
 
