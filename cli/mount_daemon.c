@@ -167,6 +167,7 @@ static void daemon_teardown(struct mount_daemon *d)
 	fs_unmount(d->fs);
 	d->stats = stats_server_stop(d->stats);
 	mount_profile_stop(&d->profile);
+	fs_stop_fetching(d->fs);
 	/* Stops prefetch; no FUSE thread uses the fetcher any more. */
 	d->fetcher = fetcher_free(d->fetcher);
 	if (d->tmpfs_mounted)

@@ -53,6 +53,12 @@ struct job {
 	bool is_64;
 };
 
+struct worker {
+	struct exec_ahead *ea;
+	pthread_t thread;
+	struct fetch_interrupt intr;          /* set by exec_ahead_stop(): its fetches return */
+};
+
 struct exec_ahead {
 	const struct fs_tree *tree;
 	struct blob_store *bs;
@@ -64,7 +70,7 @@ struct exec_ahead {
 	pthread_cond_t cond;
 	struct job queue[EA_QUEUE];           /* guarded by lock: a ring */
 	size_t q_first, q_len;                /* guarded by lock */
-	pthread_t workers[EA_WORKERS];
+	struct worker workers[EA_WORKERS];    /* [0, n_workers) run */
 	unsigned n_workers, n_idle;           /* guarded by lock */
 	bool stop;                            /* guarded by lock */
 
@@ -93,19 +99,29 @@ int exec_ahead_new(const struct fs_tree *tree, struct blob_store *bs, struct fet
 	return 0;
 }
 
-struct exec_ahead *exec_ahead_free(struct exec_ahead *ea)
+void exec_ahead_stop(struct exec_ahead *ea)
 {
 	unsigned n;
 
 	if (!ea)
-		return NULL;
+		return;
 	pthread_mutex_lock(&ea->lock);
 	ea->stop = true;
 	n = ea->n_workers;
+	ea->n_workers = 0;
 	pthread_cond_broadcast(&ea->cond);
 	pthread_mutex_unlock(&ea->lock);
-	for (unsigned i = 0; i < n; i++)
-		(void)pthread_join(ea->workers[i], NULL);
+	for (unsigned i = 0; i < n; i++) {
+		fetcher_interrupt(ea->f, &ea->workers[i].intr);
+		(void)pthread_join(ea->workers[i].thread, NULL);
+	}
+}
+
+struct exec_ahead *exec_ahead_free(struct exec_ahead *ea)
+{
+	if (!ea)
+		return NULL;
+	exec_ahead_stop(ea);
 	pthread_cond_destroy(&ea->cond);
 	pthread_mutex_destroy(&ea->lock);
 	free(ea->seen);
@@ -123,14 +139,17 @@ static bool first_sight(struct exec_ahead *ea, fs_ino_t ino)
 	return !(__atomic_fetch_or(&ea->seen[ino / 8], bit, __ATOMIC_RELAXED) & bit);
 }
 
-static void *worker(void *userdata);
+static void *worker_run(void *userdata);
 
 /* Called with ea->lock held: one more worker, up to EA_WORKERS, while jobs wait. */
 static void workers_grow(struct exec_ahead *ea)
 {
+	struct worker *w = &ea->workers[ea->n_workers];
+
 	if (ea->n_workers >= EA_WORKERS || ea->n_idle >= ea->q_len)
 		return;
-	if (pthread_create(&ea->workers[ea->n_workers], NULL, worker, ea) == 0)
+	*w = (struct worker) { .ea = ea };
+	if (pthread_create(&w->thread, NULL, worker_run, w) == 0)
 		ea->n_workers++;
 }
 
@@ -166,6 +185,7 @@ void exec_ahead_get_stats(struct exec_ahead *ea, struct exec_ahead_stats *ret)
 
 struct file {
 	struct exec_ahead *ea;
+	struct fetch_interrupt *intr;
 	const struct fs_chunk_ref *c;
 	size_t n;
 	uint64_t size;
@@ -182,9 +202,10 @@ static bool chunk_missing(struct exec_ahead *ea, const struct fs_chunk_ref *c)
 }
 
 /* Fetches the missing ones of @c[0..n), EA_BATCH at a time.  With @ahead, as read-around's
- * chunks are: stored without an fsync each, and a call that joins another's fetch of them does
- * not wait for it. */
-static int fetch_missing(struct exec_ahead *ea, const struct fs_chunk_ref *c, size_t n, bool ahead)
+ * chunks are: stored without an fsync each, and not waited for (the fetcher's task threads
+ * go on with them while the worker takes its next job). */
+static int fetch_missing(struct exec_ahead *ea, const struct fs_chunk_ref *c, size_t n,
+			 bool ahead, struct fetch_interrupt *intr)
 {
 	struct fetch_chunk batch[EA_BATCH];
 	size_t k = 0;
@@ -199,14 +220,14 @@ static int fetch_missing(struct exec_ahead *ea, const struct fs_chunk_ref *c, si
 		};
 		digest_format_sha256(c[i].digest, batch[k].digest);
 		if (++k == EA_BATCH || i + 1 == n) {
-			r = fetcher_ensure(ea->f, batch, k);
+			r = fetcher_ensure_interruptible(ea->f, batch, k, intr);
 			k = 0;
 			if (r < 0)
 				break;
 		}
 	}
 	if (k > 0 && r >= 0)
-		r = fetcher_ensure(ea->f, batch, k);
+		r = fetcher_ensure_interruptible(ea->f, batch, k, intr);
 	return r;
 }
 
@@ -248,7 +269,7 @@ static int file_read(void *userdata, uint64_t off, void *buf, size_t n)
 		first++;
 	for (last = first; last < fl->n && fl->c[last].file_offset < off + n; last++)
 		;
-	r = fetch_missing(fl->ea, fl->c + first, last - first, false);
+	r = fetch_missing(fl->ea, fl->c + first, last - first, false, fl->intr);
 	for (size_t i = first; r >= 0 && i < last; i++)
 		r = chunk_copy(fl->ea, &fl->c[i], off, n, buf);
 	return r < 0 ? r : (int)n;
@@ -352,10 +373,11 @@ static void trace_job(const struct job *j, int r, const struct elf_deps *d, int6
 		   j->depth, r, r >= 0 && d->interp ? "true" : "false", n, t0, trace_now_us());
 }
 
-static void job_run(struct exec_ahead *ea, const struct job *j)
+static void job_run(struct worker *w, const struct job *j)
 {
+	struct exec_ahead *ea = w->ea;
 	struct elf_deps d = {};
-	struct file fl = { .ea = ea };
+	struct file fl = { .ea = ea, .intr = &w->intr };
 	struct stat st;
 	int64_t t0;
 	int r;
@@ -381,16 +403,17 @@ static void job_run(struct exec_ahead *ea, const struct job *j)
 	elf_deps_done(&d);
 	if (fl.size > EA_WHOLE_MAX)
 		return;
-	r = fetch_missing(ea, fl.c, fl.n, true);
+	r = fetch_missing(ea, fl.c, fl.n, true, &w->intr);
 	if (r < 0)
 		log_debug_errno(r, "fetching an executable's chunks ahead failed, ignoring: %m");
 	else
 		__atomic_add_fetch(&ea->fetched, 1, __ATOMIC_RELAXED);
 }
 
-static void *worker(void *userdata)
+static void *worker_run(void *userdata)
 {
-	struct exec_ahead *ea = userdata;
+	struct worker *w = userdata;
+	struct exec_ahead *ea = w->ea;
 
 	pthread_mutex_lock(&ea->lock);
 	for (;;) {
@@ -406,7 +429,7 @@ static void *worker(void *userdata)
 		ea->q_first = (ea->q_first + 1) % EA_QUEUE;
 		ea->q_len--;
 		pthread_mutex_unlock(&ea->lock);
-		job_run(ea, &j);
+		job_run(w, &j);
 		pthread_mutex_lock(&ea->lock);
 	}
 	pthread_mutex_unlock(&ea->lock);

@@ -21,7 +21,11 @@ struct exec_ahead;
  * exec_ahead_note_read() that has work: safe to create before fork(). */
 int exec_ahead_new(const struct fs_tree *tree, struct blob_store *bs, struct fetcher *f,
 		   struct exec_ahead **ret);
-/* NULL-safe; stops the workers (a fetch under way ends first) and waits for them. */
+/* Stops the workers and waits for them: their fetch calls return at once (the fetcher finishes
+ * or drops what they started).  Call it before the fetcher is freed.  NULL-safe, idempotent;
+ * later reads queue nothing. */
+void exec_ahead_stop(struct exec_ahead *ea);
+/* NULL-safe; stops the workers first. */
 struct exec_ahead *exec_ahead_free(struct exec_ahead *ea);
 
 /* A read at @off of @ino, of mode @mode: at offset 0 of an executable regular file seen for

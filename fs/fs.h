@@ -34,6 +34,9 @@ struct fs *fs_free(struct fs *fs);  /* NULL-safe; unmounts if still mounted */
  * outlive the fs; NULL: none).  Call before fs_mount(). */
 struct fs_profile;
 void fs_set_profile(struct fs *fs, struct fs_profile *profile);
+/* Stops what the fs fetches on its own (exec_ahead.h's workers): call it before freeing the
+ * fetcher.  NULL-safe, idempotent. */
+void fs_stop_fetching(struct fs *fs);
 /* What fs/exec_ahead.h fetched ahead of programs and their libraries; zeros for NULL. */
 void fs_get_exec_ahead_stats(struct fs *fs, struct exec_ahead_stats *ret);
 

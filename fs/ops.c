@@ -722,6 +722,12 @@ void fs_set_profile(struct fs *fs, struct fs_profile *profile)
 	read_path_set_profile(fs->rp, profile);
 }
 
+void fs_stop_fetching(struct fs *fs)
+{
+	if (fs)
+		read_path_stop_fetching(fs->rp);
+}
+
 void fs_get_exec_ahead_stats(struct fs *fs, struct exec_ahead_stats *ret)
 {
 	read_path_get_exec_ahead_stats(fs ? fs->rp : NULL, ret);

@@ -132,6 +132,11 @@ void read_path_set_profile(struct read_path *rp, struct fs_profile *profile)
 	rp->profile = profile;
 }
 
+void read_path_stop_fetching(struct read_path *rp)
+{
+	exec_ahead_stop(rp ? rp->exec_ahead : NULL);
+}
+
 void read_path_get_exec_ahead_stats(struct read_path *rp, struct exec_ahead_stats *ret)
 {
 	exec_ahead_get_stats(rp ? rp->exec_ahead : NULL, ret);

@@ -31,6 +31,9 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
  * before the first read. */
 struct fs_profile;
 void read_path_set_profile(struct read_path *rp, struct fs_profile *profile);
+/* Stops the workers that fetch on their own (fs/exec_ahead.h) and waits for them: before the
+ * fetcher is freed.  NULL-safe. */
+void read_path_stop_fetching(struct read_path *rp);
 /* fs/exec_ahead.h's counters (zeros for an image without lazy layers). */
 void read_path_get_exec_ahead_stats(struct read_path *rp, struct exec_ahead_stats *ret);
 /* NULL-safe; stops the read-ahead workers first. */

@@ -11,6 +11,7 @@ a read asks.
       fetch them all whole: reading every one of them afterwards sends no request, and gives
       the host's bytes; the library nothing needs is not fetched
   (b) reading an ELF file without the executable bit, or an executable script, starts nothing
+  (c) an unmount while the libraries' requests are held at a proxy: the daemon exits cleanly
 """
 
 import json
@@ -24,7 +25,8 @@ import conftest
 import mkestargz as M
 import push
 import registry as registry_mod
-from helpers import settled
+from helpers import lazyroot_mounts, new_lazyroot_mounts, settled, wait_no_daemons
+from proxy import Fault, Proxy
 
 PROGRAM = "/bin/ls"
 UNUSED_LIB = "usr/lib/x86_64-linux-gnu/libunused.so.1"
@@ -123,3 +125,27 @@ def test_non_programs_start_nothing(lazyroot, image):
     done = settled(lambda: stats(lazyroot))
     assert done["exec_ahead"] == {"parsed": 0, "fetched": 0}, done
     assert lazyroot.umount().ok
+
+
+def test_umount_while_libraries_are_on_their_way(lazyroot, image):
+    """(c) The workers' fetches are interrupted at unmount: the daemon stops them before it
+    frees the fetcher, exits, and leaves nothing mounted, while library requests are still
+    held at the proxy."""
+    held = []
+    before = lazyroot_mounts()
+
+    def hook(req):
+        if "/blobs/" not in req["path"] or not held:
+            return None
+        held.append(req["path"])
+        return Fault.delay(3.0)
+    with Proxy(image["addr"], fault=hook) as p:
+        assert lazyroot.mount("%s/exec/ls:latest" % p.addr, None, "--prefetch=none").ok
+        held.append("armed")   # from here on every blob request is held 3 s
+        with open(str(lazyroot.mountpoint) + PROGRAM, "rb") as f:
+            assert f.read(64) == image["content"][PROGRAM.lstrip("/")][:64]
+        assert conftest.wait_until(lambda: len(held) > 2, 10), held
+        res = lazyroot.umount()
+        assert res.ok, str(res)
+    assert not wait_no_daemons(str(lazyroot.mountpoint))
+    assert not new_lazyroot_mounts(before, related=(str(lazyroot.mountpoint),))
