@@ -42,32 +42,40 @@ static int step(const struct fs_tree *t, fs_ino_t dir, const char *name, fs_ino_
 	return S_ISLNK(st.st_mode) ? fs_tree_readlink(t, *ret, ret_link) : 0;
 }
 
+/* The next component of *@p into @name, *@p moved past it: 1, or 0 at the end, or
+ * -ENAMETOOLONG. */
+static int next_name(const char **p, char name[NAME_MAX + 1])
+{
+	size_t n;
+
+	while (**p == '/')
+		(*p)++;
+	if (!**p)
+		return 0;
+	n = strcspn(*p, "/");
+	if (n > NAME_MAX)
+		return -ENAMETOOLONG;
+	memcpy(name, *p, n);
+	name[n] = '\0';
+	*p += n;
+	return 1;
+}
+
 int fs_tree_resolve(const struct fs_tree *t, const char *path, fs_ino_t *ret)
 {
 	char buf[PATH_MAX], name[NAME_MAX + 1];
 	fs_ino_t cur = FS_ROOT_INO;
 	unsigned links = 0;
-	char *p = buf;
+	const char *p = buf;
+	int r;
 
 	if (strlen(path) >= sizeof(buf))
 		return -ENAMETOOLONG;
 	strcpy(buf, path);
-	for (;;) {
+	while ((r = next_name(&p, name)) > 0) {
 		const char *target;
 		fs_ino_t child;
-		size_t n;
-		int r;
 
-		while (*p == '/')
-			p++;
-		if (!*p)
-			break;
-		n = strcspn(p, "/");
-		if (n > NAME_MAX)
-			return -ENAMETOOLONG;
-		memcpy(name, p, n);
-		name[n] = '\0';
-		p += n;
 		r = step(t, cur, name, &child, &target);
 		if (r < 0)
 			return r;
@@ -86,6 +94,8 @@ int fs_tree_resolve(const struct fs_tree *t, const char *path, fs_ino_t *ret)
 			return r;
 		p = buf;
 	}
+	if (r < 0)
+		return r;
 	*ret = cur;
 	return 0;
 }
