@@ -100,6 +100,8 @@
 #define FETCH_BACKOFF_MS_FIRST 100L
 #define FETCH_TIMED_OUT_MS 1000L     /* a failure with less than this left ran out of time */
 #define FETCH_TASKS_MAX 64U
+/* Decoded chunks held back while a run still has a needed chunk to decode (run_defer()). */
+#define DEFER_MAX (16U * 1024 * 1024)
 #define OWNER_PREFETCH 1U
 #define PREFETCH_FAILURE_PAUSE_MS 1000L
 #define FLIGHT_BUCKETS 256U
@@ -721,11 +723,11 @@ static int seek_chunk_failed(struct fetcher *f, struct fetch_layer *l, int r)
 
 static int store_chunk_verified(struct fetcher *f, const struct fetch_chunk *c, void *out);
 
-/* store_chunk() for a layer read through its seek index: inflated from its checkpoint, or
+/* chunk_decode() for a layer read through its seek index: inflated from its checkpoint, or
  * from where @cur stopped (@in holds the blob from @base on: a resumed run has no bytes
  * before its cursor). */
-static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
-			    uint64_t base, void *out, struct seek_cursor *cur)
+static int seek_chunk_decode(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *in,
+			     uint64_t base, void *out, struct seek_cursor *cur)
 {
 	struct fetch_layer *l = &f->layers[c->layer];
 	uint64_t from = MAX(base, c->blob_offset), end = c->blob_offset + c->blob_length;
@@ -746,27 +748,36 @@ static int store_seek_chunk(struct fetcher *f, const struct fetch_chunk *c, cons
 				c->digest, l->digest);
 		return seek_chunk_failed(f, l, -EIO);
 	}
-	r = store_chunk_verified(f, c, out);
-	return r == -EBADMSG ? seek_chunk_failed(f, l, -EIO) : r;
+	return 0;
 }
 
-/* Decompresses, verifies and stores one chunk of a fetched run, whose bytes @in holds from
- * blob offset @base on.  @out is a buffer of at least c->size bytes (one or more).
- * -ENOSPC: verified, but kept in memory only (store_full()). */
-static int store_chunk(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *win,
-		       uint64_t base, void *out, struct seek_cursor *cur)
+/* Decompresses one chunk of a fetched run, whose bytes @win holds from blob offset @base on,
+ * into @out (at least c->size bytes, one or more). */
+static int chunk_decode(struct fetcher *f, const struct fetch_chunk *c, const uint8_t *win,
+			uint64_t base, void *out, struct seek_cursor *cur)
 {
 	const struct fetch_layer *l = &f->layers[c->layer];
 	int r;
 
 	if (l->seek)
-		return store_seek_chunk(f, c, win, base, out, cur);
+		return seek_chunk_decode(f, c, win, base, out, cur);
 	r = chunk_decompress(l->compression, win + (c->blob_offset - base), c->blob_length, out,
 			     c->size);
 	if (r < 0)
 		return log_debug_errno(r, "chunk '%s' at %llu of layer '%s' does not decompress: %m",
 				       c->digest, (unsigned long long)c->blob_offset, l->digest);
-	return store_chunk_verified(f, c, out);
+	return 0;
+}
+
+/* Verifies and stores the decoded chunk @out.  -ENOSPC: verified, but kept in memory only
+ * (store_full()); -EBADMSG: wrong bytes of a layer whose chunks may be fetched again. */
+static int chunk_store_decoded(struct fetcher *f, const struct fetch_chunk *c, void *out)
+{
+	struct fetch_layer *l = &f->layers[c->layer];
+	int r = store_chunk_verified(f, c, out);
+
+	/* The seek index said these bytes hash so: the index lied, not the registry. */
+	return l->seek && r == -EBADMSG ? seek_chunk_failed(f, l, -EIO) : r;
 }
 
 /* Stores a chunk's decompressed bytes @out, which the blob store hashes against its digest:
@@ -818,6 +829,18 @@ struct run_sink {
 	bool exhausted;          /* the source has no try left for bytes that failed */
 	int64_t first_us, last_us;   /* when bytes of the current attempt came: first, last */
 	uint64_t call;           /* the owner of the jobs' flights, for the trace */
+	/* Chunks marked ahead that came before the run's last needed one (jobs[last_needed];
+	 * SIZE_MAX: none) are decoded in turn but stored after it: see run_defer(). */
+	size_t last_needed;
+	struct deferred *deferred;
+	size_t n_deferred, deferred_alloc;
+	uint64_t deferred_bytes;
+};
+
+/* A job's decoded bytes, held back (run_defer()). */
+struct deferred {
+	size_t job;
+	void *bytes;
 };
 
 static int64_t now_us(void)
@@ -856,8 +879,53 @@ static void run_complete(struct run_sink *s, struct job *j, int result)
 	pthread_mutex_unlock(&f->lock);
 }
 
-/* Stores every job whose bytes are all in, in offset order, and drops the bytes no remaining
- * job needs from the window. */
+/* The end of job @j with its store's result @r. */
+static void run_finish_job(struct run_sink *s, struct job *j, int r)
+{
+	if (r == -EBADMSG)
+		j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
+	else
+		run_complete(s, j, r < 0 && r != -ENOSPC ? -EIO : r);
+}
+
+/* Holds back the decoded bytes of job @i (in s->out) when it is marked ahead and the run has a
+ * needed chunk after it: storing a chunk makes a file (0.5 ms each on the journal-less ext4 of
+ * the bench VMs, tens of us elsewhere), and a miss in a seek index span decodes every file of
+ * the span before the one it needs -- dozens of stores its reader waited for.  At most
+ * DEFER_MAX bytes; their flights complete when they are stored (run_flush_deferred()). */
+static bool run_defer(struct run_sink *s, size_t i)
+{
+	const struct job *j = &s->jobs[i];
+	void *copy;
+
+	if (!j->c.ahead || s->last_needed == SIZE_MAX || i > s->last_needed ||
+	    s->deferred_bytes + j->c.size > DEFER_MAX ||
+	    GREEDY_REALLOC(s->deferred, s->deferred_alloc, s->n_deferred + 1) < 0)
+		return false;
+	copy = malloc(j->c.size ?: 1);
+	if (!copy)
+		return false;
+	memcpy(copy, s->out, j->c.size);
+	s->deferred[s->n_deferred++] = (struct deferred) { .job = i, .bytes = copy };
+	s->deferred_bytes += j->c.size;
+	return true;
+}
+
+/* Stores the held-back chunks, in order, and completes their flights. */
+static void run_flush_deferred(struct run_sink *s)
+{
+	for (size_t k = 0; k < s->n_deferred; k++) {
+		struct job *j = &s->jobs[s->deferred[k].job];
+
+		run_finish_job(s, j, chunk_store_decoded(s->f, &j->c, s->deferred[k].bytes));
+		free(s->deferred[k].bytes);
+	}
+	s->n_deferred = 0;
+	s->deferred_bytes = 0;
+}
+
+/* Decodes every job whose bytes are all in, in offset order, stores it (or holds it back:
+ * run_defer()), and drops the bytes no remaining job needs from the window. */
 static void run_store_ready(struct run_sink *s)
 {
 	uint64_t keep;
@@ -868,11 +936,16 @@ static void run_store_ready(struct run_sink *s)
 
 		if (j->c.blob_offset + j->c.blob_length > s->pos)
 			break;
-		r = store_chunk(s->f, &j->c, s->win, s->base, s->out, s->cursor);
-		if (r == -EBADMSG)
-			j->result = r;  /* wrong bytes: maybe fetched again (fetch_run()) */
-		else
-			run_complete(s, j, r < 0 && r != -ENOSPC ? -EIO : r);
+		r = chunk_decode(s->f, &j->c, s->win, s->base, s->out, s->cursor);
+		if (r >= 0 && run_defer(s, s->next)) {
+			s->next++;
+			continue;
+		}
+		if (r >= 0)
+			r = chunk_store_decoded(s->f, &j->c, s->out);
+		run_finish_job(s, j, r);
+		if (s->next == s->last_needed)
+			run_flush_deferred(s);
 		s->next++;
 	}
 
@@ -1125,7 +1198,8 @@ static size_t run_claim_rest(struct fetcher *f, const struct job *jobs, size_t n
 static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t deadline,
 			struct blob_retry *rt, struct job **ret_again, size_t *ret_n_again)
 {
-	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner };
+	struct run_sink s = { .f = f, .jobs = jobs, .n = n, .call = jobs[0].fl->owner,
+			      .last_needed = SIZE_MAX };
 	bool seek = f->layers[jobs[0].c.layer].seek;
 	struct seek_span_claim claim = {}, *more = NULL;
 	size_t n_more = 0;
@@ -1135,6 +1209,8 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 	for (size_t i = 0; i < n; i++) {
 		out_max = MAX(out_max, jobs[i].c.size);
 		end = MAX(end, jobs[i].c.blob_offset + jobs[i].c.blob_length);
+		if (!jobs[i].c.ahead)
+			s.last_needed = i;
 	}
 	s.pos = s.base = jobs[0].c.blob_offset;
 	s.end = end;
@@ -1158,6 +1234,9 @@ static unsigned run_try(struct fetcher *f, struct job *jobs, size_t n, int64_t d
 				    "span's other request", f->layers[jobs[0].c.layer].digest);
 	else
 		r = fetch_stream(f, jobs[0].c.layer, &s, deadline, rt);  /* it logged a failure */
+	/* Decoded before the stream ended (or broke): good bytes, whatever came after. */
+	run_flush_deferred(&s);
+	free(s.deferred);
 
 	*ret_n_again = 0;
 	*ret_again = NULL;

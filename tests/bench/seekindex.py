@@ -464,8 +464,10 @@ def markdown(res, lines):
     L.append("")
     L.append("The image: suite.py's Debian bookworm minbase + python3, plain tar+gzip layers "
              "(%.1f MB), over %s tbf + %g ms each way (coldstart.py's netns, veth and relay); the "
-             "command `%s` in systemd-nspawn." % (res["layer_bytes"] / 1e6, res["rate"],
-                                                  res["delay_ms"], shlex.join(res["workload"])))
+             "command `%s` in systemd-nspawn. Caches, trees and the registry's storage on %s "
+             "(tests/bench/README.md, \"Deleted files made the other flows slow\")."
+             % (res["layer_bytes"] / 1e6, res["rate"], res["delay_ms"],
+                shlex.join(res["workload"]), res.get("fs", "/var/tmp's file system")))
     L.append("")
     L.append("```")
     L.extend(lines)
@@ -547,6 +549,8 @@ def main(argv=None):
     ap.add_argument("--prefetch", default="none", choices=["none", "landmark", "all"],
                     help="lazyroot mount's --prefetch in the cold starts (default none)")
     ap.add_argument("--no-full-read", action="store_true", help="skip d)")
+    ap.add_argument("--root-fs", action="store_true", help="caches, trees and the registry in "
+                    "/var/tmp itself, not on a fresh ext4 of their own (coldstart.scratch_fs())")
     ap.add_argument("--only-tar", action="store_true", help="only d)'s tar read (and the "
                     "--baseline binary's, in turns); prints the d) lines only")
     ap.add_argument("--baseline", help="a) also mounts the indexed image with this lazyroot "
@@ -577,12 +581,17 @@ def main(argv=None):
         raise SystemExit("%s has no `index --push` (issue 16's publishing); measure with "
                          "--seed local until it does" % args.lazyroot)
     img = debimage.build(args.image_cache)
-    workdir = tempfile.mkdtemp(prefix="lazyroot-seekbench-", dir="/var/tmp")
     t0 = time.monotonic()
-    try:
-        res = run(args, img, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if args.root_fs:
+        workdir = tempfile.mkdtemp(prefix="lazyroot-seekbench-", dir="/var/tmp")
+        try:
+            res = run(args, img, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        with C.scratch_fs("lazyroot-seekbench-") as workdir:
+            res = run(args, img, workdir)
+    res["fs"] = "/var/tmp's" if args.root_fs else "a fresh ext4 (journal) on a loop file"
     res.update(elapsed_s=time.monotonic() - t0, load_end=loadavg(), host=platform.node(),
                cpus=os.cpu_count(), kernel=platform.release(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

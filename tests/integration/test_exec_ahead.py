@@ -8,8 +8,9 @@ a read asks.
 
   (a) the first read of the program (64 bytes at offset 0, as execve() reads it) makes the
       mount read the program's ELF headers and those of its interpreter and libraries, and
-      fetch them all whole: reading every one of them afterwards sends no request, and gives
-      the host's bytes; the library nothing needs is not fetched
+      fetch those whole (not the program: the kernel and the loader read it already):
+      reading every one of them afterwards sends no request, and gives the host's bytes;
+      the library nothing needs is not fetched
   (b) reading an ELF file without the executable bit, or an executable script, starts nothing
   (c) an unmount while the libraries' requests are held at a proxy: the daemon exits cleanly
 """
@@ -104,9 +105,9 @@ def test_program_read_fetches_its_libraries(lazyroot, image):
     deps = [p for p in image["files"] if p != prog]
     done = settled(lambda: stats(lazyroot))
     assert done["exec_ahead"]["parsed"] >= 1 + len(deps), done
-    assert done["exec_ahead"]["fetched"] >= 1 + len(deps), done
+    assert done["exec_ahead"]["fetched"] >= len(deps), done
     requests = done["requests"]
-    for path in [prog] + deps:
+    for path in deps:
         with open(str(lazyroot.mountpoint) + "/" + path, "rb") as f:
             assert f.read() == image["content"][path], path
     after = settled(lambda: stats(lazyroot))
