@@ -45,6 +45,17 @@
 #define EA_WHOLE_MAX (64ull << 20)
 /* Chunks asked of the fetcher per call: a whole file in a few calls, each a few requests. */
 #define EA_BATCH 64
+/* A thread that reads the start of more programs than this is walking the tree (tar, cp, a
+ * virus scanner), not starting them: its reads queue nothing more.  A loader reads its
+ * program, its interpreter and, where libraries are executable (Fedora), a dozen more. */
+#define EA_READER_PROGRAMS_MAX 24
+/* Threads remembered, the least recently added replaced. */
+#define EA_READERS 32
+
+struct reader {
+	pid_t tid;
+	unsigned programs;
+};
 
 struct job {
 	fs_ino_t ino;
@@ -73,6 +84,9 @@ struct exec_ahead {
 	struct worker workers[EA_WORKERS];    /* [0, n_workers) run */
 	unsigned n_workers, n_idle;           /* guarded by lock */
 	bool stop;                            /* guarded by lock */
+
+	struct reader readers[EA_READERS];    /* guarded by lock */
+	size_t next_reader;                   /* guarded by lock */
 
 	uint64_t parsed, fetched;             /* atomic */
 };
@@ -165,9 +179,31 @@ static void enqueue(struct exec_ahead *ea, const struct job *j)
 	pthread_mutex_unlock(&ea->lock);
 }
 
-void exec_ahead_note_read(struct exec_ahead *ea, fs_ino_t ino, off_t off, mode_t mode)
+/* Counts a program start read by thread @tid; true once it read more than a loader would. */
+static bool reader_walks(struct exec_ahead *ea, pid_t tid)
 {
-	if (!ea || off != 0 || !S_ISREG(mode) || !(mode & 0111) || !first_sight(ea, ino))
+	struct reader *r = NULL;
+	bool walks;
+
+	if (tid <= 0)
+		return false;
+	pthread_mutex_lock(&ea->lock);
+	for (size_t i = 0; i < EA_READERS && !r; i++)
+		if (ea->readers[i].tid == tid)
+			r = &ea->readers[i];
+	if (!r) {
+		r = &ea->readers[ea->next_reader++ % EA_READERS];
+		*r = (struct reader) { .tid = tid };
+	}
+	walks = ++r->programs > EA_READER_PROGRAMS_MAX;
+	pthread_mutex_unlock(&ea->lock);
+	return walks;
+}
+
+void exec_ahead_note_read(struct exec_ahead *ea, fs_ino_t ino, off_t off, mode_t mode, pid_t tid)
+{
+	if (!ea || off != 0 || !S_ISREG(mode) || !(mode & 0111) || reader_walks(ea, tid) ||
+	    !first_sight(ea, ino))
 		return;
 	enqueue(ea, &(struct job) { .ino = ino });
 }

@@ -28,9 +28,12 @@ void exec_ahead_stop(struct exec_ahead *ea);
 /* NULL-safe; stops the workers first. */
 struct exec_ahead *exec_ahead_free(struct exec_ahead *ea);
 
-/* A read at @off of @ino, of mode @mode: at offset 0 of an executable regular file seen for
- * the first time, queues it.  Cheap (a bit test; a lock when queuing); never fails. */
-void exec_ahead_note_read(struct exec_ahead *ea, fs_ino_t ino, off_t off, mode_t mode);
+/* A read at @off of @ino, of mode @mode, by thread @tid (0: unknown): at offset 0 of an
+ * executable regular file seen for the first time, queues it, unless @tid has read the start of
+ * more programs than a loader does (a walk of the tree: tar reads every program, and
+ * speculating on each would break up its sequential fetches).  Cheap (a lock and a few
+ * compares, only at offset 0 of executables); never fails. */
+void exec_ahead_note_read(struct exec_ahead *ea, fs_ino_t ino, off_t off, mode_t mode, pid_t tid);
 
 struct exec_ahead_stats {
 	uint64_t parsed;      /* ELF files whose dependencies were read */

@@ -710,6 +710,6 @@ int read_path_read(struct read_path *rp, fs_ino_t ino, off_t off, size_t size,
 	if ((uint64_t)(st.st_size - off) < size)
 		size = (size_t)(st.st_size - off);
 	local_ra_note_read(rp->ra, ino);
-	exec_ahead_note_read(rp->exec_ahead, ino, off, st.st_mode);
+	exec_ahead_note_read(rp->exec_ahead, ino, off, st.st_mode, w ? w->pid : 0);
 	return read_chunks(rp, ino, (uint64_t)off, size, w, ret);
 }

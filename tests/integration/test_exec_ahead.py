@@ -11,7 +11,8 @@ a read asks.
       fetch those whole (not the program: the kernel and the loader read it already):
       reading every one of them afterwards sends no request, and gives the host's bytes;
       the library nothing needs is not fetched
-  (b) reading an ELF file without the executable bit, or an executable script, starts nothing
+  (b) reading an ELF file without the executable bit, or an executable script, starts nothing;
+      a thread that reads the start of many programs (a walk: tar) stops starting anything
   (c) an unmount while the libraries' requests are held at a proxy: the daemon exits cleanly
 """
 
@@ -30,6 +31,8 @@ from helpers import lazyroot_mounts, new_lazyroot_mounts, settled, wait_no_daemo
 from proxy import Fault, Proxy
 
 PROGRAM = "/bin/ls"
+WALKED = 40
+LOADER_PROGRAMS_MAX = 24   # fs/exec_ahead.c EA_READER_PROGRAMS_MAX
 UNUSED_LIB = "usr/lib/x86_64-linux-gnu/libunused.so.1"
 
 
@@ -75,6 +78,10 @@ def image(tmp_path_factory):
     content[UNUSED_LIB] = b"\x7fELF" + random.Random(17).randbytes(300 << 10)
     entries.append((UNUSED_LIB, "f", 0o644, content[UNUSED_LIB], 0))
     entries.append(("data/plain.elf", "f", 0o644, content[PROGRAM.lstrip("/")], 0))
+    # programs for a walker to read (the same bytes: their chunks are shared)
+    entries.append(("data/progs", "d", 0o755, None, 0))
+    for i in range(WALKED):
+        entries.append(("data/progs/p%02d" % i, "f", 0o755, content[PROGRAM.lstrip("/")], 0))
     entries.append(("data/script", "f", 0o755, b"#!/bin/sh\necho hi\n" + b"#" * 8192, 0))
     work = tmp_path_factory.mktemp("exec-ahead")
     reg = registry_mod.Registry()
@@ -125,6 +132,11 @@ def test_non_programs_start_nothing(lazyroot, image):
     assert read_head(lazyroot, "data/script", 9) == b"#!/bin/sh"
     done = settled(lambda: stats(lazyroot))
     assert done["exec_ahead"] == {"parsed": 0, "fetched": 0}, done
+    for i in range(WALKED):   # one thread, as tar reads them
+        read_head(lazyroot, "data/progs/p%02d" % i)
+    done = settled(lambda: stats(lazyroot))
+    deps = len(image["files"]) - 1
+    assert done["exec_ahead"]["parsed"] <= LOADER_PROGRAMS_MAX + deps, done
     assert lazyroot.umount().ok
 
 
