@@ -49,6 +49,9 @@
  * virus scanner), not starting them: its reads queue nothing more.  A loader reads its
  * program, its interpreter and, where libraries are executable (Fedora), a dozen more. */
 #define EA_READER_PROGRAMS_MAX 24
+/* RUNPATH entries looked in: real ones have one to three; a hostile one could have two thousand,
+ * each a path walk for every one of 256 libraries. */
+#define EA_RUNPATH_DIRS_MAX 16
 /* Threads remembered, the least recently added replaced. */
 #define EA_READERS 32
 
@@ -352,11 +355,13 @@ static bool lib_find(struct exec_ahead *ea, const struct elf_deps *d, const char
 		"/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib",
 	};
 	const char *arch = multiarch(d->machine, d->is_64);
+	unsigned dirs = 0;
 	char dir[64];
 
 	if (strchr(name, '/'))
 		return lib_at(ea, "/", 1, name, ret);
-	for (const char *p = d->runpath; p && *p; p += strcspn(p, ":"), p += *p == ':') {
+	for (const char *p = d->runpath; p && *p && dirs++ < EA_RUNPATH_DIRS_MAX;
+	     p += strcspn(p, ":"), p += *p == ':') {
 		size_t n = strcspn(p, ":");
 
 		if (!memchr(p, '$', n) && lib_at(ea, p, n, name, ret))
