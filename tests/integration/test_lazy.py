@@ -45,7 +45,8 @@ ZSTD_FIXTURES = ["zstdchunked", "zstdchunked-skopeo"]
 BOOKKEEPING = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"]
 STATS_KEYS = {"mountpoint", "image", "digest", "bytes_fetched", "requests", "requests_running",
               "chunks_fetched", "chunks_cached", "chunks_failed", "chunks_refetched",
-              "chunks_no_space", "prefetch", "pull_bytes", "pull_requests", "layers", "profile"}
+              "chunks_no_space", "prefetch", "pull_bytes", "pull_requests", "layers", "profile",
+              "exec_ahead"}
 MiB = 1 << 20
 
 
