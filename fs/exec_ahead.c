@@ -33,6 +33,7 @@
 #include "cache/fetch.h"
 #include "cache/format/elf_deps.h"
 #include "cache/store/blob_store.h"
+#include "fs/read_path.h"
 #include "fs/tree_path.h"
 
 /* Jobs run at once: a program and its first libraries, each on a connection of its own. */
@@ -250,19 +251,13 @@ static int fetch_missing(struct exec_ahead *ea, const struct fs_chunk_ref *c, si
 	size_t k = 0;
 	int r = 0;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && r >= 0; i++) {
 		if (!chunk_missing(ea, &c[i]))
 			continue;
-		batch[k] = (struct fetch_chunk) {
-			.layer = c[i].layer, .blob_offset = c[i].blob_offset,
-			.blob_length = c[i].blob_length, .size = c[i].size, .ahead = ahead,
-		};
-		digest_format_sha256(c[i].digest, batch[k].digest);
-		if (++k == EA_BATCH || i + 1 == n) {
+		fetch_chunk_from_ref(&c[i], ahead, &batch[k]);
+		if (++k == EA_BATCH) {
 			r = fetcher_ensure_interruptible(ea->f, batch, k, intr);
 			k = 0;
-			if (r < 0)
-				break;
 		}
 	}
 	if (k > 0 && r >= 0)

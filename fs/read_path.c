@@ -342,8 +342,7 @@ static int span_find(struct read_path *rp, fs_ino_t ino, uint64_t off, size_t le
 	return 0;
 }
 
-static void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead,
-				 struct fetch_chunk *ret)
+void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead, struct fetch_chunk *ret)
 {
 	*ret = (struct fetch_chunk) {
 		.layer = c->layer,

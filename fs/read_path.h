@@ -31,6 +31,8 @@ int read_path_new(const struct fs_tree *tree, struct blob_store *bs, struct fetc
  * before the first read. */
 struct fs_profile;
 void read_path_set_profile(struct read_path *rp, struct fs_profile *profile);
+/* What the fetcher is asked for to have chunk @c (fetchable: not zeros, blob_length > 0). */
+void fetch_chunk_from_ref(const struct fs_chunk_ref *c, bool ahead, struct fetch_chunk *ret);
 /* Stops the workers that fetch on their own (fs/exec_ahead.h) and waits for them: before the
  * fetcher is freed.  NULL-safe. */
 void read_path_stop_fetching(struct read_path *rp);
